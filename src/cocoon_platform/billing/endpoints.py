@@ -1,0 +1,99 @@
+"""Balance, deposit instructions and pricing."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from urllib.parse import quote
+
+from fastapi import APIRouter
+
+from cocoon_platform.accounts.endpoints import UNAUTHORIZED
+from cocoon_platform.billing.prices import COEFFICIENT_ONE, MULTIPLIER_ONE, NetworkPrices
+from cocoon_platform.billing.schemas import (
+    BalanceResponse,
+    DepositResponse,
+    PricingResponse,
+    Rates,
+    TokenRate,
+)
+from cocoon_platform.config import NANOTON_PER_TON, format_ton
+from cocoon_platform.db.models import Account
+from cocoon_platform.deps import CurrentKey, SessionDep, StateDep
+from cocoon_platform.errors import InvalidApiKey
+
+router = APIRouter(tags=["Billing"])
+
+
+@router.get("/v1/balance", response_model=BalanceResponse, summary="Check account balance",
+            responses={401: UNAUTHORIZED})
+async def balance(identity: CurrentKey, state: StateDep, session: SessionDep) -> BalanceResponse:
+    """Returns the current TON balance of the key's account."""
+    account = await session.get(Account, identity.account_id)
+    if account is None:
+        raise InvalidApiKey()
+    rate = state.ton_usd_rate()
+    balance_ton = float(format_ton(account.balance_nanoton, 9))
+    return BalanceResponse(
+        balance_ton=balance_ton,
+        balance_nanoton=account.balance_nanoton,
+        balance_usd=round(balance_ton * rate, 4) if rate is not None else None,
+        ton_usd_rate=rate,
+        reserved_nanoton=account.reserved_nanoton,
+    )
+
+
+def payment_link(wallet: str, memo: str) -> str:
+    """A TON transfer deep link; wallets pre-fill the comment from `text=`."""
+    return f"ton://transfer/{wallet}?text={quote(memo)}"
+
+
+@router.get("/v1/deposit", response_model=DepositResponse, summary="Get deposit instructions",
+            responses={401: UNAUTHORIZED})
+async def deposit(identity: CurrentKey, state: StateDep, session: SessionDep) -> DepositResponse:
+    """The wallet and your memo code: send TON there with the code as the comment."""
+    account = await session.get(Account, identity.account_id)
+    if account is None:
+        raise InvalidApiKey()
+    wallet = state.settings.deposit_wallet
+    memo = account.deposit_code
+    return DepositResponse(
+        wallet=wallet,
+        memo=memo,
+        instructions=(
+            f"Send TON to {wallet} with the comment/memo: {memo}. "
+            "Your balance will be credited automatically within ~30 seconds."
+        ),
+        payment_link=payment_link(wallet, memo),
+    )
+
+
+def _rate(prices: NetworkPrices, multiplier: int, markup: Fraction, coefficient: int) -> TokenRate:
+    effective = Fraction(prices.price_per_token * multiplier * coefficient, MULTIPLIER_ONE * COEFFICIENT_ONE) * markup
+    return TokenRate(
+        base_nanoton=prices.price_per_token,
+        multiplier=multiplier / MULTIPLIER_ONE,
+        effective_nanoton=-(-effective.numerator // effective.denominator),
+    )
+
+
+@router.get("/v1/pricing", response_model=PricingResponse, summary="Get pricing information")
+async def pricing(state: StateDep) -> PricingResponse:
+    """Per-token rates for every token type (the network's live prices times the markup)."""
+    prices = state.prices
+    markup = state.pricer.markup
+    coefficient = state.pricer.coefficient
+    settings = state.settings
+    return PricingResponse(
+        markup_multiplier=float(settings.markup_multiplier),
+        rates=Rates(
+            prompt_token=_rate(prices, prices.prompt_multiplier, markup, coefficient),
+            completion_token=_rate(prices, prices.completion_multiplier, markup, coefficient),
+            reasoning_token=_rate(prices, prices.reasoning_multiplier, markup, coefficient),
+            cached_prompt_token=_rate(prices, prices.cached_multiplier, markup, coefficient),
+        ),
+        minimum_balance_ton=settings.min_balance_nanoton / NANOTON_PER_TON,
+        maximum_overdraft_ton=settings.max_overdraft_nanoton / NANOTON_PER_TON,
+        payment_method=f"TON transfer to {settings.deposit_wallet} with your deposit code as the comment",
+        price_source=prices.source,
+        prices_updated_at=prices.fetched_at,
+    )

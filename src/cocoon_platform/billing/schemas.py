@@ -1,0 +1,48 @@
+"""Response bodies of the billing endpoints, with the spec's field names."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class BalanceResponse(BaseModel):
+    balance_ton: float = Field(description="Balance in TON (1 TON = 1e9 nanoton).")
+    balance_nanoton: int = Field(description="Balance in nanotons (smallest unit).")
+    balance_usd: float | None = Field(description="Balance in USD (based on current TON/USD rate).")
+    ton_usd_rate: float | None = Field(description="Current TON/USD exchange rate used for conversion.")
+    reserved_nanoton: int = Field(description="Held for requests in flight; released when they settle.")
+
+
+class DepositResponse(BaseModel):
+    wallet: str = Field(description="TON wallet address to send funds to.")
+    memo: str = Field(description="Unique memo/comment to include with your TON transfer.")
+    instructions: str = Field(description="Human-readable deposit instructions.")
+    payment_link: str = Field(description="A ton://transfer link with the memo, which wallets open directly.")
+
+
+class TokenRate(BaseModel):
+    base_nanoton: int = Field(description="Base price per token in nanoton before multiplier.")
+    multiplier: float = Field(description="Token type multiplier.")
+    effective_nanoton: int = Field(
+        description="Final price per token in nanoton (base * multiplier * markup), rounded up."
+    )
+
+
+class Rates(BaseModel):
+    prompt_token: TokenRate
+    completion_token: TokenRate
+    reasoning_token: TokenRate
+    cached_prompt_token: TokenRate
+
+
+class PricingResponse(BaseModel):
+    currency: str = "TON"
+    unit: str = "nanoton"
+    nanoton_per_ton: int = 1_000_000_000
+    markup_multiplier: float
+    rates: Rates
+    minimum_balance_ton: float
+    maximum_overdraft_ton: float
+    payment_method: str
+    price_source: str = Field(description="'live' when read from the COCOON client, 'default' otherwise.")
+    prices_updated_at: float = Field(description="Unix time the prices in force were read.")

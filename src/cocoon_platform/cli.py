@@ -1,0 +1,180 @@
+"""The `cocoon-platform` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from pydantic import ValidationError
+
+from cocoon_platform.config import Settings, format_ton, ton_to_nanoton
+
+
+class CommandError(Exception):
+    """A failure to report in one line, with a non-zero exit."""
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            field = ".".join(str(p) for p in error["loc"]) or "settings"
+            name = f"COCOON_{field.upper()}" if field != "settings" else field
+            lines.append(f"  {name}: {error['msg']}")
+        raise CommandError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def run_async(factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
+    return asyncio.run(factory())
+
+
+# --- serve / migrate -------------------------------------------------------------------------
+
+
+def cmd_migrate(_: argparse.Namespace) -> int:
+    from cocoon_platform.db.migrate import upgrade_head
+
+    settings = load_settings()
+    upgrade_head(settings)
+    print("database is at the newest schema")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cocoon_platform.db.migrate import upgrade_head
+
+    # Flags override the environment; workers are new processes that read it again.
+    for flag, env in (("host", "COCOON_HOST"), ("port", "COCOON_PORT"), ("workers", "COCOON_WORKERS")):
+        value = getattr(args, flag)
+        if value is not None:
+            os.environ[env] = str(value)
+    settings = load_settings()
+    upgrade_head(settings)
+    uvicorn.run(
+        "cocoon_platform.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="auto",
+        http="auto",
+        access_log=False,
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
+    )
+    return 0
+
+
+# --- admin -----------------------------------------------------------------------------------
+
+
+async def _adjust_balance(args: argparse.Namespace, sign: int) -> int:
+    from sqlalchemy import select
+
+    from cocoon_platform.accounts.service import account_by_code, account_by_key
+    from cocoon_platform.billing.ledger import EntryKind, post_entry
+    from cocoon_platform.db.engine import create_engine, create_sessionmaker
+    from cocoon_platform.db.models import Account
+
+    try:
+        amount = ton_to_nanoton(args.amount_ton)
+    except ValueError as exc:
+        raise CommandError(f"--amount-ton: {exc}") from None
+    if amount <= 0:
+        raise CommandError("--amount-ton must be positive")
+    settings = load_settings()
+    engine = create_engine(settings)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            if args.api_key:
+                account = await account_by_key(session, args.api_key)
+                if account is None:
+                    raise CommandError("no account has that API key (or it was revoked)")
+            else:
+                account = await account_by_code(session, args.deposit_code)
+                if account is None:
+                    raise CommandError(f"no account has deposit code {args.deposit_code!r}")
+            kind = EntryKind.ADMIN_CREDIT if sign > 0 else EntryKind.ADMIN_DEBIT
+            if sign < 0:
+                row = (
+                    await session.execute(
+                        select(Account.balance_nanoton, Account.reserved_nanoton).where(Account.id == account.id)
+                    )
+                ).one()
+                if row.balance_nanoton - row.reserved_nanoton < amount:
+                    raise CommandError(
+                        f"cannot debit {format_ton(amount, 9)} TON: the account has "
+                        f"{format_ton(row.balance_nanoton - row.reserved_nanoton, 9)} TON available"
+                    )
+            balance = await post_entry(
+                session, account.id, sign * amount, kind, f"{kind.value}:{uuid.uuid4()}", args.reason
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    print(f"account {account.id} ({account.deposit_code}): balance {format_ton(balance, 9)} TON ({balance} nanoTON)")
+    return 0
+
+
+def cmd_credit(args: argparse.Namespace) -> int:
+    return run_async(lambda: _adjust_balance(args, +1))
+
+
+def cmd_debit(args: argparse.Namespace) -> int:
+    return run_async(lambda: _adjust_balance(args, -1))
+
+
+def _add_balance_command(admin: Any, name: str, handler: Callable[[argparse.Namespace], int], verb: str) -> None:
+    parser = admin.add_parser(name, help=f"{verb} an account through the ledger")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--api-key", help="the account's ck_ key")
+    who.add_argument("--deposit-code", help="the account's deposit code")
+    parser.add_argument("--amount-ton", required=True, help="amount in TON, e.g. 1.5")
+    parser.add_argument("--reason", required=True, help="why; kept in the ledger entry")
+    parser.set_defaults(handler=handler)
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cocoon-platform", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTP API (applies migrations first)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int, help="worker processes (default COCOON_WORKERS or 1)")
+    serve.set_defaults(handler=cmd_serve)
+
+    migrate = commands.add_parser("migrate", help="apply database migrations and exit")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    admin = commands.add_parser("admin", help="operator commands").add_subparsers(dest="admin", required=True)
+    _add_balance_command(admin, "credit", cmd_credit, "credit")
+    _add_balance_command(admin, "debit", cmd_debit, "debit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except CommandError as exc:
+        print(f"cocoon-platform: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

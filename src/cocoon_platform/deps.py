@@ -1,0 +1,47 @@
+"""FastAPI dependencies shared by the endpoint modules."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cocoon_platform.accounts.keys import bearer_key_hash
+from cocoon_platform.accounts.service import KeyIdentity, identify
+from cocoon_platform.errors import InvalidApiKey
+from cocoon_platform.state import AppState
+
+
+def get_state(request: Request) -> AppState:
+    return request.app.state.platform  # type: ignore[no-any-return]
+
+
+StateDep = Annotated[AppState, Depends(get_state)]
+
+
+async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
+    """A session per request; endpoints that write commit it themselves."""
+    async with state.sessionmaker() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def current_key(
+    state: StateDep,
+    session: SessionDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> KeyIdentity:
+    key_hash = bearer_key_hash(authorization)
+    identity = await identify(session, key_hash) if key_hash else None
+    if identity is None:
+        raise InvalidApiKey()
+    state.last_used.touch(identity.key_id, time.time())
+    return identity
+
+
+CurrentKey = Annotated[KeyIdentity, Depends(current_key)]

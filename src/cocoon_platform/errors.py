@@ -1,0 +1,156 @@
+"""Domain errors, each with its own status, and the one place that shapes their bodies.
+
+Every error the platform returns has OpenAI's shape:
+`{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}`;
+only request-validation failures keep FastAPI's `{"detail": [...]}` shape, as the spec says.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("cocoon_platform")
+
+
+class PlatformError(Exception):
+    """Base of every error a client may see; subclasses fix status, type and code."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = "internal_error"
+    message: str = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        if message is not None:
+            self.message = message
+        self.param = param
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        return error_body(self.message, self.type, self.code, self.param)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.body())
+
+
+def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": type_, "param": param, "code": code}}
+
+
+class InvalidApiKey(PlatformError):
+    status = 401
+    type = "invalid_auth"
+    code = "invalid_api_key"
+    message = "Invalid API key"
+
+
+class AdminTokenRequired(PlatformError):
+    status = 403
+    type = "auth_error"
+    code = "forbidden"
+    message = "Admin token required"
+
+
+class InsufficientBalance(PlatformError):
+    status = 402
+    type = "insufficient_balance"
+    code = "insufficient_balance"
+
+
+class InvalidRequest(PlatformError):
+    status = 400
+    type = "invalid_request_error"
+    code = None
+
+
+class NotFound(PlatformError):
+    status = 404
+    type = "invalid_request_error"
+    code = None
+    message = "Not found"
+
+
+class MethodNotAllowed(PlatformError):
+    status = 405
+    type = "invalid_request_error"
+    code = None
+    message = "Method not allowed"
+
+
+class PayloadTooLarge(PlatformError):
+    status = 413
+    type = "invalid_request_error"
+    code = None
+
+
+class RateLimited(PlatformError):
+    status = 429
+    type = "invalid_request_error"
+    code = None
+
+
+class UpstreamError(PlatformError):
+    """The COCOON network could not serve a request; the status says how."""
+
+    type = "server_error"
+    code = None
+
+    def __init__(self, status: int, message: str, kind: str) -> None:
+        self.status = status
+        self.kind = kind
+        super().__init__(message)
+
+
+class ServiceUnavailable(PlatformError):
+    status = 503
+    type = "server_error"
+    code = None
+
+
+def error_response(exc: PlatformError) -> Response:
+    return Response(
+        exc.to_bytes(), status_code=exc.status, media_type="application/json", headers=exc.headers
+    )
+
+
+def install_handlers(app: FastAPI) -> None:
+    """Shape every failure FastAPI can see into the platform's error bodies."""
+
+    @app.exception_handler(PlatformError)
+    async def _platform(_: Request, exc: PlatformError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 404:
+            return error_response(NotFound())
+        if exc.status_code == 405:
+            return error_response(MethodNotAllowed())
+        return JSONResponse(
+            error_body(str(exc.detail), "invalid_request_error", None), status_code=exc.status_code
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's shape, as the spec's ValidationError schema; drop `input`/`ctx`, which may echo secrets.
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
+        return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(PlatformError())

@@ -1,0 +1,68 @@
+"""The long-lived objects of a running platform, made once at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cocoon_platform.accounts.last_used import LastUsedTracker
+from cocoon_platform.billing.prices import NetworkPrices, Pricer
+from cocoon_platform.config import Settings
+from cocoon_platform.db.engine import create_engine, create_sessionmaker
+from cocoon_platform.ton.rates import RateSource
+
+logger = logging.getLogger("cocoon_platform")
+
+
+def default_prices(settings: Settings) -> NetworkPrices:
+    return NetworkPrices(
+        price_per_token=settings.price_per_token,
+        prompt_multiplier=settings.prompt_multiplier,
+        cached_multiplier=settings.cached_multiplier,
+        completion_multiplier=settings.completion_multiplier,
+        reasoning_multiplier=settings.reasoning_multiplier,
+        source="default",
+    )
+
+
+class AppState:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: AsyncEngine = create_engine(settings)
+        self.sessionmaker: async_sessionmaker[AsyncSession] = create_sessionmaker(self.engine)
+        self.pricer = Pricer(settings.markup_multiplier, settings.max_coefficient)
+        self.prices: NetworkPrices = default_prices(settings)
+        self.last_used = LastUsedTracker(self.sessionmaker)
+        self.rates: RateSource | None = None
+        self.stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def check_admin_token(self, token: str | None) -> bool:
+        """Constant-time comparison, so response timing can't reveal the token."""
+        expected = self.settings.admin_token
+        return token is not None and expected is not None and hmac.compare_digest(
+            token.encode(), expected.encode()
+        )
+
+    def ton_usd_rate(self) -> float | None:
+        return self.rates.current() if self.rates is not None else None
+
+    def spawn(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        """Run a background loop until shutdown."""
+        self._tasks.append(asyncio.create_task(loop(self.stop), name=name))
+
+    async def close(self) -> None:
+        self.stop.set()
+        for task in self._tasks:
+            try:
+                await asyncio.wait_for(task, 10)
+            except (TimeoutError, asyncio.CancelledError):
+                task.cancel()
+            except Exception:
+                logger.exception("background task %s failed", task.get_name())
+        await self.last_used.flush()
+        await self.engine.dispose()

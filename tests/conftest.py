@@ -1,0 +1,49 @@
+"""Shared fixtures: every database-facing test runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from support import Server, create_pg_database, drop_pg_database, start_server
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One fresh database per backend for the whole run; tests isolate by their own accounts."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite')}/cocoon.db"
+        return
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def backend(database_url: str) -> str:
+    return "sqlite" if database_url.startswith("sqlite") else "postgresql"
+
+
+ServerFactory = Callable[..., Server]
+
+
+@pytest.fixture(scope="session")
+def server_factory(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
+    """Start platform servers on the session's database; all are stopped at the end."""
+    started: list[Server] = []
+    tmp: Path = tmp_path_factory.mktemp("servers")
+
+    def start(**settings: str) -> Server:
+        server = start_server(tmp, database_url, {f"COCOON_{k.upper()}": v for k, v in settings.items()})
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
