@@ -35,6 +35,15 @@ def run_async(factory: Callable[[], Coroutine[Any, Any, int]]) -> int:
     return asyncio.run(factory())
 
 
+def check_model_catalog(settings: Settings) -> None:
+    from cocoon_platform.upstream.catalog import CatalogError, ModelCatalog
+
+    try:
+        ModelCatalog.load(settings.model_catalog_file)
+    except CatalogError as exc:
+        raise CommandError(str(exc)) from None
+
+
 # --- serve / migrate -------------------------------------------------------------------------
 
 
@@ -58,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if value is not None:
             os.environ[env] = str(value)
     settings = load_settings()
+    check_model_catalog(settings)
     upgrade_head(settings)
     uvicorn.run(
         "cocoon_platform.app:create_app",

@@ -11,9 +11,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cocoon_platform.accounts.last_used import LastUsedTracker
 from cocoon_platform.billing.prices import NetworkPrices, Pricer
+from cocoon_platform.billing.store import BillingStore, sweep_expired
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
 from cocoon_platform.ton.rates import RateSource
+from cocoon_platform.upstream.catalog import ModelCatalog
+from cocoon_platform.upstream.pool import UpstreamPool
+from cocoon_platform.upstream.status import NetworkStatus
 
 logger = logging.getLogger("cocoon_platform")
 
@@ -37,6 +41,16 @@ class AppState:
         self.pricer = Pricer(settings.markup_multiplier, settings.max_coefficient)
         self.prices: NetworkPrices = default_prices(settings)
         self.last_used = LastUsedTracker(self.sessionmaker)
+        self.billing = BillingStore(self.engine, settings.settle_batch_max)
+        self.catalog = ModelCatalog.load(settings.model_catalog_file)
+        self.pool = UpstreamPool(settings)
+        self.network = NetworkStatus(
+            self.pool,
+            settings.stats_refresh_seconds,
+            settings.stats_stale_seconds,
+            default_prices(settings),
+            self._set_prices,
+        )
         self.rates: RateSource | None = None
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -47,6 +61,23 @@ class AppState:
         return token is not None and expected is not None and hmac.compare_digest(
             token.encode(), expected.encode()
         )
+
+    async def sweep_holds(self, stop: asyncio.Event) -> None:
+        """Release holds whose request died with its process, every sweep interval."""
+        while not stop.is_set():
+            try:
+                released = await sweep_expired(self.engine)
+                if released:
+                    logger.warning("released %d expired reservation(s)", released)
+            except Exception:
+                logger.exception("reservation sweep failed")
+            try:
+                await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_seconds)
+            except TimeoutError:
+                pass
+
+    def _set_prices(self, prices: NetworkPrices) -> None:
+        self.prices = prices
 
     def ton_usd_rate(self) -> float | None:
         return self.rates.current() if self.rates is not None else None
@@ -65,4 +96,5 @@ class AppState:
             except Exception:
                 logger.exception("background task %s failed", task.get_name())
         await self.last_used.flush()
+        await self.pool.close()
         await self.engine.dispose()

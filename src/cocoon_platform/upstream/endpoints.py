@@ -1,0 +1,105 @@
+"""/v1/models and /api/stats: the network as the platform last saw it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from cocoon_platform.deps import StateDep
+from cocoon_platform.errors import ServiceUnavailable
+
+router = APIRouter()
+
+# A request for /v1/models before anything is known waits this long for a first answer.
+FIRST_FETCH_BOUND = 2.0
+STATS_BOUND = 0.5
+
+
+class WorkerOut(BaseModel):
+    running_requests: int
+    max_running_requests: int
+    coefficient: int
+
+
+class ModelOut(BaseModel):
+    id: str = Field(description="Model identifier to use in completions.")
+    object: str = "model"
+    created: int = 0
+    owned_by: str = Field(description="Organization that created the model.")
+    endpoint: str = Field(description="API endpoint to use for this model.")
+    type: str = Field(description="'chat' for conversational models, 'translation' for translation models.")
+    context_window: int | None = Field(description="Maximum context window in tokens.")
+    workers: list[WorkerOut] = Field(description="Worker nodes serving this model.")
+
+
+class ModelList(BaseModel):
+    object: str = "list"
+    data: list[ModelOut]
+
+
+class ModelStats(BaseModel):
+    id: str
+    workers: int
+    running: int
+    capacity: int
+    load_pct: float
+
+
+class NetworkStats(BaseModel):
+    models: list[ModelStats]
+    status: str = Field(description="'online' = fresh data, 'cached' = stale but last known, 'offline' = no data.")
+    cached_at: datetime | None
+
+
+@router.get("/v1/models", response_model=ModelList, tags=["AI Inference"], summary="List available AI models",
+            responses={503: {"description": "The COCOON client has not been reachable since start-up"}})
+async def list_models(state: StateDep) -> ModelList:
+    """Models on the network with their workers' load; the last known list while the upstream is away."""
+    network = state.network
+    if network.models is None:
+        await network.refresh_once(FIRST_FETCH_BOUND)
+    if network.models is None:
+        raise ServiceUnavailable("The COCOON network is unreachable and no model list is known yet. Try again shortly.")
+    data = []
+    for model in network.models:
+        info = state.catalog.info(model.id)
+        data.append(
+            ModelOut(
+                id=model.id,
+                owned_by=info.owned_by,
+                endpoint=info.endpoint,
+                type=info.type,
+                context_window=info.context_window,
+                workers=[
+                    WorkerOut(running_requests=w.running_requests, max_running_requests=w.max_running_requests,
+                              coefficient=w.coefficient)
+                    for w in model.workers
+                ],
+            )
+        )
+    return ModelList(data=data)
+
+
+@router.get("/api/stats", response_model=NetworkStats, tags=["Network"], summary="Get live network statistics")
+async def network_stats(state: StateDep) -> NetworkStats:
+    """Always 200: 'online' when fresh, 'cached' when stale, 'offline' when nothing is known."""
+    network = state.network
+    if network.state() != "online":
+        await network.refresh_once(STATS_BOUND)
+    models = []
+    for model in network.models or []:
+        running = sum(w.running_requests for w in model.workers)
+        capacity = sum(w.max_running_requests for w in model.workers)
+        models.append(
+            ModelStats(
+                id=model.id,
+                workers=len(model.workers),
+                running=running,
+                capacity=capacity,
+                load_pct=round(100 * running / capacity, 1) if capacity else 0.0,
+            )
+        )
+    cached_at = datetime.fromtimestamp(network.models_at, UTC) if network.models_at else None
+    return NetworkStats(models=models, status=network.state(), cached_at=cached_at)
