@@ -1,0 +1,91 @@
+"""Splitting an upstream stream into events, whether it speaks SSE or bare JSON objects."""
+
+from __future__ import annotations
+
+DONE = b"[DONE]"
+
+
+class EventSplitter:
+    """Feed raw bytes as they arrive; get back complete event payloads (JSON bytes or `[DONE]`).
+
+    SSE: events end with a blank line; `data:` lines are joined, comments and other fields
+    dropped. Bare JSON: objects follow each other with or without separators, so they are
+    cut where their braces balance (outside strings).
+    """
+
+    __slots__ = ("_buffer", "_mode")
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._mode: str | None = None  # "sse" or "json", decided by the first bytes
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        if self._mode is None:
+            head = self._buffer.lstrip()
+            if not head:
+                return []
+            if head[:1] in (b"{", b"["):
+                self._mode = "json"
+            elif len(head) >= 5 or head[:1] in (b"d", b":", b"e", b"i", b"r"):
+                self._mode = "sse"
+            else:
+                return []
+        return self._split_sse() if self._mode == "sse" else self._split_json()
+
+    def finish(self) -> list[bytes]:
+        """Whatever complete event is left when the stream ends without a final separator."""
+        rest, self._buffer = self._buffer, b""
+        if self._mode == "sse":
+            payload = self._sse_payload(rest)
+            return [payload] if payload else []
+        return []
+
+    def _split_sse(self) -> list[bytes]:
+        buffer = self._buffer.replace(b"\r\n", b"\n") if b"\r" in self._buffer else self._buffer
+        *events, self._buffer = buffer.split(b"\n\n")
+        out = []
+        for event in events:
+            payload = self._sse_payload(event)
+            if payload:
+                out.append(payload)
+        return out
+
+    @staticmethod
+    def _sse_payload(event: bytes) -> bytes:
+        if event.startswith(b"data:") and b"\n" not in event:
+            return event[5:].strip()  # the usual case: one data line
+        lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
+        return b"\n".join(lines)
+
+    def _split_json(self) -> list[bytes]:
+        out = []
+        buffer = self._buffer
+        start = 0
+        depth = 0
+        in_string = False
+        escaped = False
+        begin = -1
+        for index in range(len(buffer)):
+            byte = buffer[index]
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif byte == 0x5C:  # backslash
+                    escaped = True
+                elif byte == 0x22:
+                    in_string = False
+                continue
+            if byte == 0x22:
+                in_string = True
+            elif byte in (0x7B, 0x5B):  # { [
+                if depth == 0:
+                    begin = index
+                depth += 1
+            elif byte in (0x7D, 0x5D):  # } ]
+                depth -= 1
+                if depth == 0:
+                    out.append(buffer[begin : index + 1])
+                    start = index + 1
+        self._buffer = buffer[start:]
+        return out

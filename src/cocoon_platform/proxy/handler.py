@@ -1,0 +1,477 @@
+"""The metered inference endpoints as one lean ASGI handler.
+
+Per request: parse and check the body, reserve the worst case (one guarded UPDATE that also
+authenticates the key), forward through the pooled upstream client, then settle the real
+charge in a group-committed transaction before the answer (or the stream's end) goes out.
+Every path that opened a hold settles it: a charge for what was delivered, or a release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from cocoon_platform.accounts.keys import bearer_key_hash
+from cocoon_platform.billing.prices import NetworkPrices, TokenCounts
+from cocoon_platform.billing.store import Reservation, Settlement
+from cocoon_platform.config import format_ton
+from cocoon_platform.errors import (
+    InsufficientBalance,
+    InvalidApiKey,
+    PayloadTooLarge,
+    PlatformError,
+    UpstreamError,
+)
+from cocoon_platform.proxy.events import DONE, EventSplitter
+from cocoon_platform.proxy.request import InferenceRequest, parse_request
+from cocoon_platform.proxy.upstream_errors import map_upstream_error
+from cocoon_platform.state import AppState
+from cocoon_platform.upstream.pool import NoUpstream
+
+logger = logging.getLogger("cocoon_platform.proxy")
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+UPSTREAM_HEADERS = {"Content-Type": "application/json"}
+JSON_TYPE = (b"content-type", b"application/json")
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+               (b"x-accel-buffering", b"no")]
+
+
+def estimate_tokens(text: str) -> int:
+    """About four bytes a token: used only when the upstream never reported usage."""
+    size = len(text.encode())
+    return (size + 3) // 4 if size else 0
+
+
+def estimate_prompt_tokens(request: InferenceRequest) -> int:
+    tokens = estimate_tokens(request.text_for_estimate())
+    if request.endpoint == "chat":
+        tokens += 4 * len(request.payload["messages"]) + 3
+    return tokens
+
+
+def usage_tokens(usage: dict[str, Any]) -> TokenCounts:
+    """Token counts from an upstream usage object, with either place for reasoning tokens."""
+
+    def count(value: Any) -> int:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    cached = count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    reasoning = count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
+    return TokenCounts(
+        prompt=count(usage.get("prompt_tokens")),
+        completion=count(usage.get("completion_tokens")),
+        cached=cached,
+        reasoning=reasoning or count(usage.get("reasoning_tokens")),
+    )
+
+
+def reported_cost(usage: dict[str, Any]) -> int | None:
+    cost = usage.get("total_cost")
+    return cost if isinstance(cost, int) and not isinstance(cost, bool) else None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one forwarded request, enough to settle it."""
+
+    status: str = "ok"
+    http_status: int = 200
+    usage: dict[str, Any] | None = None
+    estimated: bool = False
+    delivered_completion: int = 0  # content chunks relayed to the client
+    delivered_reasoning: int = 0
+    error: PlatformError | None = None
+    stream_id: str | None = None  # the upstream's chunk id, reused on the usage chunk we emit
+    first_token_seconds: float | None = None
+
+
+class InferenceHandler:
+    """ASGI callable for POST /v1/chat/completions and /v1/completions."""
+
+    def __init__(self) -> None:
+        self.state: AppState | None = None  # set by the application's lifespan
+
+    def bind(self, state: AppState) -> None:
+        self.state = state
+        settings = state.settings
+        ttl = settings.reservation_ttl_seconds
+        # A request never outlives its hold, so the sweeper never releases a live one.
+        self.deadline = max(1.0, ttl - min(60.0, ttl * 0.2))
+        self.timeout = aiohttp.ClientTimeout(
+            total=self.deadline, connect=settings.upstream_connect_timeout, sock_read=settings.upstream_read_timeout
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.state
+        assert state is not None, "the application's lifespan has not run"
+        started = time.perf_counter()
+        request_id = "req_" + os.urandom(12).hex()
+        settings = state.settings
+        try:
+            authorization, length = _headers(scope)
+            if length is not None and length > settings.max_body_bytes:
+                raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes")
+            raw = await _read_body(receive, settings.max_body_bytes)
+            key_hash = bearer_key_hash(authorization)
+            if key_hash is None:
+                raise InvalidApiKey()
+            request = parse_request(
+                scope["path"],
+                raw,
+                max_tokens_cap=settings.max_tokens_cap,
+                default_max_tokens=settings.default_max_tokens,
+                max_coefficient=settings.max_coefficient,
+            )
+            prices = state.prices
+            amount = state.pricer.worst_case(prices, len(raw), request.max_tokens * request.choices)
+            reservation = await state.billing.reserve(
+                key_hash, amount, settings.min_balance_nanoton, settings.max_overdraft_nanoton,
+                request_id, settings.reservation_ttl_seconds,
+            )
+            if reservation is None:
+                raise await self._refusal(key_hash, amount, prices, len(raw), request)
+        except PlatformError as exc:
+            await _send_error(send, exc, request_id)
+            return
+
+        outcome = Outcome()
+        try:
+            if request.stream:
+                await self._stream(request, reservation, prices, request_id, receive, send, outcome)
+            else:
+                await self._complete(request, reservation, prices, request_id, send, outcome)
+        finally:
+            if outcome.status != "settled":
+                # Something unforeseen (or cancellation) ended the request: never leave the hold open.
+                await asyncio.shield(
+                    self._settle(request, reservation, prices, request_id, outcome, started, failed=True)
+                )
+
+    # --- refusal --------------------------------------------------------------------------
+
+    async def _refusal(
+        self, key_hash: bytes, amount: int, prices: NetworkPrices, prompt_bound: int, request: InferenceRequest
+    ) -> PlatformError:
+        state = self.state
+        assert state is not None
+        settings = state.settings
+        funds = await state.billing.funds(key_hash)
+        if funds is None:
+            return InvalidApiKey()
+        if funds.balance < settings.min_balance_nanoton:
+            return InsufficientBalance(
+                f"Insufficient balance: {format_ton(funds.balance)} TON. "
+                f"Minimum: {format_ton(settings.min_balance_nanoton, 2)} TON. Top up via /v1/deposit."
+            )
+        available = funds.balance - funds.reserved + settings.max_overdraft_nanoton
+        fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // request.choices
+        hint = (f" The largest max_tokens that fits is {fits}." if fits > 0
+                else " Top up via /v1/deposit or shorten the prompt.")
+        return InsufficientBalance(
+            f"Insufficient balance for this request: it needs up to {format_ton(amount, 9)} TON "
+            f"(max_tokens={request.max_tokens}) but {format_ton(max(available, 0), 9)} TON is available "
+            f"(balance {format_ton(funds.balance, 9)} TON, {format_ton(funds.reserved, 9)} TON held by requests "
+            f"in flight, overdraft {format_ton(settings.max_overdraft_nanoton, 9)} TON).{hint}"
+        )
+
+    # --- forwarding -----------------------------------------------------------------------
+
+    async def _open(self, request: InferenceRequest, path: str) -> aiohttp.ClientResponse:
+        state = self.state
+        assert state is not None
+        try:
+            _, response = await state.pool.post(path, orjson.dumps(request.payload), UPSTREAM_HEADERS, self.timeout)
+        except NoUpstream:
+            raise UpstreamError(503, "The COCOON network is unavailable right now. Try again shortly.",
+                                "unreachable") from None
+        except TimeoutError:
+            raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
+        except aiohttp.ClientError:
+            raise UpstreamError(502, "The connection to the COCOON network failed.", "connection") from None
+        if response.status != 200:
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, TimeoutError):
+                body = b""
+            finally:
+                response.release()
+            raise map_upstream_error(response.status, body, request.model, state.settings.max_coefficient)
+        return response
+
+    async def _complete(
+        self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
+        request_id: str, send: Send, outcome: Outcome,
+    ) -> None:
+        state = self.state
+        assert state is not None
+        started = time.perf_counter()
+        try:
+            response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+            try:
+                raw = await response.read()
+            except TimeoutError:
+                raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
+            except aiohttp.ClientError:
+                raise UpstreamError(502, "The COCOON network dropped the answer.", "connection") from None
+            finally:
+                response.release()
+            try:
+                document = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                document = None
+            if not isinstance(document, dict) or not isinstance(document.get("choices"), list):
+                raise UpstreamError(502, "Bad response from the COCOON network (not a completion).", "bad_response")
+        except PlatformError as exc:
+            outcome.status, outcome.http_status, outcome.error = "upstream_error", exc.status, exc
+            await self._settle(request, reservation, prices, request_id, outcome, started)
+            await _send_error(send, exc, request_id)
+            return
+        usage = document.get("usage")
+        if isinstance(usage, dict):
+            outcome.usage = usage
+        else:
+            usage = document["usage"] = {}
+            outcome.delivered_completion = estimate_tokens(_completion_text(document))
+        charge = await self._settle(request, reservation, prices, request_id, outcome, started)
+        usage["cost_nanoton"] = charge
+        usage["cost_ton"] = charge / 1_000_000_000
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [JSON_TYPE, (b"x-request-id", request_id.encode())]})
+        await send({"type": "http.response.body", "body": orjson.dumps(document)})
+
+    async def _stream(
+        self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
+        request_id: str, receive: Receive, send: Send, outcome: Outcome,
+    ) -> None:
+        state = self.state
+        assert state is not None
+        started = time.perf_counter()
+        try:
+            response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+        except PlatformError as exc:
+            outcome.status, outcome.http_status, outcome.error = "upstream_error", exc.status, exc
+            await self._settle(request, reservation, prices, request_id, outcome, started)
+            await _send_error(send, exc, request_id)
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
+        relay = asyncio.create_task(self._relay(response, send, outcome, started))
+        watcher = asyncio.create_task(_wait_disconnect(receive))
+        try:
+            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not relay.done():
+                relay.cancel()  # the client left: stop the upstream at once
+                outcome.status, outcome.http_status = "client_disconnected", 499
+            watcher.cancel()
+            try:
+                await relay
+            except asyncio.CancelledError:
+                pass
+            finally:
+                response.close()
+        charge = await self._settle(request, reservation, prices, request_id, outcome, started)
+        if outcome.status == "client_disconnected":
+            return
+        if outcome.error is not None:
+            await send({"type": "http.response.body", "body": _sse(outcome.error.to_bytes()), "more_body": False})
+            return
+        tail = b""
+        if request.include_usage and outcome.usage is not None:
+            usage = dict(outcome.usage)
+            usage["cost_nanoton"] = charge
+            usage["cost_ton"] = charge / 1_000_000_000
+            tail = _sse(orjson.dumps({"id": outcome.stream_id or request_id,
+                                      "object": _CHUNK_OBJECT[request.endpoint], "created": int(time.time()),
+                                      "model": request.model, "choices": [], "usage": usage}))
+        await send({"type": "http.response.body", "body": tail + _sse(DONE), "more_body": False})
+
+    async def _relay(self, response: aiohttp.ClientResponse, send: Send, outcome: Outcome, started: float) -> None:
+        """Forward each upstream event as it arrives; keep the usage for settlement."""
+        splitter = EventSplitter()
+        done = False
+        try:
+            async for data in response.content.iter_any():
+                for payload in splitter.feed(data):
+                    if payload == DONE:
+                        done = True
+                        continue
+                    forward = self._inspect(payload, outcome, started)
+                    if forward is not None:
+                        await send({"type": "http.response.body", "body": _sse(forward), "more_body": True})
+            for payload in splitter.finish():
+                if payload == DONE:
+                    done = True
+                elif (forward := self._inspect(payload, outcome, started)) is not None:
+                    await send({"type": "http.response.body", "body": _sse(forward), "more_body": True})
+        except TimeoutError:
+            outcome.error = UpstreamError(504, "The COCOON network stopped answering mid-stream.", "timeout")
+        except aiohttp.ClientError:
+            outcome.error = UpstreamError(502, "The COCOON network dropped the stream.", "stream_cut")
+        if outcome.error is None and outcome.usage is None:
+            # Ended without its usage chunk: the stream was cut short, whatever closed it.
+            outcome.error = UpstreamError(502, "The COCOON network ended the stream early.",
+                                          "stream_cut" if not done else "no_usage")
+        if outcome.error is not None:
+            outcome.status, outcome.http_status = "upstream_cut", outcome.error.status
+
+    def _inspect(self, payload: bytes, outcome: Outcome, started: float) -> bytes | None:
+        """Count what a chunk delivers; return the bytes to forward (None to hold it back)."""
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(chunk, dict):
+            return None
+        if outcome.first_token_seconds is None:
+            outcome.first_token_seconds = time.perf_counter() - started
+            if isinstance(chunk.get("id"), str):
+                outcome.stream_id = chunk["id"]
+        usage = chunk.get("usage")
+        choices = chunk.get("choices")
+        if isinstance(usage, dict):
+            outcome.usage = usage
+        if not choices:
+            if "error" in chunk:
+                outcome.error = UpstreamError(502, "The COCOON network failed mid-stream.", "stream_error")
+            return None  # the usage-only chunk goes out after settlement, with its cost
+        for choice in choices:
+            if not isinstance(choice, dict):
+                continue
+            delta = choice.get("delta")
+            if isinstance(delta, dict):
+                if delta.get("reasoning_content"):
+                    outcome.delivered_reasoning += 1
+                    outcome.delivered_completion += 1
+                elif delta.get("content"):
+                    outcome.delivered_completion += 1
+            elif choice.get("text"):
+                outcome.delivered_completion += 1
+        if usage:
+            del chunk["usage"]
+            return orjson.dumps(chunk)
+        return payload
+
+    # --- settlement -----------------------------------------------------------------------
+
+    async def _settle(
+        self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
+        request_id: str, outcome: Outcome, started: float, failed: bool = False,
+    ) -> int:
+        """Charge what the outcome says, record usage, release the hold; returns the charge."""
+        state = self.state
+        assert state is not None
+        if failed:
+            outcome.status = "aborted"
+        if outcome.status == "upstream_error":
+            tokens = TokenCounts(0, 0)
+            charge = 0
+        elif outcome.usage is not None:
+            # Reported usage is the truth, even when the stream broke after reporting it.
+            tokens = usage_tokens(outcome.usage)
+            charge = state.pricer.charge(prices, tokens, reported_cost(outcome.usage))
+        else:
+            outcome.estimated = True
+            tokens = TokenCounts(
+                prompt=estimate_prompt_tokens(request),
+                completion=outcome.delivered_completion,
+                reasoning=outcome.delivered_reasoning,
+            )
+            charge = state.pricer.charge(prices, tokens, None)
+        settlement = Settlement(
+            reservation=reservation,
+            charge=charge,
+            request_id=request_id,
+            model=request.model,
+            endpoint=request.endpoint,
+            prompt_tokens=tokens.prompt,
+            cached_tokens=tokens.cached,
+            completion_tokens=tokens.completion,
+            reasoning_tokens=tokens.reasoning,
+            status=outcome.status,
+            http_status=outcome.http_status,
+            estimated=outcome.estimated,
+            duration_ms=int((time.perf_counter() - started) * 1000),
+        )
+        outcome.status = "settled"
+        await state.billing.settle(settlement)
+        return charge
+
+
+_UPSTREAM_PATH = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+_CHUNK_OBJECT = {"chat": "chat.completion.chunk", "completions": "text_completion"}
+
+
+def _sse(payload: bytes) -> bytes:
+    return b"data: " + payload + b"\n\n"
+
+
+def _completion_text(document: dict[str, Any]) -> str:
+    parts = []
+    for choice in document.get("choices") or []:
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            if isinstance(message, dict):
+                parts.append(str(message.get("content") or "") + str(message.get("reasoning_content") or ""))
+            parts.append(str(choice.get("text") or ""))
+    return "".join(parts)
+
+
+def _headers(scope: Scope) -> tuple[str | None, int | None]:
+    authorization = None
+    length = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorization = value.decode("latin-1")
+        elif name == b"content-length":
+            try:
+                length = int(value)
+            except ValueError:
+                length = None
+    return authorization, length
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if not message.get("more_body"):
+        if len(body) > limit:
+            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        return body
+    parts = [body]
+    size = len(body)
+    while message.get("more_body"):
+        message = await receive()
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds {limit} bytes")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _send_error(send: Send, exc: PlatformError, request_id: str) -> None:
+    headers = [JSON_TYPE, (b"x-request-id", request_id.encode())]
+    headers.extend((k.lower().encode(), v.encode()) for k, v in exc.headers.items())
+    await send({"type": "http.response.start", "status": exc.status, "headers": headers})
+    await send({"type": "http.response.body", "body": exc.to_bytes()})

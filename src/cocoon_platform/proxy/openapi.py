@@ -1,0 +1,130 @@
+"""OpenAPI description of the inference endpoints, which bypass FastAPI's routing for speed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from cocoon_platform.errors import error_body
+
+ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "message": {"type": "string"},
+                "type": {"type": "string"},
+                "param": {"type": ["string", "null"]},
+                "code": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+USAGE = {
+    "type": "object",
+    "description": "Token usage statistics for billing, with the request's cost.",
+    "properties": {
+        "prompt_tokens": {"type": "integer"},
+        "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"},
+        "prompt_tokens_details": {"type": "object", "properties": {"cached_tokens": {"type": "integer"}}},
+        "completion_tokens_details": {"type": "object", "properties": {"reasoning_tokens": {"type": "integer"}}},
+        "cost_nanoton": {"type": "integer", "description": "What this request cost, in nanoTON."},
+        "cost_ton": {"type": "number", "description": "The same in TON."},
+    },
+}
+COMMON_FIELDS: dict[str, Any] = {
+    "model": {"type": "string", "description": "Model ID to use. Get available models from GET /v1/models."},
+    "stream": {"type": "boolean", "default": False, "description": "Stream as server-sent events."},
+    "stream_options": {"type": "object", "properties": {"include_usage": {"type": "boolean"}}},
+    "max_tokens": {"type": "integer", "minimum": 1, "description": "Maximum tokens to generate. Capped at 128000."},
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number"},
+    "stop": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
+    "seed": {"type": "integer"},
+    "n": {"type": "integer", "minimum": 1, "maximum": 16},
+}
+CONTENT = {"oneOf": [{"type": "string"}, {"type": "array", "items": {
+    "type": "object", "required": ["type", "text"],
+    "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}}]}
+
+
+def _error_response(description: str, message: str, type_: str, code: str | None) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"}, "example": error_body(message, type_, code)}}}
+
+
+def _operation(operation_id: str, summary: str, required: str, fields: dict[str, Any],
+               result: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tags": ["AI Inference"],
+        "summary": summary,
+        "operationId": operation_id,
+        "security": [{"bearerAuth": []}],
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {
+            "type": "object", "required": ["model", required], "properties": {**COMMON_FIELDS, **fields}}}}},
+        "responses": {
+            "200": {"description": "The completion (or an SSE stream of chunks ending in `data: [DONE]`).",
+                    "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
+                    "content": {"application/json": {"schema": result}, "text/event-stream": {}}},
+            "400": _error_response("Invalid request", f"model and {required} are required",
+                                   "invalid_request_error", None),
+            "401": _error_response("Invalid or missing API key", "Invalid API key", "invalid_auth", "invalid_api_key"),
+            "402": _error_response("Insufficient balance", "Insufficient balance: 0.0000 TON. Minimum: 0.01 TON. "
+                                   "Top up via /v1/deposit.", "insufficient_balance", "insufficient_balance"),
+            "422": {"description": "Validation error (malformed request body)", "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}},
+            "502": _error_response("No workers for the model", "No COCOON workers are available", "server_error", None),
+            "503": _error_response("The COCOON network is unavailable", "The COCOON network is unavailable right now.",
+                                   "server_error", None),
+            "504": _error_response("The COCOON network timed out", "The COCOON network timed out on this request.",
+                                   "server_error", None),
+        },
+    }
+
+
+def _result(object_name: str, choice: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": {
+        "id": {"type": "string"}, "object": {"type": "string", "enum": [object_name]}, "model": {"type": "string"},
+        "choices": {"type": "array", "items": {"type": "object", "properties": {
+            "index": {"type": "integer"}, **choice, "finish_reason": {"type": "string"}}}},
+        "usage": {"$ref": "#/components/schemas/Usage"}}}
+
+
+PATHS = {
+    "/v1/chat/completions": {"post": _operation(
+        "createChatCompletion", "Create a chat completion", "messages",
+        {"messages": {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
+            "role": {"type": "string", "enum": ["system", "user", "assistant"]}, "content": CONTENT}}},
+         "max_completion_tokens": {"type": "integer", "minimum": 1},
+         "reasoning_effort": {"type": "string"}, "chat_template_kwargs": {"type": "object"},
+         "response_format": {"type": "object"}},
+        _result("chat.completion", {"message": {"type": "object", "properties": {
+            "role": {"type": "string"}, "content": {"type": "string"}}}}))},
+    "/v1/completions": {"post": _operation(
+        "createCompletion", "Create a text completion", "prompt",
+        {"prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},
+        _result("text_completion", {"text": {"type": "string"}}))},
+}
+
+
+def add_inference_paths(api: FastAPI) -> None:
+    """Extend the generated document with the inference paths and their shared schemas."""
+
+    def openapi() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            schema = get_openapi(title=api.title, version=api.version, description=api.description, routes=api.routes)
+            schema["paths"] = {**PATHS, **schema["paths"]}
+            components = schema.setdefault("components", {})
+            schemas = components.setdefault("schemas", {})
+            schemas.update({"Error": ERROR, "Usage": USAGE})
+            schemas.setdefault("HTTPValidationError", {"type": "object", "properties": {"detail": {"type": "array"}}})
+            components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer",
+                                                            "description": "API key with `ck_` prefix."}}
+            api.openapi_schema = schema
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,182 @@
+"""Reading and checking an inference request body, by hand: this runs on every request.
+
+Failures use the spec's shapes: a missing `model`/`messages`/`prompt` is a 400 in the
+OpenAI error shape; a wrong type is a 422 in FastAPI's `detail` shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cocoon_platform.errors import InvalidRequest, PlatformError
+
+CHAT_PATH = "/v1/chat/completions"
+COMPLETIONS_PATH = "/v1/completions"
+
+# Fields the COCOON worker refuses with "unknown field": refuse them here, clearly, for free.
+UNSUPPORTED_FIELDS = ("tools", "tool_choice", "function_call", "functions", "logit_bias", "metadata")
+ROLES = frozenset(("system", "user", "assistant", "developer", "tool"))
+MAX_N = 16
+
+
+class ValidationFailed(PlatformError):
+    """A 422 with FastAPI's body shape."""
+
+    status = 422
+
+    def __init__(self, loc: list[str | int], msg: str, type_: str) -> None:
+        super().__init__(msg)
+        self.detail = [{"loc": ["body", *loc], "msg": msg, "type": type_}]
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail}
+
+
+@dataclass(slots=True)
+class InferenceRequest:
+    endpoint: str  # "chat" or "completions"
+    model: str
+    stream: bool
+    include_usage: bool  # what the client asked for; the upstream is always asked for usage
+    max_tokens: int
+    choices: int
+    payload: dict[str, Any]  # the body to forward, already adjusted
+
+    def text_for_estimate(self) -> str:
+        """The prompt text, for estimating tokens when the upstream never reported usage."""
+        if self.endpoint == "chat":
+            parts = []
+            for message in self.payload["messages"]:
+                content = message.get("content")
+                if isinstance(content, str):
+                    parts.append(content)
+                elif isinstance(content, list):
+                    parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
+            return "\n".join(parts)
+        prompt = self.payload["prompt"]
+        return prompt if isinstance(prompt, str) else "\n".join(prompt)
+
+
+def _int_field(body: dict[str, Any], name: str, minimum: int) -> int | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        raise ValidationFailed([name], "Input should be a valid integer", "int_type")
+    if value < minimum:
+        raise ValidationFailed([name], f"Input should be greater than or equal to {minimum}", "greater_than_equal")
+    return value
+
+
+def _check_messages(messages: Any) -> None:
+    if not isinstance(messages, list):
+        raise ValidationFailed(["messages"], "Input should be a valid list", "list_type")
+    if not messages:
+        raise InvalidRequest("messages must contain at least one message", param="messages")
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ValidationFailed(["messages", index], "Input should be a valid dictionary", "dict_type")
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise ValidationFailed(["messages", index, "role"], "Input should be a valid string", "string_type")
+        if role not in ROLES:
+            raise ValidationFailed(
+                ["messages", index, "role"], "Input should be 'system', 'user' or 'assistant'", "enum"
+            )
+        content = message.get("content")
+        if content is None or isinstance(content, str):
+            continue
+        if not isinstance(content, list):
+            raise ValidationFailed(["messages", index, "content"], "Input should be a valid string", "string_type")
+        for part_index, part in enumerate(content):
+            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                raise InvalidRequest(
+                    f"messages[{index}].content[{part_index}]: only text parts "
+                    '({"type": "text", "text": "..."}) are supported by the COCOON network',
+                    param="messages",
+                )
+
+
+def _check_prompt(prompt: Any) -> None:
+    if isinstance(prompt, str):
+        return
+    if isinstance(prompt, list) and prompt and all(isinstance(p, str) for p in prompt):
+        return
+    raise ValidationFailed(["prompt"], "Input should be a valid string", "string_type")
+
+
+def parse_request(
+    path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int
+) -> InferenceRequest:
+    """Validate a body and prepare what is forwarded upstream."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed([0], "JSON decode error", "json_invalid") from None
+    if not isinstance(body, dict):
+        raise ValidationFailed([], "Input should be a valid dictionary or object to extract fields from",
+                               "model_attributes_type")
+    chat = path == CHAT_PATH
+    required = "messages" if chat else "prompt"
+    model = body.get("model")
+    if model is None or body.get(required) is None:
+        raise InvalidRequest(f"model and {required} are required")
+    if not isinstance(model, str):
+        raise ValidationFailed(["model"], "Input should be a valid string", "string_type")
+    if not model.strip():
+        raise InvalidRequest("model must not be empty", param="model")
+    if chat:
+        _check_messages(body["messages"])
+    else:
+        _check_prompt(body["prompt"])
+    for name in UNSUPPORTED_FIELDS:
+        if body.get(name) is not None:
+            raise InvalidRequest(
+                f"'{name}' is not supported by the COCOON network; remove it from the request", param=name
+            )
+    stream = body.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise ValidationFailed(["stream"], "Input should be a valid boolean", "bool_type")
+    temperature = body.get("temperature")
+    if temperature is not None:
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+            raise ValidationFailed(["temperature"], "Input should be a valid number", "float_type")
+        if not 0 <= temperature <= 2:
+            raise ValidationFailed(["temperature"], "Input should be between 0 and 2", "less_than_equal")
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not isinstance(stream_options, dict):
+        raise ValidationFailed(["stream_options"], "Input should be a valid dictionary", "dict_type")
+    include_usage = bool(stream_options and stream_options.get("include_usage"))
+
+    requested = _int_field(body, "max_completion_tokens", 1) if chat else None
+    if requested is None:
+        requested = _int_field(body, "max_tokens", 1)
+    max_tokens = min(requested if requested is not None else default_max_tokens, max_tokens_cap)
+    choices = _int_field(body, "n", 1) or 1
+    if choices > MAX_N:
+        raise ValidationFailed(["n"], f"Input should be less than or equal to {MAX_N}", "less_than_equal")
+    if not chat:
+        choices = max(choices, _int_field(body, "best_of", 1) or 1)
+
+    # Sent explicitly so the upstream never falls back to its own (larger) default.
+    body.pop("max_completion_tokens", None)
+    body["max_tokens"] = max_tokens
+    body["max_coefficient"] = max_coefficient
+    if stream:
+        body["stream_options"] = {**(stream_options or {}), "include_usage": True}
+    return InferenceRequest(
+        endpoint="chat" if chat else "completions",
+        model=model,
+        stream=stream,
+        include_usage=include_usage,
+        max_tokens=max_tokens,
+        choices=choices,
+        payload=body,
+    )
