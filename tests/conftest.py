@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Server, create_pg_database, drop_pg_database, start_server
+from support import Server, Simulator, create_pg_database, drop_pg_database, start_server, start_simulator
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -47,3 +47,17 @@ def server_factory(database_url: str, tmp_path_factory: pytest.TempPathFactory) 
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    """One COCOON-client simulator for the run; tests pick faults per request with markers."""
+    sim = start_simulator(tmp_path_factory.mktemp("simulator"))
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture(scope="session")
+def platform(server_factory: ServerFactory, simulator: Simulator) -> Server:
+    """The platform wired to the shared simulator."""
+    return server_factory(upstream_url=simulator.url, upstream_read_timeout="3", stats_refresh_seconds="1")

@@ -163,3 +163,94 @@ def drop_pg_database(url: str) -> None:
             await conn.close()
 
     asyncio.run(drop())
+
+
+@dataclass
+class Simulator(Process):
+    """A running COCOON-client simulator (`python -m cocoon_platform.simulator`)."""
+
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def configure(self, **changes: object) -> None:
+        httpx.post(self.url + "/_sim/config", json=changes, timeout=5).raise_for_status()
+
+    def stats(self) -> dict[str, object]:
+        return httpx.get(self.url + "/_sim/stats", timeout=5).json()  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        httpx.post(self.url + "/_sim/reset", timeout=5).raise_for_status()
+
+
+def start_simulator(tmp: Path, *extra: str) -> Simulator:
+    port = free_port()
+    sim = Simulator(
+        args=[sys.executable, "-m", "cocoon_platform.simulator", "--port", str(port), *extra],
+        env=base_env(),
+        log_path=tmp / f"simulator-{port}.log",
+        port=port,
+    )
+    sim.start()
+    wait_http(sim.url + "/v1/models", proc=sim.proc)
+    return sim
+
+
+def db_rows(database_url: str, sql: str, params: Mapping[str, object] | None = None) -> list[tuple[object, ...]]:
+    """Run one read query against the test database."""
+    import asyncio
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def read() -> list[tuple[object, ...]]:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as conn:
+                return [tuple(r) for r in (await conn.execute(text(sql), dict(params or {}))).all()]
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
+
+
+def fund(database_url: str, api_key: str, nanoton: int) -> None:
+    """Credit an account through the ledger, as `admin credit` does, without a process start."""
+    import asyncio
+
+    from cocoon_platform.accounts.service import account_by_key
+    from cocoon_platform.billing.ledger import EntryKind, post_entry
+    from cocoon_platform.db.engine import create_sessionmaker
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def credit() -> None:
+        engine = create_async_engine(database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                account = await account_by_key(session, api_key)
+                assert account is not None
+                await post_entry(session, account.id, nanoton, EntryKind.ADMIN_CREDIT, f"test:{uuid.uuid4()}")
+                await session.commit()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(credit())
+
+
+def new_account(server: Server, database_url: str, nanoton: int = 0) -> str:
+    """Register through the API and fund through the ledger; returns the key."""
+    key = str(httpx.post(server.url + "/api/register", timeout=10).json()["api_key"])
+    if nanoton:
+        fund(database_url, key, nanoton)
+    return key
+
+
+def ledger_consistent(database_url: str) -> list[tuple[object, ...]]:
+    """Accounts whose balance differs from the sum of their ledger entries (empty when sound)."""
+    return db_rows(database_url, """
+        SELECT a.id, a.balance_nanoton, COALESCE(SUM(l.amount_nanoton), 0)
+          FROM accounts a LEFT JOIN ledger_entries l ON l.account_id = a.id
+         GROUP BY a.id, a.balance_nanoton
+        HAVING a.balance_nanoton != COALESCE(SUM(l.amount_nanoton), 0)""")

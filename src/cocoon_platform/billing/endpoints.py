@@ -2,24 +2,30 @@
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
+from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 
 from cocoon_platform.accounts.endpoints import UNAUTHORIZED
 from cocoon_platform.billing.prices import COEFFICIENT_ONE, MULTIPLIER_ONE, NetworkPrices
 from cocoon_platform.billing.schemas import (
     BalanceResponse,
+    DailyTotal,
     DepositResponse,
     PricingResponse,
     Rates,
     TokenRate,
+    UsageItem,
+    UsageResponse,
 )
+from cocoon_platform.billing.usage import daily_totals, recent_requests
 from cocoon_platform.config import NANOTON_PER_TON, format_ton
 from cocoon_platform.db.models import Account
 from cocoon_platform.deps import CurrentKey, SessionDep, StateDep
-from cocoon_platform.errors import InvalidApiKey
+from cocoon_platform.errors import InvalidApiKey, InvalidRequest
 
 router = APIRouter(tags=["Billing"])
 
@@ -96,4 +102,53 @@ async def pricing(state: StateDep) -> PricingResponse:
         payment_method=f"TON transfer to {settings.deposit_wallet} with your deposit code as the comment",
         price_source=prices.source,
         prices_updated_at=prices.fetched_at,
+    )
+
+
+@router.get("/v1/usage", response_model=UsageResponse, summary="Usage history", responses={401: UNAUTHORIZED})
+async def usage_history(
+    identity: CurrentKey,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(description="Continue before this position (from next_before).")] = None,
+    start: Annotated[date | None, Query(description="First UTC day of the totals (default: 30 days ago).")] = None,
+    end: Annotated[date | None, Query(description="Last UTC day of the totals (default: today).")] = None,
+) -> UsageResponse:
+    """Your requests newest first, with tokens by type and cost; and totals per day and model."""
+    end = end or datetime.now(UTC).date()
+    start = start or end - timedelta(days=30)
+    if start > end:
+        raise InvalidRequest("start must not be after end", param="start")
+    if (end - start).days > 366:
+        raise InvalidRequest("the totals range is limited to 366 days", param="start")
+    records = await recent_requests(session, identity.account_id, limit + 1, before)
+    page = records[:limit]
+    return UsageResponse(
+        data=[
+            UsageItem(
+                request_id=r.request_id,
+                created_at=datetime.fromtimestamp(r.created_at / 1000, UTC),
+                model=r.model,
+                endpoint=r.endpoint,
+                prompt_tokens=r.prompt_tokens,
+                cached_tokens=r.cached_tokens,
+                completion_tokens=r.completion_tokens,
+                reasoning_tokens=r.reasoning_tokens,
+                total_tokens=r.prompt_tokens + r.completion_tokens,
+                cost_nanoton=r.cost_nanoton,
+                cost_ton=r.cost_nanoton / NANOTON_PER_TON,
+                status=r.status,
+                estimated=r.estimated,
+                duration_ms=r.duration_ms,
+            )
+            for r in page
+        ],
+        has_more=len(records) > limit,
+        next_before=page[-1].id if len(records) > limit else None,
+        totals=[
+            DailyTotal(**row, cost_ton=int(row["cost_nanoton"]) / NANOTON_PER_TON)  # type: ignore[arg-type]
+            for row in await daily_totals(session, identity.account_id, start, end)
+        ],
+        start=start,
+        end=end,
     )

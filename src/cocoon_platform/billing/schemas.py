@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date, datetime
+
 from pydantic import BaseModel, Field
 
 
@@ -46,3 +48,41 @@ class PricingResponse(BaseModel):
     payment_method: str
     price_source: str = Field(description="'live' when read from the COCOON client, 'default' otherwise.")
     prices_updated_at: float = Field(description="Unix time the prices in force were read.")
+
+
+class UsageItem(BaseModel):
+    request_id: str
+    created_at: datetime
+    model: str
+    endpoint: str = Field(description="'chat' or 'completions'.")
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_nanoton: int
+    cost_ton: float
+    status: str = Field(description="ok, client_disconnected, upstream_cut, upstream_error or aborted.")
+    estimated: bool = Field(description="True when token counts were estimated (the upstream never reported them).")
+    duration_ms: int
+
+
+class DailyTotal(BaseModel):
+    date: date
+    model: str
+    requests: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    cost_nanoton: int
+    cost_ton: float
+
+
+class UsageResponse(BaseModel):
+    data: list[UsageItem] = Field(description="Requests, newest first.")
+    has_more: bool
+    next_before: int | None = Field(description="Pass as `before` to get the next page.")
+    totals: list[DailyTotal] = Field(description="Totals per UTC day and model over start..end.")
+    start: date
+    end: date

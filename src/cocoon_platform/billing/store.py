@@ -33,8 +33,9 @@ ledger = LedgerEntry.__table__
 usage = UsageRecord.__table__
 api_keys = ApiKey.__table__
 
-GUARD = """balance_nanoton >= :min_balance
-   AND balance_nanoton - reserved_nanoton - :amount >= -:overdraft"""
+# Parameters are cast so PostgreSQL can type them when preparing the statement.
+GUARD = """balance_nanoton >= CAST(:min_balance AS BIGINT)
+   AND balance_nanoton - reserved_nanoton - CAST(:amount AS BIGINT) >= -CAST(:overdraft AS BIGINT)"""
 
 SQLITE_RESERVE = text(f"""
 UPDATE accounts SET reserved_nanoton = reserved_nanoton + :amount
@@ -47,7 +48,7 @@ SQLITE_HOLD = text("INSERT INTO holds (id, account_id, amount_nanoton, expires_a
 
 POSTGRES_RESERVE = text(f"""
 WITH k AS (SELECT id, account_id FROM api_keys WHERE key_hash = :key_hash AND revoked_at IS NULL),
-     a AS (UPDATE accounts SET reserved_nanoton = reserved_nanoton + :amount
+     a AS (UPDATE accounts SET reserved_nanoton = reserved_nanoton + CAST(:amount AS BIGINT)
              FROM k WHERE accounts.id = k.account_id AND {GUARD}
            RETURNING accounts.id AS id, k.id AS key_id),
      h AS (INSERT INTO holds (id, account_id, amount_nanoton, expires_at)

@@ -16,8 +16,8 @@ COEFFICIENT = re.compile(rb"can run with coefficient\s*(\d+)")
 UNKNOWN_MODEL = re.compile(rb"unknown model", re.IGNORECASE)
 
 
-def _message(body: bytes) -> str:
-    """The upstream's own error text, short and printable; never a stack of debug objects."""
+def _message(body: bytes) -> tuple[bool, str]:
+    """Whether the body is the client's JSON error, and its text: short, printable, no debug objects."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -26,11 +26,9 @@ def _message(body: bytes) -> str:
         error = document.get("error")
         if isinstance(error, dict):
             error = error.get("message")
-        if isinstance(error, str):
-            return error[:300]
-        return ""
+        return True, error[:300] if isinstance(error, str) else ""
     text = body[:300].decode("utf-8", "replace").strip()
-    return "" if text.startswith("<") else text  # an HTML page says nothing useful
+    return False, "" if text.startswith("<") else text  # an HTML page says nothing useful
 
 
 def map_upstream_error(status: int, body: bytes, model: str, max_coefficient: int) -> PlatformError:
@@ -45,18 +43,18 @@ def map_upstream_error(status: int, body: bytes, model: str, max_coefficient: in
     if status == 400 and UNKNOWN_MODEL.search(body):
         return InvalidRequest(f"Unknown model '{model}'. See GET /v1/models for the models on the network.",
                               param="model")
-    detail = _message(body)
+    is_json, detail = _message(body)
     if status == 400:
         return InvalidRequest(f"The COCOON network rejected the request: {detail or 'bad request'}")
     if status == 503:
         return UpstreamError(503, "The COCOON network is unavailable right now (no working proxy connection). "
                                   "Try again shortly.", "no_proxy")
-    if status == 502:
+    if status == 502 and is_json:
         return UpstreamError(502, f"No COCOON workers are available for {model} right now. Try again shortly."
                              + (f" ({detail})" if detail else ""), "no_workers")
     if status == 504:
         return UpstreamError(504, "The COCOON network timed out on this request.", "timeout")
     if status == 500 and b"balance" in body.lower():
-        return UpstreamError(503, "The platform cannot pay the COCOON network right now; the operator has "
-                                  "been notified. Try again later.", "client_balance")
+        return UpstreamError(503, "The platform cannot pay the COCOON network right now. Try again later.",
+                             "client_balance")
     return UpstreamError(502, f"Bad response from the COCOON network (status {status}).", "bad_response")
