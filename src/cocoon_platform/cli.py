@@ -157,6 +157,9 @@ def _add_balance_command(admin: Any, name: str, handler: Callable[[argparse.Name
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cocoon_platform.simulator.__main__ import add_simulate_arguments, run_simulate
+    from cocoon_platform.simulator.toncenter import add_deposit_arguments, run_deposit_command
+
     parser = argparse.ArgumentParser(prog="cocoon-platform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -168,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(handler=cmd_migrate)
+
+    simulate = commands.add_parser(
+        "simulate", help="run a COCOON-client simulator with a toncenter fake (for development and tests)"
+    )
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(handler=run_simulate)
+    simulate_commands = simulate.add_subparsers(dest="simulate_command")
+    deposit = simulate_commands.add_parser("deposit", help="inject a deposit into a running simulator")
+    add_deposit_arguments(deposit)
+    deposit.set_defaults(handler=run_deposit_command)
 
     admin = commands.add_parser("admin", help="operator commands").add_subparsers(dest="admin", required=True)
     _add_balance_command(admin, "credit", cmd_credit, "credit")
