@@ -98,6 +98,10 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
             "COCOON_TONAPI_URL": "http://127.0.0.1:9",
             "COCOON_COINGECKO_URL": "http://127.0.0.1:9",
             "COCOON_LOG_LEVEL": "warning",
+            # Tests register many accounts from one address; rate-limit tests turn these back on.
+            "COCOON_RATE_LIMIT_RPM": "0",
+            "COCOON_RATE_LIMIT_CONCURRENT": "0",
+            "COCOON_RATE_LIMIT_SIGNUP_PER_MINUTE": "0",
             "PYTHONUNBUFFERED": "1",
         }
     )

@@ -13,7 +13,10 @@ from cocoon_platform import __version__
 from cocoon_platform.accounts.endpoints import router as accounts_router
 from cocoon_platform.billing.endpoints import router as billing_router
 from cocoon_platform.config import Settings
-from cocoon_platform.errors import install_handlers
+from cocoon_platform.dashboard.endpoints import router as dashboard_router
+from cocoon_platform.errors import PayloadTooLarge, install_handlers
+from cocoon_platform.ops.endpoints import router as ops_router
+from cocoon_platform.ops.request_log import configure_logging
 from cocoon_platform.proxy.handler import InferenceHandler
 from cocoon_platform.proxy.openapi import add_inference_paths
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH
@@ -32,15 +35,32 @@ INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH))
 class PlatformApp:
     """Sends POSTs to the inference paths straight to the lean handler, the rest to FastAPI."""
 
-    def __init__(self, api: FastAPI, inference: InferenceHandler) -> None:
+    def __init__(self, api: FastAPI, inference: InferenceHandler, max_body_bytes: int) -> None:
         self.api = api
         self.inference = inference
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
             await self.inference(scope, receive, send)
+        elif scope["type"] == "http":
+            await self.api(scope, self._limited(receive), send)
         else:
             await self.api(scope, receive, send)
+
+    def _limited(self, receive: Any) -> Any:
+        """Refuse bodies over the limit while FastAPI reads them (413 in the error shape)."""
+        size = 0
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal size
+            message: dict[str, Any] = await receive()
+            size += len(message.get("body", b""))
+            if size > self.max_body_bytes:
+                raise PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
+            return message
+
+        return limited_receive
 
 
 def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
@@ -64,6 +84,8 @@ def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
     api.include_router(billing_router)
     api.include_router(upstream_router)
     api.include_router(system_router)
+    api.include_router(dashboard_router)
+    api.include_router(ops_router)
     add_inference_paths(api)
     return api
 
@@ -71,7 +93,8 @@ def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
 def create_app(settings: Settings | None = None) -> Any:
     settings = settings or Settings()
     inference = InferenceHandler()
-    app: Any = PlatformApp(create_api(settings, inference), inference)
+    configure_logging(settings.log_level, settings.log_json)
+    app: Any = PlatformApp(create_api(settings, inference), inference, settings.max_body_bytes)
     if settings.cors_origin_list:
         app = CORSMiddleware(app, allow_origins=settings.cors_origin_list, allow_methods=["*"],
                              allow_headers=["*"], expose_headers=["X-Request-Id"])

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -69,6 +70,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     check_model_catalog(settings)
     upgrade_head(settings)
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Worker processes share their metrics through files (prometheus_client multiprocess mode).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cocoon-metrics-")
     uvicorn.run(
         "cocoon_platform.app:create_app",
         factory=True,
@@ -153,6 +157,27 @@ def _add_balance_command(admin: Any, name: str, handler: Callable[[argparse.Name
     parser.set_defaults(handler=handler)
 
 
+async def _reconcile() -> int:
+    from cocoon_platform.db.engine import create_engine
+    from cocoon_platform.ops.reconcile import find_discrepancies
+
+    engine = create_engine(load_settings())
+    try:
+        problems = await find_discrepancies(engine)
+    finally:
+        await engine.dispose()
+    for line in problems:
+        print(line)
+    if problems:
+        raise CommandError(f"{len(problems)} discrepanc{'y' if len(problems) == 1 else 'ies'} found")
+    print("books are sound: every balance equals its ledger, every reservation is open and accounted for")
+    return 0
+
+
+def cmd_reconcile(_: argparse.Namespace) -> int:
+    return run_async(_reconcile)
+
+
 # --- entry point -----------------------------------------------------------------------------
 
 
@@ -185,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     admin = commands.add_parser("admin", help="operator commands").add_subparsers(dest="admin", required=True)
     _add_balance_command(admin, "credit", cmd_credit, "credit")
     _add_balance_command(admin, "debit", cmd_debit, "debit")
+    reconcile = admin.add_parser("reconcile", help="check every balance against its ledger and every reservation")
+    reconcile.set_defaults(handler=cmd_reconcile)
     return parser
 
 

@@ -45,3 +45,11 @@ async def current_key(
 
 
 CurrentKey = Annotated[KeyIdentity, Depends(current_key)]
+
+
+async def limit_address(request: Request, state: StateDep) -> None:
+    """Sign-up and sign-in endpoints: a per-address rate limit against abuse."""
+    await state.limiter.admit_address(request.client.host if request.client else "unknown")
+
+
+AddressLimited = Depends(limit_address)

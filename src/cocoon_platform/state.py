@@ -14,6 +14,7 @@ from cocoon_platform.billing.prices import NetworkPrices, Pricer
 from cocoon_platform.billing.store import BillingStore, sweep_expired
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
+from cocoon_platform.ops.ratelimit import Counters, LocalCounters, RateLimiter, RedisCounters
 from cocoon_platform.ton.rates import RateSource
 from cocoon_platform.upstream.catalog import ModelCatalog
 from cocoon_platform.upstream.pool import UpstreamPool
@@ -41,6 +42,10 @@ class AppState:
         self.pricer = Pricer(settings.markup_multiplier, settings.max_coefficient)
         self.prices: NetworkPrices = default_prices(settings)
         self.last_used = LastUsedTracker(self.sessionmaker)
+        counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else LocalCounters()
+        self.limiter = RateLimiter(
+            counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute
+        )
         self.billing = BillingStore(self.engine, settings.settle_batch_max)
         self.catalog = ModelCatalog.load(settings.model_catalog_file)
         self.pool = UpstreamPool(settings)
@@ -56,11 +61,12 @@ class AppState:
         self._tasks: list[asyncio.Task[None]] = []
 
     def check_admin_token(self, token: str | None) -> bool:
+        return self.check_token(token, self.settings.admin_token)
+
+    @staticmethod
+    def check_token(token: str | None, expected: str | None) -> bool:
         """Constant-time comparison, so response timing can't reveal the token."""
-        expected = self.settings.admin_token
-        return token is not None and expected is not None and hmac.compare_digest(
-            token.encode(), expected.encode()
-        )
+        return token is not None and expected is not None and hmac.compare_digest(token.encode(), expected.encode())
 
     async def sweep_holds(self, stop: asyncio.Event) -> None:
         """Release holds whose request died with its process, every sweep interval."""
@@ -97,4 +103,5 @@ class AppState:
                 logger.exception("background task %s failed", task.get_name())
         await self.last_used.flush()
         await self.pool.close()
+        await self.limiter.counters.close()
         await self.engine.dispose()

@@ -19,7 +19,7 @@ from cocoon_platform.accounts.schemas import (
 )
 from cocoon_platform.config import format_ton
 from cocoon_platform.db.models import Account
-from cocoon_platform.deps import CurrentKey, SessionDep, StateDep
+from cocoon_platform.deps import AddressLimited, CurrentKey, SessionDep, StateDep
 from cocoon_platform.errors import AdminTokenRequired, InvalidApiKey, NotFound, error_body
 
 router = APIRouter()
@@ -39,7 +39,7 @@ def _ton(nanoton: int) -> float:
 
 
 @router.post("/api/register", response_model=RegisterResponse, tags=["Authentication"],
-             summary="Register a new user")
+             summary="Register a new user", dependencies=[AddressLimited])
 async def register(state: StateDep, session: SessionDep) -> RegisterResponse:
     """Creates a new account and returns its API key (shown only once), deposit code and wallet."""
     issued = await service.register(session)
@@ -60,6 +60,7 @@ async def register(state: StateDep, session: SessionDep) -> RegisterResponse:
     tags=["Authentication"],
     summary="Create a new API key",
     responses={403: FORBIDDEN, 401: UNAUTHORIZED},
+    dependencies=[AddressLimited],
 )
 async def create_key(
     state: StateDep,
@@ -120,7 +121,7 @@ async def revoke_key(key_id: int, identity: CurrentKey, session: SessionDep) -> 
 
 
 @router.post("/api/login", response_model=LoginResponse, tags=["Authentication"],
-             summary="Verify API key and get user info", responses={401: UNAUTHORIZED})
+             summary="Verify API key and get user info", responses={401: UNAUTHORIZED}, dependencies=[AddressLimited])
 async def login(body: LoginRequest, state: StateDep, session: SessionDep) -> LoginResponse:
     """Validates an API key and returns the account's balance, deposit code and deposit wallet."""
     account = await service.account_by_key(session, body.api_key) if body.api_key.startswith("ck_") else None

@@ -30,7 +30,9 @@ from cocoon_platform.errors import (
     UpstreamError,
 )
 from cocoon_platform.proxy.events import DONE, EventSplitter
-from cocoon_platform.proxy.request import InferenceRequest, parse_request
+from cocoon_platform.ops import metrics
+from cocoon_platform.ops.request_log import log_request
+from cocoon_platform.proxy.request import CHAT_PATH, InferenceRequest, parse_request
 from cocoon_platform.proxy.upstream_errors import map_upstream_error
 from cocoon_platform.state import AppState
 from cocoon_platform.upstream.pool import NoUpstream
@@ -94,6 +96,12 @@ class Outcome:
     delivered_completion: int = 0  # content chunks relayed to the client
     delivered_reasoning: int = 0
     error: PlatformError | None = None
+    account_id: int | None = None
+    key_id: int | None = None
+    tokens: TokenCounts | None = None
+    charge: int = 0
+    result: str = "refused"  # the usage record's status once settled
+    upstream_seconds: float | None = None
     stream_id: str | None = None  # the upstream's chunk id, reused on the usage chunk we emit
     first_token_seconds: float | None = None
 
@@ -120,45 +128,97 @@ class InferenceHandler:
         started = time.perf_counter()
         request_id = "req_" + os.urandom(12).hex()
         settings = state.settings
-        try:
-            authorization, length = _headers(scope)
-            if length is not None and length > settings.max_body_bytes:
-                raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes")
-            raw = await _read_body(receive, settings.max_body_bytes)
-            key_hash = bearer_key_hash(authorization)
-            if key_hash is None:
-                raise InvalidApiKey()
-            request = parse_request(
-                scope["path"],
-                raw,
-                max_tokens_cap=settings.max_tokens_cap,
-                default_max_tokens=settings.default_max_tokens,
-                max_coefficient=settings.max_coefficient,
-            )
-            prices = state.prices
-            amount = state.pricer.worst_case(prices, len(raw), request.max_tokens * request.choices)
-            reservation = await state.billing.reserve(
-                key_hash, amount, settings.min_balance_nanoton, settings.max_overdraft_nanoton,
-                request_id, settings.reservation_ttl_seconds,
-            )
-            if reservation is None:
-                raise await self._refusal(key_hash, amount, prices, len(raw), request)
-        except PlatformError as exc:
-            await _send_error(send, exc, request_id)
-            return
-
+        endpoint = "chat" if scope["path"] == CHAT_PATH else "completions"
         outcome = Outcome()
+        request: InferenceRequest | None = None
+        key_hash: bytes | None = None
+        slot = False
         try:
-            if request.stream:
-                await self._stream(request, reservation, prices, request_id, receive, send, outcome)
-            else:
-                await self._complete(request, reservation, prices, request_id, send, outcome)
-        finally:
-            if outcome.status != "settled":
-                # Something unforeseen (or cancellation) ended the request: never leave the hold open.
-                await asyncio.shield(
-                    self._settle(request, reservation, prices, request_id, outcome, started, failed=True)
+            try:
+                authorization, length = _headers(scope)
+                if length is not None and length > settings.max_body_bytes:
+                    raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes")
+                raw = await _read_body(receive, settings.max_body_bytes)
+                key_hash = bearer_key_hash(authorization)
+                if key_hash is None:
+                    raise InvalidApiKey()
+                if state.limiter.checks_keys:
+                    slot = await state.limiter.admit_key(key_hash)
+                request = parse_request(
+                    scope["path"],
+                    raw,
+                    max_tokens_cap=settings.max_tokens_cap,
+                    default_max_tokens=settings.default_max_tokens,
+                    max_coefficient=settings.max_coefficient,
                 )
+                prices = state.prices
+                amount = state.pricer.worst_case(prices, len(raw), request.max_tokens * request.choices)
+                reservation = await state.billing.reserve(
+                    key_hash, amount, settings.min_balance_nanoton, settings.max_overdraft_nanoton,
+                    request_id, settings.reservation_ttl_seconds,
+                )
+                if reservation is None:
+                    raise await self._refusal(key_hash, amount, prices, len(raw), request)
+            except PlatformError as exc:
+                outcome.http_status = exc.status
+                await _send_error(send, exc, request_id)
+                return
+            outcome.account_id, outcome.key_id = reservation.account_id, reservation.key_id
+            try:
+                if request.stream:
+                    await self._stream(request, reservation, prices, request_id, receive, send, outcome)
+                else:
+                    await self._complete(request, reservation, prices, request_id, send, outcome)
+            finally:
+                if outcome.status != "settled":
+                    # Something unforeseen (or cancellation) ended the request: never leave the hold open.
+                    await asyncio.shield(
+                        self._settle(request, reservation, prices, request_id, outcome, started, failed=True)
+                    )
+        finally:
+            if slot and key_hash is not None:
+                await state.limiter.release_key(key_hash)
+            self._observe(endpoint, request, request_id, outcome, time.perf_counter() - started)
+
+    def _observe(self, endpoint: str, request: InferenceRequest | None, request_id: str, outcome: Outcome,
+                 seconds: float) -> None:
+        """Metrics and the request's log line: identifiers, counts and times, never content."""
+        state = self.state
+        assert state is not None
+        model = request.model if request is not None else None
+        label = model if model is not None and state.network.knows(model) else "other"
+        metrics.REQUESTS.labels(endpoint, label, str(outcome.http_status)).inc()
+        metrics.REQUEST_SECONDS.labels(endpoint).observe(seconds)
+        if outcome.upstream_seconds is not None:
+            metrics.UPSTREAM_SECONDS.labels(endpoint).observe(outcome.upstream_seconds)
+        if outcome.first_token_seconds is not None:
+            metrics.FIRST_TOKEN_SECONDS.labels(endpoint).observe(outcome.first_token_seconds)
+        if outcome.error is not None and isinstance(outcome.error, UpstreamError):
+            metrics.UPSTREAM_ERRORS.labels(outcome.error.kind).inc()
+        tokens = outcome.tokens
+        if tokens is not None:
+            metrics.TOKENS.labels(label, "prompt").inc(tokens.prompt - tokens.cached)
+            metrics.TOKENS.labels(label, "cached").inc(tokens.cached)
+            metrics.TOKENS.labels(label, "completion").inc(tokens.completion - tokens.reasoning)
+            metrics.TOKENS.labels(label, "reasoning").inc(tokens.reasoning)
+            metrics.BILLED.labels(label).inc(outcome.charge)
+        log_request({
+            "request_id": request_id,
+            "account_id": outcome.account_id,
+            "key_id": outcome.key_id,
+            "endpoint": endpoint,
+            "model": model,
+            "stream": request.stream if request is not None else None,
+            "status": outcome.http_status,
+            "outcome": outcome.result,
+            "prompt_tokens": tokens.prompt if tokens else 0,
+            "cached_tokens": tokens.cached if tokens else 0,
+            "completion_tokens": tokens.completion if tokens else 0,
+            "reasoning_tokens": tokens.reasoning if tokens else 0,
+            "estimated": outcome.estimated,
+            "cost_nanoton": outcome.charge,
+            "duration_ms": round(seconds * 1000, 2),
+        })
 
     # --- refusal --------------------------------------------------------------------------
 
@@ -228,6 +288,7 @@ class InferenceHandler:
                 raise UpstreamError(502, "The COCOON network dropped the answer.", "connection") from None
             finally:
                 response.release()
+                outcome.upstream_seconds = time.perf_counter() - started
             try:
                 document = orjson.loads(raw)
             except orjson.JSONDecodeError:
@@ -283,6 +344,7 @@ class InferenceHandler:
                 pass
             finally:
                 response.close()
+                outcome.upstream_seconds = time.perf_counter() - started
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
         if outcome.status == "client_disconnected":
             return
@@ -406,7 +468,7 @@ class InferenceHandler:
             estimated=outcome.estimated,
             duration_ms=int((time.perf_counter() - started) * 1000),
         )
-        outcome.status = "settled"
+        outcome.status, outcome.result, outcome.tokens, outcome.charge = "settled", settlement.status, tokens, charge
         await state.billing.settle(settlement)
         return charge
 

@@ -91,6 +91,7 @@ class NetworkStatus:
         self._default_prices = default_prices
         self._on_prices = on_prices
         self.models: list[NetworkModel] | None = None
+        self._model_ids: frozenset[str] = frozenset()
         self.models_at: float | None = None  # wall-clock time of the last good model list
         self._prices_at: float | None = None
         self._refreshing: asyncio.Task[None] | None = None
@@ -130,6 +131,7 @@ class NetworkStatus:
         now = time.time()
         if answered:
             self.models = list(merged.values())
+            self._model_ids = frozenset(merged)
             self.models_at = now
         live = next((prices for _, prices in results if prices is not None), None)
         if live is not None:
@@ -147,6 +149,10 @@ class NetworkStatus:
             await asyncio.wait_for(asyncio.shield(self._refreshing), bound)
         except TimeoutError:
             pass
+
+    def knows(self, model_id: str) -> bool:
+        """Whether the network has listed this model (bounds metric label values)."""
+        return model_id in self._model_ids
 
     def state(self) -> str:
         if self.models_at is None:

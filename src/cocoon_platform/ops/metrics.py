@@ -1,0 +1,48 @@
+"""Prometheus metrics. With several worker processes, prometheus_client's multiprocess mode
+(PROMETHEUS_MULTIPROC_DIR, set by `serve --workers N`) aggregates them across processes."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+REQUESTS = Counter("cocoon_requests_total", "Inference requests by endpoint, model and HTTP status",
+                   ["endpoint", "model", "status"])
+REQUEST_SECONDS = Histogram("cocoon_request_duration_seconds", "Total time of inference requests",
+                            ["endpoint"], buckets=LATENCY_BUCKETS)
+UPSTREAM_SECONDS = Histogram("cocoon_upstream_duration_seconds", "Time spent waiting on the COCOON client",
+                             ["endpoint"], buckets=LATENCY_BUCKETS)
+FIRST_TOKEN_SECONDS = Histogram("cocoon_time_to_first_token_seconds", "Time to the first streamed chunk",
+                                ["endpoint"], buckets=LATENCY_BUCKETS)
+TOKENS = Counter("cocoon_tokens_total", "Tokens billed by model and type", ["model", "type"])
+BILLED = Counter("cocoon_billed_nanoton_total", "nanoTON charged to accounts by model", ["model"])
+UPSTREAM_ERRORS = Counter("cocoon_upstream_errors_total", "Failures of the COCOON network by kind", ["kind"])
+RATE_LIMITED = Counter("cocoon_rate_limited_total", "Requests refused by a rate limit", ["scope"])
+OPEN_RESERVATIONS = Gauge("cocoon_open_reservations", "Open holds in the database", multiprocess_mode="max")
+DEPOSITS = Gauge("cocoon_deposits", "Deposits seen by the watcher, by status", ["status"], multiprocess_mode="max")
+WATCHER_ACTIVE = Gauge("cocoon_deposit_watcher_active", "1 where this process holds the watcher lock",
+                       multiprocess_mode="livesum")
+WATCHER_LAG = Gauge("cocoon_deposit_watcher_lag_seconds",
+                    "Seconds between the last credited transaction and its credit", multiprocess_mode="max")
+WATCHER_POLL_AGE = Gauge("cocoon_deposit_watcher_last_poll_age_seconds",
+                         "Seconds since the watcher last read the wallet successfully", multiprocess_mode="min")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The metrics page of this process, or of all worker processes in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
