@@ -41,26 +41,49 @@ class PlatformApp:
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
+        if scope["type"] != "http":
+            await self.api(scope, receive, send)
+        elif scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
             await self.inference(scope, receive, send)
-        elif scope["type"] == "http":
-            await self.api(scope, self._limited(receive), send)
         else:
+            try:
+                receive = await self._bounded(scope, receive)
+            except PayloadTooLarge as exc:
+                await send({"type": "http.response.start", "status": exc.status,
+                            "headers": [(b"content-type", b"application/json")]})
+                await send({"type": "http.response.body", "body": exc.to_bytes()})
+                return
             await self.api(scope, receive, send)
 
-    def _limited(self, receive: Any) -> Any:
-        """Refuse bodies over the limit while FastAPI reads them (413 in the error shape)."""
-        size = 0
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal size
-            message: dict[str, Any] = await receive()
+    async def _bounded(self, scope: dict[str, Any], receive: Any) -> Any:
+        """Refuse bodies over the limit before FastAPI sees them (413 in the error shape)."""
+        too_large = PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            if not length.isdigit() or int(length) > self.max_body_bytes:
+                raise too_large
+            return receive
+        if b"transfer-encoding" not in headers:
+            return receive
+        # A chunked body has no announced size: read it (up to the limit) and replay it.
+        parts, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
             size += len(message.get("body", b""))
             if size > self.max_body_bytes:
-                raise PayloadTooLarge(f"Request body exceeds {self.max_body_bytes} bytes")
-            return message
+                raise too_large
+            parts.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        replay = [{"type": "http.request", "body": b"".join(parts), "more_body": False}]
 
-        return limited_receive
+        async def replayed() -> dict[str, Any]:
+            return replay.pop() if replay else await receive()
+
+        return replayed
 
 
 def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
