@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cocoon_platform.accounts.last_used import LastUsedTracker
 from cocoon_platform.billing.prices import NetworkPrices, Pricer
-from cocoon_platform.billing.store import BillingStore, sweep_expired
+from cocoon_platform.billing.store import create_billing_store, sweep_expired
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
 from cocoon_platform.ops.ratelimit import Counters, LocalCounters, RateLimiter, RedisCounters
@@ -46,7 +46,7 @@ class AppState:
         self.limiter = RateLimiter(
             counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute
         )
-        self.billing = BillingStore(self.engine, settings.settle_batch_max)
+        self.billing = create_billing_store(settings)
         self.catalog = ModelCatalog.load(settings.model_catalog_file)
         self.pool = UpstreamPool(settings)
         self.network = NetworkStatus(

@@ -60,6 +60,7 @@ class Pricer:
     def __init__(self, markup: Decimal, coefficient: int) -> None:
         self.markup = Fraction(markup)
         self.coefficient = coefficient
+        self._ceilings: tuple[NetworkPrices, int, int, int] | None = None
 
     def marked_up(self, network_nanoton: int) -> int:
         """ceil(network cost x markup), exactly."""
@@ -81,9 +82,16 @@ class Pricer:
 
     def worst_case(self, prices: NetworkPrices, prompt_bound: int, max_tokens: int) -> int:
         """Reservation for a request: every prompt and completion token at its dearest type."""
-        prompt, completion = self.per_token_ceilings(prices)
-        exact = prompt * prompt_bound + completion * max_tokens
-        return -(-exact.numerator // exact.denominator)
+        cached = self._ceilings
+        if cached is None or cached[0] is not prices:
+            # Per request this runs on every call: keep it to integers, worked out once per price list.
+            prompt, completion = self.per_token_ceilings(prices)
+            denominator = prompt.denominator * completion.denominator
+            cached = self._ceilings = (
+                prices, prompt.numerator * completion.denominator, completion.numerator * prompt.denominator, denominator
+            )
+        _, prompt_numerator, completion_numerator, denominator = cached
+        return -(-(prompt_numerator * prompt_bound + completion_numerator * max_tokens) // denominator)
 
     def largest_max_tokens(self, prices: NetworkPrices, prompt_bound: int, available: int) -> int:
         """The largest max_tokens whose worst case fits in `available` nanoTON (0 if none)."""

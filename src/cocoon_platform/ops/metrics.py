@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 
+from typing import Any
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -37,6 +39,32 @@ WATCHER_LAG = Gauge("cocoon_deposit_watcher_lag_seconds",
                     "Seconds between the last credited transaction and its credit", multiprocess_mode="max")
 WATCHER_POLL_AGE = Gauge("cocoon_deposit_watcher_last_poll_age_seconds",
                          "Seconds since the watcher last read the wallet successfully", multiprocess_mode="min")
+
+
+class Labelled:
+    """A metric's children by label values, looked up without prometheus_client's lock and
+    checks on every request. Callers bound the label values (e.g. unknown models -> "other")."""
+
+    __slots__ = ("_metric", "_children")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
+
+
+requests_by = Labelled(REQUESTS)
+request_seconds_by = Labelled(REQUEST_SECONDS)
+upstream_seconds_by = Labelled(UPSTREAM_SECONDS)
+first_token_seconds_by = Labelled(FIRST_TOKEN_SECONDS)
+tokens_by = Labelled(TOKENS)
+billed_by = Labelled(BILLED)
+upstream_errors_by = Labelled(UPSTREAM_ERRORS)
 
 
 def exposition() -> tuple[bytes, str]:

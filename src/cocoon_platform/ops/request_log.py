@@ -45,7 +45,10 @@ def configure_logging(level: str, as_json: bool) -> None:
     root.propagate = False
 
 
+def request_log_enabled() -> bool:
+    return REQUEST_LOGGER.isEnabledFor(logging.INFO)
+
+
 def log_request(fields: dict[str, Any]) -> None:
     """One line for one request; fields are identifiers, counts and times only."""
-    if REQUEST_LOGGER.isEnabledFor(logging.INFO):
-        REQUEST_LOGGER.info("request", extra={"fields": fields})
+    REQUEST_LOGGER.info("request", extra={"fields": fields})

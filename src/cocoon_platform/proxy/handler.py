@@ -31,7 +31,7 @@ from cocoon_platform.errors import (
 )
 from cocoon_platform.proxy.events import DONE, EventSplitter
 from cocoon_platform.ops import metrics
-from cocoon_platform.ops.request_log import log_request
+from cocoon_platform.ops.request_log import log_request, request_log_enabled
 from cocoon_platform.proxy.request import CHAT_PATH, InferenceRequest, parse_request
 from cocoon_platform.proxy.upstream_errors import map_upstream_error
 from cocoon_platform.state import AppState
@@ -187,21 +187,23 @@ class InferenceHandler:
         assert state is not None
         model = request.model if request is not None else None
         label = model if model is not None and state.network.knows(model) else "other"
-        metrics.REQUESTS.labels(endpoint, label, str(outcome.http_status)).inc()
-        metrics.REQUEST_SECONDS.labels(endpoint).observe(seconds)
+        metrics.requests_by(endpoint, label, str(outcome.http_status)).inc()
+        metrics.request_seconds_by(endpoint).observe(seconds)
         if outcome.upstream_seconds is not None:
-            metrics.UPSTREAM_SECONDS.labels(endpoint).observe(outcome.upstream_seconds)
+            metrics.upstream_seconds_by(endpoint).observe(outcome.upstream_seconds)
         if outcome.first_token_seconds is not None:
-            metrics.FIRST_TOKEN_SECONDS.labels(endpoint).observe(outcome.first_token_seconds)
+            metrics.first_token_seconds_by(endpoint).observe(outcome.first_token_seconds)
         if outcome.error is not None and isinstance(outcome.error, UpstreamError):
-            metrics.UPSTREAM_ERRORS.labels(outcome.error.kind).inc()
+            metrics.upstream_errors_by(outcome.error.kind).inc()
         tokens = outcome.tokens
         if tokens is not None:
-            metrics.TOKENS.labels(label, "prompt").inc(tokens.prompt - tokens.cached)
-            metrics.TOKENS.labels(label, "cached").inc(tokens.cached)
-            metrics.TOKENS.labels(label, "completion").inc(tokens.completion - tokens.reasoning)
-            metrics.TOKENS.labels(label, "reasoning").inc(tokens.reasoning)
-            metrics.BILLED.labels(label).inc(outcome.charge)
+            metrics.tokens_by(label, "prompt").inc(tokens.prompt - tokens.cached)
+            metrics.tokens_by(label, "cached").inc(tokens.cached)
+            metrics.tokens_by(label, "completion").inc(tokens.completion - tokens.reasoning)
+            metrics.tokens_by(label, "reasoning").inc(tokens.reasoning)
+            metrics.billed_by(label).inc(outcome.charge)
+        if not request_log_enabled():
+            return
         log_request({
             "request_id": request_id,
             "account_id": outcome.account_id,
