@@ -96,6 +96,8 @@ def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
         state.spawn("sweeper", state.sweep_holds)
         state.spawn("last-used", state.last_used.run)
         state.spawn("network-status", state.network.run)
+        if state.rates is not None:
+            state.spawn("ton-usd-rate", state.rates.run)
         try:
             yield
         finally:

@@ -7,6 +7,7 @@ import hmac
 import logging
 from collections.abc import Awaitable, Callable
 
+import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cocoon_platform.accounts.last_used import LastUsedTracker
@@ -56,7 +57,12 @@ class AppState:
             default_prices(settings),
             self._set_prices,
         )
-        self.rates: RateSource | None = None
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self.rates = (
+            RateSource(self._http, tonapi_url=settings.tonapi_url, coingecko_url=settings.coingecko_url)
+            if settings.rates_enabled
+            else None
+        )
         self.stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -103,5 +109,6 @@ class AppState:
                 logger.exception("background task %s failed", task.get_name())
         await self.last_used.flush()
         await self.pool.close()
+        await self._http.close()
         await self.limiter.counters.close()
         await self.engine.dispose()

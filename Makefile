@@ -1,0 +1,32 @@
+# Cocoon Platform: every command creates the virtual environment it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install test serve demo bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# The test suite: every database-facing test runs on SQLite and on PostgreSQL
+# (COCOON_TEST_PG, default postgresql://postgres@127.0.0.1:5432/test).
+test: install
+	$(BIN)/pytest -q
+
+serve: install
+	$(BIN)/cocoon-platform serve
+
+# The simulator and the platform wired together, walking through every endpoint.
+demo: install
+	$(BIN)/python scripts/demo.py
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) data bench/results .pytest_cache
