@@ -1,0 +1,369 @@
+"""The web dashboard in a real browser (Debian's Chromium through Playwright) against real servers.
+
+Each test runs on SQLite and on PostgreSQL like the rest of the suite. The browser is Debian's
+`/usr/bin/chromium`; Playwright never downloads one. Balance polling is exercised with Playwright's
+fake clock, so a 10-second refresh takes no wall time.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect, sync_playwright
+
+from conftest import ServerFactory
+from support import Server, fund, new_account
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--no-first-run", "--disable-sync",
+]
+STATIC_DIR = Path(__file__).resolve().parent.parent / "src" / "cocoon_platform" / "dashboard" / "static"
+SCREENSHOT = Path("/tmp/cocoon-dashboard.png")
+QWEN = "Qwen/Qwen3-32B"
+TON = 1_000_000_000
+KEY_STORE = "cocoon.apiKey"
+T = TypeVar("T")
+TIMEOUT_MS = 10_000
+
+
+def ton_text(nanoton: int) -> str:
+    """nanoTON as the dashboard prints TON: exact, grouped, no trailing zeros."""
+    amount = Decimal(nanoton) / TON
+    whole, _, frac = f"{amount:f}".partition(".")
+    text = f"{int(whole):,}"
+    frac = frac.rstrip("0")
+    return f"{text}.{frac}" if frac else text
+
+
+def ensure_chromium() -> None:
+    """Debian's Chromium, installed with apt-get when it is missing and we are root; else skip."""
+    if CHROMIUM.exists():
+        return
+    if not (shutil.which("apt-get") and os.geteuid() == 0):
+        pytest.skip(f"Debian's Chromium ({CHROMIUM}) is missing and cannot be installed here "
+                    "(`apt-get install -y chromium` needs root); the dashboard tests drive that browser")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    outcome = ""
+    for command in ("apt-get install -y -q chromium", "apt-get update -q && apt-get install -y -q chromium"):
+        try:
+            done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=600)
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            outcome = lines[-1] if lines else f"exit status {done.returncode}"
+        except (OSError, subprocess.SubprocessError) as exc:
+            outcome = str(exc)
+        if CHROMIUM.exists():
+            return
+    pytest.skip(f"Debian's Chromium ({CHROMIUM}) is missing and `apt-get install -y chromium` failed "
+                f"({outcome or 'no output'}); the dashboard tests drive that browser")
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """A fresh Playwright and Chromium per test: Playwright's sync API keeps an asyncio loop running
+    in this thread while it is started, which the session fixtures' asyncio.run (PostgreSQL
+    databases) must not meet, so it lives no longer than one test."""
+    ensure_chromium()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+class Tab:
+    """One browser context and page, collecting the console errors a broken page would log."""
+
+    def __init__(self, browser: Browser, server: Server, fake_clock: bool = False) -> None:
+        self.server = server
+        self.context: BrowserContext = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.context.set_default_timeout(TIMEOUT_MS)
+        self.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server.url)
+        self.page: Page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
+        self.page.on("console", self._console)
+        if fake_clock:
+            self.page.clock.install()
+
+    def _console(self, message: ConsoleMessage) -> None:
+        # A refused request (401 on a bad key, 503 with no network) is logged by Chromium itself.
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(message.text)
+
+    def goto(self, path: str) -> Page:
+        self.page.goto(self.server.url + path)
+        return self.page
+
+    def stored_key(self) -> str | None:
+        return self.page.evaluate("k => window.sessionStorage.getItem(k)", KEY_STORE)  # type: ignore[no-any-return]
+
+    def clipboard(self) -> str:
+        return self.page.evaluate("() => navigator.clipboard.readText()")  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.context.close()
+        assert not self.errors, self.errors
+
+
+@pytest.fixture
+def tab(browser: Browser, platform: Server) -> Iterator[Tab]:
+    t = Tab(browser, platform, fake_clock=True)
+    yield t
+    t.close()
+
+
+def off_loop(fn: Callable[..., T], *args: Any) -> T:
+    """Run a helper that calls asyncio.run (the ledger ones) outside Playwright's event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def wait_for_api(server: Server, key: str, balance: int, request_id: str | None = None) -> None:
+    """Until the API itself shows the balance (and the request), so the page's next refresh will."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        body = httpx.get(server.url + "/v1/balance", headers=bearer(key), timeout=10).json()
+        usage = httpx.get(server.url + "/v1/usage", headers=bearer(key), timeout=10).json()["data"]
+        if body["balance_nanoton"] == balance and (
+                request_id is None or any(r["request_id"] == request_id for r in usage)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the API never showed balance {balance} and request {request_id}")
+
+
+def test_register_deposit_usage_keys_and_sign_out(tab: Tab, platform: Server, database_url: str) -> None:
+    page = tab.goto("/")
+    expect(page.locator("#continue-button")).to_be_hidden()
+    page.get_by_role("button", name="Create account").click()
+
+    # The key, once, with its warning and a copy button; the dashboard is one confirmation away.
+    panel = page.locator("#new-account")
+    expect(panel).to_be_visible()
+    expect(panel).to_contain_text("Store it now: it won't be shown again.")
+    key = page.locator("#new-key").inner_text()
+    assert re.fullmatch(r"ck_[A-Za-z0-9_-]{40,}", key), key
+    assert tab.stored_key() == key
+    code = page.locator("#new-code").inner_text()
+    assert re.fullmatch(r"[A-Z2-9]{8}", code), code
+    wallet = page.locator("#new-wallet").inner_text()
+    expect(page.locator("#new-balance")).to_have_text("0")
+    page.get_by_role("button", name="Copy key").click()
+    assert tab.clipboard() == key
+    expect(page.locator("#continue-button")).to_be_disabled()
+    page.get_by_label("I have stored my API key somewhere safe").check()
+    page.get_by_role("button", name="Continue to dashboard").click()
+    page.wait_for_url(platform.url + "/dashboard")
+
+    # Balance 0 and the deposit instructions; the key itself is nowhere on the page or in its URL.
+    expect(page.locator("#balance-ton")).to_have_text("0")
+    expect(page.locator("#balance-low")).to_be_visible()
+    expect(page.locator("#deposit-memo")).to_have_text(code)
+    expect(page.locator("#deposit-wallet")).to_have_text(wallet)
+    link = page.get_by_role("link", name="Open in a TON wallet")
+    expect(link).to_have_attribute("href", f"ton://transfer/{wallet}?text={code}")
+    expect(page.locator("#deposit-instructions")).to_contain_text(code)
+    expect(page.locator("#usage-empty")).to_be_visible()
+    assert key not in page.content() and key not in page.url
+    assert page.evaluate("() => window.localStorage.length") == 0
+    page.locator("#deposit").get_by_role("button", name="Copy").nth(1).click()
+    assert tab.clipboard() == code
+    snippet = page.locator("#quickstart-code").inner_text()
+    assert f'base_url="{platform.url}/v1"' in snippet and f'model="{QWEN}"' in snippet and key not in snippet
+
+    # A deposit shows up by itself on the next 10-second refresh.
+    off_loop(fund, database_url, key, 3 * TON // 2)
+    wait_for_api(platform, key, 3 * TON // 2)
+    page.clock.fast_forward(11_000)
+    expect(page.locator("#balance-ton")).to_have_text("1.5")
+    expect(page.locator("#flash")).to_have_text("Deposit received: +1.5 TON.")
+    expect(page.locator("#balance-low")).to_be_hidden()
+
+    # An inference through the API: the refresh after the balance moves brings its usage row and cost.
+    response = httpx.post(platform.url + "/v1/chat/completions", headers=bearer(key), timeout=30, json={
+        "model": QWEN, "max_tokens": 24, "messages": [{"role": "user", "content": "Hello from the dashboard test"}]})
+    assert response.status_code == 200, response.text
+    request_id = response.headers["x-request-id"]
+    cost = response.json()["usage"]["cost_nanoton"]
+    assert cost > 0
+    wait_for_api(platform, key, 3 * TON // 2 - cost, request_id)
+    page.clock.fast_forward(11_000)
+    expect(page.locator("#balance-ton")).to_have_text(ton_text(3 * TON // 2 - cost))
+    row = page.locator(f'#usage-table tr[data-request-id="{request_id}"]')
+    expect(row).to_be_visible()
+    expect(row.locator("td.cost")).to_have_text(ton_text(cost))
+    expect(row).to_contain_text(QWEN)
+    expect(row).to_contain_text("ok")
+    totals = page.locator("#totals-table tbody tr")
+    expect(totals).to_have_count(1)
+    expect(totals.first.locator("td").nth(2)).to_have_text("1")
+    expect(totals.first.locator("td.cost")).to_have_text(ton_text(cost))
+    expect(page.locator("#balance-spent")).to_have_text(f"Spent in the last 30 days: {ton_text(cost)} TON over 1 request.")
+
+    # A named key (the name is text, never markup), listed, then revoked after a confirmation.
+    name = '<img src=x onerror="window.pwned=1"> laptop'
+    page.get_by_placeholder("Name, e.g. laptop (optional)").fill(name)
+    page.get_by_role("button", name="Create key").click()
+    created = page.locator("#created-key")
+    expect(created).to_be_visible()
+    expect(created).to_contain_text("Store it now: it won't be shown again.")
+    second = page.locator("#created-key-value").inner_text()
+    assert second.startswith("ck_") and second != key
+    assert httpx.get(platform.url + "/v1/balance", headers=bearer(second), timeout=10).status_code == 200
+    rows = page.locator("#keys-table tbody tr")
+    expect(rows).to_have_count(2)
+    named = rows.filter(has_text="laptop")
+    expect(named.locator("td").first).to_have_text(name)
+    expect(named).to_contain_text(second[:9] + "…")
+    expect(rows.filter(has_text="this session")).to_contain_text(key[:9] + "…")
+    assert page.locator("#keys-table img").count() == 0 and page.evaluate("() => window.pwned") is None
+    page.get_by_role("button", name="I have stored it").click()
+    expect(created).to_be_hidden()
+    assert second not in page.content()
+
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    named.get_by_role("button", name="Revoke").click()
+    expect(rows).to_have_count(2)
+    messages: list[str] = []
+
+    def accept(dialog: object) -> None:
+        messages.append(dialog.message)  # type: ignore[attr-defined]
+        dialog.accept()  # type: ignore[attr-defined]
+
+    page.once("dialog", accept)
+    named.get_by_role("button", name="Revoke").click()
+    expect(rows).to_have_count(1)
+    assert "laptop" in messages[0] and "cannot be undone" in messages[0]
+    assert httpx.get(platform.url + "/v1/balance", headers=bearer(second), timeout=10).status_code == 401
+
+    page.evaluate("() => window.scrollTo(0, 0)")
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
+
+    # Signing out forgets the key in this tab and lands on the public page.
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(platform.url + "/")
+    expect(page.locator("#flash")).to_have_text("You have signed out.")
+    assert tab.stored_key() is None and page.evaluate("() => window.sessionStorage.length") == 0
+    tab.goto("/dashboard")
+    page.wait_for_url(platform.url + "/")
+    expect(page.locator("#flash")).to_contain_text("Sign in with your API key")
+
+
+def test_sign_in_bad_key_good_key_and_revoked_key(tab: Tab, platform: Server, database_url: str) -> None:
+    key = off_loop(new_account, platform, database_url, 2 * TON)
+    page = tab.goto("/")
+    field = page.get_by_label("API key", exact=True)
+    expect(field).to_have_attribute("type", "password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#login-error")).to_contain_text("Enter your API key")
+    field.fill("ck_not-a-real-key")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#login-error")).to_have_text("Invalid API key")
+    assert tab.stored_key() is None and page.url == platform.url + "/"
+
+    field.fill(f"  {key}  ")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(platform.url + "/dashboard")
+    assert tab.stored_key() == key
+    expect(page.locator("#balance-ton")).to_have_text("2")
+    expect(page.locator("#keys-table tbody tr")).to_have_count(1)
+
+    # The stored key stops working elsewhere: the next refresh signs the tab out with a message.
+    keys = httpx.get(platform.url + "/v1/keys", headers=bearer(key), timeout=10).json()["data"]
+    assert httpx.delete(f"{platform.url}/v1/keys/{keys[0]['id']}", headers=bearer(key), timeout=10).status_code == 204
+    page.clock.fast_forward(11_000)
+    page.wait_for_url(platform.url + "/")
+    expect(page.locator("#flash")).to_contain_text("You have been signed out: Invalid API key")
+    assert tab.stored_key() is None
+
+
+def test_public_network_status_models_pricing(tab: Tab, platform: Server) -> None:
+    page = tab.goto("/")
+    expect(page.locator("#network-status")).to_have_text("Online")
+    stats = page.locator("#stats-table tbody tr").filter(has_text=QWEN)
+    expect(stats).to_have_count(1)
+    expect(stats.locator("meter")).to_have_count(1)
+    expect(page.locator("#models-table tbody tr").filter(has_text=QWEN)).to_contain_text("chat")
+    expected = {
+        "prompt_token": ("30", "0.03"),
+        "cached_prompt_token": ("3", "0.003"),
+        "completion_token": ("240", "0.24"),
+        "reasoning_token": ("240", "0.24"),
+    }
+    for rate, (per_token, per_million) in expected.items():
+        row = page.locator(f'#pricing-table tr[data-rate="{rate}"]')
+        expect(row.locator("td.nanoton")).to_have_text(per_token)
+        expect(row.locator("td.per-million")).to_have_text(per_million)
+    expect(page.locator("#pricing-notes")).to_contain_text("×1.5")
+    expect(page.locator("#pricing-notes")).to_contain_text("at least 0.01 TON")
+    expect(page.locator("#quickstart-code")).to_contain_text(f'base_url="{platform.url}/v1"')
+
+
+def test_network_unreachable_is_explained(browser: Browser, server_factory: ServerFactory) -> None:
+    server = server_factory(upstream_url="http://127.0.0.1:9", stats_refresh_seconds="30")
+    tab = Tab(browser, server)
+    try:
+        page = tab.goto("/")
+        expect(page.locator("#network-status")).to_have_text("Offline")
+        expect(page.locator("#stats-message")).to_contain_text("No models are being served")
+        expect(page.locator("#models-message")).to_contain_text("temporarily unavailable", timeout=15_000)
+        expect(page.locator("#models-table")).to_be_hidden()
+        expect(page.locator('#pricing-table tr[data-rate="prompt_token"] td.nanoton')).to_have_text("30")
+        expect(page.locator("#pricing-notes")).to_contain_text("default prices")
+        expect(page.locator("#quickstart-code")).to_contain_text('model="MODEL_ID"')
+    finally:
+        tab.close()
+
+
+def test_pages_and_static_files_headers(platform: Server) -> None:
+    with platform.client() as client:
+        for path in ("/", "/dashboard"):
+            page = client.get(path)
+            assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+            csp = page.headers["content-security-policy"]
+            assert "default-src 'self'" in csp and "script-src 'self'" in csp and "unsafe-inline" not in csp
+            assert page.headers["x-content-type-options"] == "nosniff" and page.headers["cache-control"] == "no-cache"
+            # No inline script or style: every <script> has a src, no style attributes or blocks.
+            assert not re.search(r"<script(?![^>]*\bsrc=)", page.text) and not re.search(r"\sstyle=|<style", page.text)
+            assert client.get(path, headers={"If-None-Match": page.headers["etag"]}).status_code == 304
+            head = client.head(path)
+            assert head.status_code == 200 and head.content == b"" and head.headers["etag"] == page.headers["etag"]
+            assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
+            assert {a.split("?")[0] for a in assets} >= {"/static/app.js", "/static/app.css", "/static/favicon.svg"}
+
+        for asset, content_type in (("app.js", "text/javascript; charset=utf-8"),
+                                    ("app.css", "text/css; charset=utf-8"), ("favicon.svg", "image/svg+xml")):
+            url = next(a for a in assets if a.startswith(f"/static/{asset}?v="))
+            versioned = client.get(url)
+            assert versioned.status_code == 200 and versioned.headers["content-type"] == content_type
+            assert versioned.headers["cache-control"] == "public, max-age=31536000, immutable"
+            assert versioned.content == (STATIC_DIR / asset).read_bytes()
+            assert client.get(f"/static/{asset}").headers["cache-control"] == "no-cache"
+            assert client.get(url, headers={"If-None-Match": versioned.headers["etag"]}).status_code == 304
+        missing = client.get("/static/nope.js")
+        assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
+        assert client.get("/static/..%2Fendpoints.py").status_code == 404
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "/" not in paths and "/dashboard" not in paths and not any(p.startswith("/static") for p in paths)
+
+
+def test_script_never_renders_markup_or_persists_the_key() -> None:
+    source = (STATIC_DIR / "app.js").read_text()
+    script = re.sub(r"^\s*//.*$", "", re.sub(r"/\*.*?\*/", "", source, flags=re.S), flags=re.M)
+    for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "localStorage", "eval("):
+        assert forbidden not in script, forbidden
