@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,6 +23,7 @@ from cocoon_platform.proxy.openapi import add_inference_paths
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH
 from cocoon_platform.state import AppState
 from cocoon_platform.system import router as system_router
+from cocoon_platform.ton.watcher import watch_exclusively
 from cocoon_platform.upstream.endpoints import router as upstream_router
 
 DESCRIPTION = """Paid API proxy for the COCOON decentralized AI network on TON.
@@ -96,6 +98,8 @@ def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
         state.spawn("sweeper", state.sweep_holds)
         state.spawn("last-used", state.last_used.run)
         state.spawn("network-status", state.network.run)
+        if settings.deposit_watcher:
+            state.spawn("deposit-watcher", partial(watch_exclusively, settings, state.sessionmaker, state.http))
         if state.rates is not None:
             state.spawn("ton-usd-rate", state.rates.run)
         try:

@@ -184,6 +184,7 @@ def cmd_reconcile(_: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from cocoon_platform.simulator.__main__ import add_simulate_arguments, run_simulate
     from cocoon_platform.simulator.toncenter import add_deposit_arguments, run_deposit_command
+    from cocoon_platform.ton.cli import register_deposits, register_watch
 
     parser = argparse.ArgumentParser(prog="cocoon-platform", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(handler=cmd_migrate)
+    register_watch(commands)
 
     simulate = commands.add_parser(
         "simulate", help="run a COCOON-client simulator with a toncenter fake (for development and tests)"
@@ -212,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_balance_command(admin, "debit", cmd_debit, "debit")
     reconcile = admin.add_parser("reconcile", help="check every balance against its ledger and every reservation")
     reconcile.set_defaults(handler=cmd_reconcile)
+    register_deposits(admin)
     return parser
 
 

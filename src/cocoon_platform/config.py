@@ -133,6 +133,20 @@ class Settings(BaseSettings):
         ton_to_nanoton(value)
         return value
 
+    @field_validator("toncenter_url", "tonapi_url", "coingecko_url")
+    @classmethod
+    def _check_http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or len(value) < 10:
+            raise ValueError("must be an http(s):// URL")
+        return value.rstrip("/")
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_log_level(cls, value: str) -> str:
+        if value.upper() not in ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG"):
+            raise ValueError("must be one of critical, error, warning, info, debug")
+        return value.lower()
+
     @field_validator("upstream_url")
     @classmethod
     def _check_upstream(cls, value: str) -> str:

@@ -57,9 +57,9 @@ class AppState:
             default_prices(settings),
             self._set_prices,
         )
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
         self.rates = (
-            RateSource(self._http, tonapi_url=settings.tonapi_url, coingecko_url=settings.coingecko_url)
+            RateSource(self.http, tonapi_url=settings.tonapi_url, coingecko_url=settings.coingecko_url)
             if settings.rates_enabled
             else None
         )
@@ -109,6 +109,6 @@ class AppState:
                 logger.exception("background task %s failed", task.get_name())
         await self.last_used.flush()
         await self.pool.close()
-        await self._http.close()
+        await self.http.close()
         await self.limiter.counters.close()
         await self.engine.dispose()
