@@ -203,7 +203,7 @@ def start_simulator(tmp: Path, *extra: str) -> Simulator:
 
 
 def db_rows(database_url: str, sql: str, params: Mapping[str, object] | None = None) -> list[tuple[object, ...]]:
-    """Run one read query against the test database."""
+    """Run one statement against the test database; the rows it returns, if any."""
     import asyncio
 
     from sqlalchemy import text
@@ -212,8 +212,9 @@ def db_rows(database_url: str, sql: str, params: Mapping[str, object] | None = N
     async def read() -> list[tuple[object, ...]]:
         engine = create_async_engine(database_url)
         try:
-            async with engine.connect() as conn:
-                return [tuple(r) for r in (await conn.execute(text(sql), dict(params or {}))).all()]
+            async with engine.begin() as conn:
+                result = await conn.execute(text(sql), dict(params or {}))
+                return [tuple(r) for r in result.all()] if result.returns_rows else []
         finally:
             await engine.dispose()
 

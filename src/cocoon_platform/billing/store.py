@@ -140,18 +140,18 @@ class Busy(Exception):
 
 
 class BillingStore(ABC):
-    """The queue and group commit shared by both databases.
+    """The queue and the committer task shared by both databases.
 
-    No separate committer: the first caller to find no batch under way leads. It yields once,
-    so requests ready in the same turn of the event loop join its batch, then commits batches
-    until the queue is empty. A lone request thus commits at once, without a task switch.
+    Callers queue operations and wait for their futures; one committer task takes whatever
+    queued while its previous batch ran and applies it in one transaction. A caller that is
+    cancelled while waiting never loses its settlement: the committer applies it anyway.
     """
 
     def __init__(self, max_batch: int) -> None:
         self._max_batch = max_batch
         self._reserves: list[_ReserveOp] = []
         self._settles: list[_SettleOp] = []
-        self._leading = False
+        self._wakeup = asyncio.Event()
 
     async def reserve(
         self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float
@@ -160,37 +160,18 @@ class BillingStore(ABC):
         params = (key_hash, amount, min_balance, overdraft, hold_id, int(time.time() + ttl))
         future: asyncio.Future[Reservation | None] = asyncio.get_running_loop().create_future()
         self._reserves.append(_ReserveOp(params, future))
-        await self._lead_or_wait(future)
-        return future.result()
+        self._wakeup.set()
+        return await future
 
     async def settle(self, settlement: Settlement) -> None:
-        """Charge, record usage and release the hold; returns once committed."""
+        """Charge, record usage and release the hold; returns once committed.
+
+        Applying the same request twice is harmless: its usage reference is unique, so the
+        second attempt rolls back and counts as done."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._settles.append(_SettleOp(settlement, future))
-        await self._lead_or_wait(future)
-        future.result()
-
-    async def _lead_or_wait(self, future: asyncio.Future[Any]) -> None:
-        if not self._leading:
-            await self._lead()
+        self._wakeup.set()
         await future
-
-    async def _lead(self) -> None:
-        self._leading = True
-        try:
-            await asyncio.sleep(0)
-            await self._drain()
-        finally:
-            self._leading = False
-            if self._reserves or self._settles:
-                # This leader was cancelled with work still queued: hand it to a new leader.
-                asyncio.get_running_loop().create_task(self._lead())
-
-    async def _drain(self) -> None:
-        while self._reserves or self._settles:
-            reserves, self._reserves = self._reserves[: self._max_batch], self._reserves[self._max_batch :]
-            settles, self._settles = self._settles[: self._max_batch], self._settles[self._max_batch :]
-            await self._commit_batch(reserves, settles)
 
     @abstractmethod
     async def funds(self, key_hash: bytes) -> AccountFunds | None:
@@ -198,7 +179,12 @@ class BillingStore(ABC):
 
     @abstractmethod
     async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
-        """Apply one batch in one transaction; results of the reservations in order."""
+        """Apply one batch in one transaction; results of the reservations in order.
+        Raises Busy for failures worth retrying."""
+
+    @abstractmethod
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        """Whether a failure is a unique-key violation (the operation was applied before)."""
 
     async def close(self) -> None:
         return None
@@ -208,25 +194,52 @@ class BillingStore(ABC):
         await stop.wait()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Upkeep until stopped, then release the connections once in-flight work is done."""
+        """The committer: apply queued work until stopped, then drain what is left."""
+        upkeep = asyncio.create_task(self.maintain(stop))
+        stopping = asyncio.create_task(stop.wait())
         try:
-            await self.maintain(stop)
+            idle_after_stop = 0
+            while True:
+                if not (self._reserves or self._settles):
+                    if stop.is_set():
+                        # Requests cancelled at shutdown queue their settlements a moment later.
+                        idle_after_stop += 1
+                        if idle_after_stop > 5:
+                            return
+                        await asyncio.sleep(0.01)
+                        continue
+                    waking = asyncio.create_task(self._wakeup.wait())
+                    await asyncio.wait({waking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    waking.cancel()
+                    self._wakeup.clear()
+                    continue
+                idle_after_stop = 0
+                reserves, self._reserves = self._reserves[: self._max_batch], self._reserves[self._max_batch :]
+                settles, self._settles = self._settles[: self._max_batch], self._settles[self._max_batch :]
+                # A reservation nobody waits for any more is not made; a settlement always is.
+                await self._commit_batch([op for op in reserves if not op.future.done()], settles)
         finally:
-            while self._leading or self._reserves or self._settles:
-                await asyncio.sleep(0.01)
+            stopping.cancel()
+            upkeep.cancel()
             await self.close()
 
     async def _commit_batch(self, reserves: list[_ReserveOp], settles: list[_SettleOp]) -> None:
         ops: list[_ReserveOp | _SettleOp] = [*reserves, *settles]
+        if not ops:
+            return
         deadline = time.monotonic() + BUSY_PATIENCE_SECONDS
         pause = 0.0005
-        while time.monotonic() < deadline:
+        while True:
             try:
                 results = await self._commit([op.params for op in reserves], [op.settlement for op in settles])
-            except Busy:
+                break
+            except Busy as exc:
+                if time.monotonic() > deadline:
+                    logger.error("billing batch gave up after %.0f s: %s", BUSY_PATIENCE_SECONDS, exc.__cause__)
+                    _fail(ops, RuntimeError("the database stayed unavailable; billing operation not applied"))
+                    return
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.05)
-                continue
+                pause = min(pause * 2, 0.1)
             except Exception as exc:
                 if len(ops) > 1:
                     # Isolate the failing operation so the others still commit.
@@ -235,26 +248,19 @@ class BillingStore(ABC):
                     for sop in settles:
                         await self._commit_batch([], [sop])
                     return
+                if settles and self._is_duplicate(exc):
+                    logger.info("settlement of %s was already applied", settles[0].settlement.request_id)
+                    results = []
+                    break
                 logger.exception("billing operation failed")
                 _fail(ops, exc)
                 return
-            except BaseException as exc:  # cancelled: callers must not hang
-                _fail(ops, exc)
-                raise
-            for op, result in zip(reserves, results, strict=True):
-                if not op.future.done():
-                    op.future.set_result(result)
-            for sop in settles:
-                if not sop.future.done():
-                    sop.future.set_result(None)
-            return
-        _fail(ops, RuntimeError("the database stayed busy; billing operation not applied"))
-
-
-def _fail(ops: Sequence[_ReserveOp | _SettleOp], exc: BaseException) -> None:
-    for op in ops:
-        if not op.future.done():
-            op.future.set_exception(exc)
+        for op, result in zip(reserves, results, strict=True):
+            if not op.future.done():
+                op.future.set_result(result)
+        for sop in settles:
+            if not sop.future.done():
+                sop.future.set_result(None)
 
 
 # --- SQLite ------------------------------------------------------------------------------
@@ -272,6 +278,10 @@ SQLITE_USAGE = f"INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({', '.join(
 SQLITE_FUNDS = """
 SELECT a.balance_nanoton, a.reserved_nanoton FROM api_keys k JOIN accounts a ON a.id = k.account_id
  WHERE k.key_hash = ? AND k.revoked_at IS NULL"""
+
+
+def _sqlite_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 class SqliteBillingStore(BillingStore):
@@ -329,12 +339,17 @@ class SqliteBillingStore(BillingStore):
             row = self._connection().execute(SQLITE_FUNDS, (key_hash,)).fetchone()
         return AccountFunds(row[0], row[1]) if row else None
 
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
+
     async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
         db = self._connection()
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise Busy() from exc
+            if _sqlite_busy(exc):
+                raise Busy() from exc
+            raise
         try:
             results = []
             for key_hash, amount, min_balance, overdraft, hold_id, expires_at in reserves:
@@ -357,7 +372,7 @@ class SqliteBillingStore(BillingStore):
             return results
         except BaseException as exc:
             db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            if isinstance(exc, sqlite3.OperationalError) and _sqlite_busy(exc):
                 raise Busy() from exc
             raise
 
@@ -423,6 +438,11 @@ class PostgresBillingStore(BillingStore):
         row = await (await self._get_pool()).fetchrow(POSTGRES_FUNDS, key_hash)
         return AccountFunds(row[0], row[1]) if row else None
 
+    def _is_duplicate(self, exc: BaseException) -> bool:
+        import asyncpg
+
+        return isinstance(exc, asyncpg.UniqueViolationError)
+
     async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
         import asyncpg
 
@@ -441,6 +461,8 @@ class PostgresBillingStore(BillingStore):
             if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES:
                 raise Busy() from exc
             raise
+        except (OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+            raise Busy() from exc  # the connection went away: the transaction did not commit
         return []
 
 

@@ -42,8 +42,14 @@ class EventSplitter:
         return []
 
     def _split_sse(self) -> list[bytes]:
-        buffer = self._buffer.replace(b"\r\n", b"\n") if b"\r" in self._buffer else self._buffer
-        *events, self._buffer = buffer.split(b"\n\n")
+        buffer = self._buffer
+        held = b""
+        if b"\r" in buffer:
+            if buffer.endswith(b"\r"):
+                buffer, held = buffer[:-1], b"\r"  # its "\n" may come with the next read
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *events, rest = buffer.split(b"\n\n")
+        self._buffer = rest + held
         out = []
         for event in events:
             payload = self._sse_payload(event)

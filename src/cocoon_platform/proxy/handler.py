@@ -9,6 +9,7 @@ Every path that opened a hold settles it: a charge for what was delivered, or a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -25,6 +26,7 @@ from cocoon_platform.config import format_ton
 from cocoon_platform.errors import (
     InsufficientBalance,
     InvalidApiKey,
+    InvalidRequest,
     PayloadTooLarge,
     PlatformError,
     UpstreamError,
@@ -44,6 +46,7 @@ Receive = Any
 Send = Any
 
 UPSTREAM_HEADERS = {"Content-Type": "application/json"}
+MAX_RESERVATION = 2**62  # fits a BIGINT with room for the balance arithmetic
 JSON_TYPE = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                (b"x-accel-buffering", b"no")]
@@ -55,6 +58,12 @@ def estimate_tokens(text: str) -> int:
     return (size + 3) // 4 if size else 0
 
 
+def delivered_tokens(chunks: int, characters: int) -> int:
+    """Tokens relayed in a stream: one per chunk, as servers usually send them, unless the chunks
+    average more than a long token's worth of text, which means they carry several each."""
+    return chunks if characters <= 8 * chunks else (characters + 3) // 4
+
+
 def estimate_prompt_tokens(request: InferenceRequest) -> int:
     tokens = estimate_tokens(request.text_for_estimate())
     if request.endpoint == "chat":
@@ -62,22 +71,26 @@ def estimate_prompt_tokens(request: InferenceRequest) -> int:
     return tokens
 
 
-def usage_tokens(usage: dict[str, Any]) -> TokenCounts:
-    """Token counts from an upstream usage object, with either place for reasoning tokens."""
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
-    def count(value: Any) -> int:
-        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
+def usage_tokens(usage: Any) -> TokenCounts | None:
+    """Token counts from an upstream usage object (reasoning in either place), or None when
+    it holds no usable count, so the request is billed by estimate rather than as free."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not (_count(prompt) or _count(completion)):
+        return None
     prompt_details = usage.get("prompt_tokens_details")
     completion_details = usage.get("completion_tokens_details")
-    cached = count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
-    return TokenCounts(
-        prompt=count(usage.get("prompt_tokens")),
-        completion=count(usage.get("completion_tokens")),
-        cached=cached,
-        reasoning=reasoning or count(usage.get("reasoning_tokens")),
-    )
+    cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    reasoning = _count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
+    reasoning = reasoning or _count(usage.get("reasoning_tokens"))
+    prompt, completion = _count(prompt), _count(completion)
+    return TokenCounts(prompt=prompt, completion=completion, cached=min(cached, prompt),
+                       reasoning=min(reasoning, completion))
 
 
 def reported_cost(usage: dict[str, Any]) -> int | None:
@@ -95,6 +108,7 @@ class Outcome:
     estimated: bool = False
     delivered_completion: int = 0  # content chunks relayed to the client
     delivered_reasoning: int = 0
+    delivered_bytes: int = 0  # of that content, for when a chunk carries several tokens
     error: PlatformError | None = None
     account_id: int | None = None
     key_id: int | None = None
@@ -153,6 +167,8 @@ class InferenceHandler:
                 )
                 prices = state.prices
                 amount = state.pricer.worst_case(prices, len(raw), request.max_tokens * request.choices)
+                if amount >= MAX_RESERVATION:
+                    raise InvalidRequest("This request is too large to price; lower max_tokens, n or the prompt.")
                 reservation = await state.billing.reserve(
                     key_hash, amount, settings.min_balance_nanoton, settings.max_overdraft_nanoton,
                     request_id, settings.reservation_ttl_seconds,
@@ -162,6 +178,11 @@ class InferenceHandler:
             except PlatformError as exc:
                 outcome.http_status = exc.status
                 await _send_error(send, exc, request_id)
+                return
+            except Exception:
+                logger.exception("request %s failed before forwarding", request_id)
+                outcome.http_status = 500
+                await _send_error(send, PlatformError(), request_id)
                 return
             outcome.account_id, outcome.key_id = reservation.account_id, reservation.key_id
             try:
@@ -303,11 +324,10 @@ class InferenceHandler:
             await _send_error(send, exc, request_id)
             return
         usage = document.get("usage")
-        if isinstance(usage, dict):
-            outcome.usage = usage
-        else:
+        if not isinstance(usage, dict):
             usage = document["usage"] = {}
-            outcome.delivered_completion = estimate_tokens(_completion_text(document))
+        outcome.usage = usage
+        outcome.delivered_bytes = len(_completion_text(document).encode())
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
         usage["cost_nanoton"] = charge
         usage["cost_ton"] = charge / 1_000_000_000
@@ -329,26 +349,27 @@ class InferenceHandler:
             await self._settle(request, reservation, prices, request_id, outcome, started)
             await _send_error(send, exc, request_id)
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
-        relay = asyncio.create_task(self._relay(response, send, outcome, started))
-        watcher = asyncio.create_task(_wait_disconnect(receive))
+        disconnected = False
         try:
-            await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not relay.done():
-                relay.cancel()  # the client left: stop the upstream at once
-                outcome.status, outcome.http_status = "client_disconnected", 499
-            watcher.cancel()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
+            relay = asyncio.create_task(self._relay(response, send, outcome, started))
+            watcher = asyncio.create_task(_wait_disconnect(receive))
             try:
-                await relay
-            except asyncio.CancelledError:
-                pass
+                await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                response.close()
-                outcome.upstream_seconds = time.perf_counter() - started
+                if not relay.done():
+                    relay.cancel()  # the client left: stop the upstream at once
+                    disconnected = True
+                    outcome.status, outcome.http_status = "client_disconnected", 499
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await relay
+        finally:
+            response.close()
+            outcome.upstream_seconds = time.perf_counter() - started
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
-        if outcome.status == "client_disconnected":
+        if disconnected:
             return
         if outcome.error is not None:
             await send({"type": "http.response.body", "body": _sse(outcome.error.to_bytes()), "more_body": False})
@@ -367,20 +388,22 @@ class InferenceHandler:
         """Forward each upstream event as it arrives; keep the usage for settlement."""
         splitter = EventSplitter()
         done = False
-        try:
-            async for data in response.content.iter_any():
-                for payload in splitter.feed(data):
-                    if payload == DONE:
-                        done = True
-                        continue
-                    forward = self._inspect(payload, outcome, started)
-                    if forward is not None:
-                        await send({"type": "http.response.body", "body": _sse(forward), "more_body": True})
-            for payload in splitter.finish():
+
+        async def forward(payloads: list[bytes]) -> None:
+            nonlocal done
+            for payload in payloads:
                 if payload == DONE:
                     done = True
-                elif (forward := self._inspect(payload, outcome, started)) is not None:
-                    await send({"type": "http.response.body", "body": _sse(forward), "more_body": True})
+                elif (chunk := self._inspect(payload, outcome, started)) is not None:
+                    await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})
+
+        try:
+            # The hold expires after the reservation TTL: no stream may outlive it, however slowly
+            # the client reads.
+            async with asyncio.timeout(self.deadline - (time.perf_counter() - started)):
+                async for data in response.content.iter_any():
+                    await forward(splitter.feed(data))
+                await forward(splitter.finish())
         except TimeoutError:
             outcome.error = UpstreamError(504, "The COCOON network stopped answering mid-stream.", "timeout")
         except aiohttp.ClientError:
@@ -417,17 +440,23 @@ class InferenceHandler:
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                if delta.get("reasoning_content"):
+                thought = delta.get("reasoning_content") or delta.get("reasoning")
+                text = delta.get("content")
+                if isinstance(thought, str) and thought:
                     outcome.delivered_reasoning += 1
                     outcome.delivered_completion += 1
-                elif delta.get("content"):
+                    outcome.delivered_bytes += len(thought)
+                elif isinstance(text, str) and text:
                     outcome.delivered_completion += 1
-            elif choice.get("text"):
+                    outcome.delivered_bytes += len(text)
+            elif isinstance(choice.get("text"), str) and choice["text"]:
                 outcome.delivered_completion += 1
+                outcome.delivered_bytes += len(choice["text"])
         if usage:
             del chunk["usage"]
             return orjson.dumps(chunk)
-        return payload
+        # A payload spread over several lines would break the client's SSE parser: re-encode it.
+        return orjson.dumps(chunk) if b"\n" in payload else payload
 
     # --- settlement -----------------------------------------------------------------------
 
@@ -440,19 +469,23 @@ class InferenceHandler:
         assert state is not None
         if failed:
             outcome.status = "aborted"
+        reported = usage_tokens(outcome.usage) if outcome.usage is not None else None
         if outcome.status == "upstream_error":
             tokens = TokenCounts(0, 0)
             charge = 0
-        elif outcome.usage is not None:
+        elif reported is not None and reported.completion >= outcome.delivered_completion:
             # Reported usage is the truth, even when the stream broke after reporting it.
-            tokens = usage_tokens(outcome.usage)
-            charge = state.pricer.charge(prices, tokens, reported_cost(outcome.usage))
+            tokens = reported
+            charge = state.pricer.charge(prices, tokens, reported_cost(outcome.usage or {}))
         else:
+            # Never reported, unusable, or fewer tokens than were relayed: bill what was delivered.
             outcome.estimated = True
+            completion = delivered_tokens(outcome.delivered_completion, outcome.delivered_bytes)
             tokens = TokenCounts(
-                prompt=estimate_prompt_tokens(request),
-                completion=outcome.delivered_completion,
-                reasoning=outcome.delivered_reasoning,
+                prompt=reported.prompt if reported else estimate_prompt_tokens(request),
+                completion=completion,
+                cached=reported.cached if reported else 0,
+                reasoning=min(outcome.delivered_reasoning, completion),
             )
             charge = state.pricer.charge(prices, tokens, None)
         settlement = Settlement(
@@ -470,8 +503,8 @@ class InferenceHandler:
             estimated=outcome.estimated,
             duration_ms=int((time.perf_counter() - started) * 1000),
         )
-        outcome.status, outcome.result, outcome.tokens, outcome.charge = "settled", settlement.status, tokens, charge
         await state.billing.settle(settlement)
+        outcome.status, outcome.result, outcome.tokens, outcome.charge = "settled", settlement.status, tokens, charge
         return charge
 
 

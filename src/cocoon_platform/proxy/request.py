@@ -18,6 +18,8 @@ COMPLETIONS_PATH = "/v1/completions"
 
 # Fields the COCOON worker refuses with "unknown field": refuse them here, clearly, for free.
 UNSUPPORTED_FIELDS = ("tools", "tool_choice", "function_call", "functions", "logit_bias", "metadata")
+# The COCOON client's own knobs: the platform sets its own deadline and never exposes debug data.
+CLIENT_CONTROL_FIELDS = ("timeout", "enable_debug", "request_guid")
 ROLES = frozenset(("system", "user", "assistant", "developer", "tool"))
 MAX_N = 16
 
@@ -60,16 +62,18 @@ class InferenceRequest:
         return prompt if isinstance(prompt, str) else "\n".join(prompt)
 
 
-def _int_field(body: dict[str, Any], name: str, minimum: int) -> int | None:
+def _int_field(body: dict[str, Any], name: str, minimum: int, maximum: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
         raise ValidationFailed([name], "Input should be a valid integer", "int_type")
     if value < minimum:
         raise ValidationFailed([name], f"Input should be greater than or equal to {minimum}", "greater_than_equal")
+    if maximum is not None and value > maximum:
+        raise ValidationFailed([name], f"Input should be less than or equal to {maximum}", "less_than_equal")
     return value
 
 
@@ -159,14 +163,16 @@ def parse_request(
     if requested is None:
         requested = _int_field(body, "max_tokens", 1)
     max_tokens = min(requested if requested is not None else default_max_tokens, max_tokens_cap)
-    choices = _int_field(body, "n", 1) or 1
-    if choices > MAX_N:
-        raise ValidationFailed(["n"], f"Input should be less than or equal to {MAX_N}", "less_than_equal")
+    choices = _int_field(body, "n", 1, MAX_N) or 1
     if not chat:
-        choices = max(choices, _int_field(body, "best_of", 1) or 1)
+        choices = max(choices, _int_field(body, "best_of", 1, MAX_N) or 1)
+        if isinstance(body["prompt"], list):
+            choices *= len(body["prompt"])  # a list of prompts is a batch: each gets its completions
 
     # Sent explicitly so the upstream never falls back to its own (larger) default.
     body.pop("max_completion_tokens", None)
+    for name in CLIENT_CONTROL_FIELDS:
+        body.pop(name, None)
     body["max_tokens"] = max_tokens
     body["max_coefficient"] = max_coefficient
     if stream:

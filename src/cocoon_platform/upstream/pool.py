@@ -55,7 +55,12 @@ class UpstreamPool:
                     base_url=url,
                     timeout=timeout,
                     connector=aiohttp.TCPConnector(
-                        limit=settings.upstream_max_connections, ttl_dns_cache=300, enable_cleanup_closed=True
+                        limit=settings.upstream_max_connections,
+                        ttl_dns_cache=300,
+                        enable_cleanup_closed=True,
+                        # Below the usual server idle timeouts (uvicorn: 5 s), so a pooled connection
+                        # is never reused just as the client closes it.
+                        keepalive_timeout=3.0,
                     ),
                     auto_decompress=False,
                     skip_auto_headers=("User-Agent",),
@@ -83,8 +88,9 @@ class UpstreamPool:
         for upstream in self.order():
             try:
                 response = await upstream.session.post(path, data=body, headers=headers, timeout=timeout)
-            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as exc:
-                # Refused or dropped before an answer: nothing ran there, so try another upstream.
+            except aiohttp.ClientConnectorError as exc:
+                # Refused: nothing ran there, so try another upstream. (A connection dropped after
+                # sending is not retried: the request may have run, and would run, and cost, twice.)
                 upstream.mark_down(type(exc).__name__)
                 last = exc
                 continue

@@ -60,14 +60,15 @@ def parse_models(document: Any) -> list[NetworkModel]:
 def parse_prices(document: Any) -> NetworkPrices | None:
     """The root contract's prices from /jsonstats, or None when they aren't there."""
     config = document.get("root_contract_config") if isinstance(document, dict) else None
-    if not isinstance(config, dict) or not isinstance(config.get("price_per_token"), int):
-        return None
+    price = config.get("price_per_token") if isinstance(config, dict) else None
+    if not isinstance(price, int) or isinstance(price, bool) or price <= 0:
+        return None  # absent or nonsense (a free network would make every request free)
 
     def multiplier(name: str) -> int:
         return _int(config.get(name), MULTIPLIER_ONE) if name in config else MULTIPLIER_ONE
 
     return NetworkPrices(
-        price_per_token=_int(config["price_per_token"]),
+        price_per_token=price,
         prompt_multiplier=multiplier("prompt_tokens_price_multiplier"),
         cached_multiplier=multiplier("cached_tokens_price_multiplier"),
         completion_multiplier=multiplier("completion_tokens_price_multiplier"),

@@ -1,0 +1,95 @@
+"""Units of the inference path that must hold for any input: request checks, usage, SSE splitting."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from cocoon_platform.errors import InvalidRequest
+from cocoon_platform.proxy.events import DONE, EventSplitter
+from cocoon_platform.proxy.handler import delivered_tokens, usage_tokens
+from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH, ValidationFailed, parse_request
+
+LIMITS = {"max_tokens_cap": 128000, "default_max_tokens": 4096, "max_coefficient": 1000}
+CHAT = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
+
+
+def chat(**fields: object) -> bytes:
+    return orjson.dumps({**CHAT, **fields})
+
+
+@pytest.mark.parametrize("fields", [
+    {"n": -1000.0}, {"n": 0}, {"n": -1}, {"n": 17}, {"max_tokens": -100000.0}, {"max_tokens": 0.0},
+    {"max_tokens": 0}, {"max_completion_tokens": -5}, {"n": 1e300}, {"max_tokens": True}, {"n": "2"},
+])
+def test_counts_that_could_shrink_a_reservation_are_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationFailed):
+        parse_request(CHAT_PATH, chat(**fields), **LIMITS)
+
+
+def test_whole_floats_are_accepted_as_integers() -> None:
+    request = parse_request(CHAT_PATH, chat(max_tokens=100.0, n=2.0), **LIMITS)
+    assert (request.max_tokens, request.choices) == (100, 2)
+
+
+def test_best_of_is_bounded_and_prompt_lists_multiply_the_reservation() -> None:
+    with pytest.raises(ValidationFailed):
+        parse_request(COMPLETIONS_PATH, orjson.dumps({"model": "m", "prompt": "hi", "best_of": 1e17}), **LIMITS)
+    batch = parse_request(COMPLETIONS_PATH, orjson.dumps({"model": "m", "prompt": ["a"] * 50, "n": 2}), **LIMITS)
+    assert batch.choices == 100
+
+
+def test_client_control_fields_are_not_forwarded_and_ours_are() -> None:
+    request = parse_request(CHAT_PATH, chat(timeout=99999, enable_debug=True, request_guid="x", max_coefficient=4000,
+                                            max_tokens=500000), **LIMITS)
+    assert not {"timeout", "enable_debug", "request_guid"} & set(request.payload)
+    assert request.payload["max_coefficient"] == 1000 and request.payload["max_tokens"] == 128000
+
+
+def test_unsupported_fields_are_400() -> None:
+    with pytest.raises(InvalidRequest):
+        parse_request(CHAT_PATH, chat(functions=[{"name": "f"}]), **LIMITS)
+
+
+@pytest.mark.parametrize("usage", [{}, {"prompt_tokens": "12"}, {"total_cost": 500}, [], None,
+                                   {"prompt_tokens": -3, "completion_tokens": 0}])
+def test_usage_without_a_usable_count_is_not_trusted(usage: object) -> None:
+    assert usage_tokens(usage) is None
+
+
+def test_usage_counts_are_clamped() -> None:
+    tokens = usage_tokens({"prompt_tokens": 10, "completion_tokens": 4,
+                           "prompt_tokens_details": {"cached_tokens": 50},
+                           "completion_tokens_details": {"reasoning_tokens": 9}})
+    assert tokens is not None and (tokens.cached, tokens.reasoning) == (10, 4)
+    legacy = usage_tokens({"prompt_tokens": 1, "completion_tokens": 8, "reasoning_tokens": 3})
+    assert legacy is not None and legacy.reasoning == 3
+
+
+def test_delivered_tokens() -> None:
+    assert delivered_tokens(20, 120) == 20  # a word a chunk
+    assert delivered_tokens(5, 400) == 100  # chunks of many tokens each
+    assert delivered_tokens(0, 0) == 0
+
+
+def split_all(chunks: list[bytes]) -> list[bytes]:
+    splitter = EventSplitter()
+    events = [e for c in chunks for e in splitter.feed(c)]
+    return events + splitter.finish()
+
+
+def test_sse_events_across_reads_and_line_endings() -> None:
+    stream = b'data: {"a":1}\r\n\r\ndata: {"b":2}\r\n\r\n: comment\n\ndata: [DONE]\r\n\r\n'
+    for size in (1, 2, 3, 7, len(stream)):
+        pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+        assert split_all(pieces) == [b'{"a":1}', b'{"b":2}', DONE], size
+    assert split_all([b'data: {"a":\rdata: 1}\r\r']) == [b'{"a":\n1}']
+    assert split_all([b'data: {"a":1}']) == [b'{"a":1}']  # no final blank line
+
+
+def test_bare_json_objects_across_reads() -> None:
+    stream = b'{"a": "x}{\\"y"}\n{"b": {"c": [1, 2]}}{"d": 3}\n{\n  "e": 4\n}\n'
+    for size in (1, 3, 5, len(stream)):
+        pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+        events = split_all(pieces)
+        assert [orjson.loads(e) for e in events] == [{"a": 'x}{"y'}, {"b": {"c": [1, 2]}}, {"d": 3}, {"e": 4}]
