@@ -217,6 +217,8 @@ class BillingStore(ABC):
                 reserves, self._reserves = self._reserves[: self._max_batch], self._reserves[self._max_batch :]
                 settles, self._settles = self._settles[: self._max_batch], self._settles[self._max_batch :]
                 # A reservation nobody waits for any more is not made; a settlement always is.
+                # Measured: one transaction at a time beats overlapping ones on both databases
+                # (they queue on the same account rows); the batch grows instead.
                 await self._commit_batch([op for op in reserves if not op.future.done()], settles)
         finally:
             stopping.cancel()
@@ -401,14 +403,16 @@ RETRYABLE_SQLSTATES = ("40P01", "40001")  # deadlock, serialization failure
 
 
 class PostgresBillingStore(BillingStore):
-    """Reservations go straight to the server, one autocommitted statement each: PostgreSQL
-    groups the commits of concurrent connections itself. Settlements are batched."""
+    """Reservations go straight to the server, one autocommitted statement each, committed
+    without waiting for the WAL flush: a reservation lost in a crash only drops a guard (its
+    settlement then releases nothing and still charges). Settlements are batched and durable."""
 
-    def __init__(self, dsn: str, max_batch: int, pool_size: int = 8) -> None:
+    def __init__(self, dsn: str, max_batch: int, pool_size: int = 16) -> None:
         super().__init__(max_batch)
         self._dsn = dsn
         self._pool_size = pool_size
         self._pool: Any = None
+        self._settle_pool: Any = None
         self._opening: asyncio.Lock | None = None
 
     async def _get_pool(self) -> Any:
@@ -418,13 +422,18 @@ class PostgresBillingStore(BillingStore):
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
                 if self._pool is None:
-                    self._pool = await asyncpg.create_pool(self._dsn, min_size=2, max_size=self._pool_size)
+                    self._settle_pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=1)
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn, min_size=2, max_size=self._pool_size,
+                        server_settings={"synchronous_commit": "off"},
+                    )
         return self._pool
 
     async def close(self) -> None:
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        for pool in (self._pool, self._settle_pool):
+            if pool is not None:
+                await pool.close()
+        self._pool = self._settle_pool = None
 
     async def reserve(
         self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float
@@ -447,9 +456,10 @@ class PostgresBillingStore(BillingStore):
         import asyncpg
 
         rows = settlement_rows(settles, datetime.now(UTC))
-        pool = await self._get_pool()
+        await self._get_pool()
         try:
-            async with pool.acquire() as conn, conn.transaction():
+            # The settlement pool commits synchronously: a charge is durable before its answer.
+            async with self._settle_pool.acquire() as conn, conn.transaction():
                 released = dict(await conn.fetch(POSTGRES_RELEASE, rows.hold_ids))
                 moves = rows.account_moves(released)
                 if moves:

@@ -9,7 +9,6 @@ Every path that opened a hold settles it: a charge for what was delivered, or a 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -350,24 +349,25 @@ class InferenceHandler:
             await _send_error(send, exc, request_id)
             return
         disconnected = False
+
+        def client_left(task: asyncio.Task[None]) -> None:
+            nonlocal disconnected
+            if not task.cancelled():
+                disconnected = True
+                response.close()  # stop the upstream at once: the relay ends with it
+
+        watcher = asyncio.create_task(_wait_disconnect(receive))
+        watcher.add_done_callback(client_left)
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
-            relay = asyncio.create_task(self._relay(response, send, outcome, started))
-            watcher = asyncio.create_task(_wait_disconnect(receive))
-            try:
-                await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not relay.done():
-                    relay.cancel()  # the client left: stop the upstream at once
-                    disconnected = True
-                    outcome.status, outcome.http_status = "client_disconnected", 499
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await relay
+            await self._relay(response, send, outcome, started)
         finally:
+            watcher.cancel()
             response.close()
             outcome.upstream_seconds = time.perf_counter() - started
+        if disconnected:
+            outcome.status, outcome.http_status, outcome.error = "client_disconnected", 499, None
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
         if disconnected:
             return
@@ -385,17 +385,23 @@ class InferenceHandler:
         await send({"type": "http.response.body", "body": tail + _sse(DONE), "more_body": False})
 
     async def _relay(self, response: aiohttp.ClientResponse, send: Send, outcome: Outcome, started: float) -> None:
-        """Forward each upstream event as it arrives; keep the usage for settlement."""
+        """Forward upstream events as they arrive; keep the usage for settlement.
+
+        Events that arrived in one read leave in one write: no event waits for another.
+        """
         splitter = EventSplitter()
         done = False
 
         async def forward(payloads: list[bytes]) -> None:
             nonlocal done
+            out = []
             for payload in payloads:
                 if payload == DONE:
                     done = True
                 elif (chunk := self._inspect(payload, outcome, started)) is not None:
-                    await send({"type": "http.response.body", "body": _sse(chunk), "more_body": True})
+                    out.append(_sse(chunk))
+            if out:
+                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
 
         try:
             # The hold expires after the reservation TTL: no stream may outlive it, however slowly
