@@ -37,6 +37,8 @@ logger = logging.getLogger("cocoon_platform.billing")
 
 # How long a batch keeps retrying while another writer holds the database.
 BUSY_PATIENCE_SECONDS = 10.0
+# Checkpoints run from a worker thread this often, keeping the WAL small.
+CHECKPOINT_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +298,7 @@ class SqliteBillingStore(BillingStore):
         self._path = path
         self._synchronous = synchronous
         self._db: sqlite3.Connection | None = None
+        self._checkpointer: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
@@ -309,10 +312,10 @@ class SqliteBillingStore(BillingStore):
         return self._db
 
     async def maintain(self, stop: asyncio.Event) -> None:
-        """Copy the WAL back into the database every second, from a worker thread."""
+        """Copy the WAL back into the database every CHECKPOINT_SECONDS, from a worker thread."""
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), 1.0)
+                await asyncio.wait_for(stop.wait(), CHECKPOINT_SECONDS)
             except TimeoutError:
                 pass
             try:
@@ -321,17 +324,17 @@ class SqliteBillingStore(BillingStore):
                 logger.warning("WAL checkpoint failed; will retry", exc_info=True)
 
     def _checkpoint(self) -> None:
-        db = sqlite3.connect(self._path, isolation_level=None)
-        try:
-            db.execute("PRAGMA busy_timeout=1000")
-            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        finally:
-            db.close()
+        if self._checkpointer is None:
+            # Its own connection, made once: opening one costs more than the checkpoint itself.
+            self._checkpointer = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            self._checkpointer.execute("PRAGMA busy_timeout=1000")
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def close(self) -> None:
-        if self._db is not None:
-            self._db.close()
-            self._db = None
+        for db in (self._db, self._checkpointer):
+            if db is not None:
+                db.close()
+        self._db = self._checkpointer = None
 
     async def funds(self, key_hash: bytes) -> AccountFunds | None:
         try:

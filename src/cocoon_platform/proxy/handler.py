@@ -184,6 +184,7 @@ class InferenceHandler:
                 await _send_error(send, PlatformError(), request_id)
                 return
             outcome.account_id, outcome.key_id = reservation.account_id, reservation.key_id
+            state.last_used.touch(reservation.key_id, time.time())
             try:
                 if request.stream:
                     await self._stream(request, reservation, prices, request_id, receive, send, outcome)
