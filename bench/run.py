@@ -87,8 +87,8 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.kill()
 
 
-def wrk_point(url: str, keys: list[str], body: bytes, connections: int, seconds: float, workdir: Path) -> Result:
-    """Non-streaming load with wrk; each request cycles through the keys."""
+def wrk_script(keys: list[str], body: bytes, workdir: Path) -> Path:
+    """A wrk script sending `body`, cycling through the keys."""
     script = workdir / f"load-{uuid.uuid4().hex[:6]}.lua"
     quoted = ",".join(json.dumps(f"Bearer {k}") for k in keys) if keys else ""
     script.write_text(f"""
@@ -110,6 +110,11 @@ request = function()
   return prepared[(n % #prepared) + 1]
 end
 """)
+    return script
+
+
+def wrk_point(url: str, script: Path, connections: int, seconds: float) -> Result:
+    """Non-streaming load with wrk."""
     out = subprocess.run(
         pinned(LOAD_CORE, ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url]),
         capture_output=True, text=True, check=True,
@@ -152,12 +157,16 @@ class Bench:
         self.workdir = workdir
         self.points: list[Point] = []
         self.use_wrk = shutil.which("wrk") is not None
+        self.scripts: list[Path] = []  # wrk scripts of the platform's many-account load, for the soak
 
     def measure(self, target: str, scenario: str, port: int, keys: list[str], connections: int,
                 stream: bool = False) -> Result:
         body = STREAM_BODY if stream else BODY
         if self.use_wrk and not stream:
-            result = wrk_point(f"http://127.0.0.1:{port}{CHAT}", keys, body, connections, self.seconds, self.workdir)
+            script = wrk_script(keys, body, self.workdir)
+            if len(keys) > 1:
+                self.scripts.append(script)
+            result = wrk_point(f"http://127.0.0.1:{port}{CHAT}", script, connections, self.seconds)
             generator = "wrk"
         else:
             result = driver_point(port, keys, body, connections, self.seconds)
@@ -220,25 +229,29 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def soak(url_port: int, pid: int, keys: list[str], seconds: float, workdir: Path) -> dict[str, Any]:
+def soak(port: int, pid: int, script: Path, seconds: float, workdir: Path) -> dict[str, Any]:
     """Steady load for `seconds`; memory sampled every 10 s after a warm-up minute (or a tenth)."""
     samples: list[tuple[float, int]] = []
-    load = subprocess.Popen(pinned(LOAD_CORE, ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-s",
-                                               str(next(workdir.glob("load-*.lua"))),
-                                               f"http://127.0.0.1:{url_port}{CHAT}"]),
-                            stdout=subprocess.DEVNULL) if shutil.which("wrk") else None
-    began = time.monotonic()
-    warmup = min(60.0, seconds / 10)
-    while time.monotonic() - began < seconds:
-        time.sleep(10 if seconds >= 60 else 1)
-        if time.monotonic() - began >= warmup:
-            samples.append((round(time.monotonic() - began, 1), rss_kib(pid)))
-    if load is not None:
-        load.wait()
+    output = workdir / "soak-load.txt"
+    if shutil.which("wrk"):
+        command = ["wrk", "-t1", "-c16", f"-d{seconds:g}s", "-s", str(script), f"http://127.0.0.1:{port}{CHAT}"]
+    else:
+        command = [sys.executable, "-c", "print('the soak needs wrk')"]
+    with output.open("w") as out:
+        load = subprocess.Popen(pinned(LOAD_CORE, command), stdout=out, stderr=subprocess.STDOUT)
+        began = time.monotonic()
+        warmup = min(60.0, seconds / 10)
+        while load.poll() is None:
+            time.sleep(10 if seconds >= 60 else 1)
+            if time.monotonic() - began >= warmup:
+                samples.append((round(time.monotonic() - began, 1), rss_kib(pid)))
+    text = output.read_text()
+    match = re.search(r"(\d+) requests in", text)
+    requests = int(match.group(1)) if match else 0
     first, last = samples[0][1], samples[-1][1]
-    return {"seconds": seconds, "rss_kib_after_warmup": first, "rss_kib_at_end": last,
+    return {"seconds": seconds, "requests": requests, "rss_kib_after_warmup": first, "rss_kib_at_end": last,
             "change_pct": round(100 * (last - first) / first, 1), "samples": samples,
-            "flat": abs(last - first) <= first * 0.10}
+            "flat": requests > 0 and abs(last - first) <= first * 0.10, "load_output": text[-300:]}
 
 
 def run_platform(bench: Bench, backend: str, database_url: str, upstream: str, soak_seconds: float) -> dict[str, Any]:
@@ -254,14 +267,16 @@ def run_platform(bench: Bench, backend: str, database_url: str, upstream: str, s
             counted += bench.measure(target, "chat", port, keys, connections).answers
         counted += bench.measure(target, "chat, one account", port, keys[:1], 64).answers
         counted += bench.measure(target, "stream 20 chunks", port, keys, 16, stream=True).answers
+        soaked = soak(port, proc.pid, bench.scripts[0], soak_seconds, bench.workdir) if soak_seconds else None
+        if soaked:
+            counted += soaked["requests"]
+            print(f"  soak ({backend}): {soaked['requests']} requests in {soak_seconds:g} s; RSS "
+                  f"{soaked['rss_kib_after_warmup']} -> {soaked['rss_kib_at_end']} KiB ({soaked['change_pct']:+.1f}%)",
+                  flush=True)
         time.sleep(1)
         checks = verify(database_url, answers_sent(f"http://127.0.0.1:{port}"))
         checks["answers_counted_by_load_generator"] = counted
         print(f"  database check ({backend}): {checks}", flush=True)
-        soaked = soak(port, proc.pid, keys, soak_seconds, bench.workdir) if soak_seconds else None
-        if soaked:
-            print(f"  soak ({backend}): {soaked['rss_kib_after_warmup']} -> {soaked['rss_kib_at_end']} KiB "
-                  f"({soaked['change_pct']:+.1f}%)", flush=True)
         return {"checks": checks, "soak": soaked}
     finally:
         stop(proc)
