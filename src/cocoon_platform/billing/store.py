@@ -37,8 +37,12 @@ logger = logging.getLogger("cocoon_platform.billing")
 
 # How long a batch keeps retrying while another writer holds the database.
 BUSY_PATIENCE_SECONDS = 10.0
-# Checkpoints run from a worker thread this often, keeping the WAL small.
+# Checkpoints run from a worker thread this often, keeping the WAL small. Under continuous
+# writes passive ones never catch up, and SQLite only starts the WAL over once one has: so every
+# TRUNCATE_EVERY-th is a TRUNCATE, which makes writers wait a moment and lets the WAL (and the
+# shared-memory index this process maps) start over. Without it memory grows with the WAL.
 CHECKPOINT_SECONDS = 1.0
+TRUNCATE_EVERY = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,22 +317,24 @@ class SqliteBillingStore(BillingStore):
 
     async def maintain(self, stop: asyncio.Event) -> None:
         """Copy the WAL back into the database every CHECKPOINT_SECONDS, from a worker thread."""
+        count = 0
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), CHECKPOINT_SECONDS)
             except TimeoutError:
                 pass
+            count += 1
             try:
-                await asyncio.to_thread(self._checkpoint)
+                await asyncio.to_thread(self._checkpoint, "TRUNCATE" if count % TRUNCATE_EVERY == 0 else "PASSIVE")
             except sqlite3.Error:
                 logger.warning("WAL checkpoint failed; will retry", exc_info=True)
 
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, mode: str) -> None:
         if self._checkpointer is None:
             # Its own connection, made once: opening one costs more than the checkpoint itself.
             self._checkpointer = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            self._checkpointer.execute("PRAGMA busy_timeout=1000")
-        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            self._checkpointer.execute("PRAGMA busy_timeout=2000")
+        self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
 
     async def close(self) -> None:
         for db in (self._db, self._checkpointer):
