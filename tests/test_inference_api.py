@@ -308,3 +308,18 @@ def test_concurrent_requests_never_overdraw(platform: Server, database_url: str)
     assert charged[0] == (len(ok), len(ok))
     total_charged = sum(r.json()["usage"]["cost_nanoton"] for r in ok)
     assert final == 20_000_000 - total_charged
+
+
+def test_inference_records_the_keys_last_use(server_factory: ServerFactory, simulator: Simulator,
+                                             database_url: str) -> None:
+    import hashlib
+
+    server = server_factory(upstream_url=simulator.url)
+    key = new_account(server, database_url, TON)
+    client(server, key).chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "hi"}],
+                                                max_tokens=5)
+    query = "SELECT last_used_at FROM api_keys WHERE key_hash = :h"
+    digest = hashlib.sha256(key.encode()).digest()
+    assert db_rows(database_url, query, {"h": digest}) == [(None,)], "kept in memory, not written per request"
+    server.stop()  # the tracker writes what it holds on shutdown
+    assert db_rows(database_url, query, {"h": digest})[0][0] is not None

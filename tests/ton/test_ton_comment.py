@@ -9,6 +9,7 @@ import pytest
 from pytoniq_core import Cell, begin_cell
 
 from cocoon_platform.ton.address import TonAddress
+from cocoon_platform.accounts.keys import normalise_deposit_code
 from cocoon_platform.ton.comment import (
     BodyKind,
     MessageBody,
@@ -17,7 +18,6 @@ from cocoon_platform.ton.comment import (
     encode_encrypted_comment,
     encode_jetton_notification,
     encode_text_comment,
-    normalise_code,
 )
 
 REFERENCE_BODY = "te6cckEBAQEAEAAAHAAAAAAxOTg1NTk3NjUxSmLi/w=="
@@ -192,4 +192,4 @@ def test_deep_snake_chain_is_read_iteratively() -> None:
     ],
 )
 def test_normalise_code(typed: str, code: str) -> None:
-    assert normalise_code(typed) == code
+    assert normalise_deposit_code(typed) == code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 
 KEY_PREFIX = "ck_"
@@ -30,9 +31,13 @@ def new_deposit_code() -> str:
     return "".join(secrets.choice(DEPOSIT_CODE_ALPHABET) for _ in range(DEPOSIT_CODE_LENGTH))
 
 
+# Zero-width characters survive str.strip() and are easy to paste along with a code.
+_EDGES = re.compile(r"^[\s\u200b\u200c\u200d\u2060\ufeff]+|[\s\u200b\u200c\u200d\u2060\ufeff]+$")
+
+
 def normalise_deposit_code(text: str) -> str:
-    """Codes match after trimming, whatever the case."""
-    return text.strip().upper()
+    """Codes match after trimming (zero-width characters too), whatever the case."""
+    return _EDGES.sub("", text).upper()
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cocoon_platform.db.models import Account, LedgerEntry
@@ -53,12 +53,3 @@ async def post_entry(
         )
     )
     return int(new_balance)
-
-
-async def ledger_sum(session: AsyncSession, account_id: int) -> int:
-    total = await session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount_nanoton), 0)).where(
-            LedgerEntry.account_id == account_id
-        )
-    )
-    return int(total or 0)

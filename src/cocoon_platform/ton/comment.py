@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass
 from enum import Enum
 
@@ -34,7 +33,6 @@ __all__ = [
     "encode_encrypted_comment",
     "encode_jetton_notification",
     "encode_text_comment",
-    "normalise_code",
 ]
 
 OP_TEXT_COMMENT = 0x00000000
@@ -44,8 +42,6 @@ OP_JETTON_NOTIFICATION = 0x7362D09C
 _ROOT_BYTES = 123  # 1023 bits minus the 32-bit op, rounded down to whole bytes
 _CONT_BYTES = 127  # 1023 bits rounded down to whole bytes
 _BINARY_PREFIX = 0xFF
-# Zero-width characters survive str.strip() and are easy to paste along with a code.
-_TRIM_RE = re.compile(r"^[\s\u200b\u200c\u200d\u2060\ufeff]+|[\s\u200b\u200c\u200d\u2060\ufeff]+$")
 
 
 class BodyKind(Enum):
@@ -117,11 +113,6 @@ def _decode_comment(data: bytes) -> MessageBody:
         return MessageBody(BodyKind.TEXT, data.decode("utf-8"))
     except UnicodeDecodeError:
         return MessageBody(BodyKind.BINARY)
-
-
-def normalise_code(text: str) -> str:
-    """Canonical form of a typed deposit code: surrounding whitespace removed, upper-case."""
-    return _TRIM_RE.sub("", text).upper()
 
 
 def _snake_cell(op: int, data: bytes) -> Cell:

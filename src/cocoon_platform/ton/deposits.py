@@ -33,13 +33,12 @@ from sqlalchemy import select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cocoon_platform.accounts.keys import DEPOSIT_CODE_ALPHABET
+from cocoon_platform.accounts.keys import DEPOSIT_CODE_ALPHABET, normalise_deposit_code
 from cocoon_platform.accounts.service import account_by_code
 from cocoon_platform.billing.ledger import EntryKind, post_entry
 from cocoon_platform.config import format_ton
 from cocoon_platform.db.models import Account, Deposit, WatcherCursor, utcnow
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
-from cocoon_platform.ton.comment import normalise_code
 from cocoon_platform.ton.toncenter import ChainTransaction, Classification, classify
 
 __all__ = [
@@ -208,7 +207,7 @@ async def _record_new(
 
 
 def _code(tx: ChainTransaction) -> str:
-    return normalise_code(tx.body.text or "")
+    return normalise_deposit_code(tx.body.text or "")
 
 
 async def _accounts_by_code(session: AsyncSession, codes: Iterable[str]) -> dict[str, int]:
