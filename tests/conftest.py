@@ -33,9 +33,10 @@ def backend(database_url: str) -> str:
 ServerFactory = Callable[..., Server]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def server_factory(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
-    """Start platform servers on the session's database; all are stopped at the end."""
+    """Start platform servers on the session's database; a module's are stopped when it ends
+    (each holds database connections, and PostgreSQL allows only so many)."""
     started: list[Server] = []
     tmp: Path = tmp_path_factory.mktemp("servers")
 
@@ -58,6 +59,9 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 
 @pytest.fixture(scope="session")
-def platform(server_factory: ServerFactory, simulator: Simulator) -> Server:
-    """The platform wired to the shared simulator."""
-    return server_factory(upstream_url=simulator.url, upstream_read_timeout="3", stats_refresh_seconds="1")
+def platform(database_url: str, simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """The platform wired to the shared simulator, for the whole run."""
+    server = start_server(tmp_path_factory.mktemp("platform"), database_url, {
+        "COCOON_UPSTREAM_URL": simulator.url, "COCOON_UPSTREAM_READ_TIMEOUT": "3", "COCOON_STATS_REFRESH_SECONDS": "1"})
+    yield server
+    server.stop()

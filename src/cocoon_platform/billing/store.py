@@ -247,7 +247,7 @@ class BillingStore(ABC):
                     _fail(ops, RuntimeError("the database stayed unavailable; billing operation not applied"))
                     return
                 await asyncio.sleep(pause)
-                pause = min(pause * 2, 0.1)
+                pause = min(pause * 2, 0.002)  # resume as soon as a checkpoint or lock is gone
             except Exception as exc:
                 if len(ops) > 1:
                     # Isolate the failing operation so the others still commit.
@@ -431,9 +431,10 @@ class PostgresBillingStore(BillingStore):
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
                 if self._pool is None:
+                    # Connections open as load needs them: an idle instance holds two.
                     self._settle_pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=1)
                     self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=2, max_size=self._pool_size,
+                        self._dsn, min_size=1, max_size=self._pool_size,
                         server_settings={"synchronous_commit": "off"},
                     )
         return self._pool
