@@ -37,10 +37,10 @@ logger = logging.getLogger("cocoon_platform.billing")
 
 # How long a batch keeps retrying while another writer holds the database.
 BUSY_PATIENCE_SECONDS = 10.0
-# Checkpoints run from a worker thread this often, keeping the WAL small. Under continuous
-# writes passive ones never catch up, and SQLite only starts the WAL over once one has: so every
-# TRUNCATE_EVERY-th is a TRUNCATE, which makes writers wait a moment and lets the WAL (and the
-# shared-memory index this process maps) start over. Without it memory grows with the WAL.
+# Passive checkpoints run from a worker thread this often, keeping the WAL small. Under continuous
+# writes they never catch up, and SQLite only starts the WAL over once one has: so every
+# TRUNCATE_EVERY-th is a TRUNCATE, which lets the WAL (and the shared-memory index this process
+# maps) start over. Without it memory grows with the WAL.
 CHECKPOINT_SECONDS = 1.0
 TRUNCATE_EVERY = 10
 
@@ -325,16 +325,22 @@ class SqliteBillingStore(BillingStore):
                 pass
             count += 1
             try:
-                await asyncio.to_thread(self._checkpoint, "TRUNCATE" if count % TRUNCATE_EVERY == 0 else "PASSIVE")
+                if count % TRUNCATE_EVERY:
+                    await asyncio.to_thread(self._checkpoint)
+                else:
+                    # On the writing connection, between its transactions: it never waits for a
+                    # lock (busy_timeout 0; it is simply tried again next time) and, the passive
+                    # ones having copied nearly everything, it has little left to do.
+                    self._connection().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
             except sqlite3.Error:
                 logger.warning("WAL checkpoint failed; will retry", exc_info=True)
 
-    def _checkpoint(self, mode: str) -> None:
+    def _checkpoint(self) -> None:
         if self._checkpointer is None:
             # Its own connection, made once: opening one costs more than the checkpoint itself.
             self._checkpointer = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            self._checkpointer.execute("PRAGMA busy_timeout=2000")
-        self._checkpointer.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            self._checkpointer.execute("PRAGMA busy_timeout=1000")
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     async def close(self) -> None:
         for db in (self._db, self._checkpointer):
