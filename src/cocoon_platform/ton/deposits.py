@@ -19,8 +19,6 @@ The caller owns the transaction: functions here never commit.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -39,7 +37,7 @@ from cocoon_platform.billing.ledger import EntryKind, post_entry
 from cocoon_platform.config import format_ton
 from cocoon_platform.db.models import Account, Deposit, WatcherCursor, utcnow
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
-from cocoon_platform.ton.toncenter import ChainTransaction, Classification, classify
+from cocoon_platform.ton.toncenter import ChainTransaction, Classification, classify, decode_tx_hash
 
 __all__ = [
     "AlreadyCredited",
@@ -116,17 +114,10 @@ def ledger_reference(tx_hash_hex: str) -> str:
 
 def parse_tx_hash(text: str) -> str:
     """Lower hex of a transaction hash typed as hex (64 digits) or base64/base64url."""
-    text = text.strip()
     try:
-        if len(text) == 64:
-            raw = bytes.fromhex(text)
-        else:
-            raw = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
-    except (ValueError, binascii.Error):
-        raise DepositError(f"{text[:80]!r} is not a transaction hash (64 hex digits or base64)") from None
-    if len(raw) != 32:
-        raise DepositError(f"{text[:80]!r} is not a transaction hash: not 32 bytes")
-    return raw.hex()
+        return decode_tx_hash(text).hex()
+    except ValueError as exc:
+        raise DepositError(str(exc)) from None
 
 
 async def record_transaction(

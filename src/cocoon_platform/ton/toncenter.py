@@ -231,20 +231,29 @@ def _optional_dict(obj: dict[str, Any], key: str) -> dict[str, Any]:
     return value
 
 
+def decode_tx_hash(text: str) -> bytes:
+    """A 32-byte transaction hash from hex (64 digits; tonapi), base64 (toncenter) or base64url.
+    Raises ValueError."""
+    text = text.strip()
+    try:
+        if len(text) == 64:
+            decoded = bytes.fromhex(text)
+        else:
+            decoded = base64.b64decode(text.replace("-", "+").replace("_", "/"), validate=True)
+    except (ValueError, binascii.Error):
+        raise ValueError(f"{text[:80]!r} is not a transaction hash (64 hex digits or base64)") from None
+    if len(decoded) != 32:
+        raise ValueError(f"{text[:80]!r} is not a transaction hash: not 32 bytes")
+    return decoded
+
+
 def _parse_hash(value: Any) -> bytes:
-    """A 32-byte hash from base64 (toncenter), base64url or hex (tonapi)."""
     if not isinstance(value, str):
         raise ProviderError("unexpected transaction shape: no hash")
     try:
-        if len(value) == 64:
-            decoded = bytes.fromhex(value)
-        else:
-            decoded = base64.b64decode(value.replace("-", "+").replace("_", "/"), validate=True)
-    except (ValueError, binascii.Error):
-        raise ProviderError(f"bad transaction hash {value[:80]!r}") from None
-    if len(decoded) != 32:
-        raise ProviderError(f"bad transaction hash {value[:80]!r}: not 32 bytes")
-    return decoded
+        return decode_tx_hash(value)
+    except ValueError as exc:
+        raise ProviderError(f"bad transaction hash: {exc}") from None
 
 
 def _is_int(value: Any) -> bool:
