@@ -38,9 +38,9 @@ def active(server: Server) -> float:
 def test_one_active_watcher_credits_each_deposit_once(server_factory: ServerFactory, database_url: str,
                                                       tmp_path: Path) -> None:
     sim = start_simulator(tmp_path)
-    # A fresh fake starts its lts again; a cursor left by an earlier fake in this database would skip them.
-    db_rows(database_url, "DELETE FROM watcher_cursors")
     try:
+        # A fresh fake starts its lts again; a cursor left by an earlier fake in this database would skip them.
+        db_rows(database_url, "DELETE FROM watcher_cursors")
         settings = {"upstream_url": sim.url, "deposit_watcher": "true", "toncenter_url": sim.url,
                     "deposit_wallet": DEFAULT_WALLET, "deposit_poll_seconds": "0.3"}
         first, second = server_factory(**settings), server_factory(**settings)
