@@ -9,7 +9,7 @@ import httpx
 
 from cocoon_platform.simulator.toncenter import DEFAULT_WALLET
 from conftest import ServerFactory
-from support import Server, Simulator, db_rows, ledger_consistent, new_account, start_simulator
+from support import Server, Simulator, db_rows, ledger_consistent, new_account, run_cli, start_simulator
 from test_operations import metric
 
 TENTH = 100_000_000  # 0.1 TON
@@ -40,6 +40,7 @@ def test_one_active_watcher_credits_each_deposit_once(server_factory: ServerFact
     sim = start_simulator(tmp_path)
     try:
         # A fresh fake starts its lts again; a cursor left by an earlier fake in this database would skip them.
+        assert run_cli(["migrate"], database_url).returncode == 0
         db_rows(database_url, "DELETE FROM watcher_cursors")
         settings = {"upstream_url": sim.url, "deposit_watcher": "true", "toncenter_url": sim.url,
                     "deposit_wallet": DEFAULT_WALLET, "deposit_poll_seconds": "0.3"}
