@@ -51,6 +51,13 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-
                (b"x-accel-buffering", b"no")]
 
 
+def new_request_id() -> str:
+    """`req_` + 48-bit millisecond time + 80 random bits, in hex: unique, and in time order, so the
+    unique indexes on request ids and usage references grow at their end instead of touching a
+    random page per insert (fewer pages per transaction; fewer WAL frames on SQLite)."""
+    return "req_" + (time.time_ns() // 1_000_000).to_bytes(6, "big").hex() + os.urandom(10).hex()
+
+
 def estimate_tokens(text: str) -> int:
     """About four bytes a token: used only when the upstream never reported usage."""
     size = len(text.encode())
@@ -139,7 +146,7 @@ class InferenceHandler:
         state = self.state
         assert state is not None, "the application's lifespan has not run"
         started = time.perf_counter()
-        request_id = "req_" + os.urandom(12).hex()
+        request_id = new_request_id()
         settings = state.settings
         endpoint = "chat" if scope["path"] == CHAT_PATH else "completions"
         outcome = Outcome()
