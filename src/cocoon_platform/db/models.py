@@ -100,14 +100,20 @@ class LedgerEntry(Base):
 
 
 class Hold(Base):
-    """A reservation of a request's worst-case cost, open while the request runs."""
+    """A reservation of a request's worst-case cost, open while the request runs.
+
+    Written and deleted on every request, so it stays as cheap as a table can: no secondary
+    index (it only ever holds the requests in flight; the sweeper scans it) and, on SQLite, no
+    rowid, so a hold is one B-tree entry rather than a row plus its primary-key index.
+    """
 
     __tablename__ = "holds"
+    __table_args__ = {"sqlite_with_rowid": False}
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     amount_nanoton: Mapped[int] = mapped_column(BigInteger)
-    expires_at: Mapped[int] = mapped_column(BigInteger, index=True)  # unix seconds
+    expires_at: Mapped[int] = mapped_column(BigInteger)  # unix seconds
 
 
 class UsageRecord(Base):

@@ -1,0 +1,90 @@
+"""Alembic migrations: they build exactly the schema the models describe, and each step up and
+down keeps the rows that are there, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from cocoon_platform.config import Settings
+from cocoon_platform.db.migrate import alembic_config
+from cocoon_platform.db.models import Base
+from support import create_pg_database, db_rows, drop_pg_database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path}/migrations.db"
+        return
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+def _migrate(database_url: str, direction: str, revision: str) -> None:
+    config = alembic_config(Settings(database_url=database_url))
+    (command.upgrade if direction == "up" else command.downgrade)(config, revision)
+
+
+def _schema_differences(database_url: str) -> list[Any]:
+    def compare(connection: Connection) -> list[Any]:
+        return list(compare_metadata(MigrationContext.configure(connection), Base.metadata))
+
+    async def run() -> list[Any]:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(compare)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _holds_layout(database_url: str) -> tuple[bool, bool]:
+    """(has the expiry index, is a rowid table: SQLite only, else True)."""
+    if database_url.startswith("sqlite"):
+        ddl = str(db_rows(database_url, "SELECT sql FROM sqlite_master WHERE name = 'holds'")[0][0])
+        indexed = bool(db_rows(database_url, "SELECT 1 FROM sqlite_master WHERE name = 'ix_holds_expires_at'"))
+        return indexed, "WITHOUT ROWID" not in ddl
+    indexed = bool(db_rows(database_url, "SELECT 1 FROM pg_indexes WHERE indexname = 'ix_holds_expires_at'"))
+    return indexed, True
+
+
+def test_migrations_build_the_schema_the_models_describe(empty_database: str) -> None:
+    _migrate(empty_database, "up", "head")
+    assert _schema_differences(empty_database) == []
+
+
+def test_lean_holds_migration_keeps_open_holds_both_ways(empty_database: str) -> None:
+    _migrate(empty_database, "up", "0001")
+    db_rows(empty_database, "INSERT INTO accounts (id, deposit_code, balance_nanoton, reserved_nanoton, created_at) "
+                            "VALUES (1, 'ABCD1234', 100, 40, CURRENT_TIMESTAMP)")
+    db_rows(empty_database, "INSERT INTO holds (id, account_id, amount_nanoton, expires_at) "
+                            "VALUES ('req_open', 1, 40, 1900000000)")
+    assert _holds_layout(empty_database) == (True, True)
+
+    _migrate(empty_database, "up", "0002")
+    indexed, rowid = _holds_layout(empty_database)
+    assert not indexed
+    assert rowid == (not empty_database.startswith("sqlite"))
+    assert db_rows(empty_database, "SELECT id, account_id, amount_nanoton, expires_at FROM holds") == [
+        ("req_open", 1, 40, 1900000000)]
+
+    _migrate(empty_database, "down", "0001")
+    assert _holds_layout(empty_database) == (True, True)
+    assert db_rows(empty_database, "SELECT id, amount_nanoton FROM holds") == [("req_open", 40)]
+    _migrate(empty_database, "up", "head")
+    assert _schema_differences(empty_database) == []
