@@ -1,0 +1,178 @@
+"""The billing store against the real databases: reservations, settlements and their books,
+whether a request commits on its own (inline, on SQLite) or in a group with others."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+
+from cocoon_platform.accounts.keys import hash_api_key, new_api_key
+from cocoon_platform.billing import store as store_module
+from cocoon_platform.billing.store import BillingStore, Reservation, Settlement, create_billing_store
+from cocoon_platform.config import Settings
+from cocoon_platform.proxy.handler import new_request_id
+from support import db_rows, fund, ledger_consistent, run_cli
+
+T = TypeVar("T")
+FUNDS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def migrated(database_url: str) -> str:
+    result = run_cli(["migrate"], database_url)
+    assert result.returncode == 0, result.stderr
+    return database_url
+
+
+def new_key(database_url: str, nanoton: int = FUNDS) -> tuple[str, int]:
+    """A funded account with one key; returns the key and the account id."""
+    code = uuid.uuid4().hex[:16].upper()
+    db_rows(database_url, "INSERT INTO accounts (deposit_code, balance_nanoton, reserved_nanoton, created_at) "
+                          "VALUES (:code, 0, 0, CURRENT_TIMESTAMP)", {"code": code})
+    account_id = int(db_rows(database_url, "SELECT id FROM accounts WHERE deposit_code = :code", {"code": code})[0][0])  # type: ignore[call-overload]
+    key = new_api_key()
+    db_rows(database_url, "INSERT INTO api_keys (account_id, key_hash, prefix, created_at) "
+                          "VALUES (:account, :hash, 'ck_test', CURRENT_TIMESTAMP)",
+            {"account": account_id, "hash": hash_api_key(key)})
+    if nanoton:
+        fund(database_url, key, nanoton)
+    return key, account_id
+
+
+def funds(database_url: str, account_id: int) -> tuple[int, int]:
+    row = db_rows(database_url, "SELECT balance_nanoton, reserved_nanoton FROM accounts WHERE id = :id",
+                  {"id": account_id})[0]
+    return int(row[0]), int(row[1])  # type: ignore[call-overload]
+
+
+def settlement(reservation: Reservation, charge: int) -> Settlement:
+    return Settlement(reservation, charge, reservation.hold_id, "m", "chat", 10, 0, 20, 0, "ok", 200, False, 3)
+
+
+def with_store(database_url: str, scenario: Callable[[BillingStore], Awaitable[T]]) -> T:
+    async def run() -> T:
+        store = create_billing_store(Settings(database_url=database_url))
+        stop = asyncio.Event()
+        committer = asyncio.create_task(store.run(stop))
+        try:
+            return await scenario(store)
+        finally:
+            stop.set()
+            await committer
+
+    return asyncio.run(run())
+
+
+async def reserve(store: BillingStore, key: str, amount: int, request_id: str | None = None) -> Reservation | None:
+    return await store.reserve(hash_api_key(key), amount, 0, 0, request_id or new_request_id(), 600)
+
+
+def test_one_request_at_a_time_reserves_charges_and_releases(migrated: str) -> None:
+    key, account = new_key(migrated)
+
+    async def scenario(store: BillingStore) -> None:
+        for charge in (700, 0, 55):
+            held = await reserve(store, key, 10_000)
+            assert held is not None and held.account_id == account
+            assert (await asyncio.to_thread(funds, migrated, account))[1] == 10_000
+            await store.settle(settlement(held, charge))
+
+    with_store(migrated, scenario)
+    assert funds(migrated, account) == (FUNDS - 755, 0)
+    # A free request leaves a usage record but no ledger entry.
+    assert db_rows(migrated, "SELECT COUNT(*) FROM usage_records WHERE account_id = :a", {"a": account}) == [(3,)]
+    assert db_rows(migrated, "SELECT amount_nanoton FROM ledger_entries WHERE account_id = :a AND kind = 'usage' "
+                             "ORDER BY id", {"a": account}) == [(-700,), (-55,)]
+    assert ledger_consistent(migrated) == []
+
+
+def test_concurrent_requests_on_many_accounts_keep_exact_books(migrated: str) -> None:
+    accounts = [new_key(migrated) for _ in range(4)]
+
+    async def one(store: BillingStore, key: str, charge: int) -> None:
+        held = await reserve(store, key, 5_000)
+        assert held is not None
+        await asyncio.sleep(0)  # the upstream's turn: others reserve meanwhile
+        await store.settle(settlement(held, charge))
+
+    async def scenario(store: BillingStore) -> None:
+        await asyncio.gather(*(one(store, key, 10 + i) for i in range(40) for key, _ in accounts))
+
+    with_store(migrated, scenario)
+    spent = sum(10 + i for i in range(40))
+    for _, account in accounts:
+        assert funds(migrated, account) == (FUNDS - spent, 0)
+    assert db_rows(migrated, "SELECT COUNT(*) FROM holds") == [(0,)]
+    assert ledger_consistent(migrated) == []
+
+
+def test_refusals_leave_nothing_held(migrated: str) -> None:
+    key, account = new_key(migrated, nanoton=1_000)
+    db_rows(migrated, "UPDATE api_keys SET revoked_at = CURRENT_TIMESTAMP WHERE account_id = :a", {"a": account})
+    live_key, live_account = new_key(migrated, nanoton=1_000)
+
+    async def scenario(store: BillingStore) -> list[Reservation | None]:
+        return [await reserve(store, key, 10), await reserve(store, live_key, 1_001),
+                await reserve(store, new_api_key(), 10)]
+
+    assert with_store(migrated, scenario) == [None, None, None]
+    assert funds(migrated, account) == (1_000, 0)
+    assert funds(migrated, live_account) == (1_000, 0)
+
+
+def test_a_hold_the_sweeper_released_is_still_charged_once(migrated: str) -> None:
+    key, account = new_key(migrated)
+
+    async def scenario(store: BillingStore) -> None:
+        held = await reserve(store, key, 9_000)
+        assert held is not None
+        # The sweeper got there first (the request outlived its hold).
+        await asyncio.to_thread(db_rows, migrated, "DELETE FROM holds WHERE id = :id", {"id": held.hold_id})
+        await asyncio.to_thread(db_rows, migrated,
+                                "UPDATE accounts SET reserved_nanoton = reserved_nanoton - 9000 WHERE id = :a",
+                                {"a": account})
+        await store.settle(settlement(held, 400))
+        await store.settle(settlement(held, 400))  # applied again: counts as done, charges nothing more
+
+    with_store(migrated, scenario)
+    assert funds(migrated, account) == (FUNDS - 400, 0)
+    assert db_rows(migrated, "SELECT COUNT(*) FROM usage_records WHERE account_id = :a", {"a": account}) == [(1,)]
+    assert ledger_consistent(migrated) == []
+
+
+def test_sqlite_wal_starts_over_under_continuous_writes(migrated: str, backend: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a restart the WAL (and the index each process maps) grows for as long as writes go on."""
+    if backend != "sqlite":
+        pytest.skip("SQLite's write-ahead log")
+    monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 0.05)
+    monkeypatch.setattr(store_module, "RESTART_FRAMES", 64)
+    keys = [new_key(migrated)[0] for _ in range(4)]
+    wal = Path(migrated.split("///", 1)[1] + "-wal")
+    page = 4096 + 24
+
+    async def scenario(store: BillingStore) -> int:
+        largest = 0
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 2.0
+        while loop.time() < deadline:
+            for key in keys:
+                held = await reserve(store, key, 100)
+                assert held is not None
+                await store.settle(settlement(held, 1))
+            await asyncio.sleep(0)
+            largest = max(largest, os.path.getsize(wal))
+        return largest
+
+    largest = with_store(migrated, scenario)
+    written = int(db_rows(migrated, "SELECT COUNT(*) FROM usage_records")[0][0]) * 8  # type: ignore[call-overload]
+    # The file only grows to its longest stretch between restarts (it is rewritten from the start,
+    # not cut back); without restarts it would hold every frame written.
+    assert written * page > 4 * largest
+    assert ledger_consistent(migrated) == []
