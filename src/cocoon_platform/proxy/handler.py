@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from cocoon_platform.accounts.keys import bearer_key_hash
@@ -36,6 +35,7 @@ from cocoon_platform.ops.request_log import log_request, request_log_enabled
 from cocoon_platform.proxy.request import CHAT_PATH, InferenceRequest, parse_request
 from cocoon_platform.proxy.upstream_errors import map_upstream_error
 from cocoon_platform.state import AppState
+from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 from cocoon_platform.upstream.pool import NoUpstream
 
 logger = logging.getLogger("cocoon_platform.proxy")
@@ -44,7 +44,6 @@ Scope = dict[str, Any]
 Receive = Any
 Send = Any
 
-UPSTREAM_HEADERS = {"Content-Type": "application/json"}
 MAX_RESERVATION = 2**62  # fits a BIGINT with room for the balance arithmetic
 JSON_TYPE = (b"content-type", b"application/json")
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
@@ -138,9 +137,6 @@ class InferenceHandler:
         ttl = settings.reservation_ttl_seconds
         # A request never outlives its hold, so the sweeper never releases a live one.
         self.deadline = max(1.0, ttl - min(60.0, ttl * 0.2))
-        self.timeout = aiohttp.ClientTimeout(
-            total=self.deadline, connect=settings.upstream_connect_timeout, sock_read=settings.upstream_read_timeout
-        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
@@ -279,25 +275,23 @@ class InferenceHandler:
 
     # --- forwarding -----------------------------------------------------------------------
 
-    async def _open(self, request: InferenceRequest, path: str) -> aiohttp.ClientResponse:
+    async def _open(self, request: InferenceRequest, path: str) -> UpstreamResponse:
         state = self.state
         assert state is not None
         try:
-            _, response = await state.pool.post(path, orjson.dumps(request.payload), UPSTREAM_HEADERS, self.timeout)
+            response = await state.pool.post(path, orjson.dumps(request.payload))
         except NoUpstream:
             raise UpstreamError(503, "The COCOON network is unavailable right now. Try again shortly.",
                                 "unreachable") from None
         except TimeoutError:
             raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
-        except aiohttp.ClientError:
+        except ConnectionBroken:
             raise UpstreamError(502, "The connection to the COCOON network failed.", "connection") from None
         if response.status != 200:
             try:
                 body = await response.read()
-            except (aiohttp.ClientError, TimeoutError):
+            except (ConnectionBroken, TimeoutError):
                 body = b""
-            finally:
-                response.release()
             raise map_upstream_error(response.status, body, request.model, state.settings.max_coefficient)
         return response
 
@@ -309,15 +303,18 @@ class InferenceHandler:
         assert state is not None
         started = time.perf_counter()
         try:
-            response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
             try:
-                raw = await response.read()
+                async with asyncio.timeout(self.deadline):
+                    response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+                    try:
+                        raw = await response.read()
+                    finally:
+                        response.close()  # a no-op once read() gave the connection back
             except TimeoutError:
                 raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
-            except aiohttp.ClientError:
+            except ConnectionBroken:
                 raise UpstreamError(502, "The COCOON network dropped the answer.", "connection") from None
             finally:
-                response.release()
                 outcome.upstream_seconds = time.perf_counter() - started
             try:
                 document = orjson.loads(raw)
@@ -350,13 +347,21 @@ class InferenceHandler:
         assert state is not None
         started = time.perf_counter()
         try:
-            response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+            async with asyncio.timeout(self.deadline):
+                response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+        except TimeoutError:
+            response = None
+            error: PlatformError = UpstreamError(504, "The COCOON network did not answer in time.", "timeout")
         except PlatformError as exc:
-            outcome.status, outcome.http_status, outcome.error = "upstream_error", exc.status, exc
+            response = None
+            error = exc
+        if response is None:
+            outcome.status, outcome.http_status, outcome.error = "upstream_error", error.status, error
             await self._settle(request, reservation, prices, request_id, outcome, started)
-            await _send_error(send, exc, request_id)
+            await _send_error(send, error, request_id)
             return
         disconnected = False
+        watcher: asyncio.Task[None] | None = None
 
         def client_left(task: asyncio.Task[None]) -> None:
             nonlocal disconnected
@@ -364,14 +369,21 @@ class InferenceHandler:
                 disconnected = True
                 response.close()  # stop the upstream at once: the relay ends with it
 
-        watcher = asyncio.create_task(_wait_disconnect(receive))
-        watcher.add_done_callback(client_left)
+        def watch_client() -> None:
+            # Started only once the relay has to wait for the network: a stream that arrives in
+            # one go is written out before a departure could be noticed anyway.
+            nonlocal watcher
+            if watcher is None:
+                watcher = asyncio.create_task(_wait_disconnect(receive))
+                watcher.add_done_callback(client_left)
+
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
-            await self._relay(response, send, outcome, started)
+            await self._relay(response, send, outcome, started, watch_client)
         finally:
-            watcher.cancel()
+            if watcher is not None:
+                watcher.cancel()
             response.close()
             outcome.upstream_seconds = time.perf_counter() - started
         if disconnected:
@@ -392,7 +404,8 @@ class InferenceHandler:
                                       "model": request.model, "choices": [], "usage": usage}))
         await send({"type": "http.response.body", "body": tail + _sse(DONE), "more_body": False})
 
-    async def _relay(self, response: aiohttp.ClientResponse, send: Send, outcome: Outcome, started: float) -> None:
+    async def _relay(self, response: UpstreamResponse, send: Send, outcome: Outcome, started: float,
+                     watch_client: Any) -> None:
         """Forward upstream events as they arrive; keep the usage for settlement.
 
         Events that arrived in one read leave in one write: no event waits for another.
@@ -415,12 +428,17 @@ class InferenceHandler:
             # The hold expires after the reservation TTL: no stream may outlive it, however slowly
             # the client reads.
             async with asyncio.timeout(self.deadline - (time.perf_counter() - started)):
-                async for data in response.content.iter_any():
+                while True:
+                    if not response.buffered:
+                        watch_client()
+                    data = await response.next_piece()
+                    if not data:
+                        break
                     await forward(splitter.feed(data))
                 await forward(splitter.finish())
         except TimeoutError:
             outcome.error = UpstreamError(504, "The COCOON network stopped answering mid-stream.", "timeout")
-        except aiohttp.ClientError:
+        except ConnectionBroken:
             outcome.error = UpstreamError(502, "The COCOON network dropped the stream.", "stream_cut")
         if outcome.error is None and outcome.usage is None:
             # Ended without its usage chunk: the stream was cut short, whatever closed it.

@@ -1,8 +1,10 @@
-"""Connections to the COCOON client processes: one pooled aiohttp session per upstream.
+"""Connections to the COCOON client processes.
 
-Requests go to a healthy upstream, round robin; an upstream that refuses a connection is
-marked down for a short while and the request moves to the next one. Only connection
-failures fail over: once a request was sent, retrying it elsewhere could run (and bill) it twice.
+Per upstream: a lean keep-alive pool (`upstream/http.py`) for the metered requests, and an
+aiohttp session for the occasional status polls. Requests go to a healthy upstream, round
+robin; an upstream that refuses a connection is marked down for a short while and the request
+moves to the next one. Only connection failures fail over: once a request was sent, retrying
+it elsewhere could run (and bill) it twice.
 """
 
 from __future__ import annotations
@@ -14,14 +16,19 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from cocoon_platform.config import Settings
+from cocoon_platform.upstream.http import ConnectFailed, HttpPool, UpstreamResponse
 
 DOWN_SECONDS = 5.0
+# Below the usual server idle timeouts (uvicorn: 5 s), so a pooled connection is never reused
+# just as the server closes it.
+KEEPALIVE_SECONDS = 3.0
 
 
 @dataclass
 class Upstream:
     url: str
-    session: aiohttp.ClientSession
+    session: aiohttp.ClientSession  # status polls
+    http: HttpPool  # metered requests
     down_until: float = 0.0
     last_error: str | None = field(default=None)
 
@@ -54,16 +61,16 @@ class UpstreamPool:
                 session=aiohttp.ClientSession(
                     base_url=url,
                     timeout=timeout,
-                    connector=aiohttp.TCPConnector(
-                        limit=settings.upstream_max_connections,
-                        ttl_dns_cache=300,
-                        enable_cleanup_closed=True,
-                        # Below the usual server idle timeouts (uvicorn: 5 s), so a pooled connection
-                        # is never reused just as the client closes it.
-                        keepalive_timeout=3.0,
-                    ),
+                    connector=aiohttp.TCPConnector(limit=8, ttl_dns_cache=300, keepalive_timeout=KEEPALIVE_SECONDS),
                     auto_decompress=False,
                     skip_auto_headers=("User-Agent",),
+                ),
+                http=HttpPool(
+                    url,
+                    max_connections=settings.upstream_max_connections,
+                    connect_timeout=settings.upstream_connect_timeout,
+                    read_timeout=settings.upstream_read_timeout,
+                    keepalive=KEEPALIVE_SECONDS,
                 ),
             )
             for url in settings.upstream_urls
@@ -80,24 +87,24 @@ class UpstreamPool:
         """Query parameters for the client's status endpoints (its `http_access_hash`)."""
         return {"access_hash": self.access_hash} if self.access_hash else {}
 
-    async def post(
-        self, path: str, body: bytes, headers: dict[str, str], timeout: aiohttp.ClientTimeout | None = None
-    ) -> tuple[Upstream, aiohttp.ClientResponse]:
-        """Send a POST to the first upstream that accepts the connection."""
+    async def post(self, path: str, body: bytes) -> UpstreamResponse:
+        """POST a JSON body to the first upstream that accepts the connection; returns once the
+        answer's head has arrived."""
         last: Exception | None = None
         for upstream in self.order():
             try:
-                response = await upstream.session.post(path, data=body, headers=headers, timeout=timeout)
-            except aiohttp.ClientConnectorError as exc:
+                response = await upstream.http.post(path, body)
+            except ConnectFailed as exc:
                 # Refused: nothing ran there, so try another upstream. (A connection dropped after
                 # sending is not retried: the request may have run, and would run, and cost, twice.)
                 upstream.mark_down(type(exc).__name__)
                 last = exc
                 continue
             upstream.mark_up()
-            return upstream, response
+            return response
         raise NoUpstream(str(last) if last else "no upstream configured")
 
     async def close(self) -> None:
         for upstream in self.upstreams:
+            await upstream.http.close()
             await upstream.session.close()
