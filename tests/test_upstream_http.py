@@ -252,3 +252,70 @@ def test_a_slow_reader_pauses_the_upstream_and_loses_nothing(monkeypatch: pytest
             await client.close()
 
     asyncio.run(scenario())
+
+
+def test_a_large_answer_read_whole_needs_no_reader_and_leaves_the_connection_reusable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(http_module, "BUFFER_HIGH", 64 * 1024)
+    body = b"y" * (1024 * 1024)
+
+    async def scenario() -> None:
+        async with ScriptedServer(answer(body)) as server:
+            client = pool(server.url, read_timeout=1.0)
+            for _ in range(2):
+                assert await (await client.post("/x", b"{}")).read() == body
+            assert server.connections == 1
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_error_answer_that_stalls_frees_its_connection_slot() -> None:
+    calls = 0
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            writer.write(b"HTTP/1.1 500 Oops\r\nContent-Length: 100\r\n\r\npart")
+            await writer.drain()
+            await asyncio.sleep(5)
+        else:
+            await answer(b"fine")(reader, writer)
+
+    async def scenario() -> None:
+        async with ScriptedServer(script) as server:
+            client = pool(server.url, max_connections=1, read_timeout=0.2)
+            response = await client.post("/x", b"{}")
+            assert response.status == 500
+            with pytest.raises(TimeoutError):
+                await response.read()
+            assert await asyncio.wait_for((await client.post("/x", b"{}")).read(), 2) == b"fine"
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 500 Late\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+])
+def test_an_answer_out_of_step_is_never_reused(reply: bytes) -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(reply)
+        await writer.drain()
+
+    async def scenario() -> None:
+        async with ScriptedServer(script) as server:
+            client = pool(server.url)
+            for _ in range(2):
+                try:
+                    response = await client.post("/x", b"{}")
+                    assert (response.status, await response.read()) == (200, b"ok")
+                    assert response.headers == [(b"content-length", b"2")]
+                except ConnectionBroken:
+                    assert reply.startswith(b"HTTP/1.1 101")
+            assert server.connections == 2
+            await client.close()
+
+    asyncio.run(scenario())

@@ -157,18 +157,23 @@ class Busy(Exception):
 
 
 class BillingStore(ABC):
-    """The queue and the committer task shared by both databases.
+    """The queues and the committer tasks shared by both databases.
 
-    Callers queue operations and wait for their futures; one committer task takes whatever
+    Callers queue operations and wait for their futures; a committer task takes whatever
     queued while its previous batch ran and applies it in one transaction. A caller that is
     cancelled while waiting never loses its settlement: the committer applies it anyway.
+    With `separate_lanes`, reservations and settlements have a committer each, so that a
+    reservation never waits for a settlement's durable commit.
     """
+
+    separate_lanes = False
 
     def __init__(self, max_batch: int) -> None:
         self._max_batch = max_batch
         self._reserves: list[_ReserveOp] = []
         self._settles: list[_SettleOp] = []
-        self._wakeup = asyncio.Event()
+        self._reserve_wakeup = asyncio.Event()
+        self._settle_wakeup = asyncio.Event() if self.separate_lanes else self._reserve_wakeup
 
     async def reserve(
         self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float
@@ -177,7 +182,7 @@ class BillingStore(ABC):
         params = (key_hash, amount, min_balance, overdraft, hold_id, int(time.time() + ttl))
         future: asyncio.Future[Reservation | None] = asyncio.get_running_loop().create_future()
         self._reserves.append(_ReserveOp(params, future))
-        self._wakeup.set()
+        self._reserve_wakeup.set()
         return await future
 
     async def settle(self, settlement: Settlement) -> None:
@@ -187,7 +192,7 @@ class BillingStore(ABC):
         second attempt rolls back and counts as done."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._settles.append(_SettleOp(settlement, future))
-        self._wakeup.set()
+        self._settle_wakeup.set()
         await future
 
     @abstractmethod
@@ -211,43 +216,61 @@ class BillingStore(ABC):
         await stop.wait()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The committer: apply queued work until stopped, then drain what is left."""
+        """The committers: apply queued work until stopped, then drain what is left."""
         upkeep = asyncio.create_task(self.maintain(stop))
         stopping = asyncio.create_task(stop.wait())
-        stopping.add_done_callback(lambda _: self._wakeup.set())
+
+        def wake_all(_: object) -> None:
+            self._reserve_wakeup.set()
+            self._settle_wakeup.set()
+
+        stopping.add_done_callback(wake_all)
+        lanes = ([(True, False, self._reserve_wakeup), (False, True, self._settle_wakeup)] if self.separate_lanes
+                 else [(True, True, self._reserve_wakeup)])
         try:
-            idle_after_stop = 0
-            while True:
-                if not (self._reserves or self._settles):
-                    if stop.is_set():
-                        # Requests cancelled at shutdown queue their settlements a moment later.
-                        idle_after_stop += 1
-                        if idle_after_stop > 5:
-                            return
-                        await asyncio.sleep(0.01)
-                        continue
-                    await self._wakeup.wait()
-                    self._wakeup.clear()
-                    continue
-                idle_after_stop = 0
-                # Let the other requests run a few turns first, while that grows the batch: one
-                # transaction of many operations costs far less than many of few (fewer commits,
-                # fewer pages written). Measured at c16: 3,650 -> 5,700 requests/s on SQLite.
-                for _ in range(GATHER_TURNS):
-                    queued = len(self._reserves) + len(self._settles)
-                    await asyncio.sleep(0)
-                    if len(self._reserves) + len(self._settles) == queued:
-                        break
-                reserves, self._reserves = self._reserves[: self._max_batch], self._reserves[self._max_batch :]
-                settles, self._settles = self._settles[: self._max_batch], self._settles[self._max_batch :]
-                # A reservation nobody waits for any more is not made; a settlement always is.
-                # Measured: one transaction at a time beats overlapping ones on both databases
-                # (they queue on the same account rows); the batch grows instead.
-                await self._commit_batch([op for op in reserves if not op.future.done()], settles)
+            await asyncio.gather(*(self._lane(stop, *lane) for lane in lanes))
         finally:
             stopping.cancel()
             upkeep.cancel()
             await self.close()
+
+    async def _lane(self, stop: asyncio.Event, takes_reserves: bool, takes_settles: bool,
+                    wakeup: asyncio.Event) -> None:
+        def queued() -> int:
+            return (len(self._reserves) if takes_reserves else 0) + (len(self._settles) if takes_settles else 0)
+
+        idle_after_stop = 0
+        while True:
+            if not queued():
+                if stop.is_set():
+                    # Requests cancelled at shutdown queue their settlements a moment later.
+                    idle_after_stop += 1
+                    if idle_after_stop > 5:
+                        return
+                    await asyncio.sleep(0.01)
+                    continue
+                await wakeup.wait()
+                wakeup.clear()
+                continue
+            idle_after_stop = 0
+            # Let the other requests run a few turns first, while that grows the batch: one
+            # transaction of many operations costs far less than many of few (fewer commits,
+            # fewer pages written). Measured at c16: 3,650 -> 5,700 requests/s on SQLite.
+            for _ in range(GATHER_TURNS):
+                before = queued()
+                await asyncio.sleep(0)
+                if queued() == before:
+                    break
+            reserves: list[_ReserveOp] = []
+            settles: list[_SettleOp] = []
+            if takes_reserves:
+                reserves, self._reserves = self._reserves[: self._max_batch], self._reserves[self._max_batch :]
+            if takes_settles:
+                settles, self._settles = self._settles[: self._max_batch], self._settles[self._max_batch :]
+            # A reservation nobody waits for any more is not made; a settlement always is.
+            # Measured: one transaction at a time per lane beats overlapping ones (they queue on
+            # the same account rows); the batch grows instead.
+            await self._commit_batch([op for op in reserves if not op.future.done()], settles)
 
     async def _commit_batch(self, reserves: list[_ReserveOp], settles: list[_SettleOp]) -> None:
         ops: list[_ReserveOp | _SettleOp] = [*reserves, *settles]
@@ -385,7 +408,8 @@ class SqliteBillingStore(BillingStore):
 
     async def close(self) -> None:
         for thread in (self._background_thread, self._restart_thread):
-            thread.shutdown(wait=True)
+            # A checkpoint may still be running: wait for it without blocking the event loop.
+            await asyncio.to_thread(thread.shutdown)
         for db in (self._db, self._checkpointer):
             if db is not None:
                 db.close()
@@ -482,16 +506,8 @@ class SqliteBillingStore(BillingStore):
 
 # --- PostgreSQL --------------------------------------------------------------------------
 
-POSTGRES_RESERVE = """
-WITH k AS (SELECT id, account_id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL),
-     a AS (UPDATE accounts SET reserved_nanoton = reserved_nanoton + $2
-             FROM k WHERE accounts.id = k.account_id
-              AND accounts.balance_nanoton >= $3
-              AND accounts.balance_nanoton - accounts.reserved_nanoton - $2 >= -$4::bigint
-           RETURNING accounts.id AS id, k.id AS key_id),
-     h AS (INSERT INTO holds (id, account_id, amount_nanoton, expires_at)
-           SELECT $5::varchar, a.id, $2, $6::bigint FROM a RETURNING 1)
-SELECT a.id, a.key_id FROM a"""
+# See migration 0003: one call reserves a batch, in account order; returns the granted ones.
+POSTGRES_RESERVE_BATCH = "SELECT granted, granted_account, granted_key FROM cocoon_reserve_batch($1, $2, $3, $4, $5, $6)"
 # A whole batch of settlements in one statement (one round trip): release the holds, move the
 # balances, post the charges and record usage. Data-modifying CTEs all run to completion.
 # $1: hold ids; $2: the ledger's timestamp; $3..$17: the usage columns, in USAGE_COLUMNS order.
@@ -510,10 +526,14 @@ moves AS (
         UNION ALL SELECT account_id, 0::bigint, amount_nanoton FROM released
     ) AS m GROUP BY account_id
 ),
+locked AS (  -- in id order, as reservation batches lock them: no deadlock between the two
+    SELECT id FROM accounts WHERE id IN (SELECT account_id FROM settled) ORDER BY id FOR UPDATE
+),
 moved AS (
     UPDATE accounts SET balance_nanoton = balance_nanoton - moves.charge,
                         reserved_nanoton = reserved_nanoton - moves.released
-      FROM moves WHERE accounts.id = moves.account_id AND (moves.charge <> 0 OR moves.released <> 0)
+      FROM moves JOIN locked ON locked.id = moves.account_id
+     WHERE accounts.id = moves.account_id AND (moves.charge <> 0 OR moves.released <> 0)
     RETURNING 1
 ),
 posted AS (
@@ -537,14 +557,16 @@ async def _keep_session(connection: Any) -> None:
 
 
 class PostgresBillingStore(BillingStore):
-    """Reservations go straight to the server, one autocommitted statement each, committed
-    without waiting for the WAL flush: a reservation lost in a crash only drops a guard (its
-    settlement then releases nothing and still charges). Settlements are batched and durable."""
+    """Reservations and settlements each have their own committer and connection. A batch of
+    reservations is one call, committed without waiting for the WAL flush: a reservation lost
+    in a crash only drops a guard (its settlement then releases nothing and still charges).
+    A batch of settlements is one statement, committed durably before any of its answers go out."""
 
-    def __init__(self, dsn: str, max_batch: int, pool_size: int = 16) -> None:
+    separate_lanes = True
+
+    def __init__(self, dsn: str, max_batch: int) -> None:
         super().__init__(max_batch)
         self._dsn = dsn
-        self._pool_size = pool_size
         self._pool: Any = None
         self._settle_pool: Any = None
         self._opening: asyncio.Lock | None = None
@@ -556,14 +578,14 @@ class PostgresBillingStore(BillingStore):
             self._opening = self._opening or asyncio.Lock()
             async with self._opening:
                 if self._pool is None:
-                    # Connections open as load needs them: an idle instance holds two. They only ever
-                    # run this store's statements (no locks, cursors, LISTEN or SET), so releasing
-                    # one needs no reset query: that would be another round trip per statement.
+                    # One connection per lane (and a second for explaining refusals). They only
+                    # ever run this store's statements (no locks, cursors, LISTEN or SET), so
+                    # releasing one needs no reset query: that would be another round trip.
                     self._settle_pool = await asyncpg.create_pool(
                         self._dsn, min_size=1, max_size=1, reset=_keep_session,
                     )
                     self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=1, max_size=self._pool_size, reset=_keep_session,
+                        self._dsn, min_size=1, max_size=2, reset=_keep_session,
                         server_settings={"synchronous_commit": "off"},
                     )
         return self._pool
@@ -573,14 +595,6 @@ class PostgresBillingStore(BillingStore):
             if pool is not None:
                 await pool.close()
         self._pool = self._settle_pool = None
-
-    async def reserve(
-        self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float
-    ) -> Reservation | None:
-        pool = await self._get_pool()
-        row = await pool.fetchrow(POSTGRES_RESERVE, key_hash, amount, min_balance, overdraft, hold_id,
-                                  int(time.time() + ttl))
-        return Reservation(hold_id, row[0], row[1], amount) if row else None
 
     async def funds(self, key_hash: bytes) -> AccountFunds | None:
         row = await (await self._get_pool()).fetchrow(POSTGRES_FUNDS, key_hash)
@@ -594,22 +608,33 @@ class PostgresBillingStore(BillingStore):
     async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
         import asyncpg
 
-        created_ms = int(time.time() * 1000)
-        columns = list(zip(*(s.usage_row(created_ms) for s in settles), strict=True))
-        await self._get_pool()
+        pool = await self._get_pool()
         try:
-            # The settlement pool commits synchronously: a charge is durable before its answer.
-            async with self._settle_pool.acquire() as conn:
-                await conn.execute(
-                    POSTGRES_SETTLE, [s.reservation.hold_id for s in settles], datetime.now(UTC), *columns
-                )
+            if reserves:
+                columns = list(zip(*reserves, strict=True))
+                async with pool.acquire() as conn:
+                    rows = await conn.fetch(POSTGRES_RESERVE_BATCH, *columns[:6])
+                granted = {row[0]: (row[1], row[2]) for row in rows}
+                results: list[Any] = []
+                for position, (_, amount, _, _, hold_id, _) in enumerate(reserves, start=1):
+                    grant = granted.get(position)
+                    results.append(Reservation(hold_id, grant[0], grant[1], amount) if grant else None)
+                return results
+            if settles:
+                created_ms = int(time.time() * 1000)
+                usage = list(zip(*(s.usage_row(created_ms) for s in settles), strict=True))
+                # The settlement pool commits synchronously: a charge is durable before its answer.
+                async with self._settle_pool.acquire() as conn:
+                    await conn.execute(
+                        POSTGRES_SETTLE, [s.reservation.hold_id for s in settles], datetime.now(UTC), *usage
+                    )
+            return []
         except asyncpg.PostgresError as exc:
             if getattr(exc, "sqlstate", None) in RETRYABLE_SQLSTATES:
                 raise Busy() from exc
             raise
         except (OSError, asyncpg.InterfaceError, TimeoutError) as exc:
             raise Busy() from exc  # the connection went away: the statement did not commit
-        return []
 
 
 def create_billing_store(settings: Settings) -> BillingStore:

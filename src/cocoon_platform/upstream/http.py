@@ -34,7 +34,7 @@ class UpstreamResponse:
     """The answer to one request: status and headers once the head has arrived, then the body."""
 
     __slots__ = ("status", "headers", "_connection", "_pieces", "_size", "_complete", "_error", "_waiter",
-                 "_read_timeout", "_keep_alive", "_paused", "_done")
+                 "_read_timeout", "_keep_alive", "_paused", "_done", "_whole")
 
     def __init__(self, connection: _Connection, read_timeout: float) -> None:
         self.status = 0
@@ -49,6 +49,7 @@ class UpstreamResponse:
         self._keep_alive = False
         self._paused = False
         self._done = False  # the connection went back to the pool or was closed
+        self._whole = False  # read() keeps the whole body: no flow control then
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of a header (name in lower case)."""
@@ -64,11 +65,16 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         """The whole body; the connection goes back to the pool."""
-        while not self._complete:
-            if self._error is not None:
-                self.close()
-                raise self._error
-            await self._wait()
+        self._whole = True
+        self._resume()
+        try:
+            while not self._complete:
+                if self._error is not None:
+                    raise self._error
+                await self._wait()
+        except BaseException:
+            self.close()
+            raise
         body = b"".join(self._pieces)
         self._pieces.clear()
         self.release()
@@ -82,9 +88,7 @@ class UpstreamResponse:
                 piece = self._pieces.popleft() if len(self._pieces) == 1 else b"".join(self._pieces)
                 self._pieces.clear()
                 self._size = 0
-                if self._paused:
-                    self._paused = False
-                    self._connection.resume_reading()
+                self._resume()
                 return piece
             if self._complete:
                 self.release()
@@ -92,13 +96,19 @@ class UpstreamResponse:
             if self._error is not None:
                 self.close()
                 raise self._error
-            await self._wait()
+            try:
+                await self._wait()
+            except BaseException:
+                self.close()
+                raise
 
     def release(self) -> None:
         """Give the connection back for reuse if the answer is complete, else close it."""
         if not self._done:
             self._done = True
-            self._connection.finished(reusable=self._complete and self._keep_alive and self._error is None)
+            self._connection.finished(
+                reusable=self._complete and self._keep_alive and self._error is None and not self._paused
+            )
 
     def close(self) -> None:
         """Drop the connection (the rest of the answer is not wanted); a read waiting on it fails."""
@@ -133,14 +143,20 @@ class UpstreamResponse:
     def _feed(self, piece: bytes) -> None:
         self._pieces.append(piece)
         self._size += len(piece)
-        if self._size > BUFFER_HIGH and not self._paused:
+        if self._size > BUFFER_HIGH and not self._paused and not self._whole:
             self._paused = True
             self._connection.pause_reading()
         self._wake()
 
+    def _resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            self._connection.resume_reading()
+
     def _finish(self) -> None:
-        self._complete = True
-        self._wake()
+        if self._error is None:
+            self._complete = True
+            self._wake()
 
     def _fail(self, error: BaseException) -> None:
         if not self._complete and self._error is None:
@@ -165,6 +181,7 @@ class _Connection(asyncio.Protocol):
         self.lost = False
         self.idle_since = 0.0
         self._body_until_close = False
+        self._surplus = False  # bytes after the complete answer: never reuse this connection
 
     # asyncio.Protocol
 
@@ -177,15 +194,15 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self.response._fail(ConnectionBroken(f"malformed answer from the upstream: {exc}"))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            self.response._fail(ConnectionBroken(f"malformed answer from the upstream: {exc!r}"))
             self._drop()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
         response = self.response
         if response is not None:
-            if self._body_until_close and response.status:
+            if self._body_until_close and response.status and exc is None:
                 response._finish()  # no length given: the body ends with the connection
             else:
                 response._fail(ConnectionBroken("the upstream closed the connection"))
@@ -193,12 +210,19 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        assert self.response is not None
-        self.response.headers.append((name.lower(), value))
+        response = self.response
+        assert response is not None
+        if not (self._surplus or response._complete):
+            response.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         response = self.response
         assert response is not None
+        if response._complete or self._surplus:
+            # A second answer to one request: the connection is out of step; keep the first.
+            self._surplus = True
+            response._keep_alive = False
+            return
         status = self.parser.get_status_code()
         if 100 <= status < 200:
             response.headers.clear()
@@ -209,11 +233,12 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         assert self.response is not None
-        self.response._feed(body)
+        if not self._surplus:
+            self.response._feed(body)
 
     def on_message_complete(self) -> None:
         response = self.response
-        if response is not None and response.status:
+        if response is not None and response.status and not self._surplus:
             response._finish()
 
     # used by the response and the pool
@@ -226,7 +251,14 @@ class _Connection(asyncio.Protocol):
         if self.transport is not None and not self.lost:
             self.transport.resume_reading()
 
+    @property
+    def usable(self) -> bool:
+        return not self.lost and self.transport is not None and not self.transport.is_closing()
+
     def send(self, response: UpstreamResponse, request: bytes) -> None:
+        """Write the request; ConnectFailed (nothing was sent) if the connection just went away."""
+        if not self.usable:
+            raise ConnectFailed("the pooled connection closed before the request was sent")
         assert self.transport is not None
         self.response = response
         self._body_until_close = False
@@ -234,7 +266,7 @@ class _Connection(asyncio.Protocol):
 
     def finished(self, reusable: bool) -> None:
         self.response = None
-        if reusable and not self.lost:
+        if reusable and self.usable and not self._surplus:
             self.pool.put_back(self)
         else:
             self._drop()
@@ -288,8 +320,8 @@ class HttpPool:
         could be made (nothing was sent), ConnectionBroken or TimeoutError after that."""
         connection = await self._acquire()
         response = UpstreamResponse(connection, read_timeout or self.read_timeout)
-        connection.send(response, self.head_bytes(path, content_type, len(body)) + body)
         try:
+            connection.send(response, self.head_bytes(path, content_type, len(body)) + body)
             while not response.status:
                 if response._error is not None:
                     raise response._error
@@ -313,16 +345,19 @@ class HttpPool:
     # --- connections --------------------------------------------------------------------------
 
     async def _acquire(self) -> _Connection:
-        if self._closed:
-            raise ConnectFailed("the client is closing")
-        now = time.monotonic()
-        while self._idle:
-            connection = self._idle.pop()
-            if not connection.lost and now - connection.idle_since < self.keepalive:
-                return connection
-            connection._drop()  # the server may close it at any moment now: don't send on it
-            self._open.discard(connection)
-        if len(self._open) + self._opening >= self.max_connections:
+        while True:
+            if self._closed:
+                raise ConnectFailed("the client is closing")
+            now = time.monotonic()
+            while self._idle:
+                connection = self._idle.pop()
+                if connection.usable and now - connection.idle_since < self.keepalive:
+                    return connection
+                connection._drop()  # the server may close it at any moment now: don't send on it
+                self.forget(connection)
+            if len(self._open) + self._opening < self.max_connections:
+                self._opening += 1
+                return await self._connect()
             waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
             self._waiters.append(waiter)
             try:
@@ -330,36 +365,38 @@ class HttpPool:
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     given = waiter.result()
-                    if given is not None:
-                        self.put_back(given)
-                    else:
+                    if given is None:
+                        self._opening -= 1  # the slot kept for this caller goes to the next one
                         self._wake_one()
+                    else:
+                        self.put_back(given)
                 raise
-            if handed is not None:
+            if handed is None:
+                return await self._connect()  # a slot was kept for this caller
+            if handed.usable:
                 return handed
-        return await self._connect()
+            handed._drop()  # it closed while being handed over: start again
+            self.forget(handed)
 
     async def _connect(self) -> _Connection:
-        self._opening += 1
+        """Open a connection in a slot already counted in `_opening`."""
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, connection = await self.loop.create_connection(
                     lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
                 )
-        except (OSError, TimeoutError) as exc:
+        except BaseException as exc:
             self._opening -= 1
-            self._wake_one()  # the slot this caller held is free again
-            raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
-        except BaseException:
-            self._opening -= 1
-            self._wake_one()
+            self._wake_one()  # the slot is free again
+            if isinstance(exc, OSError | TimeoutError):
+                raise ConnectFailed(f"{type(exc).__name__}: {exc}") from exc
             raise
         self._opening -= 1
         self._open.add(connection)
         return connection
 
     def put_back(self, connection: _Connection) -> None:
-        if self._closed or connection.lost:
+        if self._closed or not connection.usable:
             connection._drop()
             self.forget(connection)
             return
@@ -378,8 +415,12 @@ class HttpPool:
             self._wake_one()
 
     def _wake_one(self) -> None:
+        """Give a free slot to the first waiting caller, kept for it in `_opening`."""
+        if self._closed or len(self._open) + self._opening >= self.max_connections:
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # a slot is free: open a new connection
+                self._opening += 1
+                waiter.set_result(None)
                 return
