@@ -168,7 +168,7 @@ def test_sqlite_wal_starts_over_under_continuous_writes(migrated: str, backend: 
     monkeypatch.setattr(store_module, "RESTART_FRAMES", 64)
     keys = [new_key(migrated)[0] for _ in range(4)]
     wal = Path(migrated.split("///", 1)[1] + "-wal")
-    page = 4096 + 24
+    page = int(db_rows(migrated, "PRAGMA page_size")[0][0]) + 24  # type: ignore[call-overload]  # a frame
 
     async def scenario(store: BillingStore) -> int:
         largest = 0

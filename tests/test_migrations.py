@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from cocoon_platform.config import Settings
+from cocoon_platform.db.engine import SQLITE_PAGE_SIZE
 from cocoon_platform.db.migrate import alembic_config
 from cocoon_platform.db.models import Base
 from support import create_pg_database, db_rows, drop_pg_database
@@ -66,6 +67,8 @@ def _holds_layout(database_url: str) -> tuple[bool, bool]:
 def test_migrations_build_the_schema_the_models_describe(empty_database: str) -> None:
     _migrate(empty_database, "up", "head")
     assert _schema_differences(empty_database) == []
+    if empty_database.startswith("sqlite"):
+        assert db_rows(empty_database, "PRAGMA page_size") == [(SQLITE_PAGE_SIZE,)]
 
 
 def test_lean_holds_migration_keeps_open_holds_both_ways(empty_database: str) -> None:

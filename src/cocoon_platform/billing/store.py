@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocoon_platform.billing.ledger import EntryKind
 from cocoon_platform.config import Settings
+from cocoon_platform.db.engine import SQLITE_PAGE_SIZE
 from cocoon_platform.db.models import Account, Hold
 
 logger = logging.getLogger("cocoon_platform.billing")
@@ -47,13 +48,13 @@ BUSY_PATIENCE_SECONDS = 10.0
 # starts the WAL over once one has: so when the WAL holds RESTART_FRAMES or more, the committer
 # pauses while the thread copies the few frames written meanwhile and resets the log. Without
 # that, the WAL and the shared-memory index this process maps grow without end.
-CHECKPOINT_SECONDS = 0.5
+CHECKPOINT_SECONDS = 2.0
 RESTART_FRAMES = 4096
 # How long a restart waits for another connection's reader or writer before trying next time.
 RESTART_PATIENCE_MS = 50
 # A WAL that a burst made longer than this is cut back when it starts over. Kept well above what
 # RESTART_FRAMES lets it reach: cutting a large file takes the writer tens of milliseconds.
-WAL_SIZE_LIMIT = 64 * 1024 * 1024
+WAL_SIZE_LIMIT = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +365,7 @@ class SqliteBillingStore(BillingStore):
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            db.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # for a new file, as the engine does
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA synchronous={self._synchronous}")
             db.execute("PRAGMA busy_timeout=0")
@@ -386,8 +388,10 @@ class SqliteBillingStore(BillingStore):
             try:
                 frames = await loop.run_in_executor(self._background_thread, self._checkpoint, "PASSIVE")
                 if frames >= RESTART_FRAMES and frames != restarted_at:
-                    # The bulk is copied; what is left is what the writer added meanwhile. Hold the
-                    # writer back for that short copy so the checkpoint completes and the WAL resets.
+                    # The bulk is copied. Catch up with what the writer added meanwhile (at normal
+                    # priority, so it is quick), then hold the writer back only for the last few
+                    # frames and the syncs, so the checkpoint completes and the WAL resets.
+                    await loop.run_in_executor(self._restart_thread, self._checkpoint, "PASSIVE")
                     self._writable.clear()
                     try:
                         await loop.run_in_executor(self._restart_thread, self._checkpoint, "RESTART")
