@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from support import Server, Simulator, create_pg_database, drop_pg_database, start_server, start_simulator
+from support import Server, Simulator, fresh_database, start_server, start_simulator
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -15,14 +15,8 @@ BACKENDS = ["sqlite", "postgresql"]
 @pytest.fixture(scope="session", params=BACKENDS)
 def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One fresh database per backend for the whole run; tests isolate by their own accounts."""
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('sqlite')}/cocoon.db"
-        return
-    url = create_pg_database()
-    try:
+    with fresh_database(request.param, tmp_path_factory.mktemp(request.param)) as url:
         yield url
-    finally:
-        drop_pg_database(url)
 
 
 @pytest.fixture(scope="session")

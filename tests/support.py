@@ -9,7 +9,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +151,19 @@ def create_pg_database() -> str:
     asyncio.run(create())
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     return f"{base.replace('postgresql://', 'postgresql+asyncpg://')}/{name}"
+
+
+@contextmanager
+def fresh_database(backend: str, directory: Path) -> Iterator[str]:
+    """A new, empty database of the backend ("sqlite" in `directory`, or "postgresql"), dropped after use."""
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory}/cocoon.db"
+        return
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
 
 
 def drop_pg_database(url: str) -> None:

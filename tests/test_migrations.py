@@ -19,19 +19,13 @@ from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import SQLITE_PAGE_SIZE
 from cocoon_platform.db.migrate import alembic_config
 from cocoon_platform.db.models import Base
-from support import create_pg_database, db_rows, drop_pg_database
+from support import db_rows, fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path}/migrations.db"
-        return
-    url = create_pg_database()
-    try:
+    with fresh_database(request.param, tmp_path) as url:
         yield url
-    finally:
-        drop_pg_database(url)
 
 
 def _migrate(database_url: str, direction: str, revision: str) -> None:

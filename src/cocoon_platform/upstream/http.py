@@ -12,6 +12,7 @@ import asyncio
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 import httptools
@@ -67,14 +68,7 @@ class UpstreamResponse:
         """The whole body; the connection goes back to the pool."""
         self._whole = True
         self._resume()
-        try:
-            while not self._complete:
-                if self._error is not None:
-                    raise self._error
-                await self._wait()
-        except BaseException:
-            self.close()
-            raise
+        await self._until(lambda: self._complete)
         body = b"".join(self._pieces)
         self._pieces.clear()
         self.release()
@@ -118,6 +112,17 @@ class UpstreamResponse:
             self._connection.finished(reusable=False)
 
     # --- fed by the connection ----------------------------------------------------------------
+
+    async def _until(self, arrived: Callable[[], bool]) -> None:
+        """Wait until `arrived()`; on a failure (or cancellation) the connection is dropped."""
+        try:
+            while not arrived():
+                if self._error is not None:
+                    raise self._error
+                await self._wait()
+        except BaseException:
+            self.close()
+            raise
 
     async def _wait(self) -> None:
         loop = self._connection.loop
@@ -322,13 +327,10 @@ class HttpPool:
         response = UpstreamResponse(connection, read_timeout or self.read_timeout)
         try:
             connection.send(response, self.head_bytes(path, content_type, len(body)) + body)
-            while not response.status:
-                if response._error is not None:
-                    raise response._error
-                await response._wait()
         except BaseException:
             response.close()
             raise
+        await response._until(lambda: response.status != 0)
         return response
 
     async def close(self) -> None:
