@@ -39,7 +39,7 @@ from cocoon_platform.db.models import Account, Hold
 
 logger = logging.getLogger("cocoon_platform.billing")
 
-# At most this many event-loop turns are spent gathering a batch (see BillingStore.run).
+# At most this many event-loop turns are spent gathering a batch (see BillingStore._lane).
 GATHER_TURNS = 12
 # How long a batch keeps retrying while another writer holds the database.
 BUSY_PATIENCE_SECONDS = 10.0
@@ -612,6 +612,8 @@ class PostgresBillingStore(BillingStore):
     async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
         import asyncpg
 
+        # Each lane brings one kind: a retried batch must never apply reservations twice.
+        assert not (reserves and settles), "reservations and settlements commit in separate lanes"
         pool = await self._get_pool()
         try:
             if reserves:

@@ -309,10 +309,7 @@ class InferenceHandler:
             try:
                 async with asyncio.timeout(self.deadline):
                     response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
-                    try:
-                        raw = await response.read()
-                    finally:
-                        response.close()  # a no-op once read() gave the connection back
+                    raw = await response.read()  # gives the connection back, or drops it on failure
             except TimeoutError:
                 raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
             except ConnectionBroken:
