@@ -87,6 +87,22 @@ def test_sse_events_across_reads_and_line_endings() -> None:
     assert split_all([b'data: {"a":1}']) == [b'{"a":1}']  # no final blank line
 
 
+def test_plain_data_lines_split_like_any_other_stream() -> None:
+    """The fast path for one-line `data: ` events gives what the general splitter gives."""
+    plain = b'data: {"a":1}\n\ndata: {"b":"x y"}\n\ndata: [DONE]\n\n'
+    for stream, expected in [
+        (plain, [b'{"a":1}', b'{"b":"x y"}', DONE]),
+        (b'data: {"a":1}\n\ndata: [DONE] \n\n', [b'{"a":1}', DONE]),  # padded end marker
+        (b'data: {"a":1}\n\n: keep-alive\n\ndata: {"b":2}\n\n', [b'{"a":1}', b'{"b":2}']),
+        (b'data: {"a":\ndata: 1}\n\ndata: {"b":2}\n\n', [b'{"a":\n1}', b'{"b":2}']),
+        (b'data: {"a":1}\n\n\n\ndata: {"b":2}\n\n', [b'{"a":1}', b'{"b":2}']),
+        (b'data: {"a":1}\n\nevent: x\ndata: {"b":2}\n\n', [b'{"a":1}', b'{"b":2}']),
+    ]:
+        for size in (1, 5, 16, len(stream)):
+            pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+            assert [e for e in split_all(pieces) if e] == expected, (stream, size)
+
+
 def test_bare_json_objects_across_reads() -> None:
     stream = b'{"a": "x}{\\"y"}\n{"b": {"c": [1, 2]}}{"d": 3}\n{\n  "e": 4\n}\n'
     for size in (1, 3, 5, len(stream)):

@@ -411,6 +411,7 @@ class InferenceHandler:
         Events that arrived in one read leave in one write: no event waits for another.
         """
         splitter = EventSplitter()
+        inspect = self._inspect
         done = False
 
         async def forward(payloads: list[bytes]) -> None:
@@ -419,10 +420,11 @@ class InferenceHandler:
             for payload in payloads:
                 if payload == DONE:
                     done = True
-                elif (chunk := self._inspect(payload, outcome, started)) is not None:
-                    out.append(_sse(chunk))
+                elif (chunk := inspect(payload, outcome, started)) is not None:
+                    out.append(chunk)
             if out:
-                await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+                await send({"type": "http.response.body", "body": b"data: " + b"\n\ndata: ".join(out) + b"\n\n",
+                            "more_body": True})
 
         try:
             # The hold expires after the reservation TTL: no stream may outlive it, however slowly
