@@ -282,6 +282,36 @@ def run_platform(bench: Bench, backend: str, database_url: str, upstream: str, s
         stop(proc)
 
 
+STALL_PROBE = """
+import json, sys, time
+end = time.perf_counter() + float(sys.argv[1])
+last = start = time.perf_counter()
+gaps = []
+while last < end:
+    now = time.perf_counter()
+    if now - last > 0.0002:
+        gaps.append(now - last)
+    last = now
+print(json.dumps(gaps))
+"""
+
+
+def machine_stalls(seconds: float = 3.0) -> dict[str, dict[str, float]]:
+    """How often each core is taken from a spinning process (by the host, other tenants, the
+    kernel): stalls over 0.2 ms per second, the longest, and the share of time lost. On a shared
+    virtual machine this sets a floor under tail latencies and moves throughput between runs."""
+    probes = {core: subprocess.Popen(pinned(core, [sys.executable, "-c", STALL_PROBE, str(seconds)]),
+                                     stdout=subprocess.PIPE, text=True)
+              for core in (PLATFORM_CORE, LOAD_CORE)}
+    report = {}
+    for core, probe in probes.items():
+        gaps = json.loads(probe.communicate()[0])
+        report[f"core {core}"] = {"stalls_per_s": round(len(gaps) / seconds, 1),
+                                  "longest_ms": round(max(gaps, default=0.0) * 1000, 2),
+                                  "lost_pct": round(100 * sum(gaps) / seconds, 2)}
+    return report
+
+
 def pin_postgres(core: str) -> None:
     """Keep PostgreSQL's processes off the platform's core (best effort)."""
     pids = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout.split()
@@ -309,7 +339,7 @@ def table(points: list[Point]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for p in points:
         base = direct.get((p.scenario, p.concurrency)) or direct.get(("chat", p.concurrency))
-        added = (f"+{p.p50_ms - base.p50_ms:.2f} / +{p.p99_ms - base.p99_ms:.2f}"
+        added = (f"{p.p50_ms - base.p50_ms:+.2f} / {p.p99_ms - base.p99_ms:+.2f}"
                  if base is not None and p.target != "direct" else "")
         first = f"{p.first_byte_p50_ms:.2f}" if p.first_byte_p50_ms else ""
         lines.append(f"| {p.target} | {p.scenario} | {p.concurrency} | {p.rate:,.0f} | {p.p50_ms:.2f} | "
@@ -342,6 +372,8 @@ def main() -> int:
                                "machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(),
                                            "processor": host_platform.processor() or host_platform.machine()},
                                "command": " ".join(["python", "bench/run.py", *sys.argv[1:]]), "backends": {}}
+    results["machine_stalls_before"] = machine_stalls()
+    print(f"stall probe (a spinning process per core, 3 s): {results['machine_stalls_before']}", flush=True)
     try:
         for connections in (1, 16, 64):
             bench.measure("direct", "chat", sim_port, [], connections)
@@ -367,6 +399,8 @@ def main() -> int:
     finally:
         stop(simulator)
         stop(passthrough)
+    results["machine_stalls_after"] = machine_stalls()
+    print(f"stall probe after the run: {results['machine_stalls_after']}", flush=True)
     results["points"] = [asdict(p) for p in bench.points]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
