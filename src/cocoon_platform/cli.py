@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cocoon_platform.db.migrate import upgrade_head
+    from cocoon_platform.server import HttpProtocol
 
     # Flags override the environment; workers are new processes that read it again.
     for flag, env in (("host", "COCOON_HOST"), ("port", "COCOON_PORT"), ("workers", "COCOON_WORKERS")):
@@ -80,7 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="auto",
-        http="auto",
+        http=HttpProtocol,
         access_log=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,

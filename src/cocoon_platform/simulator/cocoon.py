@@ -41,15 +41,17 @@ def build_app(options: SimulatorOptions, fallback: ASGIApp | None = None) -> ASG
 
 
 def serve(options: SimulatorOptions, fallback: ASGIApp | None = None) -> None:
-    """Run the simulator under uvicorn until interrupted (uvloop/httptools when installed)."""
+    """Run the simulator under uvicorn until interrupted (on uvloop when installed)."""
     import uvicorn  # only serving needs the server
+
+    from cocoon_platform.server import HttpProtocol
 
     uvicorn.run(
         build_app(options, fallback),
         host=options.host,
         port=options.port,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=HttpProtocol,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=_SHUTDOWN_GRACE_S,
