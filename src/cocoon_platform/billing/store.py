@@ -168,6 +168,7 @@ class BillingStore(ABC):
     """
 
     separate_lanes = False
+    gather_turns = GATHER_TURNS
 
     def __init__(self, max_batch: int) -> None:
         self._max_batch = max_batch
@@ -257,7 +258,7 @@ class BillingStore(ABC):
             # Let the other requests run a few turns first, while that grows the batch: one
             # transaction of many operations costs far less than many of few (fewer commits,
             # fewer pages written). Measured at c16: 3,650 -> 5,700 requests/s on SQLite.
-            for _ in range(GATHER_TURNS):
+            for _ in range(self.gather_turns):
                 before = queued()
                 await asyncio.sleep(0)
                 if queued() == before:
@@ -567,6 +568,9 @@ class PostgresBillingStore(BillingStore):
     A batch of settlements is one statement, committed durably before any of its answers go out."""
 
     separate_lanes = True
+    # A batch grows while the previous one makes its round trip: waiting for more only adds
+    # latency here (measured at c16 in four interleaved pairs: 2,520 -> 2,677 requests/s).
+    gather_turns = 0
 
     def __init__(self, dsn: str, max_batch: int) -> None:
         super().__init__(max_batch)
