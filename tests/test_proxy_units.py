@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 
 from cocoon_platform.errors import InvalidRequest
-from cocoon_platform.proxy.events import DONE, EventSplitter
-from cocoon_platform.proxy.handler import delivered_tokens, usage_tokens
+from cocoon_platform.proxy.events import DONE, EventSplitter, usual_event
+from cocoon_platform.proxy.handler import InferenceHandler, Outcome, delivered_tokens, usage_tokens
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH, ValidationFailed, parse_request
 
 LIMITS = {"max_tokens_cap": 128000, "default_max_tokens": 4096, "max_coefficient": 1000}
@@ -101,6 +103,57 @@ def test_plain_data_lines_split_like_any_other_stream() -> None:
         for size in (1, 5, 16, len(stream)):
             pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
             assert [e for e in split_all(pieces) if e] == expected, (stream, size)
+
+
+USUAL_AND_ODD_EVENTS = [
+    b'{"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]}',
+    b'{"id":"c1","choices":[{"index":0,"delta":{"reasoning_content":"hmm","content":null},"logprobs":null}]}',
+    b'{"id":"c1","choices":[{"delta":{"reasoning":"so","content":"x"}},{"delta":{"content":"y"}}]}',
+    b'{"id":"c1","choices":[{"delta":{"reasoning_content":"","reasoning":"r"}}]}',
+    b'{"id":"c1","choices":[{"delta":{"content":""}}],"usage":null}',
+    b'{"id":"t1","object":"text_completion","choices":[{"index":0,"text":"word","logprobs":null}]}',
+    b'{"choices":[{"delta":null,"text":"t"}]}',
+    b'{"choices":[{"delta":{}}, {"text":"z"}]}',
+    b'{"id":7,"choices":[{"delta":{"content":"n"}}]}',
+    b'{"choices":[{"delta":{"content":["not","text"]}}]}',
+    b'{"choices":[{"delta":"text"}]}',
+    b'{"choices":[1,{"delta":{"content":"a"}}]}',
+    b'{"choices":"abc"}',
+    b'{"choices":[]}',
+    b'{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}',
+    b'{"choices":[{"delta":{"content":"end"}}],"usage":{"prompt_tokens":3,"completion_tokens":2}}',
+    b'{"error":{"message":"boom"}}',
+    b'{"choices":[{"delta":{"content":"a"}}],\n"x":1}',
+    b'[{"choices":[]}]',
+    b'"text"',
+    b'{"choices":[{"delta":{"content":"a"}}]',
+    b'{"choices":[{"delta":{"content":"\\u00e9t\\u00e9"}}],"deep":{"a":[1,2,{"b":null}],"c":1.5e3}}',
+]
+
+
+@pytest.mark.parametrize("payload", USUAL_AND_ODD_EVENTS)
+def test_the_usual_event_reader_agrees_with_the_general_one(payload: bytes) -> None:
+    """Whatever the typed fast path reads, it reads as the general path does; the rest it leaves to it."""
+    handler = InferenceHandler()
+    for first in (True, False):
+        fast, general = Outcome(), Outcome()
+        if not first:
+            fast.first_token_seconds = general.first_token_seconds = 0.5
+        forwarded = handler._inspect(payload, fast, time.perf_counter())
+        expected = handler._inspect_document(payload, general, time.perf_counter())
+        assert forwarded == expected
+        assert read(fast) == read(general)
+
+
+def test_the_usual_events_take_the_fast_path() -> None:
+    taken = [payload for payload in USUAL_AND_ODD_EVENTS if usual_event(payload) is not None]
+    assert len(taken) == 11 and USUAL_AND_ODD_EVENTS[0] in taken and USUAL_AND_ODD_EVENTS[5] in taken
+
+
+def read(outcome: Outcome) -> tuple[object, ...]:
+    error = outcome.error
+    return (outcome.usage, outcome.delivered_completion, outcome.delivered_reasoning, outcome.delivered_bytes,
+            outcome.stream_id, outcome.first_token_seconds is None, error and (error.status, error.kind))
 
 
 def test_bare_json_objects_across_reads() -> None:

@@ -1,6 +1,11 @@
-"""Splitting an upstream stream into events, whether it speaks SSE or bare JSON objects."""
+"""Splitting an upstream stream into events, whether it speaks SSE or bare JSON objects, and
+reading the usual event quickly."""
 
 from __future__ import annotations
+
+from typing import Any
+
+import msgspec
 
 DONE = b"[DONE]"
 
@@ -108,3 +113,37 @@ class EventSplitter:
         self._buffer = buffer[start:]
         return out
 
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    delta: _Delta | None = None
+    text: str | None = None
+
+
+class UsualEvent(msgspec.Struct):
+    """What the relay reads from the usual stream event: choices that carry text, and no usage.
+    Other fields are skipped, though still checked to be well-formed JSON."""
+
+    choices: list[_Choice] = []
+    id: Any = None
+    usage: Any = None
+
+
+_decode_usual = msgspec.json.Decoder(UsualEvent).decode
+
+
+def usual_event(payload: bytes) -> UsualEvent | None:
+    """The payload as a usual event; None for anything else (no choices, a usage object, a field
+    of another type, not JSON at all), which the general path reads. Decoding only these fields
+    into typed objects takes half the time of a full parse and a walk through dicts."""
+    try:
+        event = _decode_usual(payload)
+    except msgspec.DecodeError:
+        return None
+    return event if event.choices and event.usage is None else None

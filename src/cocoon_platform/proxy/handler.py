@@ -29,7 +29,7 @@ from cocoon_platform.errors import (
     PlatformError,
     UpstreamError,
 )
-from cocoon_platform.proxy.events import DONE, EventSplitter
+from cocoon_platform.proxy.events import DONE, EventSplitter, usual_event
 from cocoon_platform.ops import metrics
 from cocoon_platform.ops.request_log import log_request, request_log_enabled
 from cocoon_platform.proxy.request import CHAT_PATH, InferenceRequest, parse_request
@@ -451,6 +451,23 @@ class InferenceHandler:
 
     def _inspect(self, payload: bytes, outcome: Outcome, started: float) -> bytes | None:
         """Count what a chunk delivers; return the bytes to forward (None to hold it back)."""
+        event = usual_event(payload) if b"\n" not in payload else None
+        if event is None:
+            return self._inspect_document(payload, outcome, started)
+        if outcome.first_token_seconds is None:
+            outcome.first_token_seconds = time.perf_counter() - started
+            if isinstance(event.id, str):
+                outcome.stream_id = event.id
+        for choice in event.choices:
+            delta = choice.delta
+            if delta is not None:
+                _count_delivered(outcome, delta.reasoning_content or delta.reasoning, delta.content)
+            else:
+                _count_delivered(outcome, None, choice.text)
+        return payload
+
+    def _inspect_document(self, payload: bytes, outcome: Outcome, started: float) -> bytes | None:
+        """`_inspect` for any event: parsed whole, every field checked by hand."""
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
@@ -474,18 +491,10 @@ class InferenceHandler:
                 continue
             delta = choice.get("delta")
             if isinstance(delta, dict):
-                thought = delta.get("reasoning_content") or delta.get("reasoning")
-                text = delta.get("content")
-                if isinstance(thought, str) and thought:
-                    outcome.delivered_reasoning += 1
-                    outcome.delivered_completion += 1
-                    outcome.delivered_bytes += len(thought)
-                elif isinstance(text, str) and text:
-                    outcome.delivered_completion += 1
-                    outcome.delivered_bytes += len(text)
-            elif isinstance(choice.get("text"), str) and choice["text"]:
-                outcome.delivered_completion += 1
-                outcome.delivered_bytes += len(choice["text"])
+                _count_delivered(outcome, delta.get("reasoning_content") or delta.get("reasoning"),
+                                 delta.get("content"))
+            else:
+                _count_delivered(outcome, None, choice.get("text"))
         if usage:
             del chunk["usage"]
             return orjson.dumps(chunk)
@@ -544,6 +553,17 @@ class InferenceHandler:
 
 _UPSTREAM_PATH = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 _CHUNK_OBJECT = {"chat": "chat.completion.chunk", "completions": "text_completion"}
+
+
+def _count_delivered(outcome: Outcome, thought: Any, text: Any) -> None:
+    """One choice of a chunk: reasoning text if it has some, else its answer text."""
+    if isinstance(thought, str) and thought:
+        outcome.delivered_reasoning += 1
+        outcome.delivered_completion += 1
+        outcome.delivered_bytes += len(thought)
+    elif isinstance(text, str) and text:
+        outcome.delivered_completion += 1
+        outcome.delivered_bytes += len(text)
 
 
 def _sse(payload: bytes) -> bytes:
