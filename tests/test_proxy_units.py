@@ -128,6 +128,12 @@ USUAL_AND_ODD_EVENTS = [
     b'"text"',
     b'{"choices":[{"delta":{"content":"a"}}]',
     b'{"choices":[{"delta":{"content":"\\u00e9t\\u00e9"}}],"deep":{"a":[1,2,{"b":null}],"c":1.5e3}}',
+    '{"choices":[{"delta":{"content":"\u00e9t\u00e9 \u4f60\u597d"}}]}'.encode(),  # UTF-8 text
+    b'{"choices":[{"delta":{"content":"\xf0\x9f"}}]}',  # a cut-off emoji: invalid UTF-8
+    b'{"choices":[{"delta":{"content":"a"}}],"x":"\xff\xfe"}',  # invalid UTF-8 in a skipped field
+    b'{"choices":[],"usage":{"\xff":1}}',
+    b'{"choices":[{"delta":{"content":"a"}}],"x":' + b"[" * 1000 + b"]" * 1000 + b"}",  # deep nesting
+    b'{"choices":[{"delta":{"content":"a"}}],"x":' + str(2**70).encode() + b"}",
 ]
 
 
@@ -145,9 +151,21 @@ def test_the_usual_event_reader_agrees_with_the_general_one(payload: bytes) -> N
         assert read(fast) == read(general)
 
 
+def test_a_number_out_of_orjsons_range_in_an_unread_field_keeps_the_event() -> None:
+    """The one known difference: orjson rejects such numbers (the general path drops the event),
+    msgspec skips them unread. The fast path forwards the event and counts it, consistently."""
+    handler = InferenceHandler()
+    for payload in (b'{"choices":[{"delta":{"content":"a"}}],"x":1e400}',
+                    b'{"choices":[{"delta":{"content":"a"}}],"x":' + b"9" * 400 + b"}"):
+        outcome = Outcome()
+        assert handler._inspect(payload, outcome, time.perf_counter()) == payload
+        assert (outcome.delivered_completion, outcome.delivered_bytes) == (1, 1)
+        assert handler._inspect_document(payload, Outcome(), time.perf_counter()) is None
+
+
 def test_the_usual_events_take_the_fast_path() -> None:
     taken = [payload for payload in USUAL_AND_ODD_EVENTS if usual_event(payload) is not None]
-    assert len(taken) == 11 and USUAL_AND_ODD_EVENTS[0] in taken and USUAL_AND_ODD_EVENTS[5] in taken
+    assert len(taken) == 13 and USUAL_AND_ODD_EVENTS[0] in taken and USUAL_AND_ODD_EVENTS[5] in taken
 
 
 def read(outcome: Outcome) -> tuple[object, ...]:
