@@ -114,7 +114,6 @@ class EventSplitter:
         return out
 
 
-
 class _Delta(msgspec.Struct):
     content: str | None = None
     reasoning_content: str | None = None

@@ -455,9 +455,7 @@ class InferenceHandler:
         if event is None:
             return self._inspect_document(payload, outcome, started)
         if outcome.first_token_seconds is None:
-            outcome.first_token_seconds = time.perf_counter() - started
-            if isinstance(event.id, str):
-                outcome.stream_id = event.id
+            _first_event(outcome, started, event.id)
         for choice in event.choices:
             delta = choice.delta
             if delta is not None:
@@ -475,9 +473,7 @@ class InferenceHandler:
         if not isinstance(chunk, dict):
             return None
         if outcome.first_token_seconds is None:
-            outcome.first_token_seconds = time.perf_counter() - started
-            if isinstance(chunk.get("id"), str):
-                outcome.stream_id = chunk["id"]
+            _first_event(outcome, started, chunk.get("id"))
         usage = chunk.get("usage")
         choices = chunk.get("choices")
         if isinstance(usage, dict):
@@ -553,6 +549,13 @@ class InferenceHandler:
 
 _UPSTREAM_PATH = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 _CHUNK_OBJECT = {"chat": "chat.completion.chunk", "completions": "text_completion"}
+
+
+def _first_event(outcome: Outcome, started: float, stream_id: Any) -> None:
+    """The stream's first readable event: its time, and its id for the usage chunk we emit."""
+    outcome.first_token_seconds = time.perf_counter() - started
+    if isinstance(stream_id, str):
+        outcome.stream_id = stream_id
 
 
 def _count_delivered(outcome: Outcome, thought: Any, text: Any) -> None:
