@@ -145,10 +145,23 @@ def test_the_usual_event_reader_agrees_with_the_general_one(payload: bytes) -> N
         fast, general = Outcome(), Outcome()
         if not first:
             fast.first_token_seconds = general.first_token_seconds = 0.5
-        forwarded = handler._inspect(payload, fast, time.perf_counter())
+        forwarded = handler._read_events([payload], fast, time.perf_counter())
         expected = handler._inspect_document(payload, general, time.perf_counter())
-        assert forwarded == expected
+        assert forwarded == ([] if expected is None else [expected])
         assert read(fast) == read(general)
+
+
+def test_one_read_of_many_events_is_read_as_each_alone() -> None:
+    """The relay reads all events of a read in one loop; the outcome and what it forwards are
+    those of the general path applied to each event in turn, `[DONE]` anywhere included."""
+    handler = InferenceHandler()
+    events = [*USUAL_AND_ODD_EVENTS[:9], DONE, *USUAL_AND_ODD_EVENTS[9:]]
+    together, alone = Outcome(), Outcome()
+    forwarded = handler._read_events(events, together, time.perf_counter())
+    expected = [chunk for event in events if event != DONE
+                and (chunk := handler._inspect_document(event, alone, time.perf_counter())) is not None]
+    assert forwarded == expected and len(forwarded) > 10
+    assert read(together) == read(alone) and together.upstream_done
 
 
 def test_a_number_out_of_orjsons_range_in_an_unread_field_keeps_the_event() -> None:
@@ -158,7 +171,7 @@ def test_a_number_out_of_orjsons_range_in_an_unread_field_keeps_the_event() -> N
     for payload in (b'{"choices":[{"delta":{"content":"a"}}],"x":1e400}',
                     b'{"choices":[{"delta":{"content":"a"}}],"x":' + b"9" * 400 + b"}"):
         outcome = Outcome()
-        assert handler._inspect(payload, outcome, time.perf_counter()) == payload
+        assert handler._read_events([payload], outcome, time.perf_counter()) == [payload]
         assert (outcome.delivered_completion, outcome.delivered_bytes) == (1, 1)
         assert handler._inspect_document(payload, Outcome(), time.perf_counter()) is None
 

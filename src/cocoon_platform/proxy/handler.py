@@ -126,6 +126,7 @@ class Outcome:
     upstream_seconds: float | None = None
     stream_id: str | None = None  # the upstream's chunk id, reused on the usage chunk we emit
     first_token_seconds: float | None = None
+    upstream_done: bool = False  # the stream's `[DONE]` arrived
 
 
 class InferenceHandler:
@@ -346,26 +347,13 @@ class InferenceHandler:
         state = self.state
         assert state is not None
         started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.deadline):
-                response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
-        except TimeoutError:
-            response = None
-            error: PlatformError = UpstreamError(504, "The COCOON network did not answer in time.", "timeout")
-        except PlatformError as exc:
-            response = None
-            error = exc
-        if response is None:
-            outcome.status, outcome.http_status, outcome.error = "upstream_error", error.status, error
-            await self._settle(request, reservation, prices, request_id, outcome, started)
-            await _send_error(send, error, request_id)
-            return
+        response: UpstreamResponse | None = None
         disconnected = False
         watcher: asyncio.Task[None] | None = None
 
         def client_left(task: asyncio.Task[None]) -> None:
             nonlocal disconnected
-            if not task.cancelled():
+            if not task.cancelled() and response is not None:
                 disconnected = True
                 response.close()  # stop the upstream at once: the relay ends with it
 
@@ -378,14 +366,38 @@ class InferenceHandler:
                 watcher.add_done_callback(client_left)
 
         try:
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
-            await self._relay(response, send, outcome, started, watch_client)
+            # One deadline for the whole stream: the hold expires after the reservation TTL, so no
+            # stream may outlive it, however slowly the upstream answers or the client reads.
+            async with asyncio.timeout(self.deadline):
+                response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
+                await self._relay(response, send, outcome, started, watch_client)
+        except TimeoutError:
+            if response is not None:
+                outcome.error = UpstreamError(504, "The COCOON network stopped answering mid-stream.", "timeout")
+            else:
+                outcome.error = UpstreamError(504, "The COCOON network did not answer in time.", "timeout")
+        except PlatformError as exc:
+            outcome.error = exc  # from _open: nothing was sent yet
         finally:
             if watcher is not None:
                 watcher.cancel()
-            response.close()
+            if response is not None:
+                response.close()
             outcome.upstream_seconds = time.perf_counter() - started
+        if response is None:
+            assert outcome.error is not None
+            outcome.status, outcome.http_status = "upstream_error", outcome.error.status
+            await self._settle(request, reservation, prices, request_id, outcome, started)
+            await _send_error(send, outcome.error, request_id)
+            return
+        if outcome.error is None and outcome.usage is None:
+            # Ended without its usage chunk: the stream was cut short, whatever closed it.
+            outcome.error = UpstreamError(502, "The COCOON network ended the stream early.",
+                                          "no_usage" if outcome.upstream_done else "stream_cut")
+        if outcome.error is not None:
+            outcome.status, outcome.http_status = "upstream_cut", outcome.error.status
         if disconnected:
             outcome.status, outcome.http_status, outcome.error = "client_disconnected", 499, None
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
@@ -406,63 +418,66 @@ class InferenceHandler:
 
     async def _relay(self, response: UpstreamResponse, send: Send, outcome: Outcome, started: float,
                      watch_client: Any) -> None:
-        """Forward upstream events as they arrive; keep the usage for settlement.
+        """Forward upstream events as they arrive; keep the usage for settlement. A broken
+        connection ends the relay with outcome.error set; the caller's deadline raises through.
 
         Events that arrived in one read leave in one write: no event waits for another.
         """
         splitter = EventSplitter()
-        inspect = self._inspect
-        done = False
-
-        async def forward(payloads: list[bytes]) -> None:
-            nonlocal done
-            out = []
-            for payload in payloads:
-                if payload == DONE:
-                    done = True
-                elif (chunk := inspect(payload, outcome, started)) is not None:
-                    out.append(chunk)
-            if out:
-                await send({"type": "http.response.body", "body": b"data: " + b"\n\ndata: ".join(out) + b"\n\n",
-                            "more_body": True})
-
+        read_events = self._read_events
         try:
-            # The hold expires after the reservation TTL: no stream may outlive it, however slowly
-            # the client reads.
-            async with asyncio.timeout(self.deadline - (time.perf_counter() - started)):
-                while True:
-                    if not response.buffered:
-                        watch_client()
-                    data = await response.next_piece()
-                    if not data:
-                        break
-                    await forward(splitter.feed(data))
-                await forward(splitter.finish())
-        except TimeoutError:
-            outcome.error = UpstreamError(504, "The COCOON network stopped answering mid-stream.", "timeout")
+            while True:
+                if not response.buffered:
+                    watch_client()
+                data = await response.next_piece()
+                if out := read_events(splitter.feed(data) if data else splitter.finish(), outcome, started):
+                    await send({"type": "http.response.body", "body": b"data: " + b"\n\ndata: ".join(out) + b"\n\n",
+                                "more_body": True})
+                if not data:
+                    break
         except ConnectionBroken:
             outcome.error = UpstreamError(502, "The COCOON network dropped the stream.", "stream_cut")
-        if outcome.error is None and outcome.usage is None:
-            # Ended without its usage chunk: the stream was cut short, whatever closed it.
-            outcome.error = UpstreamError(502, "The COCOON network ended the stream early.",
-                                          "stream_cut" if not done else "no_usage")
-        if outcome.error is not None:
-            outcome.status, outcome.http_status = "upstream_cut", outcome.error.status
 
-    def _inspect(self, payload: bytes, outcome: Outcome, started: float) -> bytes | None:
-        """Count what a chunk delivers; return the bytes to forward (None to hold it back)."""
-        event = usual_event(payload) if b"\n" not in payload else None
-        if event is None:
-            return self._inspect_document(payload, outcome, started)
-        if outcome.first_token_seconds is None:
-            _first_event(outcome, started, event.id)
-        for choice in event.choices:
-            delta = choice.delta
-            if delta is not None:
-                _count_delivered(outcome, delta.reasoning_content or delta.reasoning, delta.content)
-            else:
-                _count_delivered(outcome, None, choice.text)
-        return payload
+    def _read_events(self, payloads: list[bytes], outcome: Outcome, started: float) -> list[bytes]:
+        """Count what the events of one read deliver; return the payloads to forward, in order.
+
+        The usual event (one line, choices with text, no usage) is read by the typed fast path
+        and counted here in one loop; any other goes through `_inspect_document`. `[DONE]` is
+        not forwarded: the relay sends its own once the stream is settled."""
+        out = []
+        completion = reasoning = size = 0
+        for payload in payloads:
+            if payload == DONE:
+                outcome.upstream_done = True
+                continue
+            event = usual_event(payload) if b"\n" not in payload else None
+            if event is None:
+                if (chunk := self._inspect_document(payload, outcome, started)) is not None:
+                    out.append(chunk)
+                continue
+            if outcome.first_token_seconds is None:
+                _first_event(outcome, started, event.id)
+            for choice in event.choices:
+                delta = choice.delta
+                if delta is None:
+                    text = choice.text
+                else:
+                    thought = delta.reasoning_content or delta.reasoning
+                    if thought:  # reasoning text if the choice has some, else its answer text
+                        reasoning += 1
+                        completion += 1
+                        size += len(thought)
+                        continue
+                    text = delta.content
+                if text:
+                    completion += 1
+                    size += len(text)
+            out.append(payload)
+        if completion:
+            outcome.delivered_completion += completion
+            outcome.delivered_reasoning += reasoning
+            outcome.delivered_bytes += size
+        return out
 
     def _inspect_document(self, payload: bytes, outcome: Outcome, started: float) -> bytes | None:
         """`_inspect` for any event: parsed whole, every field checked by hand."""
