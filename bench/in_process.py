@@ -1,0 +1,140 @@
+"""The metered path's CPU without the HTTP server: the platform's ASGI application called
+directly, on SQLite, with the simulator as its upstream in a process of its own.
+
+    python bench/in_process.py [--requests 20000] [--concurrency 16]
+
+Prints, for non-streaming and streaming (20 chunks) chat, the CPU time of this process per
+request: auth, reservation, forwarding through the upstream client, relay, settlement, usage
+record and metrics, without uvicorn and without the client's socket. Set against the suite's
+figures it tells what the server and the client connection cost. This process runs on core 0,
+the simulator on core 1, as in bench/run.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import uvloop
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from run import BODY, CHAT, STREAM_BODY, platform_env  # noqa: E402
+from support import base_env, free_port, fund, wait_http  # noqa: E402
+
+ACCOUNTS = 64
+
+
+class Client:
+    """Calls the ASGI application as a server would, one complete request body per call."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def call(self, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
+        delivered = False
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await asyncio.Event().wait()  # the client never leaves
+            raise AssertionError("unreachable")
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                             *headers],
+                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+        await self.app(scope, receive, send)
+        return sent
+
+
+async def lifespan(app: Any, startup: bool, queue: asyncio.Queue[dict[str, Any]], done: asyncio.Queue[Any]) -> None:
+    await queue.put({"type": f"lifespan.{'startup' if startup else 'shutdown'}"})
+    message = await done.get()
+    assert message["type"].endswith(".complete"), message
+
+
+async def drive(client: Client, keys: list[str], body: bytes, requests: int, concurrency: int) -> None:
+    started = 0
+
+    async def worker() -> None:
+        nonlocal started
+        while started < requests:
+            started += 1
+            headers = [(b"authorization", f"Bearer {keys[started % len(keys)]}".encode())]
+            sent = await client.call(CHAT, body, headers)
+            assert sent[0]["status"] == 200, sent
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def measure(database_url: str, requests: int, concurrency: int) -> None:
+    from cocoon_platform.app import create_app
+
+    app = create_app()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    done: asyncio.Queue[Any] = asyncio.Queue()
+    running = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, queue.get,
+                                      done.put))
+    await lifespan(app, True, queue, done)
+    client = Client(app)
+    keys = []
+    for _ in range(ACCOUNTS):
+        sent = await client.call("/api/register", b"", [])
+        keys.append(orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))["api_key"])
+    for key in keys:
+        await asyncio.to_thread(fund, database_url, key, 10_000 * 10**9)
+    for label, body in (("chat", BODY), ("stream 20 chunks", STREAM_BODY)):
+        await drive(client, keys, body, requests // 4, concurrency)  # warm-up
+        wall, cpu = time.perf_counter(), time.process_time()
+        await drive(client, keys, body, requests, concurrency)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        print(f"{label:<17} c{concurrency}: {requests / wall:7.0f} requests/s, {cpu / requests * 1e6:6.1f} us of CPU "
+              f"per request", flush=True)
+    await lifespan(app, False, queue, done)
+    await running
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        port = free_port()
+        simulator = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "cocoon_platform.simulator",
+                                      "--port", str(port)], env=base_env(), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
+        try:
+            wait_http(f"http://127.0.0.1:{port}/v1/models", proc=simulator)
+            database_url = f"sqlite+aiosqlite:///{directory}/bench.db"
+            env = platform_env(database_url, f"http://127.0.0.1:{port}", 8000)
+            subprocess.run([str(Path(sys.executable).parent / "cocoon-platform"), "migrate"], env=env, check=True,
+                           capture_output=True)
+            os.environ.update(env)
+            os.sched_setaffinity(0, {0})
+            uvloop.run(measure(database_url, args.requests, args.concurrency))
+        finally:
+            simulator.terminate()
+            simulator.wait(10)
+
+
+if __name__ == "__main__":
+    main()
