@@ -193,3 +193,35 @@ def test_sqlite_wal_starts_over_under_continuous_writes(migrated: str, backend: 
     # not cut back); without restarts it would hold every frame written.
     assert written * page > 4 * largest
     assert ledger_consistent(migrated) == []
+
+
+def test_postgres_committers_keep_their_connections_and_replace_a_lost_one(migrated: str, backend: str) -> None:
+    """Each committer reuses one connection; one the server drops is given back and replaced, and
+    the batch that met the loss is retried on the new one: no charge is lost or applied twice."""
+    if backend != "postgresql":
+        pytest.skip("PostgreSQL's committer connections")
+    key, account = new_key(migrated)
+
+    async def scenario(store: BillingStore) -> None:
+        first = await reserve(store, key, 1_000)
+        assert first is not None
+        await store.settle(settlement(first, 100))
+        held = dict(store._held)  # type: ignore[attr-defined]
+        assert set(held) == {"reserve", "settle"}
+        second = await reserve(store, key, 1_000)
+        assert second is not None
+        assert store._held == held  # type: ignore[attr-defined]  # the same connections, kept
+        pids = [connection.get_server_pid() for connection in held.values()]
+        await asyncio.to_thread(db_rows, migrated, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                                   "WHERE pid IN (:a, :b)", {"a": pids[0], "b": pids[1]})
+        await store.settle(settlement(second, 200))
+        third = await reserve(store, key, 1_000)
+        assert third is not None
+        await store.settle(settlement(third, 300))
+        renewed = store._held  # type: ignore[attr-defined]
+        assert all(renewed[lane] is not held[lane] and not renewed[lane].is_closed() for lane in held)
+
+    with_store(migrated, scenario)
+    assert funds(migrated, account) == (FUNDS - 600, 0)
+    assert db_rows(migrated, "SELECT COUNT(*) FROM usage_records WHERE account_id = :a", {"a": account}) == [(3,)]
+    assert ledger_consistent(migrated) == []
