@@ -225,3 +225,53 @@ def test_postgres_committers_keep_their_connections_and_replace_a_lost_one(migra
     assert funds(migrated, account) == (FUNDS - 600, 0)
     assert db_rows(migrated, "SELECT COUNT(*) FROM usage_records WHERE account_id = :a", {"a": account}) == [(3,)]
     assert ledger_consistent(migrated) == []
+
+
+def test_a_settlement_that_fails_fails_its_caller_and_the_committer_goes_on(migrated: str) -> None:
+    """A settlement the database refuses (a count no column holds) raises in its caller instead
+    of leaving it waiting; the committer keeps serving the others."""
+    key, account = new_key(migrated)
+
+    async def scenario(store: BillingStore) -> None:
+        bad, good = await reserve(store, key, 1_000), await reserve(store, key, 1_000)
+        assert bad is not None and good is not None
+        broken = Settlement(bad, 10, bad.hold_id, "m", "chat", 2**63, 0, 20, 0, "ok", 200, False, 3)
+        with pytest.raises(Exception):  # noqa: B017 - the database's own error, whichever it is
+            await asyncio.wait_for(store.settle(broken), 10)
+        await asyncio.wait_for(store.settle(settlement(good, 250)), 10)
+        later = await asyncio.wait_for(reserve(store, key, 1_000), 10)
+        assert later is not None
+        await asyncio.wait_for(store.settle(settlement(later, 50)), 10)
+
+    with_store(migrated, scenario)
+    assert funds(migrated, account) == (FUNDS - 300, 1_000)  # the failed one's hold waits for the sweeper
+    assert ledger_consistent(migrated) == []
+
+
+def test_a_batch_gives_up_on_a_database_that_stays_locked(migrated: str, backend: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past its patience a batch fails its callers with a clear error instead of waiting forever."""
+    if backend != "sqlite":
+        pytest.skip("another SQLite writer holds the lock")
+    monkeypatch.setattr(store_module, "BUSY_PATIENCE_SECONDS", 0.3)
+    key, account = new_key(migrated)
+    path = migrated.split("///", 1)[1]
+
+    async def scenario(store: BillingStore) -> None:
+        import sqlite3
+
+        first = await reserve(store, key, 1_000)
+        assert first is not None
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(RuntimeError, match="stayed unavailable"):
+                await asyncio.wait_for(reserve(store, key, 1_000), 10)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        await asyncio.wait_for(store.settle(settlement(first, 70)), 10)
+
+    with_store(migrated, scenario)
+    assert funds(migrated, account) == (FUNDS - 70, 0)
+    assert ledger_consistent(migrated) == []

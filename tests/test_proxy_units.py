@@ -9,7 +9,7 @@ import pytest
 
 from cocoon_platform.errors import InvalidRequest
 from cocoon_platform.proxy.events import DONE, EventSplitter, usual_event
-from cocoon_platform.proxy.handler import InferenceHandler, Outcome, delivered_tokens, usage_tokens
+from cocoon_platform.proxy.handler import MAX_TOKEN_COUNT, InferenceHandler, Outcome, delivered_tokens, usage_tokens
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH, ValidationFailed, parse_request
 
 LIMITS = {"max_tokens_cap": 128000, "default_max_tokens": 4096, "max_coefficient": 1000}
@@ -193,3 +193,10 @@ def test_bare_json_objects_across_reads() -> None:
         pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
         events = split_all(pieces)
         assert [orjson.loads(e) for e in events] == [{"a": 'x}{"y'}, {"b": {"c": [1, 2]}}, {"d": 3}, {"e": 4}]
+
+
+def test_reported_counts_are_held_to_what_the_usage_record_holds() -> None:
+    tokens = usage_tokens({"prompt_tokens": 2**40, "completion_tokens": 2**63,
+                           "completion_tokens_details": {"reasoning_tokens": 2**35}})
+    assert tokens is not None
+    assert (tokens.prompt, tokens.completion, tokens.reasoning) == (MAX_TOKEN_COUNT,) * 3

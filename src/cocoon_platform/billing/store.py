@@ -229,9 +229,14 @@ class BillingStore(ABC):
         stopping.add_done_callback(wake_all)
         lanes = ([(True, False, self._reserve_wakeup), (False, True, self._settle_wakeup)] if self.separate_lanes
                  else [(True, True, self._reserve_wakeup)])
+        committers = [asyncio.create_task(self._lane(stop, *lane)) for lane in lanes]
         try:
-            await asyncio.gather(*(self._lane(stop, *lane) for lane in lanes))
+            await asyncio.gather(*committers)
         finally:
+            # A committer that failed must not leave the others running on a closing store.
+            for committer in committers:
+                committer.cancel()
+            await asyncio.gather(*committers, return_exceptions=True)
             stopping.cancel()
             upkeep.cancel()
             await self.close()
@@ -312,6 +317,13 @@ class BillingStore(ABC):
         for sop in settles:
             if not sop.future.done():
                 sop.future.set_result(None)
+
+
+def _fail(ops: Sequence[_ReserveOp | _SettleOp], exc: BaseException) -> None:
+    """Hand a failure to every caller still waiting on one of these operations."""
+    for op in ops:
+        if not op.future.done():
+            op.future.set_exception(exc)
 
 
 # --- SQLite ------------------------------------------------------------------------------
@@ -558,6 +570,15 @@ RETRYABLE_SQLSTATES = ("40P01", "40001")  # deadlock, serialization failure
 SERVER_GONE_SQLSTATES = ("57P01", "57P02", "57P03")  # admin or crash shutdown, not accepting yet
 
 
+def _closed(connection: Any) -> bool:
+    """Whether a held connection is unusable; asyncpg refuses even to answer once it has taken
+    back a connection the server closed."""
+    try:
+        return bool(connection.is_closed())
+    except Exception:
+        return True
+
+
 async def _keep_session(connection: Any) -> None:
     """Pool reset hook: nothing to reset (see PostgresBillingStore._get_pool)."""
 
@@ -614,9 +635,10 @@ class PostgresBillingStore(BillingStore):
     async def _connection(self, lane: str, pool: Any) -> Any:
         """The connection a committer keeps (taken from its pool at first use, or after a failure)."""
         connection = self._held.get(lane)
-        if connection is None or connection.is_closed():
-            if connection is not None:
-                await self._let_go(lane)
+        if connection is not None and _closed(connection):
+            await self._let_go(lane)
+            raise ConnectionResetError("the committer's connection was closed")  # retried after a pause
+        if connection is None:
             connection = self._held[lane] = await pool.acquire()
         return connection
 
@@ -627,8 +649,8 @@ class PostgresBillingStore(BillingStore):
             pool = self._settle_pool if lane == "settle" else self._pool
             try:
                 await pool.release(connection)
-            except Exception:
-                connection.terminate()
+            except Exception:  # already back in the pool (asyncpg returns a lost one itself), or broken
+                logger.debug("committer connection not released", exc_info=True)
 
     async def funds(self, key_hash: bytes) -> AccountFunds | None:
         row = await (await self._get_pool()).fetchrow(POSTGRES_FUNDS, key_hash)
@@ -674,15 +696,13 @@ class PostgresBillingStore(BillingStore):
                 await self._let_go(lane)  # the server ended this connection: retry on a new one
                 raise Busy() from exc
             raise
-        except (OSError, asyncpg.InterfaceError, TimeoutError) as exc:
+        except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError) as exc:
             await self._let_go(lane)  # the next batch takes a new connection
             raise Busy() from exc  # the connection went away: the statement did not commit
         except asyncio.CancelledError:
-            # Cut off mid-statement (at shutdown): the connection's state is unknown, so it is
-            # closed; it goes back to its pool when next needed or when the store closes.
-            held = self._held.get(lane)
-            if held is not None:
-                held.terminate()
+            # Cut off mid-statement (at shutdown): asyncpg asks the server to cancel it, and the
+            # pool takes the connection back once that is done, as its context manager did.
+            await self._let_go(lane)
             raise
 
 

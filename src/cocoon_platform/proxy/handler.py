@@ -79,8 +79,13 @@ def estimate_prompt_tokens(request: InferenceRequest) -> int:
     return tokens
 
 
+MAX_TOKEN_COUNT = 2**31 - 1  # the usage record's token columns are 32-bit integers
+
+
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+    """A token count the upstream reported: a positive integer, at most what the record holds
+    (a database refusing the record would leave the request unsettled)."""
+    return min(value, MAX_TOKEN_COUNT) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
 def usage_tokens(usage: Any) -> TokenCounts | None:
