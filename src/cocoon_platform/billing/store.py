@@ -154,7 +154,16 @@ class _SettleOp:
 
 
 class Busy(Exception):
-    """The database is locked by another writer or a transaction conflicted: retry the batch."""
+    """The database is locked by another writer, a transaction conflicted, or the connection was
+    lost: retry the batch, no sooner than `pause` seconds from now."""
+
+    def __init__(self, pause: float = 0.0) -> None:
+        super().__init__()
+        self.pause = pause
+
+
+# A lost connection is retried at this pace, not a lock's: each retry opens a new connection.
+RECONNECT_PAUSE_SECONDS = 0.1
 
 
 class BillingStore(ABC):
@@ -294,7 +303,7 @@ class BillingStore(ABC):
                     logger.error("billing batch gave up after %.0f s: %s", BUSY_PATIENCE_SECONDS, exc.__cause__)
                     _fail(ops, RuntimeError("the database stayed unavailable; billing operation not applied"))
                     return
-                await asyncio.sleep(pause)
+                await asyncio.sleep(max(pause, exc.pause))
                 pause = min(pause * 2, 0.002)  # resume as soon as a checkpoint or lock is gone
             except Exception as exc:
                 if len(ops) > 1:
@@ -694,11 +703,11 @@ class PostgresBillingStore(BillingStore):
                 raise Busy() from exc
             if sqlstate.startswith("08") or sqlstate in SERVER_GONE_SQLSTATES:
                 await self._let_go(lane)  # the server ended this connection: retry on a new one
-                raise Busy() from exc
+                raise Busy(RECONNECT_PAUSE_SECONDS) from exc
             raise
         except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError) as exc:
             await self._let_go(lane)  # the next batch takes a new connection
-            raise Busy() from exc  # the connection went away: the statement did not commit
+            raise Busy(RECONNECT_PAUSE_SECONDS) from exc  # the connection went away: the statement did not commit
         except asyncio.CancelledError:
             # Cut off mid-statement (at shutdown): asyncpg asks the server to cancel it, and the
             # pool takes the connection back once that is done, as its context manager did.
