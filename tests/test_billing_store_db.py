@@ -279,3 +279,23 @@ def test_a_batch_gives_up_on_a_database_that_stays_locked(migrated: str, backend
     with_store(migrated, scenario)
     assert funds(migrated, account) == (FUNDS - 70, 0)
     assert ledger_consistent(migrated) == []
+
+
+def test_postgres_reservation_applied_twice_reserves_once(migrated: str, backend: str) -> None:
+    """A batch retried after a lost reply meets the holds it made: they are reported as granted,
+    as they were, and nothing more is held (migration 0004)."""
+    if backend != "postgresql":
+        pytest.skip("only a PostgreSQL reply can be lost after its commit")
+    key, account = new_key(migrated)
+    request_id = new_request_id()
+
+    async def scenario(store: BillingStore) -> None:
+        first = await reserve(store, key, 1_000, request_id)
+        again = await reserve(store, key, 1_000, request_id)
+        assert first is not None and again == first
+        assert await asyncio.to_thread(funds, migrated, account) == (FUNDS, 1_000)
+        await store.settle(settlement(first, 100))
+
+    with_store(migrated, scenario)
+    assert funds(migrated, account) == (FUNDS - 100, 0)
+    assert ledger_consistent(migrated) == []
