@@ -646,7 +646,7 @@ class PostgresBillingStore(BillingStore):
         connection = self._held.get(lane)
         if connection is not None and _closed(connection):
             await self._let_go(lane)
-            raise ConnectionResetError("the committer's connection was closed")  # retried after a pause
+            raise Busy(RECONNECT_PAUSE_SECONDS)  # the batch is retried on a new connection
         if connection is None:
             connection = self._held[lane] = await pool.acquire()
         return connection
@@ -707,7 +707,9 @@ class PostgresBillingStore(BillingStore):
             raise
         except (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError, TimeoutError) as exc:
             await self._let_go(lane)  # the next batch takes a new connection
-            raise Busy(RECONNECT_PAUSE_SECONDS) from exc  # the connection went away: the statement did not commit
+            # The connection went away. If the batch did commit, its retry says so: reservations find
+            # their holds (migration 0004), settlements their usage references.
+            raise Busy(RECONNECT_PAUSE_SECONDS) from exc
         except asyncio.CancelledError:
             # Cut off mid-statement (at shutdown): asyncpg asks the server to cancel it, and the
             # pool takes the connection back once that is done, as its context manager did.

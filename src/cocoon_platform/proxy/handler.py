@@ -447,7 +447,8 @@ class InferenceHandler:
         """Count what the events of one read deliver; return the payloads to forward, in order.
 
         The usual event (one line, choices with text, no usage) is read by the typed fast path
-        and counted here in one loop; any other goes through `_inspect_document`. `[DONE]` is
+        and counted here in one loop, as `_count_delivered` counts (inline: this runs for every
+        event); any other goes through `_inspect_document`. `[DONE]` is
         not forwarded: the relay sends its own once the stream is settled."""
         out = []
         completion = reasoning = size = 0
@@ -485,7 +486,8 @@ class InferenceHandler:
         return out
 
     def _inspect_document(self, payload: bytes, outcome: Outcome, started: float) -> bytes | None:
-        """`_inspect` for any event: parsed whole, every field checked by hand."""
+        """Any event, parsed whole, every field checked by hand; returns the bytes to forward (None
+        to hold the event back)."""
         try:
             chunk = orjson.loads(payload)
         except orjson.JSONDecodeError:
