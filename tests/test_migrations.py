@@ -85,3 +85,39 @@ def test_lean_holds_migration_keeps_open_holds_both_ways(empty_database: str) ->
     assert db_rows(empty_database, "SELECT id, amount_nanoton FROM holds") == [("req_open", 40)]
     _migrate(empty_database, "up", "head")
     assert _schema_differences(empty_database) == []
+
+
+def _ledger_account_index(database_url: str) -> tuple[str, str] | None:
+    """(name, definition) of the ledger's per-account index."""
+    if database_url.startswith("sqlite"):
+        rows = db_rows(database_url, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                                     "AND tbl_name = 'ledger_entries' AND name LIKE 'ix_ledger_entries_account%'")
+    else:
+        rows = db_rows(database_url, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'ledger_entries' "
+                                     "AND indexname LIKE 'ix_ledger_entries_account%'")
+    assert len(rows) <= 1
+    return (str(rows[0][0]), str(rows[0][1])) if rows else None
+
+
+def test_ledger_account_index_leaves_out_usage_entries_both_ways(empty_database: str) -> None:
+    _migrate(empty_database, "up", "0004")
+    db_rows(empty_database, "INSERT INTO accounts (id, deposit_code, balance_nanoton, reserved_nanoton, created_at) "
+                            "VALUES (1, 'ABCD1234', 90, 0, CURRENT_TIMESTAMP)")
+    db_rows(empty_database, "INSERT INTO ledger_entries (account_id, kind, amount_nanoton, reference, created_at) "
+                            "VALUES (1, 'deposit', 100, 'deposit:a', CURRENT_TIMESTAMP), "
+                            "(1, 'usage', -10, 'usage:req_a', CURRENT_TIMESTAMP)")
+    name, definition = _ledger_account_index(empty_database) or ("", "")
+    assert name == "ix_ledger_entries_account_id_id" and "usage" not in definition
+
+    _migrate(empty_database, "up", "0005")
+    name, definition = _ledger_account_index(empty_database) or ("", "")
+    assert name == "ix_ledger_entries_account_id_id_not_usage"
+    assert "WHERE" in definition.upper() and "<> 'usage'" in definition.replace("::text", "")
+    assert db_rows(empty_database, "SELECT kind, amount_nanoton FROM ledger_entries ORDER BY id") == [
+        ("deposit", 100), ("usage", -10)]
+
+    _migrate(empty_database, "down", "0004")
+    name, definition = _ledger_account_index(empty_database) or ("", "")
+    assert name == "ix_ledger_entries_account_id_id" and "usage" not in definition
+    _migrate(empty_database, "up", "head")
+    assert _schema_differences(empty_database) == []

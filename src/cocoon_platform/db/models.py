@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -96,7 +97,10 @@ class LedgerEntry(Base):
     memo: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
-    __table_args__ = (Index("ix_ledger_entries_account_id_id", "account_id", "id"),)
+    # Usage entries are left out: every settlement writes one, and a request's usage is read
+    # from usage_records (migration 0005).
+    __table_args__ = (Index("ix_ledger_entries_account_id_id_not_usage", "account_id", "id",
+                            sqlite_where=text("kind <> 'usage'"), postgresql_where=text("kind <> 'usage'")),)
 
 
 class Hold(Base):
