@@ -12,13 +12,15 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateIndex
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import SQLITE_PAGE_SIZE
 from cocoon_platform.db.migrate import alembic_config
-from cocoon_platform.db.models import Base
+from cocoon_platform.db.models import Base, LedgerEntry
 from support import db_rows, fresh_database
 
 
@@ -121,3 +123,11 @@ def test_ledger_account_index_leaves_out_usage_entries_both_ways(empty_database:
     assert name == "ix_ledger_entries_account_id_id" and "usage" not in definition
     _migrate(empty_database, "up", "head")
     assert _schema_differences(empty_database) == []
+
+
+def test_the_models_ledger_index_has_the_migrations_predicate() -> None:
+    """Alembic's comparison ignores an index's WHERE: this keeps the model and 0005 in step."""
+    (index,) = [i for i in LedgerEntry.__table__.indexes if i.name == "ix_ledger_entries_account_id_id_not_usage"]
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        assert str(CreateIndex(index).compile(dialect=dialect)).rstrip().endswith(
+            "ledger_entries (account_id, id) WHERE kind <> 'usage'")
