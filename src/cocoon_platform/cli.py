@@ -71,6 +71,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     check_model_catalog(settings)
     upgrade_head(settings)
+    limited = settings.rate_limit_rpm or settings.rate_limit_concurrent or settings.rate_limit_signup_per_minute
+    if settings.workers > 1 and limited and not settings.redis_url:
+        print(f"warning: {settings.workers} workers without COCOON_REDIS_URL count rate limits each on its own: "
+              f"a client can get up to {settings.workers} times every limit", file=sys.stderr)
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Worker processes share their metrics through files (prometheus_client multiprocess mode).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cocoon-metrics-")
