@@ -126,8 +126,8 @@ def test_key_rate_limits_in_process(server_factory: ServerFactory, slow_simulato
     fourth = chat(server, key)
     assert fourth.status_code == 429, "3 per minute"
     retry = int(fourth.headers["retry-after"])
-    # 3 this minute against 3: one more fits once a third of the next minute has passed.
-    assert 20 <= retry <= 81 and "per minute" in fourth.json()["error"]["message"]
+    # 3 at once empty the bucket; it gives one back every 20 s, counted from the first.
+    assert 10 <= retry <= 20 and "per minute" in fourth.json()["error"]["message"]
     other = new_account(server, database_url, TON)
     assert chat(server, other).status_code == 200, "limits are per key"
 

@@ -1,20 +1,24 @@
-"""Per-minute limits over a sliding minute: no burst across a minute's boundary, and a Retry-After
-after which one more request does fit."""
+"""Per-minute limits as a token bucket (GCRA): a whole minute's worth at once, then one every
+60/L seconds; no burst across a minute's boundary, steady sending at the limit never refused,
+and a Retry-After after which the request is admitted. Concurrency slots never leak."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import time
 import uuid
 
 import pytest
+import redis
 
 from cocoon_platform.errors import RateLimited
 from cocoon_platform.ops import ratelimit
-from cocoon_platform.ops.ratelimit import LocalCounters, RateLimiter, RedisCounters
+from cocoon_platform.ops.ratelimit import SLOT_TTL, LocalCounters, RateLimiter, RedisCounters
 from support import REDIS_URL
 
 KEY = b"k" * 32
+NAME = KEY[:16].hex()
 
 
 class Clock:
@@ -25,110 +29,169 @@ class Clock:
         return self.now
 
 
-def limiter(per_minute: int, clock: Clock) -> RateLimiter:
-    return RateLimiter(LocalCounters(), per_minute, 0, 0, clock=clock)
+def limiter(per_minute: int, clock: Clock, concurrent: int = 0) -> RateLimiter:
+    return RateLimiter(LocalCounters(clock), per_minute, concurrent, 0)
 
 
 def admitted(limits: RateLimiter) -> int | None:
-    """None when admitted, else the Retry-After it gave."""
+    """None when admitted (the slot, if any, given back at once), else the Retry-After it gave."""
+    async def once() -> None:
+        slot = await limits.admit_key(KEY)
+        if slot is not None:
+            await limits.release_key(KEY, slot)
+
     try:
-        asyncio.run(limits.admit_key(KEY))
+        asyncio.run(once())
     except RateLimited as exc:
         return int(exc.headers["Retry-After"])
     return None
 
 
 def test_a_burst_across_a_minutes_boundary_is_refused() -> None:
-    clock = Clock(6000 + 59.0)  # one second before a minute ends
+    clock = Clock(6000 + 59.0)  # one second before a clock minute ends
     limits = limiter(10, clock)
     assert [admitted(limits) for _ in range(10)] == [None] * 10
-    clock.now = 6060.5  # half a second into the next minute: fixed windows would start again at 0
+    clock.now = 6060.5  # half a second into the next minute: a fixed window would start again at 0
     retry = admitted(limits)
-    assert retry == 6, "the minute before weighs 10 x 59.5/60; one more fits once that is 9, 5.5 s on"
+    assert retry == 5, "the bucket gives one back 6 s after the burst"
     clock.now += retry - 1
     assert admitted(limits) is not None
     clock.now += 1
     assert admitted(limits) is None
 
 
-def test_the_limit_holds_over_any_sixty_seconds_of_steady_sending() -> None:
+def test_steady_sending_at_the_limit_is_never_refused() -> None:
+    clock = Clock(9000.0)
+    limits = limiter(10, clock)
+    for tick in range(600):  # one every 6 s for an hour
+        clock.now = 9000.0 + 6 * tick
+        assert admitted(limits) is None, tick
+
+
+def test_sending_past_the_limit_gets_the_limits_rate() -> None:
     clock = Clock(9000.0)
     limits = limiter(60, clock)
     accepted = []
-    for tick in range(6000):  # 10 requests a second for 10 minutes
+    for tick in range(6000):  # 10 requests a second for 10 minutes, refusals ignored
         clock.now = 9000.0 + tick / 10
         if admitted(limits) is None:
             accepted.append(clock.now)
-    # The limit's rate gets through, refused requests notwithstanding (a whole minute's worth at
-    # once at first, then one a second), and never more than the limit in any 60 s: fixed windows
-    # let up to 120 through across a boundary.
-    assert 585 <= len(accepted) <= 600
-    most = max(sum(1 for t in accepted if 9000 + start <= t < 9000 + start + 60) for start in range(0, 540))
-    assert most <= 61
+    assert len(accepted) == 60 + 599, "a minute's worth at once, then one a second"
+    for start in range(60, 540):
+        inside = sum(1 for t in accepted if 9000 + start <= t < 9000 + start + 60)
+        assert inside == 60, (start, inside)
 
 
 @pytest.mark.parametrize("seed", range(40))
-def test_retry_after_is_the_first_whole_second_it_fits(seed: int) -> None:
+def test_retry_after_is_the_first_whole_second_it_is_admitted(seed: int) -> None:
     rng = random.Random(seed)
-    clock = Clock(60 * 1000 + rng.uniform(0, 120))
+    clock = Clock(1_700_000_000 + rng.uniform(0, 120))
     limits = limiter(rng.randint(1, 30), clock)
     while (retry := admitted(limits)) is None:
         clock.now += rng.expovariate(2.0)
     refused_at = clock.now
+    clock.now = refused_at + retry - 1
     if retry > 1:
-        clock.now = refused_at + retry - 1
-        assert admitted(limits) is not None, "a second earlier it would not have fitted"
+        assert admitted(limits) is not None, "a second earlier it would not have been admitted"
     clock.now = refused_at + retry
     assert admitted(limits) is None
 
 
-def test_local_counters_forget_minutes_that_no_longer_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ratelimit, "LOCAL_NAMES", 3)
-    counters = LocalCounters()
-
-    async def hits() -> list[tuple[int, int]]:
-        seen = [await counters.hit(name, 10) for name in ("a", "b", "c", "d")]
-        seen.append(await counters.hit("a", 11))
-        seen += [await counters.hit(name, 12) for name in ("e", "f", "a")]
-        return seen
-
-    assert asyncio.run(hits()) == [(0, 1)] * 4 + [(1, 1)] + [(0, 1), (0, 1), (1, 1)]
-    assert "b" not in counters._windows and "c" not in counters._windows, "minute 10 no longer counts at 12"
-
-
-def test_redis_counters_give_this_minute_and_the_one_before() -> None:
-    name = f"test:{uuid.uuid4().hex}"
-
-    async def hits() -> list[tuple[int, int]]:
-        counters = RedisCounters(REDIS_URL)
-        try:
-            return [await counters.hit(name, w) for w in (100, 100, 101, 101, 101, 103)]
-        finally:
-            await counters.close()
-
-    assert asyncio.run(hits()) == [(0, 1), (0, 2), (2, 1), (2, 2), (2, 3), (0, 1)]
-
-
-def test_a_refused_request_is_taken_back_and_holds_no_slot() -> None:
+def test_a_refused_request_holds_no_slot_and_takes_no_token() -> None:
     clock = Clock(120.0)
-    limits = RateLimiter(LocalCounters(), 2, 1, 0, clock=clock)
+    limits = limiter(2, clock, concurrent=1)
 
     async def run() -> list[object]:
-        seen: list[object] = [await limits.admit_key(KEY)]  # holds the one slot
+        first = await limits.admit_key(KEY)
+        seen: list[object] = [first]
         for _ in range(3):
             try:
                 await limits.admit_key(KEY)
             except RateLimited as exc:
                 seen.append(exc.message.split(":")[0])
-        await limits.release_key(KEY)
-        seen.append(await limits.admit_key(KEY))  # the second of 2 a minute: the refused ones did not count
-        await limits.release_key(KEY)
+        assert first is not None
+        await limits.release_key(KEY, first)
+        second = await limits.admit_key(KEY)  # the second of 2: the refused ones took no token
+        assert second is not None
+        await limits.release_key(KEY, second)
         try:
             await limits.admit_key(KEY)
         except RateLimited as exc:
             seen.append(exc.message.split(":")[0])
-        seen.append(await limits.counters.enter(KEY[:16].hex()))  # the refused one gave its slot back
+        seen.append(await limits.counters.enter(NAME, 1))  # the one refused for its rate gave its slot back
         return seen
 
-    assert asyncio.run(run()) == [True, "Too many concurrent requests"] * 1 + ["Too many concurrent requests"] * 2 + [
-        True, "Rate limit reached", 1]
+    assert asyncio.run(run()) == ["local", *["Too many concurrent requests"] * 3, "Rate limit reached", "local"]
+
+
+class FailingTake(LocalCounters):
+    async def take(self, name: str, per_period: int) -> float:
+        raise ConnectionError("the counter store is gone")
+
+
+def test_a_slot_is_given_back_when_the_rate_check_fails() -> None:
+    counters = FailingTake()
+    limits = RateLimiter(counters, 10, 1, 0)
+    with pytest.raises(ConnectionError):
+        asyncio.run(limits.admit_key(KEY))
+    assert asyncio.run(counters.enter(NAME, 1)) == "local", "the slot was given back"
+
+
+def test_local_counters_drop_full_buckets_and_prune_amortised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ratelimit, "LOCAL_NAMES", 4)
+    clock = Clock(1000.0)
+    counters = LocalCounters(clock)
+
+    async def take(*names: str) -> None:
+        for name in names:
+            assert await counters.take(name, 60) == 0.0
+
+    asyncio.run(take("a", "b", "c", "d"))
+    clock.now += 1.5  # a..d are full again (one request a second refills in 1 s)
+    asyncio.run(take("e", "f", "g", "h", "i"))
+    assert set(counters._arrivals) == {"e", "f", "g", "h", "i"}, "the full buckets were dropped"
+    asyncio.run(take("j", "k", "l"))
+    assert len(counters._arrivals) == 8, "no pass while most names are active: the next waits for twice as many"
+
+
+def test_redis_token_bucket_is_shared_and_on_redis_clock() -> None:
+    name = f"test:{uuid.uuid4().hex}"
+
+    async def run() -> list[float]:
+        first, second = RedisCounters(REDIS_URL), RedisCounters(REDIS_URL)
+        try:
+            return [await counters.take(name, 3) for counters in (first, second, first, second)]
+        finally:
+            await first.close()
+            await second.close()
+
+    began = time.time()
+    waits = asyncio.run(run())
+    assert waits[:3] == [0.0, 0.0, 0.0]
+    assert 20 - (time.time() - began) - 0.5 <= waits[3] <= 20, "one back 20 s after the first"
+    ttl = redis.Redis.from_url(REDIS_URL).pttl(f"cocoon:gcra:{name}")
+    assert 59_000 <= ttl <= 61_000, "the key lives until the bucket is full again"
+
+
+def test_redis_slots_are_tokens_and_a_lost_one_expires_alone() -> None:
+    name = f"test:{uuid.uuid4().hex}"
+    key = f"cocoon:slots:{name}"
+    plain = redis.Redis.from_url(REDIS_URL)
+    plain.zadd(key, {"lost-by-a-killed-process": int(time.time()) - SLOT_TTL - 5})
+
+    async def run() -> list[object]:
+        counters = RedisCounters(REDIS_URL)
+        try:
+            first = await counters.enter(name, 2)
+            second = await counters.enter(name, 2)
+            third = await counters.enter(name, 2)
+            assert first and second
+            await counters.leave(name, first)
+            return [first != second, third, await counters.enter(name, 2) is not None]
+        finally:
+            await counters.close()
+
+    assert asyncio.run(run()) == [True, None, True]
+    assert plain.zscore(key, "lost-by-a-killed-process") is None
+    assert 0 < plain.ttl(key) <= SLOT_TTL
+    plain.delete(key)

@@ -1,18 +1,25 @@
 """Rate limits: requests per minute and concurrent requests per key, sign-ups per address.
 
-Counters live in Redis when COCOON_REDIS_URL is set (shared by every instance), else in
-this process. A limit of 0 turns that limit off.
+Counters live in Redis when COCOON_REDIS_URL is set (shared by every instance, on Redis's
+clock), else in this process. A limit of 0 turns that limit off.
 
-Per-minute limits hold over any 60 seconds, not per clock minute: a request counts in its
-minute, and the last minute's count weighs in by the share of it still inside the sliding
-60 s (the sliding-window counter). Fixed windows let a client send twice the limit across
-a minute's boundary. A refused request is taken back: a client that keeps sending past its
-limit still gets the limit's rate through, no more.
+A per-minute limit L is a token bucket (GCRA: one timestamp per name): up to L requests at
+once after a quiet minute, then one every 60/L seconds, whatever the clock's minute. A client
+sending steadily at the limit is never refused; one sending faster gets L a minute. No minute's
+boundary lets a burst through twice (fixed windows let 2L through in two seconds there); a full
+bucket and its refill can still add up to 2L - 1 in the 60 s after a quiet minute. A refused
+request takes nothing, and its Retry-After is the first whole second it would be admitted.
+
+A concurrency slot is a token of its own: one that is never given back (a killed process)
+expires alone after SLOT_TTL, without holding back the key's other requests.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import secrets
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -20,56 +27,58 @@ from typing import Protocol
 from cocoon_platform.errors import RateLimited
 from cocoon_platform.ops.metrics import RATE_LIMITED
 
-WINDOW = 60  # seconds: limits are per minute
-# A concurrency slot whose release never came (a killed process) expires from Redis after this.
+logger = logging.getLogger("cocoon_platform.ratelimit")
+
+PERIOD = 60.0  # seconds: limits are per minute
+# A concurrency slot whose release never came expires after this; longer than any request lives.
 SLOT_TTL = 3600
-# Names kept in process before the ones older than the last minute are forgotten.
+# Names the in-process counters keep before they drop the ones whose bucket is full again.
 LOCAL_NAMES = 100_000
 
 
 class Counters(Protocol):
-    async def hit(self, name: str, window: int) -> tuple[int, int]:
-        """Count a hit in minute `window`: (hits in the minute before, hits in this one with it)."""
+    async def take(self, name: str, per_period: int) -> float:
+        """Admit one request of `name` (0.0), or refuse it: seconds until it would be admitted."""
         ...
 
-    async def unhit(self, name: str, window: int) -> None:
-        """Take back a hit that was refused."""
+    async def enter(self, name: str, limit: int) -> str | None:
+        """A slot of `name`'s `limit`, or None when all are taken."""
         ...
 
-    async def enter(self, name: str) -> int: ...
-    async def leave(self, name: str) -> None: ...
+    async def leave(self, name: str, slot: str) -> None: ...
     async def close(self) -> None: ...
 
 
 class LocalCounters:
-    def __init__(self) -> None:
-        self._windows: dict[str, tuple[int, int, int]] = {}  # name: (minute, its hits, the minute before's)
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._arrivals: dict[str, float] = {}  # name: when its bucket is full again (GCRA's TAT)
+        self._prune_at = LOCAL_NAMES
         self._slots: dict[str, int] = {}
 
-    async def hit(self, name: str, window: int) -> tuple[int, int]:
-        stored = self._windows.get(name)
-        if stored is not None and stored[0] == window:
-            counts = (window, stored[1] + 1, stored[2])
-        elif stored is not None and stored[0] == window - 1:
-            counts = (window, 1, stored[1])
-        else:
-            counts = (window, 1, 0)
-        if len(self._windows) > LOCAL_NAMES:  # forget what no longer counts rather than grow without bound
-            self._windows = {k: v for k, v in self._windows.items() if v[0] >= window - 1}
-        self._windows[name] = counts
-        return counts[2], counts[1]
+    async def take(self, name: str, per_period: int) -> float:
+        now = self._clock()
+        interval = PERIOD / per_period
+        full_at = max(self._arrivals.get(name, now), now)
+        admit_at = full_at + interval - PERIOD
+        if now < admit_at:
+            return admit_at - now
+        if len(self._arrivals) >= self._prune_at:
+            # A name whose bucket is full again is as good as absent. Pruning is amortised: when
+            # most names are still active, the next pass waits until there are twice as many.
+            self._arrivals = {k: v for k, v in self._arrivals.items() if v > now}
+            self._prune_at = max(LOCAL_NAMES, 2 * len(self._arrivals))
+        self._arrivals[name] = full_at + interval
+        return 0.0
 
-    async def unhit(self, name: str, window: int) -> None:
-        stored = self._windows.get(name)
-        if stored is not None and stored[0] == window and stored[1] > 0:
-            self._windows[name] = (window, stored[1] - 1, stored[2])
+    async def enter(self, name: str, limit: int) -> str | None:
+        count = self._slots.get(name, 0)
+        if count >= limit:
+            return None
+        self._slots[name] = count + 1
+        return "local"
 
-    async def enter(self, name: str) -> int:
-        count = self._slots.get(name, 0) + 1
-        self._slots[name] = count
-        return count
-
-    async def leave(self, name: str) -> None:
+    async def leave(self, name: str, slot: str) -> None:
         count = self._slots.get(name, 0) - 1
         if count > 0:
             self._slots[name] = count
@@ -80,104 +89,113 @@ class LocalCounters:
         return None
 
 
+# GCRA on Redis's clock, in microseconds (exact in Lua's doubles): the key holds when the bucket
+# is full again and expires then. Returns 0, or the microseconds until the request would fit.
+_TAKE = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local interval = tonumber(ARGV[1])
+local full_at = tonumber(redis.call('GET', KEYS[1]) or now)
+if full_at < now then full_at = now end
+local admit_at = full_at + interval - tonumber(ARGV[2])
+if now < admit_at then return admit_at - now end
+redis.call('SET', KEYS[1], string.format('%d', full_at + interval), 'PX',
+           math.floor((full_at + interval - now) / 1000) + 1000)
+return 0
+"""
+# A slot is a member scored by when it was taken: one never given back drops out after the TTL.
+_ENTER = """
+local now = tonumber(redis.call('TIME')[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+
+
 class RedisCounters:
     def __init__(self, url: str) -> None:
         import redis.asyncio as redis
 
         self._redis = redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._take = self._redis.register_script(_TAKE)
+        self._enter = self._redis.register_script(_ENTER)
 
-    async def hit(self, name: str, window: int) -> tuple[int, int]:
-        key = f"cocoon:rl:{name}:{window}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, 2 * WINDOW + 5)  # it is the minute before for the whole next minute
-            pipe.get(f"cocoon:rl:{name}:{window - 1}")
-            count, _, previous = await pipe.execute()
-        return int(previous or 0), int(count)
+    async def take(self, name: str, per_period: int) -> float:
+        interval = round(PERIOD * 1_000_000 / per_period)
+        wait = await self._take(keys=[f"cocoon:gcra:{name}"], args=[interval, round(PERIOD * 1_000_000)])
+        return int(wait) / 1_000_000
 
-    async def unhit(self, name: str, window: int) -> None:
-        await self._redis.decr(f"cocoon:rl:{name}:{window}")
+    async def enter(self, name: str, limit: int) -> str | None:
+        slot = secrets.token_hex(8)
+        taken = await self._enter(keys=[f"cocoon:slots:{name}"], args=[limit, slot, SLOT_TTL])
+        return slot if int(taken) else None
 
-    async def enter(self, name: str) -> int:
-        key = f"cocoon:slots:{name}"
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.incr(key)
-            pipe.expire(key, SLOT_TTL)
-            count, _ = await pipe.execute()
-        return int(count)
-
-    async def leave(self, name: str) -> None:
-        await self._redis.decr(f"cocoon:slots:{name}")
+    async def leave(self, name: str, slot: str) -> None:
+        await self._redis.zrem(f"cocoon:slots:{name}", slot)
 
     async def close(self) -> None:
         await self._redis.aclose()
 
 
-def seconds_to_wait(limit: int, previous: int, current: int, elapsed: float) -> float | None:
-    """None when `current` hits (this one included) in a minute `elapsed` seconds old, after
-    `previous` in the minute before, keep the sliding minute within `limit`; else how long until
-    this one would fit, if nothing else is sent meanwhile."""
-    if previous * (WINDOW - elapsed) / WINDOW + current <= limit:
-        return None
-    if current <= limit:  # the minute before weighs too much: wait for its share to shrink
-        return WINDOW * (1 - (limit - current) / previous) - elapsed
-    # This minute is full: wait into the next, until this one's share leaves room for one more.
-    return WINDOW - elapsed + WINDOW * (1 - (limit - 1) / (current - 1))
-
-
 class RateLimiter:
-    def __init__(self, counters: Counters, per_minute: int, concurrent: int, signups_per_minute: int,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, counters: Counters, per_minute: int, concurrent: int, signups_per_minute: int) -> None:
         self.counters = counters
         self.per_minute = per_minute
         self.concurrent = concurrent
         self.signups_per_minute = signups_per_minute
-        self._clock = clock
 
     @property
     def checks_keys(self) -> bool:
         return bool(self.per_minute or self.concurrent)
 
-    async def _count(self, name: str, limit: int) -> int | None:
-        """Count a hit; None when it fits the sliding minute, else the Retry-After in seconds."""
-        now = self._clock()
-        window = int(now // WINDOW)
-        previous, current = await self.counters.hit(name, window)
-        wait = seconds_to_wait(limit, previous, current, now - window * WINDOW)
-        if wait is None:
-            return None
-        await self.counters.unhit(name, window)
-        return max(1, math.ceil(wait))
-
-    async def admit_key(self, key_hash: bytes) -> bool:
-        """Count a request of this key; True when it took a concurrency slot to give back.
-        A refused request holds no slot and is not counted."""
+    async def admit_key(self, key_hash: bytes) -> str | None:
+        """Admit a request of this key: the concurrency slot it holds (to give back with
+        `release_key`), or None when concurrency is not limited. A refused request holds none."""
         name = key_hash[:16].hex()
-        slot = False
+        slot = None
         if self.concurrent:
-            if await self.counters.enter(name) > self.concurrent:
-                await self.counters.leave(name)
+            slot = await self.counters.enter(name, self.concurrent)
+            if slot is None:
                 RATE_LIMITED.labels("key_concurrency").inc()
                 raise RateLimited(
                     f"Too many concurrent requests: at most {self.concurrent} at a time for this key.",
                     headers={"Retry-After": "1"})
-            slot = True
-        if self.per_minute and (retry := await self._count(f"key:{name}", self.per_minute)) is not None:
-            if slot:
-                await self.counters.leave(name)
-            RATE_LIMITED.labels("key_rpm").inc()
-            raise RateLimited(
-                f"Rate limit reached: {self.per_minute} requests per minute for this key. "
-                f"Retry after {retry} s.", headers={"Retry-After": str(retry)})
+        try:
+            if self.per_minute and (wait := await self.counters.take(f"key:{name}", self.per_minute)):
+                RATE_LIMITED.labels("key_rpm").inc()
+                retry = retry_after(wait)
+                raise RateLimited(
+                    f"Rate limit reached: {self.per_minute} requests per minute for this key. "
+                    f"Retry after {retry} s.", headers={"Retry-After": str(retry)})
+        except BaseException:
+            if slot is not None:
+                await self._give_back(name, slot)
+            raise
         return slot
 
-    async def release_key(self, key_hash: bytes) -> None:
-        await self.counters.leave(key_hash[:16].hex())
+    async def release_key(self, key_hash: bytes, slot: str) -> None:
+        await self.counters.leave(key_hash[:16].hex(), slot)
+
+    async def _give_back(self, name: str, slot: str) -> None:
+        """Give back a slot whose request failed to start; a counter that fails now lets the
+        slot expire instead of hiding the first failure."""
+        try:
+            await asyncio.shield(self.counters.leave(name, slot))
+        except Exception:
+            logger.warning("a concurrency slot could not be given back; it expires in %d s", SLOT_TTL)
 
     async def admit_address(self, address: str) -> None:
         if self.signups_per_minute and (
-                retry := await self._count(f"addr:{address}", self.signups_per_minute)) is not None:
+                wait := await self.counters.take(f"addr:{address}", self.signups_per_minute)):
             RATE_LIMITED.labels("address").inc()
+            retry = retry_after(wait)
             raise RateLimited(
                 f"Too many requests from your address: {self.signups_per_minute} per minute. "
                 f"Retry after {retry} s.", headers={"Retry-After": str(retry)})
+
+
+def retry_after(wait: float) -> int:
+    """Whole seconds to wait, at least 1: a client that waits that long is admitted."""
+    return max(1, math.ceil(wait))

@@ -157,7 +157,7 @@ class InferenceHandler:
         outcome = Outcome()
         request: InferenceRequest | None = None
         key_hash: bytes | None = None
-        slot = False
+        slot: str | None = None
         try:
             try:
                 authorization, length = _headers(scope)
@@ -209,8 +209,8 @@ class InferenceHandler:
                         self._settle(request, reservation, prices, request_id, outcome, started, failed=True)
                     )
         finally:
-            if slot and key_hash is not None:
-                await state.limiter.release_key(key_hash)
+            if slot is not None and key_hash is not None:
+                await state.limiter.release_key(key_hash, slot)
             self._observe(endpoint, request, request_id, outcome, time.perf_counter() - started)
 
     def _observe(self, endpoint: str, request: InferenceRequest | None, request_id: str, outcome: Outcome,
