@@ -129,12 +129,34 @@ class FailingTake(LocalCounters):
         raise ConnectionError("the counter store is gone")
 
 
-def test_a_slot_is_given_back_when_the_rate_check_fails() -> None:
+def test_unreachable_counters_serve_without_limits_and_keep_no_slot(caplog: pytest.LogCaptureFixture) -> None:
     counters = FailingTake()
+    limits = RateLimiter(counters, 10, 1, 10)
+    assert asyncio.run(limits.admit_key(KEY)) is None, "served, holding no slot"
+    asyncio.run(limits.admit_address("198.51.100.7"))
+    assert asyncio.run(counters.enter(NAME, 1)) == "local", "the slot taken before the failure was given back"
+    assert "serving without limits" in caplog.text
+
+
+class StuckTake(LocalCounters):
+    async def take(self, name: str, per_period: int) -> float:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+def test_a_slot_is_given_back_when_admission_is_cancelled() -> None:
+    counters = StuckTake()
     limits = RateLimiter(counters, 10, 1, 0)
-    with pytest.raises(ConnectionError):
-        asyncio.run(limits.admit_key(KEY))
-    assert asyncio.run(counters.enter(NAME, 1)) == "local", "the slot was given back"
+
+    async def run() -> str | None:
+        admission = asyncio.create_task(limits.admit_key(KEY))
+        await asyncio.sleep(0.01)
+        admission.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await admission
+        return await counters.enter(NAME, 1)
+
+    assert asyncio.run(run()) == "local"
 
 
 def test_local_counters_drop_full_buckets_and_prune_amortised(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -146,12 +168,15 @@ def test_local_counters_drop_full_buckets_and_prune_amortised(monkeypatch: pytes
         for name in names:
             assert await counters.take(name, 60) == 0.0
 
-    asyncio.run(take("a", "b", "c", "d"))
-    clock.now += 1.5  # a..d are full again (one request a second refills in 1 s)
-    asyncio.run(take("e", "f", "g", "h", "i"))
-    assert set(counters._arrivals) == {"e", "f", "g", "h", "i"}, "the full buckets were dropped"
-    asyncio.run(take("j", "k", "l"))
-    assert len(counters._arrivals) == 8, "no pass while most names are active: the next waits for twice as many"
+    asyncio.run(take("a", "b", "c", "d"))  # each full again a second later
+    clock.now = 1000.5
+    asyncio.run(take("e"))  # a pass finds all 4 active: the next waits until there are 8
+    assert len(counters._arrivals) == 5
+    clock.now = 1002.0
+    asyncio.run(take("f"))  # all others are full again now, but no pass yet
+    assert len(counters._arrivals) == 6
+    asyncio.run(take("g", "h", "i"))  # i finds 8 names: its pass drops the 5 full ones
+    assert set(counters._arrivals) == {"f", "g", "h", "i"}
 
 
 def test_redis_token_bucket_is_shared_and_on_redis_clock() -> None:
@@ -169,13 +194,15 @@ def test_redis_token_bucket_is_shared_and_on_redis_clock() -> None:
     waits = asyncio.run(run())
     assert waits[:3] == [0.0, 0.0, 0.0]
     assert 20 - (time.time() - began) - 0.5 <= waits[3] <= 20, "one back 20 s after the first"
-    ttl = redis.Redis.from_url(REDIS_URL).pttl(f"cocoon:gcra:{name}")
+    plain = redis.Redis.from_url(REDIS_URL)
+    ttl = plain.pttl(f"cocoon:gcra:{name}")
+    plain.delete(f"cocoon:gcra:{name}")
     assert 59_000 <= ttl <= 61_000, "the key lives until the bucket is full again"
 
 
 def test_redis_slots_are_tokens_and_a_lost_one_expires_alone() -> None:
     name = f"test:{uuid.uuid4().hex}"
-    key = f"cocoon:slots:{name}"
+    key = f"cocoon:slot:{name}"
     plain = redis.Redis.from_url(REDIS_URL)
     plain.zadd(key, {"lost-by-a-killed-process": int(time.time()) - SLOT_TTL - 5})
 
@@ -191,7 +218,40 @@ def test_redis_slots_are_tokens_and_a_lost_one_expires_alone() -> None:
         finally:
             await counters.close()
 
-    assert asyncio.run(run()) == [True, None, True]
-    assert plain.zscore(key, "lost-by-a-killed-process") is None
-    assert 0 < plain.ttl(key) <= SLOT_TTL
-    plain.delete(key)
+    try:
+        assert asyncio.run(run()) == [True, None, True]
+        assert plain.zscore(key, "lost-by-a-killed-process") is None
+        assert 0 < plain.ttl(key) <= SLOT_TTL
+    finally:
+        plain.delete(key)
+
+
+def test_redis_slots_survive_an_earlier_versions_counter_and_a_lost_reply() -> None:
+    name = f"test:{uuid.uuid4().hex}"
+    plain = redis.Redis.from_url(REDIS_URL)
+    plain.set(f"cocoon:slots:{name}", 5, ex=60)  # what versions before the slot tokens kept
+
+    async def run() -> tuple[str | None, int]:
+        counters = RedisCounters(REDIS_URL)
+        real = counters._enter
+
+        async def reply_lost(**arguments: object) -> object:
+            await real(**arguments)
+            raise TimeoutError("the reply never came")
+
+        try:
+            slot = await counters.enter(name, 1)
+            assert slot is not None
+            await counters.leave(name, slot)
+            counters._enter = reply_lost  # type: ignore[assignment]
+            with pytest.raises(TimeoutError):
+                await counters.enter(name, 1)
+            return slot, int(plain.zcard(f"cocoon:slot:{name}"))
+        finally:
+            await counters.close()
+
+    try:
+        slot, held = asyncio.run(run())
+        assert held == 0, "the slot whose reply was lost was given back"
+    finally:
+        plain.delete(f"cocoon:slots:{name}", f"cocoon:slot:{name}")

@@ -15,7 +15,7 @@ from cocoon_platform.billing.prices import NetworkPrices, Pricer
 from cocoon_platform.billing.store import create_billing_store, sweep_expired
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
-from cocoon_platform.ops.ratelimit import Counters, LocalCounters, RateLimiter, RedisCounters
+from cocoon_platform.ops.ratelimit import SLOT_TTL, Counters, LocalCounters, RateLimiter, RedisCounters
 from cocoon_platform.ton.rates import RateSource
 from cocoon_platform.upstream.catalog import ModelCatalog
 from cocoon_platform.upstream.pool import UpstreamPool
@@ -43,7 +43,9 @@ class AppState:
         self.pricer = Pricer(settings.markup_multiplier, settings.max_coefficient)
         self.prices: NetworkPrices = default_prices(settings)
         self.last_used = LastUsedTracker(self.sessionmaker)
-        counters: Counters = RedisCounters(settings.redis_url) if settings.redis_url else LocalCounters()
+        # A slot outlives any request: a request never outlives its reservation.
+        slot_ttl = max(SLOT_TTL, int(settings.reservation_ttl_seconds) + 60)
+        counters: Counters = RedisCounters(settings.redis_url, slot_ttl) if settings.redis_url else LocalCounters()
         self.limiter = RateLimiter(
             counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute
         )

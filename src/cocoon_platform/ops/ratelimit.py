@@ -1,7 +1,9 @@
 """Rate limits: requests per minute and concurrent requests per key, sign-ups per address.
 
 Counters live in Redis when COCOON_REDIS_URL is set (shared by every instance, on Redis's
-clock), else in this process. A limit of 0 turns that limit off.
+clock), else in this process. A limit of 0 turns that limit off. When the counters can't be
+reached, requests are served without limits (and a warning logged) rather than all refused:
+limits guard capacity and fairness, not money.
 
 A per-minute limit L is a token bucket (GCRA: one timestamp per name): up to L requests at
 once after a quiet minute, then one every 60/L seconds, whatever the clock's minute. A client
@@ -11,7 +13,8 @@ bucket and its refill can still add up to 2L - 1 in the 60 s after a quiet minut
 request takes nothing, and its Retry-After is the first whole second it would be admitted.
 
 A concurrency slot is a token of its own: one that is never given back (a killed process)
-expires alone after SLOT_TTL, without holding back the key's other requests.
+holds its place for at most the slot TTL, and its age is its own (slots taken later don't
+keep it alive).
 """
 
 from __future__ import annotations
@@ -30,8 +33,10 @@ from cocoon_platform.ops.metrics import RATE_LIMITED
 logger = logging.getLogger("cocoon_platform.ratelimit")
 
 PERIOD = 60.0  # seconds: limits are per minute
-# A concurrency slot whose release never came expires after this; longer than any request lives.
+# A concurrency slot whose release never came expires after this (at least; see slot_ttl).
 SLOT_TTL = 3600
+# Between warnings that the counters can't be reached.
+UNREACHABLE_WARNING_SECONDS = 10.0
 # Names the in-process counters keep before they drop the ones whose bucket is full again.
 LOCAL_NAMES = 100_000
 
@@ -45,12 +50,15 @@ class Counters(Protocol):
         """A slot of `name`'s `limit`, or None when all are taken."""
         ...
 
-    async def leave(self, name: str, slot: str) -> None: ...
+    async def leave(self, name: str, slot: str) -> None:
+        """Give a slot back; never raises (a slot that can't be given back expires)."""
+        ...
+
     async def close(self) -> None: ...
 
 
 class LocalCounters:
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._arrivals: dict[str, float] = {}  # name: when its bucket is full again (GCRA's TAT)
         self._prune_at = LOCAL_NAMES
@@ -115,25 +123,36 @@ return 1
 
 
 class RedisCounters:
-    def __init__(self, url: str) -> None:
+    """Keys: `cocoon:gcra:<name>` (a timestamp) and `cocoon:slot:<name>` (a sorted set; earlier
+    versions kept a counter under `cocoon:slots:<name>`, which this never touches)."""
+
+    def __init__(self, url: str, slot_ttl: int = SLOT_TTL) -> None:
         import redis.asyncio as redis
 
         self._redis = redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._take = self._redis.register_script(_TAKE)
         self._enter = self._redis.register_script(_ENTER)
+        self._slot_ttl = slot_ttl
 
     async def take(self, name: str, per_period: int) -> float:
-        interval = round(PERIOD * 1_000_000 / per_period)
+        interval = max(1, round(PERIOD * 1_000_000 / per_period))
         wait = await self._take(keys=[f"cocoon:gcra:{name}"], args=[interval, round(PERIOD * 1_000_000)])
         return int(wait) / 1_000_000
 
     async def enter(self, name: str, limit: int) -> str | None:
         slot = secrets.token_hex(8)
-        taken = await self._enter(keys=[f"cocoon:slots:{name}"], args=[limit, slot, SLOT_TTL])
+        try:
+            taken = await self._enter(keys=[f"cocoon:slot:{name}"], args=[limit, slot, self._slot_ttl])
+        except BaseException:
+            await self.leave(name, slot)  # the script may have run and only its reply been lost
+            raise
         return slot if int(taken) else None
 
     async def leave(self, name: str, slot: str) -> None:
-        await self._redis.zrem(f"cocoon:slots:{name}", slot)
+        try:
+            await asyncio.shield(self._redis.zrem(f"cocoon:slot:{name}", slot))
+        except Exception:
+            logger.warning("a concurrency slot could not be given back; it expires in %d s", self._slot_ttl)
 
     async def close(self) -> None:
         await self._redis.aclose()
@@ -145,6 +164,7 @@ class RateLimiter:
         self.per_minute = per_minute
         self.concurrent = concurrent
         self.signups_per_minute = signups_per_minute
+        self._warned_at = -UNREACHABLE_WARNING_SECONDS
 
     @property
     def checks_keys(self) -> bool:
@@ -152,7 +172,16 @@ class RateLimiter:
 
     async def admit_key(self, key_hash: bytes) -> str | None:
         """Admit a request of this key: the concurrency slot it holds (to give back with
-        `release_key`), or None when concurrency is not limited. A refused request holds none."""
+        `release_key`), or None when it holds none. A refused request holds none."""
+        try:
+            return await self._admit_key(key_hash)
+        except RateLimited:
+            raise
+        except Exception as exc:
+            self._unreachable(exc)
+            return None
+
+    async def _admit_key(self, key_hash: bytes) -> str | None:
         name = key_hash[:16].hex()
         slot = None
         if self.concurrent:
@@ -171,24 +200,29 @@ class RateLimiter:
                     f"Retry after {retry} s.", headers={"Retry-After": str(retry)})
         except BaseException:
             if slot is not None:
-                await self._give_back(name, slot)
+                await self.counters.leave(name, slot)
             raise
         return slot
 
     async def release_key(self, key_hash: bytes, slot: str) -> None:
         await self.counters.leave(key_hash[:16].hex(), slot)
 
-    async def _give_back(self, name: str, slot: str) -> None:
-        """Give back a slot whose request failed to start; a counter that fails now lets the
-        slot expire instead of hiding the first failure."""
-        try:
-            await asyncio.shield(self.counters.leave(name, slot))
-        except Exception:
-            logger.warning("a concurrency slot could not be given back; it expires in %d s", SLOT_TTL)
+    def _unreachable(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= UNREACHABLE_WARNING_SECONDS:
+            self._warned_at = now
+            logger.warning("rate-limit counters unreachable (%s: %s): serving without limits",
+                           type(exc).__name__, exc)
 
     async def admit_address(self, address: str) -> None:
-        if self.signups_per_minute and (
-                wait := await self.counters.take(f"addr:{address}", self.signups_per_minute)):
+        if not self.signups_per_minute:
+            return
+        try:
+            wait = await self.counters.take(f"addr:{address}", self.signups_per_minute)
+        except Exception as exc:
+            self._unreachable(exc)
+            return
+        if wait:
             RATE_LIMITED.labels("address").inc()
             retry = retry_after(wait)
             raise RateLimited(
