@@ -119,7 +119,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         port = free_port()
-        simulator = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "cocoon_platform.simulator",
+        simulator = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "cocoon_simulator",
                                       "--port", str(port)], env=base_env(), stdout=subprocess.DEVNULL,
                                      stderr=subprocess.STDOUT)
         try:

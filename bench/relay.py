@@ -18,8 +18,8 @@ import time
 from typing import Any
 
 from cocoon_platform.proxy.handler import InferenceHandler, Outcome
-from cocoon_platform.simulator.cocoon_infer import Answer, final_events, token_events
-from cocoon_platform.simulator.cocoon_text import ENGLISH_WORDS
+from cocoon_simulator.cocoon_infer import Answer, final_events, token_events
+from cocoon_simulator.cocoon_text import ENGLISH_WORDS
 
 
 class BufferedResponse:

@@ -374,7 +374,7 @@ def main() -> int:
     print(f"cores: platform on {PLATFORM_CORE}; simulator, load generator and PostgreSQL on {LOAD_CORE}. "
           f"Generator: {'wrk' if bench.use_wrk else 'bench/driver.py'}; {args.seconds:g} s per point.", flush=True)
     sim_port, pass_port = free_port(), free_port()
-    simulator = start(pinned(LOAD_CORE, [sys.executable, "-m", "cocoon_platform.simulator", "--port", str(sim_port)]),
+    simulator = start(pinned(LOAD_CORE, [sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)]),
                       base_env(), workdir / "simulator.log", f"http://127.0.0.1:{sim_port}/v1/models")
     upstream = f"http://127.0.0.1:{sim_port}"
     passthrough = start(pinned(PLATFORM_CORE, [sys.executable, str(ROOT / "bench" / "passthrough.py"), "--port",

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 from openai import OpenAI
 
-from cocoon_platform.simulator.toncenter import DEFAULT_WALLET
+from cocoon_simulator.toncenter import DEFAULT_WALLET
 
 BIN = Path(sys.executable).parent
 DATA = Path("data")

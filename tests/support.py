@@ -186,7 +186,7 @@ def drop_pg_database(url: str) -> None:
 
 @dataclass
 class Simulator(Process):
-    """A running COCOON-client simulator (`python -m cocoon_platform.simulator`)."""
+    """A running COCOON-client simulator (`python -m cocoon_simulator`)."""
 
     port: int = 0
 
@@ -207,7 +207,7 @@ class Simulator(Process):
 def start_simulator(tmp: Path, *extra: str) -> Simulator:
     port = free_port()
     sim = Simulator(
-        args=[sys.executable, "-m", "cocoon_platform.simulator", "--port", str(port), *extra],
+        args=[sys.executable, "-m", "cocoon_simulator", "--port", str(port), *extra],
         env=base_env(),
         log_path=tmp / f"simulator-{port}.log",
         port=port,

@@ -30,7 +30,7 @@ from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
 from cocoon_platform.db.migrate import upgrade_head
 from cocoon_platform.db.models import Account, Deposit, LedgerEntry, WatcherCursor
-from cocoon_platform.simulator.toncenter import DEFAULT_WALLET
+from cocoon_simulator.toncenter import DEFAULT_WALLET
 from cocoon_platform.ton.address import TonAddress
 from cocoon_platform.ton.deposits import (
     AlreadyCredited,
@@ -84,12 +84,12 @@ def hex_hash(tx: dict[str, Any]) -> str:
 
 @pytest.fixture(scope="session")
 def fake_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``python -m cocoon_platform.simulator.toncenter`` for the whole run."""
+    """``python -m cocoon_simulator.toncenter`` for the whole run."""
     port = free_port()
     log = tmp_path_factory.mktemp("toncenter") / "fake.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cocoon_platform.simulator.toncenter", "--port", str(port),
+            [sys.executable, "-m", "cocoon_simulator.toncenter", "--port", str(port),
              "--wallet", DEFAULT_WALLET],
             stdout=out, stderr=subprocess.STDOUT,
         )

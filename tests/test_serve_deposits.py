@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from cocoon_platform.simulator.toncenter import DEFAULT_WALLET
+from cocoon_simulator.toncenter import DEFAULT_WALLET
 from conftest import ServerFactory
 from support import Server, Simulator, db_rows, ledger_consistent, new_account, run_cli, start_simulator
 from test_operations import metric

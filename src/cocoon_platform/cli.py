@@ -183,12 +183,16 @@ def cmd_reconcile(_: argparse.Namespace) -> int:
     return run_async(_reconcile)
 
 
+def run_simulator(argv: list[str]) -> int:
+    from cocoon_simulator.__main__ import main as simulate
+
+    return simulate(argv)
+
+
 # --- entry point -----------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from cocoon_platform.simulator.__main__ import add_simulate_arguments, run_simulate
-    from cocoon_platform.simulator.toncenter import add_deposit_arguments, run_deposit_command
     from cocoon_platform.ton.cli import register_deposits, register_watch
 
     parser = argparse.ArgumentParser(prog="cocoon-platform", description=__doc__)
@@ -204,15 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.set_defaults(handler=cmd_migrate)
     register_watch(commands)
 
+    # The simulator is a development tool in a package of its own: imported only when asked for.
     simulate = commands.add_parser(
-        "simulate", help="run a COCOON-client simulator with a toncenter fake (for development and tests)"
+        "simulate", add_help=False,
+        help="run a COCOON-client simulator with a toncenter fake (for development and tests; see --help)",
     )
-    add_simulate_arguments(simulate)
-    simulate.set_defaults(handler=run_simulate)
-    simulate_commands = simulate.add_subparsers(dest="simulate_command")
-    deposit = simulate_commands.add_parser("deposit", help="inject a deposit into a running simulator")
-    add_deposit_arguments(deposit)
-    deposit.set_defaults(handler=run_deposit_command)
+    simulate.add_argument("arguments", nargs=argparse.REMAINDER)
 
     admin = commands.add_parser("admin", help="operator commands").add_subparsers(dest="admin", required=True)
     _add_balance_command(admin, "credit", cmd_credit, "credit")
@@ -224,6 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:  # the simulator parses its own arguments, --help included
+        return run_simulator(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cocoon_platform.simulator.cocoon import ModelSpec, add_arguments, options_from_args
+from cocoon_simulator.cocoon import ModelSpec, add_arguments, options_from_args
 
 QWEN = "Qwen/Qwen3-32B"
 SEED = "ByteDance-Seed/Seed-X-PPO-7B"
@@ -33,12 +33,12 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def base_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Start `python -m cocoon_platform.simulator` and wait until it answers."""
+    """Start `python -m cocoon_simulator` and wait until it answers."""
     port = _free_port()
     log: Path = tmp_path_factory.mktemp("sim") / "simulator.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cocoon_platform.simulator", "--port", str(port), "--access-hash", ACCESS_HASH],
+            [sys.executable, "-m", "cocoon_simulator", "--port", str(port), "--access-hash", ACCESS_HASH],
             stdout=sink,
             stderr=subprocess.STDOUT,
         )

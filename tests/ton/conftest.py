@@ -40,13 +40,13 @@ def _wait_until_up(url: str, process: subprocess.Popen[bytes], log: Path) -> Non
 
 @pytest.fixture(scope="session")
 def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL of ``python -m cocoon_platform.simulator.toncenter`` (session-wide)."""
+    """Base URL of ``python -m cocoon_simulator.toncenter`` (session-wide)."""
     port = _free_port()
     log = tmp_path_factory.mktemp("fake-toncenter") / "server.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "cocoon_platform.simulator.toncenter",
+                sys.executable, "-m", "cocoon_simulator.toncenter",
                 "--port", str(port), "--wallet", FAKE_WALLET,
             ],
             stdout=out,

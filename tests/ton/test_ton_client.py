@@ -126,7 +126,7 @@ def test_api_key_lifts_the_per_second_limit(free_port: Callable[[], int]) -> Non
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "cocoon_platform.simulator.toncenter", "--port", str(port),
+            sys.executable, "-m", "cocoon_simulator.toncenter", "--port", str(port),
             "--rate-limit-per-second", "1", "--keyed-rate-limit-per-second", "100",
         ],
         stdout=subprocess.DEVNULL,

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cocoon_platform.simulator.toncenter import (
+from cocoon_simulator.toncenter import (
     ToncenterState,
     add_deposit_arguments,
     build_toncenter_app,

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
-from cocoon_platform.simulator.cocoon_infer import (
+from cocoon_simulator.cocoon_infer import (
     ERROR_FAULTS,
     HTML_TYPE,
     JSON_TYPE,
@@ -31,13 +31,13 @@ from cocoon_platform.simulator.cocoon_infer import (
     response_body,
     token_events,
 )
-from cocoon_platform.simulator.cocoon_options import (
+from cocoon_simulator.cocoon_options import (
     FAULT_MODES,
     SimulatorOptions,
     apply_changes,
     public_config,
 )
-from cocoon_platform.simulator.cocoon_text import PrefixCache
+from cocoon_simulator.cocoon_text import PrefixCache
 
 Scope = dict[str, Any]
 Message = dict[str, Any]

@@ -596,7 +596,7 @@ def run_deposit_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the fake standalone: ``python -m cocoon_platform.simulator.toncenter --port N``."""
+    """Run the fake standalone: ``python -m cocoon_simulator.toncenter --port N``."""
     import uvicorn
 
     parser = argparse.ArgumentParser(description="toncenter v3 fake for one wallet")

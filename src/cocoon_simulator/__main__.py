@@ -1,6 +1,8 @@
-"""Run the simulators standalone: python -m cocoon_platform.simulator --port 10000.
+"""Run the simulators: `cocoon-simulator --port 10000` (or `cocoon-platform simulate ...`).
 
-One process answers as a COCOON client and, for its own wallet, as toncenter's API v3.
+One process answers as a COCOON client and, for its own wallet, as toncenter's API v3;
+`cocoon-simulator deposit --code CODE --amount-ton 1` injects a deposit into a running one.
+The simulator is a tool for development and tests, a package apart from the product.
 """
 
 from __future__ import annotations
@@ -8,8 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cocoon_platform.simulator.cocoon import add_arguments, options_from_args, serve
-from cocoon_platform.simulator.toncenter import DEFAULT_WALLET, ToncenterState, build_toncenter_app
+from cocoon_simulator.cocoon import add_arguments, options_from_args, serve
+from cocoon_simulator.toncenter import (
+    DEFAULT_WALLET,
+    ToncenterState,
+    add_deposit_arguments,
+    build_toncenter_app,
+    run_deposit_command,
+)
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
 
 
@@ -34,9 +42,15 @@ def run_simulate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cocoon_platform.simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="cocoon-simulator", description=__doc__)
     add_simulate_arguments(parser)
-    return run_simulate(parser.parse_args(argv))
+    parser.set_defaults(handler=run_simulate)
+    commands = parser.add_subparsers(dest="simulate_command")
+    deposit = commands.add_parser("deposit", help="inject a deposit into a running simulator")
+    add_deposit_arguments(deposit)
+    deposit.set_defaults(handler=run_deposit_command)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
 
 
 if __name__ == "__main__":

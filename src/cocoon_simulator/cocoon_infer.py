@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
-from cocoon_platform.simulator.cocoon_options import FAULT_MODES, SimulatorOptions
-from cocoon_platform.simulator.cocoon_text import (
+from cocoon_simulator.cocoon_options import FAULT_MODES, SimulatorOptions
+from cocoon_simulator.cocoon_text import (
     CACHE_BLOCK_TOKENS,
     CHINESE_WORDS,
     ENGLISH_WORDS,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 
-from cocoon_platform.simulator.cocoon_app import ASGIApp, SimulatorApp, hide_cut_tracebacks
-from cocoon_platform.simulator.cocoon_options import (
+from cocoon_simulator.cocoon_app import ASGIApp, SimulatorApp, hide_cut_tracebacks
+from cocoon_simulator.cocoon_options import (
     DEFAULT_MODELS,
     FAULT_MODES,
     ModelSpec,
