@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test serve demo bench clean
+.PHONY: install test serve demo bench bench-cpu clean
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,12 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# The gate for a change: platform CPU per request, BASE (default main) against this working tree,
+# interleaved runs, medians (bench/cpu.py; SCENARIOS e.g. "--scenario chat --scenario tools5").
+BASE ?= main
+bench-cpu: install
+	$(BIN)/python bench/cpu.py --base $(BASE) $(SCENARIOS)
 
 clean:
 	rm -rf $(VENV) data bench/results .pytest_cache

@@ -1,0 +1,208 @@
+"""The platform's CPU time per request, before and after a change: the gate every change is judged by.
+
+    python bench/cpu.py --base REV [--head REV] [--rounds 5] [--requests 4000] [--scenario chat ...]
+
+On a shared host requests/s moves 15-30% between runs of the same code, so throughput cannot tell
+a 5% change. The server process's own user+system CPU (from /proc) over a fixed load, divided by
+the answers it sent, moves far less. Each round starts a fresh platform from one revision's source
+(a temporary git worktree, imported ahead of the installed package), on a fresh SQLite database,
+warms it up, drives c16 load with bench/driver.py until the wanted number of answers, and reads
+the CPU the server spent. Revisions alternate (A B A B ...) so that the machine's slow minutes fall
+on both; the report gives each revision's median and the ratio B/A. Throughput is printed beside it,
+ungated.
+
+The platform runs on core 0; the simulator (zero latency) and the load generator on core 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from driver import drive, http_request  # noqa: E402
+from support import base_env, free_port, wait_http  # noqa: E402
+
+PLATFORM_CORE, LOAD_CORE = "0", "1"
+ACCOUNTS = 16
+CONNECTIONS = 16
+SYSTEM = '{"role":"system","content":"You are a helpful assistant."}'
+USER = '{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}'
+
+
+def _tools(count: int) -> str:
+    tool = ('{"type":"function","function":{"name":"tool_%d","description":"Look up a fact about the sea.",'
+            '"parameters":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"}},'
+            '"required":["query"]}}}')
+    return "[" + ",".join(tool % i for i in range(count)) + "]"
+
+
+# Each scenario: the path and the body of one request. Scenarios a revision does not serve fail
+# loudly (its answers are not 200), rather than measuring an error path.
+SCENARIOS: dict[str, tuple[str, bytes]] = {
+    "chat": ("/v1/chat/completions",
+             f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"messages":[{SYSTEM},{USER}]}}'.encode()),
+    "stream": ("/v1/chat/completions",
+               f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"stream":true,"messages":[{SYSTEM},{USER}]}}'.encode()),
+    "tools5": ("/v1/chat/completions",
+               f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"tools":{_tools(5)},"messages":[{SYSTEM},{USER}]}}'
+               .encode()),
+    "responses": ("/v1/responses",
+                  b'{"model":"Qwen/Qwen3-32B","max_output_tokens":64,"instructions":"You are a helpful assistant.",'
+                  b'"input":"[[sim:tokens=20]] Write a haiku about the sea."}'),
+    "messages": ("/v1/messages",
+                 b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"system":"You are a helpful assistant.",'
+                 b'"messages":[{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}'),
+}
+
+
+@dataclass
+class Round:
+    revision: str
+    scenario: str
+    answers: int
+    failures: int
+    cpu_seconds: float
+    wall_seconds: float
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.cpu_seconds / max(self.answers - self.failures, 1) * 1e6
+
+    @property
+    def rate(self) -> float:
+        return (self.answers - self.failures) / self.wall_seconds
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its threads, from /proc (fields 14 and 15, in ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def checkout(revision: str, workdir: Path) -> Path:
+    """A detached worktree of `revision` (the working tree itself for "WORKTREE")."""
+    if revision == "WORKTREE":
+        return ROOT
+    path = workdir / f"rev-{revision.replace('/', '_')}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(path), revision],
+                   check=True, capture_output=True)
+    return path
+
+
+def fund_all(database: Path, nanoton: int) -> None:
+    """Enough balance that no request of the run is refused (the bench measures serving, not deposits)."""
+    with sqlite3.connect(database) as db:
+        db.execute("UPDATE accounts SET balance_nanoton = balance_nanoton + ?", (nanoton,))
+
+
+def measure(revision: str, source: Path, scenario: str, simulator: str, requests: int, workdir: Path) -> Round:
+    path, body = SCENARIOS[scenario]
+    port = free_port()
+    database = workdir / f"cpu-{revision.replace('/', '_')}-{time.monotonic_ns()}.db"
+    env = base_env({"COCOON_DATABASE_URL": f"sqlite+aiosqlite:///{database}", "COCOON_UPSTREAM_URL": simulator,
+                    "COCOON_PORT": str(port), "COCOON_LOG_LEVEL": "warning",
+                    "COCOON_RATE_LIMIT_RPM": "1000000000", "COCOON_RATE_LIMIT_CONCURRENT": "100000",
+                    "PYTHONPATH": str(source / "src")})
+    command = ["taskset", "-c", PLATFORM_CORE, sys.executable, "-c",
+               "import sys; from cocoon_platform.cli import main; sys.exit(main())", "serve"]
+    log = (workdir / f"platform-{port}.log").open("wb")
+    server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(url + "/health", proc=server)
+        with httpx.Client(base_url=url, timeout=30) as client:
+            keys = [client.post("/api/register").json()["api_key"] for _ in range(ACCOUNTS)]
+        fund_all(database, 10_000 * 10**9)
+        wire = [http_request("127.0.0.1", path, body, {"Authorization": f"Bearer {k}"}) for k in keys]
+        asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, 1.0))  # warm-up: imports, caches, pools
+        # The driver runs for a time, not a count: size the time from a short probe of the rate.
+        probe = asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, 1.0))
+        seconds = max(2.0, requests / max(probe.rate, 1.0))
+        before = process_cpu_seconds(server.pid)
+        began = time.perf_counter()
+        result = asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, seconds))
+        wall = time.perf_counter() - began
+        cpu = process_cpu_seconds(server.pid) - before
+        if result.failures or probe.failures:
+            raise SystemExit(f"{revision} {scenario}: {result.failures} failed answers; see {log.name}")
+        return Round(revision, scenario, result.answers, result.failures, cpu, wall)
+    finally:
+        server.terminate()
+        server.wait(30)
+        log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--base", required=True, help="the revision before (git rev, or WORKTREE)")
+    parser.add_argument("--head", default="WORKTREE", help="the revision after (default: this working tree)")
+    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
+                        help="repeatable; default chat and stream")
+    parser.add_argument("--rounds", type=int, default=5, help="runs per revision and scenario (median)")
+    parser.add_argument("--requests", type=int, default=4000, help="about this many answers per run")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    args = parser.parse_args()
+    scenarios = args.scenario or ["chat", "stream"]
+    os.sched_setaffinity(0, {int(LOAD_CORE)})  # the load generator (this process) stays off the platform's core
+    workdir = Path(tempfile.mkdtemp(prefix="cocoon-cpu-"))
+    sources = {rev: checkout(rev, workdir) for rev in (args.base, args.head)}
+    sim_port = free_port()
+    sim_log = (workdir / "simulator.log").open("wb")
+    simulator = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, "-m", "cocoon_simulator",
+                                  "--port", str(sim_port)], env=base_env(), stdout=sim_log, stderr=subprocess.STDOUT)
+    rounds: list[Round] = []
+    try:
+        wait_http(f"http://127.0.0.1:{sim_port}/v1/models", proc=simulator)
+        for scenario in scenarios:
+            for index in range(args.rounds):
+                for rev in (args.base, args.head) if index % 2 == 0 else (args.head, args.base):
+                    done = measure(rev, sources[rev], scenario, f"http://127.0.0.1:{sim_port}", args.requests,
+                                   workdir)
+                    rounds.append(done)
+                    print(f"  {scenario:<10} {rev:<12} {done.cpu_us_per_request:8.1f} us CPU/request  "
+                          f"{done.rate:8.0f} req/s  ({done.answers} answers)", flush=True)
+    finally:
+        simulator.terminate()
+        simulator.wait(30)
+        for rev, source in sources.items():
+            if source != ROOT:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source)],
+                               capture_output=True)
+    report = {"command": " ".join(["python", "bench/cpu.py", *sys.argv[1:]]),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "scenarios": {}}
+    print(f"\n| scenario | {args.base} us/req | {args.head} us/req | ratio | {args.base} req/s | {args.head} req/s |")
+    print("|---|---|---|---|---|---|")
+    for scenario in scenarios:
+        def median(rev: str, attribute: str) -> float:
+            return statistics.median(getattr(r, attribute) for r in rounds
+                                     if r.revision == rev and r.scenario == scenario)
+
+        base, head = median(args.base, "cpu_us_per_request"), median(args.head, "cpu_us_per_request")
+        base_rate, head_rate = median(args.base, "rate"), median(args.head, "rate")
+        report["scenarios"][scenario] = {"base_us": base, "head_us": head, "ratio": head / base,
+                                         "base_rate": base_rate, "head_rate": head_rate}
+        print(f"| {scenario} | {base:.1f} | {head:.1f} | {head / base:.3f} | {base_rate:,.0f} | {head_rate:,.0f} |")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"cpu-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
