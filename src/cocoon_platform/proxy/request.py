@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from cocoon_platform.billing.cost import estimate_prompt_tokens
 from cocoon_platform.errors import InvalidRequest, PlatformError
 
 CHAT_PATH = "/v1/chat/completions"
@@ -60,6 +61,11 @@ class InferenceRequest:
             return "\n".join(parts)
         prompt = self.payload["prompt"]
         return prompt if isinstance(prompt, str) else "\n".join(prompt)
+
+    def estimate_prompt_tokens(self) -> int:
+        """The prompt's tokens, estimated, for when the upstream never reported them."""
+        messages = len(self.payload["messages"]) if self.endpoint == "chat" else 0
+        return estimate_prompt_tokens(self.text_for_estimate(), messages)
 
 
 def _int_field(body: dict[str, Any], name: str, minimum: int, maximum: int | None = None) -> int | None:
