@@ -107,6 +107,7 @@ class InferenceHandler:
                     max_tokens_cap=settings.max_tokens_cap,
                     default_max_tokens=settings.default_max_tokens,
                     max_coefficient=settings.max_coefficient,
+                    extra_fields=settings.upstream_extra_field_set,
                 )
                 prices = state.prices
                 amount = state.pricer.worst_case(prices, len(raw), request.max_tokens * request.choices)
