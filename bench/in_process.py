@@ -38,8 +38,9 @@ ACCOUNTS = 64
 class Client:
     """Calls the ASGI application as a server would, one complete request body per call."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, state: dict[str, Any]) -> None:
         self.app = app
+        self.state = state  # the lifespan's state, copied into each request's scope as servers do
 
     async def call(self, path: str, body: bytes, headers: list[tuple[bytes, bytes]]) -> list[dict[str, Any]]:
         delivered = False
@@ -60,7 +61,7 @@ class Client:
                  "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
                  "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                              *headers],
-                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "state": self.state.copy()}
         await self.app(scope, receive, send)
         return sent
 
@@ -91,10 +92,11 @@ async def measure(database_url: str, requests: int, concurrency: int) -> None:
     app = create_app()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     done: asyncio.Queue[Any] = asyncio.Queue()
-    running = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, queue.get,
+    state: dict[str, Any] = {}
+    running = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}, queue.get,
                                       done.put))
     await lifespan(app, True, queue, done)
-    client = Client(app)
+    client = Client(app, state)
     keys = []
     for _ in range(ACCOUNTS):
         sent = await client.call("/api/register", b"", [])

@@ -3,7 +3,7 @@
     python bench/relay.py [--chunks 20] [--rounds 20000]
 
 Feeds one simulator-made stream (the chunks, the usage chunk, [DONE]) through the production
-`InferenceHandler._relay` with an upstream that has it all buffered and a client that takes
+`proxy.relay.relay` with an upstream that has it all buffered and a client that takes
 every write at once, as in the suite's zero-latency stream point; prints microseconds per stream.
 In-process and single-threaded: no network, no database, so it shows changes of a few percent
 that the end-to-end points cannot. The stream's deadline (one `asyncio.timeout`, about 4 us) is
@@ -17,7 +17,8 @@ import asyncio
 import time
 from typing import Any
 
-from cocoon_platform.proxy.handler import InferenceHandler, Outcome
+from cocoon_platform.proxy.outcome import Outcome
+from cocoon_platform.proxy.relay import relay
 from cocoon_simulator.cocoon_infer import Answer, final_events, token_events
 from cocoon_simulator.cocoon_text import ENGLISH_WORDS
 
@@ -42,8 +43,6 @@ def stream_body(chunks: int) -> bytes:
 
 
 async def measure(body: bytes, rounds: int) -> float:
-    handler = InferenceHandler()
-    handler.deadline = 600.0
     written = 0
 
     async def send(message: dict[str, Any]) -> None:
@@ -56,7 +55,7 @@ async def measure(body: bytes, rounds: int) -> float:
     started = time.perf_counter()
     for _ in range(rounds):
         outcome = Outcome()
-        await handler._relay(BufferedResponse(body), send, outcome, time.perf_counter(), watch_client)  # type: ignore[arg-type]
+        await relay(BufferedResponse(body), send, outcome, time.perf_counter(), watch_client)  # type: ignore[arg-type]
         assert outcome.usage is not None and outcome.error is None
     elapsed = time.perf_counter() - started
     assert written > 0

@@ -225,11 +225,12 @@ def test_malformed_json_and_refused_fields(platform: Server, database_url: str) 
     headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
     bad = httpx.post(platform.url + "/v1/chat/completions", content=b"{not json", headers=headers, timeout=10)
     assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "json_invalid"
-    for field in ("tools", "tool_choice", "function_call", "logit_bias", "metadata"):
+    for field in ("tools", "tool_choice", "function_call", "logit_bias", "logprobs", "audio"):
         response = httpx.post(platform.url + "/v1/chat/completions", headers=headers, timeout=10, json={
             "model": QWEN, "messages": [{"role": "user", "content": "x"}], field: {"a": 1}})
         assert response.status_code == 400, field
         assert response.json()["error"]["param"] == field
+        assert response.json()["error"]["code"] == "unsupported_parameter"
         assert "not supported by the COCOON network" in response.json()["error"]["message"]
     image = httpx.post(platform.url + "/v1/chat/completions", headers=headers, timeout=10, json={
         "model": QWEN, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})
@@ -242,12 +243,12 @@ def test_forwarded_fields_max_tokens_cap_default_and_coefficient(platform: Serve
     openai_client = client(platform, key)
     openai_client.chat.completions.create(
         model=QWEN, messages=[{"role": "user", "content": "cap"}], max_tokens=500_000, temperature=0.5, top_p=0.9,
-        seed=7, stop=["x"], presence_penalty=0.1, frequency_penalty=0.1, response_format={"type": "text"},
+        stop=["x"], presence_penalty=0.1, frequency_penalty=0.1, response_format={"type": "text"},
         extra_body={"chat_template_kwargs": {"enable_thinking": False}, "reasoning_effort": "low"},
     )
     forwarded = simulator.stats()["last_requests"][-1]  # type: ignore[index]
     assert forwarded["max_tokens"] == 128000 and forwarded["max_coefficient"] == 1000
-    for field in ("temperature", "top_p", "seed", "stop", "presence_penalty", "frequency_penalty",
+    for field in ("temperature", "top_p", "stop", "presence_penalty", "frequency_penalty",
                   "response_format", "chat_template_kwargs", "reasoning_effort"):
         assert field in forwarded["fields"], field
     openai_client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "default"}])
@@ -323,3 +324,27 @@ def test_inference_records_the_keys_last_use(server_factory: ServerFactory, simu
     assert db_rows(database_url, query, {"h": digest}) == [(None,)], "kept in memory, not written per request"
     server.stop()  # the tracker writes what it holds on shutdown
     assert db_rows(database_url, query, {"h": digest})[0][0] is not None
+
+
+def test_what_apps_commonly_send_reaches_a_strict_client_as_it_takes_it(platform: Server, database_url: str,
+                                                                        simulator: Simulator) -> None:
+    """Ruling 7: the simulator refuses what the older COCOON client build refuses; the platform
+    forwards only what both builds take, so `user`, `seed`, a string `stop`, a `developer`
+    message, text parts and an echoed `reasoning_content` all work, streamed or not."""
+    key = new_account(platform, database_url, TON)
+    messages = [{"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]},
+                {"role": "assistant", "content": "ok", "reasoning_content": "thinking..."},
+                {"role": "user", "content": "again"}]
+    for stream in (False, True):
+        answer = client(platform, key).chat.completions.create(
+            model=QWEN, messages=messages, user="end-user-7", seed=7, stop="END", store=False,  # type: ignore[arg-type]
+            metadata={"app": "x"}, stream=stream, max_tokens=16)
+        if stream:
+            assert [chunk for chunk in answer]  # type: ignore[union-attr]
+        forwarded = simulator.stats()["last_requests"][-1]  # type: ignore[index]
+        assert not {"user", "seed", "store", "metadata"} & set(forwarded["fields"])
+        assert forwarded["stop"] == ["END"]
+        assert forwarded["messages"] == [{"role": "system", "content": "be brief"},
+                                         {"role": "user", "content": "one\ntwo"},
+                                         {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again"}]

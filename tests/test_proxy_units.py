@@ -9,7 +9,9 @@ import pytest
 
 from cocoon_platform.errors import InvalidRequest
 from cocoon_platform.proxy.events import DONE, EventSplitter, usual_event
-from cocoon_platform.proxy.handler import MAX_TOKEN_COUNT, InferenceHandler, Outcome, delivered_tokens, usage_tokens
+from cocoon_platform.billing.cost import MAX_TOKEN_COUNT, delivered_tokens, usage_tokens
+from cocoon_platform.proxy.outcome import Outcome
+from cocoon_platform.proxy.relay import inspect_document, read_events
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH, ValidationFailed, parse_request
 
 LIMITS = {"max_tokens_cap": 128000, "default_max_tokens": 4096, "max_coefficient": 1000}
@@ -140,13 +142,12 @@ USUAL_AND_ODD_EVENTS = [
 @pytest.mark.parametrize("payload", USUAL_AND_ODD_EVENTS)
 def test_the_usual_event_reader_agrees_with_the_general_one(payload: bytes) -> None:
     """Whatever the typed fast path reads, it reads as the general path does; the rest it leaves to it."""
-    handler = InferenceHandler()
     for first in (True, False):
         fast, general = Outcome(), Outcome()
         if not first:
             fast.first_token_seconds = general.first_token_seconds = 0.5
-        forwarded = handler._read_events([payload], fast, time.perf_counter())
-        expected = handler._inspect_document(payload, general, time.perf_counter())
+        forwarded = read_events([payload], fast, time.perf_counter())
+        expected = inspect_document(payload, general, time.perf_counter())
         assert forwarded == ([] if expected is None else [expected])
         assert read(fast) == read(general)
 
@@ -154,12 +155,11 @@ def test_the_usual_event_reader_agrees_with_the_general_one(payload: bytes) -> N
 def test_one_read_of_many_events_is_read_as_each_alone() -> None:
     """The relay reads all events of a read in one loop; the outcome and what it forwards are
     those of the general path applied to each event in turn, `[DONE]` anywhere included."""
-    handler = InferenceHandler()
     events = [*USUAL_AND_ODD_EVENTS[:9], DONE, *USUAL_AND_ODD_EVENTS[9:]]
     together, alone = Outcome(), Outcome()
-    forwarded = handler._read_events(events, together, time.perf_counter())
+    forwarded = read_events(events, together, time.perf_counter())
     expected = [chunk for event in events if event != DONE
-                and (chunk := handler._inspect_document(event, alone, time.perf_counter())) is not None]
+                and (chunk := inspect_document(event, alone, time.perf_counter())) is not None]
     assert forwarded == expected and len(forwarded) > 10
     assert read(together) == read(alone) and together.upstream_done
 
@@ -167,13 +167,12 @@ def test_one_read_of_many_events_is_read_as_each_alone() -> None:
 def test_a_number_out_of_orjsons_range_in_an_unread_field_keeps_the_event() -> None:
     """The one known difference: orjson rejects such numbers (the general path drops the event),
     msgspec skips them unread. The fast path forwards the event and counts it, consistently."""
-    handler = InferenceHandler()
     for payload in (b'{"choices":[{"delta":{"content":"a"}}],"x":1e400}',
                     b'{"choices":[{"delta":{"content":"a"}}],"x":' + b"9" * 400 + b"}"):
         outcome = Outcome()
-        assert handler._read_events([payload], outcome, time.perf_counter()) == [payload]
+        assert read_events([payload], outcome, time.perf_counter()) == [payload]
         assert (outcome.delivered_completion, outcome.delivered_bytes) == (1, 1)
-        assert handler._inspect_document(payload, Outcome(), time.perf_counter()) is None
+        assert inspect_document(payload, Outcome(), time.perf_counter()) is None
 
 
 def test_the_usual_events_take_the_fast_path() -> None:

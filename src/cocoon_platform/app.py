@@ -36,18 +36,21 @@ INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH))
 
 
 class PlatformApp:
-    """Sends POSTs to the inference paths straight to the lean handler, the rest to FastAPI."""
+    """Sends POSTs to the inference paths straight to the lean handler, the rest to FastAPI.
 
-    def __init__(self, api: FastAPI, inference: InferenceHandler, max_body_bytes: int) -> None:
+    The handler is made by the lifespan with the running state and reaches each request in
+    `scope["state"]` (the ASGI server copies the lifespan's state into every request's scope)."""
+
+    def __init__(self, api: FastAPI, max_body_bytes: int) -> None:
         self.api = api
-        self.inference = inference
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.api(scope, receive, send)
         elif scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
-            await self.inference(scope, receive, send)
+            inference: InferenceHandler = scope["state"]["inference"]
+            await inference(scope, receive, send)
         else:
             try:
                 receive = await self._bounded(scope, receive)
@@ -89,12 +92,11 @@ class PlatformApp:
         return replayed
 
 
-def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
+def create_api(settings: Settings) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
         state = AppState(settings)
         app.state.platform = state
-        inference.bind(state)
         state.spawn("billing", state.billing.run)
         state.spawn("sweeper", state.sweep_holds)
         state.spawn("last-used", state.last_used.run)
@@ -105,7 +107,7 @@ def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
             state.spawn("ton-usd-rate", state.rates.run)
         tune_garbage_collector()
         try:
-            yield
+            yield {"platform": state, "inference": InferenceHandler(state)}
         finally:
             await state.close()
 
@@ -123,9 +125,8 @@ def create_api(settings: Settings, inference: InferenceHandler) -> FastAPI:
 
 def create_app(settings: Settings | None = None) -> Any:
     settings = settings or Settings()
-    inference = InferenceHandler()
     configure_logging(settings.log_level, settings.log_json)
-    app: Any = PlatformApp(create_api(settings, inference), inference, settings.max_body_bytes)
+    app: Any = PlatformApp(create_api(settings), settings.max_body_bytes)
     if settings.cors_origin_list:
         app = CORSMiddleware(app, allow_origins=settings.cors_origin_list, allow_methods=["*"],
                              allow_headers=["*"], expose_headers=["X-Request-Id"])

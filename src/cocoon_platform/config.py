@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(3.0, gt=0)
     upstream_read_timeout: float = Field(120.0, gt=0)
     upstream_max_connections: int = Field(256, ge=1)
+    # Request fields forwarded as sent although the older COCOON client build refuses them
+    # (comma-separated; for deployments whose client build accepts them, e.g. "seed,logprobs").
+    upstream_extra_fields: str = ""
     stats_refresh_seconds: float = Field(5.0, gt=0)
     stats_stale_seconds: float = Field(30.0, gt=0)
     model_catalog_file: str | None = None
@@ -187,6 +190,10 @@ class Settings(BaseSettings):
     @cached_property
     def max_overdraft_nanoton(self) -> int:
         return ton_to_nanoton(self.max_overdraft_ton)
+
+    @cached_property
+    def upstream_extra_field_set(self) -> frozenset[str]:
+        return frozenset(f.strip() for f in self.upstream_extra_fields.split(",") if f.strip())
 
     @cached_property
     def cors_origin_list(self) -> list[str]:

@@ -77,6 +77,16 @@ class InvalidRequest(PlatformError):
     code = None
 
 
+class UnsupportedParameter(InvalidRequest):
+    """A request field the COCOON network would refuse, or whose result it cannot give."""
+
+    code = "unsupported_parameter"
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"'{name}' is not supported by the COCOON network ({why}); remove it from the request",
+                         param=name)
+
+
 class NotFound(PlatformError):
     status = 404
     type = "invalid_request_error"

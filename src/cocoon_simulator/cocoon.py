@@ -12,6 +12,7 @@ import importlib.util
 
 from cocoon_simulator.cocoon_app import ASGIApp, SimulatorApp, hide_cut_tracebacks
 from cocoon_simulator.cocoon_options import (
+    CLIENT_BUILDS,
     DEFAULT_MODELS,
     FAULT_MODES,
     ModelSpec,
@@ -124,6 +125,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="natural answer length without a [[sim:tokens=N]] marker (default 16-48)",
     )
     parser.add_argument("--wallet-balance", type=_count, default=d.wallet_balance, help="nanoTON")
+    parser.add_argument("--client-build", choices=CLIENT_BUILDS, default=d.client_build,
+                        help="whose request validator to apply: the older, stricter build (default) or the newer")
 
 
 def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
@@ -150,4 +153,5 @@ def options_from_args(args: argparse.Namespace) -> SimulatorOptions:
         report_total_cost=not args.no_total_cost,
         default_completion_tokens=args.completion_tokens,
         wallet_balance=args.wallet_balance,
+        client_build=args.client_build,
     )

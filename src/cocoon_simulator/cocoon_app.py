@@ -14,6 +14,7 @@ from urllib.parse import parse_qs
 
 import orjson
 
+from cocoon_simulator.cocoon_fields import NETWORK_SHARE, check_fields, timeout_seconds
 from cocoon_simulator.cocoon_infer import (
     ERROR_FAULTS,
     HTML_TYPE,
@@ -165,6 +166,9 @@ class Stats:
                 "max_completion_tokens": request.get("max_completion_tokens"),
                 "max_coefficient": request.get("max_coefficient"),
                 "stream_options": request.get("stream_options"),
+                "stop": request.get("stop"),
+                "timeout": request.get("timeout"),
+                "messages": request.get("messages"),
                 "fields": sorted(request),
             }
         )
@@ -261,6 +265,8 @@ class SimulatorApp:
         try:
             request = decode_request(body)
             stats.remember(scope["path"], request)
+            check_fields(request, chat, self._options.client_build)
+            budget = timeout_seconds(request) * NETWORK_SHARE
             job = read_job(body, request, chat, self._models)
             fault = self._pick_fault(scope, job)
         except RequestError as err:
@@ -280,9 +286,9 @@ class SimulatorApp:
             elif fault == "hang":
                 await _hang(receive, send)
             elif job.stream:
-                await self._stream(self._answer(job, started), fault, receive, send)
+                await self._stream(self._answer(job, started), fault, budget, receive, send)
             else:
-                await self._reply(self._answer(job, started), fault, started, send)
+                await self._reply(self._answer(job, started), fault, started, budget, send)
         finally:
             in_flight[model] -= 1
 
@@ -306,10 +312,17 @@ class SimulatorApp:
         answer_id = f"{kind}-{self._id_prefix}{self._next_id:x}"
         return plan_answer(job, seen, self._options, answer_id, int(started))
 
-    async def _reply(self, answer: Answer, fault: str | None, started: float, send: Send) -> None:
-        """Non-streaming: wait the generation time, then one JSON document."""
+    async def _reply(self, answer: Answer, fault: str | None, started: float, budget: float, send: Send) -> None:
+        """Non-streaming: wait the generation time, then one JSON document; a 504 once the
+        network's share of the request's timeout (`budget`, seconds) runs out first."""
         options = self._options
         delay = options.ttft_ms + options.tpt_ms * (answer.completion_tokens - 1)
+        if delay / 1000 > budget:
+            await asyncio.sleep(budget)
+            self._stats.errors += 1
+            timed_out = fault_error("timeout", answer.model)
+            await respond(send, timed_out.status, timed_out.body, timed_out.content_type)
+            return
         if delay > 0:
             await asyncio.sleep(delay / 1000)
         body = response_body(answer)
@@ -323,8 +336,10 @@ class SimulatorApp:
         await respond(send, 200, body, JSON_TYPE, timing)
         self._stats.completed += 1
 
-    async def _stream(self, answer: Answer, fault: str | None, receive: Receive, send: Send) -> None:
-        """One chunk per token, then usage and [DONE]; "cut" stops half way, "bare_json" unframes."""
+    async def _stream(self, answer: Answer, fault: str | None, budget: float, receive: Receive, send: Send) -> None:
+        """One chunk per token, then usage and [DONE]; "cut" stops half way, "bare_json" unframes.
+        When the network's share of the timeout (`budget`, seconds) runs out, the client answers
+        504 if nothing was sent yet, else just ends the stream (no usage, no [DONE])."""
         bare = fault == "bare_json"
         events = token_events(answer, bare)
         if fault == "cut":
@@ -332,15 +347,26 @@ class SimulatorApp:
         self._stats.streams_started += 1
         options = self._options
         watch = DisconnectWatch(receive)
+        deadline = asyncio.get_running_loop().time() + budget
         try:
             sent = 0
+            if options.ttft_ms / 1000 > budget:
+                if not await watch.pause(budget):
+                    self._stats.errors += 1
+                    timed_out = fault_error("timeout", answer.model)
+                    await respond(send, timed_out.status, timed_out.body, timed_out.content_type)
+                return
             if not await watch.pause(options.ttft_ms / 1000):
                 await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-                sent = await _send_events(events, options.tpt_ms / 1000, watch, send)
+                sent = await _send_events(events, options.tpt_ms / 1000, watch, send, deadline)
             stats = self._stats  # looked up after the waits: a reset may have replaced it
             if watch.gone:
                 stats.streams_disconnected += 1
                 stats.tokens_sent_on_disconnected += sent
+                return
+            if sent < len(events):
+                stats.errors += 1
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
             if fault == "cut":
                 raise SimulatedCut
@@ -454,12 +480,18 @@ class SimulatorApp:
         await respond(send, 200, b'{"ok":true}')
 
 
-async def _send_events(events: list[bytes], gap: float, watch: DisconnectWatch, send: Send) -> int:
-    """Send token events `gap` seconds apart (all in one write when 0); return how many went out."""
+async def _send_events(events: list[bytes], gap: float, watch: DisconnectWatch, send: Send,
+                       deadline: float) -> int:
+    """Send token events `gap` seconds apart (all in one write when 0) until the loop's clock
+    reaches `deadline`; return how many went out."""
     if gap <= 0:
         await send({"type": "http.response.body", "body": b"".join(events), "more_body": True})
         return len(events)
+    clock = asyncio.get_running_loop().time
     for i, event in enumerate(events):
+        if i and clock() + gap > deadline:
+            await watch.pause(deadline - clock())
+            return i
         if i and await watch.pause(gap):
             return i
         await send({"type": "http.response.body", "body": event, "more_body": True})

@@ -25,7 +25,6 @@ TEXT_TYPE = b"text/plain; charset=utf-8"
 HTML_TYPE = b"text/html"
 DEFAULT_MAX_TOKENS = 10000  # what the client inserts when a request has no max_tokens
 DEFAULT_MAX_COEFFICIENT = 4000
-REFUSED_FIELDS: tuple[str, ...] = ("tools", "tool_choice", "function_call", "logit_bias", "metadata")
 ERROR_FAULTS: frozenset[str] = frozenset({"no_proxy", "no_workers", "timeout", "wallet_low", "html_error"})
 _MESSAGE_OVERHEAD = 4  # chat tokens per message besides its content
 _PROMPT_OVERHEAD = 3  # chat tokens for the assistant turn header
@@ -245,9 +244,6 @@ def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str,
     stream = request.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise error_json(400, "field stream must be a boolean")
-    for field_name in REFUSED_FIELDS:
-        if field_name in request:
-            raise error_json(400, f"unknown field {field_name}")
     tokens, fault, cost_off = _read_markers(body, prompt)
     thinking = chat and model.reasoning and _thinking(request)
     return Job(chat, model, prompt, len(body), limit, bool(stream), thinking, tokens, fault, cost_off)

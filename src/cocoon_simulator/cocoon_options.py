@@ -17,6 +17,9 @@ FAULT_MODES: tuple[str, ...] = (
     "html_error",
 )
 
+# Which COCOON client build's request validator to apply (see cocoon_fields.py).
+CLIENT_BUILDS: tuple[str, ...] = ("older", "newer")
+
 # Fields that must hold a non-negative integer (JSON numbers like 3.0 are refused).
 _COUNT_FIELDS: tuple[str, ...] = (
     "price_per_token",
@@ -80,6 +83,7 @@ class SimulatorOptions:
     default_completion_tokens: tuple[int, int] = (16, 48)
     wallet_balance: int = 500_000_000_000
     prompt_cache_entries: int = 65536  # one entry per message prefix / 64-byte text block
+    client_build: str = "older"  # "newer" accepts the newer client's extra fields
 
     def __post_init__(self) -> None:
         """Reject values the simulator cannot serve (ValueError)."""
@@ -95,6 +99,8 @@ class SimulatorOptions:
             raise ValueError("workers_per_model must be a positive integer")
         if self.fault is not None and self.fault not in FAULT_MODES:
             raise ValueError(f"fault must be one of {', '.join(FAULT_MODES)} or null")
+        if self.client_build not in CLIENT_BUILDS:
+            raise ValueError(f"client_build must be one of {', '.join(CLIENT_BUILDS)}")
         if not isinstance(self.report_total_cost, bool):
             raise ValueError("report_total_cost must be a boolean")
         if self.access_hash is not None and not isinstance(self.access_hash, str):

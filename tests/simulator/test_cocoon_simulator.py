@@ -304,7 +304,7 @@ def test_chat_stream(client: httpx.Client) -> None:
     assert final["usage"]["completion_tokens"] == 8
     assert final["usage"]["reasoning_tokens"] == 2
     assert final["usage"]["total_cost"] > 0
-    non_stream = post(client, CHAT, body).json()["choices"][0]["message"]
+    non_stream = post(client, CHAT, chat_body("Stream it [[sim:tokens=8]]")).json()["choices"][0]["message"]
     assert "".join(d.get("content", "") for d in deltas) == non_stream["content"]
     assert "".join(d.get("reasoning_content", "") for d in deltas) == non_stream["reasoning_content"]
 
@@ -405,11 +405,54 @@ def test_cost_can_be_hidden(client: httpx.Client) -> None:
 # --- refusals ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field", ["tools", "tool_choice", "function_call", "logit_bias", "metadata"])
+@pytest.mark.parametrize("field", ["tools", "tool_choice", "function_call", "logit_bias", "metadata", "user", "seed",
+                                   "logprobs", "store", "skip_special_tokens", "something_new"])
 def test_refused_fields(client: httpx.Client, field: str) -> None:
+    """The default is the older, stricter client build: anything off its list fails the request."""
     response = post(client, CHAT, chat_body("hi", **{field: {}}))
     assert response.status_code == 400
-    assert response.json() == {"error_code": 400, "error": f"unknown field {field}"}
+    assert response.json() == {"error_code": 400, "error": f"unknown option '{field}' in request"}
+
+
+def test_the_newer_build_takes_more_fields_but_checks_stop_and_messages(client: httpx.Client) -> None:
+    configure(client, client_build="newer")
+    assert post(client, CHAT, chat_body("hi", seed=1, user="u", logprobs=False, store=False)).status_code == 200
+    assert post(client, CHAT, chat_body("hi", tools=[])).json() == {"error_code": 400,
+                                                                     "error": " has unknown field 'tools'"}
+    assert post(client, CHAT, chat_body("hi", stop="x")).status_code == 400
+    assert post(client, CHAT, chat_body("hi", stop=["x"])).status_code == 200
+    echoed = {"model": QWEN, "messages": [{"role": "user", "content": "a"},
+                                          {"role": "assistant", "content": "b", "reasoning_content": "r"}]}
+    assert post(client, CHAT, echoed).json()["error"] == " has unknown field 'reasoning_content'"
+    assert post(client, CHAT, {"model": QWEN, "messages": [{"role": "tool", "content": "r"}]}).status_code == 400
+    configure(client, client_build="older")
+    assert post(client, CHAT, echoed).status_code == 200  # the older build does not look inside messages
+    assert post(client, CHAT, chat_body("hi", stop="x")).status_code == 200
+
+
+@pytest.mark.parametrize("build", ["older", "newer"])
+def test_stream_options_beyond_usage_fail_and_any_make_a_stream(client: httpx.Client, build: str) -> None:
+    configure(client, client_build=build)
+    refused = post(client, CHAT, chat_body("hi", stream=True, stream_options={"continuous_usage_stats": True}))
+    assert refused.status_code == 400 and "continuous_usage_stats" in refused.json()["error"]
+    streamed = post(client, CHAT, chat_body("hi", stream_options={"include_usage": True}))
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+
+
+def test_timeout_ends_a_slow_answer_with_504(client: httpx.Client) -> None:
+    """The client gives the network 95% of the request's timeout, then answers 504."""
+    configure(client, tpt_ms=50)
+    started = time.monotonic()
+    slow = post(client, CHAT, chat_body("[[sim:tokens=100]] slow", timeout=0.4))
+    assert slow.status_code == 504 and 0.3 < time.monotonic() - started < 2
+    assert post(client, CHAT, chat_body("[[sim:tokens=4]] quick", timeout=2)).status_code == 200
+    assert post(client, CHAT, chat_body("hi", timeout=0)).status_code == 400
+
+
+def test_timeout_ends_a_slow_stream_without_usage(client: httpx.Client) -> None:
+    configure(client, tpt_ms=50)
+    events, done = stream(client, CHAT, chat_body("[[sim:tokens=100]] slow", timeout=0.5))
+    assert not done and 4 <= len(events) < 20 and all(e["choices"] for e in events)
 
 
 def test_accepted_extras(client: httpx.Client) -> None:
@@ -417,7 +460,6 @@ def test_accepted_extras(client: httpx.Client) -> None:
         "hi",
         response_format={"type": "text"},
         reasoning_effort="low",
-        skip_special_tokens=True,
         timeout=30,
         request_guid="g",
     )
@@ -589,6 +631,9 @@ def test_last_requests_are_recorded(client: httpx.Client) -> None:
         "max_completion_tokens": None,
         "max_coefficient": 2000,
         "stream_options": {"include_usage": True},
+        "stop": None,
+        "timeout": None,
+        "messages": [{"role": "user", "content": "hi"}],
         "fields": ["max_coefficient", "max_tokens", "messages", "model", "stream", "stream_options"],
     }
 

@@ -6,18 +6,19 @@ OpenAI error shape; a wrong type is a 422 in FastAPI's `detail` shape.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
+from cocoon_platform.billing.cost import estimate_prompt_tokens
 from cocoon_platform.errors import InvalidRequest, PlatformError
+from cocoon_platform.proxy.network_fields import network_body
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 
-# Fields the COCOON worker refuses with "unknown field": refuse them here, clearly, for free.
-UNSUPPORTED_FIELDS = ("tools", "tool_choice", "function_call", "functions", "logit_bias", "metadata")
 # The COCOON client's own knobs: the platform sets its own deadline and never exposes debug data.
 CLIENT_CONTROL_FIELDS = ("timeout", "enable_debug", "request_guid")
 ROLES = frozenset(("system", "user", "assistant", "developer", "tool"))
@@ -60,6 +61,11 @@ class InferenceRequest:
             return "\n".join(parts)
         prompt = self.payload["prompt"]
         return prompt if isinstance(prompt, str) else "\n".join(prompt)
+
+    def estimate_prompt_tokens(self) -> int:
+        """The prompt's tokens, estimated, for when the upstream never reported them."""
+        messages = len(self.payload["messages"]) if self.endpoint == "chat" else 0
+        return estimate_prompt_tokens(self.text_for_estimate(), messages)
 
 
 def _int_field(body: dict[str, Any], name: str, minimum: int, maximum: int | None = None) -> int | None:
@@ -115,9 +121,11 @@ def _check_prompt(prompt: Any) -> None:
 
 
 def parse_request(
-    path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int
+    path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
+    extra_fields: Collection[str] = (),
 ) -> InferenceRequest:
-    """Validate a body and prepare what is forwarded upstream."""
+    """Validate a body and prepare what is forwarded upstream (only what the network takes:
+    `network_fields.network_body`, with the operator's `extra_fields`)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -138,11 +146,6 @@ def parse_request(
         _check_messages(body["messages"])
     else:
         _check_prompt(body["prompt"])
-    for name in UNSUPPORTED_FIELDS:
-        if body.get(name) is not None:
-            raise InvalidRequest(
-                f"'{name}' is not supported by the COCOON network; remove it from the request", param=name
-            )
     stream = body.get("stream", False)
     if stream is None:
         stream = False
@@ -177,6 +180,9 @@ def parse_request(
     body["max_coefficient"] = max_coefficient
     if stream:
         body["stream_options"] = {**(stream_options or {}), "include_usage": True}
+    else:
+        body.pop("stream_options", None)  # the COCOON client streams any request that carries it
+    network_body(body, chat, extra_fields)
     return InferenceRequest(
         endpoint="chat" if chat else "completions",
         model=model,

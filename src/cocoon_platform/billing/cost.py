@@ -1,0 +1,129 @@
+"""What a metered request costs: the pure rules, no I/O.
+
+Every endpoint that bills asks `bill()` once the request has ended. The rules, in order:
+- A request the network never took (`upstream_error`: refused, unreachable) costs nothing.
+- The upstream's reported usage is the truth when it counts at least the completion tokens
+  that were relayed; its reported `total_cost`, when positive, is the network's cost.
+- Otherwise (never reported, unusable, or fewer tokens than were relayed) the request is billed
+  for what was delivered, estimated, and the prompt from its text when the upstream never said.
+The charge is the network cost with the markup, rounded up once (`Pricer`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from cocoon_platform.billing.prices import NetworkPrices, Pricer, TokenCounts
+
+MAX_TOKEN_COUNT = 2**31 - 1  # the usage record's token columns are 32-bit integers
+
+
+class UsageStatus(StrEnum):
+    """How a metered request ended: the usage record's `status` (stored as its string value)."""
+
+    OK = "ok"
+    CLIENT_DISCONNECTED = "client_disconnected"  # the caller left mid-stream
+    UPSTREAM_CUT = "upstream_cut"  # the network's answer broke off after it began
+    UPSTREAM_ERROR = "upstream_error"  # the network refused or never answered
+    ABORTED = "aborted"  # something unforeseen (or cancellation) ended the request
+
+
+def estimate_tokens(text: str) -> int:
+    """About four bytes a token: used only when the upstream never reported usage."""
+    size = len(text.encode())
+    return (size + 3) // 4 if size else 0
+
+
+def estimate_prompt_tokens(text: str, messages: int) -> int:
+    """A prompt's tokens from its text; a chat adds its template's few tokens per message."""
+    tokens = estimate_tokens(text)
+    if messages:
+        tokens += 4 * messages + 3
+    return tokens
+
+
+def delivered_tokens(chunks: int, characters: int) -> int:
+    """Tokens relayed in a stream: one per chunk, as servers usually send them, unless the chunks
+    average more than a long token's worth of text, which means they carry several each."""
+    return chunks if characters <= 8 * chunks else (characters + 3) // 4
+
+
+def completion_text(document: dict[str, Any]) -> str:
+    """All the generated text of a non-streamed answer (answers and reasoning of every choice)."""
+    parts = []
+    for choice in document.get("choices") or []:
+        if isinstance(choice, dict):
+            message = choice.get("message")
+            if isinstance(message, dict):
+                parts.append(str(message.get("content") or "") + str(message.get("reasoning_content") or ""))
+            parts.append(str(choice.get("text") or ""))
+    return "".join(parts)
+
+
+def _count(value: Any) -> int:
+    """A token count the upstream reported: a positive integer, at most what the record holds
+    (a database refusing the record would leave the request unsettled)."""
+    return min(value, MAX_TOKEN_COUNT) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def usage_tokens(usage: Any) -> TokenCounts | None:
+    """Token counts from an upstream usage object (reasoning in either place), or None when
+    it holds no usable count, so the request is billed by estimate rather than as free."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    if not (_count(prompt) or _count(completion)):
+        return None
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    reasoning = _count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
+    reasoning = reasoning or _count(usage.get("reasoning_tokens"))
+    prompt, completion = _count(prompt), _count(completion)
+    return TokenCounts(prompt=prompt, completion=completion, cached=min(cached, prompt),
+                       reasoning=min(reasoning, completion))
+
+
+def reported_cost(usage: dict[str, Any]) -> int | None:
+    """The network's own cost of the request in nanoTON, when the usage carries one."""
+    cost = usage.get("total_cost")
+    return cost if isinstance(cost, int) and not isinstance(cost, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What was relayed to the caller: completion chunks, those that were reasoning, their text's size."""
+
+    completion: int = 0
+    reasoning: int = 0
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    tokens: TokenCounts
+    charge: int  # nanoTON, marked up
+    estimated: bool  # the counts are the platform's estimate, not the network's report
+
+
+def bill(pricer: Pricer, prices: NetworkPrices, status: UsageStatus, usage: dict[str, Any] | None,
+         delivered: Delivered, estimate_prompt: Callable[[], int]) -> Bill:
+    """The charge of one ended request (see the module's rules). `estimate_prompt` is called only
+    when the upstream never reported the prompt's tokens."""
+    if status is UsageStatus.UPSTREAM_ERROR:
+        return Bill(TokenCounts(0, 0), 0, False)
+    reported = usage_tokens(usage) if usage is not None else None
+    if reported is not None and reported.completion >= delivered.completion:
+        # Reported usage is the truth, even when the stream broke after reporting it.
+        return Bill(reported, pricer.charge(prices, reported, reported_cost(usage or {})), False)
+    completion = delivered_tokens(delivered.completion, delivered.size)
+    tokens = TokenCounts(
+        prompt=reported.prompt if reported else estimate_prompt(),
+        completion=completion,
+        cached=reported.cached if reported else 0,
+        reasoning=min(delivered.reasoning, completion),
+    )
+    return Bill(tokens, pricer.charge(prices, tokens, None), True)

@@ -1,0 +1,37 @@
+"""What happened to one forwarded request: filled in while it runs, read to settle and observe it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from cocoon_platform.billing.cost import Delivered, UsageStatus
+from cocoon_platform.billing.prices import TokenCounts
+from cocoon_platform.errors import PlatformError
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One request's outcome. `status` is what its usage record will say; `settled` turns true
+    once the record is written and the hold released, with `tokens` and `charge` as billed."""
+
+    status: UsageStatus = UsageStatus.OK
+    settled: bool = False
+    http_status: int = 200
+    usage: dict[str, Any] | None = None  # the upstream's usage object, when it sent one
+    estimated: bool = False
+    delivered_completion: int = 0  # content chunks relayed to the client
+    delivered_reasoning: int = 0
+    delivered_bytes: int = 0  # of that content, for when a chunk carries several tokens
+    error: PlatformError | None = None
+    account_id: int | None = None
+    key_id: int | None = None
+    tokens: TokenCounts | None = None
+    charge: int = 0
+    upstream_seconds: float | None = None
+    stream_id: str | None = None  # the upstream's chunk id, reused on the usage chunk we emit
+    first_token_seconds: float | None = None
+    upstream_done: bool = False  # the stream's `[DONE]` arrived
+
+    def delivered(self) -> Delivered:
+        return Delivered(self.delivered_completion, self.delivered_reasoning, self.delivered_bytes)
