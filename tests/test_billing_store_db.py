@@ -13,8 +13,8 @@ from typing import TypeVar
 import pytest
 
 from cocoon_platform.accounts.keys import hash_api_key, new_api_key
-from cocoon_platform.billing import store as store_module
-from cocoon_platform.billing.store import BillingStore, Reservation, Settlement, create_billing_store
+from cocoon_platform.billing.store import BillingStore, Reservation, Settlement, batching, create_billing_store
+from cocoon_platform.billing.store import sqlite as sqlite_store
 from cocoon_platform.config import Settings
 from cocoon_platform.proxy.handler import new_request_id
 from support import db_rows, fund, ledger_consistent, run_cli
@@ -168,8 +168,8 @@ def test_sqlite_wal_starts_over_under_continuous_writes(migrated: str, backend: 
     """Without a restart the WAL (and the index each process maps) grows for as long as writes go on."""
     if backend != "sqlite":
         pytest.skip("SQLite's write-ahead log")
-    monkeypatch.setattr(store_module, "CHECKPOINT_SECONDS", 0.05)
-    monkeypatch.setattr(store_module, "RESTART_FRAMES", 64)
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_SECONDS", 0.05)
+    monkeypatch.setattr(sqlite_store, "RESTART_FRAMES", 64)
     keys = [new_key(migrated)[0] for _ in range(4)]
     wal = Path(migrated.split("///", 1)[1] + "-wal")
     page = int(db_rows(migrated, "PRAGMA page_size")[0][0]) + 24  # type: ignore[call-overload]  # a frame
@@ -257,7 +257,7 @@ def test_a_batch_gives_up_on_a_database_that_stays_locked(migrated: str, backend
     """Past its patience a batch fails its callers with a clear error instead of waiting forever."""
     if backend != "sqlite":
         pytest.skip("another SQLite writer holds the lock")
-    monkeypatch.setattr(store_module, "BUSY_PATIENCE_SECONDS", 0.3)
+    monkeypatch.setattr(batching, "BUSY_PATIENCE_SECONDS", 0.3)
     key, account = new_key(migrated)
     path = migrated.split("///", 1)[1]
 

@@ -12,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cocoon_platform.accounts.last_used import LastUsedTracker
 from cocoon_platform.billing.prices import NetworkPrices, Pricer
-from cocoon_platform.billing.store import create_billing_store, sweep_expired
+from cocoon_platform.billing.store import create_billing_store
+from cocoon_platform.billing.sweeper import sweep_expired
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
 from cocoon_platform.ops.ratelimit import SLOT_TTL, Counters, LocalCounters, RateLimiter, RedisCounters

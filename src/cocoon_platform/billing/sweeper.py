@@ -1,0 +1,41 @@
+"""Holds whose request died with its process are released here, off the hot path."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cocoon_platform.db.models import Account, Hold
+
+holds = Hold.__table__
+accounts = Account.__table__
+
+
+async def sweep_expired(engine: AsyncEngine, limit: int = 500) -> int:
+    """Release holds past their expiry (their request died with its process); returns how many."""
+    async with engine.begin() as conn:
+        expired = (
+            await conn.execute(
+                select(holds.c.id).where(holds.c.expires_at < int(time.time())).order_by(holds.c.account_id).limit(limit)
+            )
+        ).scalars().all()
+        if not expired:
+            return 0
+        # DELETE ... RETURNING only yields holds no settlement took first.
+        rows = (
+            await conn.execute(
+                delete(holds).where(holds.c.id.in_(expired)).returning(holds.c.account_id, holds.c.amount_nanoton)
+            )
+        ).all()
+        per_account: dict[int, int] = {}
+        for account_id, amount in rows:
+            per_account[account_id] = per_account.get(account_id, 0) + amount
+        for account_id, amount in sorted(per_account.items()):
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == account_id)
+                .values(reserved_nanoton=accounts.c.reserved_nanoton - amount)
+            )
+        return len(rows)
