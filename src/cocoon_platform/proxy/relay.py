@@ -21,17 +21,22 @@ from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 
 
 async def relay(response: UpstreamResponse, send: Send, outcome: Outcome, started: float,
-                watch_client: Callable[[], None]) -> None:
+                watch_client: Callable[[], None],
+                translate: Callable[[list[bytes]], list[bytes]] | None = None) -> None:
     """Forward upstream events until the answer ends; keep the usage for settlement. The
     caller's deadline raises through. `watch_client` is called before the relay first waits
-    for the network, so a client that leaves meanwhile is noticed."""
+    for the network, so a client that leaves meanwhile is noticed. `translate` (tool calls,
+    tools/stream.py) rewrites the counted events of each read before they are forwarded."""
     splitter = EventSplitter()
     try:
         while True:
             if not response.buffered:
                 watch_client()
             data = await response.next_piece()
-            if out := read_events(splitter.feed(data) if data else splitter.finish(), outcome, started):
+            out = read_events(splitter.feed(data) if data else splitter.finish(), outcome, started)
+            if translate is not None and out:
+                out = translate(out)
+            if out:
                 await send({"type": "http.response.body", "body": b"data: " + b"\n\ndata: ".join(out) + b"\n\n",
                             "more_body": True})
             if not data:
