@@ -87,6 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop="auto",
         http=HttpProtocol,
         access_log=False,
+        # Client addresses are resolved by ops/client_address.py, from COCOON_TRUSTED_PROXIES only.
+        proxy_headers=False,
+        server_header=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )

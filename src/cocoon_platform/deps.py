@@ -49,7 +49,7 @@ CurrentKey = Annotated[KeyIdentity, Depends(current_key)]
 
 async def limit_address(request: Request, state: StateDep) -> None:
     """Sign-up and sign-in endpoints: a per-address rate limit against abuse."""
-    await state.limiter.admit_address(request.client.host if request.client else "unknown")
+    await state.limiter.admit_address(state.client_addresses.bucket_of(request.scope))
 
 
 AddressLimited = Depends(limit_address)

@@ -16,6 +16,7 @@ from cocoon_platform.billing.store import create_billing_store
 from cocoon_platform.billing.sweeper import sweep_expired
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
+from cocoon_platform.ops.client_address import ClientAddresses
 from cocoon_platform.ops.ratelimit import SLOT_TTL, Counters, LocalCounters, RateLimiter, RedisCounters
 from cocoon_platform.ton.rates import RateSource
 from cocoon_platform.upstream.catalog import ModelCatalog
@@ -50,6 +51,7 @@ class AppState:
         self.limiter = RateLimiter(
             counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute
         )
+        self.client_addresses = ClientAddresses(settings.trusted_proxy_networks)
         self.billing = create_billing_store(settings)
         self.catalog = ModelCatalog.load(settings.model_catalog_file)
         self.pool = UpstreamPool(settings)
