@@ -110,7 +110,7 @@ class PayloadTooLarge(PlatformError):
 class RateLimited(PlatformError):
     status = 429
     type = "invalid_request_error"
-    code = None
+    code = "rate_limit_exceeded"
 
 
 class UpstreamError(PlatformError):
