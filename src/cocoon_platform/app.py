@@ -12,6 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cocoon_platform import __version__
 from cocoon_platform.accounts.endpoints import router as accounts_router
+from cocoon_platform.agents.llms import router as llms_router
 from cocoon_platform.billing.endpoints import router as billing_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
@@ -138,6 +139,7 @@ def create_api(settings: Settings) -> FastAPI:
     api.include_router(system_router)
     api.include_router(dashboard_router)
     api.include_router(ops_router)
+    api.include_router(llms_router)
     add_inference_paths(api)
     return api
 
