@@ -107,6 +107,7 @@ class Settings(BaseSettings):
     rate_limit_rpm: int = Field(600, ge=0)
     rate_limit_concurrent: int = Field(32, ge=0)
     rate_limit_signup_per_minute: int = Field(10, ge=0)
+    auth_failures_per_minute: int = Field(30, ge=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cors_origins: str = ""
     # Peers whose X-Forwarded-For is believed (comma-separated CIDRs; see ops/client_address.py).

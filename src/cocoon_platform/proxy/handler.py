@@ -90,19 +90,24 @@ class InferenceHandler:
         request_id = new_request_id(_ID_PREFIX[endpoint])
         outcome = Outcome()
         request: InferenceRequest | None = None
-        key_hash: bytes | None = None
+        account_id = 0
         slot: str | None = None
         try:
             try:
                 authorization, length = request_headers(scope)
                 if length is not None and length > settings.max_body_bytes:
                     raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes")
+                if state.limiter.blocked_until:
+                    state.limiter.refuse_if_blocked(state.client_addresses.bucket_of(scope))
                 raw = await read_body(receive, settings.max_body_bytes)
                 key_hash = bearer_key_hash(authorization)
                 if key_hash is None:
                     raise InvalidApiKey()
-                if state.limiter.checks_keys:
-                    slot = await state.limiter.admit_key(key_hash)
+                if state.limiter.checks_accounts:
+                    account_id = await state.key_accounts.account_of(key_hash)
+                    if account_id is None:
+                        raise InvalidApiKey()
+                    slot = await state.limiter.admit_account(account_id)
                 request = parse_request(
                     scope["path"],
                     raw,
@@ -123,6 +128,8 @@ class InferenceHandler:
                 if reservation is None:
                     raise await self._refusal(key_hash, amount, prices, len(raw), request)
             except PlatformError as exc:
+                if isinstance(exc, InvalidApiKey):
+                    exc = await state.limiter.failed_authentication(state.client_addresses.bucket_of(scope)) or exc
                 outcome.http_status = exc.status
                 await send_error(send, exc, request_id)
                 return
@@ -144,8 +151,8 @@ class InferenceHandler:
                     outcome.status = UsageStatus.ABORTED
                     await asyncio.shield(self._settle(request, reservation, prices, request_id, outcome, started))
         finally:
-            if slot is not None and key_hash is not None:
-                await state.limiter.release_key(key_hash, slot)
+            if slot is not None:
+                await state.limiter.release_account(account_id, slot)
             self._observe(endpoint, request, request_id, outcome, time.perf_counter() - started)
 
     def _observe(self, endpoint: str, request: InferenceRequest | None, request_id: str, outcome: Outcome,
