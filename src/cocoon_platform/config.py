@@ -35,10 +35,15 @@ def ton_to_nanoton(value: str | float | int | Decimal) -> int:
     return int(nano)
 
 
-def format_ton(nanoton: int, places: int = 4) -> str:
-    """Render nanoTON as TON with a fixed number of places, rounding toward zero."""
+def format_ton(nanoton: int, places: int = 4, *, trim: bool = False) -> str:
+    """Render nanoTON as TON with a fixed number of places, rounding toward zero; never in
+    exponent form (`str(Decimal)` writes 0 at 9 places as `0E-9`). With `trim`, trailing zeros
+    go (`0`, `0.05`), for amounts quoted exactly in messages."""
     quantum = Decimal(1).scaleb(-places)
-    return str((Decimal(nanoton) / NANOTON_PER_TON).quantize(quantum, rounding="ROUND_DOWN"))
+    text = f"{(Decimal(nanoton) / NANOTON_PER_TON).quantize(quantum, rounding='ROUND_DOWN'):f}"
+    if trim and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 class Settings(BaseSettings):
@@ -102,6 +107,7 @@ class Settings(BaseSettings):
     rate_limit_rpm: int = Field(600, ge=0)
     rate_limit_concurrent: int = Field(32, ge=0)
     rate_limit_signup_per_minute: int = Field(10, ge=0)
+    auth_failures_per_minute: int = Field(30, ge=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cors_origins: str = ""
     # Peers whose X-Forwarded-For is believed (comma-separated CIDRs; see ops/client_address.py).

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cocoon_platform.accounts.key_accounts import KeyAccounts
 from cocoon_platform.accounts.last_used import LastUsedTracker
 from cocoon_platform.billing.prices import NetworkPrices, Pricer
 from cocoon_platform.billing.store import create_billing_store
@@ -49,8 +50,10 @@ class AppState:
         slot_ttl = max(SLOT_TTL, int(settings.reservation_ttl_seconds) + 60)
         counters: Counters = RedisCounters(settings.redis_url, slot_ttl) if settings.redis_url else LocalCounters()
         self.limiter = RateLimiter(
-            counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute
+            counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute,
+            settings.auth_failures_per_minute,
         )
+        self.key_accounts = KeyAccounts(self.sessionmaker)
         self.client_addresses = ClientAddresses(settings.trusted_proxy_networks)
         self.billing = create_billing_store(settings)
         self.catalog = ModelCatalog.load(settings.model_catalog_file)

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from cocoon_platform.billing.cost import estimate_prompt_tokens
-from cocoon_platform.errors import InvalidRequest, PlatformError
+from cocoon_platform.errors import InvalidRequest, PlatformError, validation_body
 from cocoon_platform.proxy.network_fields import network_body
 from cocoon_platform.tools.offer import SchemaCache, ToolOffer
 from cocoon_platform.tools.request import apply_tools
@@ -28,7 +28,7 @@ MAX_N = 16
 
 
 class ValidationFailed(PlatformError):
-    """A 422 with FastAPI's body shape."""
+    """A 422 with FastAPI's body shape, and the OpenAI error object beside it (`validation_body`)."""
 
     status = 422
 
@@ -37,7 +37,7 @@ class ValidationFailed(PlatformError):
         self.detail = [{"loc": ["body", *loc], "msg": msg, "type": type_}]
 
     def body(self) -> dict[str, Any]:
-        return {"detail": self.detail}
+        return validation_body(self.detail)
 
 
 @dataclass(slots=True)
@@ -60,6 +60,11 @@ class InferenceRequest:
     def completion_bound(self) -> int:
         """Completion tokens to reserve for, over every choice and attempt."""
         return self.max_tokens * self.choices * self.attempts
+
+    def set_model(self, model: str) -> None:
+        """Name the model as the network does (an alias resolved)."""
+        if model != self.model:
+            self.model = self.payload["model"] = model
 
     def text_for_estimate(self) -> str:
         """The prompt text, for estimating tokens when the upstream never reported usage."""
