@@ -74,7 +74,7 @@ class InsufficientBalance(PlatformError):
 class InvalidRequest(PlatformError):
     status = 400
     type = "invalid_request_error"
-    code = None
+    code: str | None = None
 
 
 class UnsupportedParameter(InvalidRequest):
