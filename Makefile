@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test serve demo bench bench-streams bench-cpu clean
+.PHONY: install lint test serve demo bench bench-streams bench-cpu clean
 
 install: $(VENV)/.installed
 
@@ -12,6 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
+
+# The gates: ruff's lint rules over all Python here, mypy (strict, with the pydantic plugin) over
+# src; both configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/mypy
 
 # The test suite: every database-facing test runs on SQLite and on PostgreSQL
 # (COCOON_TEST_PG, default postgresql://postgres@127.0.0.1:5432/test).

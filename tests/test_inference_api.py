@@ -63,7 +63,7 @@ def test_request_id_header_and_usage_record(platform: Server, database_url: str)
     rows = db_rows(database_url, "SELECT model, endpoint, prompt_tokens, completion_tokens, reasoning_tokens, "
                    "cost_nanoton, status, estimated FROM usage_records WHERE request_id = :r", {"r": request_id})
     assert len(rows) == 1
-    model, endpoint, prompt, completion_tokens, reasoning, cost, status, estimated = rows[0]
+    model, endpoint, prompt, completion_tokens, _reasoning, cost, status, estimated = rows[0]
     assert (model, endpoint, status, bool(estimated)) == (QWEN, "chat", "ok", False)
     assert completion.usage is not None
     assert (prompt, completion_tokens) == (completion.usage.prompt_tokens, completion.usage.completion_tokens)

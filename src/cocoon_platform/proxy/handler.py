@@ -110,9 +110,10 @@ class InferenceHandler:
                 if key_hash is None:
                     raise InvalidApiKey()
                 if state.limiter.checks_accounts:
-                    account_id = await state.key_accounts.account_of(key_hash)
-                    if account_id is None:
+                    known = await state.key_accounts.account_of(key_hash)
+                    if known is None:
                         raise InvalidApiKey()
+                    account_id = known
                     slot = await state.limiter.admit_account(account_id)
                 request = parse_request(
                     scope["path"],

@@ -257,9 +257,10 @@ def read_answer(text: str, offer: ToolOffer) -> ReadAnswer:
                 texts.append(block_text(piece, closed))
             elif offer.parallel or not calls:
                 calls.append(call)
-    content: str | None = "".join(texts)
+    text = "".join(texts)
+    content: str | None = text
     if calls:
-        content = content.strip() or None  # as OpenAI: no text beside the calls is null
+        content = text.strip() or None  # as OpenAI: no text beside the calls is null
     return ReadAnswer(content, "".join(reasoning) or None, calls)
 
 
