@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from cocoon_platform.billing.cost import estimate_prompt_tokens
 from cocoon_platform.errors import InvalidRequest, PlatformError, validation_body
 from cocoon_platform.proxy.network_fields import network_body
+
+if TYPE_CHECKING:
+    from cocoon_platform.dialects import Dialect, Translated
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -47,6 +50,8 @@ class InferenceRequest:
     max_tokens: int
     choices: int
     payload: dict[str, Any]  # the body to forward, already adjusted
+    dialect: Dialect | None = None  # the API the request came in (None: OpenAI's chat or completions)
+    translated: Translated | None = None  # the dialect's request, which its answer is made from
 
     def set_model(self, model: str) -> None:
         """Name the model as the network does (an alias resolved)."""
@@ -125,12 +130,8 @@ def _check_prompt(prompt: Any) -> None:
     raise ValidationFailed(["prompt"], "Input should be a valid string", "string_type")
 
 
-def parse_request(
-    path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
-    extra_fields: Collection[str] = (),
-) -> InferenceRequest:
-    """Validate a body and prepare what is forwarded upstream (only what the network takes:
-    `network_fields.network_body`, with the operator's `extra_fields`)."""
+def decode_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (a 422 otherwise)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -138,7 +139,26 @@ def parse_request(
     if not isinstance(body, dict):
         raise ValidationFailed([], "Input should be a valid dictionary or object to extract fields from",
                                "model_attributes_type")
-    chat = path == CHAT_PATH
+    return body
+
+
+def parse_request(
+    path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
+    extra_fields: Collection[str] = (),
+) -> InferenceRequest:
+    """Validate a body and prepare what is forwarded upstream (only what the network takes:
+    `network_fields.network_body`, with the operator's `extra_fields`)."""
+    return prepare_request(decode_body(raw), path == CHAT_PATH, max_tokens_cap=max_tokens_cap,
+                           default_max_tokens=default_max_tokens, max_coefficient=max_coefficient,
+                           extra_fields=extra_fields)
+
+
+def prepare_request(
+    body: dict[str, Any], chat: bool, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
+    extra_fields: Collection[str] = (),
+) -> InferenceRequest:
+    """Check a decoded chat or completions body and prepare it for forwarding; the dialects call
+    this with the chat body they translated, so every way in meets the same checks and filter."""
     required = "messages" if chat else "prompt"
     model = body.get("model")
     if model is None or body.get(required) is None:
