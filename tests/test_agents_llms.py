@@ -71,8 +71,11 @@ def test_llms_txt_prices_and_limits_are_the_live_ones(server: Server) -> None:
     assert "prices live" in text  # read from the simulated COCOON client, not the defaults
     assert "120 requests a minute per key" in text
     assert "at most 32000" in text
-    for model in client.get("/v1/models").json()["data"]:
-        assert f"`{model['id']}`: {model['type']}" in text
+    models = client.get("/v1/models").json()["data"]
+    for model in models:  # each model by its id, and its alias beside it
+        line = re.search(rf"^- .*`{re.escape(model['id'])}`.*$", text, re.MULTILINE)
+        assert line is not None and f": {model['type']}, `POST {model['endpoint']}`" in line.group(0)
+    assert any("/" not in model["id"] for model in models)
 
 
 def test_every_link_resolves_and_every_anchor_exists(server: Server) -> None:

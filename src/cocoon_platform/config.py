@@ -186,12 +186,11 @@ class Settings(BaseSettings):
         except InvalidAddress as exc:
             raise ValueError(f"COCOON_DEPOSIT_WALLET is not a valid TON address: {exc}") from exc
         # The raw form carries no network flag; the user-friendly form must match the network.
-        if ":" not in self.deposit_wallet:
-            if address.testnet != (self.ton_network == "testnet"):
-                raise ValueError(
-                    f"COCOON_DEPOSIT_WALLET is a {'testnet' if address.testnet else 'mainnet'} address "
-                    f"but COCOON_TON_NETWORK is {self.ton_network}"
-                )
+        if ":" not in self.deposit_wallet and address.testnet != (self.ton_network == "testnet"):
+            raise ValueError(
+                f"COCOON_DEPOSIT_WALLET is a {'testnet' if address.testnet else 'mainnet'} address "
+                f"but COCOON_TON_NETWORK is {self.ton_network}"
+            )
         return self
 
     @property

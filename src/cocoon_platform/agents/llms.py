@@ -106,11 +106,14 @@ def models_section(state: AppState) -> str:
     models = state.network.models
     if models is None:
         return "Not known yet: the COCOON network has not answered since start-up (see `GET /v1/models`)."
+    aliases = {model_id: alias for alias, model_id in state.network.aliases.items()}
     lines = []
     for model in models:
         info = state.catalog.info(model.id)
         window = f", context {info.context_window} tokens" if info.context_window else ""
-        lines.append(f"- `{model.id}`: {info.type}, `POST {info.endpoint}`{window}, {len(model.workers)} worker(s)")
+        alias = f" (also `{aliases[model.id]}`)" if model.id in aliases else ""
+        lines.append(f"- `{model.id}`{alias}: {info.type}, `POST {info.endpoint}`{window}, "
+                     f"{len(model.workers)} worker(s)")
     return "\n".join(lines) or "None right now (see `GET /v1/models`)."
 
 
@@ -179,7 +182,8 @@ def _resolve(openapi: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 def _type(openapi: dict[str, Any], schema: dict[str, Any]) -> str:
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[1]
+        ref: str = schema["$ref"]
+        return ref.rsplit("/", 1)[1]
     for combinator in ("anyOf", "oneOf"):
         if combinator in schema:
             return " | ".join(_type(openapi, s) for s in schema[combinator])
