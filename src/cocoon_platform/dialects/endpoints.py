@@ -32,7 +32,7 @@ async def count_tokens(request: Request, state: StateDep) -> Response:
     """Anthropic's count_tokens: `{"input_tokens": N}`, N never under the real count; free."""
     dialect = MessagesDialect()
     try:
-        authorization, _ = request_headers(request.scope)
+        authorization, _ = request_headers(dict(request.scope))
         key_hash = bearer_key_hash(authorization)
         if key_hash is None:
             raise InvalidApiKey()

@@ -19,7 +19,6 @@ failure mid-stream is an `error` event. Every error is in Anthropic's shape, wit
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import orjson
@@ -111,8 +110,8 @@ class MessagesRequest:
             content.append({"type": "text", "text": message.text})
         for index, call in enumerate(message.tool_calls):
             name, arguments = function_of(call)
-            call_id = call.get("id") if isinstance(call.get("id"), str) else f"toolu_{answer_id[4:]}_{index}"
-            content.append({"type": "tool_use", "id": call_id, "name": name, "input": _input(arguments)})
+            call_id = call.get("id")
+            content.append({"type": "tool_use", "id": call_id if isinstance(call_id, str) else f"toolu_{answer_id[4:]}_{index}", "name": name, "input": _input(arguments)})
         stop_reason, stop_sequence = self._stop(message.finish_reason, message.stop_reason)
         return {"id": answer_id, "type": "message", "role": "assistant",
                 "model": str(document.get("model") or self.body["model"]), "content": content,
@@ -263,7 +262,7 @@ class MessagesStream:
 
     def _start(self) -> list[bytes]:
         self.started = True
-        message = {"id": self.answer_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+        message: dict[str, Any] = {"id": self.answer_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
                    "stop_reason": None, "stop_sequence": None,
                    "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
                              "output_tokens": 0}}

@@ -104,8 +104,9 @@ class ResponsesRequest:
             output.append(_message_item(suffix, message.text))
         for index, call in enumerate(message.tool_calls):
             name, arguments = function_of(call)
-            call_id = call.get("id") if isinstance(call.get("id"), str) else f"call_{suffix}_{index}"
-            output.append(_call_item(suffix, index, call_id, name, arguments))
+            call_id = call.get("id")
+            output.append(_call_item(suffix, index, call_id if isinstance(call_id, str) else f"call_{suffix}_{index}",
+                                     name, arguments))
         response = self._response(answer_id, str(document.get("model") or self.body["model"]),
                                   int(document.get("created") or time.time()), output)
         _finish(response, message.finish_reason, document.get("usage"))
@@ -318,7 +319,7 @@ class ResponsesStream:
         index = len(self.output)
         if kind == "reasoning":
             item: dict[str, Any] = {"type": "reasoning", "id": f"rs_{self.suffix}", "summary": []}
-            part = {"type": "summary_text", "text": ""}
+            part: dict[str, Any] = {"type": "summary_text", "text": ""}
             out.append(self._event("response.output_item.added", {"output_index": index, "item": item}))
             out.append(self._event("response.reasoning_summary_part.added", {
                 "item_id": item["id"], "output_index": index, "summary_index": 0, "part": part}))
