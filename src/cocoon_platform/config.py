@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     rate_limit_signup_per_minute: int = Field(10, ge=0)
     auth_failures_per_minute: int = Field(30, ge=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    # 0: half the process's open-file limit, so upstream connections and the database fit beside.
+    max_connections: int = Field(0, ge=0)
     cors_origins: str = ""
     # Peers whose X-Forwarded-For is believed (comma-separated CIDRs; see ops/client_address.py).
     trusted_proxies: str = ""
