@@ -104,6 +104,8 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
             "COCOON_RATE_LIMIT_RPM": "0",
             "COCOON_RATE_LIMIT_CONCURRENT": "0",
             "COCOON_RATE_LIMIT_SIGNUP_PER_MINUTE": "0",
+            # Tests fail authentication on purpose; the throttle's own tests turn it back on.
+            "COCOON_AUTH_FAILURES_PER_MINUTE": "0",
             "PYTHONUNBUFFERED": "1",
         }
     )

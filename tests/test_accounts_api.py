@@ -119,7 +119,10 @@ def test_login_with_wrong_key_is_401_and_bad_body_is_422(server: Server) -> None
         assert client.post("/api/login", json={"api_key": "nope"}).status_code == 401
         missing = client.post("/api/login", json={})
         assert missing.status_code == 422
-        assert missing.json() == {"detail": [{"loc": ["body", "api_key"], "msg": "Field required", "type": "missing"}]}
+        assert missing.json()["detail"] == [{"loc": ["body", "api_key"], "msg": "Field required", "type": "missing"}]
+        assert missing.json()["error"] == {"message": "Invalid 'api_key': Field required (missing)",
+                                           "type": "invalid_request_error", "param": "api_key",
+                                           "code": "validation_error"}
         wrong_type = client.post("/api/login", json={"api_key": 5})
         assert wrong_type.status_code == 422 and wrong_type.json()["detail"][0]["loc"] == ["body", "api_key"]
         not_json = client.post("/api/login", content=b"{", headers={"content-type": "application/json"})

@@ -12,13 +12,15 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cocoon_platform import __version__
 from cocoon_platform.accounts.endpoints import router as accounts_router
+from cocoon_platform.agents.llms import router as llms_router
 from cocoon_platform.billing.endpoints import router as billing_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
-from cocoon_platform.errors import PayloadTooLarge, install_handlers
+from cocoon_platform.errors import MethodNotAllowed, PayloadTooLarge, install_handlers
+from cocoon_platform.proxy.asgi import send_error
 from cocoon_platform.ops.endpoints import router as ops_router
 from cocoon_platform.ops.request_log import configure_logging
-from cocoon_platform.proxy.handler import InferenceHandler
+from cocoon_platform.proxy.handler import InferenceHandler, new_request_id
 from cocoon_platform.proxy.openapi import add_inference_paths
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH
 from cocoon_platform.server import tune_garbage_collector
@@ -33,6 +35,9 @@ OpenAI-compatible chat and text completions with per-token billing, prepaid in T
 Authenticate with `Authorization: Bearer ck_...` (from `POST /api/register`)."""
 
 INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH))
+# Headers a browser's script may read from an answer.
+EXPOSED_HEADERS = ["X-Request-Id", "Retry-After", "X-RateLimit-Limit-Requests", "X-RateLimit-Remaining-Requests",
+                   "X-RateLimit-Reset-Requests"]
 
 
 class PlatformApp:
@@ -48,18 +53,22 @@ class PlatformApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.api(scope, receive, send)
-        elif scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
+        elif scope["path"] in INFERENCE_PATHS and scope["method"] == "POST":
             inference: InferenceHandler = scope["state"]["inference"]
             await inference(scope, receive, send)
         else:
+            request_id = new_request_id()
+            if scope["path"] in INFERENCE_PATHS:
+                await send_error(send, MethodNotAllowed(
+                    f"{scope['method']} is not allowed on {scope['path']}: send a POST.", headers={"Allow": "POST"}),
+                    request_id)
+                return
             try:
                 receive = await self._bounded(scope, receive)
             except PayloadTooLarge as exc:
-                await send({"type": "http.response.start", "status": exc.status,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": exc.to_bytes()})
+                await send_error(send, exc, request_id)
                 return
-            await self.api(scope, receive, send)
+            await self.api(scope, receive, _with_request_id(send, request_id.encode()))
 
     async def _bounded(self, scope: dict[str, Any], receive: Any) -> Any:
         """Refuse bodies over the limit before FastAPI sees them (413 in the error shape)."""
@@ -92,6 +101,17 @@ class PlatformApp:
         return replayed
 
 
+def _with_request_id(send: Any, request_id: bytes) -> Any:
+    """`send` adding `x-request-id` to the answer's head, so that every answer carries one."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
+        await send(message)
+
+    return sending
+
+
 def create_api(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -119,6 +139,7 @@ def create_api(settings: Settings) -> FastAPI:
     api.include_router(system_router)
     api.include_router(dashboard_router)
     api.include_router(ops_router)
+    api.include_router(llms_router)
     add_inference_paths(api)
     return api
 
@@ -129,5 +150,5 @@ def create_app(settings: Settings | None = None) -> Any:
     app: Any = PlatformApp(create_api(settings), settings.max_body_bytes)
     if settings.cors_origin_list:
         app = CORSMiddleware(app, allow_origins=settings.cors_origin_list, allow_methods=["*"],
-                             allow_headers=["*"], expose_headers=["X-Request-Id"])
+                             allow_headers=["*"], expose_headers=EXPOSED_HEADERS)
     return app

@@ -87,6 +87,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         loop="auto",
         http=HttpProtocol,
         access_log=False,
+        # Client addresses are resolved by ops/client_address.py, from COCOON_TRUSTED_PROXIES only.
+        proxy_headers=False,
+        server_header=False,
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
@@ -183,6 +186,19 @@ def cmd_reconcile(_: argparse.Namespace) -> int:
     return run_async(_reconcile)
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from cocoon_platform.ops.backup import BackupError, backup_sqlite, sqlite_path
+
+    try:
+        size = backup_sqlite(sqlite_path(load_settings().database_url), Path(args.path), overwrite=args.force)
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"backed up {size} bytes to {args.path}; after a restore, run `cocoon-platform admin reconcile`")
+    return 0
+
+
 def run_simulator(argv: list[str]) -> int:
     from cocoon_simulator.__main__ import main as simulate
 
@@ -220,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_balance_command(admin, "debit", cmd_debit, "debit")
     reconcile = admin.add_parser("reconcile", help="check every balance against its ledger and every reservation")
     reconcile.set_defaults(handler=cmd_reconcile)
+    backup = admin.add_parser(
+        "backup", help="copy the SQLite database while serving (online backup API; PostgreSQL: pg_dump)",
+    )
+    backup.add_argument("path", help="file to write (created 0600)")
+    backup.add_argument("--force", action="store_true", help="replace the file if it exists")
+    backup.set_defaults(handler=cmd_backup)
     register_deposits(admin)
     return parser
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
+
+if TYPE_CHECKING:
+    from cocoon_platform.ops.client_address import IPNetwork
 
 NANOTON_PER_TON = 1_000_000_000
 
@@ -32,10 +35,15 @@ def ton_to_nanoton(value: str | float | int | Decimal) -> int:
     return int(nano)
 
 
-def format_ton(nanoton: int, places: int = 4) -> str:
-    """Render nanoTON as TON with a fixed number of places, rounding toward zero."""
+def format_ton(nanoton: int, places: int = 4, *, trim: bool = False) -> str:
+    """Render nanoTON as TON with a fixed number of places, rounding toward zero; never in
+    exponent form (`str(Decimal)` writes 0 at 9 places as `0E-9`). With `trim`, trailing zeros
+    go (`0`, `0.05`), for amounts quoted exactly in messages."""
     quantum = Decimal(1).scaleb(-places)
-    return str((Decimal(nanoton) / NANOTON_PER_TON).quantize(quantum, rounding="ROUND_DOWN"))
+    text = f"{(Decimal(nanoton) / NANOTON_PER_TON).quantize(quantum, rounding='ROUND_DOWN'):f}"
+    if trim and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 class Settings(BaseSettings):
@@ -103,8 +111,11 @@ class Settings(BaseSettings):
     rate_limit_rpm: int = Field(600, ge=0)
     rate_limit_concurrent: int = Field(32, ge=0)
     rate_limit_signup_per_minute: int = Field(10, ge=0)
+    auth_failures_per_minute: int = Field(30, ge=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     cors_origins: str = ""
+    # Peers whose X-Forwarded-For is believed (comma-separated CIDRs; see ops/client_address.py).
+    trusted_proxies: str = ""
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
 
@@ -152,6 +163,14 @@ class Settings(BaseSettings):
     def _check_explorer_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")) or "{tx_hash}" not in value:
             raise ValueError("must be an http(s):// URL containing {tx_hash}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        from cocoon_platform.ops.client_address import parse_networks
+
+        parse_networks(value)
         return value
 
     @field_validator("log_level")
@@ -209,6 +228,12 @@ class Settings(BaseSettings):
     @cached_property
     def upstream_extra_field_set(self) -> frozenset[str]:
         return frozenset(f.strip() for f in self.upstream_extra_fields.split(",") if f.strip())
+
+    @cached_property
+    def trusted_proxy_networks(self) -> list[IPNetwork]:
+        from cocoon_platform.ops.client_address import parse_networks
+
+        return parse_networks(self.trusted_proxies)
 
     @cached_property
     def cors_origin_list(self) -> list[str]:

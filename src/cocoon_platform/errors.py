@@ -51,6 +51,29 @@ def error_body(message: str, type_: str, code: str | None, param: str | None = N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+def validation_body(detail: list[dict[str, Any]]) -> dict[str, Any]:
+    """A 422's body: the spec's `detail` list, and an OpenAI `error` object naming the first
+    failure's field and rule, which the SDKs print (they print nothing of `detail`)."""
+    first = detail[0] if detail else {"loc": [], "msg": "Invalid request body", "type": "value_error"}
+    param = field_path(first["loc"])
+    where = f"'{param}'" if param else "the request body"
+    message = f"Invalid {where}: {first['msg']} ({first['type']})"
+    if len(detail) > 1:
+        message += f", and {len(detail) - 1} more (see detail)"
+    return {"detail": detail, **error_body(message, "invalid_request_error", "validation_error", param)}
+
+
+def field_path(loc: list[Any]) -> str | None:
+    """`["body", "messages", 0, "role"]` as `messages[0].role`; None for the body itself."""
+    path = ""
+    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        if isinstance(part, int):
+            path += f"[{part}]" if path else ""  # a leading position points into the raw body (bad JSON)
+        else:
+            path += f".{part}" if path else str(part)
+    return path or None
+
+
 class InvalidApiKey(PlatformError):
     status = 401
     type = "invalid_auth"
@@ -122,6 +145,10 @@ class NotFound(PlatformError):
     message = "Not found"
 
 
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+
 class MethodNotAllowed(PlatformError):
     status = 405
     type = "invalid_request_error"
@@ -138,7 +165,7 @@ class PayloadTooLarge(PlatformError):
 class RateLimited(PlatformError):
     status = 429
     type = "invalid_request_error"
-    code = None
+    code = "rate_limit_exceeded"
 
 
 class UpstreamError(PlatformError):
@@ -177,7 +204,7 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(NotFound())
         if exc.status_code == 405:
-            return error_response(MethodNotAllowed())
+            return error_response(MethodNotAllowed(headers=dict(exc.headers or {})))
         return JSONResponse(
             error_body(str(exc.detail), "invalid_request_error", None), status_code=exc.status_code
         )
@@ -186,7 +213,7 @@ def install_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         # FastAPI's shape, as the spec's ValidationError schema; drop `input`/`ctx`, which may echo secrets.
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse(validation_body(detail), status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

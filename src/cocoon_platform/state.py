@@ -10,12 +10,14 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cocoon_platform.accounts.key_accounts import KeyAccounts
 from cocoon_platform.accounts.last_used import LastUsedTracker
 from cocoon_platform.billing.prices import NetworkPrices, Pricer
 from cocoon_platform.billing.store import create_billing_store
 from cocoon_platform.billing.sweeper import sweep_expired
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
+from cocoon_platform.ops.client_address import ClientAddresses
 from cocoon_platform.ops.ratelimit import SLOT_TTL, Counters, LocalCounters, RateLimiter, RedisCounters
 from cocoon_platform.ton.rates import RateSource
 from cocoon_platform.upstream.catalog import ModelCatalog
@@ -48,8 +50,11 @@ class AppState:
         slot_ttl = max(SLOT_TTL, int(settings.reservation_ttl_seconds) + 60)
         counters: Counters = RedisCounters(settings.redis_url, slot_ttl) if settings.redis_url else LocalCounters()
         self.limiter = RateLimiter(
-            counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute
+            counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute,
+            settings.auth_failures_per_minute,
         )
+        self.key_accounts = KeyAccounts(self.sessionmaker)
+        self.client_addresses = ClientAddresses(settings.trusted_proxy_networks)
         self.billing = create_billing_store(settings)
         self.catalog = ModelCatalog.load(settings.model_catalog_file)
         self.pool = UpstreamPool(settings)

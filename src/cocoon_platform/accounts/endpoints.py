@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, status
+from fastapi import APIRouter, Body, Header, Request, status
 
 from cocoon_platform.accounts import service
 from cocoon_platform.accounts.keys import bearer_key_hash, bearer_token
@@ -19,8 +19,15 @@ from cocoon_platform.accounts.schemas import (
 )
 from cocoon_platform.config import format_ton
 from cocoon_platform.db.models import Account
-from cocoon_platform.deps import AddressLimited, CurrentKey, SessionDep, StateDep
-from cocoon_platform.errors import AdminTokenRequired, InvalidApiKey, NotFound, error_body
+from cocoon_platform.deps import (
+    AddressLimited,
+    CurrentKey,
+    SessionDep,
+    StateDep,
+    authentication_failed,
+    refuse_throttled,
+)
+from cocoon_platform.errors import AdminTokenRequired, NotFound, error_body
 
 router = APIRouter()
 
@@ -63,6 +70,7 @@ async def register(state: StateDep, session: SessionDep) -> RegisterResponse:
     dependencies=[AddressLimited],
 )
 async def create_key(
+    request: Request,
     state: StateDep,
     session: SessionDep,
     body: Annotated[NewKeyRequest | None, Body()] = None,
@@ -73,9 +81,10 @@ async def create_key(
     name = body.name if body else None
     token = bearer_token(authorization)
     if token is not None and token.startswith("ck_"):
+        refuse_throttled(state, request)
         identity = await service.identify(session, bearer_key_hash(authorization) or b"")
         if identity is None:
-            raise InvalidApiKey()
+            raise await authentication_failed(state, request)
         plaintext, _ = await service.add_key(session, identity.account_id, name)
         await session.commit()
         account = await session.get(Account, identity.account_id)
@@ -122,11 +131,12 @@ async def revoke_key(key_id: int, identity: CurrentKey, session: SessionDep) -> 
 
 @router.post("/api/login", response_model=LoginResponse, tags=["Authentication"],
              summary="Verify API key and get user info", responses={401: UNAUTHORIZED}, dependencies=[AddressLimited])
-async def login(body: LoginRequest, state: StateDep, session: SessionDep) -> LoginResponse:
+async def login(request: Request, body: LoginRequest, state: StateDep, session: SessionDep) -> LoginResponse:
     """Validates an API key and returns the account's balance, deposit code and deposit wallet."""
+    refuse_throttled(state, request)
     account = await service.account_by_key(session, body.api_key) if body.api_key.startswith("ck_") else None
     if account is None:
-        raise InvalidApiKey()
+        raise await authentication_failed(state, request)
     return LoginResponse(
         balance_ton=_ton(account.balance_nanoton),
         deposit_code=account.deposit_code,

@@ -1,4 +1,12 @@
-"""Rate limits: requests per minute and concurrent requests per key, sign-ups per address.
+"""Rate limits: requests per minute and concurrent requests per account (all its keys together,
+so minting keys multiplies nothing), sign-ups per client address, and failed authentications
+per client address.
+
+Failed authentications: each one takes from the address's bucket (shared, like the others);
+once one is refused, this process refuses every authenticated request from that address with
+429 until the bucket would admit again, before any database work (an in-memory check, so
+rotating made-up keys costs the database nothing past the limit, and a request with no
+blocked address costs one test of an empty dict).
 
 Counters live in Redis when COCOON_REDIS_URL is set (shared by every instance, on Redis's
 clock), else in this process. A limit of 0 turns that limit off. When the counters can't be
@@ -159,44 +167,49 @@ class RedisCounters:
 
 
 class RateLimiter:
-    def __init__(self, counters: Counters, per_minute: int, concurrent: int, signups_per_minute: int) -> None:
+    def __init__(self, counters: Counters, per_minute: int, concurrent: int, signups_per_minute: int,
+                 auth_failures_per_minute: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
         self.counters = counters
         self.per_minute = per_minute
         self.concurrent = concurrent
         self.signups_per_minute = signups_per_minute
+        self.auth_failures_per_minute = auth_failures_per_minute
+        self._clock = clock
         self._warned_at = -UNREACHABLE_WARNING_SECONDS
+        # Client address buckets refused for failed authentications: until when (clock time).
+        self.blocked_until: dict[str, float] = {}
 
     @property
-    def checks_keys(self) -> bool:
+    def checks_accounts(self) -> bool:
         return bool(self.per_minute or self.concurrent)
 
-    async def admit_key(self, key_hash: bytes) -> str | None:
-        """Admit a request of this key: the concurrency slot it holds (to give back with
-        `release_key`), or None when it holds none. A refused request holds none."""
+    async def admit_account(self, account_id: int) -> str | None:
+        """Admit a request of this account: the concurrency slot it holds (to give back with
+        `release_account`), or None when it holds none. A refused request holds none."""
         try:
-            return await self._admit_key(key_hash)
+            return await self._admit_account(account_id)
         except RateLimited:
             raise
         except Exception as exc:
             self._unreachable(exc)
             return None
 
-    async def _admit_key(self, key_hash: bytes) -> str | None:
-        name = key_hash[:16].hex()
+    async def _admit_account(self, account_id: int) -> str | None:
+        name = f"account:{account_id}"
         slot = None
         if self.concurrent:
             slot = await self.counters.enter(name, self.concurrent)
             if slot is None:
-                RATE_LIMITED.labels("key_concurrency").inc()
+                RATE_LIMITED.labels("account_concurrency").inc()
                 raise RateLimited(
-                    f"Too many concurrent requests: at most {self.concurrent} at a time for this key.",
+                    f"Too many concurrent requests: at most {self.concurrent} at a time for this account.",
                     headers={"Retry-After": "1"})
         try:
-            if self.per_minute and (wait := await self.counters.take(f"key:{name}", self.per_minute)):
-                RATE_LIMITED.labels("key_rpm").inc()
+            if self.per_minute and (wait := await self.counters.take(name, self.per_minute)):
+                RATE_LIMITED.labels("account_rpm").inc()
                 retry = retry_after(wait)
                 raise RateLimited(
-                    f"Rate limit reached: {self.per_minute} requests per minute for this key. "
+                    f"Rate limit reached: {self.per_minute} requests per minute for this account. "
                     f"Retry after {retry} s.", headers={"Retry-After": str(retry)})
         except BaseException:
             if slot is not None:
@@ -204,8 +217,44 @@ class RateLimiter:
             raise
         return slot
 
-    async def release_key(self, key_hash: bytes, slot: str) -> None:
-        await self.counters.leave(key_hash[:16].hex(), slot)
+    async def release_account(self, account_id: int, slot: str) -> None:
+        await self.counters.leave(f"account:{account_id}", slot)
+
+    def refuse_if_blocked(self, address: str) -> None:
+        """RateLimited when this address failed authentication too often (no I/O)."""
+        until = self.blocked_until.get(address)
+        if until is None:
+            return
+        now = self._clock()
+        if now >= until:
+            del self.blocked_until[address]
+            return
+        raise self._too_many_failures(until - now)
+
+    async def failed_authentication(self, address: str) -> RateLimited | None:
+        """Count a failed authentication: the error to answer with instead of 401 once the
+        address is past the limit, which also blocks it (see the module), else None."""
+        if not self.auth_failures_per_minute:
+            return None
+        try:
+            wait = await self.counters.take(f"authfail:{address}", self.auth_failures_per_minute)
+        except Exception as exc:
+            self._unreachable(exc)
+            return None
+        if not wait:
+            return None
+        now = self._clock()
+        if len(self.blocked_until) >= LOCAL_NAMES:
+            self.blocked_until = {k: v for k, v in self.blocked_until.items() if v > now}
+        self.blocked_until[address] = now + wait
+        return self._too_many_failures(wait)
+
+    def _too_many_failures(self, wait: float) -> RateLimited:
+        RATE_LIMITED.labels("auth_failures").inc()
+        retry = retry_after(wait)
+        return RateLimited(
+            f"Too many failed authentications from your address: {self.auth_failures_per_minute} per minute. "
+            f"Retry after {retry} s.", headers={"Retry-After": str(retry)})
 
     def _unreachable(self, exc: Exception) -> None:
         now = time.monotonic()

@@ -49,7 +49,7 @@ from cocoon_platform.proxy.asgi import (
 )
 from cocoon_platform.proxy.events import DONE
 from cocoon_platform.proxy.outcome import Outcome
-from cocoon_platform.proxy.relay import relay
+from cocoon_platform.proxy.relay import openai_frame, relay
 from cocoon_platform.proxy.request import CHAT_PATH, InferenceRequest, parse_request
 from cocoon_platform.proxy.upstream_errors import map_upstream_error
 from cocoon_platform.state import AppState
@@ -61,14 +61,16 @@ logger = logging.getLogger("cocoon_platform.proxy")
 MAX_RESERVATION = 2**62  # fits a BIGINT with room for the balance arithmetic
 
 
-def new_request_id() -> str:
-    """`req_` + 48-bit millisecond time + 80 random bits, in hex: unique, and in time order, so the
-    unique indexes on request ids and usage references grow at their end instead of touching a
-    random page per insert (fewer pages per transaction; fewer WAL frames on SQLite).
+def new_request_id(prefix: str = "req_") -> str:
+    """`prefix` + 44-bit millisecond time (to the year 2527) + 80 random bits, in hex: unique, and
+    in time order, so the unique indexes on request ids and usage references grow at their end
+    instead of touching a random page per insert (fewer pages per transaction; fewer WAL frames
+    on SQLite). The prefix is the answer's kind as its API writes ids (`chatcmpl-`, `cmpl-`,
+    `resp_`, `msg_`): the answer's `id` is the request id. At most 40 characters (the id columns).
 
     The bits come from `random` (seeded from the OS, reseeded in forked workers), not a system
     call per request: an id must be unique, not secret."""
-    return f"req_{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
+    return f"{prefix}{time.time_ns() // 1_000_000 & 0xFFFFFFFFFFF:011x}{random.getrandbits(80):020x}"
 
 
 class InferenceHandler:
@@ -83,24 +85,29 @@ class InferenceHandler:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
         started = time.perf_counter()
-        request_id = new_request_id()
         settings = state.settings
         endpoint = "chat" if scope["path"] == CHAT_PATH else "completions"
+        request_id = new_request_id(_ID_PREFIX[endpoint])
         outcome = Outcome()
         request: InferenceRequest | None = None
-        key_hash: bytes | None = None
+        account_id = 0
         slot: str | None = None
         try:
             try:
                 authorization, length = request_headers(scope)
                 if length is not None and length > settings.max_body_bytes:
                     raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes")
+                if state.limiter.blocked_until:
+                    state.limiter.refuse_if_blocked(state.client_addresses.bucket_of(scope))
                 raw = await read_body(receive, settings.max_body_bytes)
                 key_hash = bearer_key_hash(authorization)
                 if key_hash is None:
                     raise InvalidApiKey()
-                if state.limiter.checks_keys:
-                    slot = await state.limiter.admit_key(key_hash)
+                if state.limiter.checks_accounts:
+                    account_id = await state.key_accounts.account_of(key_hash)
+                    if account_id is None:
+                        raise InvalidApiKey()
+                    slot = await state.limiter.admit_account(account_id)
                 request = parse_request(
                     scope["path"],
                     raw,
@@ -109,6 +116,7 @@ class InferenceHandler:
                     max_coefficient=settings.max_coefficient,
                     extra_fields=settings.upstream_extra_field_set,
                 )
+                request.set_model(state.network.canonical(request.model))
                 prices = state.prices
                 amount = state.pricer.worst_case(prices, len(raw), request.max_tokens * request.choices)
                 if amount >= MAX_RESERVATION:
@@ -120,6 +128,8 @@ class InferenceHandler:
                 if reservation is None:
                     raise await self._refusal(key_hash, amount, prices, len(raw), request)
             except PlatformError as exc:
+                if isinstance(exc, InvalidApiKey):
+                    exc = await state.limiter.failed_authentication(state.client_addresses.bucket_of(scope)) or exc
                 outcome.http_status = exc.status
                 await send_error(send, exc, request_id)
                 return
@@ -141,8 +151,8 @@ class InferenceHandler:
                     outcome.status = UsageStatus.ABORTED
                     await asyncio.shield(self._settle(request, reservation, prices, request_id, outcome, started))
         finally:
-            if slot is not None and key_hash is not None:
-                await state.limiter.release_key(key_hash, slot)
+            if slot is not None:
+                await state.limiter.release_account(account_id, slot)
             self._observe(endpoint, request, request_id, outcome, time.perf_counter() - started)
 
     def _observe(self, endpoint: str, request: InferenceRequest | None, request_id: str, outcome: Outcome,
@@ -205,11 +215,14 @@ class InferenceHandler:
         fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // request.choices
         hint = (f" The largest max_tokens that fits is {fits}." if fits > 0
                 else " Top up via /v1/deposit or shorten the prompt.")
+        def ton(nanoton: int) -> str:
+            return format_ton(nanoton, 9, trim=True)
+
         return InsufficientBalance(
-            f"Insufficient balance for this request: it needs up to {format_ton(amount, 9)} TON "
-            f"(max_tokens={request.max_tokens}) but {format_ton(max(available, 0), 9)} TON is available "
-            f"(balance {format_ton(funds.balance, 9)} TON, {format_ton(funds.reserved, 9)} TON held by requests "
-            f"in flight, overdraft {format_ton(settings.max_overdraft_nanoton, 9)} TON).{hint}"
+            f"Insufficient balance for this request: it needs up to {ton(amount)} TON "
+            f"(max_tokens={request.max_tokens}) but {ton(max(available, 0))} TON is available "
+            f"(balance {ton(funds.balance)} TON, {ton(funds.reserved)} TON held by requests "
+            f"in flight, overdraft {ton(settings.max_overdraft_nanoton)} TON).{hint}"
         )
 
     # --- forwarding -----------------------------------------------------------------------
@@ -268,6 +281,7 @@ class InferenceHandler:
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
         usage["cost_nanoton"] = charge
         usage["cost_ton"] = charge / 1_000_000_000
+        document["id"] = request_id
         await send_json(send, document, request_id)
 
     async def _stream(
@@ -299,7 +313,7 @@ class InferenceHandler:
             async with asyncio.timeout(self.deadline):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
                 await start_sse(send, request_id)
-                await relay(response, send, outcome, started, watch_client)
+                await relay(response, send, outcome, started, watch_client, openai_frame(outcome, request_id))
         except TimeoutError:
             if response is not None:
                 outcome.error = UpstreamError(504, "The COCOON network stopped answering mid-stream.", "timeout")
@@ -338,7 +352,7 @@ class InferenceHandler:
             usage = dict(outcome.usage)
             usage["cost_nanoton"] = charge
             usage["cost_ton"] = charge / 1_000_000_000
-            tail = sse(orjson.dumps({"id": outcome.stream_id or request_id,
+            tail = sse(orjson.dumps({"id": request_id,
                                       "object": _CHUNK_OBJECT[request.endpoint], "created": int(time.time()),
                                       "model": request.model, "choices": [], "usage": usage}))
         await send({"type": "http.response.body", "body": tail + sse(DONE), "more_body": False})
@@ -375,5 +389,6 @@ class InferenceHandler:
         return charged.charge
 
 
+_ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}
 _UPSTREAM_PATH = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 _CHUNK_OBJECT = {"chat": "chat.completion.chunk", "completions": "text_completion"}

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from cocoon_platform.billing.cost import estimate_prompt_tokens
-from cocoon_platform.errors import InvalidRequest, PlatformError
+from cocoon_platform.errors import InvalidRequest, PlatformError, validation_body
 from cocoon_platform.proxy.network_fields import network_body
 
 CHAT_PATH = "/v1/chat/completions"
@@ -26,7 +26,7 @@ MAX_N = 16
 
 
 class ValidationFailed(PlatformError):
-    """A 422 with FastAPI's body shape."""
+    """A 422 with FastAPI's body shape, and the OpenAI error object beside it (`validation_body`)."""
 
     status = 422
 
@@ -35,7 +35,7 @@ class ValidationFailed(PlatformError):
         self.detail = [{"loc": ["body", *loc], "msg": msg, "type": type_}]
 
     def body(self) -> dict[str, Any]:
-        return {"detail": self.detail}
+        return validation_body(self.detail)
 
 
 @dataclass(slots=True)
@@ -47,6 +47,11 @@ class InferenceRequest:
     max_tokens: int
     choices: int
     payload: dict[str, Any]  # the body to forward, already adjusted
+
+    def set_model(self, model: str) -> None:
+        """Name the model as the network does (an alias resolved)."""
+        if model != self.model:
+            self.model = self.payload["model"] = model
 
     def text_for_estimate(self) -> str:
         """The prompt text, for estimating tokens when the upstream never reported usage."""

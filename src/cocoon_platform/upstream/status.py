@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,6 +77,18 @@ def parse_prices(document: Any) -> NetworkPrices | None:
     )
 
 
+def model_aliases(model_ids: Collection[str]) -> dict[str, str]:
+    """Each `org/name` model also answers to `name` in lower case (`qwen3-32b`): some clients read
+    `org/` as a provider prefix (the Agents SDK: "Unknown prefix: Qwen"). An alias two models
+    would share, or that is some model's id, is left out."""
+    candidates: dict[str, list[str]] = {}
+    for model_id in model_ids:
+        name = model_id.rsplit("/", 1)[1].lower() if "/" in model_id else ""
+        if name and name not in model_ids:
+            candidates.setdefault(name, []).append(model_id)
+    return {alias: ids[0] for alias, ids in candidates.items() if len(ids) == 1}
+
+
 class NetworkStatus:
     def __init__(
         self,
@@ -93,6 +105,7 @@ class NetworkStatus:
         self._on_prices = on_prices
         self.models: list[NetworkModel] | None = None
         self._model_ids: frozenset[str] = frozenset()
+        self.aliases: dict[str, str] = {}  # alias: the model's id on the network
         self.models_at: float | None = None  # wall-clock time of the last good model list
         self._prices_at: float | None = None
         self._refreshing: asyncio.Task[None] | None = None
@@ -133,6 +146,7 @@ class NetworkStatus:
         if answered:
             self.models = list(merged.values())
             self._model_ids = frozenset(merged)
+            self.aliases = model_aliases(merged)
             self.models_at = now
         live = next((prices for _, prices in results if prices is not None), None)
         if live is not None:
@@ -150,6 +164,10 @@ class NetworkStatus:
             await asyncio.wait_for(asyncio.shield(self._refreshing), bound)
         except TimeoutError:
             pass
+
+    def canonical(self, model: str) -> str:
+        """The network's id for `model`, which may be an alias; unknown names pass as they are."""
+        return self.aliases.get(model, model)
 
     def knows(self, model_id: str) -> bool:
         """Whether the network has listed this model (bounds metric label values)."""
