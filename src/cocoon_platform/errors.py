@@ -108,9 +108,9 @@ class ModelNotAllowed(PlatformError):
     code = "model_not_allowed"
 
 
-class KeyExpired(PlatformError):
-    status = 401
-    type = "invalid_auth"
+class KeyExpired(InvalidApiKey):
+    """A failed authentication like an invalid key (the same throttle counts it), with its own code."""
+
     code = "key_expired"
 
 

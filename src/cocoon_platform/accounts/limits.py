@@ -67,3 +67,16 @@ def read_models(stored: str | None) -> list[str] | None:
 def is_restricted(credit_limit: int | None, models: str | None, expires_at: int | None) -> bool:
     """A key with any restriction may not manage keys."""
     return credit_limit is not None or models is not None or expires_at is not None
+
+
+def next_reset(reset: str | None, now: float) -> datetime | None:
+    """When a limit that resets so next starts a period (UTC); None for one that never resets."""
+    if reset is None:
+        return None
+    start = datetime.fromtimestamp(period_start(reset, now), UTC)
+    if reset == LimitReset.DAILY:
+        return start + timedelta(days=1)
+    if reset == LimitReset.WEEKLY:
+        return start + timedelta(weeks=1)
+    return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+

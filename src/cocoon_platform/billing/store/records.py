@@ -32,9 +32,11 @@ class AccountFunds:
     balance: int
     reserved: int
     credited: int
+    key_id: int
     expires_at: int | None
     models: str | None
     credit_limit: int | None
+    limit_reset: str | None
     limit_spent: int  # in the current period
     limit_reserved: int
 
@@ -72,8 +74,8 @@ USAGE_COLUMNS = ("request_id, account_id, key_id, model, endpoint, prompt_tokens
 LEDGER_COLUMNS = "account_id, kind, amount_nanoton, reference, memo, created_at"
 # AccountFunds' fields, from `api_keys k JOIN accounts a`; parameters 2..4: the current day, week and
 # month's starts (the spending of a period that is over counts as zero).
-FUNDS_COLUMNS = """a.balance_nanoton, a.reserved_nanoton, a.credited_nanoton, k.expires_at, k.models,
-       k.credit_limit_nanoton,
+FUNDS_COLUMNS = """a.balance_nanoton, a.reserved_nanoton, a.credited_nanoton, k.id, k.expires_at, k.models,
+       k.credit_limit_nanoton, k.limit_reset,
        CASE WHEN k.limit_period_start < (CASE k.limit_reset WHEN 'daily' THEN $2 WHEN 'weekly' THEN $3
                                          WHEN 'monthly' THEN $4 ELSE 0 END)
             THEN 0 ELSE k.limit_spent_nanoton END,
