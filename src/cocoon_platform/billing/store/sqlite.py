@@ -255,7 +255,7 @@ class SqliteBillingStore(BillingStore):
                 raise Busy() from exc
             raise
         try:
-            results = []
+            results: list[Reservation | None] = []
             now = time.time()
             starts = period_starts(now)
             for key_hash, amount, min_balance, overdraft, hold_id, expires_at, needle, min_credits in reserves:
