@@ -76,7 +76,8 @@ def test_ready_when_all_is_well(client: TestClient) -> None:
 
 
 def test_a_killed_loop_makes_ready_503_naming_it_while_health_stays_200(client: TestClient) -> None:
-    platform_state(client).loops.first_backoff = 3600  # stays down for the test's length
+    loops = platform_state(client).loops
+    loops.first_backoff = loops.max_backoff = 3600  # stays down for the test's length
     kill(client, "sweeper")
     answer = client.get("/ready")
     assert answer.status_code == 503
@@ -98,7 +99,7 @@ def test_a_killed_loop_is_restarted(client: TestClient) -> None:
     assert client.get("/ready").status_code == 200
     # The restarted store answers (a key nobody has gets no hold).
     billing = platform_state(client).billing
-    reserve = billing.reserve(b"\0" * 32, 1, 0, 0, "hold-after-restart", 60)
+    reserve = billing.reserve(b"\0" * 32, 1, 0, 0, "hold-after-restart", 60, model="any", overdraft_min_credits=0)
     assert client.portal.call(asyncio.wait_for, reserve, 30) is None  # type: ignore[union-attr]
 
 

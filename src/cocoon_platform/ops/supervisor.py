@@ -62,7 +62,7 @@ class Supervisor:
         return [f"background loop {e.name} is down: {e.failure}" for e in self._loops.values() if e.failure]
 
     async def _supervise(self, entry: _Supervised) -> None:
-        backoff = self.first_backoff
+        failures = 0  # in a row, each run shorter than healthy_after
         while True:
             started = time.monotonic()
             run = entry.run = asyncio.create_task(entry.loop(self.stop), name=entry.name)
@@ -83,8 +83,9 @@ class Supervisor:
                 entry.failure = f"{type(error).__name__}: {error}"
             else:
                 entry.failure = "returned before shutdown"
-            if time.monotonic() - started >= self.healthy_after:
-                backoff = self.first_backoff
+            failures = 1 if time.monotonic() - started >= self.healthy_after else failures + 1
+            # The exponent is capped so that a loop failing for days can't overflow the float.
+            backoff = min(self.first_backoff * 2 ** min(failures - 1, 32), self.max_backoff)
             logger.error("background loop %s is down (%s); restarting in %.3g s", entry.name, entry.failure, backoff,
                          exc_info=error)
             metrics.LOOP_RESTARTS.labels(entry.name).inc()
@@ -93,7 +94,6 @@ class Supervisor:
                 return
             except TimeoutError:
                 pass
-            backoff = min(backoff * 2, self.max_backoff)
 
     async def close(self, timeout: float = 10.0) -> None:
         """Once `stop` is set: wait for each loop to finish (cancelled past `timeout`)."""
