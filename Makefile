@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test serve demo bench bench-cpu clean
+.PHONY: install lint test serve demo bench bench-streams bench-cpu clean
 
 install: $(VENV)/.installed
 
@@ -12,6 +12,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
+
+# The gates: ruff's lint rules over all Python here, mypy (strict, with the pydantic plugin) over
+# src; both configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/mypy
 
 # The test suite: every database-facing test runs on SQLite and on PostgreSQL
 # (COCOON_TEST_PG, default postgresql://postgres@127.0.0.1:5432/test).
@@ -27,6 +33,12 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/run.py
+
+# Streams at model speed (30 tokens/s): the most concurrent streams one core relays at the
+# network's pace, beside the bare pass-through (bench/streams.py; STREAMS e.g. "250,500,1000").
+STREAMS ?= 250,500,1000
+bench-streams: install
+	$(BIN)/python bench/streams.py --streams $(STREAMS)
 
 # The gate for a change: platform CPU per request, BASE (default main) against this working tree,
 # interleaved runs, medians (bench/cpu.py; SCENARIOS e.g. "--scenario chat --scenario tools5").

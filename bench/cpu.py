@@ -180,7 +180,7 @@ def main() -> int:
     finally:
         simulator.terminate()
         simulator.wait(30)
-        for rev, source in sources.items():
+        for source in sources.values():
             if source != ROOT:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source)],
                                capture_output=True)
@@ -189,7 +189,7 @@ def main() -> int:
     print(f"\n| scenario | {args.base} us/req | {args.head} us/req | ratio | {args.base} req/s | {args.head} req/s |")
     print("|---|---|---|---|---|---|")
     for scenario in scenarios:
-        def median(rev: str, attribute: str) -> float:
+        def median(rev: str, attribute: str, scenario: str = scenario) -> float:
             return statistics.median(getattr(r, attribute) for r in rounds
                                      if r.revision == rev and r.scenario == scenario)
 

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from driver import Result, drive, http_request  # noqa: E402
+from driver import Result, http_request  # noqa: E402
 from support import (  # noqa: E402
     PG_ADMIN_URL,
     base_env,

@@ -63,7 +63,7 @@ def test_request_id_header_and_usage_record(platform: Server, database_url: str)
     rows = db_rows(database_url, "SELECT model, endpoint, prompt_tokens, completion_tokens, reasoning_tokens, "
                    "cost_nanoton, status, estimated FROM usage_records WHERE request_id = :r", {"r": request_id})
     assert len(rows) == 1
-    model, endpoint, prompt, completion_tokens, reasoning, cost, status, estimated = rows[0]
+    model, endpoint, prompt, completion_tokens, _reasoning, cost, status, estimated = rows[0]
     assert (model, endpoint, status, bool(estimated)) == (QWEN, "chat", "ok", False)
     assert completion.usage is not None
     assert (prompt, completion_tokens) == (completion.usage.prompt_tokens, completion.usage.completion_tokens)
@@ -179,9 +179,9 @@ def test_openai_exception_classes(platform: Server, database_url: str) -> None:
         "type": "insufficient_balance", "param": None, "code": "insufficient_balance"}
     rich = new_account(platform, database_url, TON)
     with pytest.raises(openai.BadRequestError) as bad:
-        client(platform, rich).chat.completions.create(model=QWEN, messages=messages, tools=[  # type: ignore[arg-type]
+        client(platform, rich).chat.completions.create(model=SEED, messages=messages, tools=[  # type: ignore[arg-type]
             {"type": "function", "function": {"name": "f", "parameters": {}}}])
-    assert bad.value.status_code == 400 and "not supported by the COCOON network" in str(bad.value.body)
+    assert bad.value.status_code == 400 and f"model {SEED} cannot call tools" in str(bad.value.body)
     with pytest.raises(openai.BadRequestError) as unknown:
         client(platform, rich).chat.completions.create(model="no/such-model", messages=messages)  # type: ignore[arg-type]
     assert "Unknown model" in str(unknown.value.body)
@@ -232,7 +232,11 @@ def test_malformed_json_and_refused_fields(platform: Server, database_url: str) 
     headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
     bad = httpx.post(platform.url + "/v1/chat/completions", content=b"{not json", headers=headers, timeout=10)
     assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "json_invalid"
-    for field in ("tools", "tool_choice", "function_call", "logit_bias", "logprobs", "audio"):
+    for field in ("tools", "tool_choice"):  # tools are taken (tests/test_tools_*), when well formed
+        response = httpx.post(platform.url + "/v1/chat/completions", headers=headers, timeout=10, json={
+            "model": QWEN, "messages": [{"role": "user", "content": "x"}], field: {"a": 1}})
+        assert response.status_code == 400 and response.json()["error"]["param"] == field, field
+    for field in ("functions", "function_call", "logit_bias", "logprobs", "audio"):
         response = httpx.post(platform.url + "/v1/chat/completions", headers=headers, timeout=10, json={
             "model": QWEN, "messages": [{"role": "user", "content": "x"}], field: {"a": 1}})
         assert response.status_code == 400, field

@@ -251,7 +251,7 @@ def test_redis_slots_survive_an_earlier_versions_counter_and_a_lost_reply() -> N
             await counters.close()
 
     try:
-        slot, held = asyncio.run(run())
+        _slot, held = asyncio.run(run())
         assert held == 0, "the slot whose reply was lost was given back"
     finally:
         plain.delete(f"cocoon:slots:{name}", f"cocoon:slot:{name}")

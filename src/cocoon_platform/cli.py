@@ -9,6 +9,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from pydantic import ValidationError
@@ -61,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cocoon_platform.db.migrate import upgrade_head
-    from cocoon_platform.server import HttpProtocol
+    from cocoon_platform.server import ConnectionGuard, ConnectionLimits, HttpProtocol
 
     # Flags override the environment; workers are new processes that read it again.
     for flag, env in (("host", "COCOON_HOST"), ("port", "COCOON_PORT"), ("workers", "COCOON_WORKERS")):
@@ -85,7 +86,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="auto",
-        http=HttpProtocol,
+        http=partial(HttpProtocol, guard=ConnectionGuard(ConnectionLimits(
+            settings.header_timeout_seconds, settings.body_timeout_seconds, max_connections(settings)))),
         access_log=False,
         # Client addresses are resolved by ops/client_address.py, from COCOON_TRUSTED_PROXIES only.
         proxy_headers=False,
@@ -94,6 +96,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) or None,
     )
     return 0
+
+
+def max_connections(settings: Settings) -> int:
+    """COCOON_MAX_CONNECTIONS, or by default half the open-file limit: each client connection
+    may need an upstream connection beside it, and the database and logs need some too."""
+    if settings.max_connections:
+        return settings.max_connections
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(16, min(soft, 1 << 20) // 2)
 
 
 # --- admin -----------------------------------------------------------------------------------

@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     rate_limit_signup_per_minute: int = Field(10, ge=0)
     auth_failures_per_minute: int = Field(30, ge=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    # 0: half the process's open-file limit, so upstream connections and the database fit beside.
+    max_connections: int = Field(0, ge=0)
     cors_origins: str = ""
     # Peers whose X-Forwarded-For is believed (comma-separated CIDRs; see ops/client_address.py).
     trusted_proxies: str = ""
@@ -186,12 +190,11 @@ class Settings(BaseSettings):
         except InvalidAddress as exc:
             raise ValueError(f"COCOON_DEPOSIT_WALLET is not a valid TON address: {exc}") from exc
         # The raw form carries no network flag; the user-friendly form must match the network.
-        if ":" not in self.deposit_wallet:
-            if address.testnet != (self.ton_network == "testnet"):
-                raise ValueError(
-                    f"COCOON_DEPOSIT_WALLET is a {'testnet' if address.testnet else 'mainnet'} address "
-                    f"but COCOON_TON_NETWORK is {self.ton_network}"
-                )
+        if ":" not in self.deposit_wallet and address.testnet != (self.ton_network == "testnet"):
+            raise ValueError(
+                f"COCOON_DEPOSIT_WALLET is a {'testnet' if address.testnet else 'mainnet'} address "
+                f"but COCOON_TON_NETWORK is {self.ton_network}"
+            )
         return self
 
     @property

@@ -54,7 +54,7 @@ def error_body(message: str, type_: str, code: str | None, param: str | None = N
 def validation_body(detail: list[dict[str, Any]]) -> dict[str, Any]:
     """A 422's body: the spec's `detail` list, and an OpenAI `error` object naming the first
     failure's field and rule, which the SDKs print (they print nothing of `detail`)."""
-    first = detail[0] if detail else {"loc": [], "msg": "Invalid request body", "type": "value_error"}
+    first: dict[str, Any] = detail[0] if detail else {"loc": [], "msg": "Invalid request body", "type": "value_error"}
     param = field_path(first["loc"])
     where = f"'{param}'" if param else "the request body"
     message = f"Invalid {where}: {first['msg']} ({first['type']})"
@@ -97,7 +97,7 @@ class InsufficientBalance(PlatformError):
 class InvalidRequest(PlatformError):
     status = 400
     type = "invalid_request_error"
-    code = None
+    code: str | None = None
 
 
 class UnsupportedParameter(InvalidRequest):
@@ -113,7 +113,7 @@ class UnsupportedParameter(InvalidRequest):
 class NotFound(PlatformError):
     status = 404
     type = "invalid_request_error"
-    code = None
+    code: str | None = None
     message = "Not found"
 
 

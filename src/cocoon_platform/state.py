@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -102,7 +103,7 @@ class AppState:
     def ton_usd_rate(self) -> float | None:
         return self.rates.current() if self.rates is not None else None
 
-    def spawn(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    def spawn(self, name: str, loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
         """Run a background loop until shutdown."""
         self._tasks.append(asyncio.create_task(loop(self.stop), name=name))
 

@@ -28,7 +28,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -38,6 +38,7 @@ import orjson
 from pytoniq_core import begin_cell
 
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
+from cocoon_simulator.cocoon_app import ASGIApp, Receive, Scope, Send
 from cocoon_platform.ton.comment import (
     encode_binary_comment,
     encode_encrypted_comment,
@@ -56,11 +57,6 @@ __all__ = [
     "run_deposit_command",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_WALLET = "EQAv6GynfX6rrRlbNjYHpa5Mz1UDE61s5VPg-TN8sBFeR9Sp"
 DEFAULT_URL = "http://127.0.0.1:10000"
@@ -264,7 +260,7 @@ class ToncenterState:
         body, decoded, opcode = _message_body(request, sender)
         wallet = _raw_upper(self.wallet)
         now = int(time.time())
-        in_msg = {
+        in_msg: dict[str, Any] = {
             "hash": _b64(secrets.token_bytes(32)),
             "source": _raw_upper(sender),
             "destination": wallet,
@@ -399,7 +395,7 @@ def _address_book(transactions: list[dict[str, Any]]) -> dict[str, Any]:
 # --- ASGI -----------------------------------------------------------------------------------
 
 
-def build_toncenter_app(state: ToncenterState | None = None) -> AsgiApp:
+def build_toncenter_app(state: ToncenterState | None = None) -> ASGIApp:
     """A plain ASGI app serving ``/api/v3/transactions`` and ``/_ton/*`` from ``state``."""
     app_state = state if state is not None else ToncenterState()
 

@@ -601,14 +601,14 @@ def test_latency(client: httpx.Client) -> None:
 
 def test_running_requests_and_disconnect(base_url: str, client: httpx.Client) -> None:
     configure(client, tpt_ms=20)
-    with httpx.Client(base_url=base_url, timeout=10) as other:
-        with other.stream("POST", CHAT, json=chat_body("[[sim:tokens=500]]", stream=True)) as response:
-            lines = response.iter_lines()
-            received = [next(lines) for _ in range(6)]  # 3 events with their blank lines
-            assert all(line.startswith("data: ") for line in received[::2])
-            workers = client.get("/v1/models").json()["data"][0]["workers"]
-            assert sum(w["running_requests"] for w in workers) == 1
-            assert stats(client)["in_flight"] == 1
+    with (httpx.Client(base_url=base_url, timeout=10) as other,
+          other.stream("POST", CHAT, json=chat_body("[[sim:tokens=500]]", stream=True)) as response):
+        lines = response.iter_lines()
+        received = [next(lines) for _ in range(6)]  # 3 events with their blank lines
+        assert all(line.startswith("data: ") for line in received[::2])
+        workers = client.get("/v1/models").json()["data"][0]["workers"]
+        assert sum(w["running_requests"] for w in workers) == 1
+        assert stats(client)["in_flight"] == 1
     wait_for(lambda: stats(client)["streams_disconnected"] == 1)
     counters = stats(client)
     assert counters["in_flight"] == 0

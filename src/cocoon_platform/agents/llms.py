@@ -182,7 +182,8 @@ def _resolve(openapi: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 def _type(openapi: dict[str, Any], schema: dict[str, Any]) -> str:
     if "$ref" in schema:
-        return schema["$ref"].rsplit("/", 1)[1]
+        ref: str = schema["$ref"]
+        return ref.rsplit("/", 1)[1]
     for combinator in ("anyOf", "oneOf"):
         if combinator in schema:
             return " | ".join(_type(openapi, s) for s in schema[combinator])

@@ -146,7 +146,7 @@ async def usage_history(
         has_more=len(records) > limit,
         next_before=page[-1].id if len(records) > limit else None,
         totals=[
-            DailyTotal(**row, cost_ton=int(row["cost_nanoton"]) / NANOTON_PER_TON)  # type: ignore[arg-type]
+            DailyTotal(**row, cost_ton=int(row["cost_nanoton"]) / NANOTON_PER_TON)
             for row in await daily_totals(session, identity.account_id, start, end)
         ],
         start=start,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import time
 
-from sqlalchemy import delete, select, update
+from typing import cast
+
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cocoon_platform.db.models import Account, Hold
 
-holds = Hold.__table__
-accounts = Account.__table__
+holds = cast(Table, Hold.__table__)
+accounts = cast(Table, Account.__table__)
 
 
 async def sweep_expired(engine: AsyncEngine, limit: int = 500) -> int:

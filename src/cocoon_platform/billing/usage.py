@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,7 +24,7 @@ async def recent_requests(
     return list(result)
 
 
-async def daily_totals(session: AsyncSession, account_id: int, start: date, end: date) -> list[dict[str, object]]:
+async def daily_totals(session: AsyncSession, account_id: int, start: date, end: date) -> list[dict[str, Any]]:
     """Totals per UTC day and model for start <= day <= end."""
     epoch = date(1970, 1, 1)
     first_ms = (start - epoch).days * DAY_MS

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 logger = logging.getLogger("cocoon_platform.client_address")
@@ -68,7 +68,7 @@ class ClientAddresses:
     def _is_trusted(self, address: IPAddress) -> bool:
         return any(address in network for network in self.trusted)
 
-    def resolve(self, scope: dict[str, Any]) -> IPAddress | None:
+    def resolve(self, scope: Mapping[str, Any]) -> IPAddress | None:
         """The client's address for this request (None when the peer has none)."""
         client = scope.get("client")
         peer = _address(client[0]) if client else None
@@ -96,12 +96,12 @@ class ClientAddresses:
                     break
         return client_address
 
-    def bucket_of(self, scope: dict[str, Any]) -> str:
+    def bucket_of(self, scope: Mapping[str, Any]) -> str:
         address = self.resolve(scope)
         return bucket(address) if address is not None else UNKNOWN
 
 
-def _forwarded_for(scope: dict[str, Any]) -> str | None:
+def _forwarded_for(scope: Mapping[str, Any]) -> str | None:
     """Every X-Forwarded-For header of the request, joined in order (None when there is none)."""
     values = [value.decode("latin-1") for name, value in scope["headers"] if name == b"x-forwarded-for"]
     return ",".join(values) if values else None

@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sqlalchemy.engine import make_url
@@ -105,7 +105,7 @@ def lease_for(settings: Settings, name: str) -> Lease:
 
 async def run_exclusively(
     lease: Lease,
-    job: Callable[[asyncio.Event], Awaitable[None]],
+    job: Callable[[asyncio.Event], Coroutine[Any, Any, None]],
     stop: asyncio.Event,
     on_change: Callable[[bool], None] = lambda active: None,
     retry_seconds: float = CHECK_SECONDS,

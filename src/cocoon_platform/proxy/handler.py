@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import time
+from typing import Any
 
 import orjson
 
@@ -35,6 +36,7 @@ from cocoon_platform.errors import (
 )
 from cocoon_platform.ops import metrics
 from cocoon_platform.ops.request_log import log_request, request_log_enabled
+from cocoon_platform.proxy.attempts import combined_usage
 from cocoon_platform.proxy.asgi import (
     Receive,
     Scope,
@@ -53,6 +55,9 @@ from cocoon_platform.proxy.relay import openai_frame, relay
 from cocoon_platform.proxy.request import CHAT_PATH, InferenceRequest, parse_request
 from cocoon_platform.proxy.upstream_errors import map_upstream_error
 from cocoon_platform.state import AppState
+from cocoon_platform.tools.answer import read_choices
+from cocoon_platform.tools.offer import SchemaCache
+from cocoon_platform.tools.stream import StreamTranslator
 from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 from cocoon_platform.upstream.pool import NoUpstream
 
@@ -81,6 +86,7 @@ class InferenceHandler:
         ttl = state.settings.reservation_ttl_seconds
         # A request never outlives its hold, so the sweeper never releases a live one.
         self.deadline = max(1.0, ttl - min(60.0, ttl * 0.2))
+        self.schemas = SchemaCache()  # tools' compiled JSON Schemas, shared by requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
@@ -104,9 +110,10 @@ class InferenceHandler:
                 if key_hash is None:
                     raise InvalidApiKey()
                 if state.limiter.checks_accounts:
-                    account_id = await state.key_accounts.account_of(key_hash)
-                    if account_id is None:
+                    known = await state.key_accounts.account_of(key_hash)
+                    if known is None:
                         raise InvalidApiKey()
+                    account_id = known
                     slot = await state.limiter.admit_account(account_id)
                 request = parse_request(
                     scope["path"],
@@ -115,10 +122,13 @@ class InferenceHandler:
                     default_max_tokens=settings.default_max_tokens,
                     max_coefficient=settings.max_coefficient,
                     extra_fields=settings.upstream_extra_field_set,
+                    tool_format_of=state.catalog.tool_format,
+                    schemas=self.schemas,
                 )
                 request.set_model(state.network.canonical(request.model))
                 prices = state.prices
-                amount = state.pricer.worst_case(prices, len(raw), request.max_tokens * request.choices)
+                prompt_bound = request.prompt_bound(len(raw))
+                amount = state.pricer.worst_case(prices, prompt_bound, request.completion_bound())
                 if amount >= MAX_RESERVATION:
                     raise InvalidRequest("This request is too large to price; lower max_tokens, n or the prompt.")
                 reservation = await state.billing.reserve(
@@ -126,7 +136,7 @@ class InferenceHandler:
                     request_id, settings.reservation_ttl_seconds,
                 )
                 if reservation is None:
-                    raise await self._refusal(key_hash, amount, prices, len(raw), request)
+                    raise await self._refusal(key_hash, amount, prices, prompt_bound, request)
             except PlatformError as exc:
                 if isinstance(exc, InvalidApiKey):
                     exc = await state.limiter.failed_authentication(state.client_addresses.bucket_of(scope)) or exc
@@ -212,7 +222,7 @@ class InferenceHandler:
                 f"Minimum: {format_ton(settings.min_balance_nanoton, 2)} TON. Top up via /v1/deposit."
             )
         available = funds.balance - funds.reserved + settings.max_overdraft_nanoton
-        fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // request.choices
+        fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // (request.choices * request.attempts)
         hint = (f" The largest max_tokens that fits is {fits}." if fits > 0
                 else " Top up via /v1/deposit or shorten the prompt.")
         def ton(nanoton: int) -> str:
@@ -246,6 +256,24 @@ class InferenceHandler:
             raise map_upstream_error(response.status, body, request.model, state.settings.max_coefficient)
         return response
 
+    async def _fetch(self, request: InferenceRequest, timeout: float) -> dict[str, Any]:
+        """One non-streamed answer, read and parsed; raises UpstreamError."""
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+                raw = await response.read()  # gives the connection back, or drops it on failure
+        except TimeoutError:
+            raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
+        except ConnectionBroken:
+            raise UpstreamError(502, "The COCOON network dropped the answer.", "connection") from None
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            document = None
+        if not isinstance(document, dict) or not isinstance(document.get("choices"), list):
+            raise UpstreamError(502, "Bad response from the COCOON network (not a completion).", "bad_response")
+        return document
+
     async def _complete(
         self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
         request_id: str, send: Send, outcome: Outcome,
@@ -253,26 +281,16 @@ class InferenceHandler:
         started = time.perf_counter()
         try:
             try:
-                async with asyncio.timeout(self.deadline):
-                    response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
-                    raw = await response.read()  # gives the connection back, or drops it on failure
-            except TimeoutError:
-                raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
-            except ConnectionBroken:
-                raise UpstreamError(502, "The COCOON network dropped the answer.", "connection") from None
+                document = await self._fetch(request, self.deadline)
             finally:
                 outcome.upstream_seconds = time.perf_counter() - started
-            try:
-                document = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                document = None
-            if not isinstance(document, dict) or not isinstance(document.get("choices"), list):
-                raise UpstreamError(502, "Bad response from the COCOON network (not a completion).", "bad_response")
         except PlatformError as exc:
             outcome.status, outcome.http_status, outcome.error = UsageStatus.UPSTREAM_ERROR, exc.status, exc
             await self._settle(request, reservation, prices, request_id, outcome, started)
             await send_error(send, exc, request_id)
             return
+        if request.tools is not None:
+            document = await self._read_tool_calls(request, document, outcome, started)
         usage = document.get("usage")
         if not isinstance(usage, dict):
             usage = document["usage"] = {}
@@ -283,6 +301,29 @@ class InferenceHandler:
         usage["cost_ton"] = charge / 1_000_000_000
         document["id"] = request_id
         await send_json(send, document, request_id)
+
+    async def _read_tool_calls(
+        self, request: InferenceRequest, document: dict[str, Any], outcome: Outcome, started: float,
+    ) -> dict[str, Any]:
+        """The answer with its tool calls read (tools/answer.py). When a call was required and the
+        model made none, it is asked once more within the request's deadline; both attempts are
+        billed (the reservation covered both). If the second attempt fails, the first stands."""
+        assert request.tools is not None
+        if read_choices(document, request.tools) or request.attempts < 2:
+            return document
+        try:
+            second = await self._fetch(request, self.deadline - (time.perf_counter() - started))
+        except PlatformError:
+            return document
+        finally:
+            outcome.upstream_seconds = time.perf_counter() - started
+        read_choices(second, request.tools)
+        usage = combined_usage(document.get("usage"), second.get("usage"))
+        if usage is None:
+            second.pop("usage", None)
+        else:
+            second["usage"] = usage
+        return second
 
     async def _stream(
         self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
@@ -313,7 +354,32 @@ class InferenceHandler:
             async with asyncio.timeout(self.deadline):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
                 await start_sse(send, request_id)
-                await relay(response, send, outcome, started, watch_client, openai_frame(outcome, request_id))
+                frame = openai_frame(outcome, request_id)
+                if request.tools is None:
+                    await relay(response, send, outcome, started, watch_client, frame)
+                else:
+                    # Text is held back while a call is required, so a retry can replace the answer.
+                    translator = StreamTranslator(request.tools, hold_text=request.attempts > 1)
+
+                    def tool_frame(payloads: list[bytes]) -> bytes:
+                        out = translator.translate(payloads)
+                        return frame(out) if out else b""
+
+                    await relay(response, send, outcome, started, watch_client, tool_frame)
+                    if translator.waiting and outcome.error is None and not disconnected:
+                        # The model made no call though one was required: once more, both billed.
+                        first_usage, outcome.usage, outcome.upstream_done = outcome.usage, None, False
+                        response.close()
+                        try:
+                            response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+                        except PlatformError:
+                            outcome.usage = first_usage  # the first answer stands
+                        else:
+                            translator = StreamTranslator(request.tools, envelope=translator.envelope)
+                            await relay(response, send, outcome, started, watch_client, tool_frame)
+                            outcome.usage = combined_usage(first_usage, outcome.usage)
+                    if (rest := translator.finish()) and not disconnected:
+                        await send({"type": "http.response.body", "body": frame(rest), "more_body": True})
         except TimeoutError:
             if response is not None:
                 outcome.error = UpstreamError(504, "The COCOON network stopped answering mid-stream.", "timeout")

@@ -6,7 +6,7 @@ OpenAI error shape; a wrong type is a 422 in FastAPI's `detail` shape.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,8 @@ import orjson
 from cocoon_platform.billing.cost import estimate_prompt_tokens
 from cocoon_platform.errors import InvalidRequest, PlatformError, validation_body
 from cocoon_platform.proxy.network_fields import network_body
+from cocoon_platform.tools.offer import SchemaCache, ToolOffer
+from cocoon_platform.tools.request import apply_tools
 
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
@@ -47,6 +49,17 @@ class InferenceRequest:
     max_tokens: int
     choices: int
     payload: dict[str, Any]  # the body to forward, already adjusted
+    tools: ToolOffer | None = None  # the tools the answer is read against (tools/)
+    added_prompt_bytes: int = 0  # prompt text the platform added (rendered tools), for the reservation
+    attempts: int = 1  # 2 when tool_choice requires a call: one retry if the model made none
+
+    def prompt_bound(self, body_bytes: int) -> int:
+        """Prompt bytes to reserve for (a token is never shorter than a byte), over every attempt."""
+        return (body_bytes + self.added_prompt_bytes) * self.attempts
+
+    def completion_bound(self) -> int:
+        """Completion tokens to reserve for, over every choice and attempt."""
+        return self.max_tokens * self.choices * self.attempts
 
     def set_model(self, model: str) -> None:
         """Name the model as the network does (an alias resolved)."""
@@ -128,9 +141,11 @@ def _check_prompt(prompt: Any) -> None:
 def parse_request(
     path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
     extra_fields: Collection[str] = (),
+    tool_format_of: Callable[[str], str | None] | None = None, schemas: SchemaCache | None = None,
 ) -> InferenceRequest:
     """Validate a body and prepare what is forwarded upstream (only what the network takes:
-    `network_fields.network_body`, with the operator's `extra_fields`)."""
+    `network_fields.network_body`, with the operator's `extra_fields`). With `tool_format_of`
+    (model -> the catalog's tool format), tools and tool history are rendered for the model."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -187,6 +202,9 @@ def parse_request(
         body["stream_options"] = {**(stream_options or {}), "include_usage": True}
     else:
         body.pop("stream_options", None)  # the COCOON client streams any request that carries it
+    tools, added = (None, 0)
+    if chat and tool_format_of is not None:
+        tools, added = apply_tools(body, tool_format_of, schemas if schemas is not None else SchemaCache())
     network_body(body, chat, extra_fields)
     return InferenceRequest(
         endpoint="chat" if chat else "completions",
@@ -196,4 +214,7 @@ def parse_request(
         max_tokens=max_tokens,
         choices=choices,
         payload=body,
+        tools=tools,
+        added_prompt_bytes=added,
+        attempts=2 if tools is not None and tools.must_call else 1,
     )

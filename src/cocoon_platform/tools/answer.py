@@ -53,7 +53,7 @@ class AnswerScanner:
     TEXT, or CALL (the raw inside of a block, `closed` False for a block cut short; see
     `finish`). Text is released as soon as it cannot be part of a tag."""
 
-    __slots__ = ("_buffer", "_state", "_in_string", "_escaped", "_scanned", "_lstrip")
+    __slots__ = ("_buffer", "_escaped", "_in_string", "_lstrip", "_scanned", "_state")
 
     def __init__(self) -> None:
         self._buffer = ""
@@ -257,9 +257,10 @@ def read_answer(text: str, offer: ToolOffer) -> ReadAnswer:
                 texts.append(block_text(piece, closed))
             elif offer.parallel or not calls:
                 calls.append(call)
-    content: str | None = "".join(texts)
+    text = "".join(texts)
+    content: str | None = text
     if calls:
-        content = content.strip() or None  # as OpenAI: no text beside the calls is null
+        content = text.strip() or None  # as OpenAI: no text beside the calls is null
     return ReadAnswer(content, "".join(reasoning) or None, calls)
 
 
@@ -282,3 +283,15 @@ def read_message(message: dict[str, Any], offer: ToolOffer) -> bool:
     if not message.get("tool_calls"):
         message.pop("tool_calls", None)  # vLLM's empty list: the SDKs read an absent field the same
     return False
+
+
+def read_choices(document: dict[str, Any], offer: ToolOffer) -> bool:
+    """Rewrite each choice of a non-streamed chat completion (`read_message`); a choice that
+    made a call finishes with `tool_calls`. True when any choice made one."""
+    called = False
+    for choice in document["choices"]:
+        message = choice.get("message") if isinstance(choice, dict) else None
+        if isinstance(message, dict) and read_message(message, offer):
+            choice["finish_reason"] = "tool_calls"
+            called = True
+    return called

@@ -59,10 +59,7 @@ def tools_text(offer: ToolOffer) -> str:
 
 def has_tool_history(messages: list[dict[str, Any]]) -> bool:
     """Whether any message carries tool calls or a tool result (checked roles, any content)."""
-    for message in messages:
-        if message["role"] == "tool" or message.get("tool_calls"):
-            return True
-    return False
+    return any(message["role"] == "tool" or message.get("tool_calls") for message in messages)
 
 
 def render_messages(messages: list[dict[str, Any]], offer: ToolOffer | None) -> list[dict[str, Any]]:

@@ -100,7 +100,7 @@ def _compile(schema: Any, index: int) -> Validator | None:
         cls.check_schema(schema)
     except SchemaError as exc:
         raise InvalidRequest(f"{param} is not a valid JSON Schema: {exc.message}", param=param) from None
-    return cls(schema)  # type: ignore[no-any-return]
+    return cls(schema)
 
 
 def tojson(value: Any) -> str:

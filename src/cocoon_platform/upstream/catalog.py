@@ -94,3 +94,6 @@ class ModelCatalog:
 
     def info(self, model_id: str) -> ModelInfo:
         return self._entries.get(model_id) or derive(model_id)
+
+    def tool_format(self, model_id: str) -> str | None:
+        return self.info(model_id).tool_format

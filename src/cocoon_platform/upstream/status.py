@@ -60,7 +60,9 @@ def parse_models(document: Any) -> list[NetworkModel]:
 def parse_prices(document: Any) -> NetworkPrices | None:
     """The root contract's prices from /jsonstats, or None when they aren't there."""
     config = document.get("root_contract_config") if isinstance(document, dict) else None
-    price = config.get("price_per_token") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    price = config.get("price_per_token")
     if not isinstance(price, int) or isinstance(price, bool) or price <= 0:
         return None  # absent or nonsense (a free network would make every request free)
 

@@ -207,7 +207,7 @@ class SqliteBillingStore(BillingStore):
                 raise Busy() from exc
             raise
         try:
-            results = []
+            results: list[Reservation | None] = []
             for key_hash, amount, min_balance, overdraft, hold_id, expires_at in reserves:
                 row = db.execute(SQLITE_RESERVE, (key_hash, amount, min_balance, overdraft)).fetchone()
                 if row is None:
