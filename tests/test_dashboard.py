@@ -7,6 +7,7 @@ fake clock, so a 10-second refresh takes no wall time.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import zxingcpp
+from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect, sync_playwright
 
 from conftest import ServerFactory
@@ -46,6 +49,13 @@ def ton_text(nanoton: int) -> str:
     text = f"{int(whole):,}"
     frac = frac.rstrip("0")
     return f"{text}.{frac}" if frac else text
+
+
+def decode_qr(png: bytes) -> str:
+    """The text of the one QR code in a screenshot, read by zxing-cpp."""
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    assert [r.format for r in found] == [zxingcpp.BarcodeFormat.QRCode], found
+    return found[0].text
 
 
 def ensure_chromium() -> None:
@@ -177,6 +187,11 @@ def test_register_deposit_usage_keys_and_sign_out(tab: Tab, platform: Server, da
     expect(page.locator("#deposit-wallet")).to_have_text(wallet)
     link = page.get_by_role("link", name="Open in a TON wallet")
     expect(link).to_have_attribute("href", f"ton://transfer/{wallet}?text={code}")
+    # The QR code beside them, drawn by the platform, reads as that same link in a wallet's camera.
+    qr = page.get_by_role("img", name=re.compile("QR code"))
+    expect(qr).to_be_visible()
+    page.wait_for_function("() => document.getElementById('deposit-qr').complete")
+    assert decode_qr(qr.screenshot()) == f"ton://transfer/{wallet}?text={code}"
     expect(page.locator("#deposit-instructions")).to_contain_text(code)
     expect(page.locator("#usage-empty")).to_be_visible()
     assert key not in page.content() and key not in page.url
@@ -371,6 +386,12 @@ def test_pages_and_static_files_headers(platform: Server) -> None:
                     reached.add(f"/static/js/{name}")
                     pending.append(f"/static/js/{name}")
         assert reached == preloaded and len(reached) == len(list((STATIC_DIR / "js").glob("*.js")))
+        qr = client.get("/dashboard/deposit-qr.svg", params={"code": "ABCD2345"})
+        assert qr.status_code == 200 and qr.headers["content-type"] == "image/svg+xml"
+        assert qr.headers["content-security-policy"] == "default-src 'none'" and b"<script" not in qr.content
+        for bad in ("", "abcd2345", "ABCD234", "ABCD23450", "ABCD234I", "ABCD 234"):
+            refused = client.get("/dashboard/deposit-qr.svg", params={"code": bad})
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == "code", bad
         missing = client.get("/static/nope.js")
         assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
         assert client.get("/static/..%2Fendpoints.py").status_code == 404
