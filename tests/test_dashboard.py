@@ -229,6 +229,15 @@ def test_register_deposit_usage_keys_and_sign_out(tab: Tab, platform: Server, da
     expect(totals.first.locator("td").nth(2)).to_have_text("1")
     expect(totals.first.locator("td.cost")).to_have_text(ton_text(cost))
     expect(page.locator("#balance-spent")).to_have_text(f"Spent in the last 30 days: {ton_text(cost)} TON over 1 request.")
+    # The spend chart: a picture named for what it shows, one bar for today's one model.
+    chart = page.get_by_role("img", name=re.compile("spend per day", re.I))
+    expect(chart).to_be_visible()
+    expect(chart).to_have_attribute("aria-label", re.compile(re.escape(f": {ton_text(cost)} TON in all over {QWEN}.")))
+    bar = chart.locator("rect.bar")
+    expect(bar).to_have_count(1)
+    expect(bar).to_have_attribute("data-model", QWEN)
+    expect(bar).to_have_attribute("data-nanoton", str(cost))
+    expect(page.locator("#spend-legend li")).to_have_text([QWEN])
 
     # A named key (the name is text, never markup), listed, then revoked after a confirmation.
     name = '<img src=x onerror="window.pwned=1"> laptop'
