@@ -226,6 +226,7 @@ def run_simulator(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cocoon_platform.agents.stdio import register_mcp
     from cocoon_platform.ton.cli import register_deposits, register_watch
 
     parser = argparse.ArgumentParser(prog="cocoon-platform", description=__doc__)
@@ -240,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply database migrations and exit")
     migrate.set_defaults(handler=cmd_migrate)
     register_watch(commands)
+    register_mcp(commands)
 
     # The simulator is a development tool in a package of its own: imported only when asked for.
     simulate = commands.add_parser(
