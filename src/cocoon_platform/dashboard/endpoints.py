@@ -9,20 +9,30 @@ Static files are read once at import and served from memory with a content-hash 
 reference them as `/static/NAME?v=HASH`, so those URLs can be cached for a year while a new release
 still reaches every browser at once. A module's relative imports are rewritten to their versioned
 URLs too, so its hash covers the modules it imports (imports must not form a cycle).
+
+The deposit QR code is drawn here (segno), never by an outside service. It encodes the same
+`ton://transfer/<wallet>?text=<code>` link as `/v1/deposit`, for any well-formed deposit code: an
+`<img>` can't send the key, and the platform's wallet and a code reveal nothing. It is never cached,
+so a changed wallet reaches every page at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import segno
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from cocoon_platform.errors import NotFound
+from cocoon_platform.accounts.keys import DEPOSIT_CODE_ALPHABET, DEPOSIT_CODE_LENGTH
+from cocoon_platform.billing.endpoints import payment_link
+from cocoon_platform.deps import StateDep
+from cocoon_platform.errors import InvalidRequest, NotFound
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"
@@ -55,6 +65,14 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
+}
+
+DEPOSIT_CODE = re.compile(f"^[{DEPOSIT_CODE_ALPHABET}]{{{DEPOSIT_CODE_LENGTH}}}$")
+# The QR image alone: nothing in it may run or load anything.
+QR_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'",
+    "Cache-Control": "no-cache",
+    "X-Content-Type-Options": "nosniff",
 }
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -223,3 +241,16 @@ async def static_file(name: str, request: Request) -> Response:
         "Cache-Control": IMMUTABLE if versioned else REVALIDATE,
         "X-Content-Type-Options": "nosniff",
     })
+
+
+@router.get("/dashboard/deposit-qr.svg")
+async def deposit_qr(state: StateDep, code: str = "") -> Response:
+    """The deposit link of `code` as a QR code (SVG), for a wallet app's camera."""
+    if not DEPOSIT_CODE.match(code):
+        raise InvalidRequest("code must be a deposit code: 8 characters, as /v1/deposit gives it", param="code")
+    qr = segno.make(payment_link(state.settings.deposit_wallet, code), error="m", micro=False)
+    svg = io.BytesIO()
+    # omitsize: a viewBox and no size of its own, so the page draws it at whatever size it sets.
+    qr.save(svg, kind="svg", border=4, omitsize=True, xmldecl=False, dark="#000", light="#fff",
+            title="QR code of the TON payment link with deposit code " + code)
+    return Response(svg.getvalue(), media_type="image/svg+xml", headers=QR_HEADERS)

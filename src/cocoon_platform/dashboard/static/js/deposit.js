@@ -1,7 +1,8 @@
-/* How to add funds: the wallet, the memo, and a ton:// link wallets open. */
+/* How to add funds: the wallet, the memo, a ton:// link wallets open and its QR code (drawn by the
+ * platform). */
 
 import { api, report } from "./api.js";
-import { $, setText } from "./dom.js";
+import { $, setText, show } from "./dom.js";
 
 // Only a TON transfer link may become a link target.
 const TRANSFER_LINK = /^ton:\/\/transfer\/[A-Za-z0-9_\-:]+(\?[^\s]*)?$/;
@@ -16,6 +17,8 @@ export async function loadDeposit() {
     const valid = typeof deposit.payment_link === "string" && TRANSFER_LINK.test(deposit.payment_link);
     if (valid) link.href = deposit.payment_link;
     link.hidden = !valid;
+    $("deposit-qr").src = "/dashboard/deposit-qr.svg?code=" + encodeURIComponent(deposit.memo);
+    show("deposit-qr-figure", true);
   } catch (error) {
     report("deposit-error")(error);
   }
