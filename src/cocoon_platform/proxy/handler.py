@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from cocoon_platform.accounts.keys import bearer_key_hash
+from cocoon_platform.accounts.refusals import key_refusal, limit_refusal
 from cocoon_platform.billing.cost import UsageStatus, bill, completion_text
 from cocoon_platform.billing.prices import NetworkPrices
 from cocoon_platform.billing.store import Reservation, Settlement
@@ -155,6 +156,7 @@ class InferenceHandler:
                 reservation = await state.billing.reserve(
                     key_hash, amount, settings.min_balance_nanoton, settings.max_overdraft_nanoton,
                     request_id, settings.reservation_ttl_seconds,
+                    model=request.model, overdraft_min_credits=settings.overdraft_min_credits_nanoton,
                 )
                 if reservation is None:
                     raise await self._refusal(key_hash, amount, prices, prompt_bound, request)
@@ -237,13 +239,27 @@ class InferenceHandler:
         funds = await state.billing.funds(key_hash)
         if funds is None:
             return InvalidApiKey()
+        now = time.time()
+        refused = key_refusal(funds, request.model, now)
+        if refused is not None:
+            return refused
+        # The overdraft only for accounts whose lifetime credits reach the minimum (#14).
+        overdraft = (settings.max_overdraft_nanoton if funds.credited >= settings.overdraft_min_credits_nanoton
+                     else 0)
         if funds.balance < settings.min_balance_nanoton:
             return InsufficientBalance(
                 f"Insufficient balance: {format_ton(funds.balance)} TON. "
                 f"Minimum: {format_ton(settings.min_balance_nanoton, 2)} TON. Top up via /v1/deposit."
             )
-        available = funds.balance - funds.reserved + settings.max_overdraft_nanoton
-        fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // (request.choices * request.attempts)
+        available = funds.balance - funds.reserved + overdraft
+        per_max_token = request.choices * request.attempts
+        if amount <= available:  # the funds would do: the key's own limit refused it
+            key_left = (funds.credit_limit or 0) - funds.limit_spent - funds.limit_reserved
+            fits = state.pricer.largest_max_tokens(prices, prompt_bound, min(available, key_left)) // per_max_token
+            limited = limit_refusal(funds, amount, fits, now)
+            if limited is not None:
+                return limited
+        fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // per_max_token
         hint = (f" The largest max_tokens that fits is {fits}." if fits > 0
                 else " Top up via /v1/deposit or shorten the prompt.")
         def ton(nanoton: int) -> str:
@@ -253,7 +269,7 @@ class InferenceHandler:
             f"Insufficient balance for this request: it needs up to {ton(amount)} TON "
             f"(max_tokens={request.max_tokens}) but {ton(max(available, 0))} TON is available "
             f"(balance {ton(funds.balance)} TON, {ton(funds.reserved)} TON held by requests "
-            f"in flight, overdraft {ton(settings.max_overdraft_nanoton)} TON).{hint}"
+            f"in flight, overdraft {ton(overdraft)} TON).{hint}"
         )
 
     def _tool_format(self, model: str) -> str | None:

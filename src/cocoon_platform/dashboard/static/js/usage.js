@@ -1,6 +1,8 @@
-/* Recent requests (paged, newest first) and the daily totals of the last 30 days. */
+/* Recent requests (paged, newest first) and the daily totals of the last 30 days, as a table and
+ * as the spend chart. */
 
 import { api, report } from "./api.js";
+import { renderSpendChart } from "./chart.js";
 import { $, clearChildren, el, show, showMessage } from "./dom.js";
 import { formatDuration, formatInt, formatTon, timeNode } from "./format.js";
 
@@ -28,6 +30,7 @@ export async function loadUsage(reset) {
     show("usage-empty", empty);
     $("usage-table").hidden = empty;
     renderTotals(page.totals || []);
+    renderSpendChart($("spend-chart"), $("spend-legend"), page.totals || [], page.start, page.end);
     showMessage("usage-error", "");
   } catch (error) {
     report("usage-error")(error);
