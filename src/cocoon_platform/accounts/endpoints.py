@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Header, Request, status
+from fastapi import APIRouter, Body, Header, Path, Request, status
 
 from cocoon_platform.accounts import service
 from cocoon_platform.accounts.keys import bearer_key_hash, bearer_token
@@ -20,6 +20,7 @@ from cocoon_platform.accounts.schemas import (
 from cocoon_platform.config import format_ton
 from cocoon_platform.db.models import Account
 from cocoon_platform.deps import (
+    BIGINT_MAX,
     AddressLimited,
     CurrentKey,
     SessionDep,
@@ -122,7 +123,8 @@ async def list_keys(identity: CurrentKey, session: SessionDep) -> KeyList:
 
 @router.delete("/v1/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["Authentication"],
                summary="Revoke an API key", responses={401: UNAUTHORIZED, 404: {"description": "No such key"}})
-async def revoke_key(key_id: int, identity: CurrentKey, session: SessionDep) -> None:
+async def revoke_key(key_id: Annotated[int, Path(ge=1, le=BIGINT_MAX)], identity: CurrentKey,
+                     session: SessionDep) -> None:
     """Revoke one of your keys; it is refused at once, on every instance."""
     if not await service.revoke_key(session, identity.account_id, key_id):
         raise NotFound(f"No key {key_id} on this account")

@@ -17,8 +17,11 @@ Receive = Any
 Send = Any
 
 JSON_TYPE = (b"content-type", b"application/json")
-SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-               (b"x-accel-buffering", b"no")]
+# Every answer: no content sniffing, and no cache keeps it (answers are per account).
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+NO_STORE = (b"cache-control", b"no-store")
+JSON_HEADERS = (JSON_TYPE, NOSNIFF, NO_STORE)
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), NOSNIFF, NO_STORE, (b"x-accel-buffering", b"no")]
 
 
 def request_headers(scope: Scope) -> tuple[str | None, int | None]:
@@ -66,7 +69,7 @@ async def wait_disconnect(receive: Receive) -> None:
 
 async def send_error(send: Send, exc: PlatformError, request_id: str) -> None:
     """A whole error answer in the platform's error shape, with the error's own headers."""
-    headers = [JSON_TYPE, (b"x-request-id", request_id.encode())]
+    headers = [*JSON_HEADERS, (b"x-request-id", request_id.encode())]
     headers.extend((k.lower().encode(), v.encode()) for k, v in exc.headers.items())
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
     await send({"type": "http.response.body", "body": exc.to_bytes()})
@@ -75,7 +78,7 @@ async def send_error(send: Send, exc: PlatformError, request_id: str) -> None:
 async def send_json(send: Send, document: Any, request_id: str) -> None:
     """A whole 200 JSON answer."""
     await send({"type": "http.response.start", "status": 200,
-                "headers": [JSON_TYPE, (b"x-request-id", request_id.encode())]})
+                "headers": [*JSON_HEADERS, (b"x-request-id", request_id.encode())]})
     await send({"type": "http.response.body", "body": orjson.dumps(document)})
 
 
