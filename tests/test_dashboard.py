@@ -7,6 +7,7 @@ fake clock, so a 10-second refresh takes no wall time.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -20,6 +21,8 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+import zxingcpp
+from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect, sync_playwright
 
 from conftest import ServerFactory
@@ -46,6 +49,13 @@ def ton_text(nanoton: int) -> str:
     text = f"{int(whole):,}"
     frac = frac.rstrip("0")
     return f"{text}.{frac}" if frac else text
+
+
+def decode_qr(png: bytes) -> str:
+    """The text of the one QR code in a screenshot, read by zxing-cpp."""
+    found = zxingcpp.read_barcodes(Image.open(io.BytesIO(png)))
+    assert [r.format for r in found] == [zxingcpp.BarcodeFormat.QRCode], found
+    return found[0].text
 
 
 def ensure_chromium() -> None:
@@ -177,6 +187,11 @@ def test_register_deposit_usage_keys_and_sign_out(tab: Tab, platform: Server, da
     expect(page.locator("#deposit-wallet")).to_have_text(wallet)
     link = page.get_by_role("link", name="Open in a TON wallet")
     expect(link).to_have_attribute("href", f"ton://transfer/{wallet}?text={code}")
+    # The QR code beside them, drawn by the platform, reads as that same link in a wallet's camera.
+    qr = page.get_by_role("img", name=re.compile("QR code"))
+    expect(qr).to_be_visible()
+    page.wait_for_function("() => document.getElementById('deposit-qr').complete")
+    assert decode_qr(qr.screenshot()) == f"ton://transfer/{wallet}?text={code}"
     expect(page.locator("#deposit-instructions")).to_contain_text(code)
     expect(page.locator("#usage-empty")).to_be_visible()
     assert key not in page.content() and key not in page.url
@@ -214,6 +229,15 @@ def test_register_deposit_usage_keys_and_sign_out(tab: Tab, platform: Server, da
     expect(totals.first.locator("td").nth(2)).to_have_text("1")
     expect(totals.first.locator("td.cost")).to_have_text(ton_text(cost))
     expect(page.locator("#balance-spent")).to_have_text(f"Spent in the last 30 days: {ton_text(cost)} TON over 1 request.")
+    # The spend chart: a picture named for what it shows, one bar for today's one model.
+    chart = page.get_by_role("img", name=re.compile("spend per day", re.I))
+    expect(chart).to_be_visible()
+    expect(chart).to_have_attribute("aria-label", re.compile(re.escape(f": {ton_text(cost)} TON in all over {QWEN}.")))
+    bar = chart.locator("rect.bar")
+    expect(bar).to_have_count(1)
+    expect(bar).to_have_attribute("data-model", QWEN)
+    expect(bar).to_have_attribute("data-nanoton", str(cost))
+    expect(page.locator("#spend-legend li")).to_have_text([QWEN])
 
     # A named key (the name is text, never markup), listed, then revoked after a confirmation.
     name = '<img src=x onerror="window.pwned=1"> laptop'
@@ -352,9 +376,31 @@ def test_pages_and_static_files_headers(platform: Server) -> None:
             versioned = client.get(url)
             assert versioned.status_code == 200 and versioned.headers["content-type"] == content_type
             assert versioned.headers["cache-control"] == "public, max-age=31536000, immutable"
-            assert versioned.content == (STATIC_DIR / asset).read_bytes()
+            # A module's relative imports are served versioned; everything else as it is on disk.
+            unversioned = re.sub(rb"\?v=[0-9a-f]{16}", b"", versioned.content)
+            assert unversioned == (STATIC_DIR / asset).read_bytes()
             assert client.get(f"/static/{asset}").headers["cache-control"] == "no-cache"
             assert client.get(url, headers={"If-None-Match": versioned.headers["etag"]}).status_code == 304
+
+        # Every module the entry imports, directly or not, is preloaded by the page at its version.
+        preloaded = set(re.findall(r'<link rel="modulepreload" href="(/static/js/[^"]+)"', page.text))
+        pending, reached = [next(a for a in assets if a.startswith("/static/app.js?v="))], set()
+        while pending:
+            module = client.get(pending.pop())
+            assert module.status_code == 200
+            imports = re.findall(r'from "\./(?:js/)?([a-z-]+\.js\?v=[0-9a-f]{16})"', module.text)
+            assert imports or not re.search(r"^import ", module.text, re.M)
+            for name in imports:
+                if f"/static/js/{name}" not in reached:
+                    reached.add(f"/static/js/{name}")
+                    pending.append(f"/static/js/{name}")
+        assert reached == preloaded and len(reached) == len(list((STATIC_DIR / "js").glob("*.js")))
+        qr = client.get("/dashboard/deposit-qr.svg", params={"code": "ABCD2345"})
+        assert qr.status_code == 200 and qr.headers["content-type"] == "image/svg+xml"
+        assert qr.headers["content-security-policy"] == "default-src 'none'" and b"<script" not in qr.content
+        for bad in ("", "abcd2345", "ABCD234", "ABCD23450", "ABCD234I", "ABCD 234"):
+            refused = client.get("/dashboard/deposit-qr.svg", params={"code": bad})
+            assert refused.status_code == 400 and refused.json()["error"]["param"] == "code", bad
         missing = client.get("/static/nope.js")
         assert missing.status_code == 404 and missing.json()["error"]["type"] == "invalid_request_error"
         assert client.get("/static/..%2Fendpoints.py").status_code == 404
@@ -363,7 +409,11 @@ def test_pages_and_static_files_headers(platform: Server) -> None:
 
 
 def test_script_never_renders_markup_or_persists_the_key() -> None:
-    source = (STATIC_DIR / "app.js").read_text()
-    script = re.sub(r"^\s*//.*$", "", re.sub(r"/\*.*?\*/", "", source, flags=re.S), flags=re.M)
-    for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "localStorage", "eval("):
-        assert forbidden not in script, forbidden
+    modules = sorted(STATIC_DIR.rglob("*.js"))
+    assert len(modules) > 5
+    for module in modules:
+        source = module.read_text()
+        script = re.sub(r"^\s*//.*$", "", re.sub(r"/\*.*?\*/", "", source, flags=re.S), flags=re.M)
+        for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "localStorage",
+                          "eval(", "new Function", "import("):
+            assert forbidden not in script, (module.name, forbidden)

@@ -16,11 +16,12 @@ from cocoon_platform.agents.llms import router as llms_router
 from cocoon_platform.billing.endpoints import router as billing_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
+from cocoon_platform.dialects.endpoints import router as dialects_router
 from cocoon_platform.errors import MethodNotAllowed, PayloadTooLarge, install_handlers
 from cocoon_platform.proxy.asgi import NO_STORE, NOSNIFF, send_error
 from cocoon_platform.ops.endpoints import router as ops_router
 from cocoon_platform.ops.request_log import configure_logging
-from cocoon_platform.proxy.handler import InferenceHandler, new_request_id
+from cocoon_platform.proxy.handler import DIALECTS, InferenceHandler, new_request_id
 from cocoon_platform.proxy.openapi import add_inference_paths
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH
 from cocoon_platform.server import tune_garbage_collector
@@ -34,7 +35,7 @@ OpenAI-compatible chat and text completions with per-token billing, prepaid in T
 
 Authenticate with `Authorization: Bearer ck_...` (from `POST /api/register`)."""
 
-INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH))
+INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH, *DIALECTS))
 # Headers a browser's script may read from an answer.
 EXPOSED_HEADERS = ["X-Request-Id", "Retry-After", "X-RateLimit-Limit-Requests", "X-RateLimit-Remaining-Requests",
                    "X-RateLimit-Reset-Requests"]
@@ -144,6 +145,7 @@ def create_api(settings: Settings) -> FastAPI:
     api.include_router(accounts_router)
     api.include_router(billing_router)
     api.include_router(upstream_router)
+    api.include_router(dialects_router)
     api.include_router(system_router)
     api.include_router(dashboard_router)
     api.include_router(ops_router)

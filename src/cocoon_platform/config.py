@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     markup_multiplier: Decimal = Decimal("1.5")
     min_balance_ton: Decimal = Decimal("0.01")
     max_overdraft_ton: Decimal = Decimal("0.05")
+    # Only accounts whose lifetime credits (deposits and operator credits) reach this may overdraw.
+    overdraft_min_credits_ton: Decimal = Decimal("1")
+    # A deposit's page in a TON explorer; {tx_hash} is the transaction's hash in hex.
+    ton_explorer_tx_url: str = "https://tonviewer.com/transaction/{tx_hash}"
     max_tokens_cap: int = Field(128000, ge=1)
     default_max_tokens: int = Field(4096, ge=1)
     max_coefficient: int = Field(1000, ge=1)
@@ -143,7 +147,7 @@ class Settings(BaseSettings):
             raise ValueError("markup multiplier must be at least 1 (the platform never sells below cost)")
         return value
 
-    @field_validator("min_balance_ton", "max_overdraft_ton")
+    @field_validator("min_balance_ton", "max_overdraft_ton", "overdraft_min_credits_ton")
     @classmethod
     def _check_amount(cls, value: Decimal) -> Decimal:
         if value < 0:
@@ -157,6 +161,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")) or len(value) < 10:
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/")
+
+    @field_validator("ton_explorer_tx_url")
+    @classmethod
+    def _check_explorer_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or "{tx_hash}" not in value:
+            raise ValueError("must be an http(s):// URL containing {tx_hash}")
+        return value
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -212,6 +223,10 @@ class Settings(BaseSettings):
     @cached_property
     def max_overdraft_nanoton(self) -> int:
         return ton_to_nanoton(self.max_overdraft_ton)
+
+    @cached_property
+    def overdraft_min_credits_nanoton(self) -> int:
+        return ton_to_nanoton(self.overdraft_min_credits_ton)
 
     @cached_property
     def upstream_extra_field_set(self) -> frozenset[str]:

@@ -94,6 +94,34 @@ class InsufficientBalance(PlatformError):
     code = "insufficient_balance"
 
 
+class KeyLimitReached(PlatformError):
+    """The key's own credit limit (not the account's balance) refuses the request."""
+
+    status = 402
+    type = "insufficient_balance"
+    code = "key_limit_reached"
+
+
+class ModelNotAllowed(PlatformError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class KeyExpired(InvalidApiKey):
+    """A failed authentication like an invalid key (the same throttle counts it), with its own code."""
+
+    code = "key_expired"
+
+
+class KeyManagementNotAllowed(PlatformError):
+    status = 403
+    type = "permission_error"
+    code = "key_management_not_allowed"
+    message = ("This key has restrictions (a credit limit, a model allow-list or an expiry), so it cannot "
+               "create, change or delete keys. Use an unrestricted key, such as the one from registration.")
+
+
 class InvalidRequest(PlatformError):
     status = 400
     type = "invalid_request_error"

@@ -22,6 +22,10 @@ class EntryKind(StrEnum):
     ADMIN_DEBIT = "admin_debit"
 
 
+# The money put into an account: these entries also count in its lifetime credits.
+CREDIT_KINDS = frozenset({EntryKind.DEPOSIT, EntryKind.ADMIN_CREDIT})
+
+
 async def post_entry(
     session: AsyncSession,
     account_id: int,
@@ -33,13 +37,14 @@ async def post_entry(
     """Move `amount_nanoton` (signed) on an account; returns the new balance.
 
     Raises IntegrityError when `reference` was already used; the caller's transaction
-    must then roll back, which is what makes every posting exactly-once.
+    must then roll back, which is what makes every posting exactly-once. A deposit or an
+    operator's credit also counts in the account's lifetime credits.
     """
+    values = {"balance_nanoton": Account.balance_nanoton + amount_nanoton}
+    if kind in CREDIT_KINDS and amount_nanoton > 0:
+        values["credited_nanoton"] = Account.credited_nanoton + amount_nanoton
     new_balance = await session.scalar(
-        update(Account)
-        .where(Account.id == account_id)
-        .values(balance_nanoton=Account.balance_nanoton + amount_nanoton)
-        .returning(Account.balance_nanoton)
+        update(Account).where(Account.id == account_id).values(values).returning(Account.balance_nanoton)
     )
     if new_balance is None:
         raise LookupError(f"no account {account_id}")

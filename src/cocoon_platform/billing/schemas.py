@@ -54,7 +54,7 @@ class UsageItem(BaseModel):
     request_id: str
     created_at: datetime
     model: str
-    endpoint: str = Field(description="'chat' or 'completions'.")
+    endpoint: str = Field(description="'chat', 'completions', 'responses' or 'messages'.")
     prompt_tokens: int
     cached_tokens: int
     completion_tokens: int

@@ -6,11 +6,14 @@ here runs per request: no parsing beyond what the handler needs, one write per a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from cocoon_platform.errors import PayloadTooLarge, PlatformError
+
+if TYPE_CHECKING:
+    from cocoon_platform.dialects import Dialect
 
 Scope = dict[str, Any]
 Receive = Any
@@ -25,7 +28,8 @@ SSE_HEADERS = [(b"content-type", b"text/event-stream"), NOSNIFF, NO_STORE, (b"x-
 
 
 def request_headers(scope: Scope) -> tuple[str | None, int | None]:
-    """The request's Authorization header and announced Content-Length (None when absent or unreadable)."""
+    """The request's Authorization header and announced Content-Length (None when absent or
+    unreadable). A key in `x-api-key` (as Anthropic's clients send it) reads as a bearer key."""
     authorization = None
     length = None
     for name, value in scope["headers"]:
@@ -36,6 +40,8 @@ def request_headers(scope: Scope) -> tuple[str | None, int | None]:
                 length = int(value)
             except ValueError:
                 length = None
+        elif name == b"x-api-key" and authorization is None:
+            authorization = "Bearer " + value.decode("latin-1")
     return authorization, length
 
 
@@ -67,12 +73,13 @@ async def wait_disconnect(receive: Receive) -> None:
             return
 
 
-async def send_error(send: Send, exc: PlatformError, request_id: str) -> None:
-    """A whole error answer in the platform's error shape, with the error's own headers."""
+async def send_error(send: Send, exc: PlatformError, request_id: str, dialect: Dialect | None = None) -> None:
+    """A whole error answer in the platform's error shape (or the dialect's), with the error's
+    own headers."""
     headers = [*JSON_HEADERS, (b"x-request-id", request_id.encode())]
     headers.extend((k.lower().encode(), v.encode()) for k, v in exc.headers.items())
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": exc.to_bytes()})
+    await send({"type": "http.response.body", "body": exc.to_bytes() if dialect is None else dialect.error(exc)})
 
 
 async def send_json(send: Send, document: Any, request_id: str) -> None:

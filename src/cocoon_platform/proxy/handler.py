@@ -22,10 +22,16 @@ from typing import Any
 import orjson
 
 from cocoon_platform.accounts.keys import bearer_key_hash
+from cocoon_platform.accounts.refusals import key_refusal, limit_refusal
 from cocoon_platform.billing.cost import UsageStatus, bill, completion_text
 from cocoon_platform.billing.prices import NetworkPrices
 from cocoon_platform.billing.store import Reservation, Settlement
 from cocoon_platform.config import format_ton
+from cocoon_platform.dialects import Dialect
+from cocoon_platform.dialects.messages import PATH as MESSAGES_PATH
+from cocoon_platform.dialects.messages import MessagesDialect
+from cocoon_platform.dialects.responses import PATH as RESPONSES_PATH
+from cocoon_platform.dialects.responses import ResponsesDialect
 from cocoon_platform.errors import (
     InsufficientBalance,
     InvalidApiKey,
@@ -52,7 +58,13 @@ from cocoon_platform.proxy.asgi import (
 from cocoon_platform.proxy.events import DONE
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.proxy.relay import openai_frame, relay
-from cocoon_platform.proxy.request import CHAT_PATH, InferenceRequest, parse_request
+from cocoon_platform.proxy.request import (
+    CHAT_PATH,
+    InferenceRequest,
+    decode_body,
+    parse_request,
+    prepare_request,
+)
 from cocoon_platform.proxy.upstream_errors import map_upstream_error
 from cocoon_platform.state import AppState
 from cocoon_platform.tools.answer import read_choices
@@ -92,8 +104,12 @@ class InferenceHandler:
         state = self.state
         started = time.perf_counter()
         settings = state.settings
-        endpoint = "chat" if scope["path"] == CHAT_PATH else "completions"
-        request_id = new_request_id(_ID_PREFIX[endpoint])
+        dialect = DIALECTS.get(scope["path"])
+        if dialect is None:
+            endpoint = "chat" if scope["path"] == CHAT_PATH else "completions"
+            request_id = new_request_id(_ID_PREFIX[endpoint])
+        else:
+            endpoint, request_id = dialect.endpoint, new_request_id(dialect.id_prefix)
         outcome = Outcome()
         request: InferenceRequest | None = None
         account_id = 0
@@ -115,16 +131,19 @@ class InferenceHandler:
                         raise InvalidApiKey()
                     account_id = known
                     slot = await state.limiter.admit_account(account_id)
-                request = parse_request(
-                    scope["path"],
-                    raw,
-                    max_tokens_cap=settings.max_tokens_cap,
-                    default_max_tokens=settings.default_max_tokens,
-                    max_coefficient=settings.max_coefficient,
-                    extra_fields=settings.upstream_extra_field_set,
-                    tool_format_of=state.catalog.tool_format,
-                    schemas=self.schemas,
-                )
+                if dialect is None:
+                    request = parse_request(
+                        scope["path"],
+                        raw,
+                        max_tokens_cap=settings.max_tokens_cap,
+                        default_max_tokens=settings.default_max_tokens,
+                        max_coefficient=settings.max_coefficient,
+                        extra_fields=settings.upstream_extra_field_set,
+                        tool_format_of=self._tool_format,
+                        schemas=self.schemas,
+                    )
+                else:
+                    request = self._translate(dialect, raw)
                 request.set_model(state.network.canonical(request.model))
                 prices = state.prices
                 prompt_bound = request.prompt_bound(len(raw))
@@ -134,6 +153,7 @@ class InferenceHandler:
                 reservation = await state.billing.reserve(
                     key_hash, amount, settings.min_balance_nanoton, settings.max_overdraft_nanoton,
                     request_id, settings.reservation_ttl_seconds,
+                    model=request.model, overdraft_min_credits=settings.overdraft_min_credits_nanoton,
                 )
                 if reservation is None:
                     raise await self._refusal(key_hash, amount, prices, prompt_bound, request)
@@ -141,12 +161,12 @@ class InferenceHandler:
                 if isinstance(exc, InvalidApiKey):
                     exc = await state.limiter.failed_authentication(state.client_addresses.bucket_of(scope)) or exc
                 outcome.http_status = exc.status
-                await send_error(send, exc, request_id)
+                await send_error(send, exc, request_id, dialect)
                 return
             except Exception:
                 logger.exception("request %s failed before forwarding", request_id)
                 outcome.http_status = 500
-                await send_error(send, PlatformError(), request_id)
+                await send_error(send, PlatformError(), request_id, dialect)
                 return
             outcome.account_id, outcome.key_id = reservation.account_id, reservation.key_id
             state.last_used.touch(reservation.key_id, time.time())
@@ -216,13 +236,27 @@ class InferenceHandler:
         funds = await state.billing.funds(key_hash)
         if funds is None:
             return InvalidApiKey()
+        now = time.time()
+        refused = key_refusal(funds, request.model, now)
+        if refused is not None:
+            return refused
+        # The overdraft only for accounts whose lifetime credits reach the minimum (#14).
+        overdraft = (settings.max_overdraft_nanoton if funds.credited >= settings.overdraft_min_credits_nanoton
+                     else 0)
         if funds.balance < settings.min_balance_nanoton:
             return InsufficientBalance(
                 f"Insufficient balance: {format_ton(funds.balance)} TON. "
                 f"Minimum: {format_ton(settings.min_balance_nanoton, 2)} TON. Top up via /v1/deposit."
             )
-        available = funds.balance - funds.reserved + settings.max_overdraft_nanoton
-        fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // (request.choices * request.attempts)
+        available = funds.balance - funds.reserved + overdraft
+        per_max_token = request.choices * request.attempts
+        if amount <= available:  # the funds would do: the key's own limit refused it
+            key_left = (funds.credit_limit or 0) - funds.limit_spent - funds.limit_reserved
+            fits = state.pricer.largest_max_tokens(prices, prompt_bound, min(available, key_left)) // per_max_token
+            limited = limit_refusal(funds, amount, fits, now)
+            if limited is not None:
+                return limited
+        fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // per_max_token
         hint = (f" The largest max_tokens that fits is {fits}." if fits > 0
                 else " Top up via /v1/deposit or shorten the prompt.")
         def ton(nanoton: int) -> str:
@@ -232,8 +266,28 @@ class InferenceHandler:
             f"Insufficient balance for this request: it needs up to {ton(amount)} TON "
             f"(max_tokens={request.max_tokens}) but {ton(max(available, 0))} TON is available "
             f"(balance {ton(funds.balance)} TON, {ton(funds.reserved)} TON held by requests "
-            f"in flight, overdraft {ton(settings.max_overdraft_nanoton)} TON).{hint}"
+            f"in flight, overdraft {ton(overdraft)} TON).{hint}"
         )
+
+    def _tool_format(self, model: str) -> str | None:
+        """The catalog's tool format for a model named by its id or alias."""
+        return self.state.catalog.tool_format(self.state.network.canonical(model))
+
+    def _translate(self, dialect: Dialect, raw: bytes) -> InferenceRequest:
+        """A dialect's request as a chat request, through the chat path's checks and filter."""
+        settings = self.state.settings
+        translated = dialect.translate(decode_body(raw))
+        request = prepare_request(
+            translated.chat, True,
+            max_tokens_cap=settings.max_tokens_cap,
+            default_max_tokens=settings.default_max_tokens,
+            max_coefficient=settings.max_coefficient,
+            extra_fields=settings.upstream_extra_field_set,
+            tool_format_of=self._tool_format,
+            schemas=self.schemas,
+        )
+        request.dialect, request.translated = dialect, translated
+        return request
 
     # --- forwarding -----------------------------------------------------------------------
 
@@ -287,7 +341,7 @@ class InferenceHandler:
         except PlatformError as exc:
             outcome.status, outcome.http_status, outcome.error = UsageStatus.UPSTREAM_ERROR, exc.status, exc
             await self._settle(request, reservation, prices, request_id, outcome, started)
-            await send_error(send, exc, request_id)
+            await send_error(send, exc, request_id, request.dialect)
             return
         if request.tools is not None:
             document = await self._read_tool_calls(request, document, outcome, started)
@@ -300,6 +354,8 @@ class InferenceHandler:
         usage["cost_nanoton"] = charge
         usage["cost_ton"] = charge / 1_000_000_000
         document["id"] = request_id
+        if request.translated is not None:
+            document = request.translated.answer(document, request_id)
         await send_json(send, document, request_id)
 
     async def _read_tool_calls(
@@ -332,6 +388,7 @@ class InferenceHandler:
         started = time.perf_counter()
         response: UpstreamResponse | None = None
         disconnected = False
+        translation = None if request.translated is None else request.translated.stream(request_id, request.model)
         watcher: asyncio.Task[None] | None = None
 
         def client_left(task: asyncio.Task[None]) -> None:
@@ -354,7 +411,7 @@ class InferenceHandler:
             async with asyncio.timeout(self.deadline):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
                 await start_sse(send, request_id)
-                frame = openai_frame(outcome, request_id)
+                frame = openai_frame(outcome, request_id) if translation is None else translation.frame
                 if request.tools is None:
                     await relay(response, send, outcome, started, watch_client, frame)
                 else:
@@ -397,7 +454,7 @@ class InferenceHandler:
             assert outcome.error is not None
             outcome.status, outcome.http_status = UsageStatus.UPSTREAM_ERROR, outcome.error.status
             await self._settle(request, reservation, prices, request_id, outcome, started)
-            await send_error(send, outcome.error, request_id)
+            await send_error(send, outcome.error, request_id, request.dialect)
             return
         if outcome.error is None and outcome.usage is None:
             # Ended without its usage chunk: the stream was cut short, whatever closed it.
@@ -411,13 +468,17 @@ class InferenceHandler:
         if disconnected:
             return
         if outcome.error is not None:
-            await send({"type": "http.response.body", "body": sse(outcome.error.to_bytes()), "more_body": False})
+            last = sse(outcome.error.to_bytes()) if translation is None else translation.fail(outcome.error)
+            await send({"type": "http.response.body", "body": last, "more_body": False})
+            return
+        usage = dict(outcome.usage or {})
+        usage["cost_nanoton"] = charge
+        usage["cost_ton"] = charge / 1_000_000_000
+        if translation is not None:
+            await send({"type": "http.response.body", "body": translation.finish(usage), "more_body": False})
             return
         tail = b""
         if request.include_usage and outcome.usage is not None:
-            usage = dict(outcome.usage)
-            usage["cost_nanoton"] = charge
-            usage["cost_ton"] = charge / 1_000_000_000
             tail = sse(orjson.dumps({"id": request_id,
                                       "object": _CHUNK_OBJECT[request.endpoint], "created": int(time.time()),
                                       "model": request.model, "choices": [], "usage": usage}))
@@ -440,7 +501,7 @@ class InferenceHandler:
             charge=charged.charge,
             request_id=request_id,
             model=request.model,
-            endpoint=request.endpoint,
+            endpoint=request.endpoint if request.dialect is None else request.dialect.endpoint,
             prompt_tokens=tokens.prompt,
             cached_tokens=tokens.cached,
             completion_tokens=tokens.completion,
@@ -456,5 +517,6 @@ class InferenceHandler:
 
 
 _ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}
+DIALECTS: dict[str, Dialect] = {RESPONSES_PATH: ResponsesDialect(), MESSAGES_PATH: MessagesDialect()}
 _UPSTREAM_PATH = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 _CHUNK_OBJECT = {"chat": "chat.completion.chunk", "completions": "text_completion"}

@@ -7,10 +7,9 @@ OpenAI error shape; a wrong type is a 422 in FastAPI's `detail` shape.
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -19,6 +18,9 @@ from cocoon_platform.errors import InvalidRequest, PlatformError, validation_bod
 from cocoon_platform.proxy.network_fields import network_body
 from cocoon_platform.tools.offer import SchemaCache, ToolOffer
 from cocoon_platform.tools.request import apply_tools
+
+if TYPE_CHECKING:
+    from cocoon_platform.dialects import Dialect, Translated
 
 # Model names as the network and Hugging Face write them ("Qwen/Qwen3-32B").
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/:@+]*")
@@ -57,6 +59,8 @@ class InferenceRequest:
     tools: ToolOffer | None = None  # the tools the answer is read against (tools/)
     added_prompt_bytes: int = 0  # prompt text the platform added (rendered tools), for the reservation
     attempts: int = 1  # 2 when tool_choice requires a call: one retry if the model made none
+    dialect: Dialect | None = None  # the API the request came in (None: OpenAI's chat or completions)
+    translated: Translated | None = None  # the dialect's request, which its answer is made from
 
     def prompt_bound(self, body_bytes: int) -> int:
         """Prompt bytes to reserve for (a token is never shorter than a byte), over every attempt."""
@@ -143,6 +147,18 @@ def _check_prompt(prompt: Any) -> None:
     raise ValidationFailed(["prompt"], "Input should be a valid string", "string_type")
 
 
+def decode_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (a 422 otherwise)."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ValidationFailed([0], "JSON decode error", "json_invalid") from None
+    if not isinstance(body, dict):
+        raise ValidationFailed([], "Input should be a valid dictionary or object to extract fields from",
+                               "model_attributes_type")
+    return body
+
+
 def parse_request(
     path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
     extra_fields: Collection[str] = (),
@@ -151,14 +167,18 @@ def parse_request(
     """Validate a body and prepare what is forwarded upstream (only what the network takes:
     `network_fields.network_body`, with the operator's `extra_fields`). With `tool_format_of`
     (model -> the catalog's tool format), tools and tool history are rendered for the model."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ValidationFailed([0], "JSON decode error", "json_invalid") from None
-    if not isinstance(body, dict):
-        raise ValidationFailed([], "Input should be a valid dictionary or object to extract fields from",
-                               "model_attributes_type")
-    chat = path == CHAT_PATH
+    return prepare_request(decode_body(raw), path == CHAT_PATH, max_tokens_cap=max_tokens_cap,
+                           default_max_tokens=default_max_tokens, max_coefficient=max_coefficient,
+                           extra_fields=extra_fields, tool_format_of=tool_format_of, schemas=schemas)
+
+
+def prepare_request(
+    body: dict[str, Any], chat: bool, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
+    extra_fields: Collection[str] = (),
+    tool_format_of: Callable[[str], str | None] | None = None, schemas: SchemaCache | None = None,
+) -> InferenceRequest:
+    """Check a decoded chat or completions body and prepare it for forwarding; the dialects call
+    this with the chat body they translated, so every way in meets the same checks, tools and filter."""
     required = "messages" if chat else "prompt"
     model = body.get("model")
     if model is None or body.get(required) is None:

@@ -1,0 +1,38 @@
+/* The signed-in page: what runs where, and what refreshes when. */
+
+import { $ } from "./dom.js";
+import { loadBalance, onBalanceChange, setPricing } from "./balance.js";
+import { loadDeposit } from "./deposit.js";
+import { initKeyForm, loadKeys } from "./keys.js";
+import { loadModels, loadPricing, loadStats, renderQuickstart } from "./network.js";
+import { everyWhileVisible } from "./poll.js";
+import { getKey, setFlash, signOut } from "./session.js";
+import { loadUsage } from "./usage.js";
+
+const BALANCE_EVERY_MS = 10000;
+const STATS_EVERY_MS = 15000;
+
+export function initDashboard() {
+  if (!getKey()) {
+    setFlash("Sign in with your API key to open the dashboard.");
+    window.location.replace("/");
+    return;
+  }
+  $("signout-button").addEventListener("click", () => signOut("You have signed out."));
+  $("balance-refresh").addEventListener("click", loadBalance);
+  $("usage-refresh").addEventListener("click", () => loadUsage(true));
+  $("usage-more").addEventListener("click", () => loadUsage(false));
+  initKeyForm();
+  onBalanceChange(() => loadUsage(true));
+
+  loadBalance();
+  loadDeposit();
+  loadUsage(true);
+  loadKeys();
+  loadPricing().then((body) => { if (body) setPricing(body); });
+  loadStats();
+  loadModels();
+  renderQuickstart();
+  everyWhileVisible(loadBalance, BALANCE_EVERY_MS);
+  everyWhileVisible(loadStats, STATS_EVERY_MS);
+}

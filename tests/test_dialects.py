@@ -1,0 +1,158 @@
+"""The Responses and Messages dialects through the real SDKs, on the metered chat path: each
+request is found in /v1/usage with its exact charge, and the balance moves by exactly the sum."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from support import Server, db_rows, ledger_consistent, new_account
+
+QWEN = "Qwen/Qwen3-32B"
+TON = 1_000_000_000
+
+
+def balance(server: Server, key: str) -> int:
+    response = httpx.get(server.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    return int(response.json()["balance_nanoton"])
+
+
+def usage_records(server: Server, key: str) -> dict[str, dict[str, object]]:
+    response = httpx.get(server.url + "/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    return {item["request_id"]: item for item in response.json()["data"]}
+
+
+def openai_client(server: Server, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=key, max_retries=0, timeout=30)
+
+
+def anthropic_client(server: Server, key: str) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=server.url, api_key=key, max_retries=0, timeout=30)
+
+
+def test_responses_create_and_stream_are_billed_on_the_chat_path(platform: Server, database_url: str) -> None:
+    key = new_account(platform, database_url, TON)
+    client = openai_client(platform, key)
+    response = client.responses.create(model=QWEN, input="What is TON?", instructions="Be brief.",
+                                       max_output_tokens=64)
+    assert response.object == "response" and response.status == "completed"
+    assert response.id.startswith("resp_") and response.output_text
+    kinds = [item.type for item in response.output]
+    assert kinds == ["reasoning", "message"]  # Qwen3 thinks unless told not to
+    usage = response.usage
+    assert usage is not None and usage.input_tokens > 0 and usage.output_tokens > 0
+    assert 0 < usage.output_tokens_details.reasoning_tokens < usage.output_tokens
+    charges = {response.id: (usage.model_extra or {})["cost_nanoton"]}
+
+    quiet = client.responses.create(model="qwen3-32b", input=[
+        {"role": "user", "content": [{"type": "input_text", "text": "Hello"}]},
+        {"type": "reasoning", "id": "rs_1", "summary": []},
+        {"role": "assistant", "content": [{"type": "output_text", "text": "Hi."}]},
+        {"role": "user", "content": "And again?"}], reasoning={"effort": "minimal"}, max_output_tokens=32)
+    assert [item.type for item in quiet.output] == ["message"] and quiet.model == QWEN
+    charges[quiet.id] = (quiet.usage.model_extra or {})["cost_nanoton"]  # type: ignore[union-attr]
+
+    with client.responses.stream(model=QWEN, input="Stream, please.", max_output_tokens=40) as stream:
+        events = list(stream)
+        final = stream.get_final_response()
+    types = [event.type for event in events]
+    assert types[:2] == ["response.created", "response.in_progress"]
+    assert types[-1] == "response.completed" and "response.output_text.delta" in types
+    assert [event.sequence_number for event in events] == list(range(len(events)))
+    deltas = "".join(event.delta for event in events if event.type == "response.output_text.delta")
+    assert deltas == final.output_text and final.usage is not None
+    charges[final.id] = (final.usage.model_extra or {})["cost_nanoton"]
+
+    records = usage_records(platform, key)
+    for request_id, charge in charges.items():
+        assert records[request_id]["cost_nanoton"] == charge > 0
+        assert records[request_id]["endpoint"] == "responses"
+    assert balance(platform, key) == TON - sum(charges.values())
+    assert not ledger_consistent(database_url)
+
+
+def test_responses_refuse_what_the_platform_cannot_keep(platform: Server, database_url: str) -> None:
+    key = new_account(platform, database_url, TON)
+    client = openai_client(platform, key)
+    with pytest.raises(openai.BadRequestError) as previous:
+        client.responses.create(model=QWEN, input="x", previous_response_id="resp_123")
+    assert "Send the whole conversation" in str(previous.value)
+    with pytest.raises(openai.BadRequestError) as hosted:
+        client.responses.create(model=QWEN, input="x", tools=[{"type": "web_search"}])  # type: ignore[list-item]
+    assert "only function tools" in str(hosted.value)
+    with pytest.raises(openai.BadRequestError) as unknown:  # the chat path's field filter, as for chat
+        client.responses.create(model=QWEN, input="x", extra_body={"logit_bias": {"1": 1}})
+    assert unknown.value.body["param"] == "logit_bias"  # type: ignore[index]
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.responses.create(model=QWEN, input="x", max_output_tokens="many")  # type: ignore[arg-type]
+    assert balance(platform, key) == TON
+
+
+def test_anthropic_messages_create_stream_and_count_tokens(platform: Server, database_url: str) -> None:
+    key = new_account(platform, database_url, TON)
+    client = anthropic_client(platform, key)
+    message = client.messages.create(model=QWEN, max_tokens=64, system=[
+        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": "What is TON?"}])
+    assert message.type == "message" and message.id.startswith("msg_")
+    assert [block.type for block in message.content] == ["text"]  # no thinking unless asked
+    assert message.stop_reason in ("end_turn", "max_tokens") and message.usage.output_tokens > 0
+    charges = {message.id: (message.usage.model_extra or {})["cost_nanoton"]}
+
+    thinking = client.messages.create(model="qwen3-32b", max_tokens=200, thinking={"type": "enabled",
+                                      "budget_tokens": 100}, messages=[{"role": "user", "content": "Think."}])
+    assert [block.type for block in thinking.content] == ["thinking", "text"]
+    charges[thinking.id] = (thinking.usage.model_extra or {})["cost_nanoton"]
+
+    with client.messages.stream(model=QWEN, max_tokens=40, messages=[{"role": "user", "content": "Stream."}],
+                                stop_sequences=["never-said"]) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert [event.type for event in events][:2] == ["message_start", "content_block_start"]
+    assert [event.type for event in events][-3:] == ["content_block_stop", "message_delta", "message_stop"]
+    text = "".join(event.delta.text for event in events  # type: ignore[union-attr]
+                   if event.type == "content_block_delta" and event.delta.type == "text_delta")
+    assert text and final.content[0].text == text  # type: ignore[union-attr]
+    assert final.usage.output_tokens > 0 and final.stop_reason in ("end_turn", "max_tokens")
+    delta = next(event for event in events if event.type == "message_delta")
+    charges[final.id] = (delta.usage.model_extra or {})["cost_nanoton"]  # type: ignore[union-attr]
+
+    counted = client.messages.count_tokens(model=QWEN, messages=[{"role": "user", "content": "What is TON?"}])
+    assert counted.input_tokens >= message.usage.input_tokens + message.usage.cache_read_input_tokens - 7
+
+    records = usage_records(platform, key)
+    assert len(records) == 3
+    for request_id, charge in charges.items():
+        assert records[request_id]["cost_nanoton"] == charge > 0
+        assert records[request_id]["endpoint"] == "messages"
+    assert balance(platform, key) == TON - sum(charges.values())
+    assert not ledger_consistent(database_url)
+
+
+def test_anthropic_errors_keep_their_meaning_in_anthropics_shape(platform: Server, database_url: str) -> None:
+    messages = [{"role": "user", "content": "hi"}]
+    with pytest.raises(anthropic.AuthenticationError) as auth:
+        anthropic_client(platform, "ck_nope").messages.create(model=QWEN, max_tokens=8, messages=messages)  # type: ignore[arg-type]
+    assert auth.value.body == {"type": "error", "error": {"type": "authentication_error", "message": "Invalid API key",
+                                                          "code": "invalid_api_key"}}
+    poor = new_account(platform, database_url)
+    with pytest.raises(anthropic.APIStatusError) as payment:
+        anthropic_client(platform, poor).messages.create(model=QWEN, max_tokens=8, messages=messages)  # type: ignore[arg-type]
+    assert payment.value.status_code == 402
+    assert payment.value.body["error"]["type"] == "billing_error"  # type: ignore[index]
+    rich = new_account(platform, database_url, TON)
+    missing = httpx.post(platform.url + "/v1/messages", headers={"x-api-key": rich, "anthropic-version": "2023-06-01"},
+                         json={"model": QWEN, "messages": messages})
+    assert missing.status_code == 400
+    assert missing.json() == {"type": "error", "error": {"type": "invalid_request_error",
+                                                         "message": "max_tokens: Field required"}}
+    with pytest.raises(anthropic.BadRequestError):
+        anthropic_client(platform, rich).messages.create(model=QWEN, max_tokens=8, messages=[  # type: ignore[list-item]
+            {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                                                     "data": "AA=="}}]}])
+    assert balance(platform, rich) == TON
+    rows = db_rows(database_url, "SELECT COUNT(*) FROM usage_records r JOIN api_keys k ON k.id = r.key_id "
+                   "WHERE k.prefix = :p", {"p": rich[:9]})
+    assert rows == [(0,)]
