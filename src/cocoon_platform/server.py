@@ -177,12 +177,9 @@ class HttpProtocol(HttpToolsProtocol):
         self._stop_timer()
         if self.transport.is_closing():
             return
-        if awaiting_head:
-            # A connection that never sent a byte (a browser's preconnect) is closed without a
-            # word; on a kept-alive one, a head is awaited only once its first byte came.
-            answer = bool(self._head_bytes) or self.cycle is not None
-        else:
-            answer = not self.cycle.response_started
+        # A connection that never sent a byte (a browser's preconnect) is closed without a word;
+        # on a kept-alive one, a head is awaited only once its first byte came.
+        answer = (bool(self._head_bytes) or self.cycle is not None) if awaiting_head else not self.cycle.response_started
         if answer:
             self.transport.write(_refusal(status, message, code))
         self.transport.close()
@@ -196,9 +193,8 @@ class HttpProtocol(HttpToolsProtocol):
         if guard is not None and self in guard.waiting:
             self._head_bytes += len(data)
         super().data_received(data)
-        if guard is not None and self in guard.waiting:
-            if self._head_bytes > guard.limits.max_head_bytes:
-                self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
+        if guard is not None and self in guard.waiting and self._head_bytes > guard.limits.max_head_bytes:
+            self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

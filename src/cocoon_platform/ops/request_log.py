@@ -41,7 +41,7 @@ class TextFormatter(logging.Formatter):
     """One line per record (a traceback follows on lines of its own); the message and the
     fields are escaped, since both may carry what a client sent (a path, a model)."""
 
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+    def formatMessage(self, record: logging.LogRecord) -> str:
         record.message = escape(record.message)
         line = super().formatMessage(record)
         fields = getattr(record, "fields", None)
