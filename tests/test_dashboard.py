@@ -316,6 +316,46 @@ def test_sign_in_bad_key_good_key_and_revoked_key(tab: Tab, platform: Server, da
     assert tab.stored_key() is None
 
 
+def sign_in(tab: Tab, key: str) -> Page:
+    """Open the dashboard signed in with `key`, as the sign-in form leaves the tab."""
+    page = tab.goto("/")
+    page.evaluate("([k, v]) => window.sessionStorage.setItem(k, v)", [KEY_STORE, key])
+    tab.goto("/dashboard")
+    expect(page.locator("#balance-ton")).not_to_have_text("…")
+    return page
+
+
+def test_playground_streams_an_answer_and_shows_its_cost(tab: Tab, platform: Server, database_url: str) -> None:
+    key = off_loop(new_account, platform, database_url, 2 * TON)
+    page = sign_in(tab, key)
+    playground = page.locator("#playground")
+    playground.get_by_label("Model").select_option(QWEN)
+    playground.get_by_label("Message", exact=True).fill("Hello from the playground")
+    # Count the pieces of the answer as they land: a streamed answer arrives in several.
+    page.evaluate("""() => {
+        window.answerPieces = 0;
+        new MutationObserver(m => { window.answerPieces += m.length; })
+            .observe(document.getElementById("playground-answer-text"), {childList: true});
+    }""")
+    with page.expect_response(lambda r: r.url.endswith("/v1/chat/completions")) as answer:
+        playground.get_by_role("button", name="Send").click()
+    assert answer.value.headers["content-type"].startswith("text/event-stream")
+    shown = playground.locator("#playground-usage")
+    expect(shown).to_contain_text("Cost: ")
+    match = re.search(r"\(request (\S+)\)\.$", shown.inner_text())
+    assert match, shown.inner_text()
+    usage = httpx.get(platform.url + "/v1/usage", headers=bearer(key), timeout=10).json()["data"]
+    record = next(r for r in usage if r["request_id"] == match.group(1))
+    assert record["status"] == "ok" and record["cost_nanoton"] > 0
+    expect(shown).to_contain_text(f"{record['prompt_tokens']} prompt, {record['completion_tokens']} completion")
+    expect(shown).to_contain_text(f"Cost: {ton_text(record['cost_nanoton'])} TON")
+    assert playground.locator("#playground-answer-text").inner_text().strip()
+    assert page.evaluate("() => window.answerPieces") > 1
+    # The balance and the usage table follow at once.
+    expect(page.locator("#balance-ton")).to_have_text(ton_text(2 * TON - record["cost_nanoton"]))
+    expect(page.locator(f'#usage-table tr[data-request-id="{match.group(1)}"]')).to_be_visible()
+
+
 def test_public_network_status_models_pricing(tab: Tab, platform: Server) -> None:
     page = tab.goto("/")
     expect(page.locator("#network-status")).to_have_text("Online")

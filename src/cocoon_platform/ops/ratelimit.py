@@ -64,6 +64,9 @@ class Counters(Protocol):
 
     async def close(self) -> None: ...
 
+    async def check(self) -> None:
+        """Raise when the counters cannot be reached (for readiness)."""
+
 
 class LocalCounters:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
@@ -103,6 +106,9 @@ class LocalCounters:
 
     async def close(self) -> None:
         return None
+
+    async def check(self) -> None:
+        return None  # in this process: always there
 
 
 # GCRA on Redis's clock, in microseconds (exact in Lua's doubles): the key holds when the bucket
@@ -164,6 +170,9 @@ class RedisCounters:
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+    async def check(self) -> None:
+        await self._redis.ping()
 
 
 class RateLimiter:
