@@ -82,6 +82,36 @@ async def send_error(send: Send, exc: PlatformError, request_id: str, dialect: D
     await send({"type": "http.response.body", "body": exc.to_bytes() if dialect is None else dialect.error(exc)})
 
 
+def with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """`send` adding `headers` to the answer's head."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *headers]
+        await send(message)
+
+    return sending
+
+
+def with_common_headers(send: Send, request_id: bytes) -> Send:
+    """`send` adding to the answer's head what every answer carries: `x-request-id`,
+    `x-content-type-options: nosniff`, and `cache-control: no-store` unless the answer sets its
+    own (the dashboard's pages and files); keys and balances must never sit in a cache."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            names = {name.lower() for name, _ in headers}
+            if b"x-content-type-options" not in names:
+                headers.append(NOSNIFF)
+            if b"cache-control" not in names:
+                headers.append(NO_STORE)
+            message["headers"] = headers
+        await send(message)
+
+    return sending
+
+
 async def send_json(send: Send, document: Any, request_id: str) -> None:
     """A whole 200 JSON answer."""
     await send({"type": "http.response.start", "status": 200,
