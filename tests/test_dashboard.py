@@ -104,6 +104,16 @@ class Tab:
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         self.page.on("console", self._console)
+        # Offline: nothing the pages load or call may leave the platform's own origin.
+        self.requests: list[str] = []
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        # Every CSP violation on every page the tab opens, whether Chromium logs it or not.
+        self.context.expose_function("reportCspViolation", lambda text: self.errors.append(f"CSP: {text}"))
+        self.context.add_init_script("""
+            document.addEventListener("securitypolicyviolation", (e) => {
+                window.reportCspViolation(e.violatedDirective + " " + (e.blockedURI || "inline"));
+            });
+        """)
         if fake_clock:
             self.page.clock.install()
 
@@ -125,6 +135,8 @@ class Tab:
     def close(self) -> None:
         self.context.close()
         assert not self.errors, self.errors
+        elsewhere = [url for url in self.requests if not url.startswith(self.server.url + "/")]
+        assert self.requests and not elsewhere, elsewhere
 
 
 @pytest.fixture
@@ -328,6 +340,23 @@ def sign_in(tab: Tab, key: str) -> Page:
 def test_playground_streams_an_answer_and_shows_its_cost(tab: Tab, platform: Server, database_url: str) -> None:
     key = off_loop(new_account, platform, database_url, 2 * TON)
     page = sign_in(tab, key)
+    # The tab's CSP watch works: a style attribute set by script is refused, and reported.
+    page.evaluate("() => document.body.setAttribute('style', 'outline: 1px solid red')")
+    for _ in range(100):
+        if any("CSP: style-src" in error for error in tab.errors):
+            break
+        page.wait_for_timeout(50)
+    assert any("CSP: style-src" in error for error in tab.errors), tab.errors
+    tab.errors.clear()
+
+    # On a phone-sized screen nothing is wider than the screen (tables scroll inside their cards).
+    page.set_viewport_size({"width": 360, "height": 740})
+    expect(page.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    overflowing = page.evaluate("""() => [...document.querySelectorAll(".card")]
+        .filter(card => card.scrollWidth > card.clientWidth + 1).map(card => card.id)""")
+    assert overflowing == [], overflowing
+
     playground = page.locator("#playground")
     playground.get_by_label("Model").select_option(QWEN)
     playground.get_by_label("Message", exact=True).fill("Hello from the playground")
