@@ -62,7 +62,7 @@ class PlatformApp:
             if scope["path"] in INFERENCE_PATHS:
                 await send_error(send, MethodNotAllowed(
                     f"{scope['method']} is not allowed on {scope['path']}: send a POST.", headers={"Allow": "POST"}),
-                    request_id)
+                    request_id, DIALECTS.get(scope["path"]))
                 return
             try:
                 receive = await self._bounded(scope, receive)
