@@ -31,8 +31,15 @@ serve: install
 demo: install
 	$(BIN)/python scripts/demo.py
 
-bench: install
+bench: install bench/.peers/.installed
 	$(BIN)/python bench/run.py
+
+# Peer gateways measured in the same run (LiteLLM's proxy), in a virtualenv of their own.
+bench-peers: bench/.peers/.installed
+bench/.peers/.installed:
+	$(PYTHON) -m venv bench/.peers
+	bench/.peers/bin/pip install --quiet 'litellm[proxy]>=1.60'
+	touch $@
 
 # Streams at model speed (30 tokens/s): the most concurrent streams one core relays at the
 # network's pace, beside the bare pass-through (bench/streams.py; STREAMS e.g. "250,500,1000").
@@ -47,4 +54,4 @@ bench-cpu: install
 	$(BIN)/python bench/cpu.py --base $(BASE) $(SCENARIOS)
 
 clean:
-	rm -rf $(VENV) data bench/results .pytest_cache
+	rm -rf $(VENV) data bench/results bench/.peers .pytest_cache

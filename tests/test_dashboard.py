@@ -104,6 +104,16 @@ class Tab:
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         self.page.on("console", self._console)
+        # Offline: nothing the pages load or call may leave the platform's own origin.
+        self.requests: list[str] = []
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        # Every CSP violation on every page the tab opens, whether Chromium logs it or not.
+        self.context.expose_function("reportCspViolation", lambda text: self.errors.append(f"CSP: {text}"))
+        self.context.add_init_script("""
+            document.addEventListener("securitypolicyviolation", (e) => {
+                window.reportCspViolation(e.violatedDirective + " " + (e.blockedURI || "inline"));
+            });
+        """)
         if fake_clock:
             self.page.clock.install()
 
@@ -125,6 +135,8 @@ class Tab:
     def close(self) -> None:
         self.context.close()
         assert not self.errors, self.errors
+        elsewhere = [url for url in self.requests if not url.startswith(self.server.url + "/")]
+        assert self.requests and not elsewhere, elsewhere
 
 
 @pytest.fixture
@@ -314,6 +326,63 @@ def test_sign_in_bad_key_good_key_and_revoked_key(tab: Tab, platform: Server, da
     page.wait_for_url(platform.url + "/")
     expect(page.locator("#flash")).to_contain_text("You have been signed out: Invalid API key")
     assert tab.stored_key() is None
+
+
+def sign_in(tab: Tab, key: str) -> Page:
+    """Open the dashboard signed in with `key`, as the sign-in form leaves the tab."""
+    page = tab.goto("/")
+    page.evaluate("([k, v]) => window.sessionStorage.setItem(k, v)", [KEY_STORE, key])
+    tab.goto("/dashboard")
+    expect(page.locator("#balance-ton")).not_to_have_text("…")
+    return page
+
+
+def test_playground_streams_an_answer_and_shows_its_cost(tab: Tab, platform: Server, database_url: str) -> None:
+    key = off_loop(new_account, platform, database_url, 2 * TON)
+    page = sign_in(tab, key)
+    # The tab's CSP watch works: a style attribute set by script is refused, and reported.
+    page.evaluate("() => document.body.setAttribute('style', 'outline: 1px solid red')")
+    for _ in range(100):
+        if any("CSP: style-src" in error for error in tab.errors):
+            break
+        page.wait_for_timeout(50)
+    assert any("CSP: style-src" in error for error in tab.errors), tab.errors
+    tab.errors.clear()
+
+    # On a phone-sized screen nothing is wider than the screen (tables scroll inside their cards).
+    page.set_viewport_size({"width": 360, "height": 740})
+    expect(page.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    overflowing = page.evaluate("""() => [...document.querySelectorAll(".card")]
+        .filter(card => card.scrollWidth > card.clientWidth + 1).map(card => card.id)""")
+    assert overflowing == [], overflowing
+
+    playground = page.locator("#playground")
+    playground.get_by_label("Model").select_option(QWEN)
+    playground.get_by_label("Message", exact=True).fill("Hello from the playground")
+    # Count the pieces of the answer as they land: a streamed answer arrives in several.
+    page.evaluate("""() => {
+        window.answerPieces = 0;
+        new MutationObserver(m => { window.answerPieces += m.length; })
+            .observe(document.getElementById("playground-answer-text"), {childList: true});
+    }""")
+    with page.expect_response(lambda r: r.url.endswith("/v1/chat/completions")) as answer:
+        playground.get_by_role("button", name="Send").click()
+    assert answer.value.headers["content-type"].startswith("text/event-stream")
+    shown = playground.locator("#playground-usage")
+    expect(shown).to_contain_text("Cost: ")
+    match = re.search(r"\(request (\S+)\)\.$", shown.inner_text())
+    assert match, shown.inner_text()
+    usage = httpx.get(platform.url + "/v1/usage", headers=bearer(key), timeout=10).json()["data"]
+    record = next(r for r in usage if r["request_id"] == match.group(1))
+    assert record["status"] == "ok" and record["cost_nanoton"] > 0
+    expect(shown).to_contain_text(f"{record['prompt_tokens']} prompt, {record['completion_tokens']} completion")
+    expect(shown).to_contain_text(f"Cost: {ton_text(record['cost_nanoton'])} TON")
+    assert playground.locator("#playground-answer-text").inner_text().strip()
+    assert page.evaluate("() => window.answerPieces") > 1
+    # The balance and the usage table follow at once.
+    expect(page.locator("#balance-ton")).to_have_text(ton_text(2 * TON - record["cost_nanoton"]))
+    expect(page.locator(f'#usage-table tr[data-request-id="{match.group(1)}"]')).to_be_visible()
 
 
 def test_public_network_status_models_pricing(tab: Tab, platform: Server) -> None:

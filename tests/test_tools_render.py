@@ -191,9 +191,9 @@ def test_offer_reading() -> None:
     assert named.tool("required") is not None and named.tool("get_weather") is None
     assert read_tool_offer({"tools": [], "tool_choice": "auto"}, schemas) is None
     assert read_tool_offer({"parallel_tool_calls": True}, schemas) is None
-    # The validator of a schema is compiled once and shared by later requests.
-    again = read_tool_offer({"tools": [WEATHER]}, schemas)
-    assert again is not None and again.tools[0].validator is offer.tools[0].validator
+    # A tool list is checked and compiled once, and shared by later requests sending it.
+    again = read_tool_offer({"tools": [dict(WEATHER), SEARCH], "tool_choice": "auto"}, schemas)
+    assert again is not None and again.tool_set is offer.tool_set and again.choice == "auto"
 
 
 @pytest.mark.parametrize("body, param", [

@@ -20,7 +20,7 @@ from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
 from cocoon_platform.dialects.endpoints import router as dialects_router
 from cocoon_platform.errors import MethodNotAllowed, PayloadTooLarge, install_handlers
-from cocoon_platform.proxy.asgi import send_error
+from cocoon_platform.proxy.asgi import send_error, with_headers
 from cocoon_platform.ops.endpoints import router as ops_router
 from cocoon_platform.ops.request_log import configure_logging
 from cocoon_platform.proxy.handler import DIALECTS, InferenceHandler, new_request_id
@@ -72,7 +72,7 @@ class PlatformApp:
             except PayloadTooLarge as exc:
                 await send_error(send, exc, request_id)
                 return
-            await self.api(scope, receive, _with_request_id(send, request_id.encode()))
+            await self.api(scope, receive, with_headers(send, [(b"x-request-id", request_id.encode())]))
 
     async def _bounded(self, scope: dict[str, Any], receive: Any) -> Any:
         """Refuse bodies over the limit before FastAPI sees them (413 in the error shape)."""
@@ -103,17 +103,6 @@ class PlatformApp:
             return replay.pop() if replay else await receive()
 
         return replayed
-
-
-def _with_request_id(send: Any, request_id: bytes) -> Any:
-    """`send` adding `x-request-id` to the answer's head, so that every answer carries one."""
-
-    async def sending(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
-        await send(message)
-
-    return sending
 
 
 def create_api(settings: Settings) -> FastAPI:

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cocoon_platform.config import Settings, format_ton, ton_to_nanoton
+from cocoon_platform.config import PLACEHOLDER_WALLET_WARNING, Settings, format_ton, ton_to_nanoton
 
 
 class CommandError(Exception):
@@ -76,6 +76,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if settings.workers > 1 and limited and not settings.redis_url:
         print(f"warning: {settings.workers} workers without COCOON_REDIS_URL count rate limits each on its own: "
               f"a client can get up to {settings.workers} times every limit", file=sys.stderr)
+    if settings.deposit_wallet_is_placeholder:
+        print(f"warning: {PLACEHOLDER_WALLET_WARNING}: deposits sent there never reach you; /ready answers 503",
+              file=sys.stderr)
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Worker processes share their metrics through files (prometheus_client multiprocess mode).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cocoon-metrics-")
@@ -86,7 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="auto",
-        http=partial(HttpProtocol, guard=ConnectionGuard(ConnectionLimits(
+        # uvicorn calls `http` as it would the protocol class; its annotation asks for the class.
+        http=partial(HttpProtocol, guard=ConnectionGuard(ConnectionLimits(  # type: ignore[arg-type]
             settings.header_timeout_seconds, settings.body_timeout_seconds, max_connections(settings)))),
         access_log=False,
         # Client addresses are resolved by ops/client_address.py, from COCOON_TRUSTED_PROXIES only.

@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 NANOTON_PER_TON = 1_000_000_000
 
 # A valid mainnet address owned by nobody we know of: used only so a fresh checkout starts.
-# Operators must set COCOON_DEPOSIT_WALLET to their own wallet; /health says when they haven't.
+# Operators must set COCOON_DEPOSIT_WALLET to their own wallet; /ready and `serve` say when they haven't.
 DEFAULT_DEPOSIT_WALLET = "EQAv6GynfX6rrRlbNjYHpa5Mz1UDE61s5VPg-TN8sBFeR9Sp"
+PLACEHOLDER_WALLET_WARNING = "COCOON_DEPOSIT_WALLET is the placeholder default, not a wallet you own"
 
 
 def ton_to_nanoton(value: str | float | int | Decimal) -> int:
@@ -207,6 +208,13 @@ class Settings(BaseSettings):
                 f"but COCOON_TON_NETWORK is {self.ton_network}"
             )
         return self
+
+    @property
+    def deposit_wallet_is_placeholder(self) -> bool:
+        """Whether COCOON_DEPOSIT_WALLET is still the shipped default (in any of its forms)."""
+        from cocoon_platform.ton.address import TonAddress
+
+        return TonAddress.parse(self.deposit_wallet) == TonAddress.parse(DEFAULT_DEPOSIT_WALLET)
 
     @property
     def upstream_urls(self) -> list[str]:

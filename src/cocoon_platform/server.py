@@ -196,9 +196,8 @@ class HttpProtocol(HttpToolsProtocol):
         if guard is not None and self in guard.waiting:
             self._head_bytes += len(data)
         super().data_received(data)
-        if guard is not None and self in guard.waiting:
-            if self._head_bytes > guard.limits.max_head_bytes:
-                self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
+        if guard is not None and self in guard.waiting and self._head_bytes > guard.limits.max_head_bytes:
+            self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
 
     def on_message_begin(self) -> None:
         super().on_message_begin()

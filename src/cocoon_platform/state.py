@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -20,6 +18,7 @@ from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
 from cocoon_platform.ops.client_address import ClientAddresses
 from cocoon_platform.ops.ratelimit import SLOT_TTL, Counters, LocalCounters, RateLimiter, RedisCounters
+from cocoon_platform.ops.supervisor import BackgroundLoop, Supervisor
 from cocoon_platform.ton.rates import RateSource
 from cocoon_platform.upstream.catalog import ModelCatalog
 from cocoon_platform.upstream.pool import UpstreamPool
@@ -73,7 +72,7 @@ class AppState:
             else None
         )
         self.stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops = Supervisor(self.stop)
 
     def check_admin_token(self, token: str | None) -> bool:
         return self.check_token(token, self.settings.admin_token)
@@ -103,19 +102,14 @@ class AppState:
     def ton_usd_rate(self) -> float | None:
         return self.rates.current() if self.rates is not None else None
 
-    def spawn(self, name: str, loop: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
-        """Run a background loop until shutdown."""
-        self._tasks.append(asyncio.create_task(loop(self.stop), name=name))
+    def spawn(self, name: str, loop: BackgroundLoop) -> None:
+        """Run a background loop until shutdown, restarted whenever it dies (ops/supervisor.py)."""
+        self.loops.spawn(name, loop)
 
     async def close(self) -> None:
         self.stop.set()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
-            except Exception:
-                logger.exception("background task %s failed", task.get_name())
+        await self.loops.close()
+        await self.billing.close()  # closed by its own loop, unless that was down at shutdown
         await self.last_used.flush()
         await self.pool.close()
         await self.http.close()

@@ -97,7 +97,9 @@ def instance_of(schema: Any, root: dict[str, Any] | None = None, depth: int = 0)
     if kind is None:
         kind = "object" if "properties" in schema else "string"
     if kind == "object":
-        properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
+        properties = schema.get("properties")
+        if not isinstance(properties, dict):
+            properties = {}
         return {name: instance_of(sub, root, depth + 1) for name, sub in properties.items()}
     if kind == "array":
         count = max(1, int(schema.get("minItems", 1)))
@@ -215,7 +217,9 @@ def plan_choices(request: dict[str, Any], system: str, seed: int, calls_marker: 
     """The `n` choices of a scripted chat answer."""
     count = request.get("n") or 1
     messages = request.get("messages") or []
-    response_format = request.get("response_format") if isinstance(request.get("response_format"), dict) else {}
+    response_format = request.get("response_format")
+    if not isinstance(response_format, dict):
+        response_format = {}
     kind = response_format.get("type")
     stops = request.get("stop") or []
     if isinstance(stops, str):

@@ -759,8 +759,8 @@ def test_tools_in_the_system_prompt_get_schema_valid_calls(client: httpx.Client)
     forced = [{"role": "system", "content": TOOLS_SYSTEM}, {"role": "user", "content": "x [[sim:calls=0]]"}]
     body = post(client, "/v1/chat/completions", {"model": QWEN, "messages": forced}).json()
     assert "<tool_call>" not in body["choices"][0]["message"]["content"]
-    after = forced + [{"role": "assistant", "content": "<tool_call>\n{}\n</tool_call>"},
-                      {"role": "user", "content": "<tool_response>\n4\n</tool_response>"}]
+    after = [*forced, {"role": "assistant", "content": "<tool_call>\n{}\n</tool_call>"},
+             {"role": "user", "content": "<tool_response>\n4\n</tool_response>"}]
     body = post(client, "/v1/chat/completions", {"model": QWEN, "messages": after}).json()
     assert "<tool_call>" not in body["choices"][0]["message"]["content"]
 

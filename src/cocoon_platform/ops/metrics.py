@@ -39,6 +39,8 @@ WATCHER_LAG = Gauge("cocoon_deposit_watcher_lag_seconds",
                     "Seconds between the last credited transaction and its credit", multiprocess_mode="max")
 WATCHER_POLL_AGE = Gauge("cocoon_deposit_watcher_last_poll_age_seconds",
                          "Seconds since the watcher last read the wallet successfully", multiprocess_mode="min")
+LOOP_RESTARTS = Counter("cocoon_background_loop_restarts_total", "Background loops restarted after dying, by loop",
+                        ["loop"])
 
 
 class Labelled:

@@ -79,6 +79,17 @@ async def send_error(send: Send, exc: PlatformError, request_id: str, dialect: D
     await send({"type": "http.response.body", "body": exc.to_bytes() if dialect is None else dialect.error(exc)})
 
 
+def with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """`send` adding `headers` to the answer's head."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *headers]
+        await send(message)
+
+    return sending
+
+
 async def send_json(send: Send, document: Any, request_id: str) -> None:
     """A whole 200 JSON answer."""
     await send({"type": "http.response.start", "status": 200,

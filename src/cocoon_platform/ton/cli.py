@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from cocoon_platform.cli import CommandError, load_settings, run_async
-from cocoon_platform.config import DEFAULT_DEPOSIT_WALLET, Settings, format_ton
+from cocoon_platform.config import PLACEHOLDER_WALLET_WARNING, Settings, format_ton
 
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
 
@@ -90,22 +90,22 @@ async def _watch(settings: Settings) -> int:
     engine = create_engine(settings)
     try:
         async with aiohttp.ClientSession() as http:
-            _log_start(settings, TonAddress.parse(settings.deposit_wallet))
+            _log_start(settings)
             await watch_exclusively(settings, create_sessionmaker(engine), http, stop)
     finally:
         await engine.dispose()
     return 0
 
 
-def _log_start(settings: Settings, wallet: TonAddress) -> None:
+def _log_start(settings: Settings) -> None:
     # The host only: a URL may carry credentials.
     log.info(
         "watching %s via %s every %gs (API key %s)", settings.deposit_wallet,
         urlsplit(settings.toncenter_url).hostname, settings.deposit_poll_seconds,
         "set" if settings.toncenter_api_key else "not set",
     )
-    if wallet == TonAddress.parse(DEFAULT_DEPOSIT_WALLET):
-        log.warning("COCOON_DEPOSIT_WALLET is the placeholder default, not a wallet you own")
+    if settings.deposit_wallet_is_placeholder:
+        log.warning(PLACEHOLDER_WALLET_WARNING)
 
 
 # --- admin deposits --------------------------------------------------------------------------

@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from cocoon_platform.tools.offer import ToolOffer
 
 THINK_OPEN = "<think>"
@@ -37,6 +39,7 @@ CALL = 2
 
 _START, _THINK, _TEXT, _CALL = range(4)
 _TRAILING_COMMA = re.compile(r",(\s*[}\]])")
+_SPECIAL = re.compile(r'["\\<]')  # what can change a call block's scanning state
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
@@ -149,31 +152,57 @@ class AnswerScanner:
         return self._scan_call(out)
 
     def _scan_call(self, out: list[tuple[int, str, bool]]) -> bool:
-        """Find the block's `</tool_call>` outside JSON strings, from where the last read stopped."""
+        """Find the block's `</tool_call>` outside JSON strings, from where the last read stopped,
+        jumping between the characters that matter (quotes, backslashes, `<`)."""
         buffer = self._buffer
         index = self._scanned
         in_string, escaped = self._in_string, self._escaped
+        if index == 0:
+            # The usual block, whole: if what precedes the first `</tool_call>` is complete JSON,
+            # that tag is outside its strings. One parse instead of a step per quote.
+            end = buffer.find(CALL_CLOSE)
+            if end >= 0:
+                try:
+                    orjson.loads(buffer[:end])
+                except orjson.JSONDecodeError:
+                    pass
+                else:
+                    out.append((CALL, buffer[:end], True))
+                    self._buffer = buffer[end + len(CALL_CLOSE):]
+                    self._state = _TEXT
+                    return True
         length = len(buffer)
+        if escaped and index < length:
+            index += 1  # the character a backslash at the end of the last read escaped
+            escaped = False
+        search = _SPECIAL.search
         while index < length:
-            char = buffer[index]
+            match = search(buffer, index)
+            if match is None:
+                index = length
+                break
+            position = match.start()
+            char = buffer[position]
+            index = position + 1
             if in_string:
-                if escaped:
-                    escaped = False
-                elif char == "\\":
-                    escaped = True
-                elif char == '"':
+                if char == '"':
                     in_string = False
+                elif char == "\\":
+                    if index == length:
+                        escaped = True
+                        break
+                    index += 1
             elif char == '"':
                 in_string = True
             elif char == "<":
-                if buffer.startswith(CALL_CLOSE, index):
-                    out.append((CALL, buffer[:index], True))
-                    self._buffer = buffer[index + len(CALL_CLOSE):]
+                if buffer.startswith(CALL_CLOSE, position):
+                    out.append((CALL, buffer[:position], True))
+                    self._buffer = buffer[position + len(CALL_CLOSE):]
                     self._state = _TEXT
                     return True
-                if CALL_CLOSE.startswith(buffer[index:]):
-                    break  # maybe the start of the closing tag: wait for more
-            index += 1
+                if CALL_CLOSE.startswith(buffer[position:]):
+                    index = position  # maybe the start of the closing tag: wait for more
+                    break
         self._scanned, self._in_string, self._escaped = index, in_string, escaped
         return False
 
@@ -190,6 +219,10 @@ def new_call_id() -> str:
 
 def _loads(text: str) -> Any:
     """JSON, leniently: a code fence around it, trailing commas, text after the object."""
+    try:
+        return orjson.loads(text)  # the usual case, and the fast one
+    except orjson.JSONDecodeError:
+        pass
     text = text.strip()
     fenced = _FENCE.match(text)
     if fenced:
@@ -223,10 +256,13 @@ def check_call(raw: str, offer: ToolOffer) -> dict[str, Any] | None:
         arguments = {}
     if not isinstance(arguments, dict):
         return None
-    if tool.validator is not None and not tool.validator.is_valid(arguments):
+    if tool.check is not None and not tool.check(arguments):
         return None
-    return {"id": new_call_id(), "type": "function",
-            "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)}}
+    try:
+        encoded = orjson.dumps(arguments).decode()
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+        encoded = json.dumps(arguments, ensure_ascii=False)
+    return {"id": new_call_id(), "type": "function", "function": {"name": name, "arguments": encoded}}
 
 
 @dataclass(slots=True)

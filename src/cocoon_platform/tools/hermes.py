@@ -40,14 +40,9 @@ SINGLE_INSTRUCTION = "Call at most one function in your answer."
 
 def tools_text(offer: ToolOffer) -> str:
     """The system text that offers the tools (empty when none are offered)."""
-    offered = offer.offered
-    if not offered:
+    if not offer.offered:
         return ""
-    parts = [TOOLS_HEAD]
-    for tool in offered:
-        parts.append("\n")
-        parts.append(tool.rendered)
-    parts.append(TOOLS_TAIL)
+    parts = [TOOLS_HEAD, offer.tool_set.lines, TOOLS_TAIL]
     if offer.choice == REQUIRED:
         parts.append("\n\n" + REQUIRED_INSTRUCTION)
     elif offer.choice == NAMED:

@@ -9,23 +9,25 @@ Rules (OpenAI's, so clients see what they expect):
   {"name": N}}` (a call to N, which must be offered). `"required"` or a name without tools is a 400.
 - `parallel_tool_calls: false` keeps only the first call of an answer.
 
-Compiling a schema costs far more than using it, and agents send the same tools on every turn:
-validators are cached by the tool's rendered text (a `SchemaCache` per process, bounded), so a
-request pays one dictionary look-up per tool.
+Rendering tools and compiling their schemas costs far more than using them, and agents send the
+same tools on every turn: whole tool lists are cached, checked and compiled, by their JSON (a
+`SchemaCache` per process, bounded), so a request pays one encoding and one look-up.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
-from jsonschema.protocols import Validator
 from jsonschema.validators import validator_for
 
 from cocoon_platform.errors import InvalidRequest
+from cocoon_platform.tools.schema import Check, compile_check
 
 AUTO = "auto"
 NONE = "none"
@@ -38,7 +40,16 @@ class OfferedTool:
     name: str
     definition: dict[str, Any]  # the tool object as the caller sent it
     rendered: str  # its JSON as the chat template writes it (`tojson`)
-    validator: Validator | None  # of its `parameters`; None when it has none
+    check: Check | None  # whether arguments satisfy its `parameters`; None when it has none
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSet:
+    """A request's `tools`, checked and compiled: what requests sending the same list share."""
+
+    tools: tuple[OfferedTool, ...]
+    by_name: dict[str, OfferedTool]
+    lines: str  # each tool's rendered JSON on a line of its own, each line after a "\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +57,19 @@ class ToolOffer:
     """The tools of one request. `choice` is AUTO, NONE, REQUIRED or NAMED (then `named` is the one
     function the model must call)."""
 
-    tools: tuple[OfferedTool, ...]
+    tool_set: ToolSet
     choice: str
     parallel: bool
     named: str | None = None
 
     @property
+    def tools(self) -> tuple[OfferedTool, ...]:
+        return self.tool_set.tools
+
+    @property
     def offered(self) -> tuple[OfferedTool, ...]:
         """What the model is shown: nothing with `tool_choice: none`."""
-        return () if self.choice == NONE else self.tools
+        return () if self.choice == NONE else self.tool_set.tools
 
     @property
     def must_call(self) -> bool:
@@ -64,32 +79,54 @@ class ToolOffer:
         """The tool the model may call by this name under the request's choice."""
         if self.choice == NONE or (self.choice == NAMED and name != self.named):
             return None
-        for tool in self.tools:
-            if tool.name == name:
-                return tool
-        return None
+        return self.tool_set.by_name.get(name)
 
 
 class SchemaCache:
-    """Compiled argument validators keyed by the tool's rendered JSON, oldest dropped first."""
+    """Tool lists, checked and compiled, keyed by their JSON; the oldest dropped first. The key
+    is orjson's encoding (a microsecond for five tools), where rendering them with `json.dumps`
+    and compiling their schemas takes tens of microseconds to milliseconds."""
 
     def __init__(self, capacity: int = 1024) -> None:
         self._capacity = capacity
-        self._validators: dict[str, Validator | None] = {}
+        self._sets: dict[bytes, ToolSet] = {}
 
-    def validator(self, rendered: str, schema: Any, index: int) -> Validator | None:
+    def tool_set(self, tools: list[Any]) -> ToolSet:
         try:
-            return self._validators[rendered]
-        except KeyError:
-            pass
-        validator = _compile(schema, index)
-        if len(self._validators) >= self._capacity:
-            del self._validators[next(iter(self._validators))]
-        self._validators[rendered] = validator
-        return validator
+            key = orjson.dumps(tools)
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: compiled, not kept
+            return _compile_tools(tools)
+        cached = self._sets.get(key)
+        if cached is not None:
+            return cached
+        compiled = _compile_tools(tools)
+        if len(self._sets) >= self._capacity:
+            del self._sets[next(iter(self._sets))]
+        self._sets[key] = compiled
+        return compiled
 
 
-def _compile(schema: Any, index: int) -> Validator | None:
+def _compile_tools(tools: list[Any]) -> ToolSet:
+    """Check each tool, render it, compile its schema; raises InvalidRequest."""
+    compiled: dict[str, OfferedTool] = {}
+    for index, definition in enumerate(tools):
+        function = definition.get("function") if isinstance(definition, dict) else None
+        if not isinstance(function, dict) or definition.get("type", "function") != "function":
+            raise InvalidRequest(f'tools[{index}] must be {{"type": "function", "function": {{...}}}}',
+                                 param=f"tools[{index}]")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"tools[{index}].function.name must be a non-empty string",
+                                 param=f"tools[{index}].function.name")
+        if name in compiled:
+            raise InvalidRequest(f"tools[{index}]: a second function named {name!r}", param=f"tools[{index}]")
+        compiled[name] = OfferedTool(name, definition, tojson(definition),
+                                     _compile(function.get("parameters"), index))
+    ordered = tuple(compiled.values())
+    return ToolSet(ordered, compiled, "".join("\n" + tool.rendered for tool in ordered))
+
+
+def _compile(schema: Any, index: int) -> Check | None:
     if schema is None:
         return None
     param = f"tools[{index}].function.parameters"
@@ -100,7 +137,7 @@ def _compile(schema: Any, index: int) -> Validator | None:
         cls.check_schema(schema)
     except SchemaError as exc:
         raise InvalidRequest(f"{param} is not a valid JSON Schema: {exc.message}", param=param) from None
-    return cls(schema)
+    return compile_check(schema, cls(schema))
 
 
 def tojson(value: Any) -> str:
@@ -123,28 +160,12 @@ def read_tool_offer(body: dict[str, Any], schemas: SchemaCache) -> ToolOffer | N
     parallel = body.pop("parallel_tool_calls", None)
     if parallel is not None and not isinstance(parallel, bool):
         raise InvalidRequest("parallel_tool_calls must be a boolean", param="parallel_tool_calls")
-    tools = []
-    names = set()
-    for index, definition in enumerate(tools_value):
-        function = definition.get("function") if isinstance(definition, dict) else None
-        if not isinstance(function, dict) or definition.get("type", "function") != "function":
-            raise InvalidRequest(f'tools[{index}] must be {{"type": "function", "function": {{...}}}}',
-                                 param=f"tools[{index}]")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"tools[{index}].function.name must be a non-empty string",
-                                 param=f"tools[{index}].function.name")
-        if name in names:
-            raise InvalidRequest(f"tools[{index}]: a second function named {name!r}", param=f"tools[{index}]")
-        names.add(name)
-        rendered = tojson(definition)
-        tools.append(OfferedTool(name, definition, rendered,
-                                 schemas.validator(rendered, function.get("parameters"), index)))
-    choice, named = _choice(choice_value, names)
-    return ToolOffer(tuple(tools), choice, parallel is not False, named)
+    tool_set = schemas.tool_set(tools_value)
+    choice, named = _choice(choice_value, tool_set.by_name)
+    return ToolOffer(tool_set, choice, parallel is not False, named)
 
 
-def _choice(value: Any, names: set[str]) -> tuple[str, str | None]:
+def _choice(value: Any, names: Collection[str]) -> tuple[str, str | None]:
     if value is None:
         return AUTO, None
     if value in (AUTO, NONE, REQUIRED):

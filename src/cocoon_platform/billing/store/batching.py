@@ -130,13 +130,15 @@ class BillingStore(ABC):
         try:
             await asyncio.gather(*committers)
         finally:
-            # A committer that failed must not leave the others running on a closing store.
+            # A committer that failed must not leave the others running. The store stays open
+            # for the supervisor's restart of this loop unless it is shutting down.
             for committer in committers:
                 committer.cancel()
             await asyncio.gather(*committers, return_exceptions=True)
             stopping.cancel()
             upkeep.cancel()
-            await self.close()
+            if stop.is_set():
+                await self.close()
 
     async def _lane(self, stop: asyncio.Event, takes_reserves: bool, takes_settles: bool,
                     wakeup: asyncio.Event) -> None:

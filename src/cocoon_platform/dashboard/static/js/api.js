@@ -51,6 +51,11 @@ export function refusal(data, response, auth) {
   return new ApiError(message, response.status);
 }
 
+/* A fetch (or a stream read) the page cancelled itself. */
+export function isAbort(error) {
+  return Boolean(error) && error.name === "AbortError";
+}
+
 export const UNREACHABLE = "Could not reach the platform. Check your connection and try again.";
 
 /* fetch JSON; options: method, body (JSON), auth (send the stored key). */

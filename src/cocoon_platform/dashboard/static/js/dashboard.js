@@ -5,6 +5,7 @@ import { loadBalance, onBalanceChange, setPricing } from "./balance.js";
 import { loadDeposit } from "./deposit.js";
 import { initKeyForm, loadKeys } from "./keys.js";
 import { loadModels, loadPricing, loadStats, renderQuickstart } from "./network.js";
+import { initPlayground, setPlaygroundModels } from "./playground.js";
 import { everyWhileVisible } from "./poll.js";
 import { getKey, setFlash, signOut } from "./session.js";
 import { loadUsage } from "./usage.js";
@@ -23,6 +24,7 @@ export function initDashboard() {
   $("usage-refresh").addEventListener("click", () => loadUsage(true));
   $("usage-more").addEventListener("click", () => loadUsage(false));
   initKeyForm();
+  initPlayground(loadBalance);
   onBalanceChange(() => loadUsage(true));
 
   loadBalance();
@@ -31,7 +33,7 @@ export function initDashboard() {
   loadKeys();
   loadPricing().then((body) => { if (body) setPricing(body); });
   loadStats();
-  loadModels();
+  loadModels().then(setPlaygroundModels);
   renderQuickstart();
   everyWhileVisible(loadBalance, BALANCE_EVERY_MS);
   everyWhileVisible(loadStats, STATS_EVERY_MS);
