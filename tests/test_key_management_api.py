@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from conftest import ServerFactory
-from support import Server, Simulator, db_rows, ledger_consistent, new_account
+from support import Server, Simulator, db_rows, ledger_consistent, new_account, run_cli
 
 QWEN = "Qwen/Qwen3-32B"
 TON = 1_000_000_000
@@ -209,3 +209,31 @@ def test_openapi_lists_the_new_codes_beside_the_seeds(server: Server) -> None:
         assert code in codes
     assert "permission_error" in error["type"]["enum"]
     assert "patch" in document["paths"]["/v1/keys/{key_id}"]
+
+
+def test_operators_list_and_change_any_accounts_keys_without_seeing_them(server: Server, database_url: str) -> None:
+    owner = new_account(server, database_url, TON)
+    made = make_key(server, owner, name="worker", credit_limit_ton="2")
+    key, key_id = str(made["api_key"]), int(made["key"]["id"])  # type: ignore[index]
+    code = str(made["deposit_code"])
+    listed = run_cli(["admin", "keys", "--deposit-code", code], database_url)
+    assert listed.returncode == 0, listed.stderr
+    assert f"{key_id} " in listed.stdout and "worker" in listed.stdout and "2" in listed.stdout
+    assert key not in listed.stdout and owner not in listed.stdout and key[:9] in listed.stdout
+
+    changed = run_cli(["admin", "keys", "set", str(key_id), "--credit-limit-ton", "0.000001", "--models", QWEN,
+                       "--limit-reset", "weekly"], database_url)
+    assert changed.returncode == 0, changed.stderr
+    info = keys_of(server, owner)[key_id]
+    assert info["credit_limit_nanoton"] == 1_000 and info["models"] == [QWEN] and info["limit_reset"] == "weekly"
+    assert chat(server, key).json()["error"]["code"] == "key_limit_reached"
+    bad = run_cli(["admin", "keys", "set", str(key_id), "--limit-reset", "hourly"], database_url)
+    assert bad.returncode == 1 and "--limit-reset" in bad.stderr
+
+    lifted = run_cli(["admin", "keys", "set", str(key_id), "--credit-limit-ton", "none", "--models", "all"],
+                     database_url)
+    assert lifted.returncode == 0, lifted.stderr
+    assert chat(server, key).status_code == 200
+    assert run_cli(["admin", "keys", "revoke", str(key_id)], database_url).returncode == 0
+    assert chat(server, key).status_code == 401
+    assert run_cli(["admin", "keys", "revoke", str(key_id)], database_url).returncode == 1
