@@ -385,6 +385,64 @@ def test_playground_streams_an_answer_and_shows_its_cost(tab: Tab, platform: Ser
     expect(page.locator(f'#usage-table tr[data-request-id="{match.group(1)}"]')).to_be_visible()
 
 
+def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform: Server, database_url: str) -> None:
+    key = off_loop(new_account, platform, database_url, 2 * TON)
+    page = sign_in(tab, key)
+    form = page.locator("#key-form")
+    form.get_by_placeholder("Name, e.g. laptop (optional)").fill("capped")
+    form.get_by_text("Restrictions (optional)").click()
+    form.get_by_label("Spending limit (TON)").fill("0.0001")
+    form.get_by_label("Limit starts over").select_option("daily")
+    form.get_by_label(QWEN).check()
+    form.get_by_role("button", name="Create key").click()
+    expect(page.locator("#created-key")).to_be_visible()
+    capped = page.locator("#created-key-value").inner_text()
+    assert capped.startswith("ck_")
+    mine = httpx.get(platform.url + "/v1/keys", headers=bearer(capped), timeout=10).json()
+    info = next(k for k in mine["data"] if k["id"] == mine["current_key_id"])
+    assert (info["name"], info["credit_limit_nanoton"], info["limit_reset"], info["models"], info["restricted"]) \
+        == ("capped", 100_000, "daily", [QWEN], True)
+
+    # Spend it: requests pass until the next one's worst case would cross the limit.
+    answers = []
+    for _ in range(40):
+        answer = httpx.post(platform.url + "/v1/chat/completions", headers=bearer(capped), timeout=30, json={
+            "model": QWEN, "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]})
+        answers.append(answer)
+        if answer.status_code != 200:
+            break
+    assert len(answers) > 1 and answers[-1].status_code == 402, [a.status_code for a in answers]
+    assert answers[-1].json()["error"]["code"] == "key_limit_reached"
+    spent = sum(a.json()["usage"]["cost_nanoton"] for a in answers[:-1])
+
+    # The dashboard shows the key's spend against its limit, and changes the limit.
+    tab.goto("/dashboard")
+    row = page.locator("#keys-table tbody tr").filter(has_text="capped")
+    expect(row.locator("td.spend .spent")).to_have_text(f"{ton_text(spent)} of 0.0001 TON today")
+    expect(row).to_contain_text(QWEN)
+    row.get_by_role("button", name="Change key capped").click()
+    dialog = page.get_by_role("dialog", name=re.compile("Change key"))
+    expect(dialog.get_by_label("Spending limit (TON)")).to_have_value("0.0001")
+    expect(dialog.get_by_label(QWEN)).to_be_checked()
+    dialog.get_by_label("Spending limit (TON)").fill("1")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    expect(row.locator("td.spend .spent")).to_have_text(f"{ton_text(spent)} of 1 TON today")
+    mine = httpx.get(platform.url + "/v1/keys", headers=bearer(capped), timeout=10).json()
+    info = next(k for k in mine["data"] if k["id"] == mine["current_key_id"])
+    assert (info["credit_limit_nanoton"], info["limit_reset"], info["models"]) == (TON, "daily", [QWEN])
+
+    # Signed in with the capped key, the page says it can't manage keys, and offers no way to.
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(platform.url + "/")
+    page = sign_in(tab, capped)
+    expect(page.locator("#keys-restricted")).to_be_visible()
+    expect(page.locator("#keys-restricted")).to_contain_text("can't create, change or revoke keys")
+    expect(page.get_by_role("button", name="Create key")).to_be_disabled()
+    expect(page.locator("#keys-table tbody tr")).to_have_count(2)
+    expect(page.get_by_role("button", name=re.compile("^(Revoke|Change) key"))).to_have_count(0)
+
+
 def test_public_network_status_models_pricing(tab: Tab, platform: Server) -> None:
     page = tab.goto("/")
     expect(page.locator("#network-status")).to_have_text("Online")
