@@ -25,8 +25,9 @@ import zxingcpp
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect, sync_playwright
 
+from cocoon_simulator.toncenter import DEFAULT_WALLET
 from conftest import ServerFactory
-from support import Server, fund, new_account
+from support import Server, db_rows, fund, new_account, run_cli, start_simulator
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -441,6 +442,34 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     expect(page.get_by_role("button", name="Create key")).to_be_disabled()
     expect(page.locator("#keys-table tbody tr")).to_have_count(2)
     expect(page.get_by_role("button", name=re.compile("^(Revoke|Change) key"))).to_have_count(0)
+
+
+def test_deposit_through_the_simulator_raises_the_balance(
+        browser: Browser, server_factory: ServerFactory, database_url: str, tmp_path: Path) -> None:
+    sim = start_simulator(tmp_path)
+    try:
+        # A fresh fake chain starts its lts again; a cursor left by an earlier one would skip them.
+        assert run_cli(["migrate"], database_url).returncode == 0
+        off_loop(db_rows, database_url, "DELETE FROM watcher_cursors")
+        server = server_factory(upstream_url=sim.url, deposit_watcher="true", toncenter_url=sim.url,
+                                deposit_wallet=DEFAULT_WALLET, deposit_poll_seconds="0.3")
+        key = off_loop(new_account, server, database_url)
+        tab = Tab(browser, server, fake_clock=True)
+        try:
+            page = sign_in(tab, key)
+            expect(page.locator("#balance-ton")).to_have_text("0")
+            code = page.locator("#deposit-memo").inner_text()
+            sent = run_cli(["simulate", "deposit", "--code", code, "--amount-ton", "1.25", "--url", sim.url],
+                           database_url)
+            assert sent.returncode == 0, sent.stderr
+            wait_for_api(server, key, 1_250_000_000)
+            page.clock.fast_forward(11_000)
+            expect(page.locator("#balance-ton")).to_have_text("1.25")
+            expect(page.locator("#flash")).to_have_text("Deposit received: +1.25 TON.")
+        finally:
+            tab.close()
+    finally:
+        sim.stop()
 
 
 def test_public_network_status_models_pricing(tab: Tab, platform: Server) -> None:
