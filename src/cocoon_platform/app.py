@@ -14,6 +14,7 @@ from cocoon_platform import __version__
 from cocoon_platform.accounts.endpoints import router as accounts_router
 from cocoon_platform.agents.llms import router as llms_router
 from cocoon_platform.billing.endpoints import router as billing_router
+from cocoon_platform.billing.history import router as history_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
 from cocoon_platform.dialects.endpoints import router as dialects_router
@@ -125,6 +126,7 @@ def create_api(settings: Settings) -> FastAPI:
     install_handlers(api)
     api.include_router(accounts_router)
     api.include_router(billing_router)
+    api.include_router(history_router)
     api.include_router(upstream_router)
     api.include_router(dialects_router)
     api.include_router(system_router)
