@@ -4,6 +4,10 @@ request is found in /v1/usage with its exact charge, and the balance moves by ex
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -216,3 +220,105 @@ def test_anthropic_tool_use_round_trip(platform: Server, database_url: str) -> N
     assert balance(platform, key) == TON - sum(charges)
     counted = client.messages.count_tokens(model=QWEN, tools=tools, messages=question)  # type: ignore[arg-type]
     assert counted.input_tokens >= first.usage.input_tokens + first.usage.cache_read_input_tokens
+
+
+def test_agents_sdk_string_model_on_its_default_responses_path(platform: Server, database_url: str) -> None:
+    from agents import Agent, RunConfig, Runner, function_tool, set_default_openai_client, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)  # traces would go to OpenAI's servers
+    key = new_account(platform, database_url, TON)
+    set_default_openai_client(AsyncOpenAI(base_url=platform.url + "/v1", api_key=key, max_retries=0, timeout=30),
+                              use_for_tracing=False)
+    asked: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"{city}: 18 degrees, sunny"
+
+    agent = Agent(name="weather", instructions="Answer with the weather.", tools=[get_weather], model="qwen3-32b")
+    result = Runner.run_sync(agent, "What is the weather in Paris? [[sim:calls=1]]",
+                             run_config=RunConfig(tracing_disabled=True))
+    assert asked and isinstance(result.final_output, str) and result.final_output
+    records = usage_records(platform, key)
+    assert len(records) == 2 and {r["endpoint"] for r in records.values()} == {"responses"}
+    assert {r["model"] for r in records.values()} == {QWEN}
+    assert balance(platform, key) == TON - sum(int(r["cost_nanoton"]) for r in records.values())  # type: ignore[call-overload]
+
+
+AI_SDK_DIR = Path(__file__).parent / "node_ai_sdk"
+
+
+def test_vercel_ai_sdk_default_openai_model(platform: Server, database_url: str) -> None:
+    """`openai(model)` of the Vercel AI SDK speaks the Responses API: generateText and streamText."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are not installed: the Vercel AI SDK test cannot run")
+    if not (AI_SDK_DIR / "node_modules" / "@ai-sdk" / "openai").is_dir():
+        installed = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=AI_SDK_DIR, capture_output=True,
+                                   text=True, timeout=300)
+        if installed.returncode != 0:
+            pytest.skip(f"npm install of ai and @ai-sdk/openai failed: {installed.stderr[-300:]}")
+    key = new_account(platform, database_url, TON)
+    run = subprocess.run([node, "responses.mjs"], cwd=AI_SDK_DIR, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PLATFORM_URL": platform.url, "API_KEY": key, "MODEL": "qwen3-32b"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    answers = json.loads(run.stdout)
+    records = usage_records(platform, key)
+    assert set(records) == {answers["generated"]["id"], answers["streamed"]["id"]}
+    for answer in answers.values():
+        assert answer["text"] and answer["usage"]["outputTokens"] > 0
+        assert answer["usage"]["raw"]["cost_nanoton"] == records[answer["id"]]["cost_nanoton"] > 0
+    assert balance(platform, key) == TON - sum(int(r["cost_nanoton"]) for r in records.values())  # type: ignore[call-overload]
+
+
+def sse_events(body: str) -> list[tuple[str, dict[str, object]]]:
+    """(event name, data) of each server-sent event."""
+    out = []
+    for block in body.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        if "data" in lines:
+            out.append((lines.get("event", ""), json.loads(lines["data"])))
+    return out
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/messages"])
+def test_a_cut_stream_ends_in_the_dialects_failure_event_and_bills_what_was_delivered(
+        platform: Server, database_url: str, path: str) -> None:
+    key = new_account(platform, database_url, TON)
+    text = "[[sim:fault=cut]] [[sim:tokens=40]] x"
+    body = ({"model": QWEN, "stream": True, "input": text, "max_output_tokens": 200} if path == "/v1/responses" else
+            {"model": QWEN, "stream": True, "max_tokens": 200, "messages": [{"role": "user", "content": text}]})
+    with httpx.stream("POST", platform.url + path, headers={"x-api-key": key}, json=body, timeout=30) as response:
+        events = sse_events(response.read().decode())
+        request_id = response.headers["x-request-id"]
+    names = [name for name, _ in events]
+    if path == "/v1/responses":
+        assert names[:2] == ["response.created", "response.in_progress"] and names[-1] == "response.failed"
+        assert events[-1][1]["response"]["status"] == "failed"  # type: ignore[index]
+        assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    else:
+        assert names[0] == "message_start" and names[-1] == "error" and "message_stop" not in names
+        assert events[-1][1]["error"]["type"] == "api_error"  # type: ignore[index]
+    rows = db_rows(database_url, "SELECT status, estimated, cost_nanoton, endpoint FROM usage_records "
+                   "WHERE request_id = :r", {"r": request_id})
+    status, estimated, cost, endpoint = rows[0]
+    assert status == "upstream_cut" and bool(estimated) and int(cost) > 0  # type: ignore[call-overload]
+    assert endpoint == path.rsplit("/", 1)[1]
+    assert balance(platform, key) == TON - int(cost)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(("fault", "status", "kind"), [("no_workers", 502, "api_error"),
+                                                       ("no_proxy", 503, "overloaded_error"),
+                                                       ("timeout", 504, "timeout_error")])
+def test_network_failures_in_anthropics_shape(platform: Server, database_url: str, fault: str, status: int,
+                                              kind: str) -> None:
+    key = new_account(platform, database_url, TON)
+    for stream in (False, True):
+        response = httpx.post(platform.url + "/v1/messages", headers={"x-api-key": key}, timeout=30, json={
+            "model": QWEN, "max_tokens": 20, "stream": stream,
+            "messages": [{"role": "user", "content": f"[[sim:fault={fault}]] hi"}]})
+        assert response.status_code == status
+        assert response.json()["type"] == "error" and response.json()["error"]["type"] == kind

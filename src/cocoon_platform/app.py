@@ -12,6 +12,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cocoon_platform import __version__
 from cocoon_platform.accounts.endpoints import router as accounts_router
+from cocoon_platform.agents.endpoint import McpEndpoint
+from cocoon_platform.agents.endpoint import router as mcp_router
 from cocoon_platform.agents.llms import router as llms_router
 from cocoon_platform.billing.endpoints import router as billing_router
 from cocoon_platform.billing.history import router as history_router
@@ -19,7 +21,7 @@ from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
 from cocoon_platform.dialects.endpoints import router as dialects_router
 from cocoon_platform.errors import MethodNotAllowed, PayloadTooLarge, install_handlers
-from cocoon_platform.proxy.asgi import send_error, with_headers
+from cocoon_platform.proxy.asgi import send_error, with_common_headers
 from cocoon_platform.ops.endpoints import router as ops_router
 from cocoon_platform.ops.request_log import configure_logging
 from cocoon_platform.proxy.handler import DIALECTS, InferenceHandler, new_request_id
@@ -51,6 +53,7 @@ class PlatformApp:
     def __init__(self, api: FastAPI, max_body_bytes: int) -> None:
         self.api = api
         self.max_body_bytes = max_body_bytes
+        api.state.front_door = self  # clients inside the platform (the MCP tools) call it in-process
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -63,14 +66,14 @@ class PlatformApp:
             if scope["path"] in INFERENCE_PATHS:
                 await send_error(send, MethodNotAllowed(
                     f"{scope['method']} is not allowed on {scope['path']}: send a POST.", headers={"Allow": "POST"}),
-                    request_id)
+                    request_id, DIALECTS.get(scope["path"]))
                 return
             try:
                 receive = await self._bounded(scope, receive)
             except PayloadTooLarge as exc:
                 await send_error(send, exc, request_id)
                 return
-            await self.api(scope, receive, with_headers(send, [(b"x-request-id", request_id.encode())]))
+            await self.api(scope, receive, with_common_headers(send, request_id.encode()))
 
     async def _bounded(self, scope: dict[str, Any], receive: Any) -> Any:
         """Refuse bodies over the limit before FastAPI sees them (413 in the error shape)."""
@@ -118,7 +121,9 @@ def create_api(settings: Settings) -> FastAPI:
             state.spawn("ton-usd-rate", state.rates.run)
         tune_garbage_collector()
         try:
-            yield {"platform": state, "inference": InferenceHandler(state)}
+            serving = {"platform": state, "inference": InferenceHandler(state)}
+            async with McpEndpoint(app, serving, settings.max_body_bytes).running() as mcp:
+                yield {**serving, "mcp": mcp}
         finally:
             await state.close()
 
@@ -133,6 +138,7 @@ def create_api(settings: Settings) -> FastAPI:
     api.include_router(dashboard_router)
     api.include_router(ops_router)
     api.include_router(llms_router)
+    api.include_router(mcp_router)
     add_inference_paths(api)
     return api
 

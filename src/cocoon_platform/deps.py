@@ -16,6 +16,11 @@ from cocoon_platform.errors import InvalidApiKey, KeyManagementNotAllowed, Platf
 from cocoon_platform.state import AppState
 
 
+# The largest value a database integer column holds: larger ids and positions are refused with
+# 422 where they are read, not sent to the database to fail there (a 500).
+BIGINT_MAX = 2**63 - 1
+
+
 def get_state(request: Request) -> AppState:
     return request.app.state.platform  # type: ignore[no-any-return]
 

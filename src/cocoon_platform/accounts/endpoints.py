@@ -29,6 +29,7 @@ from cocoon_platform.accounts.schemas import (
 from cocoon_platform.config import format_ton, ton_to_nanoton
 from cocoon_platform.db.models import Account, ApiKey
 from cocoon_platform.deps import (
+    BIGINT_MAX,
     AddressLimited,
     CurrentKey,
     KeyManager,
@@ -61,7 +62,7 @@ RESTRICTED = {
     "description": "A restricted key (credit limit, allow-list or expiry) cannot manage keys",
     "content": {"application/json": {"example": KeyManagementNotAllowed().body()}},
 }
-KeyIdPath = Annotated[int, Path(ge=1, le=2**63 - 1, description="The key's id (from GET /v1/keys).")]
+KeyIdPath = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="The key's id (from GET /v1/keys).")]
 
 
 def _ton(nanoton: int) -> float:

@@ -27,7 +27,7 @@ from cocoon_platform.billing.schemas import (
 from cocoon_platform.billing.usage import daily_totals, recent_requests
 from cocoon_platform.config import NANOTON_PER_TON, format_ton
 from cocoon_platform.db.models import Account
-from cocoon_platform.deps import CurrentKey, SessionDep, StateDep
+from cocoon_platform.deps import BIGINT_MAX, CurrentKey, SessionDep, StateDep
 from cocoon_platform.errors import InvalidApiKey, InvalidRequest
 
 router = APIRouter(tags=["Billing"])
@@ -124,10 +124,11 @@ async def usage_history(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=USAGE_CSV_MAX, description=f"At most {USAGE_PAGE_MAX} (CSV: "
                                                                      f"{USAGE_CSV_MAX}).")] = 50,
-    before: Annotated[int | None, Query(description="Continue before this position (from next_before).")] = None,
+    before: Annotated[int | None, Query(ge=0, le=BIGINT_MAX,
+                                        description="Continue before this position (from next_before).")] = None,
     start: Annotated[date | None, Query(description="First UTC day of the totals (default: 30 days ago).")] = None,
     end: Annotated[date | None, Query(description="Last UTC day of the totals (default: today).")] = None,
-    key_id: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="Only this key's requests.")] = None,
+    key_id: Annotated[int | None, Query(ge=1, le=BIGINT_MAX, description="Only this key's requests.")] = None,
     model: Annotated[str | None, Query(max_length=200, description="Only this model's requests.")] = None,
     format: Annotated[Literal["json", "csv"], Query(description="csv: the requests as a CSV file.")] = "json",
 ) -> UsageResponse | Response:

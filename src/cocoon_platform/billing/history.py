@@ -20,7 +20,7 @@ from sqlalchemy import select
 from cocoon_platform.accounts.endpoints import UNAUTHORIZED
 from cocoon_platform.config import NANOTON_PER_TON, Settings
 from cocoon_platform.db.models import Deposit, PendingDeposit, UsageRecord, utcnow
-from cocoon_platform.deps import CurrentKey, SessionDep, StateDep
+from cocoon_platform.deps import BIGINT_MAX, CurrentKey, SessionDep, StateDep
 from cocoon_platform.errors import NotFound
 
 router = APIRouter(tags=["Billing"])
@@ -76,7 +76,7 @@ async def deposits(
     state: StateDep,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1, le=2**63 - 1, description="From next_before.")] = None,
+    before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX, description="From next_before.")] = None,
 ) -> DepositList:
     """Your TON deposits, newest first: pending transfers (seen, not final yet), then credited ones."""
     settings = state.settings
