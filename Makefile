@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test serve demo bench bench-streams bench-cpu clean
+.PHONY: install lint test serve demo bench bench-peers bench-streams bench-cpu clean
 
 install: $(VENV)/.installed
 

@@ -25,8 +25,9 @@ import zxingcpp
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect, sync_playwright
 
+from cocoon_simulator.toncenter import DEFAULT_WALLET
 from conftest import ServerFactory
-from support import Server, fund, new_account
+from support import Server, db_rows, fund, new_account, run_cli, start_simulator
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -104,6 +105,16 @@ class Tab:
         self.errors: list[str] = []
         self.page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
         self.page.on("console", self._console)
+        # Offline: nothing the pages load or call may leave the platform's own origin.
+        self.requests: list[str] = []
+        self.page.on("request", lambda request: self.requests.append(request.url))
+        # Every CSP violation on every page the tab opens, whether Chromium logs it or not.
+        self.context.expose_function("reportCspViolation", lambda text: self.errors.append(f"CSP: {text}"))
+        self.context.add_init_script("""
+            document.addEventListener("securitypolicyviolation", (e) => {
+                window.reportCspViolation(e.violatedDirective + " " + (e.blockedURI || "inline"));
+            });
+        """)
         if fake_clock:
             self.page.clock.install()
 
@@ -125,6 +136,8 @@ class Tab:
     def close(self) -> None:
         self.context.close()
         assert not self.errors, self.errors
+        elsewhere = [url for url in self.requests if not url.startswith(self.server.url + "/")]
+        assert self.requests and not elsewhere, elsewhere
 
 
 @pytest.fixture
@@ -328,6 +341,23 @@ def sign_in(tab: Tab, key: str) -> Page:
 def test_playground_streams_an_answer_and_shows_its_cost(tab: Tab, platform: Server, database_url: str) -> None:
     key = off_loop(new_account, platform, database_url, 2 * TON)
     page = sign_in(tab, key)
+    # The tab's CSP watch works: a style attribute set by script is refused, and reported.
+    page.evaluate("() => document.body.setAttribute('style', 'outline: 1px solid red')")
+    for _ in range(100):
+        if any("CSP: style-src" in error for error in tab.errors):
+            break
+        page.wait_for_timeout(50)
+    assert any("CSP: style-src" in error for error in tab.errors), tab.errors
+    tab.errors.clear()
+
+    # On a phone-sized screen nothing is wider than the screen (tables scroll inside their cards).
+    page.set_viewport_size({"width": 360, "height": 740})
+    expect(page.get_by_role("img", name=re.compile("QR code"))).to_be_visible()
+    assert page.evaluate("() => document.documentElement.scrollWidth") <= 360
+    overflowing = page.evaluate("""() => [...document.querySelectorAll(".card")]
+        .filter(card => card.scrollWidth > card.clientWidth + 1).map(card => card.id)""")
+    assert overflowing == [], overflowing
+
     playground = page.locator("#playground")
     playground.get_by_label("Model").select_option(QWEN)
     playground.get_by_label("Message", exact=True).fill("Hello from the playground")
@@ -354,6 +384,92 @@ def test_playground_streams_an_answer_and_shows_its_cost(tab: Tab, platform: Ser
     # The balance and the usage table follow at once.
     expect(page.locator("#balance-ton")).to_have_text(ton_text(2 * TON - record["cost_nanoton"]))
     expect(page.locator(f'#usage-table tr[data-request-id="{match.group(1)}"]')).to_be_visible()
+
+
+def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform: Server, database_url: str) -> None:
+    key = off_loop(new_account, platform, database_url, 2 * TON)
+    page = sign_in(tab, key)
+    form = page.locator("#key-form")
+    form.get_by_placeholder("Name, e.g. laptop (optional)").fill("capped")
+    form.get_by_text("Restrictions (optional)").click()
+    form.get_by_label("Spending limit (TON)").fill("0.0001")
+    form.get_by_label("Limit starts over").select_option("daily")
+    form.get_by_label(QWEN).check()
+    form.get_by_role("button", name="Create key").click()
+    expect(page.locator("#created-key")).to_be_visible()
+    capped = page.locator("#created-key-value").inner_text()
+    assert capped.startswith("ck_")
+    mine = httpx.get(platform.url + "/v1/keys", headers=bearer(capped), timeout=10).json()
+    info = next(k for k in mine["data"] if k["id"] == mine["current_key_id"])
+    assert (info["name"], info["credit_limit_nanoton"], info["limit_reset"], info["models"], info["restricted"]) \
+        == ("capped", 100_000, "daily", [QWEN], True)
+
+    # Spend it: requests pass until the next one's worst case would cross the limit.
+    answers = []
+    for _ in range(40):
+        answer = httpx.post(platform.url + "/v1/chat/completions", headers=bearer(capped), timeout=30, json={
+            "model": QWEN, "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]})
+        answers.append(answer)
+        if answer.status_code != 200:
+            break
+    assert len(answers) > 1 and answers[-1].status_code == 402, [a.status_code for a in answers]
+    assert answers[-1].json()["error"]["code"] == "key_limit_reached"
+    spent = sum(a.json()["usage"]["cost_nanoton"] for a in answers[:-1])
+
+    # The dashboard shows the key's spend against its limit, and changes the limit.
+    tab.goto("/dashboard")
+    row = page.locator("#keys-table tbody tr").filter(has_text="capped")
+    expect(row.locator("td.spend .spent")).to_have_text(f"{ton_text(spent)} of 0.0001 TON today")
+    expect(row).to_contain_text(QWEN)
+    row.get_by_role("button", name="Change key capped").click()
+    dialog = page.get_by_role("dialog", name=re.compile("Change key"))
+    expect(dialog.get_by_label("Spending limit (TON)")).to_have_value("0.0001")
+    expect(dialog.get_by_label(QWEN)).to_be_checked()
+    dialog.get_by_label("Spending limit (TON)").fill("1")
+    dialog.get_by_role("button", name="Save").click()
+    expect(dialog).to_be_hidden()
+    expect(row.locator("td.spend .spent")).to_have_text(f"{ton_text(spent)} of 1 TON today")
+    mine = httpx.get(platform.url + "/v1/keys", headers=bearer(capped), timeout=10).json()
+    info = next(k for k in mine["data"] if k["id"] == mine["current_key_id"])
+    assert (info["credit_limit_nanoton"], info["limit_reset"], info["models"]) == (TON, "daily", [QWEN])
+
+    # Signed in with the capped key, the page says it can't manage keys, and offers no way to.
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(platform.url + "/")
+    page = sign_in(tab, capped)
+    expect(page.locator("#keys-restricted")).to_be_visible()
+    expect(page.locator("#keys-restricted")).to_contain_text("can't create, change or revoke keys")
+    expect(page.get_by_role("button", name="Create key")).to_be_disabled()
+    expect(page.locator("#keys-table tbody tr")).to_have_count(2)
+    expect(page.get_by_role("button", name=re.compile("^(Revoke|Change) key"))).to_have_count(0)
+
+
+def test_deposit_through_the_simulator_raises_the_balance(
+        browser: Browser, server_factory: ServerFactory, database_url: str, tmp_path: Path) -> None:
+    sim = start_simulator(tmp_path)
+    try:
+        # A fresh fake chain starts its lts again; a cursor left by an earlier one would skip them.
+        assert run_cli(["migrate"], database_url).returncode == 0
+        off_loop(db_rows, database_url, "DELETE FROM watcher_cursors")
+        server = server_factory(upstream_url=sim.url, deposit_watcher="true", toncenter_url=sim.url,
+                                deposit_wallet=DEFAULT_WALLET, deposit_poll_seconds="0.3")
+        key = off_loop(new_account, server, database_url)
+        tab = Tab(browser, server, fake_clock=True)
+        try:
+            page = sign_in(tab, key)
+            expect(page.locator("#balance-ton")).to_have_text("0")
+            code = page.locator("#deposit-memo").inner_text()
+            sent = run_cli(["simulate", "deposit", "--code", code, "--amount-ton", "1.25", "--url", sim.url],
+                           database_url)
+            assert sent.returncode == 0, sent.stderr
+            wait_for_api(server, key, 1_250_000_000)
+            page.clock.fast_forward(11_000)
+            expect(page.locator("#balance-ton")).to_have_text("1.25")
+            expect(page.locator("#flash")).to_have_text("Deposit received: +1.25 TON.")
+        finally:
+            tab.close()
+    finally:
+        sim.stop()
 
 
 def test_public_network_status_models_pricing(tab: Tab, platform: Server) -> None:

@@ -3,6 +3,12 @@ request is found in /v1/usage with its exact charge, and the balance moves by ex
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
 import anthropic
 import httpx
 import openai
@@ -156,3 +162,113 @@ def test_anthropic_errors_keep_their_meaning_in_anthropics_shape(platform: Serve
     rows = db_rows(database_url, "SELECT COUNT(*) FROM usage_records r JOIN api_keys k ON k.id = r.key_id "
                    "WHERE k.prefix = :p", {"p": rich[:9]})
     assert rows == [(0,)]
+
+
+WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+
+
+def test_responses_function_tool_round_trip(platform: Server, database_url: str) -> None:
+    key = new_account(platform, database_url, TON)
+    client = openai_client(platform, key)
+    tools = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
+              "parameters": WEATHER_SCHEMA, "strict": False}]
+    question = [{"role": "user", "content": "Weather in Paris? [[sim:calls=1]]"}]
+    first = client.responses.create(model=QWEN, input=question, tools=tools, max_output_tokens=300)  # type: ignore[arg-type]
+    calls = [item for item in first.output if item.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather"
+    assert set(json.loads(calls[0].arguments)) == {"city"}
+    with client.responses.stream(model=QWEN, input=question, tools=tools, max_output_tokens=300) as stream:  # type: ignore[arg-type]
+        events = list(stream)
+        streamed = stream.get_final_response()
+    types = [event.type for event in events]
+    assert "response.function_call_arguments.delta" in types and "response.function_call_arguments.done" in types
+    streamed_calls = [item for item in streamed.output if item.type == "function_call"]
+    assert [call.name for call in streamed_calls] == ["get_weather"]
+    history = [*question, *[item.model_dump(exclude_none=True) for item in first.output],
+               {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18 C, sunny"}]
+    second = client.responses.create(model=QWEN, input=history, tools=tools, max_output_tokens=200)  # type: ignore[arg-type]
+    assert second.output_text and not [item for item in second.output if item.type == "function_call"]
+    charges = [(r.usage.model_extra or {})["cost_nanoton"] for r in (first, streamed, second)]  # type: ignore[union-attr]
+    assert balance(platform, key) == TON - sum(charges)
+
+
+def test_anthropic_tool_use_round_trip(platform: Server, database_url: str) -> None:
+    key = new_account(platform, database_url, TON)
+    client = anthropic_client(platform, key)
+    tools = [{"name": "get_weather", "description": "Weather of a city", "input_schema": WEATHER_SCHEMA,
+              "cache_control": {"type": "ephemeral"}}]
+    question = [{"role": "user", "content": "Weather in Paris? [[sim:calls=1]]"}]
+    first = client.messages.create(model=QWEN, max_tokens=300, tools=tools, messages=question,  # type: ignore[arg-type]
+                                   tool_choice={"type": "auto"})
+    assert first.stop_reason == "tool_use"
+    uses = [block for block in first.content if block.type == "tool_use"]
+    assert len(uses) == 1 and uses[0].name == "get_weather" and set(uses[0].input) == {"city"}  # type: ignore[arg-type]
+    with client.messages.stream(model=QWEN, max_tokens=300, tools=tools, messages=question) as stream:  # type: ignore[arg-type]
+        events = list(stream)
+        streamed = stream.get_final_message()
+    assert any(event.type == "content_block_delta" and event.delta.type == "input_json_delta"  # type: ignore[union-attr]
+               for event in events)
+    assert streamed.stop_reason == "tool_use"
+    assert [block.input for block in streamed.content if block.type == "tool_use"] == [uses[0].input]  # type: ignore[union-attr]
+    answer = client.messages.create(model=QWEN, max_tokens=200, tools=tools, messages=[  # type: ignore[arg-type]
+        *question, {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "18 C, sunny"}]}])
+    assert answer.stop_reason in ("end_turn", "max_tokens") and answer.content[-1].type == "text"
+    delta = next(event for event in events if event.type == "message_delta")
+    charges = [(m.usage.model_extra or {})["cost_nanoton"] for m in (first, answer)]
+    charges.append((delta.usage.model_extra or {})["cost_nanoton"])  # type: ignore[union-attr]
+    assert balance(platform, key) == TON - sum(charges)
+    counted = client.messages.count_tokens(model=QWEN, tools=tools, messages=question)  # type: ignore[arg-type]
+    assert counted.input_tokens >= first.usage.input_tokens + first.usage.cache_read_input_tokens
+
+
+def test_agents_sdk_string_model_on_its_default_responses_path(platform: Server, database_url: str) -> None:
+    from agents import Agent, RunConfig, Runner, function_tool, set_default_openai_client, set_tracing_disabled
+    from openai import AsyncOpenAI
+
+    set_tracing_disabled(True)  # traces would go to OpenAI's servers
+    key = new_account(platform, database_url, TON)
+    set_default_openai_client(AsyncOpenAI(base_url=platform.url + "/v1", api_key=key, max_retries=0, timeout=30),
+                              use_for_tracing=False)
+    asked: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The weather in a city."""
+        asked.append(city)
+        return f"{city}: 18 degrees, sunny"
+
+    agent = Agent(name="weather", instructions="Answer with the weather.", tools=[get_weather], model="qwen3-32b")
+    result = Runner.run_sync(agent, "What is the weather in Paris? [[sim:calls=1]]",
+                             run_config=RunConfig(tracing_disabled=True))
+    assert asked and isinstance(result.final_output, str) and result.final_output
+    records = usage_records(platform, key)
+    assert len(records) == 2 and {r["endpoint"] for r in records.values()} == {"responses"}
+    assert {r["model"] for r in records.values()} == {QWEN}
+    assert balance(platform, key) == TON - sum(int(r["cost_nanoton"]) for r in records.values())  # type: ignore[call-overload]
+
+
+AI_SDK_DIR = Path(__file__).parent / "node_ai_sdk"
+
+
+def test_vercel_ai_sdk_default_openai_model(platform: Server, database_url: str) -> None:
+    """`openai(model)` of the Vercel AI SDK speaks the Responses API: generateText and streamText."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node and npm are not installed: the Vercel AI SDK test cannot run")
+    if not (AI_SDK_DIR / "node_modules" / "@ai-sdk" / "openai").is_dir():
+        installed = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=AI_SDK_DIR, capture_output=True,
+                                   text=True, timeout=300)
+        if installed.returncode != 0:
+            pytest.skip(f"npm install of ai and @ai-sdk/openai failed: {installed.stderr[-300:]}")
+    key = new_account(platform, database_url, TON)
+    run = subprocess.run([node, "responses.mjs"], cwd=AI_SDK_DIR, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PLATFORM_URL": platform.url, "API_KEY": key, "MODEL": "qwen3-32b"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    answers = json.loads(run.stdout)
+    records = usage_records(platform, key)
+    assert set(records) == {answers["generated"]["id"], answers["streamed"]["id"]}
+    for answer in answers.values():
+        assert answer["text"] and answer["usage"]["outputTokens"] > 0
+        assert answer["usage"]["raw"]["cost_nanoton"] == records[answer["id"]]["cost_nanoton"] > 0
+    assert balance(platform, key) == TON - sum(int(r["cost_nanoton"]) for r in records.values())  # type: ignore[call-overload]

@@ -122,9 +122,15 @@ def test_key_rate_limits_in_process(server_factory: ServerFactory, slow_simulato
     assert results == [200]
     assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
     assert "concurrent" in busy.json()["error"]["message"]
-    assert [chat(server, key).status_code for _ in range(2)] == [200, 200], "the refused one did not count"
+    answers = [chat(server, key) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200], "the refused one did not count"
+    assert answers[0].headers["x-ratelimit-limit-requests"] == "3"
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["1", "0"]
+    assert answers[1].headers["x-ratelimit-reset-requests"].endswith("s")
     fourth = chat(server, key)
     assert fourth.status_code == 429, "3 per minute"
+    assert fourth.json()["error"]["code"] == "rate_limit_exceeded"
+    assert fourth.headers["x-ratelimit-remaining-requests"] == "0"
     retry = int(fourth.headers["retry-after"])
     # 3 at once empty the bucket; it gives one back every 20 s, counted from the first.
     assert 10 <= retry <= 20 and "per minute" in fourth.json()["error"]["message"]

@@ -14,7 +14,7 @@ import redis
 
 from cocoon_platform.errors import RateLimited
 from cocoon_platform.ops import ratelimit
-from cocoon_platform.ops.ratelimit import SLOT_TTL, LocalCounters, RateLimiter, RedisCounters
+from cocoon_platform.ops.ratelimit import SLOT_TTL, LocalCounters, RateLimiter, RedisCounters, Taken
 from support import REDIS_URL
 
 ACCOUNT = 7
@@ -36,7 +36,7 @@ def limiter(per_minute: int, clock: Clock, concurrent: int = 0) -> RateLimiter:
 def admitted(limits: RateLimiter) -> int | None:
     """None when admitted (the slot, if any, given back at once), else the Retry-After it gave."""
     async def once() -> None:
-        slot = await limits.admit_account(ACCOUNT)
+        slot, _ = await limits.admit_account(ACCOUNT)
         if slot is not None:
             await limits.release_account(ACCOUNT, slot)
 
@@ -102,7 +102,7 @@ def test_a_refused_request_holds_no_slot_and_takes_no_token() -> None:
     limits = limiter(2, clock, concurrent=1)
 
     async def run() -> list[object]:
-        first = await limits.admit_account(ACCOUNT)
+        first, _ = await limits.admit_account(ACCOUNT)
         seen: list[object] = [first]
         for _ in range(3):
             try:
@@ -111,7 +111,7 @@ def test_a_refused_request_holds_no_slot_and_takes_no_token() -> None:
                 seen.append(exc.message.split(":")[0])
         assert first is not None
         await limits.release_account(ACCOUNT, first)
-        second = await limits.admit_account(ACCOUNT)  # the second of 2: the refused ones took no token
+        second, _ = await limits.admit_account(ACCOUNT)  # the second of 2: the refused ones took no token
         assert second is not None
         await limits.release_account(ACCOUNT, second)
         try:
@@ -125,21 +125,21 @@ def test_a_refused_request_holds_no_slot_and_takes_no_token() -> None:
 
 
 class FailingTake(LocalCounters):
-    async def take(self, name: str, per_period: int) -> float:
+    async def take(self, name: str, per_period: int) -> Taken:
         raise ConnectionError("the counter store is gone")
 
 
 def test_unreachable_counters_serve_without_limits_and_keep_no_slot(caplog: pytest.LogCaptureFixture) -> None:
     counters = FailingTake()
     limits = RateLimiter(counters, 10, 1, 10)
-    assert asyncio.run(limits.admit_account(ACCOUNT)) is None, "served, holding no slot"
+    assert asyncio.run(limits.admit_account(ACCOUNT)) == (None, []), "served, holding no slot"
     asyncio.run(limits.admit_address("198.51.100.7"))
     assert asyncio.run(counters.enter(NAME, 1)) == "local", "the slot taken before the failure was given back"
     assert "serving without limits" in caplog.text
 
 
 class StuckTake(LocalCounters):
-    async def take(self, name: str, per_period: int) -> float:
+    async def take(self, name: str, per_period: int) -> Taken:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -166,7 +166,7 @@ def test_local_counters_drop_full_buckets_and_prune_amortised(monkeypatch: pytes
 
     async def take(*names: str) -> None:
         for name in names:
-            assert await counters.take(name, 60) == 0.0
+            assert (await counters.take(name, 60)).wait == 0.0
 
     asyncio.run(take("a", "b", "c", "d"))  # each full again a second later
     clock.now = 1000.5
@@ -185,7 +185,7 @@ def test_redis_token_bucket_is_shared_and_on_redis_clock() -> None:
     async def run() -> list[float]:
         first, second = RedisCounters(REDIS_URL), RedisCounters(REDIS_URL)
         try:
-            return [await counters.take(name, 3) for counters in (first, second, first, second)]
+            return [(await counters.take(name, 3)).wait for counters in (first, second, first, second)]
         finally:
             await first.close()
             await second.close()
@@ -284,3 +284,25 @@ def test_the_failed_authentication_throttle_can_be_turned_off() -> None:
     for _ in range(100):
         assert asyncio.run(limits.failed_authentication("198.51.100.7")) is None
     assert limits.blocked_until == {}
+
+
+def test_answers_carry_the_request_limit_headers() -> None:
+    """Limit, how many more fit at once now, and when the bucket is full again; a refusal's too."""
+    clock = Clock(1000.0)
+    limits = limiter(3, clock)
+
+    def headers() -> dict[str, str]:
+        try:
+            _, pairs = asyncio.run(limits.admit_account(ACCOUNT))
+        except RateLimited as exc:
+            return {k.lower(): v for k, v in exc.headers.items() if k.lower().startswith("x-ratelimit")}
+        return {k.decode(): v.decode() for k, v in pairs}
+
+    assert headers() == {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "2",
+                         "x-ratelimit-reset-requests": "20s"}
+    assert headers()["x-ratelimit-remaining-requests"] == "1"
+    clock.now = 1010.0  # half a token back
+    assert headers() == {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "0",
+                         "x-ratelimit-reset-requests": "50s"}
+    assert headers() == {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "0",
+                         "x-ratelimit-reset-requests": "50s"}, "refused: nothing taken"

@@ -18,7 +18,7 @@ from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
 from cocoon_platform.dialects.endpoints import router as dialects_router
 from cocoon_platform.errors import MethodNotAllowed, PayloadTooLarge, install_handlers
-from cocoon_platform.proxy.asgi import send_error
+from cocoon_platform.proxy.asgi import send_error, with_common_headers
 from cocoon_platform.ops.endpoints import router as ops_router
 from cocoon_platform.ops.request_log import configure_logging
 from cocoon_platform.proxy.handler import DIALECTS, InferenceHandler, new_request_id
@@ -62,14 +62,14 @@ class PlatformApp:
             if scope["path"] in INFERENCE_PATHS:
                 await send_error(send, MethodNotAllowed(
                     f"{scope['method']} is not allowed on {scope['path']}: send a POST.", headers={"Allow": "POST"}),
-                    request_id)
+                    request_id, DIALECTS.get(scope["path"]))
                 return
             try:
                 receive = await self._bounded(scope, receive)
             except PayloadTooLarge as exc:
                 await send_error(send, exc, request_id)
                 return
-            await self.api(scope, receive, _with_request_id(send, request_id.encode()))
+            await self.api(scope, receive, with_common_headers(send, request_id.encode()))
 
     async def _bounded(self, scope: dict[str, Any], receive: Any) -> Any:
         """Refuse bodies over the limit before FastAPI sees them (413 in the error shape)."""
@@ -100,17 +100,6 @@ class PlatformApp:
             return replay.pop() if replay else await receive()
 
         return replayed
-
-
-def _with_request_id(send: Any, request_id: bytes) -> Any:
-    """`send` adding `x-request-id` to the answer's head, so that every answer carries one."""
-
-    async def sending(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
-        await send(message)
-
-    return sending
 
 
 def create_api(settings: Settings) -> FastAPI:

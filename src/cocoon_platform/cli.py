@@ -217,6 +217,7 @@ def run_simulator(argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from cocoon_platform.accounts.cli import register_keys
     from cocoon_platform.agents.stdio import register_mcp
     from cocoon_platform.ton.cli import register_deposits, register_watch
 
@@ -253,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     backup.add_argument("--force", action="store_true", help="replace the file if it exists")
     backup.set_defaults(handler=cmd_backup)
     register_deposits(admin)
+    register_keys(admin)
     return parser
 
 

@@ -186,6 +186,26 @@ class ServiceUnavailable(PlatformError):
     code = None
 
 
+# The seed's error types and codes (ruling 3 of #23: they keep their meaning; new conditions add to them).
+SEED_ERROR_TYPES = ("invalid_request_error", "invalid_auth", "insufficient_balance", "auth_error", "server_error")
+SEED_ERROR_CODES = ("invalid_api_key", "insufficient_balance", "forbidden", "internal_error")
+
+
+def published_error_enums() -> tuple[list[str], list[str]]:
+    """Every error type and code the platform's errors declare, the seed's first: the enums of the
+    published `Error` schema."""
+    types, codes = list(SEED_ERROR_TYPES), list(SEED_ERROR_CODES)
+    pending: list[type[PlatformError]] = [PlatformError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.type not in types:
+            types.append(cls.type)
+        if cls.code is not None and cls.code not in codes:
+            codes.append(cls.code)
+    return types, codes
+
+
 def error_response(exc: PlatformError) -> Response:
     return Response(
         exc.to_bytes(), status_code=exc.status, media_type="application/json", headers=exc.headers

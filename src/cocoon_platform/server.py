@@ -177,12 +177,9 @@ class HttpProtocol(HttpToolsProtocol):
         self._stop_timer()
         if self.transport.is_closing():
             return
-        if awaiting_head:
-            # A connection that never sent a byte (a browser's preconnect) is closed without a
-            # word; on a kept-alive one, a head is awaited only once its first byte came.
-            answer = bool(self._head_bytes) or self.cycle is not None
-        else:
-            answer = not self.cycle.response_started
+        # A connection that never sent a byte (a browser's preconnect) is closed without a word;
+        # on a kept-alive one, a head is awaited only once its first byte came.
+        answer = (bool(self._head_bytes) or self.cycle is not None) if awaiting_head else not self.cycle.response_started
         if answer:
             self.transport.write(_refusal(status, message, code))
         self.transport.close()

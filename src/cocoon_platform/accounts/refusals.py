@@ -14,17 +14,21 @@ from cocoon_platform.config import format_ton
 from cocoon_platform.errors import KeyExpired, KeyLimitReached, ModelNotAllowed, PlatformError
 
 
+def key_expired(key_id: int, expires_at: int) -> KeyExpired:
+    expired = datetime.fromtimestamp(expires_at, UTC).isoformat()
+    return KeyExpired(f"This API key expired at {expired}. Use another key, or set a later expires_at "
+                      f"(PATCH /v1/keys/{key_id} with an unrestricted key).")
+
+
 def key_refusal(funds: AccountFunds, model: str, now: float) -> PlatformError | None:
     """Why a key refuses a request whatever its cost (expired, or the model not allowed), if it does."""
-    change = f"PATCH /v1/keys/{funds.key_id} with an unrestricted key"
     if funds.expires_at is not None and funds.expires_at <= now:
-        expired = datetime.fromtimestamp(funds.expires_at, UTC).isoformat()
-        return KeyExpired(f"This API key expired at {expired}. Use another key, or set a later expires_at "
-                          f"({change}).")
+        return key_expired(funds.key_id, funds.expires_at)
     if funds.models is not None and model_needle(model) not in funds.models:
         allowed = ", ".join(read_models(funds.models) or []) or "none"
         return ModelNotAllowed(f"This API key may not use the model '{model[:200]}'; it may use: {allowed}. "
-                               f"Pick one of those, or add the model to the key's models ({change}).",
+                               "Pick one of those, or add the model to the key's models "
+                               f"(PATCH /v1/keys/{funds.key_id} with an unrestricted key).",
                                param="model")
     return None
 

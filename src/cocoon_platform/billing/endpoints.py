@@ -24,7 +24,7 @@ from cocoon_platform.billing.schemas import (
 from cocoon_platform.billing.usage import daily_totals, recent_requests
 from cocoon_platform.config import NANOTON_PER_TON, format_ton
 from cocoon_platform.db.models import Account
-from cocoon_platform.deps import CurrentKey, SessionDep, StateDep
+from cocoon_platform.deps import BIGINT_MAX, CurrentKey, SessionDep, StateDep
 from cocoon_platform.errors import InvalidApiKey, InvalidRequest
 
 router = APIRouter(tags=["Billing"])
@@ -110,7 +110,8 @@ async def usage_history(
     identity: CurrentKey,
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(description="Continue before this position (from next_before).")] = None,
+    before: Annotated[int | None, Query(ge=0, le=BIGINT_MAX,
+                                        description="Continue before this position (from next_before).")] = None,
     start: Annotated[date | None, Query(description="First UTC day of the totals (default: 30 days ago).")] = None,
     end: Annotated[date | None, Query(description="Last UTC day of the totals (default: today).")] = None,
 ) -> UsageResponse:

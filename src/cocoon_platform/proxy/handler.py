@@ -51,6 +51,7 @@ from cocoon_platform.proxy.asgi import (
     request_headers,
     send_error,
     send_json,
+    with_headers,
     sse,
     start_sse,
     wait_disconnect,
@@ -130,7 +131,9 @@ class InferenceHandler:
                     if known is None:
                         raise InvalidApiKey()
                     account_id = known
-                    slot = await state.limiter.admit_account(account_id)
+                    slot, rate_headers = await state.limiter.admit_account(account_id)
+                    if rate_headers:
+                        send = with_headers(send, rate_headers)
                 if dialect is None:
                     request = parse_request(
                         scope["path"],

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from cocoon_platform.errors import error_body
+from cocoon_platform.errors import error_body, published_error_enums
 
-ERROR = {
+ERROR: dict[str, Any] = {
     "type": "object",
     "properties": {
         "error": {
@@ -111,6 +112,16 @@ PATHS = {
 }
 
 
+def _error_schema() -> dict[str, Any]:
+    """ERROR with the seed's enums of types and codes, extended by every condition added since."""
+    types, codes = published_error_enums()
+    schema = copy.deepcopy(ERROR)
+    fields = schema["properties"]["error"]["properties"]
+    fields["type"]["enum"] = types
+    fields["code"]["enum"] = [*codes, None]
+    return schema
+
+
 def add_inference_paths(api: FastAPI) -> None:
     """Extend the generated document with the inference paths and their shared schemas."""
 
@@ -120,7 +131,7 @@ def add_inference_paths(api: FastAPI) -> None:
             schema["paths"] = {**PATHS, **schema["paths"]}
             components = schema.setdefault("components", {})
             schemas = components.setdefault("schemas", {})
-            schemas.update({"Error": ERROR, "Usage": USAGE})
+            schemas.update({"Error": _error_schema(), "Usage": USAGE})
             schemas.setdefault("HTTPValidationError", {"type": "object", "properties": {"detail": {"type": "array"}}})
             components["securitySchemes"] = {"bearerAuth": {"type": "http", "scheme": "bearer",
                                                             "description": "API key with `ck_` prefix."}}

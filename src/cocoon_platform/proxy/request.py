@@ -6,6 +6,7 @@ OpenAI error shape; a wrong type is a 422 in FastAPI's `detail` shape.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,9 @@ from cocoon_platform.tools.request import apply_tools
 if TYPE_CHECKING:
     from cocoon_platform.dialects import Dialect, Translated
 
+# Model names as the network and Hugging Face write them ("Qwen/Qwen3-32B").
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/:@+]*")
+MAX_MODEL_LENGTH = 128
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 
@@ -183,6 +187,10 @@ def prepare_request(
         raise ValidationFailed(["model"], "Input should be a valid string", "string_type")
     if not model.strip():
         raise InvalidRequest("model must not be empty", param="model")
+    if len(model) > MAX_MODEL_LENGTH or not MODEL_NAME.fullmatch(model):
+        # Checked before anything logs it: a newline would forge log lines, a long one fill the log.
+        raise InvalidRequest(f"model must be 1-{MAX_MODEL_LENGTH} characters: letters, digits and . _ - / : @ +",
+                             param="model")
     if chat:
         _check_messages(body["messages"])
     else:

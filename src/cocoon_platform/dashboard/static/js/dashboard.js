@@ -3,7 +3,7 @@
 import { $ } from "./dom.js";
 import { loadBalance, onBalanceChange, setPricing } from "./balance.js";
 import { loadDeposit } from "./deposit.js";
-import { initKeyForm, loadKeys } from "./keys.js";
+import { initKeys, loadKeys, setKeyModels } from "./keys.js";
 import { loadModels, loadPricing, loadStats, renderQuickstart } from "./network.js";
 import { initPlayground, setPlaygroundModels } from "./playground.js";
 import { everyWhileVisible } from "./poll.js";
@@ -23,7 +23,7 @@ export function initDashboard() {
   $("balance-refresh").addEventListener("click", loadBalance);
   $("usage-refresh").addEventListener("click", () => loadUsage(true));
   $("usage-more").addEventListener("click", () => loadUsage(false));
-  initKeyForm();
+  initKeys();
   initPlayground(loadBalance);
   onBalanceChange(() => loadUsage(true));
 
@@ -33,7 +33,10 @@ export function initDashboard() {
   loadKeys();
   loadPricing().then((body) => { if (body) setPricing(body); });
   loadStats();
-  loadModels().then(setPlaygroundModels);
+  loadModels().then((models) => {
+    setPlaygroundModels(models);
+    setKeyModels(models);
+  });
   renderQuickstart();
   everyWhileVisible(loadBalance, BALANCE_EVERY_MS);
   everyWhileVisible(loadStats, STATS_EVERY_MS);
