@@ -19,8 +19,10 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 from support import BIN, Server, base_env, fund, new_account, start_server, start_simulator
 
@@ -64,9 +66,19 @@ def stdio_connect(platform: Platform) -> Connect:
     return connect
 
 
-@pytest.fixture(params=["stdio"])
+def http_connect(platform: Platform) -> Connect:
+    """A client of `/mcp` on the platform, the key as a bearer token, as a remote MCP client does."""
+
+    def connect(key: str) -> AbstractAsyncContextManager[Client]:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        return Client(streamable_http_client(f"{platform.server.url}/mcp", http_client=http))
+
+    return connect
+
+
+@pytest.fixture(params=["stdio", "http"])
 def connect(request: pytest.FixtureRequest, platform: Platform) -> Connect:
-    return {"stdio": stdio_connect}[request.param](platform)
+    return {"stdio": stdio_connect, "http": http_connect}[request.param](platform)
 
 
 def run(test: Callable[[], Any]) -> None:
@@ -186,3 +198,33 @@ def test_stdio_refuses_to_start_without_a_key(platform: Platform) -> None:
                           env=base_env({"COCOON_PLATFORM_URL": platform.server.url}), timeout=60,
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 1 and "COCOON_API_KEY" in done.stderr and done.stdout == ""
+
+
+def test_mcp_over_http_needs_a_valid_key(platform: Platform) -> None:
+    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    client = platform.server.client()
+    for authorization in (None, "Bearer ck_not-a-key", "Basic abc"):
+        sent = {**headers, "Authorization": authorization} if authorization else headers
+        refused = client.post("/mcp", json=request, headers=sent)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "invalid_api_key"
+    key = new_account(platform.server, platform.database_url)
+    accepted = client.post("/mcp", json=request, headers={**headers, "Authorization": f"Bearer {key}"})
+    assert accepted.status_code == 200
+    assert accepted.json()["result"]["serverInfo"]["name"] == "cocoon-platform"
+
+    async def connect_without_key() -> None:
+        async with Client(f"{platform.server.url}/mcp") as mcp_client:
+            await mcp_client.list_tools()
+
+    with pytest.raises(BaseExceptionGroup) as raised:  # the SDK's client gives up on the 401
+        anyio.run(connect_without_key)
+    assert raised.group_contains(MCPError, depth=None)
+
+
+def test_mcp_is_in_the_published_api(platform: Platform) -> None:
+    client = platform.server.client()
+    assert "post" in client.get("/openapi.json").json()["paths"]["/mcp"]
+    assert "[POST /mcp]" in client.get("/llms.txt").text

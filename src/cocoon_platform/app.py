@@ -12,6 +12,8 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cocoon_platform import __version__
 from cocoon_platform.accounts.endpoints import router as accounts_router
+from cocoon_platform.agents.endpoint import McpEndpoint
+from cocoon_platform.agents.endpoint import router as mcp_router
 from cocoon_platform.agents.llms import router as llms_router
 from cocoon_platform.billing.endpoints import router as billing_router
 from cocoon_platform.config import Settings
@@ -50,6 +52,7 @@ class PlatformApp:
     def __init__(self, api: FastAPI, max_body_bytes: int) -> None:
         self.api = api
         self.max_body_bytes = max_body_bytes
+        api.state.front_door = self  # clients inside the platform (the MCP tools) call it in-process
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -117,7 +120,9 @@ def create_api(settings: Settings) -> FastAPI:
             state.spawn("ton-usd-rate", state.rates.run)
         tune_garbage_collector()
         try:
-            yield {"platform": state, "inference": InferenceHandler(state)}
+            serving = {"platform": state, "inference": InferenceHandler(state)}
+            async with McpEndpoint(app, serving, settings.max_body_bytes).running() as mcp:
+                yield {**serving, "mcp": mcp}
         finally:
             await state.close()
 
@@ -131,6 +136,7 @@ def create_api(settings: Settings) -> FastAPI:
     api.include_router(dashboard_router)
     api.include_router(ops_router)
     api.include_router(llms_router)
+    api.include_router(mcp_router)
     add_inference_paths(api)
     return api
 
