@@ -12,7 +12,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cocoon_platform import __version__
 from cocoon_platform.accounts.endpoints import router as accounts_router
-from cocoon_platform.agents.endpoint import McpEndpoint
+from cocoon_platform.agents.endpoint import McpService
 from cocoon_platform.agents.endpoint import router as mcp_router
 from cocoon_platform.agents.llms import router as llms_router
 from cocoon_platform.billing.endpoints import router as billing_router
@@ -121,7 +121,7 @@ def create_api(settings: Settings) -> FastAPI:
         tune_garbage_collector()
         try:
             serving = {"platform": state, "inference": InferenceHandler(state)}
-            async with McpEndpoint(app, serving, settings.max_body_bytes).running() as mcp:
+            async with McpService(app, serving, settings.max_body_bytes) as mcp:
                 yield {**serving, "mcp": mcp}
         finally:
             await state.close()

@@ -66,7 +66,7 @@ async def _insert_account(session: AsyncSession) -> Account:
     for _ in range(8):
         try:
             async with session.begin_nested():
-                account = Account(deposit_code=new_deposit_code(), balance_nanoton=0, reserved_nanoton=0)
+                account = Account(deposit_code=new_deposit_code())
                 session.add(account)
                 await session.flush()
             return account

@@ -53,6 +53,12 @@ CONTENT = {"oneOf": [{"type": "string"}, {"type": "array", "items": {
     "properties": {"type": {"type": "string", "enum": ["text"]}, "text": {"type": "string"}}}}]}
 
 
+TOOL_CALLS = {"type": "array", "items": {"type": "object", "properties": {
+    "id": {"type": "string"}, "type": {"type": "string", "enum": ["function"]},
+    "function": {"type": "object", "properties": {"name": {"type": "string"}, "arguments": {
+        "type": "string", "description": "The arguments as JSON text"}}}}}}
+
+
 def _error_response(description: str, message: str, type_: str, code: str | None) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {
         "schema": {"$ref": "#/components/schemas/Error"}, "example": error_body(message, type_, code)}}}
@@ -98,13 +104,31 @@ def _result(object_name: str, choice: dict[str, Any]) -> dict[str, Any]:
 PATHS = {
     "/v1/chat/completions": {"post": _operation(
         "createChatCompletion", "Create a chat completion", "messages",
-        {"messages": {"type": "array", "items": {"type": "object", "required": ["role", "content"], "properties": {
-            "role": {"type": "string", "enum": ["system", "user", "assistant"]}, "content": CONTENT}}},
+        {"messages": {"type": "array", "items": {"type": "object", "required": ["role"], "properties": {
+            "role": {"type": "string", "enum": ["system", "user", "assistant", "developer", "tool"],
+                     "description": "`developer` is sent to the model as `system`."},
+            "content": {"oneOf": [CONTENT, {"type": "null"}]}, "tool_calls": TOOL_CALLS,
+            "tool_call_id": {"type": "string"}}}},
          "max_completion_tokens": {"type": "integer", "minimum": 1},
          "reasoning_effort": {"type": "string"}, "chat_template_kwargs": {"type": "object"},
-         "response_format": {"type": "object"}},
+         "response_format": {"type": "object", "description": "`text`, `json_object` or `json_schema`."},
+         "tools": {"type": "array", "description": "Function tools, written into the prompt in the model's own "
+                   "format (the network takes no `tools`); that text is billed as prompt tokens.",
+                   "items": {"type": "object", "required": ["type", "function"], "properties": {
+                       "type": {"type": "string", "enum": ["function"]},
+                       "function": {"type": "object", "required": ["name"], "properties": {
+                           "name": {"type": "string"}, "description": {"type": "string"},
+                           "parameters": {"type": "object", "description": "A JSON Schema"}}}}}},
+         "tool_choice": {"description": "`none`, `auto`, `required` or a named function. When a call is required "
+                         "and the model made none, it is asked once more; both attempts are billed.",
+                         "oneOf": [{"type": "string", "enum": ["none", "auto", "required"]}, {
+                             "type": "object", "properties": {"type": {"type": "string", "enum": ["function"]},
+                                                              "function": {"type": "object", "properties": {
+                                                                  "name": {"type": "string"}}}}}]},
+         "parallel_tool_calls": {"type": "boolean", "description": "false keeps only the first call."}},
         _result("chat.completion", {"message": {"type": "object", "properties": {
-            "role": {"type": "string"}, "content": {"type": "string"}}}}))},
+            "role": {"type": "string"}, "content": {"type": ["string", "null"]},
+            "reasoning_content": {"type": ["string", "null"]}, "tool_calls": TOOL_CALLS}}}))},
     "/v1/completions": {"post": _operation(
         "createCompletion", "Create a text completion", "prompt",
         {"prompt": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}},

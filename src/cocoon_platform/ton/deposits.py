@@ -44,6 +44,7 @@ __all__ = [
     "Cursor",
     "DepositError",
     "DepositOutcome",
+    "DepositStatus",
     "DepositRow",
     "UnknownDeposit",
     "UnknownDepositCode",
@@ -60,9 +61,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CREDITED = "credited"
-UNMATCHED = "unmatched"
 _CODE_CHARS = frozenset(DEPOSIT_CODE_ALPHABET)
+
+
+class DepositStatus(StrEnum):
+    """A deposit row's status: credited to an account, or waiting for an operator to match it."""
+
+    CREDITED = "credited"
+    UNMATCHED = "unmatched"
 
 
 class DepositOutcome(StrEnum):
@@ -223,7 +229,7 @@ def _deposit_values(tx: ChainTransaction, account_id: int | None) -> dict[str, A
         "comment": _storable(tx.body.text),
         "body_kind": tx.body.kind.value,
         "account_id": account_id,
-        "status": UNMATCHED if account_id is None else CREDITED,
+        "status": (DepositStatus.UNMATCHED if account_id is None else DepositStatus.CREDITED).value,
         "created_at": utcnow(),
         "credited_at": None if account_id is None else utcnow(),
     }
@@ -341,8 +347,8 @@ async def assign_unmatched(session: AsyncSession, tx_hash: str, code: str) -> in
         raise UnknownDeposit(f"no deposit with transaction hash {tx_hash_hex}")
     claimed = await session.execute(
         update(Deposit)
-        .where(Deposit.tx_hash == tx_hash_hex, Deposit.status == UNMATCHED)
-        .values(status=CREDITED, account_id=account.id, credited_at=utcnow())
+        .where(Deposit.tx_hash == tx_hash_hex, Deposit.status == DepositStatus.UNMATCHED.value)
+        .values(status=DepositStatus.CREDITED.value, account_id=account.id, credited_at=utcnow())
     )
     if not claimed.rowcount:  # type: ignore[attr-defined]
         raise AlreadyCredited(f"deposit {tx_hash_hex} is already credited")
@@ -363,7 +369,7 @@ async def list_deposits(
         .limit(limit)
     )
     if unmatched_only:
-        query = query.where(Deposit.status == UNMATCHED)
+        query = query.where(Deposit.status == DepositStatus.UNMATCHED.value)
     rows = await session.execute(query)
     return [
         DepositRow(
