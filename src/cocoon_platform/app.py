@@ -15,7 +15,9 @@ from cocoon_platform.accounts.endpoints import router as accounts_router
 from cocoon_platform.agents.endpoint import McpService
 from cocoon_platform.agents.endpoint import router as mcp_router
 from cocoon_platform.agents.llms import router as llms_router
+from cocoon_platform.api_docs import router as api_docs_router
 from cocoon_platform.billing.endpoints import router as billing_router
+from cocoon_platform.billing.history import router as history_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
 from cocoon_platform.dialects.endpoints import router as dialects_router
@@ -126,15 +128,19 @@ def create_api(settings: Settings) -> FastAPI:
         finally:
             await state.close()
 
-    api = FastAPI(title="Cocoon Platform API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served by api_docs.py from packaged files (FastAPI's loads Swagger UI from a CDN).
+    api = FastAPI(title="Cocoon Platform API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     install_handlers(api)
     api.include_router(accounts_router)
     api.include_router(billing_router)
+    api.include_router(history_router)
     api.include_router(upstream_router)
     api.include_router(dialects_router)
     api.include_router(system_router)
     api.include_router(dashboard_router)
     api.include_router(ops_router)
+    api.include_router(api_docs_router)
     api.include_router(llms_router)
     api.include_router(mcp_router)
     add_inference_paths(api)
