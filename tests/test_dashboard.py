@@ -385,6 +385,12 @@ def test_playground_streams_an_answer_and_shows_its_cost(tab: Tab, platform: Ser
     expect(page.locator("#balance-ton")).to_have_text(ton_text(2 * TON - record["cost_nanoton"]))
     expect(page.locator(f'#usage-table tr[data-request-id="{match.group(1)}"]')).to_be_visible()
 
+    # The usage as a CSV file, fetched with the key and handed over as a download.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert "request_id" in lines[0] and any(line.startswith(match.group(1) + ",") for line in lines[1:]), lines[:3]
+
 
 def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform: Server, database_url: str) -> None:
     key = off_loop(new_account, platform, database_url, 2 * TON)

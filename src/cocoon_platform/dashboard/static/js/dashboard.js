@@ -10,7 +10,7 @@ import { initPlayground, setPlaygroundModels } from "./playground.js";
 import { everyWhileVisible } from "./poll.js";
 import { getKey, setFlash, signOut } from "./session.js";
 import { initThreshold } from "./threshold.js";
-import { loadUsage } from "./usage.js";
+import { downloadUsageCsv, loadUsage } from "./usage.js";
 
 const BALANCE_EVERY_MS = 10000;
 const STATS_EVERY_MS = 15000;
@@ -26,6 +26,7 @@ export function initDashboard() {
   $("balance-refresh").addEventListener("click", loadBalance);
   $("usage-refresh").addEventListener("click", () => loadUsage(true));
   $("usage-more").addEventListener("click", () => loadUsage(false));
+  $("usage-csv").addEventListener("click", downloadUsageCsv);
   initKeys();
   initPlayground(loadBalance);
   $("deposits-refresh").addEventListener("click", () => loadDeposits(true));
