@@ -6,8 +6,10 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
+from cocoon_platform.agents.tools import build_server
 from support import Server, start_server, start_simulator
 
 LINK = re.compile(r"^- \[([^\]]+)\]\(([^)]+)\)(?::\s*(.*))?$", re.MULTILINE)
@@ -110,3 +112,9 @@ def test_markdown_pages(server: Server) -> None:
     full = client.get("/llms-full.txt").text
     assert full.startswith("# Cocoon Platform\n")
     assert "# Cocoon Platform API reference" in full and "## Quick start" in full
+    guide = client.get("/docs/mcp.md").text
+    assert guide.startswith("# Cocoon Platform over MCP") and f'"url": "{server.url}/mcp"' in guide
+    assert "{base_url}" not in guide and guide.rstrip() in full
+    documented = re.findall(r"^\| `(\w+)` \|", guide, re.MULTILINE)
+    served = anyio.run(build_server(lambda _: pytest.fail("no tool is called")).list_tools)
+    assert sorted(documented) == sorted(tool.name for tool in served)  # every tool, and no other

@@ -4,7 +4,8 @@ Over stdio (`cocoon-platform mcp` spawned as a client would) and over streamable
 platform): every tool listed and called, answers equal to the HTTP API's, a chat billed like an API
 call (in /v1/usage with its cost, the balance moved by exactly that), a 402 as a tool error that
 says how to top up. The database does not change what the tools do (they only call the HTTP API),
-so SQLite.
+so SQLite; one test runs on PostgreSQL, where the key check and the tools' own calls each take a
+connection of the pool.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Any
 
 import anyio
 import httpx
+import httpx2
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
-from support import BIN, Server, base_env, fund, new_account, start_server, start_simulator
+from support import BIN, Server, base_env, fresh_database, fund, new_account, start_server, start_simulator
 
 TOOLS = {"chat", "translate", "list_models", "network_status", "pricing", "balance", "deposit_instructions",
          "usage_history", "get_generation"}
@@ -35,6 +38,7 @@ Connect = Callable[[str], AbstractAsyncContextManager[Client]]
 class Platform:
     server: Server
     database_url: str
+    upstream_url: str
 
     def api(self, key: str) -> httpx.Client:
         return self.server.client(headers={"Authorization": f"Bearer {key}"})
@@ -48,7 +52,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     server = start_server(tmp, database_url, {"COCOON_UPSTREAM_URL": simulator.url})
     try:
         server.client().get("/v1/models").raise_for_status()
-        yield Platform(server, database_url)
+        yield Platform(server, database_url, simulator.url)
     finally:
         server.stop()
         simulator.stop()
@@ -64,9 +68,19 @@ def stdio_connect(platform: Platform) -> Connect:
     return connect
 
 
-@pytest.fixture(params=["stdio"])
+def http_connect(platform: Platform) -> Connect:
+    """A client of `/mcp` on the platform, the key as a bearer token, as a remote MCP client does."""
+
+    def connect(key: str) -> AbstractAsyncContextManager[Client]:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        return Client(streamable_http_client(f"{platform.server.url}/mcp", http_client=http))
+
+    return connect
+
+
+@pytest.fixture(params=["stdio", "http"])
 def connect(request: pytest.FixtureRequest, platform: Platform) -> Connect:
-    return {"stdio": stdio_connect}[request.param](platform)
+    return {"stdio": stdio_connect, "http": http_connect}[request.param](platform)
 
 
 def run(test: Callable[[], Any]) -> None:
@@ -186,3 +200,58 @@ def test_stdio_refuses_to_start_without_a_key(platform: Platform) -> None:
                           env=base_env({"COCOON_PLATFORM_URL": platform.server.url}), timeout=60,
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 1 and "COCOON_API_KEY" in done.stderr and done.stdout == ""
+
+
+def test_mcp_over_http_needs_a_valid_key(platform: Platform) -> None:
+    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    headers = {"Accept": "application/json, text/event-stream"}
+    client = platform.server.client()
+    for authorization in (None, "Bearer ck_not-a-key", "Basic abc"):
+        sent = {**headers, "Authorization": authorization} if authorization else headers
+        refused = client.post("/mcp", json=request, headers=sent)
+        assert refused.status_code == 401
+        assert refused.json()["error"]["code"] == "invalid_api_key"
+    key = new_account(platform.server, platform.database_url)
+    accepted = client.post("/mcp", json=request, headers={**headers, "Authorization": f"Bearer {key}"})
+    assert accepted.status_code == 200
+    assert accepted.json()["result"]["serverInfo"]["name"] == "cocoon-platform"
+
+    async def connect_without_key() -> None:
+        async with Client(f"{platform.server.url}/mcp") as mcp_client:
+            await mcp_client.list_tools()
+
+    with pytest.raises(BaseExceptionGroup) as raised:  # the SDK's client gives up on the 401
+        anyio.run(connect_without_key)
+    assert raised.group_contains(MCPError, depth=None)
+
+
+def test_mcp_is_in_the_published_api(platform: Platform) -> None:
+    client = platform.server.client()
+    assert "post" in client.get("/openapi.json").json()["paths"]["/mcp"]
+    assert "[POST /mcp]" in client.get("/llms.txt").text
+
+
+def test_chat_over_http_is_billed_on_postgresql(platform: Platform, tmp_path: Path) -> None:
+    with fresh_database("postgresql", tmp_path) as database_url:
+        server = start_server(tmp_path, database_url, {"COCOON_UPSTREAM_URL": platform.upstream_url})
+        try:
+            on_postgresql = Platform(server, database_url, platform.upstream_url)
+            key = new_account(server, database_url, FUNDS)
+            api = on_postgresql.api(key)
+
+            async def check() -> None:
+                async with http_connect(on_postgresql)(key) as client:
+                    results = [structured(await client.call_tool("chat", {
+                        "model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": f"question {i}"}]}))
+                        for i in range(3)]
+                    balance = structured(await client.call_tool("balance", {}))
+                charged = sum(result["cost_nanoton"] for result in results)
+                assert charged > 0 and balance["balance_nanoton"] == FUNDS - charged
+                assert balance == api.get("/v1/balance").json()
+                rows = api.get("/v1/usage").json()["data"]
+                assert sorted(row["request_id"] for row in rows) == sorted(r["request_id"] for r in results)
+
+            run(check)
+        finally:
+            server.stop()

@@ -272,3 +272,53 @@ def test_vercel_ai_sdk_default_openai_model(platform: Server, database_url: str)
         assert answer["text"] and answer["usage"]["outputTokens"] > 0
         assert answer["usage"]["raw"]["cost_nanoton"] == records[answer["id"]]["cost_nanoton"] > 0
     assert balance(platform, key) == TON - sum(int(r["cost_nanoton"]) for r in records.values())  # type: ignore[call-overload]
+
+
+def sse_events(body: str) -> list[tuple[str, dict[str, object]]]:
+    """(event name, data) of each server-sent event."""
+    out = []
+    for block in body.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.split("\n") if ": " in line)
+        if "data" in lines:
+            out.append((lines.get("event", ""), json.loads(lines["data"])))
+    return out
+
+
+@pytest.mark.parametrize("path", ["/v1/responses", "/v1/messages"])
+def test_a_cut_stream_ends_in_the_dialects_failure_event_and_bills_what_was_delivered(
+        platform: Server, database_url: str, path: str) -> None:
+    key = new_account(platform, database_url, TON)
+    text = "[[sim:fault=cut]] [[sim:tokens=40]] x"
+    body = ({"model": QWEN, "stream": True, "input": text, "max_output_tokens": 200} if path == "/v1/responses" else
+            {"model": QWEN, "stream": True, "max_tokens": 200, "messages": [{"role": "user", "content": text}]})
+    with httpx.stream("POST", platform.url + path, headers={"x-api-key": key}, json=body, timeout=30) as response:
+        events = sse_events(response.read().decode())
+        request_id = response.headers["x-request-id"]
+    names = [name for name, _ in events]
+    if path == "/v1/responses":
+        assert names[:2] == ["response.created", "response.in_progress"] and names[-1] == "response.failed"
+        assert events[-1][1]["response"]["status"] == "failed"  # type: ignore[index]
+        assert [data["sequence_number"] for _, data in events] == list(range(len(events)))
+    else:
+        assert names[0] == "message_start" and names[-1] == "error" and "message_stop" not in names
+        assert events[-1][1]["error"]["type"] == "api_error"  # type: ignore[index]
+    rows = db_rows(database_url, "SELECT status, estimated, cost_nanoton, endpoint FROM usage_records "
+                   "WHERE request_id = :r", {"r": request_id})
+    status, estimated, cost, endpoint = rows[0]
+    assert status == "upstream_cut" and bool(estimated) and int(cost) > 0  # type: ignore[call-overload]
+    assert endpoint == path.rsplit("/", 1)[1]
+    assert balance(platform, key) == TON - int(cost)  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize(("fault", "status", "kind"), [("no_workers", 502, "api_error"),
+                                                       ("no_proxy", 503, "overloaded_error"),
+                                                       ("timeout", 504, "timeout_error")])
+def test_network_failures_in_anthropics_shape(platform: Server, database_url: str, fault: str, status: int,
+                                              kind: str) -> None:
+    key = new_account(platform, database_url, TON)
+    for stream in (False, True):
+        response = httpx.post(platform.url + "/v1/messages", headers={"x-api-key": key}, timeout=30, json={
+            "model": QWEN, "max_tokens": 20, "stream": stream,
+            "messages": [{"role": "user", "content": f"[[sim:fault={fault}]] hi"}]})
+        assert response.status_code == status
+        assert response.json()["type"] == "error" and response.json()["error"]["type"] == kind

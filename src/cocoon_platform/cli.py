@@ -7,7 +7,6 @@ import asyncio
 import os
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -117,12 +116,9 @@ def max_connections(settings: Settings) -> int:
 
 
 async def _adjust_balance(args: argparse.Namespace, sign: int) -> int:
-    from sqlalchemy import select
-
     from cocoon_platform.accounts.service import account_by_code, account_by_key
-    from cocoon_platform.billing.ledger import EntryKind, post_entry
+    from cocoon_platform.billing.ledger import NotEnoughAvailable, operator_credit, operator_debit
     from cocoon_platform.db.engine import create_engine, create_sessionmaker
-    from cocoon_platform.db.models import Account
 
     try:
         amount = ton_to_nanoton(args.amount_ton)
@@ -142,21 +138,16 @@ async def _adjust_balance(args: argparse.Namespace, sign: int) -> int:
                 account = await account_by_code(session, args.deposit_code)
                 if account is None:
                     raise CommandError(f"no account has deposit code {args.deposit_code!r}")
-            kind = EntryKind.ADMIN_CREDIT if sign > 0 else EntryKind.ADMIN_DEBIT
-            if sign < 0:
-                row = (
-                    await session.execute(
-                        select(Account.balance_nanoton, Account.reserved_nanoton).where(Account.id == account.id)
-                    )
-                ).one()
-                if row.balance_nanoton - row.reserved_nanoton < amount:
+            if sign > 0:
+                balance = await operator_credit(session, account.id, amount, args.reason)
+            else:
+                try:
+                    balance = await operator_debit(session, account.id, amount, args.reason)
+                except NotEnoughAvailable as exc:
                     raise CommandError(
                         f"cannot debit {format_ton(amount, 9)} TON: the account has "
-                        f"{format_ton(row.balance_nanoton - row.reserved_nanoton, 9)} TON available"
-                    )
-            balance = await post_entry(
-                session, account.id, sign * amount, kind, f"{kind.value}:{uuid.uuid4()}", args.reason
-            )
+                        f"{format_ton(exc.available, 9)} TON available"
+                    ) from None
             await session.commit()
     finally:
         await engine.dispose()

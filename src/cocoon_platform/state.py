@@ -17,6 +17,7 @@ from cocoon_platform.billing.sweeper import sweep_expired
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
 from cocoon_platform.ops.client_address import ClientAddresses
+from cocoon_platform.ops.metrics import DATABASE_GAUGE_SECONDS, Every
 from cocoon_platform.ops.ratelimit import SLOT_TTL, Counters, LocalCounters, RateLimiter, RedisCounters
 from cocoon_platform.ops.supervisor import BackgroundLoop, Supervisor
 from cocoon_platform.ton.rates import RateSource
@@ -55,6 +56,7 @@ class AppState:
         )
         self.key_accounts = KeyAccounts(self.sessionmaker)
         self.client_addresses = ClientAddresses(settings.trusted_proxy_networks)
+        self.database_gauges = Every(DATABASE_GAUGE_SECONDS)
         self.billing = create_billing_store(settings)
         self.catalog = ModelCatalog.load(settings.model_catalog_file)
         self.pool = UpstreamPool(settings)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -29,12 +30,13 @@ router = APIRouter(include_in_schema=False)
 
 MARKDOWN = "text/markdown; charset=utf-8"
 HTTP_METHODS = ("get", "post", "put", "patch", "delete")
+MCP_GUIDE = (Path(__file__).resolve().parent / "mcp.md").read_text(encoding="utf-8")
 
 TITLE = "Cocoon Platform"
 SUMMARY = (
     "A paid, OpenAI-compatible API to COCOON, Telegram's decentralised AI inference network on TON: "
     "chat and text completions (Qwen3, Seed-X translation) billed per token from a balance prepaid "
-    "in TON. Any OpenAI client works."
+    "in TON. Any OpenAI client works; AI agents can also use it through MCP."
 )
 
 
@@ -132,7 +134,9 @@ answer = client.chat.completions.create(model="Qwen/Qwen3-32B",
                                         messages=[{{"role": "user", "content": "What is TON?"}}])
 print(answer.choices[0].message.content, answer.usage.model_extra["cost_ton"], "TON")
 ```
-"""
+
+4. Or give an AI agent the platform's tools over MCP: `{base}/mcp` (streamable HTTP, the key as a
+   bearer token) or `cocoon-platform mcp` (stdio); see [{base}/docs/mcp.md]({base}/docs/mcp.md)."""
 
 
 async def overview(state: AppState, base: str) -> str:
@@ -163,6 +167,7 @@ Base URL: `{base}`. Authenticate with `Authorization: Bearer ck_...`. Errors hav
 ## More
 
 - API reference: [{base}/docs.md]({base}/docs.md); OpenAPI document: [{base}/openapi.json]({base}/openapi.json)
+- MCP server: [{base}/docs/mcp.md]({base}/docs/mcp.md)
 """
 
 
@@ -238,6 +243,10 @@ def _operation(openapi: dict[str, Any], method: str, path: str, operation: dict[
     return "\n".join(lines)
 
 
+def mcp_guide(base: str) -> str:
+    return MCP_GUIDE.replace("{base_url}", base)
+
+
 def reference(openapi: dict[str, Any], base: str) -> str:
     """Every operation of the OpenAPI document: what it does, its inputs and its answers."""
     lines = [
@@ -294,6 +303,7 @@ answer's `usage` carries its `cost_nanoton` and `cost_ton`.
 - [Overview and quick start]({base}/index.html.md): what the platform is, how to start, prices, limits, models
 - [API reference]({base}/docs.md): every endpoint with its parameters and answers
 - [OpenAPI document]({base}/openapi.json): the machine-readable contract
+- [MCP server]({base}/docs/mcp.md): the platform's tools for Claude Desktop and other MCP clients, at `{base}/mcp`
 
 ## API
 
@@ -301,7 +311,7 @@ answer's `usage` carries its `cost_nanoton` and `cost_ton`.
 
 ## Optional
 
-- [Everything in one file]({base}/llms-full.txt): this index with the overview and the API reference
+- [Everything in one file]({base}/llms-full.txt): this index with the overview, the API reference and the MCP guide
 - [Dashboard]({base}/dashboard): balance, deposits, keys and usage in a browser
 """
 
@@ -321,7 +331,8 @@ async def llms_full_txt(request: Request, state: StateDep) -> PlainTextResponse:
     """The index followed by every page it links to, for a model that reads one file."""
     base = base_url(request)
     openapi = request.app.openapi()
-    parts = [await llms_index(state, openapi, base), await overview(state, base), reference(openapi, base)]
+    parts = [await llms_index(state, openapi, base), await overview(state, base), reference(openapi, base),
+             mcp_guide(base)]
     return _markdown("\n\n".join(part.rstrip() for part in parts) + "\n")
 
 
@@ -336,3 +347,8 @@ async def reference_md(request: Request) -> PlainTextResponse:
     """The API reference (/docs) as Markdown."""
     return _markdown(reference(request.app.openapi(), base_url(request)))
 
+
+@router.get("/docs/mcp.md")
+async def mcp_md(request: Request) -> PlainTextResponse:
+    """How to connect MCP clients to the platform's tools."""
+    return _markdown(mcp_guide(base_url(request)))

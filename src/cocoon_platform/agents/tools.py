@@ -75,8 +75,10 @@ async def _translation_model(client: PlatformClient) -> str:
 
 def build_server(client_for: ClientFor) -> MCPServer:
     """The MCP server with every tool; `client_for` gives the API client for the call at hand."""
+    # The SDK sets up the root logger at this level (when nothing else has): warnings only, so that no
+    # per-call line (a tool's refusal, an HTTP request's URL) is written.
     server: MCPServer = MCPServer("cocoon-platform", title="Cocoon Platform", version=__version__,
-                                  instructions=INSTRUCTIONS, website_url="https://github.com/TelegramMessenger/cocoon")
+                                  instructions=INSTRUCTIONS, log_level="WARNING")
 
     async def call(ctx: Context, method: str, path: str, **arguments: Any) -> Any:
         client = client_for(ctx)

@@ -256,6 +256,7 @@ class MessagesStream:
         self.started = False
         self.index = -1  # of the open block
         self.kind: str | None = None
+        self.answered = False  # a text or tool_use block was opened
         self.finish_reason: str | None = None
         self.stop_reason: Any = None
         self.delta_head = b""
@@ -305,6 +306,7 @@ class MessagesStream:
         self._close(out)
         self.index += 1
         self.kind = kind
+        self.answered = self.answered or kind != "thinking"
         out.append(_event("content_block_start", {"index": self.index, "content_block": block}))
         delta_type, key = _DELTA_KEYS[kind]
         self.delta_head = b"".join((b'event: content_block_delta\ndata: {"type":"content_block_delta","index":',
@@ -318,8 +320,8 @@ class MessagesStream:
 
     def finish(self, usage: dict[str, Any]) -> bytes:
         out = [] if self.started else self._start()
-        if self.index < 0:
-            self._open("text", out, {"type": "text", "text": ""})  # an answer always has a block, if empty
+        if not self.answered:
+            self._open("text", out, {"type": "text", "text": ""})  # a text or tool_use block, as a whole answer
         self._close(out)
         stop_reason, stop_sequence = self.request._stop(self.finish_reason, self.stop_reason)
         out.append(_event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},

@@ -378,8 +378,9 @@ class ResponsesStream:
 
     def finish(self, usage: dict[str, Any]) -> bytes:
         out = [] if self.started else self._start()
-        if not self.output and self.kind is None:
-            self._open("message", out)  # an answer always has its message, if empty
+        if self.kind not in ("message", "call") and all(item["type"] == "reasoning" for item in self.output):
+            self._close(out)
+            self._open("message", out)  # an answer always has its message or a call, as a whole one
         self._close(out)
         response = {**self.response, "output": self.output}
         _finish(response, self.finish_reason, usage)

@@ -38,6 +38,8 @@ class ValidationFailed(PlatformError):
     """A 422 with FastAPI's body shape, and the OpenAI error object beside it (`validation_body`)."""
 
     status = 422
+    type = "invalid_request_error"
+    code = "validation_error"
 
     def __init__(self, loc: list[str | int], msg: str, type_: str) -> None:
         super().__init__(msg)
@@ -110,11 +112,13 @@ def _int_field(body: dict[str, Any], name: str, minimum: int, maximum: int | Non
     return value
 
 
-def _check_messages(messages: Any) -> None:
+def _check_messages(messages: Any) -> bool:
+    """Check the messages' shapes; True when they carry tool calls or tool results."""
     if not isinstance(messages, list):
         raise ValidationFailed(["messages"], "Input should be a valid list", "list_type")
     if not messages:
         raise InvalidRequest("messages must contain at least one message", param="messages")
+    history = False
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise ValidationFailed(["messages", index], "Input should be a valid dictionary", "dict_type")
@@ -125,6 +129,8 @@ def _check_messages(messages: Any) -> None:
             raise ValidationFailed(
                 ["messages", index, "role"], "Input should be 'system', 'user' or 'assistant'", "enum"
             )
+        if role == "tool" or "tool_calls" in message:
+            history = True
         content = message.get("content")
         if content is None or isinstance(content, str):
             continue
@@ -137,6 +143,7 @@ def _check_messages(messages: Any) -> None:
                     '({"type": "text", "text": "..."}) are supported by the COCOON network',
                     param="messages",
                 )
+    return history
 
 
 def _check_prompt(prompt: Any) -> None:
@@ -191,8 +198,9 @@ def prepare_request(
         # Checked before anything logs it: a newline would forge log lines, a long one fill the log.
         raise InvalidRequest(f"model must be 1-{MAX_MODEL_LENGTH} characters: letters, digits and . _ - / : @ +",
                              param="model")
+    history = False
     if chat:
-        _check_messages(body["messages"])
+        history = _check_messages(body["messages"])
     else:
         _check_prompt(body["prompt"])
     stream = body.get("stream", False)
@@ -233,7 +241,7 @@ def prepare_request(
         body.pop("stream_options", None)  # the COCOON client streams any request that carries it
     tools, added = (None, 0)
     if chat and tool_format_of is not None:
-        tools, added = apply_tools(body, tool_format_of, schemas if schemas is not None else SchemaCache())
+        tools, added = apply_tools(body, tool_format_of, schemas if schemas is not None else SchemaCache(), history)
     network_body(body, chat, extra_fields)
     return InferenceRequest(
         endpoint="chat" if chat else "completions",

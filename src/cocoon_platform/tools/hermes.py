@@ -36,6 +36,7 @@ TOOLS_TAIL = (
 REQUIRED_INSTRUCTION = "You must call at least one of these functions now: answer with <tool_call></tool_call> blocks."
 NAMED_INSTRUCTION = 'You must call the function "{name}" now: answer with a <tool_call></tool_call> block for it.'
 SINGLE_INSTRUCTION = "Call at most one function in your answer."
+_FRAME_BYTES = len(TOOLS_HEAD) + len(TOOLS_TAIL)  # ASCII
 
 
 def tools_text(offer: ToolOffer) -> str:
@@ -50,6 +51,20 @@ def tools_text(offer: ToolOffer) -> str:
     if not offer.parallel:
         parts.append("\n\n" + SINGLE_INSTRUCTION)
     return "".join(parts)
+
+
+def tools_text_bytes(offer: ToolOffer) -> int:
+    """The UTF-8 size of `tools_text(offer)`, without building it."""
+    if not offer.offered:
+        return 0
+    size = _FRAME_BYTES + offer.tool_set.lines_bytes
+    if offer.choice == REQUIRED:
+        size += 2 + len(REQUIRED_INSTRUCTION)
+    elif offer.choice == NAMED:
+        size += 2 + len(NAMED_INSTRUCTION.format(name=offer.named).encode())
+    if not offer.parallel:
+        size += 2 + len(SINGLE_INSTRUCTION)
+    return size
 
 
 def has_tool_history(messages: list[dict[str, Any]]) -> bool:

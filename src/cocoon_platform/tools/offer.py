@@ -50,6 +50,7 @@ class ToolSet:
     tools: tuple[OfferedTool, ...]
     by_name: dict[str, OfferedTool]
     lines: str  # each tool's rendered JSON on a line of its own, each line after a "\n"
+    lines_bytes: int  # their UTF-8 size
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,8 @@ def _compile_tools(tools: list[Any]) -> ToolSet:
         compiled[name] = OfferedTool(name, definition, tojson(definition),
                                      _compile(function.get("parameters"), index))
     ordered = tuple(compiled.values())
-    return ToolSet(ordered, compiled, "".join("\n" + tool.rendered for tool in ordered))
+    lines = "".join("\n" + tool.rendered for tool in ordered)
+    return ToolSet(ordered, compiled, lines, len(lines.encode()))
 
 
 def _compile(schema: Any, index: int) -> Check | None:

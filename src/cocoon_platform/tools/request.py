@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cocoon_platform.errors import UnsupportedParameter
-from cocoon_platform.tools.hermes import has_tool_history, render_messages, tools_text
+from cocoon_platform.tools.hermes import has_tool_history, render_messages, tools_text_bytes
 from cocoon_platform.tools.offer import NONE, SchemaCache, ToolOffer, read_tool_offer
 from cocoon_platform.upstream.catalog import HERMES
 
@@ -22,12 +22,15 @@ HISTORY_ITEM_BYTES = 64
 
 
 def apply_tools(body: dict[str, Any], tool_format_of: Callable[[str], str | None],
-                schemas: SchemaCache) -> tuple[ToolOffer | None, int]:
+                schemas: SchemaCache, history: bool | None = None) -> tuple[ToolOffer | None, int]:
     """Rewrite a chat body (model and messages already checked) for the network; `tool_format_of`
-    gives a model's tool format (the catalog's). Returns the offer to read the answer against
+    gives a model's tool format (the catalog's); `history` says whether the messages carry tool
+    calls or results, when the caller already knows. Returns the offer to read the answer against
     (None when no tools are offered, or `tool_choice` is `none`) and the prompt bytes added."""
     messages = body["messages"]
-    if "tools" not in body and "tool_choice" not in body and not has_tool_history(messages):
+    if history is None:
+        history = has_tool_history(messages)
+    if not history and "tools" not in body and "tool_choice" not in body:
         return None, 0
     if tool_format_of(body["model"]) != HERMES:
         if body.get("tools"):
@@ -37,9 +40,9 @@ def apply_tools(body: dict[str, Any], tool_format_of: Callable[[str], str | None
         return None, 0
     offer = read_tool_offer(body, schemas)
     body["messages"] = render_messages(messages, offer)
-    added = sum(HISTORY_ITEM_BYTES * (len(m.get("tool_calls") or ()) + (m["role"] == "tool")) for m in messages)
-    if offer is not None:
-        added += len(tools_text(offer).encode())
+    added = tools_text_bytes(offer) if offer is not None else 0
+    if history:
+        added += sum(HISTORY_ITEM_BYTES * (len(m.get("tool_calls") or ()) + (m["role"] == "tool")) for m in messages)
     if offer is None or offer.choice == NONE:
         return None, added
     return offer, added
