@@ -135,7 +135,7 @@ def build_server(client_for: ClientFor) -> MCPServer:
             source = f"{SEED_X_LANGUAGES[source_language]} " if source_language else ""
             prompt = (f"Translate the following {source}sentence into {SEED_X_LANGUAGES[target_language]}:\n"
                       f"{text} <{target_language}>")
-            body: dict[str, Any] = {"model": model, "prompt": prompt}
+            body: dict[str, Any] = {"model": model, "prompt": prompt, "temperature": 0}  # greedy, as Seed-X advises
             if max_tokens is not None:
                 body["max_tokens"] = max_tokens
             answer = await client.post("/v1/completions", body)
