@@ -4,7 +4,8 @@ Over stdio (`cocoon-platform mcp` spawned as a client would) and over streamable
 platform): every tool listed and called, answers equal to the HTTP API's, a chat billed like an API
 call (in /v1/usage with its cost, the balance moved by exactly that), a 402 as a tool error that
 says how to top up. The database does not change what the tools do (they only call the HTTP API),
-so SQLite.
+so SQLite; one test runs on PostgreSQL, where the key check and the tools' own calls each take a
+connection of the pool.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
-from support import BIN, Server, base_env, fund, new_account, start_server, start_simulator
+from support import BIN, Server, base_env, fresh_database, fund, new_account, start_server, start_simulator
 
 TOOLS = {"chat", "translate", "list_models", "network_status", "pricing", "balance", "deposit_instructions",
          "usage_history", "get_generation"}
@@ -37,6 +38,7 @@ Connect = Callable[[str], AbstractAsyncContextManager[Client]]
 class Platform:
     server: Server
     database_url: str
+    upstream_url: str
 
     def api(self, key: str) -> httpx.Client:
         return self.server.client(headers={"Authorization": f"Bearer {key}"})
@@ -50,7 +52,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platform]:
     server = start_server(tmp, database_url, {"COCOON_UPSTREAM_URL": simulator.url})
     try:
         server.client().get("/v1/models").raise_for_status()
-        yield Platform(server, database_url)
+        yield Platform(server, database_url, simulator.url)
     finally:
         server.stop()
         simulator.stop()
@@ -102,6 +104,7 @@ def test_tools_are_listed_with_descriptions_and_schemas(platform: Platform, conn
         assert set(tools) == TOOLS
         for tool in tools.values():
             assert tool.description and "Use it" in tool.description, tool.name
+            assert "\n " not in tool.description, tool.name  # no source indentation
             assert tool.input_schema["type"] == "object"
         assert set(tools["chat"].input_schema["required"]) == {"model", "messages"}
         assert set(tools["translate"].input_schema["required"]) == {"text", "target_language"}
@@ -159,6 +162,12 @@ def test_chat_and_translate_are_billed_like_api_calls(platform: Platform, connec
 
             usage = structured(await client.call_tool("usage_history", {"limit": 10}))
             assert usage["data"] == api.get("/v1/usage", params={"limit": 10}).json()["data"]
+
+            generation = structured(await client.call_tool("get_generation", {"id": chat["request_id"]}))
+            assert generation == api.get("/v1/generation", params={"id": chat["request_id"]}).json()
+            assert generation["cost_nanoton"] == chat["cost_nanoton"] and generation["model"] == chat["model"]
+            unknown = await client.call_tool("get_generation", {"id": "chatcmpl-nothing"})
+            assert unknown.is_error and "HTTP 404" in unknown.content[0].text  # type: ignore[union-attr]
         rows = {row["request_id"]: row for row in usage["data"]}
         assert set(rows) == {chat["request_id"], translation["request_id"]}
         assert rows[chat["request_id"]]["cost_nanoton"] == chat["cost_nanoton"]
@@ -228,3 +237,28 @@ def test_mcp_is_in_the_published_api(platform: Platform) -> None:
     client = platform.server.client()
     assert "post" in client.get("/openapi.json").json()["paths"]["/mcp"]
     assert "[POST /mcp]" in client.get("/llms.txt").text
+
+
+def test_chat_over_http_is_billed_on_postgresql(platform: Platform, tmp_path: Path) -> None:
+    with fresh_database("postgresql", tmp_path) as database_url:
+        server = start_server(tmp_path, database_url, {"COCOON_UPSTREAM_URL": platform.upstream_url})
+        try:
+            on_postgresql = Platform(server, database_url, platform.upstream_url)
+            key = new_account(server, database_url, FUNDS)
+            api = on_postgresql.api(key)
+
+            async def check() -> None:
+                async with http_connect(on_postgresql)(key) as client:
+                    results = [structured(await client.call_tool("chat", {
+                        "model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": f"question {i}"}]}))
+                        for i in range(3)]
+                    balance = structured(await client.call_tool("balance", {}))
+                charged = sum(result["cost_nanoton"] for result in results)
+                assert charged > 0 and balance["balance_nanoton"] == FUNDS - charged
+                assert balance == api.get("/v1/balance").json()
+                rows = api.get("/v1/usage").json()["data"]
+                assert sorted(row["request_id"] for row in rows) == sorted(r["request_id"] for r in results)
+
+            run(check)
+        finally:
+            server.stop()

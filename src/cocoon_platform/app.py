@@ -12,10 +12,12 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cocoon_platform import __version__
 from cocoon_platform.accounts.endpoints import router as accounts_router
-from cocoon_platform.agents.endpoint import McpEndpoint
+from cocoon_platform.agents.endpoint import McpService
 from cocoon_platform.agents.endpoint import router as mcp_router
 from cocoon_platform.agents.llms import router as llms_router
+from cocoon_platform.api_docs import router as api_docs_router
 from cocoon_platform.billing.endpoints import router as billing_router
+from cocoon_platform.billing.history import router as history_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
 from cocoon_platform.dialects.endpoints import router as dialects_router
@@ -121,20 +123,24 @@ def create_api(settings: Settings) -> FastAPI:
         tune_garbage_collector()
         try:
             serving = {"platform": state, "inference": InferenceHandler(state)}
-            async with McpEndpoint(app, serving, settings.max_body_bytes).running() as mcp:
+            async with McpService(app, serving, settings.max_body_bytes) as mcp:
                 yield {**serving, "mcp": mcp}
         finally:
             await state.close()
 
-    api = FastAPI(title="Cocoon Platform API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served by api_docs.py from packaged files (FastAPI's loads Swagger UI from a CDN).
+    api = FastAPI(title="Cocoon Platform API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     install_handlers(api)
     api.include_router(accounts_router)
     api.include_router(billing_router)
+    api.include_router(history_router)
     api.include_router(upstream_router)
     api.include_router(dialects_router)
     api.include_router(system_router)
     api.include_router(dashboard_router)
     api.include_router(ops_router)
+    api.include_router(api_docs_router)
     api.include_router(llms_router)
     api.include_router(mcp_router)
     add_inference_paths(api)

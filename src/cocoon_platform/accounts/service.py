@@ -66,7 +66,7 @@ async def _insert_account(session: AsyncSession) -> Account:
     for _ in range(8):
         try:
             async with session.begin_nested():
-                account = Account(deposit_code=new_deposit_code(), balance_nanoton=0, reserved_nanoton=0)
+                account = Account(deposit_code=new_deposit_code())
                 session.add(account)
                 await session.flush()
             return account
@@ -119,6 +119,11 @@ async def identify(session: AsyncSession, key_hash: bytes) -> KeyIdentity | None
         return None
     return KeyIdentity(key_id=row.id, account_id=row.account_id, expires_at=row.expires_at,
                        restricted=is_restricted(row.credit_limit_nanoton, row.models, row.expires_at))
+
+
+def low_balance(account: Account) -> bool:
+    """Whether the balance is below the user's own low-balance threshold (none set: never)."""
+    return account.low_balance_nanoton is not None and account.balance_nanoton < account.low_balance_nanoton
 
 
 async def account_by_key(session: AsyncSession, api_key: str) -> Account | None:

@@ -1,88 +1,91 @@
-"""`/mcp`: the same MCP tools over streamable HTTP on the platform itself.
+"""`/mcp`: the MCP tools over streamable HTTP on the platform itself (the server is in remote.py).
 
 Rules:
 - The caller's `ck_` key is the bearer token, checked by the platform's own key dependency
   (`CurrentKey`) before the MCP transport sees the request: a missing or wrong key gets the API's
   401 in the API's shape, and counts against the client's address like any failed authentication.
-- The tools call the platform's public HTTP API with that same key, in-process (an ASGI transport
-  into the platform's front door, no socket): each call passes the front door's body limit, key
-  check, rate limits, field filter, holds and settlement exactly as an API call does, and shows in
-  `/v1/usage`. Nothing is billed or checked a second way here.
-- Stateless, with JSON answers: every POST stands alone (no session to keep, nothing in memory
-  between calls, any instance or worker can answer). The session manager runs in the app's lifespan.
-- No DNS-rebinding host check: that guards servers trusting ambient credentials (cookies, a local
-  network); this one trusts only the bearer key a browser never sends on its own.
+- The key check's database session ends before the tools run: its transaction would hold a
+  connection (on SQLite, the write lock) while the tools' own API calls wait for one.
+- The MCP SDK is loaded on the first `/mcp` request, in a thread, not at start-up: importing it
+  costs 1-3 s of CPU, which a process that never serves MCP (a test's, a busy worker's) should not
+  pay, and which should not stall the event loop. Its session manager then runs in a task of its
+  own until shutdown (the SDK's task group must be entered and left by the same task); should
+  that task end, the next request starts another.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Any
+import asyncio
+import importlib
+from contextlib import suppress
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
-import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import Response
-from mcp.server.mcpserver import Context
-from mcp.server.transport_security import TransportSecuritySettings
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
-from cocoon_platform.accounts.keys import bearer_token
-from cocoon_platform.agents.client import PlatformClient
-from cocoon_platform.agents.tools import build_server
 from cocoon_platform.deps import CurrentKey, SessionDep
-from cocoon_platform.errors import InvalidApiKey
+
+if TYPE_CHECKING:
+    from cocoon_platform.agents.remote import McpEndpoint
 
 MCP_PATH = "/mcp"
-INTERNAL_URL = "http://platform.internal"  # never resolved: requests go through the ASGI transport
 
 router = APIRouter()
 
 
-class McpEndpoint:
-    """The MCP server of one running platform, and the in-process client its tools call the API with."""
+class McpService:
+    """The lifespan's handle on the MCP server: starts it on first use, stops it at shutdown."""
 
     def __init__(self, api: FastAPI, lifespan_state: dict[str, Any], max_body_bytes: int) -> None:
         self.api = api
         self.lifespan_state = lifespan_state
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._front_door), base_url=INTERNAL_URL,
-                                      trust_env=False)
-        self.server = build_server(self._client_for)
-        self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH, stateless_http=True, json_response=True,
-            max_request_body_size=max_body_bytes,
-            transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-        )
+        self.max_body_bytes = max_body_bytes
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Future[McpEndpoint] | None = None
 
-    @asynccontextmanager
-    async def running(self) -> AsyncIterator[McpEndpoint]:
-        async with self.http, self.server.session_manager.run():
-            yield self
+    async def __aenter__(self) -> McpService:
+        return self
 
-    async def _front_door(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The platform's whole ASGI app (`PlatformApp`), with the lifespan's state as the server gives it."""
-        await self.api.state.front_door({**scope, "state": dict(self.lifespan_state)}, receive, send)
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        traceback: TracebackType | None) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
 
-    def _client_for(self, ctx: Context) -> PlatformClient:
-        key = bearer_token((ctx.headers or {}).get("authorization"))
-        if key is None:  # the route checked it: only a request that bypassed the route lands here
-            raise InvalidApiKey()
-        return PlatformClient(self.http, key)
+    async def endpoint(self) -> McpEndpoint:
+        if self._task is None or self._task.done():
+            self._ready = asyncio.get_running_loop().create_future()
+            self._task = asyncio.create_task(self._serve(self._ready), name="mcp")
+        assert self._ready is not None
+        return await asyncio.shield(self._ready)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.server.session_manager.handle_request(scope, receive, send)
+    async def _serve(self, ready: asyncio.Future[McpEndpoint]) -> None:
+        try:
+            remote = await asyncio.to_thread(importlib.import_module, "cocoon_platform.agents.remote")
+            endpoint: McpEndpoint = remote.McpEndpoint(self.api, self.lifespan_state, self.max_body_bytes)
+            async with endpoint.running():
+                ready.set_result(endpoint)
+                await asyncio.Future()  # serve until shutdown cancels this task
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc if isinstance(exc, Exception) else RuntimeError("the MCP server stopped"))
+            raise
 
 
 class _Handover(Response):
     """Hands the request, its body unread, to the MCP transport, which writes the answer itself."""
 
-    def __init__(self, endpoint: McpEndpoint) -> None:
+    def __init__(self, service: McpService) -> None:
         super().__init__()
-        self.endpoint = endpoint
+        self.service = service
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await self.endpoint(scope, receive, send)
+        endpoint = await self.service.endpoint()
+        await endpoint(scope, receive, send)
 
 
 MCP_DESCRIPTION = """The platform's tools for AI agents over the Model Context Protocol (streamable HTTP,
@@ -107,7 +110,5 @@ async def mcp_other(request: Request, identity: CurrentKey, session: SessionDep)
 
 
 async def _hand_over(request: Request, session: AsyncSession) -> Response:
-    # The key check's session ends here, not after the answer: its transaction would hold a database
-    # connection (and on SQLite, the write lock) while the tools' own API calls wait for one.
-    await session.close()
+    await session.close()  # see the module's rules: the tools' API calls need the connection
     return _Handover(request.state.mcp)

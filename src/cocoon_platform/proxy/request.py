@@ -38,6 +38,8 @@ class ValidationFailed(PlatformError):
     """A 422 with FastAPI's body shape, and the OpenAI error object beside it (`validation_body`)."""
 
     status = 422
+    type = "invalid_request_error"
+    code = "validation_error"
 
     def __init__(self, loc: list[str | int], msg: str, type_: str) -> None:
         super().__init__(msg)

@@ -4,12 +4,10 @@
 
 import { api, report } from "./api.js";
 import { $, announce, clearChildren, el, setText, show, showMessage } from "./dom.js";
-import { formatTon, timeNode } from "./format.js";
+import { formatTon, isTonAmount, timeNode, tonFieldValue } from "./format.js";
 import { getKey, signOut } from "./session.js";
 
 const PERIOD = { daily: "today", weekly: "this week", monthly: "this month" };
-// TON with at most 9 decimals: the limit goes to the API as this text, so no float ever rounds it.
-const TON_AMOUNT = /^\d{1,10}(\.\d{1,9})?$/;
 
 let models = [];
 let restrictedSession = false;
@@ -42,7 +40,7 @@ function readChecked(prefix) {
 /* The restriction fields as API fields (null: no such restriction); throws a message to show. */
 function readRestrictions(prefix) {
   const limit = $(prefix + "-limit").value.trim();
-  if (limit && !TON_AMOUNT.test(limit)) {
+  if (limit && !isTonAmount(limit)) {
     throw new Error("Spending limit: an amount of TON such as 0.5 (at most 9 decimals), or empty for none.");
   }
   const expires = $(prefix + "-expires").value;
@@ -65,8 +63,7 @@ function localInputValue(iso) {
 }
 
 function fillRestrictions(prefix, info) {
-  const limit = info.credit_limit_nanoton;
-  $(prefix + "-limit").value = limit === null || limit === undefined ? "" : formatTon(limit).replace(/,/g, "");
+  $(prefix + "-limit").value = tonFieldValue(info.credit_limit_nanoton);
   $(prefix + "-reset").value = info.limit_reset || "";
   $(prefix + "-expires").value = info.expires_at ? localInputValue(info.expires_at) : "";
   fillModelChecks(prefix, info.models || []);
