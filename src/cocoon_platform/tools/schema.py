@@ -86,7 +86,7 @@ def _compile(schema: Any, validated: frozenset[str]) -> Check:
         return checks[0]
 
     def every(value: Any) -> bool:
-        for check in checks:
+        for check in checks:  # noqa: SIM110 (a loop: no generator object per call)
             if not check(value):
                 return False
         return True
