@@ -104,6 +104,7 @@ def test_tools_are_listed_with_descriptions_and_schemas(platform: Platform, conn
         assert set(tools) == TOOLS
         for tool in tools.values():
             assert tool.description and "Use it" in tool.description, tool.name
+            assert "\n " not in tool.description, tool.name  # no source indentation
             assert tool.input_schema["type"] == "object"
         assert set(tools["chat"].input_schema["required"]) == {"model", "messages"}
         assert set(tools["translate"].input_schema["required"]) == {"text", "target_language"}
