@@ -73,6 +73,7 @@ def test_llms_txt_prices_and_limits_are_the_live_ones(server: Server) -> None:
     assert "prices live" in text  # read from the simulated COCOON client, not the defaults
     assert "120 requests a minute per key" in text
     assert "at most 32000" in text
+    assert "`POST /v1/keys`): no limit." in text  # the tests' servers turn the sign-up limit off
     models = client.get("/v1/models").json()["data"]
     for model in models:  # each model by its id, and its alias beside it
         line = re.search(rf"^- .*`{re.escape(model['id'])}`.*$", text, re.MULTILINE)

@@ -17,6 +17,7 @@ from cocoon_platform.agents.endpoint import router as mcp_router
 from cocoon_platform.agents.llms import router as llms_router
 from cocoon_platform.api_docs import router as api_docs_router
 from cocoon_platform.billing.endpoints import router as billing_router
+from cocoon_platform.billing.history import router as history_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
 from cocoon_platform.dialects.endpoints import router as dialects_router
@@ -133,6 +134,7 @@ def create_api(settings: Settings) -> FastAPI:
     install_handlers(api)
     api.include_router(accounts_router)
     api.include_router(billing_router)
+    api.include_router(history_router)
     api.include_router(upstream_router)
     api.include_router(dialects_router)
     api.include_router(system_router)

@@ -121,6 +121,11 @@ async def identify(session: AsyncSession, key_hash: bytes) -> KeyIdentity | None
                        restricted=is_restricted(row.credit_limit_nanoton, row.models, row.expires_at))
 
 
+def low_balance(account: Account) -> bool:
+    """Whether the balance is below the user's own low-balance threshold (none set: never)."""
+    return account.low_balance_nanoton is not None and account.balance_nanoton < account.low_balance_nanoton
+
+
 async def account_by_key(session: AsyncSession, api_key: str) -> Account | None:
     """The account of a live, unexpired key."""
     identity = await identify(session, hash_api_key(api_key))

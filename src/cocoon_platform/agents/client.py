@@ -34,6 +34,8 @@ class ApiError(Exception):
         if self.status == 402:
             hint = (" Add funds with the deposit_instructions tool: it gives the wallet, your memo and a "
                     "ton:// link; the balance is credited within about 30 seconds of the transfer.")
+        if not self.status:  # no answer at all
+            return self.message
         return f"HTTP {self.status}{f' ({self.code})' if self.code else ''}: {self.message}{hint}"
 
 

@@ -101,6 +101,9 @@ def limits_section(settings: Settings) -> str:
         (f"- Rate limits: {per_key(settings.rate_limit_rpm, 'requests a minute')}, "
          f"{per_key(settings.rate_limit_concurrent, 'requests at once')} (429 with `Retry-After`)."),
         f"- Request bodies: at most {settings.max_body_bytes} bytes (413).",
+        ("- Sign-up and sign-in (`POST /api/register`, `POST /api/login`, `POST /v1/keys`): "
+         + (f"{settings.rate_limit_signup_per_minute} requests a minute per client address."
+            if settings.rate_limit_signup_per_minute else "no limit.")),
     ))
 
 
@@ -280,8 +283,8 @@ async def llms_index(state: AppState, openapi: dict[str, Any], base: str) -> str
 
 > {SUMMARY}
 
-Base URL: `{base}`; send `Authorization: Bearer ck_...` on every `/v1` call except `GET /v1/models` and
-`GET /v1/pricing`. Amounts are integers of nanoTON (1 TON = {NANOTON_PER_TON:,} nanoTON); every
+Base URL: `{base}`; send `Authorization: Bearer ck_...` to every endpoint that can answer 401 (the API
+reference lists each one's answers). Amounts are integers of nanoTON (1 TON = {NANOTON_PER_TON:,} nanoTON); every
 answer's `usage` carries its `cost_nanoton` and `cost_ton`.
 
 **Get a key and fund it; quick start.**
