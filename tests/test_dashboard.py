@@ -522,7 +522,10 @@ def test_public_network_status_models_pricing(tab: Tab, platform: Server) -> Non
     stats = page.locator("#stats-table tbody tr").filter(has_text=QWEN)
     expect(stats).to_have_count(1)
     expect(stats.locator("meter")).to_have_count(1)
+    # One row a model, its alias (listed apart by /v1/models) beside its id.
+    expect(page.locator("#models-table tbody tr")).to_have_count(2)
     expect(page.locator("#models-table tbody tr").filter(has_text=QWEN)).to_contain_text("chat")
+    expect(page.locator("#models-table tbody tr").filter(has_text=QWEN)).to_contain_text("alias qwen3-32b")
     expected = {
         "prompt_token": ("30", "0.03"),
         "cached_prompt_token": ("3", "0.003"),

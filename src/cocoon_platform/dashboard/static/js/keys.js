@@ -29,7 +29,7 @@ function fillModelChecks(prefix, ticked) {
   clearChildren(box);
   for (const id of [...new Set([...models, ...ticked])]) {
     const input = el("input", { type: "checkbox", value: id, checked: ticked.includes(id) });
-    box.appendChild(el("label", { className: "check" }, input, id));
+    box.appendChild(el("label", { className: "check" }, input, el("code", null, id)));
   }
 }
 
@@ -125,8 +125,8 @@ function keyRow(info, current) {
       ? info.models.map((id) => el("code", { className: "block" }, id))
       : [el("span", { className: "muted" }, "all")])),
     expires,
-    el("td", { className: "nowrap" }, timeNode(info.created_at)),
-    el("td", { className: "nowrap" }, timeNode(info.last_used_at)),
+    el("td", { className: "nowrap" }, timeNode(info.last_used_at, true),
+      el("span", { className: "muted small block" }, "created ", timeNode(info.created_at, true))),
     actions);
 }
 
