@@ -3,15 +3,28 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint test serve demo bench bench-peers bench-streams bench-cpu clean
+.PHONY: install lock lint test serve demo bench bench-peers bench-streams bench-cpu clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the pinned, hash-checked set in requirements.lock (runtime and test dependencies),
+# then this project itself without resolving anything more. `pip check` catches a lock that no
+# longer covers pyproject.toml: run `make lock`.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check >/dev/null || { $(BIN)/pip check; echo "requirements.lock does not cover pyproject.toml: run make lock" >&2; exit 1; }
 	touch $@
+
+# After changing dependencies in pyproject.toml: pin the newest versions that satisfy it, with
+# their hashes, into requirements.lock (commit both). UPGRADE=1 also moves pins that still fit.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 --quiet \
+		$(if $(UPGRADE),--upgrade) -o requirements.lock
 
 # The gates: ruff's lint rules over all Python here, mypy (strict, with the pydantic plugin) over
 # src; both configured in pyproject.toml.

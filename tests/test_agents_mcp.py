@@ -104,6 +104,7 @@ def test_tools_are_listed_with_descriptions_and_schemas(platform: Platform, conn
         assert set(tools) == TOOLS
         for tool in tools.values():
             assert tool.description and "Use it" in tool.description, tool.name
+            assert "\n " not in tool.description, tool.name  # no source indentation
             assert tool.input_schema["type"] == "object"
         assert set(tools["chat"].input_schema["required"]) == {"model", "messages"}
         assert set(tools["translate"].input_schema["required"]) == {"text", "target_language"}
@@ -161,6 +162,12 @@ def test_chat_and_translate_are_billed_like_api_calls(platform: Platform, connec
 
             usage = structured(await client.call_tool("usage_history", {"limit": 10}))
             assert usage["data"] == api.get("/v1/usage", params={"limit": 10}).json()["data"]
+
+            generation = structured(await client.call_tool("get_generation", {"id": chat["request_id"]}))
+            assert generation == api.get("/v1/generation", params={"id": chat["request_id"]}).json()
+            assert generation["cost_nanoton"] == chat["cost_nanoton"] and generation["model"] == chat["model"]
+            unknown = await client.call_tool("get_generation", {"id": "chatcmpl-nothing"})
+            assert unknown.is_error and "HTTP 404" in unknown.content[0].text  # type: ignore[union-attr]
         rows = {row["request_id"]: row for row in usage["data"]}
         assert set(rows) == {chat["request_id"], translation["request_id"]}
         assert rows[chat["request_id"]]["cost_nanoton"] == chat["cost_nanoton"]

@@ -385,6 +385,12 @@ def test_playground_streams_an_answer_and_shows_its_cost(tab: Tab, platform: Ser
     expect(page.locator("#balance-ton")).to_have_text(ton_text(2 * TON - record["cost_nanoton"]))
     expect(page.locator(f'#usage-table tr[data-request-id="{match.group(1)}"]')).to_be_visible()
 
+    # The usage as a CSV file, fetched with the key and handed over as a download.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert "request_id" in lines[0] and any(line.startswith(match.group(1) + ",") for line in lines[1:]), lines[:3]
+
 
 def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform: Server, database_url: str) -> None:
     key = off_loop(new_account, platform, database_url, 2 * TON)
@@ -444,6 +450,17 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     expect(page.get_by_role("button", name=re.compile("^(Revoke|Change) key"))).to_have_count(0)
 
 
+def wait_for_deposit(server: Server, key: str, status: str) -> str:
+    """Until /v1/deposits lists one deposit with this status; its transaction hash."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        listed = httpx.get(server.url + "/v1/deposits", headers=bearer(key), timeout=10).json()["data"]
+        if [d["status"] for d in listed] == [status]:
+            return str(listed[0]["tx_hash"])
+        time.sleep(0.1)
+    raise AssertionError(f"/v1/deposits never listed one {status} deposit")
+
+
 def test_deposit_through_the_simulator_raises_the_balance(
         browser: Browser, server_factory: ServerFactory, database_url: str, tmp_path: Path) -> None:
     sim = start_simulator(tmp_path)
@@ -458,14 +475,41 @@ def test_deposit_through_the_simulator_raises_the_balance(
         try:
             page = sign_in(tab, key)
             expect(page.locator("#balance-ton")).to_have_text("0")
+            expect(page.locator("#deposits-empty")).to_be_visible()
             code = page.locator("#deposit-memo").inner_text()
-            sent = run_cli(["simulate", "deposit", "--code", code, "--amount-ton", "1.25", "--url", sim.url],
-                           database_url)
+            # Seen on the chain but not final: listed as pending, not in the balance yet.
+            sent = run_cli(["simulate", "deposit", "--code", code, "--amount-ton", "1.25", "--url", sim.url,
+                            "--pending"], database_url)
             assert sent.returncode == 0, sent.stderr
+            tx_hash = wait_for_deposit(server, key, "pending")
+            page.clock.fast_forward(31_000)
+            row = page.locator(f'#deposits-table tr[data-tx-hash="{tx_hash}"]')
+            expect(row).to_have_attribute("data-status", "pending")
+            expect(row.locator("td.amount")).to_have_text("1.25")
+            expect(page.locator("#balance-ton")).to_have_text("0")
+
+            # Final: credited, and the page shows it with the balance on its next refresh.
+            httpx.post(sim.url + "/_ton/finalise", timeout=10).raise_for_status()
             wait_for_api(server, key, 1_250_000_000)
             page.clock.fast_forward(11_000)
             expect(page.locator("#balance-ton")).to_have_text("1.25")
             expect(page.locator("#flash")).to_have_text("Deposit received: +1.25 TON.")
+            expect(row).to_have_attribute("data-status", "credited")
+            expect(page.locator("#deposits-table tbody tr")).to_have_count(1)
+            expect(row.get_by_role("link")).to_have_attribute("href", re.compile(f"^https://.*{tx_hash}"))
+
+            # The account's own low-balance warning: set above the balance, then removed.
+            expect(page.locator("#low-balance-banner")).to_be_hidden()
+            page.get_by_label("Warn me when the balance is below (TON)").fill("2")
+            page.locator("#threshold-form").get_by_role("button", name="Save").click()
+            expect(page.locator("#low-balance-banner")).to_contain_text("below the 2 TON you asked to be warned at")
+            balance = httpx.get(server.url + "/v1/balance", headers=bearer(key), timeout=10).json()
+            assert (balance["low_balance"], balance["low_balance_threshold_nanoton"]) == (True, 2 * TON)
+            page.get_by_label("Warn me when the balance is below (TON)").fill("")
+            page.locator("#threshold-form").get_by_role("button", name="Save").click()
+            expect(page.locator("#low-balance-banner")).to_be_hidden()
+            balance = httpx.get(server.url + "/v1/balance", headers=bearer(key), timeout=10).json()
+            assert (balance["low_balance"], balance["low_balance_threshold_nanoton"]) == (False, None)
         finally:
             tab.close()
     finally:
@@ -478,7 +522,10 @@ def test_public_network_status_models_pricing(tab: Tab, platform: Server) -> Non
     stats = page.locator("#stats-table tbody tr").filter(has_text=QWEN)
     expect(stats).to_have_count(1)
     expect(stats.locator("meter")).to_have_count(1)
+    # One row a model, its alias (listed apart by /v1/models) beside its id.
+    expect(page.locator("#models-table tbody tr")).to_have_count(2)
     expect(page.locator("#models-table tbody tr").filter(has_text=QWEN)).to_contain_text("chat")
+    expect(page.locator("#models-table tbody tr").filter(has_text=QWEN)).to_contain_text("alias qwen3-32b")
     expected = {
         "prompt_token": ("30", "0.03"),
         "cached_prompt_token": ("3", "0.003"),

@@ -15,12 +15,11 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 
-from cocoon_platform.cli import CommandError, load_settings, run_async
+from cocoon_platform.cli.common import CommandError, Subparsers, load_settings, run_async
 from cocoon_platform.config import format_ton
 
 __all__ = ["register_keys"]
 
-Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparsers() no public name for
 
 _DEFAULT_LIMIT = 100
 # What an operator types to lift a restriction.
@@ -80,35 +79,31 @@ def cmd_revoke_key(args: argparse.Namespace) -> int:
 async def _list(args: argparse.Namespace) -> int:
     from cocoon_platform.accounts.limits import read_models
     from cocoon_platform.accounts.service import key_spending
-    from cocoon_platform.db.engine import create_engine, create_sessionmaker
+    from cocoon_platform.db.engine import database
     from cocoon_platform.db.models import Account, ApiKey
 
-    engine = create_engine(load_settings())
     now = time.time()
-    try:
-        async with create_sessionmaker(engine)() as session:
-            query = select(ApiKey, Account.deposit_code).join(Account, Account.id == ApiKey.account_id)
-            if args.deposit_code:
-                query = query.where(Account.deposit_code == args.deposit_code.strip().upper())
-            if args.account_id is not None:
-                query = query.where(ApiKey.account_id == args.account_id)
-            if not args.revoked:
-                query = query.where(ApiKey.revoked_at.is_(None))
-            rows = (await session.execute(query.order_by(ApiKey.id.desc()).limit(args.limit))).all()
-            table: list[tuple[str, ...]] = [("ID", "ACCOUNT", "PREFIX", "NAME", "LIMIT TON", "RESET", "SPENT TON",
-                                             "MODELS", "EXPIRES (UTC)", "STATUS")]
-            for key, code in rows:
-                spending = await key_spending(session, key, now)
-                table.append((
-                    str(key.id), f"{key.account_id} ({code})", key.prefix, key.name or "-",
-                    "-" if key.credit_limit_nanoton is None else format_ton(key.credit_limit_nanoton, 9, trim=True),
-                    key.limit_reset or "never", format_ton(spending.spent_nanoton, 9, trim=True),
-                    ",".join(read_models(key.models) or []) or "all",
-                    "-" if key.expires_at is None else _utc(key.expires_at),
-                    "revoked" if key.revoked_at else "expired" if key.expires_at and key.expires_at <= now else "live",
-                ))
-    finally:
-        await engine.dispose()
+    async with database(load_settings()) as db, db.sessions() as session:
+        query = select(ApiKey, Account.deposit_code).join(Account, Account.id == ApiKey.account_id)
+        if args.deposit_code:
+            query = query.where(Account.deposit_code == args.deposit_code.strip().upper())
+        if args.account_id is not None:
+            query = query.where(ApiKey.account_id == args.account_id)
+        if not args.revoked:
+            query = query.where(ApiKey.revoked_at.is_(None))
+        rows = (await session.execute(query.order_by(ApiKey.id.desc()).limit(args.limit))).all()
+        table: list[tuple[str, ...]] = [("ID", "ACCOUNT", "PREFIX", "NAME", "LIMIT TON", "RESET", "SPENT TON",
+                                         "MODELS", "EXPIRES (UTC)", "STATUS")]
+        for key, code in rows:
+            spending = await key_spending(session, key, now)
+            table.append((
+                str(key.id), f"{key.account_id} ({code})", key.prefix, key.name or "-",
+                "-" if key.credit_limit_nanoton is None else format_ton(key.credit_limit_nanoton, 9, trim=True),
+                key.limit_reset or "never", format_ton(spending.spent_nanoton, 9, trim=True),
+                ",".join(read_models(key.models) or []) or "all",
+                "-" if key.expires_at is None else _utc(key.expires_at),
+                "revoked" if key.revoked_at else "expired" if key.expires_at and key.expires_at <= now else "live",
+            ))
     if len(table) == 1:
         print("no keys")
         return 0
@@ -121,7 +116,7 @@ async def _list(args: argparse.Namespace) -> int:
 async def _set(key_id: int, sent: dict[str, Any]) -> int:
     from cocoon_platform.accounts.schemas import KeyUpdate
     from cocoon_platform.accounts.service import change_key
-    from cocoon_platform.db.engine import create_engine, create_sessionmaker
+    from cocoon_platform.db.engine import database
     from cocoon_platform.db.models import ApiKey
 
     try:
@@ -132,35 +127,27 @@ async def _set(key_id: int, sent: dict[str, Any]) -> int:
         raise CommandError(problems) from None
     if update.expires_at is not None and update.expires_at.timestamp() <= time.time():
         raise CommandError("--expires-at must be in the future")
-    engine = create_engine(load_settings())
-    try:
-        async with create_sessionmaker(engine)() as session:
-            key = await session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
-            if key is None:
-                raise CommandError(f"no live key {key_id}")
-            key = await change_key(session, key, update.changes())
-            await session.commit()
-            print(f"key {key.id} ({key.prefix}, account {key.account_id}) changed: "
-                  + ", ".join(f"{field}={value!r}" for field, value in sent.items()))
-    finally:
-        await engine.dispose()
+    async with database(load_settings()) as db, db.sessions() as session:
+        key = await session.scalar(select(ApiKey).where(ApiKey.id == key_id, ApiKey.revoked_at.is_(None)))
+        if key is None:
+            raise CommandError(f"no live key {key_id}")
+        key = await change_key(session, key, update.changes())
+        await session.commit()
+        print(f"key {key.id} ({key.prefix}, account {key.account_id}) changed: "
+              + ", ".join(f"{field}={value!r}" for field, value in sent.items()))
     return 0
 
 
 async def _revoke(key_id: int) -> int:
     from cocoon_platform.accounts.service import revoke_key
-    from cocoon_platform.db.engine import create_engine, create_sessionmaker
+    from cocoon_platform.db.engine import database
     from cocoon_platform.db.models import ApiKey
 
-    engine = create_engine(load_settings())
-    try:
-        async with create_sessionmaker(engine)() as session:
-            account_id = await session.scalar(select(ApiKey.account_id).where(ApiKey.id == key_id))
-            if account_id is None or not await revoke_key(session, account_id, key_id):
-                raise CommandError(f"no live key {key_id}")
-            await session.commit()
-    finally:
-        await engine.dispose()
+    async with database(load_settings()) as db, db.sessions() as session:
+        account_id = await session.scalar(select(ApiKey.account_id).where(ApiKey.id == key_id))
+        if account_id is None or not await revoke_key(session, account_id, key_id):
+            raise CommandError(f"no live key {key_id}")
+        await session.commit()
     print(f"key {key_id} revoked")
     return 0
 

@@ -12,11 +12,10 @@ import argparse
 import logging
 import os
 
-from cocoon_platform.cli import CommandError
+from cocoon_platform.cli.common import CommandError, Subparsers
 
 DEFAULT_PLATFORM_URL = "http://127.0.0.1:8000"
 
-Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparsers() no public name for
 
 
 def register_mcp(commands: Subparsers[argparse.ArgumentParser]) -> None:

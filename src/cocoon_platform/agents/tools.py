@@ -14,8 +14,9 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, Literal
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal, TypeVar
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -26,6 +27,7 @@ from cocoon_platform import __version__
 from cocoon_platform.agents.client import ApiError, PlatformClient
 
 ClientFor = Callable[[Context], PlatformClient]
+ToolFunction = TypeVar("ToolFunction", bound=Callable[..., Awaitable[dict[str, Any]]])
 
 INSTRUCTIONS = """Cocoon Platform: paid AI inference on Telegram's COCOON network (Qwen3 chat, Seed-X
 translation), billed per token in TON from the user's prepaid balance. Every chat or translate call
@@ -80,6 +82,15 @@ def build_server(client_for: ClientFor) -> MCPServer:
     server: MCPServer = MCPServer("cocoon-platform", title="Cocoon Platform", version=__version__,
                                   instructions=INSTRUCTIONS, log_level="WARNING")
 
+    def tool(annotations: ToolAnnotations) -> Callable[[ToolFunction], ToolFunction]:
+        """Register a tool; its description is its docstring without the source's indentation."""
+
+        def register(function: ToolFunction) -> ToolFunction:
+            server.add_tool(function, description=inspect.cleandoc(function.__doc__ or ""), annotations=annotations)
+            return function
+
+        return register
+
     async def call(ctx: Context, method: str, path: str, **arguments: Any) -> Any:
         client = client_for(ctx)
         try:
@@ -89,7 +100,7 @@ def build_server(client_for: ClientFor) -> MCPServer:
         except ApiError as exc:
             raise ToolError(str(exc)) from None
 
-    @server.tool(annotations=SPENDS)
+    @tool(SPENDS)
     async def chat(
         model: Annotated[str, Field(description="Model id from list_models, e.g. 'Qwen/Qwen3-32B'.")],
         messages: Annotated[list[Message], Field(min_length=1, description="The conversation, oldest first.")],
@@ -115,7 +126,7 @@ def build_server(client_for: ClientFor) -> MCPServer:
             result["reasoning"] = message["reasoning_content"]
         return result
 
-    @server.tool(annotations=SPENDS)
+    @tool(SPENDS)
     async def translate(
         text: Annotated[str, Field(min_length=1, description="The text to translate.")],
         target_language: Annotated[LanguageCode, Field(description="Language to translate into (ISO 639-1).")],
@@ -135,7 +146,7 @@ def build_server(client_for: ClientFor) -> MCPServer:
             source = f"{SEED_X_LANGUAGES[source_language]} " if source_language else ""
             prompt = (f"Translate the following {source}sentence into {SEED_X_LANGUAGES[target_language]}:\n"
                       f"{text} <{target_language}>")
-            body: dict[str, Any] = {"model": model, "prompt": prompt}
+            body: dict[str, Any] = {"model": model, "prompt": prompt, "temperature": 0}  # greedy, as Seed-X advises
             if max_tokens is not None:
                 body["max_tokens"] = max_tokens
             answer = await client.post("/v1/completions", body)
@@ -145,39 +156,39 @@ def build_server(client_for: ClientFor) -> MCPServer:
         return {"translation": str(choice.get("text", "")).strip(), "finish_reason": choice.get("finish_reason"),
                 **_cost(answer)}
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def list_models(ctx: Context) -> dict[str, Any]:
         """List the models on the COCOON network now: id, type ('chat' or 'translation'), endpoint, context
         window and each worker's load. Use it to pick a model for chat or translate. Free."""
         return {"models": (await call(ctx, "GET", "/v1/models"))["data"]}
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def network_status(ctx: Context) -> dict[str, Any]:
         """The COCOON network's state: per model, workers, requests running and capacity, and whether the
         data is live ('online'), stale ('cached') or missing ('offline'). Use it when calls fail or are
         slow, or to choose the least loaded model. Free."""
         return dict(await call(ctx, "GET", "/api/stats"))
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def pricing(ctx: Context) -> dict[str, Any]:
         """Current per-token prices in nanoTON (1 TON = 1e9 nanoTON) for prompt, cached prompt, completion
         and reasoning tokens, the minimum balance and how to pay. Use it to estimate a task's cost. Free."""
         return dict(await call(ctx, "GET", "/v1/pricing"))
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def balance(ctx: Context) -> dict[str, Any]:
         """The user's balance in TON and nanoTON (and USD when a rate is known), and how much is held for
         requests in flight. Use it before paid work or when a call failed with HTTP 402. Free."""
         return dict(await call(ctx, "GET", "/v1/balance"))
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def deposit_instructions(ctx: Context) -> dict[str, Any]:
         """How to add funds: the platform's TON wallet, the user's memo (deposit code) and a ton://transfer
         link that opens a TON wallet with both filled in. Use it when the balance is low or a call failed
         with HTTP 402, and show the link to the user: only they can send TON. Free."""
         return dict(await call(ctx, "GET", "/v1/deposit"))
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def usage_history(
         ctx: Context,
         limit: Annotated[int, Field(ge=1, le=200, description="How many requests, newest first.")] = 20,
@@ -188,7 +199,7 @@ def build_server(client_for: ClientFor) -> MCPServer:
         per day and model for the last 30 days. Use it to answer what was spent, on what and when. Free."""
         return dict(await call(ctx, "GET", "/v1/usage", limit=limit, before=before))
 
-    @server.tool(annotations=READ_ONLY)
+    @tool(READ_ONLY)
     async def get_generation(
         ctx: Context,
         id: Annotated[str, Field(min_length=1, description="The request id a chat or translate result gave "

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +71,20 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    """The database for one command or job: its engine and session factory, disposed of at the
+    end. (A running server keeps its engine for its lifetime instead: see state.py.)"""
+    engine = create_engine(settings)
+    try:
+        yield Database(engine, create_sessionmaker(engine))
+    finally:
+        await engine.dispose()

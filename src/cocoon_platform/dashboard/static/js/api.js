@@ -11,7 +11,7 @@ export class ApiError extends Error {
   }
 }
 
-export function errorMessage(data, response) {
+function errorMessage(data, response) {
   if (data && data.error && typeof data.error.message === "string" && data.error.message) {
     return data.error.message;
   }
@@ -23,10 +23,10 @@ export function errorMessage(data, response) {
   return "Request failed (HTTP " + response.status + ").";
 }
 
-/* The request init for a call: method, JSON body, the stored key when `auth`. */
-export function requestInit(options) {
-  const headers = { Accept: "application/json" };
+function requestInit(options) {
+  const headers = { Accept: options.accept || "application/json" };
   const init = { method: options.method || "GET", headers, cache: "no-store", credentials: "same-origin" };
+  if (options.signal) init.signal = options.signal;
   if (options.body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(options.body);
@@ -42,35 +42,36 @@ export function requestInit(options) {
   return init;
 }
 
-/* The error for a refused answer, signing the tab out when its key no longer works. */
-export function refusal(data, response, auth) {
-  const message = errorMessage(data, response);
-  if (response.status === 401 && auth) {
-    signOut("You have been signed out: " + message + ". Sign in again with a valid key.");
-  }
-  return new ApiError(message, response.status);
-}
-
 /* A fetch (or a stream read) the page cancelled itself. */
 export function isAbort(error) {
   return Boolean(error) && error.name === "AbortError";
 }
 
-export const UNREACHABLE = "Could not reach the platform. Check your connection and try again.";
-
-/* fetch JSON; options: method, body (JSON), auth (send the stored key). */
-export async function api(path, options = {}) {
+/* fetch; options: method, body (JSON), auth (send the stored key), accept, signal. Resolves to the
+ * response when it is ok; otherwise throws an ApiError with the platform's message (a 401 on a
+ * signed-in call signs the tab out), or the AbortError of a cancelled call. */
+export async function request(path, options = {}) {
   const init = requestInit(options);
   let response;
   try {
     response = await window.fetch(path, init);
   } catch (e) {
-    throw new ApiError(UNREACHABLE, 0);
+    throw isAbort(e) ? e : new ApiError("Could not reach the platform. Check your connection and try again.", 0);
   }
-  if (response.status === 204) return null;
+  if (response.ok) return response;
   const data = await response.json().catch(() => null);
-  if (response.ok) return data;
-  throw refusal(data, response, options.auth);
+  const message = errorMessage(data, response);
+  if (response.status === 401 && options.auth) {
+    signOut("You have been signed out: " + message + ". Sign in again with a valid key.");
+  }
+  throw new ApiError(message, response.status);
+}
+
+/* The JSON of a call (null for none); see request. */
+export async function api(path, options = {}) {
+  const response = await request(path, options);
+  if (response.status === 204) return null;
+  return response.json().catch(() => null);
 }
 
 /* A catch handler showing an error in element `id`; errors raised while signing out need none. */

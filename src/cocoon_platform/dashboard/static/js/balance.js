@@ -1,9 +1,11 @@
 /* The balance card: refreshed on a timer; a rise is announced as a deposit received, and any
- * change tells the listeners (the usage table, the deposits table) to refresh. */
+ * change tells the listeners (the usage table, the deposits table) to refresh. Below the account's
+ * own low-balance threshold (PATCH /api/account), a banner says so at the top of the page. */
 
 import { api, report } from "./api.js";
 import { announce, setText, show, showMessage } from "./dom.js";
 import { formatTon, formatUsd, tonToNano } from "./format.js";
+import { showThreshold } from "./threshold.js";
 
 let lastBalance = null;
 let pricing = null;
@@ -51,6 +53,11 @@ export async function loadBalance() {
   setText("balance-updated", new Date().toLocaleTimeString());
   showMessage("balance-error", "");
   updateLowBalance();
+  const threshold = balance.low_balance_threshold_nanoton;
+  showMessage("low-balance-banner", balance.low_balance && threshold !== null && threshold !== undefined
+    ? "Your balance is below the " + formatTon(threshold) + " TON you asked to be warned at. Add funds to keep "
+      + "your requests going." : "");
+  showThreshold(threshold);
   if (previous && previous.balance_nanoton !== balance.balance_nanoton) {
     if (balance.balance_nanoton > previous.balance_nanoton) {
       const added = formatTon(balance.balance_nanoton - previous.balance_nanoton);

@@ -3,15 +3,18 @@
 import { $ } from "./dom.js";
 import { loadBalance, onBalanceChange, setPricing } from "./balance.js";
 import { loadDeposit } from "./deposit.js";
+import { loadDeposits } from "./deposits.js";
 import { initKeys, loadKeys, setKeyModels } from "./keys.js";
 import { loadModels, loadPricing, loadStats, renderQuickstart } from "./network.js";
 import { initPlayground, setPlaygroundModels } from "./playground.js";
 import { everyWhileVisible } from "./poll.js";
 import { getKey, setFlash, signOut } from "./session.js";
-import { loadUsage } from "./usage.js";
+import { initThreshold } from "./threshold.js";
+import { downloadUsageCsv, loadUsage } from "./usage.js";
 
 const BALANCE_EVERY_MS = 10000;
 const STATS_EVERY_MS = 15000;
+const DEPOSITS_EVERY_MS = 30000; // pending transfers show here before the balance moves
 
 export function initDashboard() {
   if (!getKey()) {
@@ -23,12 +26,18 @@ export function initDashboard() {
   $("balance-refresh").addEventListener("click", loadBalance);
   $("usage-refresh").addEventListener("click", () => loadUsage(true));
   $("usage-more").addEventListener("click", () => loadUsage(false));
+  $("usage-csv").addEventListener("click", downloadUsageCsv);
   initKeys();
   initPlayground(loadBalance);
+  $("deposits-refresh").addEventListener("click", () => loadDeposits(true));
+  $("deposits-more").addEventListener("click", () => loadDeposits(false));
+  initThreshold(loadBalance);
   onBalanceChange(() => loadUsage(true));
+  onBalanceChange(() => loadDeposits(true));
 
   loadBalance();
   loadDeposit();
+  loadDeposits(true);
   loadUsage(true);
   loadKeys();
   loadPricing().then((body) => { if (body) setPricing(body); });
@@ -40,4 +49,5 @@ export function initDashboard() {
   renderQuickstart();
   everyWhileVisible(loadBalance, BALANCE_EVERY_MS);
   everyWhileVisible(loadStats, STATS_EVERY_MS);
+  everyWhileVisible(() => loadDeposits(true), DEPOSITS_EVERY_MS);
 }

@@ -21,6 +21,17 @@ export function formatTon(nanoton) {
   return (n < 0 ? "-" : "") + text;
 }
 
+/* Whether text is an amount of TON the API takes exactly: digits with at most 9 decimals. Such
+ * amounts go to the API as this text, so no float ever rounds them. */
+export function isTonAmount(text) {
+  return /^\d{1,10}(\.\d{1,9})?$/.test(text);
+}
+
+/* nanoTON as the text of an amount field (no grouping), "" for none (null). */
+export function tonFieldValue(nanoton) {
+  return nanoton === null || nanoton === undefined ? "" : formatTon(nanoton).replace(/,/g, "");
+}
+
 /* A TON amount the API gave as a number (e.g. minimum_balance_ton) in nanoTON. */
 export function tonToNano(ton) {
   return Math.round(Number(ton) * NANO_PER_TON);

@@ -4,12 +4,10 @@
 
 import { api, report } from "./api.js";
 import { $, announce, clearChildren, el, setText, show, showMessage } from "./dom.js";
-import { formatTon, timeNode } from "./format.js";
+import { formatTon, isTonAmount, timeNode, tonFieldValue } from "./format.js";
 import { getKey, signOut } from "./session.js";
 
 const PERIOD = { daily: "today", weekly: "this week", monthly: "this month" };
-// TON with at most 9 decimals: the limit goes to the API as this text, so no float ever rounds it.
-const TON_AMOUNT = /^\d{1,10}(\.\d{1,9})?$/;
 
 let models = [];
 let restrictedSession = false;
@@ -31,7 +29,7 @@ function fillModelChecks(prefix, ticked) {
   clearChildren(box);
   for (const id of [...new Set([...models, ...ticked])]) {
     const input = el("input", { type: "checkbox", value: id, checked: ticked.includes(id) });
-    box.appendChild(el("label", { className: "check" }, input, id));
+    box.appendChild(el("label", { className: "check" }, input, el("code", null, id)));
   }
 }
 
@@ -42,7 +40,7 @@ function readChecked(prefix) {
 /* The restriction fields as API fields (null: no such restriction); throws a message to show. */
 function readRestrictions(prefix) {
   const limit = $(prefix + "-limit").value.trim();
-  if (limit && !TON_AMOUNT.test(limit)) {
+  if (limit && !isTonAmount(limit)) {
     throw new Error("Spending limit: an amount of TON such as 0.5 (at most 9 decimals), or empty for none.");
   }
   const expires = $(prefix + "-expires").value;
@@ -65,8 +63,7 @@ function localInputValue(iso) {
 }
 
 function fillRestrictions(prefix, info) {
-  const limit = info.credit_limit_nanoton;
-  $(prefix + "-limit").value = limit === null || limit === undefined ? "" : formatTon(limit).replace(/,/g, "");
+  $(prefix + "-limit").value = tonFieldValue(info.credit_limit_nanoton);
   $(prefix + "-reset").value = info.limit_reset || "";
   $(prefix + "-expires").value = info.expires_at ? localInputValue(info.expires_at) : "";
   fillModelChecks(prefix, info.models || []);
@@ -128,8 +125,8 @@ function keyRow(info, current) {
       ? info.models.map((id) => el("code", { className: "block" }, id))
       : [el("span", { className: "muted" }, "all")])),
     expires,
-    el("td", { className: "nowrap" }, timeNode(info.created_at)),
-    el("td", { className: "nowrap" }, timeNode(info.last_used_at)),
+    el("td", { className: "nowrap" }, timeNode(info.last_used_at, true),
+      el("span", { className: "muted small block" }, "created ", timeNode(info.created_at, true))),
     actions);
 }
 

@@ -42,12 +42,26 @@ export async function loadStats() {
 
 let knownModels = [];
 
-/* The models of /v1/models, in the models table and the quick start; [] when they can't be read. */
+/* /v1/models lists each model under its network id (which holds a "/") and again under its alias
+ * (the id's last part, lower case): one entry per model here, with its aliases beside it. */
+function groupAliases(list) {
+  const models = list.filter((model) => model.id.includes("/")).map((model) => ({ ...model, aliases: [] }));
+  const rest = [];
+  for (const entry of list.filter((model) => !model.id.includes("/"))) {
+    const model = models.find((m) => m.id.split("/").pop().toLowerCase() === entry.id.toLowerCase());
+    if (model) model.aliases.push(entry.id);
+    else rest.push({ ...entry, aliases: [] });
+  }
+  return [...models, ...rest];
+}
+
+/* The models of /v1/models (one entry each, with `aliases`), in the models table and the quick
+ * start; [] when they can't be read. */
 export async function loadModels() {
   let error = null;
   try {
     const list = await api("/v1/models");
-    knownModels = (list && list.data) || [];
+    knownModels = groupAliases((list && list.data) || []);
   } catch (e) {
     knownModels = [];
     error = e;
@@ -72,7 +86,9 @@ function renderModels(error) {
   }
   for (const model of knownModels) {
     body.appendChild(el("tr", null,
-      el("th", { scope: "row" }, el("code", null, model.id)),
+      el("th", { scope: "row" }, el("code", null, model.id), model.aliases.length
+        ? el("span", { className: "muted small block" }, "alias ", el("code", null, model.aliases.join(", ")))
+        : null),
       el("td", null, model.type || ""),
       el("td", { className: "num" }, model.context_window ? formatInt(model.context_window) : "n/a"),
       el("td", null, el("code", null, model.endpoint || "")),

@@ -2,7 +2,7 @@
  * comes (fetch + server-sent events), then its tokens and cost. It is an ordinary API request,
  * billed like any other; Stop cuts the stream, and what was delivered is billed. */
 
-import { ApiError, UNREACHABLE, isAbort, refusal, requestInit } from "./api.js";
+import { ApiError, isAbort, request } from "./api.js";
 import { $, clearChildren, el, setText, show, showMessage } from "./dom.js";
 import { formatInt, formatTon } from "./format.js";
 import { defaultModel } from "./network.js";
@@ -89,16 +89,9 @@ async function send(onDone) {
   $("playground-send").disabled = true;
   show("playground-stop", true);
   try {
-    const init = requestInit({ method: "POST", body, auth: true });
-    init.headers.Accept = "text/event-stream";
-    init.signal = running.signal;
-    let response;
-    try {
-      response = await window.fetch(model.endpoint, init);
-    } catch (e) {
-      throw isAbort(e) ? e : new ApiError(UNREACHABLE, 0);
-    }
-    if (!response.ok) throw refusal(await response.json().catch(() => null), response, true);
+    const response = await request(model.endpoint, {
+      method: "POST", body, auth: true, accept: "text/event-stream", signal: running.signal,
+    });
     const requestId = response.headers.get("x-request-id");
     let usage = null;
     for await (const event of events(response.body)) {
