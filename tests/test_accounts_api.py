@@ -92,7 +92,8 @@ def test_login_balance_and_deposit_flow(server: Server, database_url: str) -> No
         assert body["deposit_code"] in deposit["instructions"] and WALLET in deposit["instructions"]
         assert deposit["payment_link"] == f"ton://transfer/{WALLET}?text={body['deposit_code']}"
 
-        credited = run_cli(["admin", "credit", "--api-key", str(key), "--amount-ton", "1.5", "--reason", "test"], database_url)
+        credited = run_cli(["admin", "credit", "--api-key-stdin", "--amount-ton", "1.5", "--reason", "test"], database_url,
+                           stdin=f"{key}\n")
         assert credited.returncode == 0, credited.stderr
         assert "1.500000000 TON" in credited.stdout
         balance = client.get("/v1/balance", headers=auth(key)).json()

@@ -209,6 +209,27 @@ def test_stdio_refuses_to_start_without_a_key(platform: Platform) -> None:
     assert done.returncode == 1 and "COCOON_API_KEY" in done.stderr and done.stdout == ""
 
 
+def test_http_clients_of_the_2025_protocol(platform: Platform) -> None:
+    """Clients still on the initialize handshake (2025 revisions, most desktop apps today) get the same tools."""
+    key = new_account(platform.server, platform.database_url, FUNDS)
+    api = platform.api(key)
+
+    async def check() -> None:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60)
+        transport = streamable_http_client(f"{platform.server.url}/mcp", http_client=http)
+        async with Client(transport, mode="legacy") as client:
+            assert client.protocol_version.startswith("2025-")
+            assert client.server_info is not None and client.server_info.name == "cocoon-platform"
+            assert client.instructions is not None and "402" in client.instructions
+            assert {tool.name for tool in (await client.list_tools()).tools} == TOOLS
+            chat = structured(await client.call_tool("chat", {
+                "model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "hi"}]}))
+            assert structured(await client.call_tool("balance", {})) == api.get("/v1/balance").json()
+        assert api.get("/v1/balance").json()["balance_nanoton"] == FUNDS - chat["cost_nanoton"]
+
+    run(check)
+
+
 def test_mcp_over_http_needs_a_valid_key(platform: Platform) -> None:
     request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}

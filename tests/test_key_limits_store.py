@@ -73,13 +73,18 @@ def test_a_request_that_would_cross_the_limit_is_refused_whole_and_the_account_k
     key, account = new_key(migrated, nanoton=10 * TON)
     limit_key(migrated, key, limit=1_000, spent=500)
 
-    async def scenario(store: BillingStore) -> list[Reservation | None]:
-        return [await reserve(store, key, 501), await reserve(store, key, 500)]
+    async def scenario(store: BillingStore) -> tuple[Reservation | None, Reservation | None, tuple[int, int],
+                                                     tuple[int, int]]:
+        refused, granted = await reserve(store, key, 501), await reserve(store, key, 500)
+        held = await asyncio.to_thread(funds, migrated, account), await asyncio.to_thread(key_counters, migrated, key)
+        if granted is not None:  # other tests count open holds in this shared database
+            await store.settle(settlement(granted, 0))
+        return refused, granted, *held
 
-    refused, granted = with_store(migrated, scenario)
+    refused, granted, account_funds, counters = with_store(migrated, scenario)
     assert refused is None and granted is not None
-    assert funds(migrated, account) == (10 * TON, 500)  # only the granted hold
-    assert key_counters(migrated, key) == (500, 500)
+    assert account_funds == (10 * TON, 500)  # only the granted hold
+    assert counters == (500, 500)
 
 
 def test_a_limit_that_resets_counts_only_the_current_period(migrated: str) -> None:
@@ -117,16 +122,21 @@ def test_an_expired_key_or_a_model_outside_the_allow_list_reserves_nothing(migra
     listed, account = new_key(migrated, nanoton=10 * TON)
     limit_key(migrated, listed, limit=None, models="\nQwen/Qwen3-0.6B\nByteDance-Seed/Seed-X-PPO-7B\n")
 
-    async def scenario(store: BillingStore) -> list[Reservation | None]:
-        return [await reserve(store, expired, 10), await reserve(store, listed, 10, model="Qwen/Qwen3-32B"),
-                await reserve(store, listed, 10, model="Qwen/Qwen3"),
-                await reserve(store, listed, 10, model="Qwen/Qwen3-0.6B\nByteDance-Seed/Seed-X-PPO-7B"),
-                await reserve(store, listed, 10, model="Qwen/Qwen3-0.6B")]
+    async def scenario(store: BillingStore) -> tuple[list[Reservation | None], int]:
+        results = [await reserve(store, expired, 10), await reserve(store, listed, 10, model="Qwen/Qwen3-32B"),
+                   await reserve(store, listed, 10, model="Qwen/Qwen3"),
+                   await reserve(store, listed, 10, model="Qwen/Qwen3-0.6B\nByteDance-Seed/Seed-X-PPO-7B"),
+                   await reserve(store, listed, 10, model="Qwen/Qwen3-0.6B")]
+        held = (await asyncio.to_thread(funds, migrated, account))[1]
+        for granted in results:
+            if granted is not None:
+                await store.settle(settlement(granted, 0))
+        return results, held
 
-    results = with_store(migrated, scenario)
+    results, held = with_store(migrated, scenario)
     assert results[:4] == [None, None, None, None]
     assert results[4] is not None
-    assert funds(migrated, account)[1] == 10
+    assert held == 10
 
 
 def test_the_sweeper_gives_a_key_back_what_a_dead_request_held(migrated: str) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -131,10 +132,13 @@ def _valid(value: Any, schema: Any) -> bool:
         return False
 
 
-def _offered_tools(system: str) -> list[dict[str, Any]]:
+@lru_cache(maxsize=256)
+def _offered_tools(system: str) -> tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...]:
+    """The tools a system prompt offers: (name, its call's tokens, the same with split tags).
+    Agents send the same prompt turn after turn: planned once (the bench measures the platform)."""
     block = _TOOLS_BLOCK.search(system)
     if not block:
-        return []
+        return ()
     tools = []
     for line in block.group(1).split("\n"):
         try:
@@ -143,11 +147,11 @@ def _offered_tools(system: str) -> list[dict[str, Any]]:
             continue
         function = tool.get("function") if isinstance(tool, dict) else None
         if isinstance(function, dict) and isinstance(function.get("name"), str):
-            tools.append(function)
-    return tools
+            tools.append((function["name"], _call_tokens(function, False), _call_tokens(function, True)))
+    return tuple(tools)
 
 
-def _call_tokens(function: dict[str, Any], split_tags: bool) -> list[str]:
+def _call_tokens(function: dict[str, Any], split_tags: bool) -> tuple[str, ...]:
     schema = function.get("parameters") or {"type": "object"}
     arguments = instance_of(schema)
     if not isinstance(arguments, dict) or not _valid(arguments, schema):
@@ -155,7 +159,7 @@ def _call_tokens(function: dict[str, Any], split_tags: bool) -> list[str]:
     body = json.dumps({"name": function["name"], "arguments": arguments}, ensure_ascii=False)
     open_tag = ["<tool", "_call>"] if split_tags else ["<tool_call>"]
     close_tag = ["</tool_", "call>"] if split_tags else ["</tool_call>"]
-    return [*open_tag, "\n", *_pieces(body), "\n", *close_tag]
+    return (*open_tag, "\n", *_pieces(body), "\n", *close_tag)
 
 
 def word_tokens(words: WordCycle, offset: int, count: int) -> list[str]:
@@ -178,7 +182,7 @@ def _tool_content(messages: list[dict[str, Any]], system: str, seed: int, calls_
     else:
         count = (0, 1, 1, 2)[seed % 4]
     if named:
-        chosen = [f for f in tools if f["name"] == named.group(1)] * count
+        chosen = [tool for tool in tools if tool[0] == named.group(1)] * count
     else:
         chosen = [tools[((seed >> 5) + i) % len(tools)] for i in range(count)] if tools else []
     if not chosen:
@@ -187,10 +191,10 @@ def _tool_content(messages: list[dict[str, Any]], system: str, seed: int, calls_
     tokens: list[str] = []
     if seed & 0x80:
         tokens.extend(_pieces("I will look that up.\n"))
-    for index, function in enumerate(chosen):
+    for index, (_name, whole, split) in enumerate(chosen):
         if index:
             tokens.append("\n")
-        tokens.extend(_call_tokens(function, split_tags))
+        tokens.extend(split if split_tags else whole)
     return tokens
 
 

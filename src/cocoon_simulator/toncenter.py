@@ -35,16 +35,9 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from pytoniq_core import begin_cell
-
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
+from cocoon_simulator import ton_bodies
 from cocoon_simulator.cocoon_app import ASGIApp, Receive, Scope, Send
-from cocoon_platform.ton.comment import (
-    encode_binary_comment,
-    encode_encrypted_comment,
-    encode_jetton_notification,
-    encode_text_comment,
-)
 
 __all__ = [
     "DEFAULT_WALLET",
@@ -68,8 +61,6 @@ _FIRST_BLOCK_LT = 47_000_000_000_000
 _BLOCK_LT_STEP = 1_000_000
 _FIRST_MC_SEQNO = 47_000_000
 _KINDS = ("text", "binary", "encrypted", "jetton", "none")
-_EMPTY_BODY = base64.b64encode(begin_cell().end_cell().to_boc(hash_crc32=True)).decode()
-_OPCODES = {"text": 0, "binary": 0, "encrypted": 0x2167DA4B, "jetton": 0x7362D09C}
 _FEE = 2_000_000
 
 
@@ -322,26 +313,23 @@ def _message_body(
 ) -> tuple[str, dict[str, Any] | None, int | None]:
     """(body BoC, message_content.decoded, opcode) for a deposit request."""
     if request.bounced:
-        # A bounced message carries 0xffffffff and the start of the original body.
-        original = request.comment.encode("utf-8")[:24]
-        cell = begin_cell().store_uint(0xFFFFFFFF, 32).store_uint(0, 32).store_bytes(original)
-        return _b64(cell.end_cell().to_boc(hash_crc32=True)), None, 0xFFFFFFFF
+        return ton_bodies.bounced_body(request.comment.encode("utf-8")), None, ton_bodies.BOUNCED
     if request.kind == "none":
-        return _EMPTY_BODY, None, None
+        return ton_bodies.empty_body(), None, None
     decoded: dict[str, Any] | None = None
     if request.kind == "text":
-        body = encode_text_comment(request.comment)
+        body = ton_bodies.text_comment(request.comment)
         decoded = {"@type": "text_comment", "comment": request.comment}
     elif request.kind == "binary":
         data = request.comment.encode("utf-8")
-        body = encode_binary_comment(data)
+        body = ton_bodies.binary_comment(data)
         decoded = {"@type": "binary_comment", "hex_comment": "ff" + data.hex()}
     elif request.kind == "encrypted":
-        body = encode_encrypted_comment(secrets.token_bytes(48) + request.comment.encode("utf-8"))
+        body = ton_bodies.encrypted_comment(secrets.token_bytes(48) + request.comment.encode("utf-8"))
     else:
-        comment = request.comment or None
-        body = encode_jetton_notification(secrets.randbits(64), 10**6, sender, comment)
-    return body, decoded if request.decoded else None, _OPCODES[request.kind]
+        body = ton_bodies.jetton_notification(secrets.randbits(64), 10**6, (sender.workchain, sender.hash),
+                                              request.comment or None)
+    return body, decoded if request.decoded else None, ton_bodies.OPCODES[request.kind]
 
 
 def _out_message(wallet: str, destination: str, lt: int, now: int, value: int) -> dict[str, Any]:
@@ -357,7 +345,7 @@ def _out_message(wallet: str, destination: str, lt: int, now: int, value: int) -
         "bounced": False,
         "message_content": {
             "hash": _b64(secrets.token_bytes(32)),
-            "body": _EMPTY_BODY,
+            "body": ton_bodies.empty_body(),
             "decoded": None,
         },
     }

@@ -4,6 +4,7 @@ and `admin backup`. Balances change only through the billing package (docs/money
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 
 from cocoon_platform.cli.common import CommandError, Subparsers, load_settings, run_async
@@ -35,9 +36,13 @@ async def _adjust_balance(args: argparse.Namespace, sign: int) -> int:
         raise CommandError(f"--amount-ton: {exc}") from None
     if amount <= 0:
         raise CommandError("--amount-ton must be positive")
+    if args.api_key is not None:
+        raise CommandError("--api-key would put the key in the process list and the shell's history: "
+                           "pipe it to --api-key-stdin instead, or name the account by --deposit-code")
+    api_key = _key_from_stdin() if args.api_key_stdin else None
     async with database(load_settings()) as db, db.sessions() as session:
-        if args.api_key:
-            account = await account_by_key(session, args.api_key)
+        if api_key is not None:
+            account = await account_by_key(session, api_key)
             if account is None:
                 raise CommandError("no account has that API key (or it was revoked)")
         else:
@@ -59,6 +64,15 @@ async def _adjust_balance(args: argparse.Namespace, sign: int) -> int:
     return 0
 
 
+def _key_from_stdin() -> str:
+    """The account's key, the first line of standard input (never an argument: see --help)."""
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise CommandError("--api-key-stdin: standard input has no key (e.g. `cocoon-platform admin credit "
+                           "--api-key-stdin ... < keyfile`)")
+    return key
+
+
 def cmd_credit(args: argparse.Namespace) -> int:
     return run_async(lambda: _adjust_balance(args, +1))
 
@@ -68,10 +82,16 @@ def cmd_debit(args: argparse.Namespace) -> int:
 
 
 def _add_balance_command(admin: Subparsers[argparse.ArgumentParser], name: str, handler: Callable[[argparse.Namespace], int], verb: str) -> None:
-    parser = admin.add_parser(name, help=f"{verb} an account through the ledger")
+    parser = admin.add_parser(
+        name, help=f"{verb} an account through the ledger",
+        description=f"{verb.capitalize()} an account through the ledger. Name the account by its deposit code, "
+                    "or pipe one of its keys to --api-key-stdin: a key is never taken as an argument, where "
+                    "ps and the shell's history would show it.")
     who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--api-key", help="the account's ck_ key")
     who.add_argument("--deposit-code", help="the account's deposit code")
+    who.add_argument("--api-key-stdin", action="store_true",
+                     help="read one of the account's ck_ keys from standard input (one line)")
+    who.add_argument("--api-key", help=argparse.SUPPRESS)  # refused with a pointer to --api-key-stdin
     parser.add_argument("--amount-ton", required=True, help="amount in TON, e.g. 1.5")
     parser.add_argument("--reason", required=True, help="why; kept in the ledger entry")
     parser.set_defaults(handler=handler)

@@ -276,6 +276,8 @@ class ReadAnswer:
 
 def read_answer(text: str, offer: ToolOffer) -> ReadAnswer:
     """A whole answer's text: reasoning, content, and its valid tool calls."""
+    if CALL_OPEN not in text and THINK_OPEN not in text:
+        return ReadAnswer(text, None)  # nothing to take out
     scanner = AnswerScanner()
     pieces = scanner.feed(text)
     pieces.extend(scanner.finish())

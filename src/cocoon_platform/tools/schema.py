@@ -24,6 +24,7 @@ _KEYWORDS = frozenset((
     "type", "properties", "required", "additionalProperties", "items", "enum", "const", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
 ))
+_OBJECT_KEYWORDS = frozenset(("type", "properties", "required", "additionalProperties"))
 _ANNOTATIONS = frozenset(("title", "description", "default", "examples", "$comment", "format", "deprecated",
                           "readOnly", "writeOnly"))
 
@@ -66,6 +67,8 @@ def _compile(schema: Any, validated: frozenset[str]) -> Check:
         return lambda v: False
     if not isinstance(schema, dict):
         raise _Unsupported
+    if schema.get("type") == "object" and validated.isdisjoint(set(schema) - _OBJECT_KEYWORDS - _ANNOTATIONS):
+        return _object(schema, validated)
     checks: list[Check] = []
     for keyword, value in schema.items():
         if keyword in _ANNOTATIONS or keyword not in validated:
@@ -81,7 +84,40 @@ def _compile(schema: Any, validated: frozenset[str]) -> Check:
         return _ALWAYS
     if len(checks) == 1:
         return checks[0]
-    return lambda v: all(check(v) for check in checks)
+
+    def every(value: Any) -> bool:
+        for check in checks:  # noqa: SIM110 (a loop: no generator object per call)
+            if not check(value):
+                return False
+        return True
+
+    return every
+
+
+def _object(schema: dict[str, Any], validated: frozenset[str]) -> Check:
+    """The usual tool schema, an object of typed properties, as one loop (the generic closures
+    cost several function calls a keyword)."""
+    try:
+        properties = {name: _compile(sub, validated) for name, sub in (schema.get("properties") or {}).items()}
+        required = tuple(schema.get("required") or ())
+        extra_schema = schema.get("additionalProperties", True)
+    except AttributeError:
+        raise _Unsupported from None
+    extra = None if extra_schema is True else _compile(extra_schema, validated)
+
+    def check(value: Any) -> bool:
+        if not isinstance(value, dict):
+            return False
+        for name in required:
+            if name not in value:
+                return False
+        for name, item in value.items():
+            test = properties.get(name, extra)
+            if test is not None and not test(item):
+                return False
+        return True
+
+    return check
 
 
 def _ALWAYS(value: Any) -> bool:
@@ -90,8 +126,9 @@ def _ALWAYS(value: Any) -> bool:
 
 def _keyword(keyword: str, value: Any, schema: dict[str, Any], validated: frozenset[str]) -> Check:
     if keyword == "type":
-        names = [value] if isinstance(value, str) else value
-        tests = [_TYPES[name] for name in names]
+        if isinstance(value, str):
+            return _TYPES[value]
+        tests = [_TYPES[name] for name in value]
         return lambda v: any(test(v) for test in tests)
     if keyword == "properties":
         compiled = {name: _compile(sub, validated) for name, sub in value.items()}

@@ -42,26 +42,28 @@ RESTART_PATIENCE_MS = 50
 # RESTART_FRAMES lets it reach: cutting a large file takes the writer tens of milliseconds.
 WAL_SIZE_LIMIT = 128 * 1024 * 1024
 
-# A live key, unexpired, that allows the model; with whether it has a credit limit and where the
-# limit's current period began (?3..?5: the current day, week and month; see accounts/limits.py).
-SQLITE_KEY = """
-SELECT id, account_id, credit_limit_nanoton IS NOT NULL,
-       CASE limit_reset WHEN 'daily' THEN ?3 WHEN 'weekly' THEN ?4 WHEN 'monthly' THEN ?5 ELSE 0 END
-  FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2)
-   AND (models IS NULL OR instr(models, ?6) > 0)"""
-# The overdraft only for accounts whose lifetime credits reach the minimum (?5).
+# Reserve on the account of a live, unexpired key that allows the model (?6; ?7: now), if the funds
+# allow it: the overdraft (?4) only for accounts whose lifetime credits reach the minimum (?5). One
+# statement, as before key limits; it returns the key's id, negated when the key has a credit limit
+# (then SQLITE_RESERVE_KEY counts the reservation against it, or the reservation is undone).
 SQLITE_RESERVE = """
 UPDATE accounts SET reserved_nanoton = reserved_nanoton + ?2
- WHERE id = ?1 AND balance_nanoton >= ?3
-   AND balance_nanoton - reserved_nanoton - ?2 >= -(CASE WHEN credited_nanoton >= ?5 THEN ?4 ELSE 0 END)"""
+ WHERE id = (SELECT account_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL
+                AND (expires_at IS NULL OR expires_at > ?7) AND (models IS NULL OR instr(models, ?6) > 0))
+   AND balance_nanoton >= ?3
+   AND balance_nanoton - reserved_nanoton - ?2 >= -(CASE WHEN credited_nanoton >= ?5 THEN ?4 ELSE 0 END)
+RETURNING id, (SELECT CASE WHEN credit_limit_nanoton IS NULL THEN id ELSE -id END FROM api_keys WHERE key_hash = ?1)"""
 SQLITE_UNRESERVE = "UPDATE accounts SET reserved_nanoton = reserved_nanoton - ?2 WHERE id = ?1"
-# Count a reservation against the key's limit (?3: the period's start), if it fits.
-SQLITE_RESERVE_KEY = """
-UPDATE api_keys SET limit_spent_nanoton = CASE WHEN limit_period_start < ?3 THEN 0 ELSE limit_spent_nanoton END,
-                    limit_period_start = max(limit_period_start, ?3),
+# Count a reservation against the key's limit, if it fits (?3..?5: the current day, week and month's
+# starts; the spending of a period that is over counts as zero).
+_KEY_PERIOD = "(CASE limit_reset WHEN 'daily' THEN ?3 WHEN 'weekly' THEN ?4 WHEN 'monthly' THEN ?5 ELSE 0 END)"
+SQLITE_RESERVE_KEY = f"""
+UPDATE api_keys SET limit_spent_nanoton = CASE WHEN limit_period_start < {_KEY_PERIOD} THEN 0
+                                          ELSE limit_spent_nanoton END,
+                    limit_period_start = max(limit_period_start, {_KEY_PERIOD}),
                     limit_reserved_nanoton = limit_reserved_nanoton + ?2
  WHERE id = ?1 AND credit_limit_nanoton IS NOT NULL
-   AND CASE WHEN limit_period_start < ?3 THEN 0 ELSE limit_spent_nanoton END
+   AND CASE WHEN limit_period_start < {_KEY_PERIOD} THEN 0 ELSE limit_spent_nanoton END
        + limit_reserved_nanoton + ?2 <= credit_limit_nanoton"""
 SQLITE_HOLD = "INSERT INTO holds (id, account_id, amount_nanoton, expires_at, key_id) VALUES (?, ?, ?, ?, ?)"
 SQLITE_MOVE = "UPDATE accounts SET balance_nanoton = balance_nanoton - ?, reserved_nanoton = reserved_nanoton - ? WHERE id = ?"
@@ -234,17 +236,17 @@ class SqliteBillingStore(BillingStore):
                      starts: tuple[int, int, int]) -> Reservation | None:
         """One reservation, inside the batch's transaction (SQLite has one writer: these statements
         see and change the rows as one step)."""
-        key = db.execute(SQLITE_KEY, (key_hash, now, *starts, needle)).fetchone()
-        if key is None:
+        row = db.execute(SQLITE_RESERVE, (key_hash, amount, min_balance, overdraft, min_credits, needle, now)).fetchone()
+        if row is None:
             return None
-        key_id, account_id, limited, period = key
-        if not db.execute(SQLITE_RESERVE, (account_id, amount, min_balance, overdraft, min_credits)).rowcount:
-            return None
-        if limited and not db.execute(SQLITE_RESERVE_KEY, (key_id, amount, period)).rowcount:
+        account_id, signed_key_id = row
+        limited = signed_key_id < 0
+        key_id = -signed_key_id if limited else signed_key_id
+        if limited and not db.execute(SQLITE_RESERVE_KEY, (key_id, amount, *starts)).rowcount:
             db.execute(SQLITE_UNRESERVE, (account_id, amount))
             return None
         db.execute(SQLITE_HOLD, (hold_id, account_id, amount, expires_at, key_id if limited else None))
-        return Reservation(hold_id, account_id, key_id, amount, bool(limited))
+        return Reservation(hold_id, account_id, key_id, amount, limited)
 
     def _apply(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
         db = self._connection()
