@@ -69,6 +69,15 @@ SCENARIOS: dict[str, tuple[str, bytes]] = {
     "messages": ("/v1/messages",
                  b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"system":"You are a helpful assistant.",'
                  b'"messages":[{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}'),
+    # The same answers streamed, each dialect's events translated from the chat chunks.
+    "responses_stream": ("/v1/responses",
+                         b'{"model":"Qwen/Qwen3-32B","max_output_tokens":64,"stream":true,'
+                         b'"instructions":"You are a helpful assistant.",'
+                         b'"input":"[[sim:tokens=20]] Write a haiku about the sea."}'),
+    "messages_stream": ("/v1/messages",
+                        b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"stream":true,'
+                        b'"system":"You are a helpful assistant.","thinking":{"type":"enabled","budget_tokens":32},'
+                        b'"messages":[{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}'),
 }
 
 

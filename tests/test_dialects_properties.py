@@ -261,3 +261,12 @@ def test_a_cut_stream_ends_with_the_failure_event(answer: dict[str, Any], cut: i
     streamed = events(messages.frame(chunks) + messages.fail(error))
     assert streamed[-1] == ("error", {"type": "error", "error": {"type": "api_error", "message": error.message}})
     assert "message_stop" not in [name for name, _ in streamed]
+
+
+def test_every_request_id_fits_the_id_columns() -> None:
+    """Ruling 9: prefixed ids fit String(40) (holds.id, usage_records.request_id) without a migration."""
+    from cocoon_platform.proxy.handler import new_request_id
+
+    for prefix in ("req_", "chatcmpl-", "cmpl-", "resp_", "msg_"):
+        request_id = new_request_id(prefix)
+        assert request_id.startswith(prefix) and len(request_id) <= 40

@@ -44,22 +44,24 @@ class Chunk(msgspec.Struct):
 
 
 _decode_chunk = msgspec.json.Decoder(Chunk).decode
+_decode_chunks = msgspec.json.Decoder(list[Chunk]).decode
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def first_choices(payloads: list[bytes]) -> list[ChunkChoice]:
-    """The first choice of each chunk that has one (a dialect answers with one choice; `n` is
-    refused on its way in). A chunk that does not decode is skipped, as the relay skips it."""
-    out = []
-    for payload in payloads:
-        try:
-            chunk = _decode_chunk(payload)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            continue
-        for choice in chunk.choices:
-            if choice.index == 0:
-                out.append(choice)
-                break
-    return out
+    """The first choice of each chunk (a dialect answers with one choice). The chunks of one read
+    are decoded in one call, as one JSON array; when one of them does not decode, each is
+    decoded alone and that one skipped, as the relay skips it."""
+    try:
+        chunks = _decode_chunks(b"[" + b",".join(payloads) + b"]")
+    except _DECODE_ERRORS:
+        chunks = []
+        for payload in payloads:
+            try:
+                chunks.append(_decode_chunk(payload))
+            except _DECODE_ERRORS:
+                continue
+    return [choice for chunk in chunks for choice in chunk.choices if choice.index == 0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,14 +23,14 @@ from typing import Any
 
 import orjson
 
-from cocoon_platform.dialects.chat import ChunkChoice, first_choices, function_of, read_message, read_usage
+from cocoon_platform.dialects.chat import Delta, first_choices, function_of, read_message, read_usage
 from cocoon_platform.errors import InvalidRequest, PlatformError
 
 PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 READ_FIELDS = frozenset((
     "model", "messages", "system", "max_tokens", "tools", "tool_choice", "stop_sequences", "temperature", "top_p",
-    "thinking", "stream", "metadata", "service_tier", "container", "mcp_servers", "context_management",
+    "thinking", "stream", "metadata", "service_tier", "context_management",
 ))
 # Anthropic's error type for each status the platform answers with.
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -241,6 +241,8 @@ def _event(kind: str, fields: dict[str, Any]) -> bytes:
     return b"".join((b"event: ", kind.encode(), b"\ndata: ", orjson.dumps({"type": kind, **fields}), b"\n\n"))
 
 
+_BLOCKS: dict[str, dict[str, Any]] = {"thinking": {"type": "thinking", "thinking": "", "signature": ""},
+                                      "text": {"type": "text", "text": ""}}
 _DELTA_KEYS = {"thinking": (b"thinking_delta", b"thinking"), "text": (b"text_delta", b"text"),
                "tool_use": (b"input_json_delta", b"partial_json")}
 
@@ -259,7 +261,7 @@ class MessagesStream:
         self.answered = False  # a text or tool_use block was opened
         self.finish_reason: str | None = None
         self.stop_reason: Any = None
-        self.delta_head = b""
+        self.delta_event = b""  # the open block's delta event: a template (see _open)
 
     def _start(self) -> list[bytes]:
         self.started = True
@@ -272,15 +274,29 @@ class MessagesStream:
     def frame(self, payloads: list[bytes]) -> bytes:
         out = [] if self.started else self._start()
         for choice in first_choices(payloads):
-            self._choice(choice, out)
+            if choice.finish_reason is not None:
+                self.finish_reason, self.stop_reason = choice.finish_reason, choice.stop_reason
+            delta = choice.delta
+            if delta is None:
+                continue
+            thought = delta.reasoning_content or delta.reasoning
+            text = delta.content
+            if delta.tool_calls is None and not (thought and text):
+                # The usual chunk, one piece of text: inline, from the open block's template.
+                if thought:
+                    text, kind = thought, "thinking"
+                elif text:
+                    kind = "text"
+                else:
+                    continue
+                if kind != self.kind:
+                    self._open(kind, out, _BLOCKS[kind])
+                out.append(self.delta_event % orjson.dumps(text))
+            else:
+                self._choice(delta, out)
         return b"".join(out)
 
-    def _choice(self, choice: ChunkChoice, out: list[bytes]) -> None:
-        if choice.finish_reason is not None:
-            self.finish_reason, self.stop_reason = choice.finish_reason, choice.stop_reason
-        delta = choice.delta
-        if delta is None:
-            return
+    def _choice(self, delta: Delta, out: list[bytes]) -> None:
         thought = delta.reasoning_content or delta.reasoning
         if thought:
             self._delta("thinking", thought, out)
@@ -296,11 +312,8 @@ class MessagesStream:
 
     def _delta(self, kind: str, text: str, out: list[bytes]) -> None:
         if self.kind != kind:
-            block = {"type": "thinking", "thinking": "", "signature": ""} if kind == "thinking" else {
-                "type": "text", "text": ""}
-            self._open(kind, out, block)
-        # The hot event, written from a template: one per token.
-        out.append(self.delta_head + orjson.dumps(text) + b"}}\n\n")
+            self._open(kind, out, _BLOCKS[kind])
+        out.append(self.delta_event % orjson.dumps(text))
 
     def _open(self, kind: str, out: list[bytes], block: dict[str, Any]) -> None:
         self._close(out)
@@ -309,9 +322,10 @@ class MessagesStream:
         self.answered = self.answered or kind != "thinking"
         out.append(_event("content_block_start", {"index": self.index, "content_block": block}))
         delta_type, key = _DELTA_KEYS[kind]
-        self.delta_head = b"".join((b'event: content_block_delta\ndata: {"type":"content_block_delta","index":',
-                                    str(self.index).encode(), b',"delta":{"type":"', delta_type, b'","', key,
-                                    b'":'))
+        # The hot event, one per token: a template of its text.
+        self.delta_event = b"".join((b'event: content_block_delta\ndata: {"type":"content_block_delta","index":',
+                                     str(self.index).encode(), b',"delta":{"type":"', delta_type, b'","', key,
+                                     b'":%b}}\n\n'))
 
     def _close(self, out: list[bytes]) -> None:
         if self.kind is not None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import orjson
 
-from cocoon_platform.dialects.chat import ChunkChoice, first_choices, function_of, read_message, read_usage, text_of
+from cocoon_platform.dialects.chat import Delta, first_choices, function_of, read_message, read_usage, text_of
 from cocoon_platform.errors import InvalidRequest, PlatformError
 
 PATH = "/v1/responses"
@@ -263,7 +263,7 @@ class ResponsesStream:
         self.call: dict[str, Any] | None = None  # the open function_call item
         self.calls = 0
         self.finish_reason: str | None = None
-        self.delta_head = b""  # the open text item's delta event, up to its sequence number
+        self.delta_event = b""  # the open text item's delta event: a template (see _open)
 
     def _event(self, kind: str, fields: dict[str, Any]) -> bytes:
         self.sequence += 1
@@ -279,15 +279,32 @@ class ResponsesStream:
     def frame(self, payloads: list[bytes]) -> bytes:
         out = [] if self.started else self._start()
         for choice in first_choices(payloads):
-            self._choice(choice, out)
+            if choice.finish_reason is not None:
+                self.finish_reason = choice.finish_reason
+            delta = choice.delta
+            if delta is None:
+                continue
+            thought = delta.reasoning_content or delta.reasoning
+            text = delta.content
+            if delta.tool_calls is None and not (thought and text):
+                # The usual chunk, one piece of text: inline, from the open item's template.
+                if thought:
+                    text, kind = thought, "reasoning"
+                elif text:
+                    kind = "message"
+                else:
+                    continue
+                if kind != self.kind:
+                    self._close(out)
+                    self._open(kind, out)
+                self.text.append(text)
+                out.append(self.delta_event % (self.sequence, orjson.dumps(text)))
+                self.sequence += 1
+            else:
+                self._choice(delta, out)
         return b"".join(out)
 
-    def _choice(self, choice: ChunkChoice, out: list[bytes]) -> None:
-        if choice.finish_reason is not None:
-            self.finish_reason = choice.finish_reason
-        delta = choice.delta
-        if delta is None:
-            return
+    def _choice(self, delta: Delta, out: list[bytes]) -> None:
         thought = delta.reasoning_content or delta.reasoning
         if thought:
             self._text("reasoning", thought, out)
@@ -309,9 +326,7 @@ class ResponsesStream:
             self._close(out)
             self._open(kind, out)
         self.text.append(text)
-        # The hot event, written from a template: one per token.
-        out.append(self.delta_head + str(self.sequence).encode() + b',"delta":' + orjson.dumps(text)
-                   + (b',"logprobs":[]}\n\n' if kind == "message" else b"}\n\n"))
+        out.append(self.delta_event % (self.sequence, orjson.dumps(text)))
         self.sequence += 1
 
     def _open(self, kind: str, out: list[bytes]) -> None:
@@ -333,9 +348,11 @@ class ResponsesStream:
                 "item_id": item["id"], "output_index": index, "content_index": 0, "part": part}))
             event = "response.output_text.delta"
             position = b',"content_index":0'
-        self.delta_head = b"".join((
-            b"event: ", event.encode(), b'\ndata: {"type":"', event.encode(), b'","item_id":"', item["id"].encode(),
-            b'","output_index":', str(index).encode(), position, b',"sequence_number":'))
+        # The hot event, one per token: a template of its sequence number and text.
+        self.delta_event = b"".join((
+            b"event: ", event.encode(), b'\ndata: {"type":"', event.encode(), b'","item_id":"',
+            item["id"].encode().replace(b"%", b"%%"), b'","output_index":', str(index).encode(), position,
+            b',"sequence_number":%d,"delta":%b', b',"logprobs":[]}\n\n' if kind == "message" else b"}\n\n"))
 
     def _open_call(self, call_id: str | None, name: str | None, out: list[bytes]) -> None:
         index = self.calls
