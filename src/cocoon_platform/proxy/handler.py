@@ -76,9 +76,11 @@ class InferenceHandler:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
-        ttl = state.settings.reservation_ttl_seconds
-        # A request never outlives its hold, so the sweeper never releases a live one.
-        self.deadline = max(1.0, ttl - min(60.0, ttl * 0.2))
+        settings = state.settings
+        # The network's own deadline (the `timeout` sent with the request) comes first, by a margin;
+        # and a request never outlives its hold (Settings checks it), so the sweeper never releases
+        # a live one.
+        self.deadline = settings.upstream_request_timeout + settings.upstream_deadline_margin
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
@@ -108,6 +110,7 @@ class InferenceHandler:
                     default_max_tokens=settings.default_max_tokens,
                     max_coefficient=settings.max_coefficient,
                     extra_fields=settings.upstream_extra_field_set,
+                    request_timeout=settings.upstream_request_timeout,
                 )
                 prices = state.prices
                 amount = state.pricer.worst_case(prices, len(raw), request.max_tokens * request.choices)

@@ -19,8 +19,10 @@ from cocoon_platform.proxy.network_fields import network_body
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 
-# The COCOON client's own knobs: the platform sets its own deadline and never exposes debug data.
+# The COCOON client's own knobs: the platform sets the request's `timeout` itself (the operator's
+# setting, below the platform's own deadline) and never exposes debug data.
 CLIENT_CONTROL_FIELDS = ("timeout", "enable_debug", "request_guid")
+DEFAULT_REQUEST_TIMEOUT = 120.0  # seconds: the COCOON client's own default
 ROLES = frozenset(("system", "user", "assistant", "developer", "tool"))
 MAX_N = 16
 
@@ -122,7 +124,7 @@ def _check_prompt(prompt: Any) -> None:
 
 def parse_request(
     path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
-    extra_fields: Collection[str] = (),
+    extra_fields: Collection[str] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> InferenceRequest:
     """Validate a body and prepare what is forwarded upstream (only what the network takes:
     `network_fields.network_body`, with the operator's `extra_fields`)."""
@@ -178,6 +180,7 @@ def parse_request(
         body.pop(name, None)
     body["max_tokens"] = max_tokens
     body["max_coefficient"] = max_coefficient
+    body["timeout"] = request_timeout
     if stream:
         body["stream_options"] = {**(stream_options or {}), "include_usage": True}
     else:
