@@ -3,15 +3,34 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test serve demo bench bench-cpu clean
+.PHONY: install lock lint test serve demo bench bench-peers bench-streams bench-cpu clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the pinned, hash-checked set in requirements.lock (runtime and test dependencies),
+# then this project itself without resolving anything more. `pip check` catches a lock that no
+# longer covers pyproject.toml: run `make lock`.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	$(BIN)/pip check >/dev/null || { $(BIN)/pip check; echo "requirements.lock does not cover pyproject.toml: run make lock" >&2; exit 1; }
 	touch $@
+
+# After changing dependencies in pyproject.toml: pin the newest versions that satisfy it, with
+# their hashes, into requirements.lock (commit both). UPGRADE=1 also moves pins that still fit.
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet 'uv>=0.5'
+	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 --quiet \
+		$(if $(UPGRADE),--upgrade) -o requirements.lock
+
+# The gates: ruff's lint rules over all Python here, mypy (strict, with the pydantic plugin) over
+# src; both configured in pyproject.toml.
+lint: install
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/mypy
 
 # The test suite: every database-facing test runs on SQLite and on PostgreSQL
 # (COCOON_TEST_PG, default postgresql://postgres@127.0.0.1:5432/test).
@@ -25,8 +44,21 @@ serve: install
 demo: install
 	$(BIN)/python scripts/demo.py
 
-bench: install
+bench: install bench/.peers/.installed
 	$(BIN)/python bench/run.py
+
+# Peer gateways measured in the same run (LiteLLM's proxy), in a virtualenv of their own.
+bench-peers: bench/.peers/.installed
+bench/.peers/.installed:
+	$(PYTHON) -m venv bench/.peers
+	bench/.peers/bin/pip install --quiet 'litellm[proxy]>=1.60'
+	touch $@
+
+# Streams at model speed (30 tokens/s): the most concurrent streams one core relays at the
+# network's pace, beside the bare pass-through (bench/streams.py; STREAMS e.g. "250,500,1000").
+STREAMS ?= 250,500,1000
+bench-streams: install
+	$(BIN)/python bench/streams.py --streams $(STREAMS)
 
 # The gate for a change: platform CPU per request, BASE (default main) against this working tree,
 # interleaved runs, medians (bench/cpu.py; SCENARIOS e.g. "--scenario chat --scenario tools5").
@@ -35,4 +67,4 @@ bench-cpu: install
 	$(BIN)/python bench/cpu.py --base $(BASE) $(SCENARIOS)
 
 clean:
-	rm -rf $(VENV) data bench/results .pytest_cache
+	rm -rf $(VENV) data bench/results bench/.peers .pytest_cache

@@ -59,15 +59,25 @@ SCENARIOS: dict[str, tuple[str, bytes]] = {
              f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"messages":[{SYSTEM},{USER}]}}'.encode()),
     "stream": ("/v1/chat/completions",
                f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"stream":true,"messages":[{SYSTEM},{USER}]}}'.encode()),
+    # The chat request with five tools, answered with a call (read, checked and returned as tool_calls).
     "tools5": ("/v1/chat/completions",
-               f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"tools":{_tools(5)},"messages":[{SYSTEM},{USER}]}}'
-               .encode()),
+               f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"tools":{_tools(5)},"messages":[{SYSTEM},'
+               f'{USER.replace("[[sim:tokens=20]]", "[[sim:tokens=20]] [[sim:calls=1]]")}]}}'.encode()),
     "responses": ("/v1/responses",
                   b'{"model":"Qwen/Qwen3-32B","max_output_tokens":64,"instructions":"You are a helpful assistant.",'
                   b'"input":"[[sim:tokens=20]] Write a haiku about the sea."}'),
     "messages": ("/v1/messages",
                  b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"system":"You are a helpful assistant.",'
                  b'"messages":[{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}'),
+    # The same answers streamed, each dialect's events translated from the chat chunks.
+    "responses_stream": ("/v1/responses",
+                         b'{"model":"Qwen/Qwen3-32B","max_output_tokens":64,"stream":true,'
+                         b'"instructions":"You are a helpful assistant.",'
+                         b'"input":"[[sim:tokens=20]] Write a haiku about the sea."}'),
+    "messages_stream": ("/v1/messages",
+                        b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"stream":true,'
+                        b'"system":"You are a helpful assistant.","thinking":{"type":"enabled","budget_tokens":32},'
+                        b'"messages":[{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}'),
 }
 
 
@@ -157,6 +167,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="runs per revision and scenario (median)")
     parser.add_argument("--requests", type=int, default=4000, help="about this many answers per run")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--interleave-scenarios", action="store_true",
+                        help="alternate scenarios within each round too (to compare scenarios, e.g. tools5/chat)")
     args = parser.parse_args()
     scenarios = args.scenario or ["chat", "stream"]
     os.sched_setaffinity(0, {int(LOAD_CORE)})  # the load generator (this process) stays off the platform's core
@@ -169,18 +181,21 @@ def main() -> int:
     rounds: list[Round] = []
     try:
         wait_http(f"http://127.0.0.1:{sim_port}/v1/models", proc=simulator)
-        for scenario in scenarios:
-            for index in range(args.rounds):
-                for rev in (args.base, args.head) if index % 2 == 0 else (args.head, args.base):
-                    done = measure(rev, sources[rev], scenario, f"http://127.0.0.1:{sim_port}", args.requests,
-                                   workdir)
-                    rounds.append(done)
-                    print(f"  {scenario:<10} {rev:<12} {done.cpu_us_per_request:8.1f} us CPU/request  "
-                          f"{done.rate:8.0f} req/s  ({done.answers} answers)", flush=True)
+        if args.interleave_scenarios:
+            order = [(s, i) for i in range(args.rounds) for s in (scenarios if i % 2 == 0 else scenarios[::-1])]
+        else:
+            order = [(s, i) for s in scenarios for i in range(args.rounds)]
+        for scenario, index in order:
+            for rev in (args.base, args.head) if index % 2 == 0 else (args.head, args.base):
+                done = measure(rev, sources[rev], scenario, f"http://127.0.0.1:{sim_port}", args.requests,
+                               workdir)
+                rounds.append(done)
+                print(f"  {scenario:<10} {rev:<12} {done.cpu_us_per_request:8.1f} us CPU/request  "
+                      f"{done.rate:8.0f} req/s  ({done.answers} answers)", flush=True)
     finally:
         simulator.terminate()
         simulator.wait(30)
-        for rev, source in sources.items():
+        for source in sources.values():
             if source != ROOT:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source)],
                                capture_output=True)
@@ -189,7 +204,7 @@ def main() -> int:
     print(f"\n| scenario | {args.base} us/req | {args.head} us/req | ratio | {args.base} req/s | {args.head} req/s |")
     print("|---|---|---|---|---|---|")
     for scenario in scenarios:
-        def median(rev: str, attribute: str) -> float:
+        def median(rev: str, attribute: str, scenario: str = scenario) -> float:
             return statistics.median(getattr(r, attribute) for r in rounds
                                      if r.revision == rev and r.scenario == scenario)
 
@@ -198,6 +213,12 @@ def main() -> int:
         report["scenarios"][scenario] = {"base_us": base, "head_us": head, "ratio": head / base,
                                          "base_rate": base_rate, "head_rate": head_rate}
         print(f"| {scenario} | {base:.1f} | {head:.1f} | {head / base:.3f} | {base_rate:,.0f} | {head_rate:,.0f} |")
+    if args.interleave_scenarios and len(scenarios) > 1:
+        first = report["scenarios"][scenarios[0]]["head_us"]
+        for scenario in scenarios[1:]:
+            ratio = report["scenarios"][scenario]["head_us"] / first
+            report["scenarios"][scenario]["head_vs_" + scenarios[0]] = ratio
+            print(f"{args.head}: {scenario} / {scenarios[0]} CPU per request = {ratio:.3f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"cpu-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(report, indent=2))

@@ -1,11 +1,13 @@
 """The metered path's CPU without the HTTP server: the platform's ASGI application called
 directly, on SQLite, with the simulator as its upstream in a process of its own.
 
-    python bench/in_process.py [--requests 20000] [--concurrency 16]
+    python bench/in_process.py [--requests 20000] [--concurrency 16] [--tools-rounds N]
 
 Prints, for non-streaming and streaming (20 chunks) chat, the CPU time of this process per
 request: auth, reservation, forwarding through the upstream client, relay, settlement, usage
-record and metrics, without uvicorn and without the client's socket. Set against the suite's
+record and metrics, without uvicorn and without the client's socket. With `--tools-rounds N` it
+compares instead the chat request with and without five tools (bench/cpu.py's `tools5`, answered
+with a call), alternating N rounds of each, and prints the medians and their ratio. Set against the suite's
 figures it tells what the server and the client connection cost. This process runs on core 0,
 the simulator on core 1, as in bench/run.py.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -72,7 +75,8 @@ async def lifespan(app: Any, startup: bool, queue: asyncio.Queue[dict[str, Any]]
     assert message["type"].endswith(".complete"), message
 
 
-async def drive(client: Client, keys: list[str], body: bytes, requests: int, concurrency: int) -> None:
+async def drive(client: Client, keys: list[str], body: bytes, requests: int, concurrency: int,
+                path: str = CHAT) -> None:
     started = 0
 
     async def worker() -> None:
@@ -80,13 +84,37 @@ async def drive(client: Client, keys: list[str], body: bytes, requests: int, con
         while started < requests:
             started += 1
             headers = [(b"authorization", f"Bearer {keys[started % len(keys)]}".encode())]
-            sent = await client.call(CHAT, body, headers)
+            sent = await client.call(path, body, headers)
             assert sent[0]["status"] == 200, sent
 
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def measure(database_url: str, requests: int, concurrency: int) -> None:
+async def timed(client: Client, keys: list[str], body: bytes, requests: int, concurrency: int) -> tuple[float, float]:
+    """(requests/s, µs of CPU per request) over one run."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    await drive(client, keys, body, requests, concurrency)
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    return requests / wall, cpu / requests * 1e6
+
+
+async def compare_tools(client: Client, keys: list[str], requests: int, concurrency: int, rounds: int) -> None:
+    from cpu import SCENARIOS
+
+    bodies = {"chat": SCENARIOS["chat"][1], "tools5": SCENARIOS["tools5"][1]}
+    for body in bodies.values():
+        await drive(client, keys, body, requests // 4, concurrency)  # warm-up
+    cpu: dict[str, list[float]] = {name: [] for name in bodies}
+    for index in range(rounds):
+        for name in (bodies if index % 2 == 0 else reversed(list(bodies))):
+            rate, used = await timed(client, keys, bodies[name], requests, concurrency)
+            cpu[name].append(used)
+            print(f"{name:<7} c{concurrency}: {rate:7.0f} requests/s, {used:6.1f} us of CPU per request", flush=True)
+    chat, tools = statistics.median(cpu["chat"]), statistics.median(cpu["tools5"])
+    print(f"medians: chat {chat:.1f} us, tools5 {tools:.1f} us, ratio {tools / chat:.3f}")
+
+
+async def measure(database_url: str, requests: int, concurrency: int, tools_rounds: int = 0) -> None:
     from cocoon_platform.app import create_app
 
     app = create_app()
@@ -103,7 +131,9 @@ async def measure(database_url: str, requests: int, concurrency: int) -> None:
         keys.append(orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))["api_key"])
     for key in keys:
         await asyncio.to_thread(fund, database_url, key, 10_000 * 10**9)
-    for label, body in (("chat", BODY), ("stream 20 chunks", STREAM_BODY)):
+    if tools_rounds:
+        await compare_tools(client, keys, requests, concurrency, tools_rounds)
+    for label, body in (() if tools_rounds else (("chat", BODY), ("stream 20 chunks", STREAM_BODY))):
         await drive(client, keys, body, requests // 4, concurrency)  # warm-up
         wall, cpu = time.perf_counter(), time.process_time()
         await drive(client, keys, body, requests, concurrency)
@@ -118,6 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--tools-rounds", type=int, default=0, help="compare chat with and without five tools")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         port = free_port()
@@ -132,7 +163,7 @@ def main() -> None:
                            capture_output=True)
             os.environ.update(env)
             os.sched_setaffinity(0, {0})
-            uvloop.run(measure(database_url, args.requests, args.concurrency))
+            uvloop.run(measure(database_url, args.requests, args.concurrency, args.tools_rounds))
         finally:
             simulator.terminate()
             simulator.wait(10)

@@ -22,11 +22,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from relay import stream_body  # noqa: E402
-from run import BODY  # noqa: E402
+from relay import stream_body
+from run import BODY
 
-from cocoon_simulator.cocoon_infer import Answer, response_body  # noqa: E402
-from cocoon_simulator.cocoon_text import ENGLISH_WORDS  # noqa: E402
+from cocoon_simulator.cocoon_infer import Answer, response_body
+from cocoon_simulator.cocoon_text import ENGLISH_WORDS
 
 Codec = tuple[Callable[[bytes], Any], Callable[[Any], bytes]]
 

@@ -10,7 +10,7 @@ import aiohttp
 import uvicorn
 
 
-def build(upstream: str) -> Any:
+def build(upstream: str, connections: int = 256) -> Any:
     session: aiohttp.ClientSession | None = None
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -19,7 +19,7 @@ def build(upstream: str) -> Any:
             while True:
                 message = await receive()
                 if message["type"] == "lifespan.startup":
-                    session = aiohttp.ClientSession(upstream, connector=aiohttp.TCPConnector(limit=256))
+                    session = aiohttp.ClientSession(upstream, connector=aiohttp.TCPConnector(limit=connections))
                     await send({"type": "lifespan.startup.complete"})
                 else:
                     if session is not None:
@@ -47,8 +47,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8002)
     parser.add_argument("--upstream", default="http://127.0.0.1:10000")
+    parser.add_argument("--connections", type=int, default=256, help="upstream connections (0: no limit)")
     args = parser.parse_args()
-    uvicorn.run(build(args.upstream), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
+    uvicorn.run(build(args.upstream, args.connections), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
                 access_log=False, log_level="warning")
 
 

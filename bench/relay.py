@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from cocoon_platform.proxy.outcome import Outcome
-from cocoon_platform.proxy.relay import relay
+from cocoon_platform.proxy.relay import openai_frame, relay
 from cocoon_simulator.cocoon_infer import Answer, final_events, token_events
 from cocoon_simulator.cocoon_text import ENGLISH_WORDS
 
@@ -55,7 +55,8 @@ async def measure(body: bytes, rounds: int) -> float:
     started = time.perf_counter()
     for _ in range(rounds):
         outcome = Outcome()
-        await relay(BufferedResponse(body), send, outcome, time.perf_counter(), watch_client)  # type: ignore[arg-type]
+        await relay(BufferedResponse(body), send, outcome, time.perf_counter(), watch_client,
+                    openai_frame(outcome, "chatcmpl-bench"))  # type: ignore[arg-type]
         assert outcome.usage is not None and outcome.error is None
     elapsed = time.perf_counter() - started
     assert written > 0

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from driver import Result, drive, http_request  # noqa: E402
+from driver import Result, http_request  # noqa: E402
 from support import (  # noqa: E402
     PG_ADMIN_URL,
     base_env,
@@ -73,9 +73,10 @@ def pinned(core: str, args: list[str]) -> list[str]:
     return ["taskset", "-c", core, *args]
 
 
-def start(args: list[str], env: dict[str, str], log: Path, ready_url: str) -> subprocess.Popen[bytes]:
+def start(args: list[str], env: dict[str, str], log: Path, ready_url: str,
+          timeout: float = 30.0) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    wait_http(ready_url, proc=proc)
+    wait_http(ready_url, proc=proc, timeout=timeout)
     return proc
 
 
@@ -359,6 +360,67 @@ def table(points: list[Point]) -> str:
     return "\n".join(lines)
 
 
+LITELLM = ROOT / "bench" / ".peers" / "bin" / "litellm"
+
+
+def run_litellm(bench: Bench, upstream: str) -> None:
+    """LiteLLM's proxy (PyPI, no database), a peer gateway, on the platform's core: `make bench`
+    installs it into bench/.peers; without it the row is skipped with a note."""
+    if not LITELLM.exists():
+        print("  LiteLLM: not installed (make bench-peers): skipped", flush=True)
+        return
+    port = free_port()
+    config = bench.workdir / "litellm.yaml"
+    config.write_text(f"""model_list:
+  - model_name: Qwen/Qwen3-32B
+    litellm_params:
+      model: openai/Qwen/Qwen3-32B
+      api_base: {upstream}/v1
+      api_key: none
+""")
+    master_key = "sk-cocoon-bench-" + uuid.uuid4().hex  # it refuses to serve without one
+    env = {**base_env(), "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "LITELLM_MASTER_KEY": master_key}
+    proc = start(pinned(PLATFORM_CORE, [str(LITELLM), "--config", str(config), "--host", "127.0.0.1",
+                                        "--port", str(port), "--num_workers", "1"]),
+                 env, bench.workdir / "litellm.log", f"http://127.0.0.1:{port}/health/liveliness",
+                 timeout=180)  # it imports for a long while
+    try:
+        for connections in (1, 16):
+            bench.measure("LiteLLM proxy", "chat", port, [master_key], connections)
+        bench.measure("LiteLLM proxy", "stream 20 chunks", port, [master_key], 16, stream=True)
+    finally:
+        stop(proc)
+
+
+def targets(points: list[Point]) -> list[str]:
+    """#21's ratio targets, each beside its figure from this run."""
+    def find(target: str, scenario: str, concurrency: int) -> Point | None:
+        return next((p for p in points if p.target == target and p.scenario == scenario
+                     and p.concurrency == concurrency), None)
+
+    lines = []
+    bare = find("bare pass-through", "chat", 16)
+    bare_c1 = find("bare pass-through", "chat", 1)
+    bare_streams = find("bare pass-through", "stream 20 chunks", 16)
+    direct_c1 = find("direct", "chat", 1)
+    for backend, floor in (("sqlite", 0.8), ("postgresql", 0.5)):
+        point = find(f"platform ({backend})", "chat", 16)
+        if point and bare:
+            ratio = point.rate / bare.rate
+            lines.append(f"{backend} c16 >= {floor:.0%} of the pass-through: {ratio:.0%} "
+                         f"({'met' if ratio >= floor else 'not met'})")
+    point = find("platform (sqlite)", "chat", 1)
+    if point and bare_c1 and direct_c1:
+        added, bare_added = point.p50_ms - direct_c1.p50_ms, bare_c1.p50_ms - direct_c1.p50_ms
+        lines.append(f"c1 added p50 within 0.3 ms of the pass-through's: +{added:.2f} vs +{bare_added:.2f} ms "
+                     f"({'met' if added - bare_added <= 0.3 else 'not met'})")
+    point = find("platform (sqlite)", "stream 20 chunks", 16)
+    if point and bare_streams:
+        ratio = point.rate / bare_streams.rate
+        lines.append(f"streams/s >= 70% of the pass-through's: {ratio:.0%} ({'met' if ratio >= 0.7 else 'not met'})")
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="per measured point")
@@ -392,7 +454,9 @@ def main() -> int:
         bench.measure("direct", "stream 20 chunks", sim_port, [], 16, stream=True)
         for connections in (1, 16):
             bench.measure("bare pass-through", "chat", pass_port, [], connections)
+        bench.measure("bare pass-through", "stream 20 chunks", pass_port, [], 16, stream=True)
         stop(passthrough)
+        run_litellm(bench, upstream)
         for backend in args.backends.split(","):
             if backend == "sqlite":
                 url = f"sqlite+aiosqlite:///{workdir}/bench.db"
@@ -414,6 +478,7 @@ def main() -> int:
     results["machine_stalls_after"] = machine_stalls()
     print(f"stall probe after the run: {results['machine_stalls_after']}", flush=True)
     results["points"] = [asdict(p) for p in bench.points]
+    results["targets"] = targets(bench.points)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -421,6 +486,7 @@ def main() -> int:
     rendered = table(bench.points)
     (out / "latest.md").write_text(rendered + "\n")
     print("\n" + rendered)
+    print("\n".join(["", "Targets (#21):", *results["targets"]]))
     print(f"\nJSON: {out / f'bench-{stamp}.json'}")
     return 0 if all(b["checks"]["ok"] for b in results["backends"].values()) else 1
 

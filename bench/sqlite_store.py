@@ -1,13 +1,14 @@
 """The SQLite billing store's own cost: reservations and settlements applied in batches.
 
-    python bench/sqlite_store.py [--batches 1,7,14] [--requests 20000]
+    python bench/sqlite_store.py [--batches 1,7,14] [--requests 20000] [--limited]
 
 Runs the production `SqliteBillingStore._apply` on a migrated database with 64 funded accounts, as
 the committer does in steady state: each batch reserves `n` new requests and settles the `n` of
 the batch before. Prints microseconds per request (one reservation and one settlement) and the
 pages each commit writes to the WAL, by table and index: a commit's cost is mostly its pages.
 In-process and single-threaded, no network; the WAL starts over between rounds, as the running
-store keeps it short.
+store keeps it short. With --limited every key has a credit limit (far above what the run spends),
+so each reservation and settlement also moves the key's counters.
 """
 
 from __future__ import annotations
@@ -25,13 +26,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from cocoon_platform.accounts.limits import model_needle
 from cocoon_platform.billing.store import Reservation, Settlement, SqliteBillingStore
 from cocoon_platform.proxy.handler import new_request_id
 
 ACCOUNTS = 64
+MODEL = "Qwen/Qwen3-32B"
 
 
-def migrated_database(directory: str) -> str:
+def migrated_database(directory: str, limited: bool) -> str:
     path = os.path.join(directory, "bench.db")
     env = dict(os.environ, COCOON_DATABASE_URL=f"sqlite+aiosqlite:///{path}")
     subprocess.run([str(Path(sys.executable).parent / "cocoon-platform"), "migrate"], env=env, check=True,
@@ -40,8 +43,9 @@ def migrated_database(directory: str) -> str:
     for i in range(ACCOUNTS):
         account = db.execute("INSERT INTO accounts (deposit_code, balance_nanoton, reserved_nanoton, created_at) "
                              "VALUES (?, ?, 0, '2026-01-01') RETURNING id", (f"bench{i}", 10**16)).fetchone()[0]
-        db.execute("INSERT INTO api_keys (account_id, key_hash, prefix, created_at) VALUES (?, ?, 'ck_', '2026-01-01')",
-                   (account, hashlib.sha256(f"key{i}".encode()).digest()))
+        db.execute("INSERT INTO api_keys (account_id, key_hash, prefix, created_at, credit_limit_nanoton) "
+                   "VALUES (?, ?, 'ck_', '2026-01-01', ?)",
+                   (account, hashlib.sha256(f"key{i}".encode()).digest(), 10**17 if limited else None))
     db.close()
     return path
 
@@ -57,8 +61,9 @@ class Steady:
 
     def step(self) -> None:
         expires = int(time.time()) + 600
-        reserves = [(random.choice(self.keys), 200_000_000, 0, 0, new_request_id(), expires) for _ in range(self.size)]
-        settles = [Settlement(r, 123_456, r.hold_id, "Qwen/Qwen3-32B", "chat", 40, 0, 20, 5, "ok", 200, False, 3)
+        reserves = [(random.choice(self.keys), 200_000_000, 0, 0, new_request_id(), expires, model_needle(MODEL), 0)
+                    for _ in range(self.size)]
+        settles = [Settlement(r, 123_456, r.hold_id, MODEL, "chat", 40, 0, 20, 5, "ok", 200, False, 3)
                    for r in self.pending]
         self.pending = [r for r in self.store._apply(reserves, settles) if r is not None]
 
@@ -85,10 +90,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batches", default="1,7,14", help="requests per batch, comma-separated")
     parser.add_argument("--requests", type=int, default=20000, help="per round; three rounds after a warm-up")
+    parser.add_argument("--limited", action="store_true", help="every key has a credit limit")
     args = parser.parse_args()
     for size in (int(n) for n in args.batches.split(",")):
         with tempfile.TemporaryDirectory() as directory:
-            path = migrated_database(directory)
+            path = migrated_database(directory, args.limited)
             store = SqliteBillingStore(path, "NORMAL", 256)
             steady = Steady(store, size)
             steps = max(1, args.requests // size)

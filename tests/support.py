@@ -104,6 +104,8 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
             "COCOON_RATE_LIMIT_RPM": "0",
             "COCOON_RATE_LIMIT_CONCURRENT": "0",
             "COCOON_RATE_LIMIT_SIGNUP_PER_MINUTE": "0",
+            # Tests fail authentication on purpose; the throttle's own tests turn it back on.
+            "COCOON_AUTH_FAILURES_PER_MINUTE": "0",
             "PYTHONUNBUFFERED": "1",
         }
     )
@@ -127,10 +129,10 @@ def start_server(tmp: Path, database_url: str, settings: Mapping[str, str] | Non
 
 
 def run_cli(args: list[str], database_url: str, settings: Mapping[str, str] | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+            timeout: float = 60, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = base_env({"COCOON_DATABASE_URL": database_url, **(settings or {})})
     return subprocess.run(
-        [str(BIN / "cocoon-platform"), *args], env=env, capture_output=True, text=True, timeout=timeout
+        [str(BIN / "cocoon-platform"), *args], env=env, capture_output=True, text=True, timeout=timeout, input=stdin
     )
 
 

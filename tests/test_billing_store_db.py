@@ -70,7 +70,8 @@ def with_store(database_url: str, scenario: Callable[[BillingStore], Awaitable[T
 
 
 async def reserve(store: BillingStore, key: str, amount: int, request_id: str | None = None) -> Reservation | None:
-    return await store.reserve(hash_api_key(key), amount, 0, 0, request_id or new_request_id(), 600)
+    return await store.reserve(hash_api_key(key), amount, 0, 0, request_id or new_request_id(), 600, model="m",
+                               overdraft_min_credits=0)
 
 
 def test_one_request_at_a_time_reserves_charges_and_releases(migrated: str) -> None:

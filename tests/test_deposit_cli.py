@@ -1,7 +1,6 @@
 """`cocoon-platform watch` and `admin deposits` as real processes, on SQLite and PostgreSQL.
 
-The commands run through ``RUNNER``: the real ``cocoon_platform.cli.main`` with the TON
-commands registered the way ``build_parser`` registers them (a no-op once it does).
+The commands run through ``RUNNER``: the real ``cocoon_platform.cli.main``.
 """
 
 from __future__ import annotations
@@ -40,27 +39,7 @@ from test_deposit_watcher import (
 
 __all__ = ["fake", "fake_url", "migrated"]  # fixtures shared with test_deposit_watcher
 
-RUNNER = """
-import argparse, sys
-from cocoon_platform import cli
-from cocoon_platform.ton.cli import register_deposits, register_watch
-
-build_parser = cli.build_parser
-
-def subcommands(parser):
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-
-def build_wired_parser():
-    parser = build_parser()
-    commands = subcommands(parser)
-    if "watch" not in commands.choices:
-        register_watch(commands)
-        register_deposits(subcommands(commands.choices["admin"]))
-    return parser
-
-cli.build_parser = build_wired_parser
-sys.exit(cli.main())
-"""
+RUNNER = "import sys; from cocoon_platform.cli import main; sys.exit(main())"
 
 
 POLL_SECONDS = 0.5
@@ -106,7 +85,7 @@ def wait_watching(*processes: Process) -> None:
     """Until each has logged that it is watching (its signal handlers are in place by then)."""
     deadline = time.monotonic() + 30
     for process in processes:
-        while "cocoon_platform.ton.cli watching " not in process.log():
+        while "cocoon_platform.cli.deposits watching " not in process.log():
             assert process.proc is not None and process.proc.poll() is None, process.log()
             assert time.monotonic() < deadline, process.log()
             time.sleep(0.02)

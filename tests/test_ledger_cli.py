@@ -54,7 +54,8 @@ def test_credits_and_debits_keep_the_ledger_invariant(server_factory: ServerFact
 
 
 def test_cli_errors_are_clear(database_url: str) -> None:
-    wrong_key = run_cli(["admin", "credit", "--api-key", "ck_nobody", "--amount-ton", "1", "--reason", "x"], database_url)
+    wrong_key = run_cli(["admin", "credit", "--api-key-stdin", "--amount-ton", "1", "--reason", "x"], database_url,
+                        stdin="ck_nobody\n")
     assert wrong_key.returncode != 0 and "no account has that API key" in wrong_key.stderr
     wrong_code = run_cli(["admin", "credit", "--deposit-code", "ZZZZZZZZ", "--amount-ton", "1", "--reason", "x"], database_url)
     assert wrong_code.returncode != 0 and "ZZZZZZZZ" in wrong_code.stderr
@@ -75,3 +76,21 @@ def test_bad_settings_are_reported_at_start(database_url: str) -> None:
         assert result.returncode != 0, setting
         assert "invalid configuration" in result.stderr and words in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_a_key_is_read_from_stdin_never_from_the_command_line(server_factory: ServerFactory,
+                                                              database_url: str) -> None:
+    """Seen: `admin credit --api-key ck_...` put the key where ps and the shell's history show it."""
+    with server_factory().client() as client:
+        key = client.post("/api/register").json()["api_key"]
+    on_the_line = run_cli(["admin", "credit", "--api-key", key, "--amount-ton", "1", "--reason", "x"], database_url)
+    assert on_the_line.returncode != 0 and "--api-key-stdin" in on_the_line.stderr
+    piped = run_cli(["admin", "credit", "--api-key-stdin", "--amount-ton", "0.25", "--reason", "x"], database_url,
+                    stdin=key + "\n")
+    assert piped.returncode == 0 and "0.250000000 TON" in piped.stdout, piped.stderr
+    empty = run_cli(["admin", "debit", "--api-key-stdin", "--amount-ton", "0.1", "--reason", "x"], database_url)
+    assert empty.returncode != 0 and "standard input has no key" in empty.stderr
+    for command in ("credit", "debit"):
+        usage = run_cli(["admin", command, "--help"], database_url).stdout
+        assert "--api-key-stdin" in usage and "never taken as an argument" in usage.replace("\n", " ").replace("  ", " ")
+        assert "--api-key " not in usage.replace("--api-key-stdin", "")

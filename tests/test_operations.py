@@ -122,14 +122,54 @@ def test_key_rate_limits_in_process(server_factory: ServerFactory, slow_simulato
     assert results == [200]
     assert busy.status_code == 429 and busy.headers["retry-after"] == "1"
     assert "concurrent" in busy.json()["error"]["message"]
-    assert [chat(server, key).status_code for _ in range(2)] == [200, 200], "the refused one did not count"
+    answers = [chat(server, key) for _ in range(2)]
+    assert [a.status_code for a in answers] == [200, 200], "the refused one did not count"
+    assert answers[0].headers["x-ratelimit-limit-requests"] == "3"
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["1", "0"]
+    assert answers[1].headers["x-ratelimit-reset-requests"].endswith("s")
     fourth = chat(server, key)
     assert fourth.status_code == 429, "3 per minute"
+    assert fourth.json()["error"]["code"] == "rate_limit_exceeded"
+    assert fourth.headers["x-ratelimit-remaining-requests"] == "0"
     retry = int(fourth.headers["retry-after"])
     # 3 at once empty the bucket; it gives one back every 20 s, counted from the first.
     assert 10 <= retry <= 20 and "per minute" in fourth.json()["error"]["message"]
     other = new_account(server, database_url, TON)
-    assert chat(server, other).status_code == 200, "limits are per key"
+    assert chat(server, other).status_code == 200, "limits are per account"
+
+
+def test_an_accounts_keys_share_its_limits(server_factory: ServerFactory, simulator: Simulator,
+                                           database_url: str) -> None:
+    """Seen: limits were per key, so minting keys multiplied them."""
+    server = server_factory(upstream_url=simulator.url, rate_limit_rpm="2")
+    first = new_account(server, database_url, TON)
+    second = httpx.post(server.url + "/v1/keys", headers={"Authorization": f"Bearer {first}"}).json()["api_key"]
+    assert [chat(server, key).status_code for key in (first, second, second, first)] == [200, 200, 429, 429]
+    refused = chat(server, second)
+    assert "per minute for this account" in refused.json()["error"]["message"]
+
+
+def test_failed_authentications_are_throttled_per_address(server_factory: ServerFactory, simulator: Simulator,
+                                                         database_url: str) -> None:
+    """Seen: rotating made-up keys was never throttled, and each cost database work."""
+    server = server_factory(upstream_url=simulator.url, auth_failures_per_minute="5")
+    key = new_account(server, database_url, TON)
+    bad = {"Authorization": "Bearer ck_" + "x" * 40}
+    statuses = [chat(server, f"ck_{i:040d}").status_code for i in range(3)]
+    statuses += [httpx.get(server.url + "/v1/balance", headers=bad).status_code,
+                 httpx.post(server.url + "/api/login", json={"api_key": "ck_" + "y" * 40}).status_code,
+                 httpx.post(server.url + "/v1/keys", headers=bad).status_code]
+    assert statuses == [401] * 5 + [429], "5 a minute, then refused"
+    # Past the limit every authenticated door refuses the address before looking at the key.
+    for refused in (chat(server, key), httpx.get(server.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}),
+                    httpx.post(server.url + "/api/login", json={"api_key": key})):
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded", refused.text
+        assert 1 <= int(refused.headers["retry-after"]) <= 12
+    other = server_factory(upstream_url=simulator.url, auth_failures_per_minute="5", trusted_proxies="127.0.0.1/32")
+    for _ in range(5):
+        httpx.get(other.url + "/v1/balance", headers={**bad, "X-Forwarded-For": "198.51.100.1"})
+    assert httpx.get(other.url + "/v1/balance", headers={**bad, "X-Forwarded-For": "198.51.100.1"}).status_code == 429
+    assert chat(other, key).status_code == 200, "another address behind the proxy is untouched"
 
 
 def test_signup_rate_limit_per_address(server_factory: ServerFactory) -> None:

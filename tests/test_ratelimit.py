@@ -14,11 +14,11 @@ import redis
 
 from cocoon_platform.errors import RateLimited
 from cocoon_platform.ops import ratelimit
-from cocoon_platform.ops.ratelimit import SLOT_TTL, LocalCounters, RateLimiter, RedisCounters
+from cocoon_platform.ops.ratelimit import SLOT_TTL, LocalCounters, RateLimiter, RedisCounters, Taken
 from support import REDIS_URL
 
-KEY = b"k" * 32
-NAME = KEY[:16].hex()
+ACCOUNT = 7
+NAME = f"account:{ACCOUNT}"
 
 
 class Clock:
@@ -36,9 +36,9 @@ def limiter(per_minute: int, clock: Clock, concurrent: int = 0) -> RateLimiter:
 def admitted(limits: RateLimiter) -> int | None:
     """None when admitted (the slot, if any, given back at once), else the Retry-After it gave."""
     async def once() -> None:
-        slot = await limits.admit_key(KEY)
+        slot, _ = await limits.admit_account(ACCOUNT)
         if slot is not None:
-            await limits.release_key(KEY, slot)
+            await limits.release_account(ACCOUNT, slot)
 
     try:
         asyncio.run(once())
@@ -102,20 +102,20 @@ def test_a_refused_request_holds_no_slot_and_takes_no_token() -> None:
     limits = limiter(2, clock, concurrent=1)
 
     async def run() -> list[object]:
-        first = await limits.admit_key(KEY)
+        first, _ = await limits.admit_account(ACCOUNT)
         seen: list[object] = [first]
         for _ in range(3):
             try:
-                await limits.admit_key(KEY)
+                await limits.admit_account(ACCOUNT)
             except RateLimited as exc:
                 seen.append(exc.message.split(":")[0])
         assert first is not None
-        await limits.release_key(KEY, first)
-        second = await limits.admit_key(KEY)  # the second of 2: the refused ones took no token
+        await limits.release_account(ACCOUNT, first)
+        second, _ = await limits.admit_account(ACCOUNT)  # the second of 2: the refused ones took no token
         assert second is not None
-        await limits.release_key(KEY, second)
+        await limits.release_account(ACCOUNT, second)
         try:
-            await limits.admit_key(KEY)
+            await limits.admit_account(ACCOUNT)
         except RateLimited as exc:
             seen.append(exc.message.split(":")[0])
         seen.append(await limits.counters.enter(NAME, 1))  # the one refused for its rate gave its slot back
@@ -125,21 +125,21 @@ def test_a_refused_request_holds_no_slot_and_takes_no_token() -> None:
 
 
 class FailingTake(LocalCounters):
-    async def take(self, name: str, per_period: int) -> float:
+    async def take(self, name: str, per_period: int) -> Taken:
         raise ConnectionError("the counter store is gone")
 
 
 def test_unreachable_counters_serve_without_limits_and_keep_no_slot(caplog: pytest.LogCaptureFixture) -> None:
     counters = FailingTake()
     limits = RateLimiter(counters, 10, 1, 10)
-    assert asyncio.run(limits.admit_key(KEY)) is None, "served, holding no slot"
+    assert asyncio.run(limits.admit_account(ACCOUNT)) == (None, []), "served, holding no slot"
     asyncio.run(limits.admit_address("198.51.100.7"))
     assert asyncio.run(counters.enter(NAME, 1)) == "local", "the slot taken before the failure was given back"
     assert "serving without limits" in caplog.text
 
 
 class StuckTake(LocalCounters):
-    async def take(self, name: str, per_period: int) -> float:
+    async def take(self, name: str, per_period: int) -> Taken:
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
 
@@ -149,7 +149,7 @@ def test_a_slot_is_given_back_when_admission_is_cancelled() -> None:
     limits = RateLimiter(counters, 10, 1, 0)
 
     async def run() -> str | None:
-        admission = asyncio.create_task(limits.admit_key(KEY))
+        admission = asyncio.create_task(limits.admit_account(ACCOUNT))
         await asyncio.sleep(0.01)
         admission.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -166,7 +166,7 @@ def test_local_counters_drop_full_buckets_and_prune_amortised(monkeypatch: pytes
 
     async def take(*names: str) -> None:
         for name in names:
-            assert await counters.take(name, 60) == 0.0
+            assert (await counters.take(name, 60)).wait == 0.0
 
     asyncio.run(take("a", "b", "c", "d"))  # each full again a second later
     clock.now = 1000.5
@@ -185,7 +185,7 @@ def test_redis_token_bucket_is_shared_and_on_redis_clock() -> None:
     async def run() -> list[float]:
         first, second = RedisCounters(REDIS_URL), RedisCounters(REDIS_URL)
         try:
-            return [await counters.take(name, 3) for counters in (first, second, first, second)]
+            return [(await counters.take(name, 3)).wait for counters in (first, second, first, second)]
         finally:
             await first.close()
             await second.close()
@@ -251,7 +251,58 @@ def test_redis_slots_survive_an_earlier_versions_counter_and_a_lost_reply() -> N
             await counters.close()
 
     try:
-        slot, held = asyncio.run(run())
+        _slot, held = asyncio.run(run())
         assert held == 0, "the slot whose reply was lost was given back"
     finally:
         plain.delete(f"cocoon:slots:{name}", f"cocoon:slot:{name}")
+
+
+def test_failed_authentications_past_the_limit_block_the_address_without_io() -> None:
+    clock = Clock(500.0)
+    limits = RateLimiter(LocalCounters(clock), 0, 0, 0, auth_failures_per_minute=3, clock=clock)
+
+    async def fail(address: str, times: int) -> None:
+        for _ in range(times):
+            limits.refuse_if_blocked(address)
+            await limits.failed_authentication(address)
+
+    asyncio.run(fail("198.51.100.7", 3))
+    limits.refuse_if_blocked("198.51.100.7")  # 3 failures are allowed
+    fourth = asyncio.run(limits.failed_authentication("198.51.100.7"))  # the 4th is refused by the bucket
+    assert fourth is not None and fourth.headers["Retry-After"] == "20"
+    with pytest.raises(RateLimited) as refused:
+        limits.refuse_if_blocked("198.51.100.7")
+    assert refused.value.headers["Retry-After"] == "20" and "failed authentications" in refused.value.message
+    limits.refuse_if_blocked("198.51.100.8")  # another address is untouched
+    clock.now += 20
+    limits.refuse_if_blocked("198.51.100.7")
+    assert limits.blocked_until == {}, "an expired block is dropped"
+
+
+def test_the_failed_authentication_throttle_can_be_turned_off() -> None:
+    limits = RateLimiter(LocalCounters(), 0, 0, 0, auth_failures_per_minute=0)
+    for _ in range(100):
+        assert asyncio.run(limits.failed_authentication("198.51.100.7")) is None
+    assert limits.blocked_until == {}
+
+
+def test_answers_carry_the_request_limit_headers() -> None:
+    """Limit, how many more fit at once now, and when the bucket is full again; a refusal's too."""
+    clock = Clock(1000.0)
+    limits = limiter(3, clock)
+
+    def headers() -> dict[str, str]:
+        try:
+            _, pairs = asyncio.run(limits.admit_account(ACCOUNT))
+        except RateLimited as exc:
+            return {k.lower(): v for k, v in exc.headers.items() if k.lower().startswith("x-ratelimit")}
+        return {k.decode(): v.decode() for k, v in pairs}
+
+    assert headers() == {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "2",
+                         "x-ratelimit-reset-requests": "20s"}
+    assert headers()["x-ratelimit-remaining-requests"] == "1"
+    clock.now = 1010.0  # half a token back
+    assert headers() == {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "0",
+                         "x-ratelimit-reset-requests": "50s"}
+    assert headers() == {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "0",
+                         "x-ratelimit-reset-requests": "50s"}, "refused: nothing taken"

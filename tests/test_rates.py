@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import httpx
 import pytest
@@ -16,9 +17,9 @@ from support import free_port, new_account
 
 
 class RatesHandler(BaseHTTPRequestHandler):
-    answers: dict[str, object] = {}
+    answers: ClassVar[dict[str, object]] = {}
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         body = self.answers.get(self.path.split("?")[0])
         if body is None:
             self.send_response(503)

@@ -12,13 +12,20 @@ from starlette.middleware.cors import CORSMiddleware
 
 from cocoon_platform import __version__
 from cocoon_platform.accounts.endpoints import router as accounts_router
+from cocoon_platform.agents.endpoint import McpService
+from cocoon_platform.agents.endpoint import router as mcp_router
+from cocoon_platform.agents.llms import router as llms_router
+from cocoon_platform.api_docs import router as api_docs_router
 from cocoon_platform.billing.endpoints import router as billing_router
+from cocoon_platform.billing.history import router as history_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
-from cocoon_platform.errors import PayloadTooLarge, install_handlers
+from cocoon_platform.dialects.endpoints import router as dialects_router
+from cocoon_platform.errors import MethodNotAllowed, PayloadTooLarge, install_handlers
+from cocoon_platform.proxy.asgi import send_error, with_common_headers
 from cocoon_platform.ops.endpoints import router as ops_router
 from cocoon_platform.ops.request_log import configure_logging
-from cocoon_platform.proxy.handler import InferenceHandler
+from cocoon_platform.proxy.handler import DIALECTS, InferenceHandler, new_request_id
 from cocoon_platform.proxy.openapi import add_inference_paths
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH
 from cocoon_platform.server import tune_garbage_collector
@@ -32,7 +39,10 @@ OpenAI-compatible chat and text completions with per-token billing, prepaid in T
 
 Authenticate with `Authorization: Bearer ck_...` (from `POST /api/register`)."""
 
-INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH))
+INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH, *DIALECTS))
+# Headers a browser's script may read from an answer.
+EXPOSED_HEADERS = ["X-Request-Id", "Retry-After", "X-RateLimit-Limit-Requests", "X-RateLimit-Remaining-Requests",
+                   "X-RateLimit-Reset-Requests"]
 
 
 class PlatformApp:
@@ -44,22 +54,27 @@ class PlatformApp:
     def __init__(self, api: FastAPI, max_body_bytes: int) -> None:
         self.api = api
         self.max_body_bytes = max_body_bytes
+        api.state.front_door = self  # clients inside the platform (the MCP tools) call it in-process
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.api(scope, receive, send)
-        elif scope["method"] == "POST" and scope["path"] in INFERENCE_PATHS:
+        elif scope["path"] in INFERENCE_PATHS and scope["method"] == "POST":
             inference: InferenceHandler = scope["state"]["inference"]
             await inference(scope, receive, send)
         else:
+            request_id = new_request_id()
+            if scope["path"] in INFERENCE_PATHS:
+                await send_error(send, MethodNotAllowed(
+                    f"{scope['method']} is not allowed on {scope['path']}: send a POST.", headers={"Allow": "POST"}),
+                    request_id, DIALECTS.get(scope["path"]))
+                return
             try:
                 receive = await self._bounded(scope, receive)
             except PayloadTooLarge as exc:
-                await send({"type": "http.response.start", "status": exc.status,
-                            "headers": [(b"content-type", b"application/json")]})
-                await send({"type": "http.response.body", "body": exc.to_bytes()})
+                await send_error(send, exc, request_id)
                 return
-            await self.api(scope, receive, send)
+            await self.api(scope, receive, with_common_headers(send, request_id.encode()))
 
     async def _bounded(self, scope: dict[str, Any], receive: Any) -> Any:
         """Refuse bodies over the limit before FastAPI sees them (413 in the error shape)."""
@@ -107,18 +122,27 @@ def create_api(settings: Settings) -> FastAPI:
             state.spawn("ton-usd-rate", state.rates.run)
         tune_garbage_collector()
         try:
-            yield {"platform": state, "inference": InferenceHandler(state)}
+            serving = {"platform": state, "inference": InferenceHandler(state)}
+            async with McpService(app, serving, settings.max_body_bytes) as mcp:
+                yield {**serving, "mcp": mcp}
         finally:
             await state.close()
 
-    api = FastAPI(title="Cocoon Platform API", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    # /docs is served by api_docs.py from packaged files (FastAPI's loads Swagger UI from a CDN).
+    api = FastAPI(title="Cocoon Platform API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
     install_handlers(api)
     api.include_router(accounts_router)
     api.include_router(billing_router)
+    api.include_router(history_router)
     api.include_router(upstream_router)
+    api.include_router(dialects_router)
     api.include_router(system_router)
     api.include_router(dashboard_router)
     api.include_router(ops_router)
+    api.include_router(api_docs_router)
+    api.include_router(llms_router)
+    api.include_router(mcp_router)
     add_inference_paths(api)
     return api
 
@@ -129,5 +153,5 @@ def create_app(settings: Settings | None = None) -> Any:
     app: Any = PlatformApp(create_api(settings), settings.max_body_bytes)
     if settings.cors_origin_list:
         app = CORSMiddleware(app, allow_origins=settings.cors_origin_list, allow_methods=["*"],
-                             allow_headers=["*"], expose_headers=["X-Request-Id"])
+                             allow_headers=["*"], expose_headers=EXPOSED_HEADERS)
     return app

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+if TYPE_CHECKING:
+    from cocoon_platform.ops.client_address import IPNetwork
+
 NANOTON_PER_TON = 1_000_000_000
 
 # A valid mainnet address owned by nobody we know of: used only so a fresh checkout starts.
-# Operators must set COCOON_DEPOSIT_WALLET to their own wallet; /health says when they haven't.
+# Operators must set COCOON_DEPOSIT_WALLET to their own wallet; /ready and `serve` say when they haven't.
 DEFAULT_DEPOSIT_WALLET = "EQAv6GynfX6rrRlbNjYHpa5Mz1UDE61s5VPg-TN8sBFeR9Sp"
+PLACEHOLDER_WALLET_WARNING = "COCOON_DEPOSIT_WALLET is the placeholder default, not a wallet you own"
 
 
 def ton_to_nanoton(value: str | float | int | Decimal) -> int:
@@ -32,10 +36,15 @@ def ton_to_nanoton(value: str | float | int | Decimal) -> int:
     return int(nano)
 
 
-def format_ton(nanoton: int, places: int = 4) -> str:
-    """Render nanoTON as TON with a fixed number of places, rounding toward zero."""
+def format_ton(nanoton: int, places: int = 4, *, trim: bool = False) -> str:
+    """Render nanoTON as TON with a fixed number of places, rounding toward zero; never in
+    exponent form (`str(Decimal)` writes 0 at 9 places as `0E-9`). With `trim`, trailing zeros
+    go (`0`, `0.05`), for amounts quoted exactly in messages."""
     quantum = Decimal(1).scaleb(-places)
-    return str((Decimal(nanoton) / NANOTON_PER_TON).quantize(quantum, rounding="ROUND_DOWN"))
+    text = f"{(Decimal(nanoton) / NANOTON_PER_TON).quantize(quantum, rounding='ROUND_DOWN'):f}"
+    if trim and "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text
 
 
 class Settings(BaseSettings):
@@ -75,6 +84,10 @@ class Settings(BaseSettings):
     markup_multiplier: Decimal = Decimal("1.5")
     min_balance_ton: Decimal = Decimal("0.01")
     max_overdraft_ton: Decimal = Decimal("0.05")
+    # Only accounts whose lifetime credits (deposits and operator credits) reach this may overdraw.
+    overdraft_min_credits_ton: Decimal = Decimal("1")
+    # A deposit's page in a TON explorer; {tx_hash} is the transaction's hash in hex.
+    ton_explorer_tx_url: str = "https://tonviewer.com/transaction/{tx_hash}"
     max_tokens_cap: int = Field(128000, ge=1)
     default_max_tokens: int = Field(4096, ge=1)
     max_coefficient: int = Field(1000, ge=1)
@@ -105,8 +118,15 @@ class Settings(BaseSettings):
     rate_limit_rpm: int = Field(600, ge=0)
     rate_limit_concurrent: int = Field(32, ge=0)
     rate_limit_signup_per_minute: int = Field(10, ge=0)
+    auth_failures_per_minute: int = Field(30, ge=0)
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    header_timeout_seconds: float = Field(10.0, gt=0)
+    body_timeout_seconds: float = Field(60.0, gt=0)
+    # 0: half the process's open-file limit, so upstream connections and the database fit beside.
+    max_connections: int = Field(0, ge=0)
     cors_origins: str = ""
+    # Peers whose X-Forwarded-For is believed (comma-separated CIDRs; see ops/client_address.py).
+    trusted_proxies: str = ""
     shutdown_grace_seconds: float = Field(30.0, ge=0)
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL"] = "NORMAL"
 
@@ -134,7 +154,7 @@ class Settings(BaseSettings):
             raise ValueError("markup multiplier must be at least 1 (the platform never sells below cost)")
         return value
 
-    @field_validator("min_balance_ton", "max_overdraft_ton")
+    @field_validator("min_balance_ton", "max_overdraft_ton", "overdraft_min_credits_ton")
     @classmethod
     def _check_amount(cls, value: Decimal) -> Decimal:
         if value < 0:
@@ -148,6 +168,21 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")) or len(value) < 10:
             raise ValueError("must be an http(s):// URL")
         return value.rstrip("/")
+
+    @field_validator("ton_explorer_tx_url")
+    @classmethod
+    def _check_explorer_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")) or "{tx_hash}" not in value:
+            raise ValueError("must be an http(s):// URL containing {tx_hash}")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_trusted_proxies(cls, value: str) -> str:
+        from cocoon_platform.ops.client_address import parse_networks
+
+        parse_networks(value)
+        return value
 
     @field_validator("log_level")
     @classmethod
@@ -183,13 +218,19 @@ class Settings(BaseSettings):
         except InvalidAddress as exc:
             raise ValueError(f"COCOON_DEPOSIT_WALLET is not a valid TON address: {exc}") from exc
         # The raw form carries no network flag; the user-friendly form must match the network.
-        if ":" not in self.deposit_wallet:
-            if address.testnet != (self.ton_network == "testnet"):
-                raise ValueError(
-                    f"COCOON_DEPOSIT_WALLET is a {'testnet' if address.testnet else 'mainnet'} address "
-                    f"but COCOON_TON_NETWORK is {self.ton_network}"
-                )
+        if ":" not in self.deposit_wallet and address.testnet != (self.ton_network == "testnet"):
+            raise ValueError(
+                f"COCOON_DEPOSIT_WALLET is a {'testnet' if address.testnet else 'mainnet'} address "
+                f"but COCOON_TON_NETWORK is {self.ton_network}"
+            )
         return self
+
+    @property
+    def deposit_wallet_is_placeholder(self) -> bool:
+        """Whether COCOON_DEPOSIT_WALLET is still the shipped default (in any of its forms)."""
+        from cocoon_platform.ton.address import TonAddress
+
+        return TonAddress.parse(self.deposit_wallet) == TonAddress.parse(DEFAULT_DEPOSIT_WALLET)
 
     @property
     def upstream_urls(self) -> list[str]:
@@ -208,8 +249,18 @@ class Settings(BaseSettings):
         return ton_to_nanoton(self.max_overdraft_ton)
 
     @cached_property
+    def overdraft_min_credits_nanoton(self) -> int:
+        return ton_to_nanoton(self.overdraft_min_credits_ton)
+
+    @cached_property
     def upstream_extra_field_set(self) -> frozenset[str]:
         return frozenset(f.strip() for f in self.upstream_extra_fields.split(",") if f.strip())
+
+    @cached_property
+    def trusted_proxy_networks(self) -> list[IPNetwork]:
+        from cocoon_platform.ops.client_address import parse_networks
+
+        return parse_networks(self.trusted_proxies)
 
     @cached_property
     def cors_origin_list(self) -> list[str]:

@@ -10,9 +10,15 @@ from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cocoon_platform.accounts.keys import bearer_key_hash
+from cocoon_platform.accounts.refusals import key_expired
 from cocoon_platform.accounts.service import KeyIdentity, identify
-from cocoon_platform.errors import InvalidApiKey
+from cocoon_platform.errors import InvalidApiKey, KeyManagementNotAllowed, PlatformError
 from cocoon_platform.state import AppState
+
+
+# The largest value a database integer column holds: larger ids and positions are refused with
+# 422 where they are read, not sent to the database to fail there (a 500).
+BIGINT_MAX = 2**63 - 1
 
 
 def get_state(request: Request) -> AppState:
@@ -31,15 +37,40 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+def refuse_throttled(state: AppState, request: Request) -> None:
+    """Before any database work: 429 when the client's address failed authentication too often."""
+    if state.limiter.blocked_until:
+        state.limiter.refuse_if_blocked(state.client_addresses.bucket_of(request.scope))
+
+
+async def authentication_failed(state: AppState, request: Request,
+                                error: InvalidApiKey | None = None) -> PlatformError:
+    """Count a failed authentication against the client's address; the error to raise (429 past the
+    limit, else `error`: an invalid key by default, or an expired one)."""
+    throttled = await state.limiter.failed_authentication(state.client_addresses.bucket_of(request.scope))
+    return throttled or error or InvalidApiKey()
+
+
+async def authenticate(state: AppState, request: Request, session: AsyncSession,
+                       authorization: str | None) -> KeyIdentity:
+    """The live, unexpired key of a request's `Authorization` header; failures count for the throttle."""
+    refuse_throttled(state, request)
+    key_hash = bearer_key_hash(authorization)
+    identity = await identify(session, key_hash) if key_hash else None
+    if identity is None:
+        raise await authentication_failed(state, request)
+    if identity.expires_at is not None and identity.expires_at <= time.time():
+        raise await authentication_failed(state, request, key_expired(identity.key_id, identity.expires_at))
+    return identity
+
+
 async def current_key(
+    request: Request,
     state: StateDep,
     session: SessionDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> KeyIdentity:
-    key_hash = bearer_key_hash(authorization)
-    identity = await identify(session, key_hash) if key_hash else None
-    if identity is None:
-        raise InvalidApiKey()
+    identity = await authenticate(state, request, session, authorization)
     state.last_used.touch(identity.key_id, time.time())
     return identity
 
@@ -47,9 +78,19 @@ async def current_key(
 CurrentKey = Annotated[KeyIdentity, Depends(current_key)]
 
 
+async def key_manager(identity: CurrentKey) -> KeyIdentity:
+    """Creating, changing and deleting keys: only for an unrestricted key (ruling 5 of #23)."""
+    if identity.restricted:
+        raise KeyManagementNotAllowed()
+    return identity
+
+
+KeyManager = Annotated[KeyIdentity, Depends(key_manager)]
+
+
 async def limit_address(request: Request, state: StateDep) -> None:
     """Sign-up and sign-in endpoints: a per-address rate limit against abuse."""
-    await state.limiter.admit_address(request.client.host if request.client else "unknown")
+    await state.limiter.admit_address(state.client_addresses.bucket_of(request.scope))
 
 
 AddressLimited = Depends(limit_address)

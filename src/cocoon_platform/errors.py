@@ -51,6 +51,29 @@ def error_body(message: str, type_: str, code: str | None, param: str | None = N
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
+def validation_body(detail: list[dict[str, Any]]) -> dict[str, Any]:
+    """A 422's body: the spec's `detail` list, and an OpenAI `error` object naming the first
+    failure's field and rule, which the SDKs print (they print nothing of `detail`)."""
+    first: dict[str, Any] = detail[0] if detail else {"loc": [], "msg": "Invalid request body", "type": "value_error"}
+    param = field_path(first["loc"])
+    where = f"'{param}'" if param else "the request body"
+    message = f"Invalid {where}: {first['msg']} ({first['type']})"
+    if len(detail) > 1:
+        message += f", and {len(detail) - 1} more (see detail)"
+    return {"detail": detail, **error_body(message, "invalid_request_error", "validation_error", param)}
+
+
+def field_path(loc: list[Any]) -> str | None:
+    """`["body", "messages", 0, "role"]` as `messages[0].role`; None for the body itself."""
+    path = ""
+    for part in loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc:
+        if isinstance(part, int):
+            path += f"[{part}]" if path else ""  # a leading position points into the raw body (bad JSON)
+        else:
+            path += f".{part}" if path else str(part)
+    return path or None
+
+
 class InvalidApiKey(PlatformError):
     status = 401
     type = "invalid_auth"
@@ -71,10 +94,38 @@ class InsufficientBalance(PlatformError):
     code = "insufficient_balance"
 
 
+class KeyLimitReached(PlatformError):
+    """The key's own credit limit (not the account's balance) refuses the request."""
+
+    status = 402
+    type = "insufficient_balance"
+    code = "key_limit_reached"
+
+
+class ModelNotAllowed(PlatformError):
+    status = 403
+    type = "permission_error"
+    code = "model_not_allowed"
+
+
+class KeyExpired(InvalidApiKey):
+    """A failed authentication like an invalid key (the same throttle counts it), with its own code."""
+
+    code = "key_expired"
+
+
+class KeyManagementNotAllowed(PlatformError):
+    status = 403
+    type = "permission_error"
+    code = "key_management_not_allowed"
+    message = ("This key has restrictions (a credit limit, a model allow-list or an expiry), so it cannot "
+               "create, change or delete keys. Use an unrestricted key, such as the one from registration.")
+
+
 class InvalidRequest(PlatformError):
     status = 400
     type = "invalid_request_error"
-    code = None
+    code: str | None = None
 
 
 class UnsupportedParameter(InvalidRequest):
@@ -90,8 +141,12 @@ class UnsupportedParameter(InvalidRequest):
 class NotFound(PlatformError):
     status = 404
     type = "invalid_request_error"
-    code = None
+    code: str | None = None
     message = "Not found"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
 
 
 class MethodNotAllowed(PlatformError):
@@ -110,7 +165,7 @@ class PayloadTooLarge(PlatformError):
 class RateLimited(PlatformError):
     status = 429
     type = "invalid_request_error"
-    code = None
+    code = "rate_limit_exceeded"
 
 
 class UpstreamError(PlatformError):
@@ -131,6 +186,26 @@ class ServiceUnavailable(PlatformError):
     code = None
 
 
+# The seed's error types and codes (ruling 3 of #23: they keep their meaning; new conditions add to them).
+SEED_ERROR_TYPES = ("invalid_request_error", "invalid_auth", "insufficient_balance", "auth_error", "server_error")
+SEED_ERROR_CODES = ("invalid_api_key", "insufficient_balance", "forbidden", "internal_error")
+
+
+def published_error_enums() -> tuple[list[str], list[str]]:
+    """Every error type and code the platform's errors declare, the seed's first: the enums of the
+    published `Error` schema."""
+    types, codes = list(SEED_ERROR_TYPES), list(SEED_ERROR_CODES)
+    pending: list[type[PlatformError]] = [PlatformError]
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        if cls.type not in types:
+            types.append(cls.type)
+        if cls.code is not None and cls.code not in codes:
+            codes.append(cls.code)
+    return types, codes
+
+
 def error_response(exc: PlatformError) -> Response:
     return Response(
         exc.to_bytes(), status_code=exc.status, media_type="application/json", headers=exc.headers
@@ -149,7 +224,7 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 404:
             return error_response(NotFound())
         if exc.status_code == 405:
-            return error_response(MethodNotAllowed())
+            return error_response(MethodNotAllowed(headers=dict(exc.headers or {})))
         return JSONResponse(
             error_body(str(exc.detail), "invalid_request_error", None), status_code=exc.status_code
         )
@@ -158,7 +233,7 @@ def install_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, exc: RequestValidationError) -> Response:
         # FastAPI's shape, as the spec's ValidationError schema; drop `input`/`ctx`, which may echo secrets.
         detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return JSONResponse(validation_body(detail), status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -5,17 +5,37 @@ An ASGI response is at least two messages (the start, then the body), and uvicor
 to the socket as it comes: two system calls and two TCP segments for the smallest answer, and
 the client wakes for each. Here the writes of one step are joined and go out when the step
 ends, so a response sent in one go is one write (measured in docs/benchmarks.md).
+
+The protocol also guards the server against slow and huge requests (#14 item 6), which
+uvicorn's httptools protocol leaves unbounded:
+- a request head (request line and headers) must arrive whole within the header timeout, timed
+  from the connection (or, on a kept-alive connection, from the request's first byte); else 408
+  and the connection is closed;
+- a head over MAX_HEAD_BYTES gets 431 and the connection is closed, so memory per connection
+  stays bounded while its head arrives;
+- a body must arrive whole within the body timeout after its head (408, closed);
+- at most `max_connections` connections are open: at the limit a new connection closes the one
+  that has waited longest for its head (real clients send theirs at once; a slow-header attack
+  holds them open), and only when none waits is the new one refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import http
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from cocoon_platform.errors import error_body
+
+import orjson
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+# Request line plus headers; nginx's large_client_header_buffers must allow as much.
+MAX_HEAD_BYTES = 64 * 1024
 
 # Tracked objects allocated (net) before a young-generation collection; Python's default is 700.
 GC_YOUNG_THRESHOLD = 10_000
@@ -80,13 +100,127 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    header_timeout: float
+    body_timeout: float
+    max_connections: int
+    max_head_bytes: int = MAX_HEAD_BYTES
+
+
+@dataclass
+class ConnectionGuard:
+    """One process's connections against its limits; given to HttpProtocol (each worker process
+    gets its own copy with the protocol factory). `waiting` holds the connections whose request
+    head is still incomplete, oldest first."""
+
+    limits: ConnectionLimits
+    waiting: dict[HttpProtocol, None] = field(default_factory=dict)
+
+
+def _refusal(status: int, message: str, code: str) -> bytes:
+    body = orjson.dumps(error_body(message, "invalid_request_error", code))
+    return (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+
+
 class HttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol on a CoalescingTransport (pass as `uvicorn.run(http=...)`)."""
+    """uvicorn's httptools protocol on a CoalescingTransport, with the guard's limits when given
+    one (pass as `uvicorn.run(http=functools.partial(HttpProtocol, guard=...))`)."""
 
     transport: CoalescingTransport  # type: ignore[assignment]
 
+    def __init__(self, *args: Any, guard: ConnectionGuard | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+        self._head_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
+        guard = self.guard
+        if guard is None:
+            return
+        if len(self.connections) > guard.limits.max_connections:
+            if guard.waiting:
+                self._close_waiting(next(iter(guard.waiting)))
+            else:
+                self.transport.close()  # every connection is busy with a request: refuse this one
+                return
+        self._await_head()
+
+    def _close_waiting(self, oldest: HttpProtocol) -> None:
+        oldest._stop_timer()
+        oldest.transport.close()
+
+    def _await_head(self) -> None:
+        assert self.guard is not None
+        self._head_bytes = 0
+        self.guard.waiting[self] = None
+        self._restart_timer(self.guard.limits.header_timeout, "Request headers not received in time")
+
+    def _restart_timer(self, seconds: float, message: str) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(seconds, self._refuse, 408, message, "request_timeout")
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self.guard is not None:
+            self.guard.waiting.pop(self, None)
+
+    def _refuse(self, status: int, message: str, code: str) -> None:
+        """Answer `status` (unless an answer has begun) and close the connection."""
+        awaiting_head = self.guard is not None and self in self.guard.waiting
+        self._stop_timer()
+        if self.transport.is_closing():
+            return
+        # A connection that never sent a byte (a browser's preconnect) is closed without a word;
+        # on a kept-alive one, a head is awaited only once its first byte came.
+        answer = (bool(self._head_bytes) or self.cycle is not None) if awaiting_head else not self.cycle.response_started
+        if answer:
+            self.transport.write(_refusal(status, message, code))
+        self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        if not self.transport.is_closing():  # not after a refusal of ours stopped the parser
+            super().send_400_response(msg)
+
+    def data_received(self, data: bytes) -> None:
+        guard = self.guard
+        if guard is not None and self in guard.waiting:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if guard is not None and self in guard.waiting and self._head_bytes > guard.limits.max_head_bytes:
+            self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        if self.guard is not None and self not in self.guard.waiting:
+            self._await_head()  # a further request on a kept-alive connection
+
+    def on_headers_complete(self) -> None:
+        guard = self.guard
+        if guard is None:
+            super().on_headers_complete()
+            return
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > guard.limits.max_head_bytes:
+            self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
+            raise ConnectionAbortedError  # stops the parser: the request never reaches the app
+        self._stop_timer()
+        self._restart_timer(guard.limits.body_timeout, "Request body not received in time")
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._stop_timer()
+        super().on_message_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_timer()
+        super().connection_lost(exc)
 
     def eof_received(self) -> None:
         # The client stopped sending (a half-close): the transport closes itself when this

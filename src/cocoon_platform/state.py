@@ -5,18 +5,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cocoon_platform.accounts.key_accounts import KeyAccounts
 from cocoon_platform.accounts.last_used import LastUsedTracker
 from cocoon_platform.billing.prices import NetworkPrices, Pricer
 from cocoon_platform.billing.store import create_billing_store
 from cocoon_platform.billing.sweeper import sweep_expired
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
+from cocoon_platform.ops.client_address import ClientAddresses
+from cocoon_platform.ops.metrics import DATABASE_GAUGE_SECONDS, Every
 from cocoon_platform.ops.ratelimit import SLOT_TTL, Counters, LocalCounters, RateLimiter, RedisCounters
+from cocoon_platform.ops.supervisor import BackgroundLoop, Supervisor
 from cocoon_platform.ton.rates import RateSource
 from cocoon_platform.upstream.catalog import ModelCatalog
 from cocoon_platform.upstream.pool import UpstreamPool
@@ -48,8 +51,12 @@ class AppState:
         slot_ttl = max(SLOT_TTL, int(settings.reservation_ttl_seconds) + 60)
         counters: Counters = RedisCounters(settings.redis_url, slot_ttl) if settings.redis_url else LocalCounters()
         self.limiter = RateLimiter(
-            counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute
+            counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute,
+            settings.auth_failures_per_minute,
         )
+        self.key_accounts = KeyAccounts(self.sessionmaker)
+        self.client_addresses = ClientAddresses(settings.trusted_proxy_networks)
+        self.database_gauges = Every(DATABASE_GAUGE_SECONDS)
         self.billing = create_billing_store(settings)
         self.catalog = ModelCatalog.load(settings.model_catalog_file)
         self.pool = UpstreamPool(settings)
@@ -67,7 +74,7 @@ class AppState:
             else None
         )
         self.stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.loops = Supervisor(self.stop)
 
     def check_admin_token(self, token: str | None) -> bool:
         return self.check_token(token, self.settings.admin_token)
@@ -97,19 +104,14 @@ class AppState:
     def ton_usd_rate(self) -> float | None:
         return self.rates.current() if self.rates is not None else None
 
-    def spawn(self, name: str, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-        """Run a background loop until shutdown."""
-        self._tasks.append(asyncio.create_task(loop(self.stop), name=name))
+    def spawn(self, name: str, loop: BackgroundLoop) -> None:
+        """Run a background loop until shutdown, restarted whenever it dies (ops/supervisor.py)."""
+        self.loops.spawn(name, loop)
 
     async def close(self) -> None:
         self.stop.set()
-        for task in self._tasks:
-            try:
-                await asyncio.wait_for(task, 10)
-            except (TimeoutError, asyncio.CancelledError):
-                task.cancel()
-            except Exception:
-                logger.exception("background task %s failed", task.get_name())
+        await self.loops.close()
+        await self.billing.close()  # closed by its own loop, unless that was down at shutdown
         await self.last_used.flush()
         await self.pool.close()
         await self.http.close()

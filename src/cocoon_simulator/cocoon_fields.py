@@ -81,12 +81,25 @@ def check_fields(request: dict[str, Any], chat: bool, build: str) -> None:
             if name != "enable_thinking":
                 raise _unknown(build, f"chat_template_kwargs.{name}")
     timeout_seconds(request)
+    if chat:
+        _refuse_tool_history(request.get("messages"))
     if build == "newer":
         stop = request.get("stop")
         if stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
             raise error_json(400, "field stop must be an array of strings")
         if chat:
             _check_messages(request.get("messages"))
+
+
+def _refuse_tool_history(messages: Any) -> None:
+    """Whether the network takes `tool` messages or an assistant's `tool_calls` is not known (it
+    runs no tools), so the platform must never send them: refused in every build, so that a
+    regression shows."""
+    if not isinstance(messages, list):
+        return
+    for message in messages:
+        if isinstance(message, dict) and (message.get("role") == "tool" or "tool_calls" in message):
+            raise error_json(400, "tool messages and tool_calls are not accepted by the COCOON network")
 
 
 def _check_messages(messages: Any) -> None:

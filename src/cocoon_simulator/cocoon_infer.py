@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from cocoon_simulator.cocoon_options import FAULT_MODES, SimulatorOptions
+from cocoon_simulator.cocoon_script import ChoiceScript, plan_choices, scripted
 from cocoon_simulator.cocoon_text import (
     CACHE_BLOCK_TOKENS,
     CHINESE_WORDS,
@@ -164,6 +165,8 @@ class Job:
     natural_tokens: int | None  # from [[sim:tokens=N]]
     marker_fault: str | None  # from [[sim:fault=...]]; "none" cancels a process-wide fault
     cost_off: bool  # [[sim:cost=0]]
+    request: dict[str, Any] | None = None  # a chat request whose answer is planned (cocoon_script)
+    calls: int | None = None  # [[sim:calls=N]]
 
 
 def decode_request(body: bytes) -> dict[str, Any]:
@@ -212,12 +215,13 @@ def _thinking(request: dict[str, Any]) -> bool:
     return not (isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False)
 
 
-def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, bool]:
-    """(tokens, fault, cost_off) from [[sim:...]] markers; tokens only from the last user text."""
+def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, bool, int | None]:
+    """(tokens, fault, cost_off, calls) from [[sim:...]] markers; tokens and calls only from the
+    last user text."""
     if MARKER_PREFIX not in body:  # markers are never JSON-escaped, so the raw body tells
-        return None, None, False
+        return None, None, False, None
     markers = find_markers(prompt.texts)
-    unknown = set(markers) - {"tokens", "fault", "cost"}
+    unknown = set(markers) - {"tokens", "fault", "cost", "calls"}
     if unknown:
         raise error_json(400, f"unknown sim marker {sorted(unknown)[0]}")
     fault = markers.get("fault")
@@ -227,7 +231,11 @@ def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, 
     if tokens_text is not None and not tokens_text.isdigit():
         raise error_json(400, f"bad sim tokens {tokens_text}")
     tokens = max(1, int(tokens_text)) if tokens_text is not None else None  # answers are never empty
-    return tokens, fault, markers.get("cost") == "0"
+    calls_text = find_markers([prompt.last_user]).get("calls")
+    if calls_text is not None and not calls_text.isdigit():
+        raise error_json(400, f"bad sim calls {calls_text}")
+    calls = int(calls_text) if calls_text is not None else None
+    return tokens, fault, markers.get("cost") == "0", calls
 
 
 def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str, ServedModel]) -> Job:
@@ -244,9 +252,10 @@ def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str,
     stream = request.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise error_json(400, "field stream must be a boolean")
-    tokens, fault, cost_off = _read_markers(body, prompt)
+    tokens, fault, cost_off, calls = _read_markers(body, prompt)
     thinking = chat and model.reasoning and _thinking(request)
-    return Job(chat, model, prompt, len(body), limit, bool(stream), thinking, tokens, fault, cost_off)
+    return Job(chat, model, prompt, len(body), limit, bool(stream), thinking, tokens, fault, cost_off,
+               request if chat and scripted(request) else None, calls)
 
 
 @dataclass(slots=True)
@@ -266,6 +275,7 @@ class Answer:
     finish_reason: str
     prompt_cost: int
     completion_cost: int
+    choices: list[ChoiceScript] | None = None  # a planned answer's choices (else one word stream)
 
 
 def _adjusted(tokens: int, coefficient: int, multiplier: int) -> int:
@@ -287,6 +297,14 @@ def plan_answer(
         natural = lo + prompt.seed % (hi - lo + 1)
     completion = min(natural, job.limit)
     reasoning = (max(1, completion // 4) if completion >= 2 else 0) if job.thinking else 0
+    choices = None
+    if job.request is not None:
+        first = job.request["messages"][0]
+        system = prompt.texts[0] if first.get("role") == "system" else ""
+        choices = plan_choices(job.request, system, prompt.seed, job.calls, job.thinking, ENGLISH_WORDS,
+                               prompt.seed >> 12, natural, job.limit)
+        completion = sum(len(c.reasoning) + len(c.content) for c in choices)
+        reasoning = sum(len(c.reasoning) for c in choices)
     prompt_cost = completion_cost = 0
     if options.report_total_cost and not job.cost_off:
         k, price = job.model.coefficient, options.price_per_token
@@ -313,6 +331,7 @@ def plan_answer(
         finish_reason="length" if natural > job.limit else "stop",
         prompt_cost=prompt_cost,
         completion_cost=completion_cost,
+        choices=choices,
     )
 
 
@@ -333,6 +352,8 @@ def usage(answer: Answer) -> dict[str, Any]:
 
 def response_body(answer: Answer) -> bytes:
     """A complete non-streaming chat.completion or text_completion document."""
+    if answer.choices is not None:
+        return _planned_body(answer, answer.choices)
     reasoning = answer.reasoning_tokens
     content = answer.words.text(answer.offset + reasoning, answer.completion_tokens - reasoning)
     if answer.chat:
@@ -361,8 +382,38 @@ def response_body(answer: Answer) -> bytes:
     )
 
 
+def _planned_body(answer: Answer, choices: list[ChoiceScript]) -> bytes:
+    return orjson.dumps({
+        "id": answer.id, "object": "chat.completion", "created": answer.created, "model": answer.model,
+        "choices": [{"index": index, "message": {"role": "assistant", "content": "".join(choice.content),
+                                                 "reasoning_content": "".join(choice.reasoning) or None,
+                                                 "tool_calls": []},
+                     "logprobs": None, "finish_reason": choice.finish_reason}
+                    for index, choice in enumerate(choices)],
+        "usage": usage(answer),
+    })
+
+
+def _planned_events(answer: Answer, choices: list[ChoiceScript], bare: bool) -> list[bytes]:
+    """One chunk per token of each choice in turn (a role chunk first, the finish last)."""
+    start, end = (b"", b"\n") if bare else (b"data: ", b"\n\n")
+    head = {"id": answer.id, "object": "chat.completion.chunk", "created": answer.created, "model": answer.model}
+    events = []
+    for index, choice in enumerate(choices):
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas.extend({"reasoning_content": token} for token in choice.reasoning)
+        deltas.extend({"content": token} for token in choice.content)
+        for position, delta in enumerate(deltas):
+            finish = choice.finish_reason if position == len(deltas) - 1 else None
+            chunk = {**head, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            events.append(start + orjson.dumps(chunk) + end)
+    return events
+
+
 def token_events(answer: Answer, bare: bool) -> list[bytes]:
     """One framed chunk per completion token; SSE `data: ...\\n\\n` or bare JSON lines."""
+    if answer.choices is not None:
+        return _planned_events(answer, answer.choices, bare)
     start, end = (b"", b"\n") if bare else (b"data: ", b"\n\n")
     kind = b"chat.completion.chunk" if answer.chat else b"text_completion"
     head = b"".join(

@@ -112,7 +112,7 @@ class PrefixCache:
             if keys[i] in entries:
                 longest = entries[keys[i]]
                 break
-        for key, length in zip(keys, lengths):
+        for key, length in zip(keys, lengths, strict=True):
             entries[key] = length
             entries.move_to_end(key)
         while len(entries) > self._capacity:

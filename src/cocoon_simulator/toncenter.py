@@ -28,22 +28,16 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
-from pytoniq_core import begin_cell
-
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
-from cocoon_platform.ton.comment import (
-    encode_binary_comment,
-    encode_encrypted_comment,
-    encode_jetton_notification,
-    encode_text_comment,
-)
+from cocoon_simulator import ton_bodies
+from cocoon_simulator.cocoon_app import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "DEFAULT_WALLET",
@@ -56,11 +50,6 @@ __all__ = [
     "run_deposit_command",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-AsgiApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DEFAULT_WALLET = "EQAv6GynfX6rrRlbNjYHpa5Mz1UDE61s5VPg-TN8sBFeR9Sp"
 DEFAULT_URL = "http://127.0.0.1:10000"
@@ -72,8 +61,6 @@ _FIRST_BLOCK_LT = 47_000_000_000_000
 _BLOCK_LT_STEP = 1_000_000
 _FIRST_MC_SEQNO = 47_000_000
 _KINDS = ("text", "binary", "encrypted", "jetton", "none")
-_EMPTY_BODY = base64.b64encode(begin_cell().end_cell().to_boc(hash_crc32=True)).decode()
-_OPCODES = {"text": 0, "binary": 0, "encrypted": 0x2167DA4B, "jetton": 0x7362D09C}
 _FEE = 2_000_000
 
 
@@ -264,7 +251,7 @@ class ToncenterState:
         body, decoded, opcode = _message_body(request, sender)
         wallet = _raw_upper(self.wallet)
         now = int(time.time())
-        in_msg = {
+        in_msg: dict[str, Any] = {
             "hash": _b64(secrets.token_bytes(32)),
             "source": _raw_upper(sender),
             "destination": wallet,
@@ -326,26 +313,23 @@ def _message_body(
 ) -> tuple[str, dict[str, Any] | None, int | None]:
     """(body BoC, message_content.decoded, opcode) for a deposit request."""
     if request.bounced:
-        # A bounced message carries 0xffffffff and the start of the original body.
-        original = request.comment.encode("utf-8")[:24]
-        cell = begin_cell().store_uint(0xFFFFFFFF, 32).store_uint(0, 32).store_bytes(original)
-        return _b64(cell.end_cell().to_boc(hash_crc32=True)), None, 0xFFFFFFFF
+        return ton_bodies.bounced_body(request.comment.encode("utf-8")), None, ton_bodies.BOUNCED
     if request.kind == "none":
-        return _EMPTY_BODY, None, None
+        return ton_bodies.empty_body(), None, None
     decoded: dict[str, Any] | None = None
     if request.kind == "text":
-        body = encode_text_comment(request.comment)
+        body = ton_bodies.text_comment(request.comment)
         decoded = {"@type": "text_comment", "comment": request.comment}
     elif request.kind == "binary":
         data = request.comment.encode("utf-8")
-        body = encode_binary_comment(data)
+        body = ton_bodies.binary_comment(data)
         decoded = {"@type": "binary_comment", "hex_comment": "ff" + data.hex()}
     elif request.kind == "encrypted":
-        body = encode_encrypted_comment(secrets.token_bytes(48) + request.comment.encode("utf-8"))
+        body = ton_bodies.encrypted_comment(secrets.token_bytes(48) + request.comment.encode("utf-8"))
     else:
-        comment = request.comment or None
-        body = encode_jetton_notification(secrets.randbits(64), 10**6, sender, comment)
-    return body, decoded if request.decoded else None, _OPCODES[request.kind]
+        body = ton_bodies.jetton_notification(secrets.randbits(64), 10**6, (sender.workchain, sender.hash),
+                                              request.comment or None)
+    return body, decoded if request.decoded else None, ton_bodies.OPCODES[request.kind]
 
 
 def _out_message(wallet: str, destination: str, lt: int, now: int, value: int) -> dict[str, Any]:
@@ -361,7 +345,7 @@ def _out_message(wallet: str, destination: str, lt: int, now: int, value: int) -
         "bounced": False,
         "message_content": {
             "hash": _b64(secrets.token_bytes(32)),
-            "body": _EMPTY_BODY,
+            "body": ton_bodies.empty_body(),
             "decoded": None,
         },
     }
@@ -399,7 +383,7 @@ def _address_book(transactions: list[dict[str, Any]]) -> dict[str, Any]:
 # --- ASGI -----------------------------------------------------------------------------------
 
 
-def build_toncenter_app(state: ToncenterState | None = None) -> AsgiApp:
+def build_toncenter_app(state: ToncenterState | None = None) -> ASGIApp:
     """A plain ASGI app serving ``/api/v3/transactions`` and ``/_ton/*`` from ``state``."""
     app_state = state if state is not None else ToncenterState()
 

@@ -601,14 +601,14 @@ def test_latency(client: httpx.Client) -> None:
 
 def test_running_requests_and_disconnect(base_url: str, client: httpx.Client) -> None:
     configure(client, tpt_ms=20)
-    with httpx.Client(base_url=base_url, timeout=10) as other:
-        with other.stream("POST", CHAT, json=chat_body("[[sim:tokens=500]]", stream=True)) as response:
-            lines = response.iter_lines()
-            received = [next(lines) for _ in range(6)]  # 3 events with their blank lines
-            assert all(line.startswith("data: ") for line in received[::2])
-            workers = client.get("/v1/models").json()["data"][0]["workers"]
-            assert sum(w["running_requests"] for w in workers) == 1
-            assert stats(client)["in_flight"] == 1
+    with (httpx.Client(base_url=base_url, timeout=10) as other,
+          other.stream("POST", CHAT, json=chat_body("[[sim:tokens=500]]", stream=True)) as response):
+        lines = response.iter_lines()
+        received = [next(lines) for _ in range(6)]  # 3 events with their blank lines
+        assert all(line.startswith("data: ") for line in received[::2])
+        workers = client.get("/v1/models").json()["data"][0]["workers"]
+        assert sum(w["running_requests"] for w in workers) == 1
+        assert stats(client)["in_flight"] == 1
     wait_for(lambda: stats(client)["streams_disconnected"] == 1)
     counters = stats(client)
     assert counters["in_flight"] == 0
@@ -694,3 +694,94 @@ def test_command_line_flags() -> None:
     assert options.models == [ModelSpec("a/b"), ModelSpec("c/d", reasoning=True)]
     with pytest.raises(SystemExit):
         parser.parse_args(["--fault=bogus"])
+
+
+# --- answers with a shape: n, stop, response_format, tools (cocoon_script.py) ------------------
+
+
+TOOLS_SYSTEM = (
+    "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
+    "You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n"
+    '{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object", "properties": '
+    '{"city": {"type": "string", "minLength": 7}, "days": {"type": "integer", "minimum": 3, "maximum": 9}, '
+    '"unit": {"$ref": "#/$defs/Unit"}}, "required": ["city", "days", "unit"], '
+    '"$defs": {"Unit": {"enum": ["c", "f"]}}}}}\n</tools>\n\n'
+    "For each function call, return a json object with function name and arguments within "
+    '<tool_call></tool_call> XML tags:\n<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n'
+    "</tool_call>"
+)
+
+
+def test_n_choices_stop_and_token_limit(client: httpx.Client) -> None:
+    body = post(client, "/v1/chat/completions", chat_body("several [[sim:tokens=40]]", n=3, max_tokens=100)).json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert len({c["message"]["content"] for c in body["choices"]}) == 3
+    assert body["usage"]["completion_tokens"] > 40  # every choice's tokens are counted
+    whole = post(client, "/v1/chat/completions", chat_body("stop me [[sim:tokens=40]]")).json()
+    text = whole["choices"][0]["message"]["content"]
+    stop = " ".join(text.split()[3:5])
+    stopped = post(client, "/v1/chat/completions", chat_body("stop me [[sim:tokens=40]]", stop=["zzz", stop])).json()
+    assert stopped["choices"][0]["message"]["content"] == text[: text.index(stop)]
+    assert stopped["choices"][0]["finish_reason"] == "stop"
+    short = post(client, "/v1/chat/completions", chat_body("stop me [[sim:tokens=40]]", stop=["zzz"], max_tokens=5))
+    assert short.json()["choices"][0]["finish_reason"] == "length"
+    assert short.json()["usage"]["completion_tokens"] == 5
+
+
+def test_response_format_json(client: httpx.Client) -> None:
+    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 18},
+                                               "tags": {"type": "array", "items": {"type": "string"}}},
+              "required": ["name", "age", "tags"], "additionalProperties": False}
+    body = post(client, "/v1/chat/completions", chat_body("json", response_format={
+        "type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}})).json()
+    person = json.loads(body["choices"][0]["message"]["content"])
+    assert set(person) == {"name", "age", "tags"} and person["age"] >= 18 and isinstance(person["tags"], list)
+    events, _ = stream(client, "/v1/chat/completions", chat_body("json", response_format={"type": "json_object"}))
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert isinstance(json.loads(text), dict)
+
+
+def test_tools_in_the_system_prompt_get_schema_valid_calls(client: httpx.Client) -> None:
+    seen = set()
+    for index in range(12):
+        messages = [{"role": "system", "content": TOOLS_SYSTEM}, {"role": "user", "content": f"weather {index}"}]
+        body = post(client, "/v1/chat/completions", {"model": QWEN, "messages": messages, "max_tokens": 500}).json()
+        content = body["choices"][0]["message"]["content"]
+        calls = content.count("<tool_call>")
+        seen.add(calls)
+        assert content.count("</tool_call>") == calls
+        for block in content.split("<tool_call>")[1:]:
+            call = json.loads(block.split("</tool_call>")[0])
+            assert call["name"] == "get_weather"
+            arguments = call["arguments"]
+            assert len(arguments["city"]) >= 7 and 3 <= arguments["days"] <= 9 and arguments["unit"] in ("c", "f")
+    assert {0, 1, 2} <= seen  # sometimes none, sometimes several
+    forced = [{"role": "system", "content": TOOLS_SYSTEM}, {"role": "user", "content": "x [[sim:calls=0]]"}]
+    body = post(client, "/v1/chat/completions", {"model": QWEN, "messages": forced}).json()
+    assert "<tool_call>" not in body["choices"][0]["message"]["content"]
+    after = [*forced, {"role": "assistant", "content": "<tool_call>\n{}\n</tool_call>"},
+             {"role": "user", "content": "<tool_response>\n4\n</tool_response>"}]
+    body = post(client, "/v1/chat/completions", {"model": QWEN, "messages": after}).json()
+    assert "<tool_call>" not in body["choices"][0]["message"]["content"]
+
+
+def test_streamed_tool_calls_split_their_tags(client: httpx.Client) -> None:
+    split = 0
+    for index in range(12):
+        messages = [{"role": "system", "content": TOOLS_SYSTEM},
+                    {"role": "user", "content": f"weather {index} [[sim:calls=1]]"}]
+        events, done = stream(client, "/v1/chat/completions", {"model": QWEN, "messages": messages})
+        pieces = [e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]]
+        assert done and "<tool_call>" in "".join(pieces)
+        split += "<tool" in pieces
+    assert split  # some streams cut a tag in two
+
+
+def test_tools_and_tool_history_are_refused(client: httpx.Client) -> None:
+    refused = post(client, "/v1/chat/completions", chat_body("x", tools=[]))
+    assert refused.status_code == 400 and "tools" in refused.json()["error"]
+    tool_role = {"model": QWEN, "messages": [{"role": "user", "content": "x"},
+                                             {"role": "tool", "tool_call_id": "c", "content": "4"}]}
+    assert post(client, "/v1/chat/completions", tool_role).status_code == 400
+    calls = {"model": QWEN, "messages": [{"role": "assistant", "content": "", "tool_calls": []}]}
+    assert post(client, "/v1/chat/completions", calls).status_code == 400

@@ -12,11 +12,8 @@ from cocoon_platform.ton.address import TonAddress
 from cocoon_platform.ton.comment import (
     BodyKind,
     MessageBody,
-    encode_binary_comment,
-    encode_encrypted_comment,
-    encode_jetton_notification,
-    encode_text_comment,
 )
+from cocoon_simulator.ton_bodies import binary_comment, encrypted_comment, jetton_notification, text_comment
 from cocoon_platform.ton.toncenter import (
     ChainTransaction,
     Classification,
@@ -167,8 +164,8 @@ def test_lt_and_value_as_numbers() -> None:
          Classification.UNMATCHED),
         ({"in_msg__message_content__body": "te6cckEBAQEAAgAAAEysuc0=",
           "in_msg__message_content__decoded": None}, Classification.UNMATCHED),
-        ({"in_msg__message_content__body": encode_binary_comment(b"x")}, Classification.UNMATCHED),
-        ({"in_msg__message_content__body": encode_encrypted_comment(b"x" * 64)},
+        ({"in_msg__message_content__body": binary_comment(b"x")}, Classification.UNMATCHED),
+        ({"in_msg__message_content__body": encrypted_comment(b"x" * 64)},
          Classification.UNMATCHED),
         ({"in_msg__message_content__body": "!!!"}, Classification.UNMATCHED),
         ({"in_msg__message_content__body": "te6cckEBAQEACgAAEA+KfqUAAAAAe2Fjgw=="},
@@ -183,7 +180,7 @@ def test_classification(changes: dict[str, Any], expected: Classification) -> No
 
 def test_jetton_notification_is_ignored() -> None:
     sender = TonAddress.parse("EQAv6GynfX6rrRlbNjYHpa5Mz1UDE61s5VPg-TN8sBFeR9Sp")
-    body = encode_jetton_notification(1, 10**9, sender, "ABCD1234")
+    body = jetton_notification(1, 10**9, (sender.workchain, sender.hash), "ABCD1234")
     result = parsed(in_msg__message_content__body=body, in_msg__message_content__decoded=None)
     assert result.body.kind is BodyKind.JETTON_NOTIFICATION
     assert classify(result) is Classification.IGNORE
@@ -199,10 +196,10 @@ def test_decoded_comment_used_when_body_absent() -> None:
 
 
 def test_body_wins_over_a_contradicting_decoded_label() -> None:
-    result = parsed(in_msg__message_content__body=encode_binary_comment(b"ABCD1234"))
+    result = parsed(in_msg__message_content__body=binary_comment(b"ABCD1234"))
     assert result.body.kind is BodyKind.BINARY
     assert classify(result) is Classification.UNMATCHED
-    text = parsed(in_msg__message_content__body=encode_text_comment("REAL0001"))
+    text = parsed(in_msg__message_content__body=text_comment("REAL0001"))
     assert text.body.text == "REAL0001"
 
 

@@ -14,11 +14,8 @@ from cocoon_platform.ton.comment import (
     BodyKind,
     MessageBody,
     decode_body,
-    encode_binary_comment,
-    encode_encrypted_comment,
-    encode_jetton_notification,
-    encode_text_comment,
 )
+from cocoon_simulator.ton_bodies import binary_comment, encrypted_comment, jetton_notification, text_comment
 
 REFERENCE_BODY = "te6cckEBAQEAEAAAHAAAAAAxOTg1NTk3NjUxSmLi/w=="
 EMPTY_CELL = "te6cckEBAQEAAgAAAEysuc0="
@@ -43,7 +40,7 @@ def test_reference_example() -> None:
 
 
 def test_encoder_matches_toncenter_serialisation() -> None:
-    assert encode_text_comment("1985597651") == REFERENCE_BODY
+    assert text_comment("1985597651") == REFERENCE_BODY
 
 
 @pytest.mark.parametrize(
@@ -62,20 +59,20 @@ def test_encoder_matches_toncenter_serialisation() -> None:
     ],
 )
 def test_text_round_trip(text: str) -> None:
-    assert decode_body(encode_text_comment(text)) == MessageBody(BodyKind.TEXT, text)
+    assert decode_body(text_comment(text)) == MessageBody(BodyKind.TEXT, text)
 
 
 def test_long_comment_uses_snake_cells_of_the_right_size() -> None:
     data = bytes(range(65, 91)) * 20  # 520 bytes
-    chain = _cells(encode_text_comment(data.decode()))
+    chain = _cells(text_comment(data.decode()))
     assert [len(cell.bits) // 8 for cell in chain] == [4 + 123, 127, 127, 127, 16]
     assert all(len(cell.refs) <= 1 for cell in chain)
 
 
 def test_multibyte_character_split_across_cells() -> None:
     text = "a" * 122 + "é" + "ü" * 100  # 'é' straddles the root / first ref boundary
-    assert len(_cells(encode_text_comment(text))) == 3
-    assert decode_body(encode_text_comment(text)).text == text
+    assert len(_cells(text_comment(text))) == 3
+    assert decode_body(text_comment(text)).text == text
 
 
 def test_manual_snake_from_other_wallet_layouts() -> None:
@@ -86,23 +83,23 @@ def test_manual_snake_from_other_wallet_layouts() -> None:
 
 
 def test_base64url_body_is_accepted() -> None:
-    body = encode_text_comment("?>?>?>?>~~~")
+    body = text_comment("?>?>?>?>~~~")
     url = body.replace("+", "-").replace("/", "_")
     assert decode_body(url).text == "?>?>?>?>~~~"
 
 
 def test_binary_comments() -> None:
-    assert decode_body(encode_binary_comment(b"\x00\x01")).kind is BodyKind.BINARY
-    assert decode_body(encode_binary_comment(b"")).kind is BodyKind.BINARY
+    assert decode_body(binary_comment(b"\x00\x01")).kind is BodyKind.BINARY
+    assert decode_body(binary_comment(b"")).kind is BodyKind.BINARY
     invalid_utf8 = begin_cell().store_uint(0, 32).store_bytes(b"AB\xc3\x28").end_cell()
     assert decode_body(_b64(invalid_utf8)) == MessageBody(BodyKind.BINARY)
 
 
 def test_encrypted_and_jetton_and_other_ops() -> None:
-    assert decode_body(encode_encrypted_comment(b"k" * 200)).kind is BodyKind.ENCRYPTED
+    assert decode_body(encrypted_comment(b"k" * 200)).kind is BodyKind.ENCRYPTED
     sender = TonAddress.parse("EQAv6GynfX6rrRlbNjYHpa5Mz1UDE61s5VPg-TN8sBFeR9Sp")
     for comment in (None, "ABCD1234"):
-        body = encode_jetton_notification(7, 5_000_000, sender, comment)
+        body = jetton_notification(7, 5_000_000, (sender.workchain, sender.hash), comment)
         assert decode_body(body) == MessageBody(BodyKind.JETTON_NOTIFICATION)
     other = begin_cell().store_uint(0x0F8A7EA5, 32).store_uint(0, 64).end_cell()
     assert decode_body(_b64(other)).kind is BodyKind.OTHER
@@ -112,7 +109,7 @@ def test_encrypted_and_jetton_and_other_ops() -> None:
 
 def test_jetton_notification_layout() -> None:
     sender = TonAddress.parse("EQAv6GynfX6rrRlbNjYHpa5Mz1UDE61s5VPg-TN8sBFeR9Sp")
-    root = Cell.one_from_boc(encode_jetton_notification(7, 5_000_000, sender, "hi")).begin_parse()
+    root = Cell.one_from_boc(jetton_notification(7, 5_000_000, (sender.workchain, sender.hash), "hi")).begin_parse()
     assert root.load_uint(32) == 0x7362D09C
     assert root.load_uint(64) == 7
     assert root.load_coins() == 5_000_000

@@ -306,3 +306,16 @@ def test_run_deposit_command_rejected_and_unreachable(
 def test_inject_deposit_command_exact_amount(fake: Any) -> None:
     [tx] = inject_deposit_command(fake.url, "CODE0001", "0.000000001")
     assert tx["in_msg"]["value"] == "1"
+
+
+def test_the_simulator_writes_bodies_without_the_platforms_comment_module() -> None:
+    """Its own encoder (cocoon_simulator/ton_bodies.py): a decoder mistake can't be mirrored."""
+    import subprocess
+    import sys
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, cocoon_simulator.__main__, cocoon_simulator.toncenter; "
+         "print(sorted(m for m in sys.modules if m.startswith('cocoon_platform')))"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    assert "cocoon_platform.ton.comment" not in loaded and "cocoon_platform.ton.address" in loaded, loaded

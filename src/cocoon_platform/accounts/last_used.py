@@ -6,12 +6,16 @@ import asyncio
 import logging
 from datetime import UTC, datetime
 
-from sqlalchemy import bindparam, update
+from typing import cast
+
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cocoon_platform.db.models import ApiKey
 
 logger = logging.getLogger("cocoon_platform.accounts")
+
+api_keys = cast(Table, ApiKey.__table__)
 
 
 class LastUsedTracker:
@@ -33,8 +37,8 @@ class LastUsedTracker:
         async with self._sessionmaker.begin() as session:
             await session.connection()  # the bulk UPDATE below needs no ORM identity map
             await session.execute(
-                update(ApiKey.__table__)
-                .where(ApiKey.__table__.c.id == bindparam("key"))
+                update(api_keys)
+                .where(api_keys.c.id == bindparam("key"))
                 .values(last_used_at=bindparam("at")),
                 rows,
             )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -16,15 +18,41 @@ from cocoon_platform.accounts.keys import (
     new_deposit_code,
     normalise_deposit_code,
 )
-from cocoon_platform.db.models import Account, ApiKey
+from cocoon_platform.accounts.limits import is_restricted, period_start
+from cocoon_platform.db.models import Account, ApiKey, UsageRecord
 
 
 @dataclass(frozen=True, slots=True)
 class KeyIdentity:
-    """Who a valid key belongs to."""
+    """Who a live key belongs to, and whether it may manage keys."""
 
     key_id: int
     account_id: int
+    restricted: bool = False
+    expires_at: int | None = None  # unix seconds
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+
+@dataclass(frozen=True, slots=True)
+class KeySettings:
+    """A key's restrictions (see accounts/limits.py); None leaves each one off."""
+
+    credit_limit_nanoton: int | None = None
+    limit_reset: str | None = None
+    models: str | None = None  # stored form
+    expires_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpending:
+    """What a key spent in its limit's current period, and what its requests in flight hold
+    against the limit (only a limited key counts those)."""
+
+    spent_nanoton: int
+    held_nanoton: int
+    period_start: int  # unix seconds; 0: since the key was made
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +66,7 @@ async def _insert_account(session: AsyncSession) -> Account:
     for _ in range(8):
         try:
             async with session.begin_nested():
-                account = Account(deposit_code=new_deposit_code(), balance_nanoton=0, reserved_nanoton=0)
+                account = Account(deposit_code=new_deposit_code())
                 session.add(account)
                 await session.flush()
             return account
@@ -47,9 +75,11 @@ async def _insert_account(session: AsyncSession) -> Account:
     raise RuntimeError("could not draw a unique deposit code")
 
 
-async def add_key(session: AsyncSession, account_id: int, name: str | None = None) -> tuple[str, int]:
+async def add_key(session: AsyncSession, account_id: int, name: str | None = None,
+                  settings: KeySettings | None = None) -> tuple[str, int]:
     """Create a key for an account; returns (plaintext, key id)."""
     plaintext = new_api_key()
+    settings = settings or KeySettings()
     key_id = await session.scalar(
         insert(ApiKey)
         .values(
@@ -57,6 +87,11 @@ async def add_key(session: AsyncSession, account_id: int, name: str | None = Non
             key_hash=hash_api_key(plaintext),
             prefix=display_prefix(plaintext),
             name=name,
+            credit_limit_nanoton=settings.credit_limit_nanoton,
+            limit_reset=settings.limit_reset,
+            models=settings.models,
+            expires_at=settings.expires_at,
+            limit_period_start=period_start(settings.limit_reset, time.time()),
         )
         .returning(ApiKey.id)
     )
@@ -64,10 +99,10 @@ async def add_key(session: AsyncSession, account_id: int, name: str | None = Non
     return plaintext, int(key_id)
 
 
-async def register(session: AsyncSession, name: str | None = None) -> IssuedKey:
+async def register(session: AsyncSession, name: str | None = None, settings: KeySettings | None = None) -> IssuedKey:
     """A new account with its first key."""
     account = await _insert_account(session)
-    plaintext, key_id = await add_key(session, account.id, name)
+    plaintext, key_id = await add_key(session, account.id, name, settings)
     await session.refresh(account)
     return IssuedKey(account=account, api_key=plaintext, key_id=key_id)
 
@@ -75,17 +110,28 @@ async def register(session: AsyncSession, name: str | None = None) -> IssuedKey:
 async def identify(session: AsyncSession, key_hash: bytes) -> KeyIdentity | None:
     row = (
         await session.execute(
-            select(ApiKey.id, ApiKey.account_id).where(
+            select(ApiKey.id, ApiKey.account_id, ApiKey.credit_limit_nanoton, ApiKey.models, ApiKey.expires_at).where(
                 ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None)
             )
         )
     ).first()
-    return KeyIdentity(key_id=row.id, account_id=row.account_id) if row else None
+    if row is None:
+        return None
+    return KeyIdentity(key_id=row.id, account_id=row.account_id, expires_at=row.expires_at,
+                       restricted=is_restricted(row.credit_limit_nanoton, row.models, row.expires_at))
+
+
+def low_balance(account: Account) -> bool:
+    """Whether the balance is below the user's own low-balance threshold (none set: never)."""
+    return account.low_balance_nanoton is not None and account.balance_nanoton < account.low_balance_nanoton
 
 
 async def account_by_key(session: AsyncSession, api_key: str) -> Account | None:
+    """The account of a live, unexpired key."""
     identity = await identify(session, hash_api_key(api_key))
-    return await session.get(Account, identity.account_id) if identity else None
+    if identity is None or identity.expired(time.time()):
+        return None
+    return await session.get(Account, identity.account_id)
 
 
 async def account_by_code(session: AsyncSession, code: str) -> Account | None:
@@ -111,3 +157,49 @@ async def revoke_key(session: AsyncSession, account_id: int, key_id: int) -> boo
         .values(revoked_at=datetime.now(UTC))
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def _charged_since(session: AsyncSession, key: ApiKey, start: int) -> int:
+    """What the key's requests were charged from unix second `start` on, from its usage records."""
+    charged = await session.scalar(
+        select(func.coalesce(func.sum(UsageRecord.cost_nanoton), 0)).where(
+            UsageRecord.account_id == key.account_id, UsageRecord.key_id == key.id,
+            UsageRecord.created_at >= start * 1000,
+        )
+    )
+    return int(charged or 0)
+
+
+async def key_spending(session: AsyncSession, key: ApiKey, now: float) -> KeySpending:
+    """A limited key's own counters; for any other key, its charges in the period from usage records
+    (off the hot path: an unlimited key keeps no counters)."""
+    start = period_start(key.limit_reset, now)
+    if key.credit_limit_nanoton is not None:
+        spent = key.limit_spent_nanoton if key.limit_period_start >= start else 0
+        return KeySpending(spent, key.limit_reserved_nanoton, start)
+    return KeySpending(await _charged_since(session, key, start), 0, start)
+
+
+async def live_key(session: AsyncSession, account_id: int, key_id: int) -> ApiKey | None:
+    return await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
+    )
+
+
+async def change_key(session: AsyncSession, key: ApiKey, changes: dict[str, Any]) -> ApiKey:
+    """Apply `changes` (name and KeySettings fields; None clears a restriction) to a live key.
+
+    When the key's limit or its period changes, the spending of the new period is counted again
+    from the usage records, so a new limit applies to what the key already spent. (A request in
+    flight while a limit is first set is not counted against it: it reserved without one.)
+    """
+    values = dict(changes)
+    limit = values.get("credit_limit_nanoton", key.credit_limit_nanoton)
+    reset = values.get("limit_reset", key.limit_reset)
+    if limit is not None and ("credit_limit_nanoton" in values or "limit_reset" in values):
+        start = period_start(reset, time.time())
+        values.update(limit_spent_nanoton=await _charged_since(session, key, start), limit_period_start=start)
+    if values:
+        await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(values))
+    await session.refresh(key)
+    return key

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
-from typing import Annotated
+import csv
+import io
+from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from cocoon_platform.accounts.endpoints import UNAUTHORIZED
+from cocoon_platform.accounts.service import low_balance
 from cocoon_platform.billing.prices import COEFFICIENT_ONE, MULTIPLIER_ONE, NetworkPrices
 from cocoon_platform.billing.schemas import (
     BalanceResponse,
@@ -24,7 +27,7 @@ from cocoon_platform.billing.schemas import (
 from cocoon_platform.billing.usage import daily_totals, recent_requests
 from cocoon_platform.config import NANOTON_PER_TON, format_ton
 from cocoon_platform.db.models import Account
-from cocoon_platform.deps import CurrentKey, SessionDep, StateDep
+from cocoon_platform.deps import BIGINT_MAX, CurrentKey, SessionDep, StateDep
 from cocoon_platform.errors import InvalidApiKey, InvalidRequest
 
 router = APIRouter(tags=["Billing"])
@@ -45,7 +48,10 @@ async def balance(identity: CurrentKey, state: StateDep, session: SessionDep) ->
         balance_usd=round(balance_ton * rate, 4) if rate is not None else None,
         ton_usd_rate=rate,
         reserved_nanoton=account.reserved_nanoton,
+        low_balance=low_balance(account),
+        low_balance_threshold_nanoton=account.low_balance_nanoton,
     )
+
 
 
 def payment_link(wallet: str, memo: str) -> str:
@@ -105,50 +111,92 @@ async def pricing(state: StateDep) -> PricingResponse:
     )
 
 
-@router.get("/v1/usage", response_model=UsageResponse, summary="Usage history", responses={401: UNAUTHORIZED})
+# Most requests in one answer: a JSON page, or a CSV export.
+USAGE_PAGE_MAX = 200
+USAGE_CSV_MAX = 10_000
+
+
+@router.get("/v1/usage", response_model=UsageResponse, summary="Usage history", responses={
+    401: UNAUTHORIZED, 200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+                             "description": "With format=csv: the requests as CSV, one row each, with a header"}})
 async def usage_history(
     identity: CurrentKey,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(description="Continue before this position (from next_before).")] = None,
+    limit: Annotated[int, Query(ge=1, le=USAGE_CSV_MAX, description=f"At most {USAGE_PAGE_MAX} (CSV: "
+                                                                     f"{USAGE_CSV_MAX}).")] = 50,
+    before: Annotated[int | None, Query(ge=0, le=BIGINT_MAX,
+                                        description="Continue before this position (from next_before).")] = None,
     start: Annotated[date | None, Query(description="First UTC day of the totals (default: 30 days ago).")] = None,
     end: Annotated[date | None, Query(description="Last UTC day of the totals (default: today).")] = None,
-) -> UsageResponse:
-    """Your requests newest first, with tokens by type and cost; and totals per day and model."""
+    key_id: Annotated[int | None, Query(ge=1, le=BIGINT_MAX, description="Only this key's requests.")] = None,
+    model: Annotated[str | None, Query(max_length=200, description="Only this model's requests.")] = None,
+    format: Annotated[Literal["json", "csv"], Query(description="csv: the requests as a CSV file.")] = "json",
+) -> UsageResponse | Response:
+    """Your requests newest first, with tokens by type and cost; and totals per day and model.
+    `key_id` and `model` narrow both; `format=csv` exports the requests (the page's next
+    position is in the `X-Next-Before` header)."""
     end = end or datetime.now(UTC).date()
     start = start or end - timedelta(days=30)
     if start > end:
         raise InvalidRequest("start must not be after end", param="start")
     if (end - start).days > 366:
         raise InvalidRequest("the totals range is limited to 366 days", param="start")
-    records = await recent_requests(session, identity.account_id, limit + 1, before)
+    if format == "json" and limit > USAGE_PAGE_MAX:
+        raise InvalidRequest(f"limit is at most {USAGE_PAGE_MAX} (or {USAGE_CSV_MAX} with format=csv)", param="limit")
+    records = await recent_requests(session, identity.account_id, limit + 1, before, key_id=key_id, model=model)
     page = records[:limit]
+    next_before = page[-1].id if len(records) > limit else None
+    items = [
+        UsageItem(
+            request_id=r.request_id,
+            created_at=datetime.fromtimestamp(r.created_at / 1000, UTC),
+            model=r.model,
+            endpoint=r.endpoint,
+            prompt_tokens=r.prompt_tokens,
+            cached_tokens=r.cached_tokens,
+            completion_tokens=r.completion_tokens,
+            reasoning_tokens=r.reasoning_tokens,
+            total_tokens=r.prompt_tokens + r.completion_tokens,
+            cost_nanoton=r.cost_nanoton,
+            cost_ton=r.cost_nanoton / NANOTON_PER_TON,
+            status=r.status,
+            estimated=r.estimated,
+            duration_ms=r.duration_ms,
+            key_id=r.key_id,
+        )
+        for r in page
+    ]
+    if format == "csv":
+        return _usage_csv(items, next_before)
     return UsageResponse(
-        data=[
-            UsageItem(
-                request_id=r.request_id,
-                created_at=datetime.fromtimestamp(r.created_at / 1000, UTC),
-                model=r.model,
-                endpoint=r.endpoint,
-                prompt_tokens=r.prompt_tokens,
-                cached_tokens=r.cached_tokens,
-                completion_tokens=r.completion_tokens,
-                reasoning_tokens=r.reasoning_tokens,
-                total_tokens=r.prompt_tokens + r.completion_tokens,
-                cost_nanoton=r.cost_nanoton,
-                cost_ton=r.cost_nanoton / NANOTON_PER_TON,
-                status=r.status,
-                estimated=r.estimated,
-                duration_ms=r.duration_ms,
-            )
-            for r in page
-        ],
-        has_more=len(records) > limit,
-        next_before=page[-1].id if len(records) > limit else None,
+        data=items,
+        has_more=next_before is not None,
+        next_before=next_before,
         totals=[
-            DailyTotal(**row, cost_ton=int(row["cost_nanoton"]) / NANOTON_PER_TON)  # type: ignore[arg-type]
-            for row in await daily_totals(session, identity.account_id, start, end)
+            DailyTotal(**row, cost_ton=int(row["cost_nanoton"]) / NANOTON_PER_TON)
+            for row in await daily_totals(session, identity.account_id, start, end, key_id=key_id, model=model)
         ],
         start=start,
         end=end,
     )
+
+
+def _usage_csv(items: list[UsageItem], next_before: int | None) -> Response:
+    out = io.StringIO()
+    columns = list(UsageItem.model_fields)
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    for item in items:
+        row = item.model_dump(mode="json")
+        writer.writerow([_csv_cell(row[column]) for column in columns])
+    headers = {"Content-Disposition": 'attachment; filename="usage.csv"'}
+    if next_before is not None:
+        headers["X-Next-Before"] = str(next_before)
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+def _csv_cell(value: object) -> object:
+    """A cell a spreadsheet shows as text: a model name starting with =, +, - or @ is not run as a formula."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+        return "'" + value
+    return value

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,7 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     url = make_url(settings.database_url)
     if url.drivername.startswith("sqlite"):
         if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            make_private(Path(url.database))
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
         _configure_sqlite(engine, settings.sqlite_synchronous)
         return engine
@@ -27,6 +31,18 @@ def create_engine(settings: Settings, **kwargs: Any) -> AsyncEngine:
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
+
+
+def make_private(database: Path) -> None:
+    """Create the database file (and a missing directory) for its owner alone, before SQLite
+    opens it: SQLite gives the WAL and shared-memory files the database file's permissions, and
+    would otherwise create all three world-readable (#14 item 13). Existing files are narrowed
+    to the owner too."""
+    database.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(database, os.O_CREAT | os.O_RDWR, 0o600))
+    for path in (database, database.with_name(database.name + "-wal"), database.with_name(database.name + "-shm")):
+        if path.exists() and path.stat().st_mode & 0o077:
+            path.chmod(0o600)
 
 
 def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
@@ -55,3 +71,20 @@ def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Database:
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+
+
+@asynccontextmanager
+async def database(settings: Settings) -> AsyncIterator[Database]:
+    """The database for one command or job: its engine and session factory, disposed of at the
+    end. (A running server keeps its engine for its lifetime instead: see state.py.)"""
+    engine = create_engine(settings)
+    try:
+        yield Database(engine, create_sessionmaker(engine))
+    finally:
+        await engine.dispose()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -46,7 +45,7 @@ class UtcDateTime(TypeDecorator[datetime]):
             raise ValueError("naive datetime")
         return value
 
-    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
@@ -68,10 +67,22 @@ class Account(Base):
     balance_nanoton: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     # Sum of this account's open holds; kept on the row so a reservation is one guarded UPDATE.
     reserved_nanoton: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # Lifetime credits (deposits and operator credits): the overdraft is only for accounts whose
+    # credits reach COCOON_OVERDRAFT_MIN_CREDITS_TON, so a throw-away account can't go below zero.
+    credited_nanoton: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    # The user's own warning level: `/v1/balance` says `low_balance` below it (None: no warning).
+    low_balance_nanoton: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class ApiKey(Base):
+    """A key and its restrictions (see accounts/limits.py).
+
+    The `limit_*` counters are kept only while the key has a credit limit: its reservations and
+    settlements move them in the same statements that move the account's balance, so a key's
+    limit holds under concurrency exactly as the balance does; an unlimited key costs nothing more.
+    """
+
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -82,6 +93,15 @@ class ApiKey(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    credit_limit_nanoton: Mapped[int | None] = mapped_column(BigInteger)
+    limit_reset: Mapped[str | None] = mapped_column(String(16))  # daily | weekly | monthly; None: never
+    # The model allow-list as "\n<id>\n<id>\n", so the reservation tests membership with one
+    # substring search in either database (ids never hold a newline); None: every model.
+    models: Mapped[str | None] = mapped_column(Text)
+    expires_at: Mapped[int | None] = mapped_column(BigInteger)  # unix seconds
+    limit_spent_nanoton: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    limit_reserved_nanoton: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    limit_period_start: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")  # unix seconds
 
 
 class LedgerEntry(Base):
@@ -113,12 +133,14 @@ class Hold(Base):
     """
 
     __tablename__ = "holds"
-    __table_args__ = {"sqlite_with_rowid": False}
+    __table_args__ = {"sqlite_with_rowid": False}  # noqa: RUF012 (SQLAlchemy's declarative form)
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     amount_nanoton: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)  # unix seconds
+    # The key whose credit limit this hold counts against; None when the key had no limit.
+    key_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class UsageRecord(Base):
@@ -161,6 +183,18 @@ class Deposit(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)  # credited | unmatched
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
     credited_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class PendingDeposit(Base):
+    """A transfer carrying an account's deposit code that the watcher saw before it was final;
+    removed once the transfer is credited (it then is a row of `deposits`)."""
+
+    __tablename__ = "pending_deposits"
+
+    tx_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"), index=True)
+    amount_nanoton: Mapped[int] = mapped_column(BigInteger)
+    seen_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)
 
 
 class WatcherCursor(Base):

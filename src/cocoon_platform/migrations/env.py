@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from cocoon_platform.config import Settings
-from cocoon_platform.db.engine import create_engine
+from cocoon_platform.db.engine import database
 from cocoon_platform.db.models import Base
 
 # Any constant: serialises concurrent `serve` start-ups on one PostgreSQL database.
@@ -25,13 +25,9 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async(settings: Settings) -> None:
-    engine = create_engine(settings)
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(_run)
-            await connection.commit()
-    finally:
-        await engine.dispose()
+    async with database(settings) as db, db.engine.connect() as connection:
+        await connection.run_sync(_run)
+        await connection.commit()
 
 
 settings = context.config.attributes.get("settings") or Settings()

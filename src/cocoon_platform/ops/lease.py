@@ -15,12 +15,13 @@ import hashlib
 import logging
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
 from cocoon_platform.config import Settings
+from cocoon_platform.ops.supervisor import BackgroundLoop
 
 logger = logging.getLogger("cocoon_platform.lease")
 
@@ -105,12 +106,15 @@ def lease_for(settings: Settings, name: str) -> Lease:
 
 async def run_exclusively(
     lease: Lease,
-    job: Callable[[asyncio.Event], Awaitable[None]],
+    job: BackgroundLoop,
     stop: asyncio.Event,
     on_change: Callable[[bool], None] = lambda active: None,
     retry_seconds: float = CHECK_SECONDS,
 ) -> None:
-    """Run `job` while holding the lease; wait for it otherwise; take over when it frees."""
+    """Run `job` while holding the lease; wait for it otherwise; take over when it frees.
+
+    A job that fails ends this too, with its exception, once the lease is released: its
+    supervisor logs it and restarts after a backoff, rather than retaking the lease at once."""
     while not stop.is_set():
         if await lease.try_acquire():
             logger.info("lease acquired: this process runs the job")
@@ -130,6 +134,9 @@ async def run_exclusively(
                     await asyncio.wait_for(task, 30)
                 on_change(False)
                 await lease.release()
+            failure = task.exception() if task.done() and not task.cancelled() else None
+            if failure is not None:
+                raise failure
         else:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), retry_seconds)

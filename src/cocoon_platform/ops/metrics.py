@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import math
 import os
-
+import time
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -39,6 +41,28 @@ WATCHER_LAG = Gauge("cocoon_deposit_watcher_lag_seconds",
                     "Seconds between the last credited transaction and its credit", multiprocess_mode="max")
 WATCHER_POLL_AGE = Gauge("cocoon_deposit_watcher_last_poll_age_seconds",
                          "Seconds since the watcher last read the wallet successfully", multiprocess_mode="min")
+LOOP_RESTARTS = Counter("cocoon_background_loop_restarts_total", "Background loops restarted after dying, by loop",
+                        ["loop"])
+
+
+# The database-wide gauges (open holds, deposits) are read at most this often, per process.
+DATABASE_GAUGE_SECONDS = 5.0
+
+
+class Every:
+    """Whether something periodic is due: at most once per `seconds`."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._next = -math.inf
+
+    def due(self) -> bool:
+        now = self._clock()
+        if now < self._next:
+            return False
+        self._next = now + self._seconds
+        return True
 
 
 class Labelled:
@@ -71,6 +95,6 @@ def exposition() -> tuple[bytes, str]:
     """The metrics page of this process, or of all worker processes in multiprocess mode."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
     return generate_latest(), CONTENT_TYPE_LATEST

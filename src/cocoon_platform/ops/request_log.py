@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import Any
 
@@ -27,12 +28,25 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry).decode()
 
 
+# Control characters (newlines above all) and backslashes, as Python writes them in a literal.
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\\]")
+
+
+def escape(text: str) -> str:
+    """One line whatever the text: a value from a request can't forge a line of its own."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
 class TextFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
+    """One line per record (a traceback follows on lines of its own); the message and the
+    fields are escaped, since both may carry what a client sent (a path, a model)."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape(record.message)
+        line = super().formatMessage(record)
         fields = getattr(record, "fields", None)
-        line = super().format(record)
         if fields:
-            line += " " + " ".join(f"{k}={v}" for k, v in fields.items())
+            line += " " + " ".join(f"{k}={escape(str(v)) if isinstance(v, str) else v}" for k, v in fields.items())
         return line
 
 

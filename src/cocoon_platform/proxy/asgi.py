@@ -6,23 +6,30 @@ here runs per request: no parsing beyond what the handler needs, one write per a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from cocoon_platform.errors import PayloadTooLarge, PlatformError
+
+if TYPE_CHECKING:
+    from cocoon_platform.dialects import Dialect
 
 Scope = dict[str, Any]
 Receive = Any
 Send = Any
 
 JSON_TYPE = (b"content-type", b"application/json")
-SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-               (b"x-accel-buffering", b"no")]
+# Every answer: no content sniffing, and no cache keeps it (answers are per account).
+NOSNIFF = (b"x-content-type-options", b"nosniff")
+NO_STORE = (b"cache-control", b"no-store")
+JSON_HEADERS = (JSON_TYPE, NOSNIFF, NO_STORE)
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), NOSNIFF, NO_STORE, (b"x-accel-buffering", b"no")]
 
 
 def request_headers(scope: Scope) -> tuple[str | None, int | None]:
-    """The request's Authorization header and announced Content-Length (None when absent or unreadable)."""
+    """The request's Authorization header and announced Content-Length (None when absent or
+    unreadable). A key in `x-api-key` (as Anthropic's clients send it) reads as a bearer key."""
     authorization = None
     length = None
     for name, value in scope["headers"]:
@@ -33,6 +40,8 @@ def request_headers(scope: Scope) -> tuple[str | None, int | None]:
                 length = int(value)
             except ValueError:
                 length = None
+        elif name == b"x-api-key" and authorization is None:
+            authorization = "Bearer " + value.decode("latin-1")
     return authorization, length
 
 
@@ -64,18 +73,49 @@ async def wait_disconnect(receive: Receive) -> None:
             return
 
 
-async def send_error(send: Send, exc: PlatformError, request_id: str) -> None:
-    """A whole error answer in the platform's error shape, with the error's own headers."""
-    headers = [JSON_TYPE, (b"x-request-id", request_id.encode())]
+async def send_error(send: Send, exc: PlatformError, request_id: str, dialect: Dialect | None = None) -> None:
+    """A whole error answer in the platform's error shape (or the dialect's), with the error's
+    own headers."""
+    headers = [*JSON_HEADERS, (b"x-request-id", request_id.encode())]
     headers.extend((k.lower().encode(), v.encode()) for k, v in exc.headers.items())
     await send({"type": "http.response.start", "status": exc.status, "headers": headers})
-    await send({"type": "http.response.body", "body": exc.to_bytes()})
+    await send({"type": "http.response.body", "body": exc.to_bytes() if dialect is None else dialect.error(exc)})
+
+
+def with_headers(send: Send, headers: list[tuple[bytes, bytes]]) -> Send:
+    """`send` adding `headers` to the answer's head."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *headers]
+        await send(message)
+
+    return sending
+
+
+def with_common_headers(send: Send, request_id: bytes) -> Send:
+    """`send` adding to the answer's head what every answer carries: `x-request-id`,
+    `x-content-type-options: nosniff`, and `cache-control: no-store` unless the answer sets its
+    own (the dashboard's pages and files); keys and balances must never sit in a cache."""
+
+    async def sending(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = [*message.get("headers", ()), (b"x-request-id", request_id)]
+            names = {name.lower() for name, _ in headers}
+            if b"x-content-type-options" not in names:
+                headers.append(NOSNIFF)
+            if b"cache-control" not in names:
+                headers.append(NO_STORE)
+            message["headers"] = headers
+        await send(message)
+
+    return sending
 
 
 async def send_json(send: Send, document: Any, request_id: str) -> None:
     """A whole 200 JSON answer."""
     await send({"type": "http.response.start", "status": 200,
-                "headers": [JSON_TYPE, (b"x-request-id", request_id.encode())]})
+                "headers": [*JSON_HEADERS, (b"x-request-id", request_id.encode())]})
     await send({"type": "http.response.body", "body": orjson.dumps(document)})
 
 

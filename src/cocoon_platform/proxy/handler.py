@@ -17,14 +17,21 @@ import asyncio
 import logging
 import random
 import time
+from typing import Any
 
 import orjson
 
 from cocoon_platform.accounts.keys import bearer_key_hash
+from cocoon_platform.accounts.refusals import key_refusal, limit_refusal
 from cocoon_platform.billing.cost import UsageStatus, bill, completion_text
 from cocoon_platform.billing.prices import NetworkPrices
 from cocoon_platform.billing.store import Reservation, Settlement
 from cocoon_platform.config import format_ton
+from cocoon_platform.dialects import Dialect
+from cocoon_platform.dialects.messages import PATH as MESSAGES_PATH
+from cocoon_platform.dialects.messages import MessagesDialect
+from cocoon_platform.dialects.responses import PATH as RESPONSES_PATH
+from cocoon_platform.dialects.responses import ResponsesDialect
 from cocoon_platform.errors import (
     InsufficientBalance,
     InvalidApiKey,
@@ -35,6 +42,7 @@ from cocoon_platform.errors import (
 )
 from cocoon_platform.ops import metrics
 from cocoon_platform.ops.request_log import log_request, request_log_enabled
+from cocoon_platform.proxy.attempts import combined_usage
 from cocoon_platform.proxy.asgi import (
     Receive,
     Scope,
@@ -43,16 +51,26 @@ from cocoon_platform.proxy.asgi import (
     request_headers,
     send_error,
     send_json,
+    with_headers,
     sse,
     start_sse,
     wait_disconnect,
 )
 from cocoon_platform.proxy.events import DONE
 from cocoon_platform.proxy.outcome import Outcome
-from cocoon_platform.proxy.relay import relay
-from cocoon_platform.proxy.request import CHAT_PATH, InferenceRequest, parse_request
+from cocoon_platform.proxy.relay import openai_frame, relay
+from cocoon_platform.proxy.request import (
+    CHAT_PATH,
+    InferenceRequest,
+    decode_body,
+    parse_request,
+    prepare_request,
+)
 from cocoon_platform.proxy.upstream_errors import map_upstream_error
 from cocoon_platform.state import AppState
+from cocoon_platform.tools.answer import read_choices
+from cocoon_platform.tools.offer import SchemaCache
+from cocoon_platform.tools.stream import StreamTranslator
 from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 from cocoon_platform.upstream.pool import NoUpstream
 
@@ -61,14 +79,16 @@ logger = logging.getLogger("cocoon_platform.proxy")
 MAX_RESERVATION = 2**62  # fits a BIGINT with room for the balance arithmetic
 
 
-def new_request_id() -> str:
-    """`req_` + 48-bit millisecond time + 80 random bits, in hex: unique, and in time order, so the
-    unique indexes on request ids and usage references grow at their end instead of touching a
-    random page per insert (fewer pages per transaction; fewer WAL frames on SQLite).
+def new_request_id(prefix: str = "req_") -> str:
+    """`prefix` + 44-bit millisecond time (to the year 2527) + 80 random bits, in hex: unique, and
+    in time order, so the unique indexes on request ids and usage references grow at their end
+    instead of touching a random page per insert (fewer pages per transaction; fewer WAL frames
+    on SQLite). The prefix is the answer's kind as its API writes ids (`chatcmpl-`, `cmpl-`,
+    `resp_`, `msg_`): the answer's `id` is the request id. At most 40 characters (the id columns).
 
     The bits come from `random` (seeded from the OS, reseeded in forked workers), not a system
     call per request: an id must be unique, not secret."""
-    return f"req_{time.time_ns() // 1_000_000:012x}{random.getrandbits(80):020x}"
+    return f"{prefix}{time.time_ns() // 1_000_000 & 0xFFFFFFFFFFF:011x}{random.getrandbits(80):020x}"
 
 
 class InferenceHandler:
@@ -81,55 +101,78 @@ class InferenceHandler:
         # and a request never outlives its hold (Settings checks it), so the sweeper never releases
         # a live one.
         self.deadline = settings.upstream_request_timeout + settings.upstream_deadline_margin
+        self.schemas = SchemaCache()  # tools' compiled JSON Schemas, shared by requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.state
         started = time.perf_counter()
-        request_id = new_request_id()
         settings = state.settings
-        endpoint = "chat" if scope["path"] == CHAT_PATH else "completions"
+        dialect = DIALECTS.get(scope["path"])
+        if dialect is None:
+            endpoint = "chat" if scope["path"] == CHAT_PATH else "completions"
+            request_id = new_request_id(_ID_PREFIX[endpoint])
+        else:
+            endpoint, request_id = dialect.endpoint, new_request_id(dialect.id_prefix)
         outcome = Outcome()
         request: InferenceRequest | None = None
-        key_hash: bytes | None = None
+        account_id = 0
         slot: str | None = None
         try:
             try:
                 authorization, length = request_headers(scope)
                 if length is not None and length > settings.max_body_bytes:
                     raise PayloadTooLarge(f"Request body exceeds {settings.max_body_bytes} bytes")
+                if state.limiter.blocked_until:
+                    state.limiter.refuse_if_blocked(state.client_addresses.bucket_of(scope))
                 raw = await read_body(receive, settings.max_body_bytes)
                 key_hash = bearer_key_hash(authorization)
                 if key_hash is None:
                     raise InvalidApiKey()
-                if state.limiter.checks_keys:
-                    slot = await state.limiter.admit_key(key_hash)
-                request = parse_request(
-                    scope["path"],
-                    raw,
-                    max_tokens_cap=settings.max_tokens_cap,
-                    default_max_tokens=settings.default_max_tokens,
-                    max_coefficient=settings.max_coefficient,
-                    extra_fields=settings.upstream_extra_field_set,
-                    request_timeout=settings.upstream_request_timeout,
-                )
+                if state.limiter.checks_accounts:
+                    known = await state.key_accounts.account_of(key_hash)
+                    if known is None:
+                        raise InvalidApiKey()
+                    account_id = known
+                    slot, rate_headers = await state.limiter.admit_account(account_id)
+                    if rate_headers:
+                        send = with_headers(send, rate_headers)
+                if dialect is None:
+                    request = parse_request(
+                        scope["path"],
+                        raw,
+                        max_tokens_cap=settings.max_tokens_cap,
+                        default_max_tokens=settings.default_max_tokens,
+                        max_coefficient=settings.max_coefficient,
+                        extra_fields=settings.upstream_extra_field_set,
+                        tool_format_of=self._tool_format,
+                        schemas=self.schemas,
+                        request_timeout=settings.upstream_request_timeout,
+                    )
+                else:
+                    request = self._translate(dialect, raw)
+                request.set_model(state.network.canonical(request.model))
                 prices = state.prices
-                amount = state.pricer.worst_case(prices, len(raw), request.max_tokens * request.choices)
+                prompt_bound = request.prompt_bound(len(raw))
+                amount = state.pricer.worst_case(prices, prompt_bound, request.completion_bound())
                 if amount >= MAX_RESERVATION:
                     raise InvalidRequest("This request is too large to price; lower max_tokens, n or the prompt.")
                 reservation = await state.billing.reserve(
                     key_hash, amount, settings.min_balance_nanoton, settings.max_overdraft_nanoton,
                     request_id, settings.reservation_ttl_seconds,
+                    model=request.model, overdraft_min_credits=settings.overdraft_min_credits_nanoton,
                 )
                 if reservation is None:
-                    raise await self._refusal(key_hash, amount, prices, len(raw), request)
+                    raise await self._refusal(key_hash, amount, prices, prompt_bound, request)
             except PlatformError as exc:
+                if isinstance(exc, InvalidApiKey):
+                    exc = await state.limiter.failed_authentication(state.client_addresses.bucket_of(scope)) or exc
                 outcome.http_status = exc.status
-                await send_error(send, exc, request_id)
+                await send_error(send, exc, request_id, dialect)
                 return
             except Exception:
                 logger.exception("request %s failed before forwarding", request_id)
                 outcome.http_status = 500
-                await send_error(send, PlatformError(), request_id)
+                await send_error(send, PlatformError(), request_id, dialect)
                 return
             outcome.account_id, outcome.key_id = reservation.account_id, reservation.key_id
             state.last_used.touch(reservation.key_id, time.time())
@@ -144,8 +187,8 @@ class InferenceHandler:
                     outcome.status = UsageStatus.ABORTED
                     await asyncio.shield(self._settle(request, reservation, prices, request_id, outcome, started))
         finally:
-            if slot is not None and key_hash is not None:
-                await state.limiter.release_key(key_hash, slot)
+            if slot is not None:
+                await state.limiter.release_account(account_id, slot)
             self._observe(endpoint, request, request_id, outcome, time.perf_counter() - started)
 
     def _observe(self, endpoint: str, request: InferenceRequest | None, request_id: str, outcome: Outcome,
@@ -199,21 +242,59 @@ class InferenceHandler:
         funds = await state.billing.funds(key_hash)
         if funds is None:
             return InvalidApiKey()
+        now = time.time()
+        refused = key_refusal(funds, request.model, now)
+        if refused is not None:
+            return refused
+        # The overdraft only for accounts whose lifetime credits reach the minimum (#14).
+        overdraft = (settings.max_overdraft_nanoton if funds.credited >= settings.overdraft_min_credits_nanoton
+                     else 0)
         if funds.balance < settings.min_balance_nanoton:
             return InsufficientBalance(
                 f"Insufficient balance: {format_ton(funds.balance)} TON. "
                 f"Minimum: {format_ton(settings.min_balance_nanoton, 2)} TON. Top up via /v1/deposit."
             )
-        available = funds.balance - funds.reserved + settings.max_overdraft_nanoton
-        fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // request.choices
+        available = funds.balance - funds.reserved + overdraft
+        per_max_token = request.choices * request.attempts
+        if amount <= available:  # the funds would do: the key's own limit refused it
+            key_left = (funds.credit_limit or 0) - funds.limit_spent - funds.limit_reserved
+            fits = state.pricer.largest_max_tokens(prices, prompt_bound, min(available, key_left)) // per_max_token
+            limited = limit_refusal(funds, amount, fits, now)
+            if limited is not None:
+                return limited
+        fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // per_max_token
         hint = (f" The largest max_tokens that fits is {fits}." if fits > 0
                 else " Top up via /v1/deposit or shorten the prompt.")
+        def ton(nanoton: int) -> str:
+            return format_ton(nanoton, 9, trim=True)
+
         return InsufficientBalance(
-            f"Insufficient balance for this request: it needs up to {format_ton(amount, 9)} TON "
-            f"(max_tokens={request.max_tokens}) but {format_ton(max(available, 0), 9)} TON is available "
-            f"(balance {format_ton(funds.balance, 9)} TON, {format_ton(funds.reserved, 9)} TON held by requests "
-            f"in flight, overdraft {format_ton(settings.max_overdraft_nanoton, 9)} TON).{hint}"
+            f"Insufficient balance for this request: it needs up to {ton(amount)} TON "
+            f"(max_tokens={request.max_tokens}) but {ton(max(available, 0))} TON is available "
+            f"(balance {ton(funds.balance)} TON, {ton(funds.reserved)} TON held by requests "
+            f"in flight, overdraft {ton(overdraft)} TON).{hint}"
         )
+
+    def _tool_format(self, model: str) -> str | None:
+        """The catalog's tool format for a model named by its id or alias."""
+        return self.state.catalog.tool_format(self.state.network.canonical(model))
+
+    def _translate(self, dialect: Dialect, raw: bytes) -> InferenceRequest:
+        """A dialect's request as a chat request, through the chat path's checks and filter."""
+        settings = self.state.settings
+        translated = dialect.translate(decode_body(raw))
+        request = prepare_request(
+            translated.chat, True,
+            max_tokens_cap=settings.max_tokens_cap,
+            default_max_tokens=settings.default_max_tokens,
+            max_coefficient=settings.max_coefficient,
+            extra_fields=settings.upstream_extra_field_set,
+            tool_format_of=self._tool_format,
+            schemas=self.schemas,
+            request_timeout=settings.upstream_request_timeout,
+        )
+        request.dialect, request.translated = dialect, translated
+        return request
 
     # --- forwarding -----------------------------------------------------------------------
 
@@ -236,6 +317,24 @@ class InferenceHandler:
             raise map_upstream_error(response.status, body, request.model, state.settings.max_coefficient)
         return response
 
+    async def _fetch(self, request: InferenceRequest, timeout: float) -> dict[str, Any]:
+        """One non-streamed answer, read and parsed; raises UpstreamError."""
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+                raw = await response.read()  # gives the connection back, or drops it on failure
+        except TimeoutError:
+            raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
+        except ConnectionBroken:
+            raise UpstreamError(502, "The COCOON network dropped the answer.", "connection") from None
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            document = None
+        if not isinstance(document, dict) or not isinstance(document.get("choices"), list):
+            raise UpstreamError(502, "Bad response from the COCOON network (not a completion).", "bad_response")
+        return document
+
     async def _complete(
         self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
         request_id: str, send: Send, outcome: Outcome,
@@ -243,26 +342,16 @@ class InferenceHandler:
         started = time.perf_counter()
         try:
             try:
-                async with asyncio.timeout(self.deadline):
-                    response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
-                    raw = await response.read()  # gives the connection back, or drops it on failure
-            except TimeoutError:
-                raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
-            except ConnectionBroken:
-                raise UpstreamError(502, "The COCOON network dropped the answer.", "connection") from None
+                document = await self._fetch(request, self.deadline)
             finally:
                 outcome.upstream_seconds = time.perf_counter() - started
-            try:
-                document = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                document = None
-            if not isinstance(document, dict) or not isinstance(document.get("choices"), list):
-                raise UpstreamError(502, "Bad response from the COCOON network (not a completion).", "bad_response")
         except PlatformError as exc:
             outcome.status, outcome.http_status, outcome.error = UsageStatus.UPSTREAM_ERROR, exc.status, exc
             await self._settle(request, reservation, prices, request_id, outcome, started)
-            await send_error(send, exc, request_id)
+            await send_error(send, exc, request_id, request.dialect)
             return
+        if request.tools is not None:
+            document = await self._read_tool_calls(request, document, outcome, started)
         usage = document.get("usage")
         if not isinstance(usage, dict):
             usage = document["usage"] = {}
@@ -271,7 +360,33 @@ class InferenceHandler:
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
         usage["cost_nanoton"] = charge
         usage["cost_ton"] = charge / 1_000_000_000
+        document["id"] = request_id
+        if request.translated is not None:
+            document = request.translated.answer(document, request_id)
         await send_json(send, document, request_id)
+
+    async def _read_tool_calls(
+        self, request: InferenceRequest, document: dict[str, Any], outcome: Outcome, started: float,
+    ) -> dict[str, Any]:
+        """The answer with its tool calls read (tools/answer.py). When a call was required and the
+        model made none, it is asked once more within the request's deadline; both attempts are
+        billed (the reservation covered both). If the second attempt fails, the first stands."""
+        assert request.tools is not None
+        if read_choices(document, request.tools) or request.attempts < 2:
+            return document
+        try:
+            second = await self._fetch(request, self.deadline - (time.perf_counter() - started))
+        except PlatformError:
+            return document
+        finally:
+            outcome.upstream_seconds = time.perf_counter() - started
+        read_choices(second, request.tools)
+        usage = combined_usage(document.get("usage"), second.get("usage"))
+        if usage is None:
+            second.pop("usage", None)
+        else:
+            second["usage"] = usage
+        return second
 
     async def _stream(
         self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
@@ -280,6 +395,7 @@ class InferenceHandler:
         started = time.perf_counter()
         response: UpstreamResponse | None = None
         disconnected = False
+        translation = None if request.translated is None else request.translated.stream(request_id, request.model)
         watcher: asyncio.Task[None] | None = None
 
         def client_left(task: asyncio.Task[None]) -> None:
@@ -302,7 +418,32 @@ class InferenceHandler:
             async with asyncio.timeout(self.deadline):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
                 await start_sse(send, request_id)
-                await relay(response, send, outcome, started, watch_client)
+                frame = openai_frame(outcome, request_id) if translation is None else translation.frame
+                if request.tools is None:
+                    await relay(response, send, outcome, started, watch_client, frame)
+                else:
+                    # Text is held back while a call is required, so a retry can replace the answer.
+                    translator = StreamTranslator(request.tools, hold_text=request.attempts > 1)
+
+                    def tool_frame(payloads: list[bytes]) -> bytes:
+                        out = translator.translate(payloads)
+                        return frame(out) if out else b""
+
+                    await relay(response, send, outcome, started, watch_client, tool_frame)
+                    if translator.waiting and outcome.error is None and not disconnected:
+                        # The model made no call though one was required: once more, both billed.
+                        first_usage, outcome.usage, outcome.upstream_done = outcome.usage, None, False
+                        response.close()
+                        try:
+                            response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+                        except PlatformError:
+                            outcome.usage = first_usage  # the first answer stands
+                        else:
+                            translator = StreamTranslator(request.tools, envelope=translator.envelope)
+                            await relay(response, send, outcome, started, watch_client, tool_frame)
+                            outcome.usage = combined_usage(first_usage, outcome.usage)
+                    if (rest := translator.finish()) and not disconnected:
+                        await send({"type": "http.response.body", "body": frame(rest), "more_body": True})
         except TimeoutError:
             if response is not None:
                 outcome.error = UpstreamError(504, "The COCOON network stopped answering mid-stream.", "timeout")
@@ -320,7 +461,7 @@ class InferenceHandler:
             assert outcome.error is not None
             outcome.status, outcome.http_status = UsageStatus.UPSTREAM_ERROR, outcome.error.status
             await self._settle(request, reservation, prices, request_id, outcome, started)
-            await send_error(send, outcome.error, request_id)
+            await send_error(send, outcome.error, request_id, request.dialect)
             return
         if outcome.error is None and outcome.usage is None:
             # Ended without its usage chunk: the stream was cut short, whatever closed it.
@@ -334,14 +475,18 @@ class InferenceHandler:
         if disconnected:
             return
         if outcome.error is not None:
-            await send({"type": "http.response.body", "body": sse(outcome.error.to_bytes()), "more_body": False})
+            last = sse(outcome.error.to_bytes()) if translation is None else translation.fail(outcome.error)
+            await send({"type": "http.response.body", "body": last, "more_body": False})
+            return
+        usage = dict(outcome.usage or {})
+        usage["cost_nanoton"] = charge
+        usage["cost_ton"] = charge / 1_000_000_000
+        if translation is not None:
+            await send({"type": "http.response.body", "body": translation.finish(usage), "more_body": False})
             return
         tail = b""
         if request.include_usage and outcome.usage is not None:
-            usage = dict(outcome.usage)
-            usage["cost_nanoton"] = charge
-            usage["cost_ton"] = charge / 1_000_000_000
-            tail = sse(orjson.dumps({"id": outcome.stream_id or request_id,
+            tail = sse(orjson.dumps({"id": request_id,
                                       "object": _CHUNK_OBJECT[request.endpoint], "created": int(time.time()),
                                       "model": request.model, "choices": [], "usage": usage}))
         await send({"type": "http.response.body", "body": tail + sse(DONE), "more_body": False})
@@ -363,7 +508,7 @@ class InferenceHandler:
             charge=charged.charge,
             request_id=request_id,
             model=request.model,
-            endpoint=request.endpoint,
+            endpoint=request.endpoint if request.dialect is None else request.dialect.endpoint,
             prompt_tokens=tokens.prompt,
             cached_tokens=tokens.cached,
             completion_tokens=tokens.completion,
@@ -378,5 +523,7 @@ class InferenceHandler:
         return charged.charge
 
 
+_ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}
+DIALECTS: dict[str, Dialect] = {RESPONSES_PATH: ResponsesDialect(), MESSAGES_PATH: MessagesDialect()}
 _UPSTREAM_PATH = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
 _CHUNK_OBJECT = {"chat": "chat.completion.chunk", "completions": "text_completion"}

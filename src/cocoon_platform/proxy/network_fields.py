@@ -115,7 +115,7 @@ def _network_message(message: dict[str, Any], index: int, extra_fields: Collecti
     for name, value in message.items():
         if name in allowed or name in extra_fields:
             out[name] = value
-        elif name in DROPPED_MESSAGE_FIELDS and role == "assistant" or value is None:
+        elif (name in DROPPED_MESSAGE_FIELDS and role == "assistant") or value is None:
             continue
         else:
             raise UnsupportedParameter(f"messages[{index}].{name}",

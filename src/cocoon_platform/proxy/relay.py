@@ -21,10 +21,11 @@ from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 
 
 async def relay(response: UpstreamResponse, send: Send, outcome: Outcome, started: float,
-                watch_client: Callable[[], None]) -> None:
+                watch_client: Callable[[], None], frame: Callable[[list[bytes]], bytes]) -> None:
     """Forward upstream events until the answer ends; keep the usage for settlement. The
     caller's deadline raises through. `watch_client` is called before the relay first waits
-    for the network, so a client that leaves meanwhile is noticed."""
+    for the network, so a client that leaves meanwhile is noticed. `frame` turns the payloads
+    of one read into the bytes the client gets (SSE in the caller's dialect)."""
     splitter = EventSplitter()
     try:
         while True:
@@ -32,12 +33,26 @@ async def relay(response: UpstreamResponse, send: Send, outcome: Outcome, starte
                 watch_client()
             data = await response.next_piece()
             if out := read_events(splitter.feed(data) if data else splitter.finish(), outcome, started):
-                await send({"type": "http.response.body", "body": b"data: " + b"\n\ndata: ".join(out) + b"\n\n",
-                            "more_body": True})
+                await send({"type": "http.response.body", "body": frame(out), "more_body": True})
             if not data:
                 break
     except ConnectionBroken:
         outcome.error = UpstreamError(502, "The COCOON network dropped the stream.", "stream_cut")
+
+
+def openai_frame(outcome: Outcome, answer_id: str) -> Callable[[list[bytes]], bytes]:
+    """Frames a read's events as SSE, with the answer's id for the upstream's chunk id: one
+    C-level replace per read (the upstream's id is random, and a quote inside text is escaped,
+    so nothing else matches)."""
+    ours = b'"id":"' + answer_id.encode() + b'"'
+
+    def frame(payloads: list[bytes]) -> bytes:
+        body = b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n"
+        if outcome.stream_id is not None:
+            body = body.replace(b'"id":"' + outcome.stream_id.encode() + b'"', ours)
+        return body
+
+    return frame
 
 
 def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> list[bytes]:

@@ -6,16 +6,25 @@ OpenAI error shape; a wrong type is a 422 in FastAPI's `detail` shape.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import re
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from cocoon_platform.billing.cost import estimate_prompt_tokens
-from cocoon_platform.errors import InvalidRequest, PlatformError
+from cocoon_platform.errors import InvalidRequest, PlatformError, validation_body
 from cocoon_platform.proxy.network_fields import network_body
+from cocoon_platform.tools.offer import SchemaCache, ToolOffer
+from cocoon_platform.tools.request import apply_tools
 
+if TYPE_CHECKING:
+    from cocoon_platform.dialects import Dialect, Translated
+
+# Model names as the network and Hugging Face write them ("Qwen/Qwen3-32B").
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-/:@+]*")
+MAX_MODEL_LENGTH = 128
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 
@@ -28,16 +37,18 @@ MAX_N = 16
 
 
 class ValidationFailed(PlatformError):
-    """A 422 with FastAPI's body shape."""
+    """A 422 with FastAPI's body shape, and the OpenAI error object beside it (`validation_body`)."""
 
     status = 422
+    type = "invalid_request_error"
+    code = "validation_error"
 
     def __init__(self, loc: list[str | int], msg: str, type_: str) -> None:
         super().__init__(msg)
         self.detail = [{"loc": ["body", *loc], "msg": msg, "type": type_}]
 
     def body(self) -> dict[str, Any]:
-        return {"detail": self.detail}
+        return validation_body(self.detail)
 
 
 @dataclass(slots=True)
@@ -49,6 +60,24 @@ class InferenceRequest:
     max_tokens: int
     choices: int
     payload: dict[str, Any]  # the body to forward, already adjusted
+    tools: ToolOffer | None = None  # the tools the answer is read against (tools/)
+    added_prompt_bytes: int = 0  # prompt text the platform added (rendered tools), for the reservation
+    attempts: int = 1  # 2 when tool_choice requires a call: one retry if the model made none
+    dialect: Dialect | None = None  # the API the request came in (None: OpenAI's chat or completions)
+    translated: Translated | None = None  # the dialect's request, which its answer is made from
+
+    def prompt_bound(self, body_bytes: int) -> int:
+        """Prompt bytes to reserve for (a token is never shorter than a byte), over every attempt."""
+        return (body_bytes + self.added_prompt_bytes) * self.attempts
+
+    def completion_bound(self) -> int:
+        """Completion tokens to reserve for, over every choice and attempt."""
+        return self.max_tokens * self.choices * self.attempts
+
+    def set_model(self, model: str) -> None:
+        """Name the model as the network does (an alias resolved)."""
+        if model != self.model:
+            self.model = self.payload["model"] = model
 
     def text_for_estimate(self) -> str:
         """The prompt text, for estimating tokens when the upstream never reported usage."""
@@ -85,11 +114,13 @@ def _int_field(body: dict[str, Any], name: str, minimum: int, maximum: int | Non
     return value
 
 
-def _check_messages(messages: Any) -> None:
+def _check_messages(messages: Any) -> bool:
+    """Check the messages' shapes; True when they carry tool calls or tool results."""
     if not isinstance(messages, list):
         raise ValidationFailed(["messages"], "Input should be a valid list", "list_type")
     if not messages:
         raise InvalidRequest("messages must contain at least one message", param="messages")
+    history = False
     for index, message in enumerate(messages):
         if not isinstance(message, dict):
             raise ValidationFailed(["messages", index], "Input should be a valid dictionary", "dict_type")
@@ -100,6 +131,8 @@ def _check_messages(messages: Any) -> None:
             raise ValidationFailed(
                 ["messages", index, "role"], "Input should be 'system', 'user' or 'assistant'", "enum"
             )
+        if role == "tool" or "tool_calls" in message:
+            history = True
         content = message.get("content")
         if content is None or isinstance(content, str):
             continue
@@ -112,6 +145,7 @@ def _check_messages(messages: Any) -> None:
                     '({"type": "text", "text": "..."}) are supported by the COCOON network',
                     param="messages",
                 )
+    return history
 
 
 def _check_prompt(prompt: Any) -> None:
@@ -122,12 +156,8 @@ def _check_prompt(prompt: Any) -> None:
     raise ValidationFailed(["prompt"], "Input should be a valid string", "string_type")
 
 
-def parse_request(
-    path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
-    extra_fields: Collection[str] = (), request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-) -> InferenceRequest:
-    """Validate a body and prepare what is forwarded upstream (only what the network takes:
-    `network_fields.network_body`, with the operator's `extra_fields`)."""
+def decode_body(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object (a 422 otherwise)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -135,7 +165,32 @@ def parse_request(
     if not isinstance(body, dict):
         raise ValidationFailed([], "Input should be a valid dictionary or object to extract fields from",
                                "model_attributes_type")
-    chat = path == CHAT_PATH
+    return body
+
+
+def parse_request(
+    path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
+    extra_fields: Collection[str] = (),
+    tool_format_of: Callable[[str], str | None] | None = None, schemas: SchemaCache | None = None,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+) -> InferenceRequest:
+    """Validate a body and prepare what is forwarded upstream (only what the network takes:
+    `network_fields.network_body`, with the operator's `extra_fields`). With `tool_format_of`
+    (model -> the catalog's tool format), tools and tool history are rendered for the model."""
+    return prepare_request(decode_body(raw), path == CHAT_PATH, max_tokens_cap=max_tokens_cap,
+                           default_max_tokens=default_max_tokens, max_coefficient=max_coefficient,
+                           extra_fields=extra_fields, tool_format_of=tool_format_of, schemas=schemas,
+                           request_timeout=request_timeout)
+
+
+def prepare_request(
+    body: dict[str, Any], chat: bool, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
+    extra_fields: Collection[str] = (),
+    tool_format_of: Callable[[str], str | None] | None = None, schemas: SchemaCache | None = None,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+) -> InferenceRequest:
+    """Check a decoded chat or completions body and prepare it for forwarding; the dialects call
+    this with the chat body they translated, so every way in meets the same checks, tools and filter."""
     required = "messages" if chat else "prompt"
     model = body.get("model")
     if model is None or body.get(required) is None:
@@ -144,8 +199,13 @@ def parse_request(
         raise ValidationFailed(["model"], "Input should be a valid string", "string_type")
     if not model.strip():
         raise InvalidRequest("model must not be empty", param="model")
+    if len(model) > MAX_MODEL_LENGTH or not MODEL_NAME.fullmatch(model):
+        # Checked before anything logs it: a newline would forge log lines, a long one fill the log.
+        raise InvalidRequest(f"model must be 1-{MAX_MODEL_LENGTH} characters: letters, digits and . _ - / : @ +",
+                             param="model")
+    history = False
     if chat:
-        _check_messages(body["messages"])
+        history = _check_messages(body["messages"])
     else:
         _check_prompt(body["prompt"])
     stream = body.get("stream", False)
@@ -185,6 +245,9 @@ def parse_request(
         body["stream_options"] = {**(stream_options or {}), "include_usage": True}
     else:
         body.pop("stream_options", None)  # the COCOON client streams any request that carries it
+    tools, added = (None, 0)
+    if chat and tool_format_of is not None:
+        tools, added = apply_tools(body, tool_format_of, schemas if schemas is not None else SchemaCache(), history)
     network_body(body, chat, extra_fields)
     return InferenceRequest(
         endpoint="chat" if chat else "completions",
@@ -194,4 +257,7 @@ def parse_request(
         max_tokens=max_tokens,
         choices=choices,
         payload=body,
+        tools=tools,
+        added_prompt_bytes=added,
+        attempts=2 if tools is not None and tools.must_call else 1,
     )

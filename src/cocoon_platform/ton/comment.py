@@ -1,4 +1,5 @@
-"""Message bodies: decoding comments from BoC and encoding test bodies.
+"""Message bodies: decoding comments from BoC. (The simulator writes bodies with an encoder of
+its own, cocoon_simulator/ton_bodies.py, so a decoding mistake can't be mirrored there.)
 
 Decoding rules (first 32 bits of the root cell are the op):
 - no body, or a root cell shorter than 32 bits -> ``empty``
@@ -7,8 +8,8 @@ Decoding rules (first 32 bits of the root cell are the op):
 - op 0x2167da4b -> ``encrypted``; op 0x7362d09c -> ``jetton_notification``
 - any other op -> ``other``; anything that cannot be parsed -> ``malformed``
 
-Snake text: the root holds up to 123 bytes after the op, each continuation cell (its single
-reference) up to 127 bytes.
+Snake text: whole bytes in each cell, continued in its single reference (wallets fill the root's
+123 bytes after the op, then 127 per cell; any split into whole bytes is read).
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ import binascii
 from dataclasses import dataclass
 from enum import Enum
 
-from pytoniq_core import Address, Builder, Cell, Slice, begin_cell
-
-from cocoon_platform.ton.address import TonAddress
+from pytoniq_core import Cell, Slice
 
 __all__ = [
     "OP_ENCRYPTED_COMMENT",
@@ -29,18 +28,12 @@ __all__ = [
     "BodyKind",
     "MessageBody",
     "decode_body",
-    "encode_binary_comment",
-    "encode_encrypted_comment",
-    "encode_jetton_notification",
-    "encode_text_comment",
 ]
 
 OP_TEXT_COMMENT = 0x00000000
 OP_ENCRYPTED_COMMENT = 0x2167DA4B
 OP_JETTON_NOTIFICATION = 0x7362D09C
 
-_ROOT_BYTES = 123  # 1023 bits minus the 32-bit op, rounded down to whole bytes
-_CONT_BYTES = 127  # 1023 bits rounded down to whole bytes
 _BINARY_PREFIX = 0xFF
 
 
@@ -113,62 +106,3 @@ def _decode_comment(data: bytes) -> MessageBody:
         return MessageBody(BodyKind.TEXT, data.decode("utf-8"))
     except UnicodeDecodeError:
         return MessageBody(BodyKind.BINARY)
-
-
-def _snake_cell(op: int, data: bytes) -> Cell:
-    """A cell with a 32-bit op followed by ``data`` in snake form."""
-    tail: Cell | None = None
-    rest = data[_ROOT_BYTES:]
-    chunks = [rest[i : i + _CONT_BYTES] for i in range(0, len(rest), _CONT_BYTES)]
-    for chunk in reversed(chunks):  # build from the last cell so each can reference the next
-        builder = begin_cell().store_bytes(chunk)
-        tail = _with_ref(builder, tail).end_cell()
-    root = begin_cell().store_uint(op, 32).store_bytes(data[:_ROOT_BYTES])
-    return _with_ref(root, tail).end_cell()
-
-
-def _with_ref(builder: Builder, ref: Cell | None) -> Builder:
-    return builder if ref is None else builder.store_ref(ref)
-
-
-def _to_b64(cell: Cell) -> str:
-    # hash_crc32 gives the "te6cck..." serialisation toncenter returns.
-    return base64.b64encode(cell.to_boc(hash_crc32=True)).decode("ascii")
-
-
-def encode_text_comment(text: str) -> str:
-    """Base64 BoC of a text comment (op 0 + snake UTF-8)."""
-    return _to_b64(_snake_cell(OP_TEXT_COMMENT, text.encode("utf-8")))
-
-
-def encode_binary_comment(data: bytes) -> str:
-    """Base64 BoC of a binary comment (op 0, then 0xff and ``data``)."""
-    return _to_b64(_snake_cell(OP_TEXT_COMMENT, bytes([_BINARY_PREFIX]) + data))
-
-
-def encode_encrypted_comment(payload: bytes) -> str:
-    """Base64 BoC with the encrypted-comment op; ``payload`` stands in for the ciphertext."""
-    return _to_b64(_snake_cell(OP_ENCRYPTED_COMMENT, payload))
-
-
-def encode_jetton_notification(
-    query_id: int, jetton_amount: int, sender: TonAddress, forward_comment: str | None = None
-) -> str:
-    """Base64 BoC of a jetton ``transfer_notification`` (TEP-74).
-
-    Layout: op, query_id:uint64, amount:Coins, sender:MsgAddress,
-    forward_payload:(Either Cell ^Cell) -- the comment, if any, goes in a reference.
-    """
-    builder = (
-        begin_cell()
-        .store_uint(OP_JETTON_NOTIFICATION, 32)
-        .store_uint(query_id, 64)
-        .store_coins(jetton_amount)
-        .store_address(Address((sender.workchain, sender.hash)))
-    )
-    if forward_comment is None:
-        builder = builder.store_bit(0)
-    else:
-        comment = _snake_cell(OP_TEXT_COMMENT, forward_comment.encode("utf-8"))
-        builder = builder.store_bit(1).store_ref(comment)
-    return _to_b64(builder.end_cell())

@@ -11,6 +11,10 @@ Rules:
 - Never a deposit (no row): bounced, aborted, coins sent back out, outgoing or external,
   zero value, jetton notifications (see ``classify``), or another account's transaction.
 
+- A transfer carrying an account's code that is not final yet is noted in ``pending_deposits``
+  (``record_pending``), so its owner sees it coming; the note goes when the transaction is
+  recorded, whatever it turned out to be.
+
 Watchers keep their place in ``watcher_cursors`` (``load_cursor`` / ``save_cursor``), written in
 the same transaction as the deposits it covers.
 
@@ -27,7 +31,7 @@ from enum import StrEnum
 from types import ModuleType
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,7 +39,8 @@ from cocoon_platform.accounts.keys import DEPOSIT_CODE_ALPHABET, normalise_depos
 from cocoon_platform.accounts.service import account_by_code
 from cocoon_platform.billing.ledger import EntryKind, post_entry
 from cocoon_platform.config import format_ton
-from cocoon_platform.db.models import Account, Deposit, WatcherCursor, utcnow
+from cocoon_platform.db.models import Account, Deposit, PendingDeposit, WatcherCursor, utcnow
+from cocoon_platform.ton.comment import BodyKind
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
 from cocoon_platform.ton.toncenter import ChainTransaction, Classification, classify, decode_tx_hash
 
@@ -44,6 +49,7 @@ __all__ = [
     "Cursor",
     "DepositError",
     "DepositOutcome",
+    "DepositStatus",
     "DepositRow",
     "UnknownDeposit",
     "UnknownDepositCode",
@@ -53,6 +59,7 @@ __all__ = [
     "list_deposits",
     "load_cursor",
     "parse_tx_hash",
+    "record_pending",
     "record_transaction",
     "record_transactions",
     "save_cursor",
@@ -60,9 +67,14 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CREDITED = "credited"
-UNMATCHED = "unmatched"
 _CODE_CHARS = frozenset(DEPOSIT_CODE_ALPHABET)
+
+
+class DepositStatus(StrEnum):
+    """A deposit row's status: credited to an account, or waiting for an operator to match it."""
+
+    CREDITED = "credited"
+    UNMATCHED = "unmatched"
 
 
 class DepositOutcome(StrEnum):
@@ -155,12 +167,42 @@ async def record_transactions(
     for tx_hash in await known_hashes(session, recordable):
         outcomes[tx_hash] = DepositOutcome.DUPLICATE
         del recordable[tx_hash]
+    seen = [tx.hash.hex() for tx in txs]
+    if seen:  # final now: no longer pending, whatever they turned out to be
+        await session.execute(delete(PendingDeposit).where(PendingDeposit.tx_hash.in_(seen)))
     if recordable:
         outcomes.update(await _record_new(session, list(recordable.values())))
     return [
         DepositOutcome.DUPLICATE if index in repeated else outcomes[tx.hash.hex()]
         for index, tx in enumerate(txs)
     ]
+
+
+async def record_pending(
+    session: AsyncSession, txs: Sequence[ChainTransaction], wallet: TonAddress
+) -> int:
+    """Note the transfers among ``txs`` that are not final yet and carry an account's code, so
+    ``GET /v1/deposits`` shows them as pending; returns how many were new. Nothing is credited."""
+    candidates = [
+        tx for tx in txs
+        if classify(tx) is Classification.PENDING and tx.incoming and not tx.bounced and tx.value_nanoton > 0
+        and tx.body.kind is BodyKind.TEXT and _belongs_to(tx, wallet)
+    ]
+    accounts = await _accounts_by_code(session, {_code(tx) for tx in candidates})
+    rows: list[dict[str, Any]] = [
+        {"tx_hash": tx.hash.hex(), "account_id": accounts[_code(tx)], "amount_nanoton": tx.value_nanoton,
+         "seen_at": utcnow()}
+        for tx in candidates if _code(tx) in accounts
+    ]
+    known = await known_hashes(session, [row["tx_hash"] for row in rows])
+    rows = [row for row in rows if row["tx_hash"] not in known]
+    if not rows:
+        return 0
+    statement = (
+        _dialect(session).insert(PendingDeposit).values(rows)
+        .on_conflict_do_nothing(index_elements=[PendingDeposit.tx_hash]).returning(PendingDeposit.tx_hash)
+    )
+    return len(list(await session.scalars(statement)))
 
 
 async def _record_new(
@@ -223,7 +265,7 @@ def _deposit_values(tx: ChainTransaction, account_id: int | None) -> dict[str, A
         "comment": _storable(tx.body.text),
         "body_kind": tx.body.kind.value,
         "account_id": account_id,
-        "status": UNMATCHED if account_id is None else CREDITED,
+        "status": (DepositStatus.UNMATCHED if account_id is None else DepositStatus.CREDITED).value,
         "created_at": utcnow(),
         "credited_at": None if account_id is None else utcnow(),
     }
@@ -341,8 +383,8 @@ async def assign_unmatched(session: AsyncSession, tx_hash: str, code: str) -> in
         raise UnknownDeposit(f"no deposit with transaction hash {tx_hash_hex}")
     claimed = await session.execute(
         update(Deposit)
-        .where(Deposit.tx_hash == tx_hash_hex, Deposit.status == UNMATCHED)
-        .values(status=CREDITED, account_id=account.id, credited_at=utcnow())
+        .where(Deposit.tx_hash == tx_hash_hex, Deposit.status == DepositStatus.UNMATCHED.value)
+        .values(status=DepositStatus.CREDITED.value, account_id=account.id, credited_at=utcnow())
     )
     if not claimed.rowcount:  # type: ignore[attr-defined]
         raise AlreadyCredited(f"deposit {tx_hash_hex} is already credited")
@@ -363,7 +405,7 @@ async def list_deposits(
         .limit(limit)
     )
     if unmatched_only:
-        query = query.where(Deposit.status == UNMATCHED)
+        query = query.where(Deposit.status == DepositStatus.UNMATCHED.value)
     rows = await session.execute(query)
     return [
         DepositRow(

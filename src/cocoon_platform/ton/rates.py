@@ -63,7 +63,7 @@ class RateSource:
         for name, fetch in (("tonapi", self._from_tonapi), ("coingecko", self._from_coingecko)):
             try:
                 price = await fetch()
-            except (_RateUnavailable, aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, _RateUnavailable, aiohttp.ClientError) as exc:
                 log.warning("TON/USD rate from %s failed: %r", name, exc)
                 continue
             self._value = price
@@ -80,7 +80,7 @@ class RateSource:
                 log.exception("TON/USD rate refresh crashed")
             try:
                 await asyncio.wait_for(stop_event.wait(), timeout=self._refresh_interval)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _from_tonapi(self) -> float:

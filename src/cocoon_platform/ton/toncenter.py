@@ -11,13 +11,12 @@ that are absent fall back to the conservative reading (e.g. no description -> ab
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeGuard
 
 import aiohttp
 import orjson
@@ -163,7 +162,7 @@ class ToncenterClient:
                 if response.status != 200:
                     detail = raw[:200].decode("utf-8", "replace")
                     raise ProviderError(f"HTTP {response.status}: {detail}", response.status)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             raise ProviderError(f"request failed: {exc!r}") from exc
         try:
             return orjson.loads(raw)
@@ -256,7 +255,7 @@ def _parse_hash(value: Any) -> bytes:
         raise ProviderError(f"bad transaction hash: {exc}") from None
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -41,6 +41,7 @@ from cocoon_platform.ton.deposits import (
     Cursor,
     DepositOutcome,
     load_cursor,
+    record_pending,
     record_transactions,
     save_cursor,
 )
@@ -179,7 +180,10 @@ class DepositWatcher:
             page = await self._client.fetch_page(
                 self._wallet_key, cursor.lt if cursor else 0, self._page_size, sort="asc"
             )
-            ready, result.waiting_on_pending = self._ready(_without(page, cursor))
+            unseen = _without(page, cursor)
+            ready, result.waiting_on_pending = self._ready(unseen)
+            if result.waiting_on_pending:
+                await self._note_pending(unseen)
             if ready:
                 await self._commit(ready, result, advance=True)
                 cursor = Cursor.of(ready[-1])
@@ -250,6 +254,11 @@ class DepositWatcher:
                 self.last_lag_seconds = time.time() - tx.now
         self.credited += outcomes.count(DepositOutcome.CREDITED)
         self.unmatched += outcomes.count(DepositOutcome.UNMATCHED)
+
+    async def _note_pending(self, txs: Sequence[ChainTransaction]) -> None:
+        """Let users see their transfers that are not final yet (see deposits.record_pending)."""
+        async with self._sessionmaker() as session, session.begin():
+            await record_pending(session, txs, self.wallet)
 
     async def _load_cursor(self) -> Cursor | None:
         async with self._sessionmaker() as session:

@@ -1,4 +1,6 @@
-"""Facts about models that the COCOON client doesn't report: owner, endpoint, type, context."""
+"""Facts about models that the COCOON client doesn't report: owner, endpoint, type, context, and
+the tool-call format its chat template was trained on (`hermes` for Qwen3's chat models; None
+for a model that cannot be offered tools, such as the Seed-X translator)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CHAT_ENDPOINT = "/v1/chat/completions"
+HERMES = "hermes"
+TOOL_FORMATS = frozenset((HERMES,))
 COMPLETIONS_ENDPOINT = "/v1/completions"
 
 
@@ -16,10 +20,11 @@ class ModelInfo:
     endpoint: str
     type: str  # "chat" or "translation"
     context_window: int | None
+    tool_format: str | None = None  # one of TOOL_FORMATS, or None: requests with tools get a 400
 
 
 BUILT_IN: dict[str, ModelInfo] = {
-    "Qwen/Qwen3-32B": ModelInfo("Alibaba", CHAT_ENDPOINT, "chat", 131072),
+    "Qwen/Qwen3-32B": ModelInfo("Alibaba", CHAT_ENDPOINT, "chat", 131072, HERMES),
     "ByteDance-Seed/Seed-X-PPO-7B": ModelInfo("ByteDance", COMPLETIONS_ENDPOINT, "translation", 8192),
 }
 
@@ -42,6 +47,8 @@ def derive(model_id: str) -> ModelInfo:
         endpoint=COMPLETIONS_ENDPOINT if translation else CHAT_ENDPOINT,
         type="translation" if translation else "chat",
         context_window=None,
+        # Qwen3's chat models share one template; Qwen3-Coder's XML calls are another format.
+        tool_format=HERMES if "qwen3" in lowered and "coder" not in lowered and not translation else None,
     )
 
 
@@ -52,7 +59,8 @@ class ModelCatalog:
     @classmethod
     def load(cls, path: str | None) -> ModelCatalog:
         """Built-in entries, extended or overridden by the operator's JSON file:
-        `{"org/model": {"owned_by": ..., "endpoint": ..., "type": "chat", "context_window": 32768}}`."""
+        `{"org/model": {"owned_by": ..., "endpoint": ..., "type": "chat", "context_window": 32768,
+        "tool_format": "hermes"}}` (`"tool_format": null` offers the model no tools)."""
         entries = dict(BUILT_IN)
         if path:
             try:
@@ -72,12 +80,20 @@ class ModelCatalog:
                         type=str(fields.get("type", base.type)),
                         context_window=(int(fields["context_window"]) if fields.get("context_window") is not None
                                         else base.context_window),
+                        tool_format=fields.get("tool_format", base.tool_format),
                     )
                 except (TypeError, ValueError) as exc:
                     raise CatalogError(f"model catalog {path}: entry {model_id!r}: {exc}") from exc
                 if entries[model_id].type not in ("chat", "translation"):
                     raise CatalogError(f"model catalog {path}: {model_id!r} type must be chat or translation")
+                tool_format = entries[model_id].tool_format
+                if tool_format is not None and tool_format not in TOOL_FORMATS:
+                    raise CatalogError(f"model catalog {path}: {model_id!r} tool_format must be "
+                                       f"{' or '.join(sorted(TOOL_FORMATS))} or null")
         return cls(entries)
 
     def info(self, model_id: str) -> ModelInfo:
         return self._entries.get(model_id) or derive(model_id)
+
+    def tool_format(self, model_id: str) -> str | None:
+        return self.info(model_id).tool_format

@@ -8,7 +8,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from cocoon_platform.deps import StateDep
-from cocoon_platform.errors import ServiceUnavailable
+from cocoon_platform.errors import ModelNotFound, ServiceUnavailable
+from cocoon_platform.state import AppState
+from cocoon_platform.upstream.status import NetworkModel
 
 router = APIRouter()
 
@@ -53,33 +55,56 @@ class NetworkStats(BaseModel):
     cached_at: datetime | None
 
 
-@router.get("/v1/models", response_model=ModelList, tags=["AI Inference"], summary="List available AI models",
-            responses={503: {"description": "The COCOON client has not been reachable since start-up"}})
-async def list_models(state: StateDep) -> ModelList:
-    """Models on the network with their workers' load; the last known list while the upstream is away."""
+async def _known_models(state: AppState) -> list[NetworkModel]:
     network = state.network
     if network.models is None:
         await network.refresh_once(FIRST_FETCH_BOUND)
     if network.models is None:
         raise ServiceUnavailable("The COCOON network is unreachable and no model list is known yet. Try again shortly.")
-    data = []
-    for model in network.models:
-        info = state.catalog.info(model.id)
-        data.append(
-            ModelOut(
-                id=model.id,
-                owned_by=info.owned_by,
-                endpoint=info.endpoint,
-                type=info.type,
-                context_window=info.context_window,
-                workers=[
-                    WorkerOut(running_requests=w.running_requests, max_running_requests=w.max_running_requests,
-                              coefficient=w.coefficient)
-                    for w in model.workers
-                ],
-            )
-        )
+    return network.models
+
+
+def _model_out(state: AppState, model: NetworkModel, model_id: str) -> ModelOut:
+    info = state.catalog.info(model.id)
+    return ModelOut(
+        id=model_id,
+        owned_by=info.owned_by,
+        endpoint=info.endpoint,
+        type=info.type,
+        context_window=info.context_window,
+        workers=[
+            WorkerOut(running_requests=w.running_requests, max_running_requests=w.max_running_requests,
+                      coefficient=w.coefficient)
+            for w in model.workers
+        ],
+    )
+
+
+@router.get("/v1/models", response_model=ModelList, tags=["AI Inference"], summary="List available AI models",
+            responses={503: {"description": "The COCOON client has not been reachable since start-up"}})
+async def list_models(state: StateDep) -> ModelList:
+    """Models on the network with their workers' load; the last known list while the upstream is away.
+    Each model is listed again under its alias (`qwen3-32b` for `Qwen/Qwen3-32B`), after the ids."""
+    models = await _known_models(state)
+    data = [_model_out(state, model, model.id) for model in models]
+    by_id = {model.id: model for model in models}
+    data.extend(_model_out(state, by_id[model_id], alias) for alias, model_id in state.network.aliases.items()
+                if model_id in by_id)
     return ModelList(data=data)
+
+
+@router.get("/v1/models/{model:path}", response_model=ModelOut, tags=["AI Inference"], summary="Retrieve a model",
+            responses={404: {"description": "No such model on the network"},
+                       503: {"description": "The COCOON client has not been reachable since start-up"}})
+async def retrieve_model(model: str, state: StateDep) -> ModelOut:
+    """One model by its id (which holds a `/`) or its alias."""
+    models = await _known_models(state)
+    model_id = state.network.canonical(model)
+    for known in models:
+        if known.id == model_id:
+            return _model_out(state, known, model)
+    raise ModelNotFound(f"The model '{model}' does not exist on the COCOON network. See GET /v1/models.",
+                        param="model")
 
 
 @router.get("/api/stats", response_model=NetworkStats, tags=["Network"], summary="Get live network statistics")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +60,9 @@ def parse_models(document: Any) -> list[NetworkModel]:
 def parse_prices(document: Any) -> NetworkPrices | None:
     """The root contract's prices from /jsonstats, or None when they aren't there."""
     config = document.get("root_contract_config") if isinstance(document, dict) else None
-    price = config.get("price_per_token") if isinstance(config, dict) else None
+    if not isinstance(config, dict):
+        return None
+    price = config.get("price_per_token")
     if not isinstance(price, int) or isinstance(price, bool) or price <= 0:
         return None  # absent or nonsense (a free network would make every request free)
 
@@ -75,6 +77,18 @@ def parse_prices(document: Any) -> NetworkPrices | None:
         reasoning_multiplier=multiplier("reasoning_tokens_price_multiplier"),
         source="live",
     )
+
+
+def model_aliases(model_ids: Collection[str]) -> dict[str, str]:
+    """Each `org/name` model also answers to `name` in lower case (`qwen3-32b`): some clients read
+    `org/` as a provider prefix (the Agents SDK: "Unknown prefix: Qwen"). An alias two models
+    would share, or that is some model's id, is left out."""
+    candidates: dict[str, list[str]] = {}
+    for model_id in model_ids:
+        name = model_id.rsplit("/", 1)[1].lower() if "/" in model_id else ""
+        if name and name not in model_ids:
+            candidates.setdefault(name, []).append(model_id)
+    return {alias: ids[0] for alias, ids in candidates.items() if len(ids) == 1}
 
 
 class NetworkStatus:
@@ -93,6 +107,7 @@ class NetworkStatus:
         self._on_prices = on_prices
         self.models: list[NetworkModel] | None = None
         self._model_ids: frozenset[str] = frozenset()
+        self.aliases: dict[str, str] = {}  # alias: the model's id on the network
         self.models_at: float | None = None  # wall-clock time of the last good model list
         self._prices_at: float | None = None
         self._refreshing: asyncio.Task[None] | None = None
@@ -133,6 +148,7 @@ class NetworkStatus:
         if answered:
             self.models = list(merged.values())
             self._model_ids = frozenset(merged)
+            self.aliases = model_aliases(merged)
             self.models_at = now
         live = next((prices for _, prices in results if prices is not None), None)
         if live is not None:
@@ -150,6 +166,10 @@ class NetworkStatus:
             await asyncio.wait_for(asyncio.shield(self._refreshing), bound)
         except TimeoutError:
             pass
+
+    def canonical(self, model: str) -> str:
+        """The network's id for `model`, which may be an alias; unknown names pass as they are."""
+        return self.aliases.get(model, model)
 
     def knows(self, model_id: str) -> bool:
         """Whether the network has listed this model (bounds metric label values)."""

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from cocoon_platform.accounts.limits import model_needle
 from cocoon_platform.billing.store.records import AccountFunds, Reservation, Settlement
 
 logger = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ BUSY_PATIENCE_SECONDS = 10.0
 
 @dataclass(slots=True)
 class _ReserveOp:
-    params: tuple[Any, ...]  # key_hash, amount, min_balance, overdraft, hold_id, expires_at
+    # key_hash, amount, min_balance, overdraft, hold_id, expires_at, model needle, overdraft_min_credits
+    params: tuple[Any, ...]
     future: asyncio.Future[Reservation | None]
 
 
@@ -68,10 +70,14 @@ class BillingStore(ABC):
         self._settle_wakeup = asyncio.Event() if self.separate_lanes else self._reserve_wakeup
 
     async def reserve(
-        self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float
+        self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float, *,
+        model: str, overdraft_min_credits: int,
     ) -> Reservation | None:
-        """Hold `amount` on the key's account, or None when the key or the funds don't allow it."""
-        params = (key_hash, amount, min_balance, overdraft, hold_id, int(time.time() + ttl))
+        """Hold `amount` on the key's account, or None when the key (revoked, expired, the model
+        not allowed, its credit limit reached) or the funds don't allow it. The account may go
+        `overdraft` below zero only when its lifetime credits reach `overdraft_min_credits`."""
+        params = (key_hash, amount, min_balance, overdraft, hold_id, int(time.time() + ttl), model_needle(model),
+                  overdraft_min_credits)
         future: asyncio.Future[Reservation | None] = asyncio.get_running_loop().create_future()
         self._reserves.append(_ReserveOp(params, future))
         self._reserve_wakeup.set()
@@ -89,7 +95,8 @@ class BillingStore(ABC):
 
     @abstractmethod
     async def funds(self, key_hash: bytes) -> AccountFunds | None:
-        """The key's account balance and open holds (to explain a refused reservation)."""
+        """The key's account funds and the key's restrictions, to explain a refused reservation;
+        None for a key that is unknown or revoked."""
 
     @abstractmethod
     async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
@@ -123,13 +130,15 @@ class BillingStore(ABC):
         try:
             await asyncio.gather(*committers)
         finally:
-            # A committer that failed must not leave the others running on a closing store.
+            # A committer that failed must not leave the others running. The store stays open
+            # for the supervisor's restart of this loop unless it is shutting down.
             for committer in committers:
                 committer.cancel()
             await asyncio.gather(*committers, return_exceptions=True)
             stopping.cancel()
             upkeep.cancel()
-            await self.close()
+            if stop.is_set():
+                await self.close()
 
     async def _lane(self, stop: asyncio.Event, takes_reserves: bool, takes_settles: bool,
                     wakeup: asyncio.Event) -> None:

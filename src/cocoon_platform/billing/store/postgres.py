@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from cocoon_platform.accounts.limits import period_starts
 from cocoon_platform.billing.ledger import EntryKind
 from cocoon_platform.billing.store.batching import BillingStore, Busy
 from cocoon_platform.billing.store.records import (
+    FUNDS_COLUMNS,
     LEDGER_COLUMNS,
     USAGE_COLUMNS,
     AccountFunds,
@@ -24,19 +26,23 @@ logger = logging.getLogger(__name__)
 
 # A lost connection is retried at this pace, not a lock's: each retry opens a new connection.
 RECONNECT_PAUSE_SECONDS = 0.1
-# See migration 0003: one call reserves a batch, in account order; returns the granted ones.
-POSTGRES_RESERVE_BATCH = "SELECT granted, granted_account, granted_key FROM cocoon_reserve_batch($1, $2, $3, $4, $5, $6)"
+# See migrations 0003 and 0006: one call reserves a batch, in account order, checking each key's
+# expiry, allow-list and credit limit too; returns the granted ones.
+POSTGRES_RESERVE_BATCH = ("SELECT granted, granted_account, granted_key, key_counted "
+                          "FROM cocoon_reserve_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
 # A whole batch of settlements in one statement (one round trip): release the holds, move the
-# balances, post the charges and record usage. Data-modifying CTEs all run to completion.
-# $1: hold ids; $2: the ledger's timestamp; $3..$17: the usage columns, in USAGE_COLUMNS order.
+# balances and the limited keys' counters, post the charges and record usage. Data-modifying CTEs
+# all run to completion. $1: hold ids; $2: the ledger's timestamp; $3..$17: the usage columns, in
+# USAGE_COLUMNS order; $18: whether each charge counts against its key's limit; $19..$21: the
+# current day, week and month's starts (a charge in a new period starts the period's count).
 POSTGRES_SETTLE = f"""
 WITH settled AS (
-    SELECT * FROM unnest($1::varchar[], $4::bigint[], $12::bigint[], $3::varchar[])
-        AS s(hold_id, account_id, charge, request_id)
+    SELECT * FROM unnest($1::varchar[], $4::bigint[], $12::bigint[], $3::varchar[], $5::bigint[], $18::bool[])
+        AS s(hold_id, account_id, charge, request_id, key_id, key_counted)
 ),
 released AS (
     DELETE FROM holds USING settled WHERE holds.id = settled.hold_id
-    RETURNING holds.account_id, holds.amount_nanoton
+    RETURNING holds.account_id, holds.amount_nanoton, holds.key_id
 ),
 moves AS (
     SELECT account_id, sum(charge) AS charge, sum(released) AS released FROM (
@@ -54,6 +60,24 @@ moved AS (
      WHERE accounts.id = moves.account_id AND (moves.charge <> 0 OR moves.released <> 0)
     RETURNING 1
 ),
+key_moves AS (
+    SELECT key_id, sum(charge) AS charge, sum(released) AS released FROM (
+        SELECT key_id, charge, 0::bigint AS released FROM settled WHERE key_counted
+        UNION ALL SELECT key_id, 0::bigint, amount_nanoton FROM released WHERE key_id IS NOT NULL
+    ) AS k GROUP BY key_id
+),
+keys_moved AS (  -- keys after their accounts (the one-time count below), as reservations lock them
+    UPDATE api_keys SET
+        limit_spent_nanoton = key_moves.charge + CASE WHEN api_keys.limit_period_start < (CASE api_keys.limit_reset
+            WHEN 'daily' THEN $19::bigint WHEN 'weekly' THEN $20::bigint WHEN 'monthly' THEN $21::bigint ELSE 0 END)
+            THEN 0 ELSE api_keys.limit_spent_nanoton END,
+        limit_period_start = greatest(api_keys.limit_period_start, CASE api_keys.limit_reset
+            WHEN 'daily' THEN $19::bigint WHEN 'weekly' THEN $20::bigint WHEN 'monthly' THEN $21::bigint ELSE 0 END),
+        limit_reserved_nanoton = api_keys.limit_reserved_nanoton - key_moves.released
+      FROM key_moves
+     WHERE api_keys.id = key_moves.key_id AND (SELECT count(*) FROM moved) >= 0
+    RETURNING 1
+),
 posted AS (
     INSERT INTO ledger_entries ({LEDGER_COLUMNS})
     SELECT account_id, '{EntryKind.USAGE.value}', -charge, 'usage:' || request_id, NULL, $2::timestamptz
@@ -64,8 +88,8 @@ INSERT INTO usage_records ({USAGE_COLUMNS})
 SELECT * FROM unnest($3::varchar[], $4::bigint[], $5::bigint[], $6::varchar[], $7::varchar[], $8::int[], $9::int[],
                      $10::int[], $11::int[], $12::bigint[], $13::varchar[], $14::int[], $15::bool[], $16::int[],
                      $17::bigint[])"""
-POSTGRES_FUNDS = """
-SELECT a.balance_nanoton, a.reserved_nanoton FROM api_keys k JOIN accounts a ON a.id = k.account_id
+POSTGRES_FUNDS = f"""
+SELECT {FUNDS_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id
  WHERE k.key_hash = $1 AND k.revoked_at IS NULL"""
 RETRYABLE_SQLSTATES = ("40P01", "40001")  # deadlock, serialization failure
 SERVER_GONE_SQLSTATES = ("57P01", "57P02", "57P03")  # admin or crash shutdown, not accepting yet
@@ -154,8 +178,8 @@ class PostgresBillingStore(BillingStore):
                 logger.debug("committer connection not released", exc_info=True)
 
     async def funds(self, key_hash: bytes) -> AccountFunds | None:
-        row = await (await self._get_pool()).fetchrow(POSTGRES_FUNDS, key_hash)
-        return AccountFunds(row[0], row[1]) if row else None
+        row = await (await self._get_pool()).fetchrow(POSTGRES_FUNDS, key_hash, *period_starts(time.time()))
+        return AccountFunds(*row) if row else None
 
     def _is_duplicate(self, exc: BaseException) -> bool:
         import asyncpg
@@ -173,20 +197,23 @@ class PostgresBillingStore(BillingStore):
             if reserves:
                 columns = list(zip(*reserves, strict=True))
                 conn = await self._connection(lane, pool)
-                rows = await conn.fetch(POSTGRES_RESERVE_BATCH, *columns[:6])
-                granted = {row[0]: (row[1], row[2]) for row in rows}
+                now = time.time()
+                rows = await conn.fetch(POSTGRES_RESERVE_BATCH, *columns, int(now), *period_starts(now))
+                granted = {row[0]: (row[1], row[2], row[3]) for row in rows}
                 results: list[Any] = []
-                for position, (_, amount, _, _, hold_id, _) in enumerate(reserves, start=1):
+                for position, (_, amount, _, _, hold_id, *_) in enumerate(reserves, start=1):
                     grant = granted.get(position)
-                    results.append(Reservation(hold_id, grant[0], grant[1], amount) if grant else None)
+                    results.append(Reservation(hold_id, grant[0], grant[1], amount, grant[2]) if grant else None)
                 return results
             if settles:
-                created_ms = int(time.time() * 1000)
+                now = time.time()
+                created_ms = int(now * 1000)
                 usage = list(zip(*(s.usage_row(created_ms) for s in settles), strict=True))
                 # The settlement pool commits synchronously: a charge is durable before its answer.
                 conn = await self._connection(lane, self._settle_pool)
                 await conn.execute(
-                    POSTGRES_SETTLE, [s.reservation.hold_id for s in settles], datetime.now(UTC), *usage
+                    POSTGRES_SETTLE, [s.reservation.hold_id for s in settles], datetime.now(UTC), *usage,
+                    [s.reservation.key_counted for s in settles], *period_starts(now),
                 )
             return []
         except asyncpg.PostgresError as exc:

@@ -14,8 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from cocoon_platform.accounts.limits import model_needle, period_starts
 from cocoon_platform.billing.store.batching import BillingStore, Busy
 from cocoon_platform.billing.store.records import (
+    FUNDS_COLUMNS,
     LEDGER_COLUMNS,
     USAGE_COLUMNS,
     AccountFunds,
@@ -40,19 +42,45 @@ RESTART_PATIENCE_MS = 50
 # RESTART_FRAMES lets it reach: cutting a large file takes the writer tens of milliseconds.
 WAL_SIZE_LIMIT = 128 * 1024 * 1024
 
+# Reserve on the account of a live, unexpired key that allows the model (?6; ?7: now), if the funds
+# allow it: the overdraft (?4) only for accounts whose lifetime credits reach the minimum (?5). One
+# statement, as before key limits; it returns the key's id, negated when the key has a credit limit
+# (then SQLITE_RESERVE_KEY counts the reservation against it, or the reservation is undone).
 SQLITE_RESERVE = """
 UPDATE accounts SET reserved_nanoton = reserved_nanoton + ?2
- WHERE id = (SELECT account_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL)
+ WHERE id = (SELECT account_id FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL
+                AND (expires_at IS NULL OR expires_at > ?7) AND (models IS NULL OR instr(models, ?6) > 0))
    AND balance_nanoton >= ?3
-   AND balance_nanoton - reserved_nanoton - ?2 >= -?4
-RETURNING id, (SELECT id FROM api_keys WHERE key_hash = ?1)"""
-SQLITE_HOLD = "INSERT INTO holds (id, account_id, amount_nanoton, expires_at) VALUES (?, ?, ?, ?)"
+   AND balance_nanoton - reserved_nanoton - ?2 >= -(CASE WHEN credited_nanoton >= ?5 THEN ?4 ELSE 0 END)
+RETURNING id, (SELECT CASE WHEN credit_limit_nanoton IS NULL THEN id ELSE -id END FROM api_keys WHERE key_hash = ?1)"""
+SQLITE_UNRESERVE = "UPDATE accounts SET reserved_nanoton = reserved_nanoton - ?2 WHERE id = ?1"
+# Count a reservation against the key's limit, if it fits (?3..?5: the current day, week and month's
+# starts; the spending of a period that is over counts as zero).
+_KEY_PERIOD = "(CASE limit_reset WHEN 'daily' THEN ?3 WHEN 'weekly' THEN ?4 WHEN 'monthly' THEN ?5 ELSE 0 END)"
+SQLITE_RESERVE_KEY = f"""
+UPDATE api_keys SET limit_spent_nanoton = CASE WHEN limit_period_start < {_KEY_PERIOD} THEN 0
+                                          ELSE limit_spent_nanoton END,
+                    limit_period_start = max(limit_period_start, {_KEY_PERIOD}),
+                    limit_reserved_nanoton = limit_reserved_nanoton + ?2
+ WHERE id = ?1 AND credit_limit_nanoton IS NOT NULL
+   AND CASE WHEN limit_period_start < {_KEY_PERIOD} THEN 0 ELSE limit_spent_nanoton END
+       + limit_reserved_nanoton + ?2 <= credit_limit_nanoton"""
+SQLITE_HOLD = "INSERT INTO holds (id, account_id, amount_nanoton, expires_at, key_id) VALUES (?, ?, ?, ?, ?)"
 SQLITE_MOVE = "UPDATE accounts SET balance_nanoton = balance_nanoton - ?, reserved_nanoton = reserved_nanoton - ? WHERE id = ?"
 SQLITE_LEDGER = f"INSERT INTO ledger_entries ({LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 SQLITE_USAGE = f"INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({', '.join('?' * 15)})"
-SQLITE_FUNDS = """
-SELECT a.balance_nanoton, a.reserved_nanoton FROM api_keys k JOIN accounts a ON a.id = k.account_id
- WHERE k.key_hash = ? AND k.revoked_at IS NULL"""
+# A charge and a release on a limited key; a charge in a new period starts the period's count.
+SQLITE_MOVE_KEY = """
+UPDATE api_keys SET limit_spent_nanoton = ?1 + CASE WHEN limit_period_start < (CASE limit_reset
+                        WHEN 'daily' THEN ?4 WHEN 'weekly' THEN ?5 WHEN 'monthly' THEN ?6 ELSE 0 END)
+                        THEN 0 ELSE limit_spent_nanoton END,
+                    limit_period_start = max(limit_period_start, CASE limit_reset
+                        WHEN 'daily' THEN ?4 WHEN 'weekly' THEN ?5 WHEN 'monthly' THEN ?6 ELSE 0 END),
+                    limit_reserved_nanoton = limit_reserved_nanoton - ?2
+ WHERE id = ?3"""
+SQLITE_FUNDS = f"""
+SELECT {FUNDS_COLUMNS.replace("$", "?")} FROM api_keys k JOIN accounts a ON a.id = k.account_id
+ WHERE k.key_hash = ?1 AND k.revoked_at IS NULL"""
 
 
 def _lowest_priority() -> None:
@@ -145,23 +173,26 @@ class SqliteBillingStore(BillingStore):
         self._db = self._checkpointer = None
 
     async def funds(self, key_hash: bytes) -> AccountFunds | None:
+        params = (key_hash, *period_starts(time.time()))
         try:
-            row = self._connection().execute(SQLITE_FUNDS, (key_hash,)).fetchone()
+            row = self._connection().execute(SQLITE_FUNDS, params).fetchone()
         except sqlite3.OperationalError:
             await asyncio.sleep(0.01)
-            row = self._connection().execute(SQLITE_FUNDS, (key_hash,)).fetchone()
-        return AccountFunds(row[0], row[1]) if row else None
+            row = self._connection().execute(SQLITE_FUNDS, params).fetchone()
+        return AccountFunds(*row) if row else None
 
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
 
     async def reserve(
-        self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float
+        self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float, *,
+        model: str, overdraft_min_credits: int,
     ) -> Reservation | None:
         if self._alone():
             try:
                 reservation: Reservation | None = self._apply(
-                    [(key_hash, amount, min_balance, overdraft, hold_id, int(time.time() + ttl))], []
+                    [(key_hash, amount, min_balance, overdraft, hold_id, int(time.time() + ttl), model_needle(model),
+                      overdraft_min_credits)], []
                 )[0]
             except Busy:
                 pass  # queue it: the committer retries
@@ -169,7 +200,8 @@ class SqliteBillingStore(BillingStore):
                 if reservation is not None:
                     self._in_flight += 1
                 return reservation
-        reservation = await super().reserve(key_hash, amount, min_balance, overdraft, hold_id, ttl)
+        reservation = await super().reserve(key_hash, amount, min_balance, overdraft, hold_id, ttl, model=model,
+                                            overdraft_min_credits=overdraft_min_credits)
         if reservation is not None:
             self._in_flight += 1
         return reservation
@@ -198,6 +230,24 @@ class SqliteBillingStore(BillingStore):
         await self._writable.wait()
         return self._apply(reserves, settles)
 
+    @staticmethod
+    def _reserve_one(db: sqlite3.Connection, key_hash: bytes, amount: int, min_balance: int, overdraft: int,
+                     hold_id: str, expires_at: int, needle: str, min_credits: int, now: int,
+                     starts: tuple[int, int, int]) -> Reservation | None:
+        """One reservation, inside the batch's transaction (SQLite has one writer: these statements
+        see and change the rows as one step)."""
+        row = db.execute(SQLITE_RESERVE, (key_hash, amount, min_balance, overdraft, min_credits, needle, now)).fetchone()
+        if row is None:
+            return None
+        account_id, signed_key_id = row
+        limited = signed_key_id < 0
+        key_id = -signed_key_id if limited else signed_key_id
+        if limited and not db.execute(SQLITE_RESERVE_KEY, (key_id, amount, *starts)).rowcount:
+            db.execute(SQLITE_UNRESERVE, (account_id, amount))
+            return None
+        db.execute(SQLITE_HOLD, (hold_id, account_id, amount, expires_at, key_id if limited else None))
+        return Reservation(hold_id, account_id, key_id, amount, limited)
+
     def _apply(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
         db = self._connection()
         try:
@@ -207,21 +257,22 @@ class SqliteBillingStore(BillingStore):
                 raise Busy() from exc
             raise
         try:
-            results = []
-            for key_hash, amount, min_balance, overdraft, hold_id, expires_at in reserves:
-                row = db.execute(SQLITE_RESERVE, (key_hash, amount, min_balance, overdraft)).fetchone()
-                if row is None:
-                    results.append(None)
-                    continue
-                db.execute(SQLITE_HOLD, (hold_id, row[0], amount, expires_at))
-                results.append(Reservation(hold_id, row[0], row[1], amount))
+            results: list[Reservation | None] = []
+            now = time.time()
+            starts = period_starts(now)
+            for key_hash, amount, min_balance, overdraft, hold_id, expires_at, needle, min_credits in reserves:
+                results.append(self._reserve_one(db, key_hash, amount, min_balance, overdraft, hold_id, expires_at,
+                                                 needle, min_credits, int(now), starts))
             if settles:
                 rows = settlement_rows(settles, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
                 marks = ", ".join("?" * len(rows.hold_ids))
-                released = dict(db.execute(
-                    f"DELETE FROM holds WHERE id IN ({marks}) RETURNING id, amount_nanoton", rows.hold_ids
-                ).fetchall())
+                released = {hold_id: (amount, key_id) for hold_id, amount, key_id in db.execute(
+                    f"DELETE FROM holds WHERE id IN ({marks}) RETURNING id, amount_nanoton, key_id", rows.hold_ids
+                ).fetchall()}
                 db.executemany(SQLITE_MOVE, rows.account_moves(released))
+                key_moves = rows.key_moves(released)
+                if key_moves:
+                    db.executemany(SQLITE_MOVE_KEY, [(*move, *starts) for move in key_moves])
                 db.executemany(SQLITE_LEDGER, rows.ledger)
                 db.executemany(SQLITE_USAGE, rows.usage)
             db.execute("COMMIT")

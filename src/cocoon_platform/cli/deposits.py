@@ -15,9 +15,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from cocoon_platform.cli import CommandError, load_settings, run_async
-from cocoon_platform.config import DEFAULT_DEPOSIT_WALLET, Settings, format_ton
-
+from cocoon_platform.cli.common import CommandError, Subparsers, load_settings, run_async
+from cocoon_platform.config import PLACEHOLDER_WALLET_WARNING, Settings, format_ton
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
 
 if TYPE_CHECKING:
@@ -32,8 +31,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-Subparsers = argparse._SubParsersAction  # the type argparse gives add_subparsers() no public name for
 
 _COMMENT_WIDTH = 32
 _DEFAULT_LIMIT = 100
@@ -77,7 +74,7 @@ def cmd_watch(_: argparse.Namespace) -> int:
 async def _watch(settings: Settings) -> int:
     import aiohttp
 
-    from cocoon_platform.db.engine import create_engine, create_sessionmaker
+    from cocoon_platform.db.engine import database
     from cocoon_platform.db.migrate import upgrade_head
     from cocoon_platform.ton.watcher import watch_exclusively
 
@@ -87,25 +84,21 @@ async def _watch(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     # Alembic runs its own event loop; run it in a thread so it doesn't nest in this one.
     await asyncio.to_thread(upgrade_head, settings)
-    engine = create_engine(settings)
-    try:
-        async with aiohttp.ClientSession() as http:
-            _log_start(settings, TonAddress.parse(settings.deposit_wallet))
-            await watch_exclusively(settings, create_sessionmaker(engine), http, stop)
-    finally:
-        await engine.dispose()
+    async with database(settings) as db, aiohttp.ClientSession() as http:
+        _log_start(settings)
+        await watch_exclusively(settings, db.sessions, http, stop)
     return 0
 
 
-def _log_start(settings: Settings, wallet: TonAddress) -> None:
+def _log_start(settings: Settings) -> None:
     # The host only: a URL may carry credentials.
     log.info(
         "watching %s via %s every %gs (API key %s)", settings.deposit_wallet,
         urlsplit(settings.toncenter_url).hostname, settings.deposit_poll_seconds,
         "set" if settings.toncenter_api_key else "not set",
     )
-    if wallet == TonAddress.parse(DEFAULT_DEPOSIT_WALLET):
-        log.warning("COCOON_DEPOSIT_WALLET is the placeholder default, not a wallet you own")
+    if settings.deposit_wallet_is_placeholder:
+        log.warning(PLACEHOLDER_WALLET_WARNING)
 
 
 # --- admin deposits --------------------------------------------------------------------------
@@ -118,16 +111,12 @@ def cmd_list_deposits(args: argparse.Namespace) -> int:
 
 
 async def _list(unmatched_only: bool, limit: int) -> int:
-    from cocoon_platform.db.engine import create_engine, create_sessionmaker
+    from cocoon_platform.db.engine import database
     from cocoon_platform.ton.deposits import list_deposits
 
     settings = load_settings()
-    engine = create_engine(settings)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            rows = await list_deposits(session, unmatched_only, limit)
-    finally:
-        await engine.dispose()
+    async with database(settings) as db, db.sessions() as session:
+        rows = await list_deposits(session, unmatched_only, limit)
     if not rows:
         print("no unmatched deposits" if unmatched_only else "no deposits")
         return 0
@@ -176,20 +165,15 @@ def cmd_assign_deposit(args: argparse.Namespace) -> int:
 
 async def _assign(tx_hash: str, code: str) -> int:
     from cocoon_platform.accounts.keys import normalise_deposit_code
-    from cocoon_platform.db.engine import create_engine, create_sessionmaker
+    from cocoon_platform.db.engine import database
     from cocoon_platform.ton.deposits import DepositError, assign_unmatched, parse_tx_hash
 
-    settings = load_settings()
-    engine = create_engine(settings)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            try:
-                balance = await assign_unmatched(session, tx_hash, code)
-            except DepositError as exc:
-                raise CommandError(str(exc)) from None
-            await session.commit()
-    finally:
-        await engine.dispose()
+    async with database(load_settings()) as db, db.sessions() as session:
+        try:
+            balance = await assign_unmatched(session, tx_hash, code)
+        except DepositError as exc:
+            raise CommandError(str(exc)) from None
+        await session.commit()
     print(
         f"deposit {parse_tx_hash(tx_hash)} credited to {normalise_deposit_code(code)}: "
         f"balance {format_ton(balance, 9)} TON ({balance} nanoTON)"

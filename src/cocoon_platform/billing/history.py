@@ -1,0 +1,132 @@
+"""The user's own money, read back: their deposits, and one request's record by its id.
+
+Rules:
+- Only the caller's account is ever read: another account's deposit or request is 404, the
+  same answer as one that does not exist.
+- Deposits are listed newest first: transfers seen but not final yet (`pending`, for at most
+  PENDING_VISIBLE_SECONDS; the watcher forgets them once final) before credited ones, which
+  page by `before` (the `next_before` of the previous page).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from cocoon_platform.accounts.endpoints import UNAUTHORIZED
+from cocoon_platform.config import NANOTON_PER_TON, Settings
+from cocoon_platform.db.models import Deposit, PendingDeposit, UsageRecord, utcnow
+from cocoon_platform.deps import BIGINT_MAX, CurrentKey, SessionDep, StateDep
+from cocoon_platform.errors import NotFound
+
+router = APIRouter(tags=["Billing"])
+
+# A transfer that stays unfinal this long is no longer shown (it may never be final).
+PENDING_VISIBLE_SECONDS = 3600
+CREDITED = "credited"
+
+
+class DepositItem(BaseModel):
+    tx_hash: str = Field(description="The transaction's hash (hex).")
+    amount_nanoton: int
+    amount_ton: float
+    status: Literal["credited", "pending"] = Field(
+        description="'credited' once in your balance; 'pending' while the transfer is seen but not final.")
+    created_at: datetime = Field(description="When the transfer was made (pending: when it was first seen).")
+    credited_at: datetime | None
+    explorer_url: str = Field(description="The transaction in a TON explorer.")
+
+
+class DepositList(BaseModel):
+    data: list[DepositItem] = Field(description="Pending transfers first, then credited deposits, newest first.")
+    has_more: bool
+    next_before: int | None = Field(description="Pass as `before` to get the next page.")
+
+
+class GenerationResponse(BaseModel):
+    id: str = Field(description="The request's id, as in its answer.")
+    model: str
+    endpoint: str
+    status: str = Field(description="ok, client_disconnected, upstream_cut, upstream_error or aborted.")
+    http_status: int
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    reasoning_tokens: int
+    total_tokens: int
+    cost_nanoton: int
+    cost_ton: float
+    estimated: bool = Field(description="True when token counts were estimated (the upstream never reported them).")
+    duration_ms: int
+    created_at: datetime
+    key_id: int = Field(description="The key the request was made with (see GET /v1/keys).")
+
+
+def explorer_url(settings: Settings, tx_hash: str) -> str:
+    return settings.ton_explorer_tx_url.replace("{tx_hash}", tx_hash)
+
+
+@router.get("/v1/deposits", response_model=DepositList, summary="Your deposits", responses={401: UNAUTHORIZED})
+async def deposits(
+    identity: CurrentKey,
+    state: StateDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=BIGINT_MAX, description="From next_before.")] = None,
+) -> DepositList:
+    """Your TON deposits, newest first: pending transfers (seen, not final yet), then credited ones."""
+    settings = state.settings
+    items: list[DepositItem] = []
+    if before is None:
+        seen_after = utcnow() - timedelta(seconds=PENDING_VISIBLE_SECONDS)
+        pending = await session.scalars(
+            select(PendingDeposit)
+            .where(PendingDeposit.account_id == identity.account_id, PendingDeposit.seen_at >= seen_after)
+            .order_by(PendingDeposit.seen_at.desc())
+        )
+        items += [
+            DepositItem(tx_hash=p.tx_hash, amount_nanoton=p.amount_nanoton, amount_ton=p.amount_nanoton / NANOTON_PER_TON,
+                        status="pending", created_at=p.seen_at, credited_at=None,
+                        explorer_url=explorer_url(settings, p.tx_hash))
+            for p in pending
+        ]
+    query = select(Deposit).where(Deposit.account_id == identity.account_id, Deposit.status == CREDITED)
+    if before is not None:
+        query = query.where(Deposit.id < before)
+    credited = list(await session.scalars(query.order_by(Deposit.id.desc()).limit(limit + 1)))
+    page = credited[:limit]
+    items += [
+        DepositItem(tx_hash=d.tx_hash, amount_nanoton=d.amount_nanoton, amount_ton=d.amount_nanoton / NANOTON_PER_TON,
+                    status="credited", created_at=datetime.fromtimestamp(d.utime, UTC), credited_at=d.credited_at,
+                    explorer_url=explorer_url(settings, d.tx_hash))
+        for d in page
+    ]
+    more = len(credited) > limit
+    return DepositList(data=items, has_more=more, next_before=page[-1].id if more else None)
+
+
+@router.get("/v1/generation", response_model=GenerationResponse, summary="One request's record",
+            responses={401: UNAUTHORIZED, 404: {"description": "No such request on this account"}})
+async def generation(
+    identity: CurrentKey,
+    session: SessionDep,
+    id: Annotated[str, Query(min_length=1, max_length=200, description="The `id` of the request's answer.")],
+) -> GenerationResponse:
+    """A request's tokens by kind, cost, model, status and duration, by the id in its answer."""
+    record = await session.scalar(
+        select(UsageRecord).where(UsageRecord.request_id == id, UsageRecord.account_id == identity.account_id)
+    )
+    if record is None:
+        raise NotFound(f"No request {id[:80]!r} on this account (ids are kept once the request has ended)")
+    return GenerationResponse(
+        id=record.request_id, model=record.model, endpoint=record.endpoint, status=record.status,
+        http_status=record.http_status, prompt_tokens=record.prompt_tokens, cached_tokens=record.cached_tokens,
+        completion_tokens=record.completion_tokens, reasoning_tokens=record.reasoning_tokens,
+        total_tokens=record.prompt_tokens + record.completion_tokens, cost_nanoton=record.cost_nanoton,
+        cost_ton=record.cost_nanoton / NANOTON_PER_TON, estimated=record.estimated, duration_ms=record.duration_ms,
+        created_at=datetime.fromtimestamp(record.created_at / 1000, UTC), key_id=record.key_id,
+    )

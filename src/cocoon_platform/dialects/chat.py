@@ -1,0 +1,147 @@
+"""What the dialects read from chat answers and chat stream chunks.
+
+Chunks are decoded into typed objects holding only what a dialect translates (msgspec skips
+the rest): this runs for every chunk of every dialect stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from cocoon_platform.errors import InvalidRequest
+
+
+class FunctionDelta(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: FunctionDelta | None = None
+
+
+class Delta(msgspec.Struct):
+    content: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChunkChoice(msgspec.Struct):
+    index: int = 0
+    delta: Delta | None = None
+    finish_reason: str | None = None
+    stop_reason: Any = None  # vLLM: the stop string that ended the answer, when one did
+
+
+class Chunk(msgspec.Struct):
+    choices: list[ChunkChoice] = []
+
+
+_decode_chunk = msgspec.json.Decoder(Chunk).decode
+_decode_chunks = msgspec.json.Decoder(list[Chunk]).decode
+_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def first_choices(payloads: list[bytes]) -> list[ChunkChoice]:
+    """The first choice of each chunk (a dialect answers with one choice). The chunks of one read
+    are decoded in one call, as one JSON array; when one of them does not decode, each is
+    decoded alone and that one skipped, as the relay skips it."""
+    try:
+        chunks = _decode_chunks(b"[" + b",".join(payloads) + b"]")
+    except _DECODE_ERRORS:
+        chunks = []
+        for payload in payloads:
+            try:
+                chunks.append(_decode_chunk(payload))
+            except _DECODE_ERRORS:
+                continue
+    return [choice for chunk in chunks for choice in chunk.choices if choice.index == 0]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """A chat usage object's counts, and the cost the platform charged."""
+
+    prompt: int
+    cached: int
+    completion: int
+    reasoning: int
+    cost_nanoton: int
+    cost_ton: float
+
+
+def _count(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def read_usage(usage: Any) -> Usage:
+    usage = usage if isinstance(usage, dict) else {}
+    prompt_details = usage.get("prompt_tokens_details")
+    completion_details = usage.get("completion_tokens_details")
+    cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
+    reasoning = (_count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict)
+                 else _count(usage.get("reasoning_tokens")))
+    cost = _count(usage.get("cost_nanoton"))
+    return Usage(_count(usage.get("prompt_tokens")), cached, _count(usage.get("completion_tokens")), reasoning,
+                 cost, cost / 1_000_000_000)
+
+
+@dataclass(slots=True)
+class ChatMessage:
+    """The first choice of a whole chat answer."""
+
+    text: str
+    reasoning: str
+    tool_calls: list[dict[str, Any]]  # OpenAI's shape: {"id", "type", "function": {"name", "arguments"}}
+    finish_reason: str | None
+    stop_reason: Any
+
+
+def read_message(document: dict[str, Any]) -> ChatMessage:
+    choices = document.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+    message = choice.get("message")
+    message = message if isinstance(message, dict) else {}
+    text = message.get("content")
+    reasoning = message.get("reasoning_content") or message.get("reasoning")
+    calls = message.get("tool_calls")
+    return ChatMessage(
+        text=text if isinstance(text, str) else "",
+        reasoning=reasoning if isinstance(reasoning, str) else "",
+        tool_calls=[c for c in calls if isinstance(c, dict)] if isinstance(calls, list) else [],
+        finish_reason=choice.get("finish_reason"),
+        stop_reason=choice.get("stop_reason"),
+    )
+
+
+def function_of(call: dict[str, Any]) -> tuple[str, str]:
+    """A chat tool call's function name and arguments (JSON text)."""
+    function = call.get("function")
+    function = function if isinstance(function, dict) else {}
+    name, arguments = function.get("name"), function.get("arguments")
+    return (name if isinstance(name, str) else "", arguments if isinstance(arguments, str) else "{}")
+
+
+def text_of(content: Any, where: str, kinds: frozenset[str]) -> str:
+    """A dialect's content (a string, or a list of parts of the `kinds` types with `text`) as one
+    string, parts joined by a newline; other parts are refused (the network reads text only)."""
+    if isinstance(content, str):
+        return content
+    if content is None:
+        return ""
+    if not isinstance(content, list):
+        raise InvalidRequest(f"{where} must be a string or a list of text parts", param=where)
+    texts = []
+    for index, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in kinds or not isinstance(part.get("text"), str):
+            raise InvalidRequest(f"{where}[{index}]: only text parts are supported by the COCOON network "
+                                 f"(got {kind!r})", param=where)
+        texts.append(part["text"])
+    return "\n".join(texts)

@@ -1,0 +1,182 @@
+"""What a chat request offers the model: its tools, `tool_choice` and `parallel_tool_calls`.
+
+Rules (OpenAI's, so clients see what they expect):
+- `tools` is a list of `{"type": "function", "function": {"name", "description"?, "parameters"?}}`;
+  an empty list offers nothing. Each `parameters` must be a valid JSON Schema: a bad one is a
+  400 here, before anything is reserved or forwarded, not a surprise when the answer is checked.
+- `tool_choice`: `"none"` (the tools are not offered; the history still renders), `"auto"`
+  (the default), `"required"` (at least one call), or `{"type": "function", "function":
+  {"name": N}}` (a call to N, which must be offered). `"required"` or a name without tools is a 400.
+- `parallel_tool_calls: false` keeps only the first call of an answer.
+
+Rendering tools and compiling their schemas costs far more than using them, and agents send the
+same tools on every turn: whole tool lists are cached, checked and compiled, by their JSON (a
+`SchemaCache` per process, bounded), so a request pays one encoding and one look-up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
+
+from cocoon_platform.errors import InvalidRequest
+from cocoon_platform.tools.schema import Check, compile_check
+
+AUTO = "auto"
+NONE = "none"
+REQUIRED = "required"
+NAMED = "named"
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedTool:
+    name: str
+    definition: dict[str, Any]  # the tool object as the caller sent it
+    rendered: str  # its JSON as the chat template writes it (`tojson`)
+    check: Check | None  # whether arguments satisfy its `parameters`; None when it has none
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSet:
+    """A request's `tools`, checked and compiled: what requests sending the same list share."""
+
+    tools: tuple[OfferedTool, ...]
+    by_name: dict[str, OfferedTool]
+    lines: str  # each tool's rendered JSON on a line of its own, each line after a "\n"
+    lines_bytes: int  # their UTF-8 size
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOffer:
+    """The tools of one request. `choice` is AUTO, NONE, REQUIRED or NAMED (then `named` is the one
+    function the model must call)."""
+
+    tool_set: ToolSet
+    choice: str
+    parallel: bool
+    named: str | None = None
+
+    @property
+    def tools(self) -> tuple[OfferedTool, ...]:
+        return self.tool_set.tools
+
+    @property
+    def offered(self) -> tuple[OfferedTool, ...]:
+        """What the model is shown: nothing with `tool_choice: none`."""
+        return () if self.choice == NONE else self.tool_set.tools
+
+    @property
+    def must_call(self) -> bool:
+        return self.choice not in (AUTO, NONE)
+
+    def tool(self, name: str) -> OfferedTool | None:
+        """The tool the model may call by this name under the request's choice."""
+        if self.choice == NONE or (self.choice == NAMED and name != self.named):
+            return None
+        return self.tool_set.by_name.get(name)
+
+
+class SchemaCache:
+    """Tool lists, checked and compiled, keyed by their JSON; the oldest dropped first. The key
+    is orjson's encoding (a microsecond for five tools), where rendering them with `json.dumps`
+    and compiling their schemas takes tens of microseconds to milliseconds."""
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._capacity = capacity
+        self._sets: dict[bytes, ToolSet] = {}
+
+    def tool_set(self, tools: list[Any]) -> ToolSet:
+        try:
+            key = orjson.dumps(tools)
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: compiled, not kept
+            return _compile_tools(tools)
+        cached = self._sets.get(key)
+        if cached is not None:
+            return cached
+        compiled = _compile_tools(tools)
+        if len(self._sets) >= self._capacity:
+            del self._sets[next(iter(self._sets))]
+        self._sets[key] = compiled
+        return compiled
+
+
+def _compile_tools(tools: list[Any]) -> ToolSet:
+    """Check each tool, render it, compile its schema; raises InvalidRequest."""
+    compiled: dict[str, OfferedTool] = {}
+    for index, definition in enumerate(tools):
+        function = definition.get("function") if isinstance(definition, dict) else None
+        if not isinstance(function, dict) or definition.get("type", "function") != "function":
+            raise InvalidRequest(f'tools[{index}] must be {{"type": "function", "function": {{...}}}}',
+                                 param=f"tools[{index}]")
+        name = function.get("name")
+        if not isinstance(name, str) or not name:
+            raise InvalidRequest(f"tools[{index}].function.name must be a non-empty string",
+                                 param=f"tools[{index}].function.name")
+        if name in compiled:
+            raise InvalidRequest(f"tools[{index}]: a second function named {name!r}", param=f"tools[{index}]")
+        compiled[name] = OfferedTool(name, definition, tojson(definition),
+                                     _compile(function.get("parameters"), index))
+    ordered = tuple(compiled.values())
+    lines = "".join("\n" + tool.rendered for tool in ordered)
+    return ToolSet(ordered, compiled, lines, len(lines.encode()))
+
+
+def _compile(schema: Any, index: int) -> Check | None:
+    if schema is None:
+        return None
+    param = f"tools[{index}].function.parameters"
+    if not isinstance(schema, dict):
+        raise InvalidRequest(f"{param} must be a JSON Schema object", param=param)
+    cls = validator_for(schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        raise InvalidRequest(f"{param} is not a valid JSON Schema: {exc.message}", param=param) from None
+    return compile_check(schema, cls(schema))
+
+
+def tojson(value: Any) -> str:
+    """The chat template's `tojson` (transformers'): `json.dumps` with its default separators,
+    non-ASCII kept, keys in the order given."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def read_tool_offer(body: dict[str, Any], schemas: SchemaCache) -> ToolOffer | None:
+    """Take `tools`, `tool_choice` (and, with tools, `parallel_tool_calls`) out of a chat body;
+    None when it offers no tools. Raises InvalidRequest for anything malformed."""
+    tools_value = body.pop("tools", None)
+    choice_value = body.pop("tool_choice", None)
+    if tools_value is None or tools_value == []:
+        if choice_value is None or choice_value in (NONE, AUTO):
+            return None
+        raise InvalidRequest("tool_choice needs tools: the request offers none", param="tool_choice")
+    if not isinstance(tools_value, list):
+        raise InvalidRequest("tools must be an array of function tools", param="tools")
+    parallel = body.pop("parallel_tool_calls", None)
+    if parallel is not None and not isinstance(parallel, bool):
+        raise InvalidRequest("parallel_tool_calls must be a boolean", param="parallel_tool_calls")
+    tool_set = schemas.tool_set(tools_value)
+    choice, named = _choice(choice_value, tool_set.by_name)
+    return ToolOffer(tool_set, choice, parallel is not False, named)
+
+
+def _choice(value: Any, names: Collection[str]) -> tuple[str, str | None]:
+    if value is None:
+        return AUTO, None
+    if value in (AUTO, NONE, REQUIRED):
+        return str(value), None
+    function = value.get("function") if isinstance(value, dict) and value.get("type") == "function" else None
+    name = function.get("name") if isinstance(function, dict) else None
+    if not isinstance(name, str):
+        raise InvalidRequest('tool_choice must be "none", "auto", "required" or '
+                             '{"type": "function", "function": {"name": ...}}', param="tool_choice")
+    if name not in names:
+        raise InvalidRequest(f"tool_choice names {name!r}, which is not among the tools", param="tool_choice")
+    return NAMED, name

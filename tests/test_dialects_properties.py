@@ -1,0 +1,272 @@
+"""Property tests of both dialects' translations (no processes): a conversation written in a
+dialect becomes the same chat conversation, and any chat answer, whole or streamed in any
+pieces, becomes a dialect answer that keeps its text, reasoning, tool calls and usage."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from cocoon_platform.dialects.messages import MessagesDialect
+from cocoon_platform.dialects.responses import ResponsesDialect
+from cocoon_platform.errors import UpstreamError
+
+TEXT = st.text(min_size=1, max_size=30)
+NAMES = st.sampled_from(["get_weather", "get_time", "lookup"])
+ARGUMENTS = st.dictionaries(st.sampled_from(["city", "zone", "n"]), st.one_of(TEXT, st.integers(-5, 5)), max_size=3)
+
+
+@st.composite
+def conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
+    """Chat messages as a tool-using client sends them: user turns, assistant text or tool calls,
+    and each call's result."""
+    messages: list[dict[str, Any]] = []
+    for turn in range(draw(st.integers(1, 4))):
+        messages.append({"role": "user", "content": draw(TEXT)})
+        if draw(st.booleans()):
+            count = draw(st.integers(1, 2))
+            calls = [{"id": f"call_{turn}_{i}", "type": "function",
+                      "function": {"name": draw(NAMES), "arguments": json.dumps(draw(ARGUMENTS))}}
+                     for i in range(count)]
+            messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+            messages.extend({"role": "tool", "tool_call_id": call["id"], "content": draw(TEXT)} for call in calls)
+        else:
+            messages.append({"role": "assistant", "content": draw(TEXT)})
+    return messages
+
+
+def as_responses_input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        if message["role"] == "tool":
+            items.append({"type": "function_call_output", "call_id": message["tool_call_id"],
+                          "output": message["content"]})
+        elif message.get("tool_calls"):
+            items.extend({"type": "function_call", "call_id": call["id"], "name": call["function"]["name"],
+                          "arguments": call["function"]["arguments"]} for call in message["tool_calls"])
+        else:
+            kind = "input_text" if message["role"] == "user" else "output_text"
+            items.append({"type": "message", "role": message["role"],
+                          "content": [{"type": kind, "text": message["content"]}]})
+            items.append({"type": "reasoning", "id": "rs_x", "summary": []})  # dropped on the way in
+    return items
+
+
+def as_anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for message in messages:
+        if message["role"] == "tool":
+            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"],
+                     "content": [{"type": "text", "text": message["content"], "cache_control": {"type": "ephemeral"}}]}
+            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        elif message.get("tool_calls"):
+            out.append({"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "hidden", "signature": ""},
+                *({"type": "tool_use", "id": call["id"], "name": call["function"]["name"],
+                   "input": json.loads(call["function"]["arguments"])} for call in message["tool_calls"])]})
+        else:
+            out.append({"role": message["role"], "content": [{"type": "text", "text": message["content"]}]})
+    return out
+
+
+def comparable(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Tool call arguments compared as JSON values, not text."""
+    out = []
+    for message in messages:
+        message = dict(message)
+        if message.get("tool_calls"):
+            message["tool_calls"] = [{**call, "function": {"name": call["function"]["name"], "arguments": json.loads(
+                call["function"]["arguments"])}} for call in message["tool_calls"]]
+        out.append(message)
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(conversations(), st.one_of(st.none(), TEXT))
+def test_a_responses_conversation_becomes_the_same_chat_conversation(messages: list[dict[str, Any]],
+                                                                     instructions: str | None) -> None:
+    body: dict[str, Any] = {"model": "m", "input": as_responses_input(messages)}
+    if instructions is not None:
+        body["instructions"] = instructions
+    chat = ResponsesDialect().translate(body).chat
+    expected = ([{"role": "system", "content": instructions}] if instructions is not None else []) + messages
+    assert comparable(chat["messages"]) == comparable(expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(conversations(), st.one_of(st.none(), TEXT))
+def test_an_anthropic_conversation_becomes_the_same_chat_conversation(messages: list[dict[str, Any]],
+                                                                      system: str | None) -> None:
+    body: dict[str, Any] = {"model": "m", "max_tokens": 10, "messages": as_anthropic_messages(messages)}
+    if system is not None:
+        body["system"] = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
+    chat = MessagesDialect().translate(body).chat
+    expected = ([{"role": "system", "content": system}] if system is not None else []) + messages
+    assert comparable(chat["messages"]) == comparable(expected)
+
+
+@st.composite
+def chat_answers(draw: st.DrawFn) -> dict[str, Any]:
+    """A chat answer: reasoning, text and tool calls (any may be absent), a finish reason, usage."""
+    reasoning = draw(st.lists(TEXT, max_size=4))
+    text = draw(st.lists(TEXT, max_size=5))
+    calls = [{"id": f"call_{i}", "name": draw(NAMES), "pieces": draw(st.lists(TEXT, min_size=1, max_size=3))}
+             for i in range(draw(st.integers(0, 2)))]
+    for call in calls:  # arguments as a model writes them: JSON text, cut anywhere
+        arguments = json.dumps(draw(ARGUMENTS))
+        cuts = sorted(draw(st.lists(st.integers(0, len(arguments)), max_size=3)))
+        call["pieces"] = [arguments[a:b] for a, b in zip([0, *cuts], [*cuts, len(arguments)], strict=True)
+                          if arguments[a:b]] or [arguments]
+    prompt = draw(st.integers(1, 10_000))
+    completion = draw(st.integers(1, 10_000))
+    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+             "prompt_tokens_details": {"cached_tokens": draw(st.integers(0, prompt))},
+             "completion_tokens_details": {"reasoning_tokens": draw(st.integers(0, completion))},
+             "cost_nanoton": draw(st.integers(1, 10**12))}
+    usage["cost_ton"] = usage["cost_nanoton"] / 1e9
+    finish = "tool_calls" if calls else draw(st.sampled_from(["stop", "length"]))
+    return {"reasoning": reasoning, "text": text, "calls": calls, "usage": usage, "finish": finish}
+
+
+def chat_document(answer: dict[str, Any]) -> dict[str, Any]:
+    message = {"role": "assistant", "content": "".join(answer["text"]) or None,
+               "reasoning_content": "".join(answer["reasoning"]) or None,
+               "tool_calls": [{"id": c["id"], "type": "function",
+                               "function": {"name": c["name"], "arguments": "".join(c["pieces"])}}
+                              for c in answer["calls"]]}
+    return {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": answer["finish"]}], "usage": answer["usage"]}
+
+
+def chat_chunks(answer: dict[str, Any]) -> list[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return json.dumps({"id": "x", "object": "chat.completion.chunk", "choices": [
+            {"index": 0, "delta": delta, "finish_reason": finish}]}).encode()
+
+    out = [chunk({"reasoning_content": piece}) for piece in answer["reasoning"]]
+    out += [chunk({"content": piece}) for piece in answer["text"]]
+    for index, call in enumerate(answer["calls"]):
+        out.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
+                                          "function": {"name": call["name"], "arguments": ""}}]}))
+        out += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}) for piece in call["pieces"]]
+    out.append(chunk({}, answer["finish"]))
+    return out
+
+
+def reads(chunks: list[bytes], cuts: list[int]) -> list[list[bytes]]:
+    """The chunks as the relay hands them over: several per read, cut at `cuts`."""
+    edges = sorted({min(c, len(chunks)) for c in cuts})
+    return [chunks[a:b] for a, b in zip([0, *edges], [*edges, len(chunks)], strict=True) if chunks[a:b]]
+
+
+def events(body: bytes) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for block in body.decode().split("\n\n"):
+        if block:
+            head, data = block.split("\n", 1)
+            assert head.startswith("event: ") and data.startswith("data: ")
+            out.append((head[7:], json.loads(data[6:])))
+    return out
+
+
+def expected_calls(answer: dict[str, Any]) -> list[tuple[str, Any]]:
+    return [(call["name"], json.loads("".join(call["pieces"]))) for call in answer["calls"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(chat_answers(), st.lists(st.integers(0, 30), max_size=5))
+def test_any_chat_answer_becomes_a_responses_answer_whole_or_streamed(answer: dict[str, Any],
+                                                                      cuts: list[int]) -> None:
+    request = ResponsesDialect().translate({"model": "m", "input": "hi"})
+    whole = request.answer(chat_document(answer), "resp_abc")
+    stream = request.stream("resp_abc", "m")
+    body = b"".join(stream.frame(read) for read in reads(chat_chunks(answer), cuts)) + stream.finish(answer["usage"])
+    streamed = events(body)
+    assert [data["sequence_number"] for _, data in streamed] == list(range(len(streamed)))
+    assert all(name == data["type"] for name, data in streamed)
+    final = streamed[-1][1]["response"]
+    assert streamed[-1][0] == ("response.incomplete" if answer["finish"] == "length" else "response.completed")
+    text_deltas = "".join(data["delta"] for name, data in streamed if name == "response.output_text.delta")
+    for response in (whole, final):
+        output = response["output"]
+        texts = [part["text"] for item in output if item["type"] == "message" for part in item["content"]]
+        assert "".join(texts) == "".join(answer["text"])
+        thoughts = [s["text"] for item in output if item["type"] == "reasoning" for s in item["summary"]]
+        assert "".join(thoughts) == "".join(answer["reasoning"])
+        calls = [(item["name"], json.loads(item["arguments"])) for item in output if item["type"] == "function_call"]
+        assert calls == expected_calls(answer)
+        usage = answer["usage"]
+        assert response["usage"]["input_tokens"] == usage["prompt_tokens"]
+        assert response["usage"]["output_tokens"] == usage["completion_tokens"]
+        assert response["usage"]["input_tokens_details"]["cached_tokens"] == usage["prompt_tokens_details"]["cached_tokens"]
+        assert (response["usage"]["output_tokens_details"]["reasoning_tokens"]
+                == usage["completion_tokens_details"]["reasoning_tokens"])
+        assert response["usage"]["cost_nanoton"] == usage["cost_nanoton"]
+    assert text_deltas == "".join(answer["text"])
+    assert [item["type"] for item in whole["output"]] == [item["type"] for item in final["output"]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(chat_answers(), st.lists(st.integers(0, 30), max_size=5))
+def test_any_chat_answer_becomes_an_anthropic_message_whole_or_streamed(answer: dict[str, Any],
+                                                                        cuts: list[int]) -> None:
+    request = MessagesDialect().translate({"model": "m", "max_tokens": 10, "messages": [
+        {"role": "user", "content": "hi"}]})
+    whole = request.answer(chat_document(answer), "msg_abc")
+    stream = request.stream("msg_abc", "m")
+    body = b"".join(stream.frame(read) for read in reads(chat_chunks(answer), cuts)) + stream.finish(answer["usage"])
+    streamed = events(body)
+    assert streamed[0][0] == "message_start" and streamed[-1][0] == "message_stop"
+    blocks: dict[int, dict[str, Any]] = {}
+    for name, data in streamed:  # rebuild the content as an Anthropic client does
+        if name == "content_block_start":
+            blocks[data["index"]] = {**data["content_block"], "json": ""}
+        elif name == "content_block_delta":
+            block, delta = blocks[data["index"]], data["delta"]
+            key = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "json"}[delta["type"]]
+            block[key] += delta[{"input_json_delta": "partial_json"}.get(delta["type"], key)]
+    message_delta = next(data for name, data in streamed if name == "message_delta")
+    for content, stop_reason, usage in ((whole["content"], whole["stop_reason"], whole["usage"]),
+                                        ([blocks[i] for i in sorted(blocks)], message_delta["delta"]["stop_reason"],
+                                         message_delta["usage"])):
+        assert "".join(b["text"] for b in content if b["type"] == "text") == "".join(answer["text"])
+        assert "".join(b["thinking"] for b in content if b["type"] == "thinking") == "".join(answer["reasoning"])
+        calls = [(b["name"], b["input"] if b.get("input") else json.loads(b.get("json") or "{}"))
+                 for b in content if b["type"] == "tool_use"]
+        assert calls == expected_calls(answer)
+        assert stop_reason == {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}[answer["finish"]]
+        chat_usage = answer["usage"]
+        cached = chat_usage["prompt_tokens_details"]["cached_tokens"]
+        assert (usage["input_tokens"], usage["cache_read_input_tokens"]) == (chat_usage["prompt_tokens"] - cached,
+                                                                             cached)
+        assert usage["output_tokens"] == chat_usage["completion_tokens"]
+        assert usage["cost_nanoton"] == chat_usage["cost_nanoton"]
+
+
+@given(chat_answers(), st.integers(0, 30))
+@settings(max_examples=50, deadline=None)
+def test_a_cut_stream_ends_with_the_failure_event(answer: dict[str, Any], cut: int) -> None:
+    error = UpstreamError(502, "The COCOON network dropped the stream.", "stream_cut")
+    chunks = chat_chunks(answer)[:cut]
+    responses = ResponsesDialect().translate({"model": "m", "input": "hi"}).stream("resp_abc", "m")
+    last = events(responses.frame(chunks) + responses.fail(error))[-1]
+    assert last[0] == "response.failed" and last[1]["response"]["error"]["message"] == error.message
+    messages = MessagesDialect().translate({"model": "m", "max_tokens": 5, "messages": []}).stream("msg_abc", "m")
+    streamed = events(messages.frame(chunks) + messages.fail(error))
+    assert streamed[-1] == ("error", {"type": "error", "error": {"type": "api_error", "message": error.message}})
+    assert "message_stop" not in [name for name, _ in streamed]
+
+
+def test_every_request_id_fits_the_id_columns() -> None:
+    """Ruling 9: prefixed ids fit String(40) (holds.id, usage_records.request_id) without a migration."""
+    from cocoon_platform.proxy.handler import new_request_id
+
+    for prefix in ("req_", "chatcmpl-", "cmpl-", "resp_", "msg_"):
+        request_id = new_request_id(prefix)
+        assert request_id.startswith(prefix) and len(request_id) <= 40
