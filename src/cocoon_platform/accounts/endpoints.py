@@ -39,27 +39,16 @@ from cocoon_platform.deps import (
 )
 from cocoon_platform.errors import (
     AdminTokenRequired,
+    InvalidApiKey,
     InvalidRequest,
     KeyManagementNotAllowed,
     NotFound,
-    error_body,
+    openapi_responses,
 )
 from cocoon_platform.state import AppState
 
 router = APIRouter()
 
-UNAUTHORIZED = {
-    "description": "Invalid or missing API key",
-    "content": {"application/json": {"example": error_body("Invalid API key", "invalid_auth", "invalid_api_key")}},
-}
-FORBIDDEN = {
-    "description": "Admin token required",
-    "content": {"application/json": {"example": error_body("Admin token required", "auth_error", "forbidden")}},
-}
-RESTRICTED = {
-    "description": "A restricted key (credit limit, allow-list or expiry) cannot manage keys",
-    "content": {"application/json": {"example": KeyManagementNotAllowed().body()}},
-}
 KeyIdPath = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="The key's id (from GET /v1/keys).")]
 
 
@@ -120,7 +109,7 @@ async def _key_info(session: AsyncSession, key: ApiKey, now: float) -> KeyInfo:
     response_model=NewKeyResponse,
     tags=["Authentication"],
     summary="Create a new API key",
-    responses={403: FORBIDDEN | RESTRICTED, 401: UNAUTHORIZED},
+    responses=openapi_responses(InvalidApiKey(), AdminTokenRequired(), KeyManagementNotAllowed()),
     dependencies=[AddressLimited],
 )
 async def create_key(
@@ -163,7 +152,7 @@ async def create_key(
 
 
 @router.get("/v1/keys", response_model=KeyList, tags=["Authentication"], summary="List your API keys",
-            responses={401: UNAUTHORIZED})
+            responses=openapi_responses(InvalidApiKey()))
 async def list_keys(identity: CurrentKey, session: SessionDep) -> KeyList:
     """The account's live keys: prefix, name, creation and last use, restrictions, and what each
     spent in its limit's current period; never the key itself."""
@@ -173,7 +162,7 @@ async def list_keys(identity: CurrentKey, session: SessionDep) -> KeyList:
 
 
 @router.patch("/v1/keys/{key_id}", response_model=KeyInfo, tags=["Authentication"], summary="Change an API key",
-              responses={401: UNAUTHORIZED, 403: RESTRICTED, 404: {"description": "No such key"}})
+              responses=openapi_responses(InvalidApiKey(), KeyManagementNotAllowed(), NotFound("No such key")))
 async def change_key(key_id: KeyIdPath, body: KeyUpdate, identity: KeyManager, state: StateDep,
                      session: SessionDep) -> KeyInfo:
     """Change one of your keys' name, credit limit, reset period, allow-list or expiry: only the
@@ -192,7 +181,7 @@ async def change_key(key_id: KeyIdPath, body: KeyUpdate, identity: KeyManager, s
 
 @router.delete("/v1/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["Authentication"],
                summary="Revoke an API key",
-               responses={401: UNAUTHORIZED, 403: RESTRICTED, 404: {"description": "No such key"}})
+               responses=openapi_responses(InvalidApiKey(), KeyManagementNotAllowed(), NotFound("No such key")))
 async def revoke_key(key_id: KeyIdPath, identity: KeyManager, session: SessionDep) -> None:
     """Revoke one of your keys; it is refused at once, on every instance."""
     if not await service.revoke_key(session, identity.account_id, key_id):
@@ -200,7 +189,7 @@ async def revoke_key(key_id: KeyIdPath, identity: KeyManager, session: SessionDe
 
 
 @router.post("/api/login", response_model=LoginResponse, tags=["Authentication"],
-             summary="Verify API key and get user info", responses={401: UNAUTHORIZED}, dependencies=[AddressLimited])
+             summary="Verify API key and get user info", responses=openapi_responses(InvalidApiKey()), dependencies=[AddressLimited])
 async def login(request: Request, body: LoginRequest, state: StateDep, session: SessionDep) -> LoginResponse:
     """Validates an API key and returns the account's balance, deposit code and deposit wallet."""
     refuse_throttled(state, request)
@@ -216,4 +205,3 @@ async def login(request: Request, body: LoginRequest, state: StateDep, session: 
         deposit_code=account.deposit_code,
         deposit_wallet=state.settings.deposit_wallet,
     )
-
