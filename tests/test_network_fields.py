@@ -21,7 +21,7 @@ def chat(**fields: object) -> dict[str, object]:
 def test_fields_without_effect_and_a_chats_seed_are_dropped() -> None:
     payload = chat(user="u1", store=True, metadata={"a": "b"}, service_tier="auto", safety_identifier="s",
                    prompt_cache_key="k", prompt_cache_retention="24h", seed=7, temperature=0.5)
-    assert set(payload) == {"model", "messages", "max_tokens", "max_coefficient", "temperature"}
+    assert set(payload) == {"model", "messages", "max_tokens", "max_coefficient", "timeout", "temperature"}
 
 
 def test_completions_keep_their_seed() -> None:

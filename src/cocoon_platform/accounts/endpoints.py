@@ -74,7 +74,6 @@ def _ton(nanoton: int) -> float:
 async def register(state: StateDep, session: SessionDep) -> RegisterResponse:
     """Creates a new account and returns its API key (shown only once), deposit code and wallet."""
     issued = await service.register(session)
-    await session.commit()
     return RegisterResponse(
         api_key=issued.api_key,
         deposit_code=issued.account.deposit_code,
@@ -145,14 +144,13 @@ async def create_key(
         name, settings = _settings(state, body)
         plaintext, key_id = await service.add_key(session, identity.account_id, name,
                                                   service.KeySettings(**settings))
-        await session.commit()
+        await session.flush()
         account = await session.get(Account, identity.account_id)
     else:
         if state.settings.admin_token is not None and not state.check_admin_token(token):
             raise AdminTokenRequired()
         name, settings = _settings(state, body)
         issued = await service.register(session, name, service.KeySettings(**settings))
-        await session.commit()
         account, plaintext, key_id = issued.account, issued.api_key, issued.key_id
     assert account is not None
     key = await service.live_key(session, account.id, key_id)
@@ -190,7 +188,7 @@ async def change_key(key_id: KeyIdPath, body: KeyUpdate, identity: KeyManager, s
     if "name" in body.model_fields_set:
         changes["name"] = name
     key = await service.change_key(session, key, changes)
-    await session.commit()
+    await session.flush()
     return await _key_info(session, key, time.time())
 
 
@@ -201,7 +199,6 @@ async def revoke_key(key_id: KeyIdPath, identity: KeyManager, session: SessionDe
     """Revoke one of your keys; it is refused at once, on every instance."""
     if not await service.revoke_key(session, identity.account_id, key_id):
         raise NotFound(f"No key {key_id} on this account")
-    await session.commit()
 
 
 @router.post("/api/login", response_model=LoginResponse, tags=["Authentication"],
@@ -256,6 +253,6 @@ async def change_account(body: AccountSettings, identity: CurrentKey, state: Sta
     if "low_balance_threshold_ton" in body.model_fields_set:
         threshold = body.low_balance_threshold_ton
         account.low_balance_nanoton = None if threshold is None else ton_to_nanoton(threshold)
-    await session.commit()
+    await session.flush()
     await session.refresh(account)
     return _account_response(state, account)

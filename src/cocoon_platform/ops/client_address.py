@@ -96,6 +96,12 @@ class ClientAddresses:
                     break
         return client_address
 
+    def from_trusted_proxy(self, scope: Mapping[str, Any]) -> bool:
+        """Whether the peer is a trusted proxy, so that what it forwards (`X-Forwarded-Proto`) counts."""
+        client = scope.get("client")
+        peer = _address(client[0]) if client else None
+        return peer is not None and self._is_trusted(peer)
+
     def bucket_of(self, scope: Mapping[str, Any]) -> str:
         address = self.resolve(scope)
         return bucket(address) if address is not None else UNKNOWN

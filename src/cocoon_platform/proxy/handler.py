@@ -96,9 +96,11 @@ class InferenceHandler:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
-        ttl = state.settings.reservation_ttl_seconds
-        # A request never outlives its hold, so the sweeper never releases a live one.
-        self.deadline = max(1.0, ttl - min(60.0, ttl * 0.2))
+        settings = state.settings
+        # The network's own deadline (the `timeout` sent with the request) comes first, by a margin;
+        # and a request never outlives its hold (Settings checks it), so the sweeper never releases
+        # a live one.
+        self.deadline = settings.upstream_request_timeout + settings.upstream_deadline_margin
         self.schemas = SchemaCache()  # tools' compiled JSON Schemas, shared by requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -144,6 +146,7 @@ class InferenceHandler:
                         extra_fields=settings.upstream_extra_field_set,
                         tool_format_of=self._tool_format,
                         schemas=self.schemas,
+                        request_timeout=settings.upstream_request_timeout,
                     )
                 else:
                     request = self._translate(dialect, raw)
@@ -288,6 +291,7 @@ class InferenceHandler:
             extra_fields=settings.upstream_extra_field_set,
             tool_format_of=self._tool_format,
             schemas=self.schemas,
+            request_timeout=settings.upstream_request_timeout,
         )
         request.dialect, request.translated = dialect, translated
         return request
