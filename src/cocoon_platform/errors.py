@@ -206,6 +206,25 @@ def published_error_enums() -> tuple[list[str], list[str]]:
     return types, codes
 
 
+def openapi_responses(*errors: PlatformError) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries made from the errors an operation returns, so the published
+    document says what the code answers: per status, the errors' messages as its description,
+    the shared `Error` schema, and each error's body as an example (named by its code)."""
+    by_status: dict[int, list[PlatformError]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, []).append(error)
+    return {
+        str(status): {
+            "description": " / ".join(dict.fromkeys(error.message for error in group)),
+            "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/Error"},
+                "examples": {error.code or error.type: {"value": error.body()} for error in group},
+            }},
+        }
+        for status, group in sorted(by_status.items())
+    }
+
+
 def error_response(exc: PlatformError) -> Response:
     return Response(
         exc.to_bytes(), status_code=exc.status, media_type="application/json", headers=exc.headers

@@ -17,17 +17,16 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from cocoon_platform.accounts.endpoints import UNAUTHORIZED
 from cocoon_platform.config import NANOTON_PER_TON, Settings
 from cocoon_platform.db.models import Deposit, PendingDeposit, UsageRecord, utcnow
 from cocoon_platform.deps import BIGINT_MAX, CurrentKey, SessionDep, StateDep
-from cocoon_platform.errors import NotFound
+from cocoon_platform.errors import InvalidApiKey, NotFound, openapi_responses
+from cocoon_platform.ton.deposits import DepositStatus
 
 router = APIRouter(tags=["Billing"])
 
 # A transfer that stays unfinal this long is no longer shown (it may never be final).
 PENDING_VISIBLE_SECONDS = 3600
-CREDITED = "credited"
 
 
 class DepositItem(BaseModel):
@@ -70,7 +69,7 @@ def explorer_url(settings: Settings, tx_hash: str) -> str:
     return settings.ton_explorer_tx_url.replace("{tx_hash}", tx_hash)
 
 
-@router.get("/v1/deposits", response_model=DepositList, summary="Your deposits", responses={401: UNAUTHORIZED})
+@router.get("/v1/deposits", response_model=DepositList, summary="Your deposits", responses=openapi_responses(InvalidApiKey()))
 async def deposits(
     identity: CurrentKey,
     state: StateDep,
@@ -94,7 +93,7 @@ async def deposits(
                         explorer_url=explorer_url(settings, p.tx_hash))
             for p in pending
         ]
-    query = select(Deposit).where(Deposit.account_id == identity.account_id, Deposit.status == CREDITED)
+    query = select(Deposit).where(Deposit.account_id == identity.account_id, Deposit.status == DepositStatus.CREDITED.value)
     if before is not None:
         query = query.where(Deposit.id < before)
     credited = list(await session.scalars(query.order_by(Deposit.id.desc()).limit(limit + 1)))
@@ -110,7 +109,7 @@ async def deposits(
 
 
 @router.get("/v1/generation", response_model=GenerationResponse, summary="One request's record",
-            responses={401: UNAUTHORIZED, 404: {"description": "No such request on this account"}})
+            responses=openapi_responses(InvalidApiKey(), NotFound("No such request on this account")))
 async def generation(
     identity: CurrentKey,
     session: SessionDep,
