@@ -464,6 +464,8 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     expect(page.get_by_role("button", name="Create key")).to_be_disabled()
     expect(page.locator("#keys-table tbody tr")).to_have_count(2)
     expect(page.get_by_role("button", name=re.compile("^(Revoke|Change) key"))).to_have_count(0)
+    # Its playground offers only the model it may use.
+    expect(page.locator("#playground").get_by_label("Model").locator("option")).to_have_text([QWEN])
 
 
 def wait_for_deposit(server: Server, key: str, status: str) -> str:

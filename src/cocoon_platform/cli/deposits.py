@@ -30,7 +30,7 @@ __all__ = [
     "register_watch",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _COMMENT_WIDTH = 32
 _DEFAULT_LIMIT = 100
@@ -92,13 +92,13 @@ async def _watch(settings: Settings) -> int:
 
 def _log_start(settings: Settings) -> None:
     # The host only: a URL may carry credentials.
-    log.info(
+    logger.info(
         "watching %s via %s every %gs (API key %s)", settings.deposit_wallet,
         urlsplit(settings.toncenter_url).hostname, settings.deposit_poll_seconds,
         "set" if settings.toncenter_api_key else "not set",
     )
     if settings.deposit_wallet_is_placeholder:
-        log.warning(PLACEHOLDER_WALLET_WARNING)
+        logger.warning(PLACEHOLDER_WALLET_WARNING)
 
 
 # --- admin deposits --------------------------------------------------------------------------

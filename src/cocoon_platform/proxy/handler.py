@@ -75,7 +75,7 @@ from cocoon_platform.tools.stream import StreamTranslator
 from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 from cocoon_platform.upstream.pool import NoUpstream
 
-logger = logging.getLogger("cocoon_platform.proxy")
+logger = logging.getLogger(__name__)
 
 MAX_RESERVATION = 2**62  # fits a BIGINT with room for the balance arithmetic
 

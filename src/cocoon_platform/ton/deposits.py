@@ -65,7 +65,7 @@ __all__ = [
     "save_cursor",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _CODE_CHARS = frozenset(DEPOSIT_CODE_ALPHABET)
 
@@ -223,7 +223,7 @@ async def _record_new(
             outcomes[row["tx_hash"]] = DepositOutcome.DUPLICATE
         elif row["account_id"] is None:
             outcomes[row["tx_hash"]] = DepositOutcome.UNMATCHED
-            log.info("unmatched deposit %s: %s TON (%s)", row["tx_hash"],
+            logger.info("unmatched deposit %s: %s TON (%s)", row["tx_hash"],
                      format_ton(row["amount_nanoton"], 9), row["body_kind"])
         else:
             outcomes[row["tx_hash"]] = DepositOutcome.CREDITED
@@ -234,7 +234,7 @@ async def _record_new(
             session, row["account_id"], row["amount_nanoton"], EntryKind.DEPOSIT,
             ledger_reference(row["tx_hash"]), f"TON deposit from {row['sender']}",
         )
-        log.info("credited %s TON to account %d (tx %s)", format_ton(row["amount_nanoton"], 9),
+        logger.info("credited %s TON to account %d (tx %s)", format_ton(row["amount_nanoton"], 9),
                  row["account_id"], row["tx_hash"])
     return outcomes
 
@@ -298,7 +298,7 @@ def _belongs_to(tx: ChainTransaction, wallet: TonAddress) -> bool:
             return True
     except InvalidAddress:
         pass
-    log.warning("ignoring transaction %s of account %r: not the deposit wallet", tx.hash.hex(),
+    logger.warning("ignoring transaction %s of account %r: not the deposit wallet", tx.hash.hex(),
                 tx.account[:80])
     return False
 

@@ -19,7 +19,7 @@ import orjson
 
 __all__ = ["RateSource"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_TONAPI_URL = "https://tonapi.io"
 DEFAULT_COINGECKO_URL = "https://api.coingecko.com"
@@ -64,7 +64,7 @@ class RateSource:
             try:
                 price = await fetch()
             except (TimeoutError, _RateUnavailable, aiohttp.ClientError) as exc:
-                log.warning("TON/USD rate from %s failed: %r", name, exc)
+                logger.warning("TON/USD rate from %s failed: %r", name, exc)
                 continue
             self._value = price
             self._fetched_at = self._clock()
@@ -77,7 +77,7 @@ class RateSource:
             try:
                 await self.refresh()
             except Exception:  # the display rate must never take the service down
-                log.exception("TON/USD rate refresh crashed")
+                logger.exception("TON/USD rate refresh crashed")
             try:
                 await asyncio.wait_for(stop_event.wait(), timeout=self._refresh_interval)
             except TimeoutError:

@@ -60,7 +60,7 @@ __all__ = [
     "PollResult",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 1000  # toncenter's maximum: catching up costs the fewest requests
 PENDING_TIMEOUT_SECONDS = 600.0
@@ -150,17 +150,17 @@ class DepositWatcher:
                 self.errors += 1
                 self.rate_limited += 1
                 delay = max(exc.retry_after, MIN_RETRY_SECONDS)
-                log.warning("toncenter rate limit: waiting %.1fs", delay)
+                logger.warning("toncenter rate limit: waiting %.1fs", delay)
             except ProviderError as exc:
                 failures += 1
                 self.errors += 1
                 delay = self._backoff(failures)
-                log.warning("toncenter failed (%s); retrying in %.1fs", exc, delay)
+                logger.warning("toncenter failed (%s); retrying in %.1fs", exc, delay)
             except Exception:
                 failures += 1
                 self.errors += 1
                 delay = self._backoff(failures)
-                log.exception("deposit poll failed; retrying in %.1fs", delay)
+                logger.exception("deposit poll failed; retrying in %.1fs", delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -206,7 +206,7 @@ class DepositWatcher:
             waited = now - self._pending_seen[tx.hash]
             if waited < self._pending_timeout:
                 return list(txs[:index]), True
-            log.warning("transaction %s pending for %.0fs: moving past it; the rescan will record "
+            logger.warning("transaction %s pending for %.0fs: moving past it; the rescan will record "
                         "it if it is finalised later", tx.hash.hex(), waited)
         return list(txs), False
 
@@ -235,7 +235,7 @@ class DepositWatcher:
                 break
             boundary = Cursor.of(txs[-1])
         if result.credited or result.unmatched:
-            log.warning("rescan found %d credited and %d unmatched deposit(s) the poll had missed",
+            logger.warning("rescan found %d credited and %d unmatched deposit(s) the poll had missed",
                         result.credited, result.unmatched)
         return result
 
@@ -300,7 +300,7 @@ async def watch_exclusively(
             await watcher.run(job_stop)
         finally:
             reporter.cancel()
-            log.info("deposit watcher stopped: %d credited, %d unmatched, %d failed polls",
+            logger.info("deposit watcher stopped: %d credited, %d unmatched, %d failed polls",
                      watcher.credited, watcher.unmatched, watcher.errors)
 
     await run_exclusively(lease_for(settings, "deposit-watcher"), job, stop,

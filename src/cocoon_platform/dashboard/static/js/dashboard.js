@@ -6,7 +6,7 @@ import { loadDeposit } from "./deposit.js";
 import { loadDeposits } from "./deposits.js";
 import { initKeys, loadKeys, onKeysLoaded, setKeyModels } from "./keys.js";
 import { loadModels, loadPricing, loadStats, renderQuickstart } from "./network.js";
-import { initPlayground, setPlaygroundModels } from "./playground.js";
+import { initPlayground, setPlaygroundAllowed, setPlaygroundModels } from "./playground.js";
 import { everyWhileVisible } from "./poll.js";
 import { getKey, setFlash, signOut } from "./session.js";
 import { initThreshold } from "./threshold.js";
@@ -29,6 +29,7 @@ export function initDashboard() {
   $("usage-csv").addEventListener("click", downloadUsageCsv);
   $("usage-key").addEventListener("change", () => loadUsage(true));
   onKeysLoaded(setUsageKeys);
+  onKeysLoaded((keys, current) => setPlaygroundAllowed(current ? current.models : null));
   initKeys();
   initPlayground(loadBalance);
   $("deposits-refresh").addEventListener("click", () => loadDeposits(true));

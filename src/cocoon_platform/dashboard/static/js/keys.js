@@ -13,7 +13,7 @@ let models = [];
 let restrictedSession = false;
 const listeners = [];
 
-/* fn(keys) after every load of the key list. */
+/* fn(keys, current) after every load of the key list (current: the session's key, if listed). */
 export function onKeysLoaded(fn) {
   listeners.push(fn);
 }
@@ -86,7 +86,7 @@ export async function loadKeys() {
     const body = $("keys-table").tBodies[0];
     clearChildren(body);
     for (const info of keys) body.appendChild(keyRow(info, info === current));
-    for (const fn of listeners) fn(keys);
+    for (const fn of listeners) fn(keys, current);
   } catch (error) {
     report("key-error")(error);
   }
