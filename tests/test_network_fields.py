@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from cocoon_platform.errors import UnsupportedParameter
+from cocoon_platform.errors import InvalidRequest, UnsupportedParameter
 from cocoon_platform.proxy.network_fields import CHAT_FIELDS, COMPLETION_FIELDS, network_body
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH, parse_request
 
@@ -34,6 +34,14 @@ def test_completions_keep_their_seed() -> None:
 def test_a_stop_string_becomes_a_list() -> None:
     assert chat(stop="END")["stop"] == ["END"]
     assert chat(stop=["a", "b"])["stop"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("stop", [5, True, {"a": "b"}, [1], ["a", None]])
+def test_a_stop_that_is_not_text_is_a_400_not_forwarded(stop: object) -> None:
+    # Forwarded, the network fails the whole request and the caller saw a 502 for its own input.
+    with pytest.raises(InvalidRequest) as refused:
+        chat(stop=stop)
+    assert refused.value.status == 400 and refused.value.param == "stop"
 
 
 def test_text_parts_become_one_string_and_developer_becomes_system() -> None:

@@ -7,7 +7,8 @@ forwards what both accept, so a request that works here works on any deployment:
 
 - Fields with no effect on the answer (`user`, `store`, `metadata`, ...) are dropped, and so is
   a chat's `seed` (the older build refuses it; completions take it in both).
-- `stop` as a string becomes a one-element list (the newer build takes lists only).
+- `stop` as a string becomes a one-element list (the newer build takes lists only); a `stop`
+  that is neither a string nor a list of strings is a 400.
 - Chat messages: `developer` becomes `system` (Qwen3's template drops a role it does not know);
   a text-only content array becomes one string, its parts joined by a newline (as vLLM joins
   them; one newer build misreads text parts); an assistant's `reasoning_content` (or
@@ -27,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from cocoon_platform.errors import UnsupportedParameter
+from cocoon_platform.errors import InvalidRequest, UnsupportedParameter
 
 # What both builds accept, besides the fields the platform sets itself (max_tokens, max_coefficient,
 # stream_options, timeout). Values are checked by parse_request or left to the model.
@@ -85,6 +86,9 @@ def network_body(body: dict[str, Any], chat: bool, extra_fields: Collection[str]
     stop = body.get("stop")
     if isinstance(stop, str):
         body["stop"] = [stop]
+    elif stop is not None and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop)):
+        # Forwarded, it fails the whole request upstream: the caller would see a 502 for its own input.
+        raise InvalidRequest("'stop' must be a string or a list of strings", param="stop")
     if "stream_options" not in extra_fields:
         _check_keys(body, "stream_options", STREAM_OPTIONS)
     if chat:
