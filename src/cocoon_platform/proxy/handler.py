@@ -38,6 +38,7 @@ from cocoon_platform.errors import (
     InvalidRequest,
     PayloadTooLarge,
     PlatformError,
+    UpstreamBusy,
     UpstreamError,
 )
 from cocoon_platform.ops import metrics
@@ -71,7 +72,7 @@ from cocoon_platform.state import AppState
 from cocoon_platform.tools.answer import read_choices
 from cocoon_platform.tools.offer import SchemaCache
 from cocoon_platform.tools.stream import StreamTranslator
-from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
+from cocoon_platform.upstream.http import ConnectionBroken, PoolBusy, UpstreamResponse
 from cocoon_platform.upstream.pool import NoUpstream
 
 logger = logging.getLogger("cocoon_platform.proxy")
@@ -305,6 +306,8 @@ class InferenceHandler:
         except NoUpstream:
             raise UpstreamError(503, "The COCOON network is unavailable right now. Try again shortly.",
                                 "unreachable") from None
+        except PoolBusy:
+            raise UpstreamBusy() from None
         except TimeoutError:
             raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
         except ConnectionBroken:
