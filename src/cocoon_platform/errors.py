@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-logger = logging.getLogger("cocoon_platform")
+logger = logging.getLogger(__name__)
 
 
 class PlatformError(Exception):

@@ -14,8 +14,6 @@ from cocoon_platform.accounts.keys import bearer_token, hash_api_key
 from cocoon_platform.accounts.limits import is_restricted, next_reset, read_models
 from cocoon_platform.accounts.refusals import key_expired
 from cocoon_platform.accounts.schemas import (
-    AccountResponse,
-    AccountSettings,
     KeyInfo,
     KeyList,
     KeySettingsFields,
@@ -26,7 +24,7 @@ from cocoon_platform.accounts.schemas import (
     NewKeyResponse,
     RegisterResponse,
 )
-from cocoon_platform.config import format_ton, ton_to_nanoton
+from cocoon_platform.config import format_ton
 from cocoon_platform.db.models import Account, ApiKey
 from cocoon_platform.deps import (
     BIGINT_MAX,
@@ -207,41 +205,3 @@ async def login(request: Request, body: LoginRequest, state: StateDep, session: 
         deposit_code=account.deposit_code,
         deposit_wallet=state.settings.deposit_wallet,
     )
-
-
-def _account_response(state: AppState, account: Account) -> AccountResponse:
-    threshold = account.low_balance_nanoton
-    return AccountResponse(
-        deposit_code=account.deposit_code, created_at=account.created_at,
-        balance_ton=_ton(account.balance_nanoton), balance_nanoton=account.balance_nanoton,
-        reserved_nanoton=account.reserved_nanoton, credited_nanoton=account.credited_nanoton,
-        overdraft_available=(state.settings.max_overdraft_nanoton > 0
-                             and account.credited_nanoton >= state.settings.overdraft_min_credits_nanoton),
-        low_balance_threshold_ton=None if threshold is None else _ton(threshold),
-        low_balance_threshold_nanoton=threshold,
-        low_balance=service.low_balance(account),
-    )
-
-
-@router.get("/api/account", response_model=AccountResponse, tags=["Authentication"], summary="Your account",
-            responses=openapi_responses(InvalidApiKey()))
-async def get_account(identity: CurrentKey, state: StateDep, session: SessionDep) -> AccountResponse:
-    """Your account's funds, lifetime credits, whether the overdraft is open to it, and its settings."""
-    account = await session.get(Account, identity.account_id)
-    assert account is not None
-    return _account_response(state, account)
-
-
-@router.patch("/api/account", response_model=AccountResponse, tags=["Authentication"],
-              summary="Change your account's settings", responses=openapi_responses(InvalidApiKey()))
-async def change_account(body: AccountSettings, identity: CurrentKey, state: StateDep,
-                         session: SessionDep) -> AccountResponse:
-    """Set (or, with null, remove) the low-balance threshold that /v1/balance and the dashboard warn below."""
-    account = await session.get(Account, identity.account_id)
-    assert account is not None
-    if "low_balance_threshold_ton" in body.model_fields_set:
-        threshold = body.low_balance_threshold_ton
-        account.low_balance_nanoton = None if threshold is None else ton_to_nanoton(threshold)
-    await session.flush()
-    await session.refresh(account)
-    return _account_response(state, account)
