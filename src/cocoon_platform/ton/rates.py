@@ -1,8 +1,8 @@
 """TON/USD rate for display: tonapi first, CoinGecko as fallback.
 
-``RateSource.run`` refreshes in the background (at start, then every ``refresh_interval``);
-``current()`` only reads memory and returns None once the last good value is older than
-``max_age``, so a stale price is never shown as current. Nothing here is used for billing.
+`RateSource.run` refreshes in the background (at start, then every `refresh_interval`);
+`current()` only reads memory and returns None once the last good value is older than
+`max_age`, so a stale price is never shown as current. Nothing here is used for billing.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class RateSource:
         self._fetched_at = 0.0
 
     def current(self) -> float | None:
-        """USD per TON, or None if no good value is younger than ``max_age``; no I/O."""
+        """USD per TON, or None if no good value is younger than `max_age`; no I/O."""
         if self._value is None or self._clock() - self._fetched_at > self._max_age:
             return None
         return self._value
@@ -72,7 +72,7 @@ class RateSource:
         return None
 
     async def run(self, stop_event: asyncio.Event) -> None:
-        """Refresh now and every ``refresh_interval`` until ``stop_event`` is set."""
+        """Refresh now and every `refresh_interval` until `stop_event` is set."""
         while not stop_event.is_set():
             try:
                 await self.refresh()
