@@ -29,6 +29,7 @@ class UsageStatus(StrEnum):
     UPSTREAM_CUT = "upstream_cut"  # the network's answer broke off after it began
     UPSTREAM_ERROR = "upstream_error"  # the network refused or never answered
     ABORTED = "aborted"  # something unforeseen (or cancellation) ended the request
+    ORPHANED = "orphaned"  # the platform process died mid-request: the sweeper released the hold at 0
 
 
 def estimate_tokens(text: str) -> int:

@@ -99,10 +99,14 @@ def _add_balance_command(admin: Subparsers[argparse.ArgumentParser], name: str, 
 
 async def _reconcile() -> int:
     from cocoon_platform.db.engine import database
-    from cocoon_platform.ops.reconcile import find_discrepancies
+    from cocoon_platform.ops.reconcile import find_discrepancies, orphaned_holds
 
     async with database(load_settings()) as db:
         problems = await find_discrepancies(db.engine)
+        orphaned, unbilled = await orphaned_holds(db.engine)
+    if orphaned:
+        print(f"{orphaned} orphaned hold{'s' if orphaned != 1 else ''} (requests cut by the platform's own "
+              f"crashes, released at 0): up to {format_ton(unbilled, 9)} TON unbilled")
     for line in problems:
         print(line)
     if problems:

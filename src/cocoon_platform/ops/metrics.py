@@ -50,6 +50,10 @@ UPSTREAM_WAITING = Gauge("cocoon_upstream_callers_waiting",
 UPSTREAM_POOL_WAIT_SECONDS = Histogram("cocoon_upstream_pool_wait_seconds",
                                        "Time a request that found every upstream connection in use waited for one",
                                        buckets=LATENCY_BUCKETS)
+ORPHANED_HOLDS = Counter("cocoon_orphaned_holds_total",
+                         "Holds left open by a platform process that died, released at 0 by the sweeper")
+ORPHANED_NANOTON = Counter("cocoon_orphaned_nanoton_total",
+                           "nanoTON those holds reserved: the most the crashes may have cost, unbilled")
 LOOP_RESTARTS = Counter("cocoon_background_loop_restarts_total", "Background loops restarted after dying, by loop",
                         ["loop"])
 

@@ -100,9 +100,8 @@ class InferenceHandler:
         self.state = state
         settings = state.settings
         # The network's own deadline (the `timeout` sent with the request) comes first, by a margin;
-        # and a request never outlives its hold (Settings checks it), so the sweeper never releases
-        # a live one.
-        self.deadline = settings.upstream_request_timeout + settings.upstream_deadline_margin
+        # and a request never outlives its hold, so the sweeper never releases a live one.
+        self.deadline = settings.upstream_deadline
         self.schemas = SchemaCache()  # tools' compiled JSON Schemas, shared by requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -148,7 +147,7 @@ class InferenceHandler:
                         extra_fields=settings.upstream_extra_field_set,
                         tool_format_of=self._tool_format,
                         schemas=self.schemas,
-                        request_timeout=settings.upstream_request_timeout,
+                        request_timeout=settings.upstream_timeout_sent,
                     )
                 else:
                     request = self._translate(dialect, raw)
@@ -293,7 +292,7 @@ class InferenceHandler:
             extra_fields=settings.upstream_extra_field_set,
             tool_format_of=self._tool_format,
             schemas=self.schemas,
-            request_timeout=settings.upstream_request_timeout,
+            request_timeout=settings.upstream_timeout_sent,
         )
         request.dialect, request.translated = dialect, translated
         return request
