@@ -4,7 +4,8 @@
 
 Starts `cocoon-platform simulate` (which also fakes toncenter for its wallet) and
 `cocoon-platform serve` on a fresh SQLite database, then registers, deposits TON, waits for the
-watcher to credit it, chats (plain and streamed), translates, and shows usage and balance.
+watcher to credit it, chats (plain and streamed), translates, asks through MCP as an AI agent
+would, and shows usage and balance.
 Without --once it keeps both running for the dashboard until Ctrl-C.
 """
 
@@ -20,7 +21,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 from openai import OpenAI
 
 from cocoon_simulator.toncenter import DEFAULT_WALLET
@@ -54,6 +59,14 @@ def wait(url: str, proc: subprocess.Popen[bytes]) -> None:
 def show(title: str, value: Any) -> None:
     print(f"\n== {title}")
     print(json.dumps(value, indent=2, ensure_ascii=False) if not isinstance(value, str) else value)
+
+
+async def ask_over_mcp(url: str, api_key: str) -> dict[str, Any]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {api_key}"}, timeout=60)
+    async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
+        result = await client.call_tool("chat", {"model": "Qwen/Qwen3-32B", "max_tokens": 40, "messages": [
+            {"role": "user", "content": "Say hello to an AI agent."}]})
+    return result.structured_content or {}
 
 
 def main() -> int:
@@ -131,6 +144,9 @@ def main() -> int:
             model="ByteDance-Seed/Seed-X-PPO-7B", max_tokens=30,
             prompt="Translate the following English sentence into Chinese: Hello, how are you? <zh>")
         show("POST /v1/completions (Seed-X translation)", translation.model_dump(exclude_none=True))
+
+        show("GET /llms.txt (the first lines)", "\n".join(http.get("/llms.txt").text.splitlines()[:3]))
+        show("MCP at /mcp: the tool chat, as an AI agent calls it", anyio.run(ask_over_mcp, url, account["api_key"]))
 
         show("GET /v1/usage", http.get("/v1/usage", headers=auth, params={"limit": 5}).json())
         show("GET /v1/balance", http.get("/v1/balance", headers=auth).json())

@@ -21,7 +21,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp: Path = tmp_path_factory.mktemp("llms")
     simulator = start_simulator(tmp)
     platform = start_server(tmp, f"sqlite+aiosqlite:///{tmp}/cocoon.db", {
-        "COCOON_UPSTREAM_URL": simulator.url, "COCOON_RATE_LIMIT_RPM": "120", "COCOON_MAX_TOKENS_CAP": "32000"})
+        "COCOON_UPSTREAM_URL": simulator.url, "COCOON_RATE_LIMIT_RPM": "120", "COCOON_MAX_TOKENS_CAP": "32000",
+        "COCOON_TRUSTED_PROXIES": "127.0.0.1/32"})
     try:
         platform.client().get("/v1/models").raise_for_status()  # the live model list is known
         yield platform
@@ -119,3 +120,16 @@ def test_markdown_pages(server: Server) -> None:
     documented = re.findall(r"^\| `(\w+)` \|", guide, re.MULTILINE)
     served = anyio.run(build_server(lambda _: pytest.fail("no tool is called")).list_tools)
     assert sorted(documented) == sorted(tool.name for tool in served)  # every tool, and no other
+
+
+def test_links_follow_the_scheme_a_trusted_proxy_forwards(server: Server, tmp_path: Path) -> None:
+    forwarded = {"X-Forwarded-Proto": "https"}
+    text = server.client().get("/llms.txt", headers=forwarded).text  # this server trusts its loopback peers
+    assert f"https://127.0.0.1:{server.port}/docs.md" in text and "http://" not in text
+    untrusting = start_server(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/cocoon.db",
+                              {"COCOON_TRUSTED_PROXIES": "10.0.0.0/8"})
+    try:
+        text = untrusting.client().get("/llms.txt", headers=forwarded).text
+        assert f"http://127.0.0.1:{untrusting.port}/docs.md" in text and "https://" not in text
+    finally:
+        untrusting.stop()

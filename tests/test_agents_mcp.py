@@ -254,6 +254,23 @@ def test_mcp_over_http_needs_a_valid_key(platform: Platform) -> None:
     assert raised.group_contains(MCPError, depth=None)
 
 
+def test_failed_keys_on_mcp_count_against_the_address(platform: Platform, tmp_path: Path) -> None:
+    """/mcp checks keys with the API's own dependency: its failures are throttled like any other door's."""
+    server = start_server(tmp_path, platform.database_url, {"COCOON_AUTH_FAILURES_PER_MINUTE": "3"})
+    try:
+        key = new_account(server, platform.database_url)
+        client = server.client(headers={"Accept": "application/json, text/event-stream"})
+        ping = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        statuses = [client.post("/mcp", json=ping, headers={"Authorization": f"Bearer ck_{i:040d}"}).status_code
+                    for i in range(4)]
+        assert statuses == [401, 401, 401, 429]
+        refused = client.post("/mcp", json=ping, headers={"Authorization": f"Bearer {key}"})
+        assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
+        assert client.get("/v1/balance", headers={"Authorization": f"Bearer {key}"}).status_code == 429
+    finally:
+        server.stop()
+
+
 def test_mcp_is_in_the_published_api(platform: Platform) -> None:
     client = platform.server.client()
     assert "post" in client.get("/openapi.json").json()["paths"]["/mcp"]

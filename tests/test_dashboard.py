@@ -427,6 +427,22 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     row = page.locator("#keys-table tbody tr").filter(has_text="capped")
     expect(row.locator("td.spend .spent")).to_have_text(f"{ton_text(spent)} of 0.0001 TON today")
     expect(row).to_contain_text(QWEN)
+
+    # The usage narrowed to one key: its requests, and the chart says whose they are.
+    capped_usage = httpx.get(platform.url + "/v1/usage", params={"key_id": info["id"], "limit": 20},
+                             headers=bearer(capped), timeout=10).json()["data"]
+    page.get_by_label("Show the usage of").select_option(str(info["id"]))
+    expect(page.locator("#usage-table tbody tr")).to_have_count(len(capped_usage))
+    expect(page.locator("#usage-table tbody tr").first).to_have_attribute(
+        "data-request-id", capped_usage[0]["request_id"])
+    expect(page.get_by_role("img", name=re.compile("spend per day", re.I))).to_have_attribute(
+        "aria-label", re.compile(f"^Spend per day by model of key capped .*: {re.escape(ton_text(spent))} TON in all"))
+    unused = next(k["id"] for k in mine["data"] if k["id"] != info["id"])  # the key this tab signed in with
+    page.get_by_label("Show the usage of").select_option(str(unused))
+    expect(page.locator("#usage-empty")).to_be_visible()
+    page.get_by_label("Show the usage of").select_option("")
+    expect(page.locator("#usage-table tbody tr")).to_have_count(len(capped_usage))
+
     row.get_by_role("button", name="Change key capped").click()
     dialog = page.get_by_role("dialog", name=re.compile("Change key"))
     expect(dialog.get_by_label("Spending limit (TON)")).to_have_value("0.0001")
@@ -448,6 +464,8 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     expect(page.get_by_role("button", name="Create key")).to_be_disabled()
     expect(page.locator("#keys-table tbody tr")).to_have_count(2)
     expect(page.get_by_role("button", name=re.compile("^(Revoke|Change) key"))).to_have_count(0)
+    # Its playground offers only the model it may use.
+    expect(page.locator("#playground").get_by_label("Model").locator("option")).to_have_text([QWEN])
 
 
 def wait_for_deposit(server: Server, key: str, status: str) -> str:

@@ -14,5 +14,5 @@ def test_demo_tour_runs(tmp_path: Path) -> None:
                             env=base_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     for step in ("GET /v1/models", "POST /api/register", "GET /v1/deposit", "credited", "POST /v1/chat/completions",
-                 "streamed", "POST /v1/completions", "GET /v1/usage"):
+                 "streamed", "POST /v1/completions", "GET /llms.txt", "MCP at /mcp", "GET /v1/usage"):
         assert step in result.stdout, step

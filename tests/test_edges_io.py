@@ -74,3 +74,11 @@ def test_secrets_are_not_cached_json_not_sniffed_and_no_banner(platform: Server,
         assert answer.headers["cache-control"] == "no-store", answer.request.url
         assert "server" not in answer.headers, answer.headers
     assert httpx.get(platform.url + "/").headers["cache-control"] == "no-cache", "the dashboard keeps its own"
+
+
+def test_a_browser_script_may_read_retry_after(server_factory: ServerFactory) -> None:
+    """Ruling 9 of #23: a page told to wait (429) can read how long."""
+    server = server_factory(cors_origins="https://app.example")
+    answer = httpx.get(server.url + "/v1/pricing", headers={"Origin": "https://app.example"})
+    exposed = {h.strip().lower() for h in answer.headers["access-control-expose-headers"].split(",")}
+    assert {"retry-after", "x-request-id"} <= exposed

@@ -259,6 +259,7 @@ def test_forwarded_fields_max_tokens_cap_default_and_coefficient(platform: Serve
     )
     forwarded = simulator.stats()["last_requests"][-1]  # type: ignore[index]
     assert forwarded["max_tokens"] == 128000 and forwarded["max_coefficient"] == 1000
+    assert forwarded["timeout"] == 120  # COCOON_UPSTREAM_REQUEST_TIMEOUT, on every request
     for field in ("temperature", "top_p", "stop", "presence_penalty", "frequency_penalty",
                   "response_format", "chat_template_kwargs", "reasoning_effort"):
         assert field in forwarded["fields"], field

@@ -26,9 +26,15 @@ BILLING = PACKAGE / "billing"
 NOT_CODE = (PACKAGE / "db" / "models.py", PACKAGE / "migrations")
 
 WRITES = {
-    # `SET balance_nanoton = ...`, `balance_nanoton=...` as a value, `account.balance_nanoton = ...`
-    "a balance column assigned": re.compile(r"\b(balance|reserved|credited)_nanoton\s*=(?!=)"),
-    "a balance column moved": re.compile(r"\bAccount\.(balance|reserved|credited)_nanoton\s*[-+]"),
+    # `SET balance_nanoton = ...`, `account.balance_nanoton = ...`, `Account(balance_nanoton=...)`,
+    # `.values(balance_nanoton=...)` (not a response field filled from the column, which reads it)
+    "a balance column assigned": re.compile(
+        r"\bSET\s+(balance|reserved|credited)_nanoton\b|\.(balance|reserved|credited)_nanoton\s*=(?!=)"
+        r"|\b(Account|values)\([^)]*\b(balance|reserved|credited)_nanoton\s*=", re.IGNORECASE),
+    # `reserved_nanoton = reserved_nanoton - ...` (SQL, any line of a SET list), `Account.balance_nanoton + ...`
+    "a balance column moved": re.compile(
+        r"\b(balance|reserved|credited)_nanoton\s*=\s*(\w+\.)?\1_nanoton\s*[-+]"
+        r"|\bAccount\.(balance|reserved|credited)_nanoton\s*[-+]"),
     "a ledger entry written": re.compile(
         r"(?<!class )\bLedgerEntry\(|(insert|update|delete)\(\s*LedgerEntry\b"
         r"|\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+ledger_entries\b", re.IGNORECASE),

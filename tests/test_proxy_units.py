@@ -46,8 +46,10 @@ def test_best_of_is_bounded_and_prompt_lists_multiply_the_reservation() -> None:
 def test_client_control_fields_are_not_forwarded_and_ours_are() -> None:
     request = parse_request(CHAT_PATH, chat(timeout=99999, enable_debug=True, request_guid="x", max_coefficient=4000,
                                             max_tokens=500000), **LIMITS)
-    assert not {"timeout", "enable_debug", "request_guid"} & set(request.payload)
+    assert not {"enable_debug", "request_guid"} & set(request.payload)
     assert request.payload["max_coefficient"] == 1000 and request.payload["max_tokens"] == 128000
+    assert request.payload["timeout"] == 120.0  # the platform's setting, never the caller's
+    assert parse_request(CHAT_PATH, chat(), **LIMITS, request_timeout=30.0).payload["timeout"] == 30.0
 
 
 def test_unsupported_fields_are_400() -> None:

@@ -170,3 +170,12 @@ def test_message_rewritten_in_place() -> None:
     plain: dict[str, Any] = {"role": "assistant", "content": "Hello", "reasoning_content": "thought", "tool_calls": []}
     assert not read_message(plain, offer())
     assert plain == {"role": "assistant", "content": "Hello", "reasoning_content": "thought"}
+
+
+def test_a_schema_that_cannot_be_applied_leaves_the_call_as_text() -> None:
+    broken = read_tool_offer({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
+        "type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}}}]}, SchemaCache())
+    assert broken is not None
+    text = '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'
+    read = read_answer(text, broken)
+    assert read.tool_calls == [] and read.content == text

@@ -6,6 +6,7 @@ streaming a tool call. Platform + simulator, real processes; billing checked on 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -65,6 +66,21 @@ def test_agents_sdk_function_tool_agent_and_output_type(platform: Server, databa
     reporter = Agent(name="report", instructions="Report the weather.", model=model, output_type=CityWeather)
     report = Runner.run_sync(reporter, "Weather in Oslo as data.", run_config=RunConfig(tracing_disabled=True))
     assert isinstance(report.final_output, CityWeather)
+
+    # Streamed (run last: asyncio.run leaves run_sync's event loop behind).
+    async def streamed() -> str:
+        # A client of this event loop's own (the one above belongs to run_sync's loop).
+        streaming = agent.clone(model=OpenAIChatCompletionsModel(model=QWEN, openai_client=AsyncOpenAI(
+            base_url=platform.url + "/v1", api_key=key, max_retries=0, timeout=30)))
+        run = Runner.run_streamed(streaming, "And in Rome? [[sim:calls=1]]",
+                                  run_config=RunConfig(tracing_disabled=True))
+        async for _event in run.stream_events():
+            pass
+        return str(run.final_output)
+
+    calls_before = len(asked)
+    assert asyncio.run(streamed()).startswith("From the tool results:")  # a streamed tool call, then the answer
+    assert len(asked) > calls_before
     assert balance(platform, key) < TON
     assert not ledger_consistent(database_url)
 

@@ -196,6 +196,17 @@ def test_offer_reading() -> None:
     assert again is not None and again.tool_set is offer.tool_set and again.choice == "auto"
 
 
+def test_the_tool_cache_stays_within_its_budget() -> None:
+    schemas = SchemaCache(budget_bytes=4000)
+    first = schemas.tool_set([WEATHER])
+    assert schemas.tool_set([WEATHER]) is first
+    for n in range(40):  # more lists than fit: the oldest go
+        schemas.tool_set([{"type": "function", "function": {"name": f"f{n}", "description": "x" * 100}}])
+    assert schemas.tool_set([WEATHER]) is not first
+    big = [{"type": "function", "function": {"name": "big", "description": "y" * 1000}}]
+    assert schemas.tool_set(big) is not schemas.tool_set(big)  # over an eighth of the budget: not kept
+
+
 @pytest.mark.parametrize("body, param", [
     ({"tools": {"a": 1}}, "tools"),
     ({"tools": [{"type": "function"}]}, "tools[0]"),

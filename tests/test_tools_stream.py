@@ -55,12 +55,23 @@ def test_calls_reach_the_sdk_accumulator(size: int) -> None:
     completion = accumulate(out)
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
-    assert choice.message.content.strip() == "Calling now."
+    assert choice.message.content == "Calling now."  # the newlines around the calls are not content
     assert [c.function.name for c in choice.message.tool_calls] == ["note", "now"]
     assert json.loads(choice.message.tool_calls[0].function.arguments) == {"text": "a </tool_call> b"}
     assert choice.message.tool_calls[0].id.startswith("call_")
     reasoning = "".join(orjson.loads(p)["choices"][0]["delta"].get("reasoning_content") or "" for p in out)
     assert reasoning == "I should call."
+
+
+def test_only_calls_leave_no_content() -> None:
+    translator = StreamTranslator(offer())
+    text = '\n\n<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>\n'
+    out = translator.translate(upstream(text, 3)) + translator.finish()
+    message = accumulate(out).choices[0].message
+    assert message.content is None and len(message.tool_calls) == 1
+    spaced = StreamTranslator(offer())
+    out = spaced.translate(upstream("  Hi\n\n", 1)) + spaced.finish()
+    assert accumulate(out).choices[0].message.content == "  Hi\n\n"  # kept whole without a call
 
 
 def test_plain_text_streams_as_it_comes_and_invalid_calls_stay_text() -> None:
@@ -69,7 +80,7 @@ def test_plain_text_streams_as_it_comes_and_invalid_calls_stay_text() -> None:
     first = translator.translate(upstream(text, 4)[:3])
     assert [orjson.loads(p)["choices"][0]["delta"].get("content") for p in first[1:]] == ["Hell", "o <b"]
     held = StreamTranslator(offer()).translate(upstream("x <tool", 100)[:2])
-    assert orjson.loads(held[-1])["choices"][0]["delta"] == {"content": "x "}  # "<tool" may start a tag
+    assert orjson.loads(held[-1])["choices"][0]["delta"] == {"content": "x"}  # " <tool" waits: a tag may start
     out = first + translator.translate(upstream(text, 4)[3:]) + translator.finish()
     completion = accumulate(out)
     assert completion.choices[0].finish_reason == "stop"
@@ -82,7 +93,7 @@ def test_held_text_waits_for_a_call_or_is_released() -> None:
     assert translator.waiting
     assert all("content" not in orjson.loads(p)["choices"][0]["delta"] or not
                orjson.loads(p)["choices"][0]["delta"]["content"] for p in out)
-    released = translator.release()
+    released = translator.finish()
     assert accumulate(out + released).choices[0].message.content == "No call, sorry."
     called = StreamTranslator(offer(tool_choice="required"), hold_text=True)
     out = called.translate(upstream(ANSWER, 9))

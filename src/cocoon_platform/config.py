@@ -62,8 +62,15 @@ class Settings(BaseSettings):
     upstream_url: str = "http://127.0.0.1:10000"
     upstream_access_hash: str | None = None
     upstream_connect_timeout: float = Field(3.0, gt=0)
-    upstream_read_timeout: float = Field(120.0, gt=0)
-    upstream_max_connections: int = Field(256, ge=1)
+    # The COCOON client's per-request `timeout`, sent on every forwarded request (the client gives
+    # the network 95% of it, then answers 504); the platform's own deadline is a margin above it,
+    # so the network always ends first and says what it did. The read timeout is idle time
+    # between bytes: what detects a dead upstream.
+    upstream_request_timeout: float = Field(120.0, gt=0)
+    upstream_deadline_margin: float = Field(10.0, ge=1)
+    upstream_read_timeout: float = Field(60.0, gt=0)
+    upstream_max_connections: int = Field(1024, ge=1)
+    upstream_pool_wait_seconds: float = Field(3.0, gt=0)
     # Request fields forwarded as sent although the older COCOON client build refuses them
     # (comma-separated; for deployments whose client build accepts them, e.g. "seed,logprobs").
     upstream_extra_fields: str = ""
@@ -192,6 +199,16 @@ class Settings(BaseSettings):
         if not urls or not all(u.startswith(("http://", "https://")) for u in urls):
             raise ValueError("must be one or more comma-separated http(s):// URLs")
         return ",".join(urls)
+
+    @model_validator(mode="after")
+    def _check_deadlines(self) -> Settings:
+        ttl = self.reservation_ttl_seconds
+        if self.upstream_request_timeout + self.upstream_deadline_margin > ttl - min(60.0, ttl * 0.2):
+            raise ValueError(
+                "COCOON_UPSTREAM_REQUEST_TIMEOUT + COCOON_UPSTREAM_DEADLINE_MARGIN must end before a request's "
+                "hold expires (COCOON_RESERVATION_TTL_SECONDS less min(60 s, 20%))"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_wallet(self) -> Settings:

@@ -29,12 +29,21 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
-    """A session per request; endpoints that write commit it themselves."""
+    """A session per request, and the request owns its transaction: committed when the endpoint
+    returns, rolled back when it raises. Both happen before the answer is sent (the dependency's
+    scope is the endpoint function), so a success means the writes are committed and a commit
+    that fails is an error answer, never a success whose writes were lost. Endpoints `flush()`
+    when they need their writes visible to their own later reads; none commits."""
     async with state.sessionmaker() as session:
-        yield session
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 def refuse_throttled(state: AppState, request: Request) -> None:

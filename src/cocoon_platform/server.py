@@ -36,6 +36,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # Request line plus headers; nginx's large_client_header_buffers must allow as much.
 MAX_HEAD_BYTES = 64 * 1024
+# What a connection awaits (HttpProtocol._phase).
+HEAD, BODY = "head", "body"
 
 # Tracked objects allocated (net) before a young-generation collection; Python's default is 700.
 GC_YOUNG_THRESHOLD = 10_000
@@ -126,13 +128,18 @@ def _refusal(status: int, message: str, code: str) -> bytes:
 
 class HttpProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol on a CoalescingTransport, with the guard's limits when given
-    one (pass as `uvicorn.run(http=functools.partial(HttpProtocol, guard=...))`)."""
+    one (pass as `uvicorn.run(http=functools.partial(HttpProtocol, guard=...))`).
+
+    A timer runs only while a request is incomplete at the end of what arrived: a request that
+    comes whole in one piece (nearly all of them) costs no timer, but a connection's first
+    head is timed from the connection, so that one that never sends a byte is closed too."""
 
     transport: CoalescingTransport  # type: ignore[assignment]
 
     def __init__(self, *args: Any, guard: ConnectionGuard | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.guard = guard
+        self._phase: str | None = None  # HEAD or BODY while that part of a request is awaited
         self._head_bytes = 0
         self._timer: asyncio.TimerHandle | None = None
 
@@ -143,43 +150,56 @@ class HttpProtocol(HttpToolsProtocol):
             return
         if len(self.connections) > guard.limits.max_connections:
             if guard.waiting:
-                self._close_waiting(next(iter(guard.waiting)))
+                next(iter(guard.waiting))._close()
             else:
                 self.transport.close()  # every connection is busy with a request: refuse this one
                 return
         self._await_head()
-
-    def _close_waiting(self, oldest: HttpProtocol) -> None:
-        oldest._stop_timer()
-        oldest.transport.close()
+        self._start_timer()
 
     def _await_head(self) -> None:
         assert self.guard is not None
+        self._phase = HEAD
         self._head_bytes = 0
         self.guard.waiting[self] = None
-        self._restart_timer(self.guard.limits.header_timeout, "Request headers not received in time")
 
-    def _restart_timer(self, seconds: float, message: str) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self.loop.call_later(seconds, self._refuse, 408, message, "request_timeout")
+    def _start_timer(self) -> None:
+        assert self.guard is not None
+        limits = self.guard.limits
+        if self._phase == HEAD:
+            self._timer = self.loop.call_later(limits.header_timeout, self._refuse, 408,
+                                               "Request headers not received in time", "request_timeout")
+        else:
+            self._timer = self.loop.call_later(limits.body_timeout, self._refuse, 408,
+                                               "Request body not received in time", "request_timeout")
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    def _end_phase(self) -> None:
+        self._stop_timer()
+        self._phase = None
         if self.guard is not None:
             self.guard.waiting.pop(self, None)
 
+    def _close(self) -> None:
+        self._end_phase()
+        self.transport.close()
+
     def _refuse(self, status: int, message: str, code: str) -> None:
         """Answer `status` (unless an answer has begun) and close the connection."""
-        awaiting_head = self.guard is not None and self in self.guard.waiting
-        self._stop_timer()
+        phase = self._phase
+        self._end_phase()
         if self.transport.is_closing():
             return
         # A connection that never sent a byte (a browser's preconnect) is closed without a word;
         # on a kept-alive one, a head is awaited only once its first byte came.
-        answer = (bool(self._head_bytes) or self.cycle is not None) if awaiting_head else not self.cycle.response_started
+        if phase == HEAD:
+            answer = bool(self._head_bytes) or self.cycle is not None
+        else:
+            answer = self.cycle is None or not self.cycle.response_started
         if answer:
             self.transport.write(_refusal(status, message, code))
         self.transport.close()
@@ -190,15 +210,20 @@ class HttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         guard = self.guard
-        if guard is not None and self in guard.waiting:
+        if guard is None:
+            super().data_received(data)
+            return
+        if self._phase == HEAD:
             self._head_bytes += len(data)
         super().data_received(data)
-        if guard is not None and self in guard.waiting and self._head_bytes > guard.limits.max_head_bytes:
+        if self._phase == HEAD and self._head_bytes > guard.limits.max_head_bytes:
             self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
+        elif self._phase is not None and self._timer is None and not self.transport.is_closing():
+            self._start_timer()  # the request is incomplete: from now on it is timed
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        if self.guard is not None and self not in self.guard.waiting:
+        if self.guard is not None and self._phase is None:
             self._await_head()  # a further request on a kept-alive connection
 
     def on_headers_complete(self) -> None:
@@ -210,16 +235,17 @@ class HttpProtocol(HttpToolsProtocol):
         if size > guard.limits.max_head_bytes:
             self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
             raise ConnectionAbortedError  # stops the parser: the request never reaches the app
-        self._stop_timer()
-        self._restart_timer(guard.limits.body_timeout, "Request body not received in time")
+        self._end_phase()
+        self._phase = BODY
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._stop_timer()
+        if self.guard is not None:
+            self._end_phase()
         super().on_message_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timer()
+        self._end_phase()
         super().connection_lost(exc)
 
     def eof_received(self) -> None:

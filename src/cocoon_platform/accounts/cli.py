@@ -1,4 +1,4 @@
-"""Operator commands for keys: ``admin keys`` (list), ``admin keys set`` and ``admin keys revoke``.
+"""Operator commands for keys: `admin keys` (list), `admin keys set` and `admin keys revoke`.
 
 Any account's keys, by id: no key material is ever printed (a key's prefix is what its owner
 sees too). Settings are checked as the API checks them (accounts/schemas.py) and changed by the
@@ -27,7 +27,7 @@ _NONE = {"none", "never", "all", ""}
 
 
 def register_keys(admin: Subparsers[argparse.ArgumentParser]) -> None:
-    """Add ``keys``, ``keys set`` and ``keys revoke`` to the ``admin`` commands."""
+    """Add `keys`, `keys set` and `keys revoke` to the `admin` commands."""
     keys = admin.add_parser("keys", help="list any account's API keys with their limits (never the keys)")
     keys.add_argument("--deposit-code", help="only this account's keys")
     keys.add_argument("--account-id", type=int, help="only this account's keys")

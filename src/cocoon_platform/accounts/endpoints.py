@@ -14,8 +14,6 @@ from cocoon_platform.accounts.keys import bearer_token, hash_api_key
 from cocoon_platform.accounts.limits import is_restricted, next_reset, read_models
 from cocoon_platform.accounts.refusals import key_expired
 from cocoon_platform.accounts.schemas import (
-    AccountResponse,
-    AccountSettings,
     KeyInfo,
     KeyList,
     KeySettingsFields,
@@ -26,7 +24,7 @@ from cocoon_platform.accounts.schemas import (
     NewKeyResponse,
     RegisterResponse,
 )
-from cocoon_platform.config import format_ton, ton_to_nanoton
+from cocoon_platform.config import format_ton
 from cocoon_platform.db.models import Account, ApiKey
 from cocoon_platform.deps import (
     BIGINT_MAX,
@@ -41,27 +39,16 @@ from cocoon_platform.deps import (
 )
 from cocoon_platform.errors import (
     AdminTokenRequired,
+    InvalidApiKey,
     InvalidRequest,
     KeyManagementNotAllowed,
     NotFound,
-    error_body,
+    openapi_responses,
 )
 from cocoon_platform.state import AppState
 
 router = APIRouter()
 
-UNAUTHORIZED = {
-    "description": "Invalid or missing API key",
-    "content": {"application/json": {"example": error_body("Invalid API key", "invalid_auth", "invalid_api_key")}},
-}
-FORBIDDEN = {
-    "description": "Admin token required",
-    "content": {"application/json": {"example": error_body("Admin token required", "auth_error", "forbidden")}},
-}
-RESTRICTED = {
-    "description": "A restricted key (credit limit, allow-list or expiry) cannot manage keys",
-    "content": {"application/json": {"example": KeyManagementNotAllowed().body()}},
-}
 KeyIdPath = Annotated[int, Path(ge=1, le=BIGINT_MAX, description="The key's id (from GET /v1/keys).")]
 
 
@@ -74,7 +61,6 @@ def _ton(nanoton: int) -> float:
 async def register(state: StateDep, session: SessionDep) -> RegisterResponse:
     """Creates a new account and returns its API key (shown only once), deposit code and wallet."""
     issued = await service.register(session)
-    await session.commit()
     return RegisterResponse(
         api_key=issued.api_key,
         deposit_code=issued.account.deposit_code,
@@ -123,7 +109,7 @@ async def _key_info(session: AsyncSession, key: ApiKey, now: float) -> KeyInfo:
     response_model=NewKeyResponse,
     tags=["Authentication"],
     summary="Create a new API key",
-    responses={403: FORBIDDEN | RESTRICTED, 401: UNAUTHORIZED},
+    responses=openapi_responses(InvalidApiKey(), AdminTokenRequired(), KeyManagementNotAllowed()),
     dependencies=[AddressLimited],
 )
 async def create_key(
@@ -145,14 +131,13 @@ async def create_key(
         name, settings = _settings(state, body)
         plaintext, key_id = await service.add_key(session, identity.account_id, name,
                                                   service.KeySettings(**settings))
-        await session.commit()
+        await session.flush()
         account = await session.get(Account, identity.account_id)
     else:
         if state.settings.admin_token is not None and not state.check_admin_token(token):
             raise AdminTokenRequired()
         name, settings = _settings(state, body)
         issued = await service.register(session, name, service.KeySettings(**settings))
-        await session.commit()
         account, plaintext, key_id = issued.account, issued.api_key, issued.key_id
     assert account is not None
     key = await service.live_key(session, account.id, key_id)
@@ -167,7 +152,7 @@ async def create_key(
 
 
 @router.get("/v1/keys", response_model=KeyList, tags=["Authentication"], summary="List your API keys",
-            responses={401: UNAUTHORIZED})
+            responses=openapi_responses(InvalidApiKey()))
 async def list_keys(identity: CurrentKey, session: SessionDep) -> KeyList:
     """The account's live keys: prefix, name, creation and last use, restrictions, and what each
     spent in its limit's current period; never the key itself."""
@@ -177,7 +162,7 @@ async def list_keys(identity: CurrentKey, session: SessionDep) -> KeyList:
 
 
 @router.patch("/v1/keys/{key_id}", response_model=KeyInfo, tags=["Authentication"], summary="Change an API key",
-              responses={401: UNAUTHORIZED, 403: RESTRICTED, 404: {"description": "No such key"}})
+              responses=openapi_responses(InvalidApiKey(), KeyManagementNotAllowed(), NotFound("No such key")))
 async def change_key(key_id: KeyIdPath, body: KeyUpdate, identity: KeyManager, state: StateDep,
                      session: SessionDep) -> KeyInfo:
     """Change one of your keys' name, credit limit, reset period, allow-list or expiry: only the
@@ -190,22 +175,21 @@ async def change_key(key_id: KeyIdPath, body: KeyUpdate, identity: KeyManager, s
     if "name" in body.model_fields_set:
         changes["name"] = name
     key = await service.change_key(session, key, changes)
-    await session.commit()
+    await session.flush()
     return await _key_info(session, key, time.time())
 
 
 @router.delete("/v1/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["Authentication"],
                summary="Revoke an API key",
-               responses={401: UNAUTHORIZED, 403: RESTRICTED, 404: {"description": "No such key"}})
+               responses=openapi_responses(InvalidApiKey(), KeyManagementNotAllowed(), NotFound("No such key")))
 async def revoke_key(key_id: KeyIdPath, identity: KeyManager, session: SessionDep) -> None:
     """Revoke one of your keys; it is refused at once, on every instance."""
     if not await service.revoke_key(session, identity.account_id, key_id):
         raise NotFound(f"No key {key_id} on this account")
-    await session.commit()
 
 
 @router.post("/api/login", response_model=LoginResponse, tags=["Authentication"],
-             summary="Verify API key and get user info", responses={401: UNAUTHORIZED}, dependencies=[AddressLimited])
+             summary="Verify API key and get user info", responses=openapi_responses(InvalidApiKey()), dependencies=[AddressLimited])
 async def login(request: Request, body: LoginRequest, state: StateDep, session: SessionDep) -> LoginResponse:
     """Validates an API key and returns the account's balance, deposit code and deposit wallet."""
     refuse_throttled(state, request)
@@ -221,41 +205,3 @@ async def login(request: Request, body: LoginRequest, state: StateDep, session: 
         deposit_code=account.deposit_code,
         deposit_wallet=state.settings.deposit_wallet,
     )
-
-
-def _account_response(state: AppState, account: Account) -> AccountResponse:
-    threshold = account.low_balance_nanoton
-    return AccountResponse(
-        deposit_code=account.deposit_code, created_at=account.created_at,
-        balance_ton=_ton(account.balance_nanoton), balance_nanoton=account.balance_nanoton,
-        reserved_nanoton=account.reserved_nanoton, credited_nanoton=account.credited_nanoton,
-        overdraft_available=(state.settings.max_overdraft_nanoton > 0
-                             and account.credited_nanoton >= state.settings.overdraft_min_credits_nanoton),
-        low_balance_threshold_ton=None if threshold is None else _ton(threshold),
-        low_balance_threshold_nanoton=threshold,
-        low_balance=service.low_balance(account),
-    )
-
-
-@router.get("/api/account", response_model=AccountResponse, tags=["Authentication"], summary="Your account",
-            responses={401: UNAUTHORIZED})
-async def get_account(identity: CurrentKey, state: StateDep, session: SessionDep) -> AccountResponse:
-    """Your account's funds, lifetime credits, whether the overdraft is open to it, and its settings."""
-    account = await session.get(Account, identity.account_id)
-    assert account is not None
-    return _account_response(state, account)
-
-
-@router.patch("/api/account", response_model=AccountResponse, tags=["Authentication"],
-              summary="Change your account's settings", responses={401: UNAUTHORIZED})
-async def change_account(body: AccountSettings, identity: CurrentKey, state: StateDep,
-                         session: SessionDep) -> AccountResponse:
-    """Set (or, with null, remove) the low-balance threshold that /v1/balance and the dashboard warn below."""
-    account = await session.get(Account, identity.account_id)
-    assert account is not None
-    if "low_balance_threshold_ton" in body.model_fields_set:
-        threshold = body.low_balance_threshold_ton
-        account.low_balance_nanoton = None if threshold is None else ton_to_nanoton(threshold)
-    await session.commit()
-    await session.refresh(account)
-    return _account_response(state, account)

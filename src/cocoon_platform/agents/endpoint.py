@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.types import Receive, Scope, Send
 
 from cocoon_platform.deps import CurrentKey, SessionDep
+from cocoon_platform.errors import InvalidApiKey, openapi_responses
 
 if TYPE_CHECKING:
     from cocoon_platform.agents.remote import McpEndpoint
@@ -98,7 +99,7 @@ Point an MCP client at this URL; see `/docs/mcp.md`."""
 @router.post(MCP_PATH, tags=["Agents"], summary="MCP server (streamable HTTP)", description=MCP_DESCRIPTION,
              response_class=Response,
              responses={200: {"description": "A JSON-RPC answer", "content": {"application/json": {}}},
-                        401: {"description": "Invalid or missing API key"}})
+                        **openapi_responses(InvalidApiKey())})
 async def mcp_post(request: Request, identity: CurrentKey, session: SessionDep) -> Response:
     return await _hand_over(request, session)
 

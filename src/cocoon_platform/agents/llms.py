@@ -23,7 +23,7 @@ from fastapi.responses import PlainTextResponse
 from cocoon_platform.billing.endpoints import pricing
 from cocoon_platform.billing.schemas import PricingResponse, TokenRate
 from cocoon_platform.config import NANOTON_PER_TON, Settings
-from cocoon_platform.deps import StateDep
+from cocoon_platform.deps import StateDep, get_state
 from cocoon_platform.state import AppState
 
 router = APIRouter(include_in_schema=False)
@@ -41,7 +41,12 @@ SUMMARY = (
 
 
 def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/")
+    """The address the caller used; behind a trusted proxy (TLS ends there) with the scheme it forwards."""
+    base = str(request.base_url).rstrip("/")
+    scheme = request.headers.get("x-forwarded-proto")
+    if scheme in ("http", "https") and get_state(request).client_addresses.from_trusted_proxy(request.scope):
+        base = f"{scheme}://{base.split('://', 1)[1]}"
+    return base
 
 
 def anchor(method: str, path: str) -> str:

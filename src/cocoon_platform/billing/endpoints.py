@@ -11,7 +11,6 @@ from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Response
 
-from cocoon_platform.accounts.endpoints import UNAUTHORIZED
 from cocoon_platform.accounts.service import low_balance
 from cocoon_platform.billing.prices import COEFFICIENT_ONE, MULTIPLIER_ONE, NetworkPrices
 from cocoon_platform.billing.schemas import (
@@ -28,13 +27,13 @@ from cocoon_platform.billing.usage import daily_totals, recent_requests
 from cocoon_platform.config import NANOTON_PER_TON, format_ton
 from cocoon_platform.db.models import Account
 from cocoon_platform.deps import BIGINT_MAX, CurrentKey, SessionDep, StateDep
-from cocoon_platform.errors import InvalidApiKey, InvalidRequest
+from cocoon_platform.errors import InvalidApiKey, InvalidRequest, openapi_responses
 
 router = APIRouter(tags=["Billing"])
 
 
 @router.get("/v1/balance", response_model=BalanceResponse, summary="Check account balance",
-            responses={401: UNAUTHORIZED})
+            responses=openapi_responses(InvalidApiKey()))
 async def balance(identity: CurrentKey, state: StateDep, session: SessionDep) -> BalanceResponse:
     """Returns the current TON balance of the key's account."""
     account = await session.get(Account, identity.account_id)
@@ -60,7 +59,7 @@ def payment_link(wallet: str, memo: str) -> str:
 
 
 @router.get("/v1/deposit", response_model=DepositResponse, summary="Get deposit instructions",
-            responses={401: UNAUTHORIZED})
+            responses=openapi_responses(InvalidApiKey()))
 async def deposit(identity: CurrentKey, state: StateDep, session: SessionDep) -> DepositResponse:
     """The wallet and your memo code: send TON there with the code as the comment."""
     account = await session.get(Account, identity.account_id)
@@ -117,7 +116,7 @@ USAGE_CSV_MAX = 10_000
 
 
 @router.get("/v1/usage", response_model=UsageResponse, summary="Usage history", responses={
-    401: UNAUTHORIZED, 200: {"content": {"text/csv": {"schema": {"type": "string"}}},
+    **openapi_responses(InvalidApiKey()), 200: {"content": {"text/csv": {"schema": {"type": "string"}}},
                              "description": "With format=csv: the requests as CSV, one row each, with a header"}})
 async def usage_history(
     identity: CurrentKey,

@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-logger = logging.getLogger("cocoon_platform.client_address")
+logger = logging.getLogger(__name__)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -95,6 +95,12 @@ class ClientAddresses:
                 if not self._is_trusted(address):
                     break
         return client_address
+
+    def from_trusted_proxy(self, scope: Mapping[str, Any]) -> bool:
+        """Whether the peer is a trusted proxy, so that what it forwards (`X-Forwarded-Proto`) counts."""
+        client = scope.get("client")
+        peer = _address(client[0]) if client else None
+        return peer is not None and self._is_trusted(peer)
 
     def bucket_of(self, scope: Mapping[str, Any]) -> str:
         address = self.resolve(scope)

@@ -10,14 +10,14 @@ from sqlalchemy import func, select
 from cocoon_platform.accounts.keys import bearer_token
 from cocoon_platform.db.models import Deposit, Hold
 from cocoon_platform.deps import StateDep
-from cocoon_platform.errors import AdminTokenRequired
+from cocoon_platform.errors import AdminTokenRequired, openapi_responses
 from cocoon_platform.ops import metrics
 
 router = APIRouter(tags=["System"])
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}, 403: {"description": "Metrics token required"}})
+            responses={200: {"content": {"text/plain": {}}}, **openapi_responses(AdminTokenRequired("Metrics token required"))})
 async def prometheus_metrics(
     request: Request, state: StateDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Response:
@@ -41,5 +41,7 @@ async def prometheus_metrics(
             deposits = (await session.execute(select(Deposit.status, func.count()).group_by(Deposit.status))).all()
         for status, count in deposits:
             metrics.DEPOSITS.labels(status).set(count)
+    metrics.UPSTREAM_IN_USE.set(state.pool.connections_in_use)  # this process's pool, now
+    metrics.UPSTREAM_WAITING.set(state.pool.callers_waiting)
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

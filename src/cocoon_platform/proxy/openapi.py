@@ -8,7 +8,15 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from cocoon_platform.errors import error_body, published_error_enums
+from cocoon_platform.errors import (
+    InsufficientBalance,
+    InvalidApiKey,
+    InvalidRequest,
+    UpstreamBusy,
+    UpstreamError,
+    openapi_responses,
+    published_error_enums,
+)
 
 ERROR: dict[str, Any] = {
     "type": "object",
@@ -59,11 +67,6 @@ TOOL_CALLS = {"type": "array", "items": {"type": "object", "properties": {
         "type": "string", "description": "The arguments as JSON text"}}}}}}
 
 
-def _error_response(description: str, message: str, type_: str, code: str | None) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {
-        "schema": {"$ref": "#/components/schemas/Error"}, "example": error_body(message, type_, code)}}}
-
-
 def _operation(operation_id: str, summary: str, required: str, fields: dict[str, Any],
                result: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -77,18 +80,17 @@ def _operation(operation_id: str, summary: str, required: str, fields: dict[str,
             "200": {"description": "The completion (or an SSE stream of chunks ending in `data: [DONE]`).",
                     "headers": {"X-Request-Id": {"schema": {"type": "string"}}},
                     "content": {"application/json": {"schema": result}, "text/event-stream": {}}},
-            "400": _error_response("Invalid request", f"model and {required} are required",
-                                   "invalid_request_error", None),
-            "401": _error_response("Invalid or missing API key", "Invalid API key", "invalid_auth", "invalid_api_key"),
-            "402": _error_response("Insufficient balance", "Insufficient balance: 0.0000 TON. Minimum: 0.01 TON. "
-                                   "Top up via /v1/deposit.", "insufficient_balance", "insufficient_balance"),
+            **openapi_responses(
+                InvalidRequest(f"model and {required} are required"),
+                InvalidApiKey(),
+                InsufficientBalance("Insufficient balance: 0.0000 TON. Minimum: 0.01 TON. Top up via /v1/deposit."),
+                UpstreamError(502, "No COCOON workers are available", "no_workers"),
+                UpstreamError(503, "The COCOON network is unavailable right now.", "unavailable"),
+                UpstreamBusy(),
+                UpstreamError(504, "The COCOON network timed out on this request.", "timeout"),
+            ),
             "422": {"description": "Validation error (malformed request body)", "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/HTTPValidationError"}}}},
-            "502": _error_response("No workers for the model", "No COCOON workers are available", "server_error", None),
-            "503": _error_response("The COCOON network is unavailable", "The COCOON network is unavailable right now.",
-                                   "server_error", None),
-            "504": _error_response("The COCOON network timed out", "The COCOON network timed out on this request.",
-                                   "server_error", None),
         },
     }
 

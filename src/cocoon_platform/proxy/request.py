@@ -28,8 +28,10 @@ MAX_MODEL_LENGTH = 128
 CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 
-# The COCOON client's own knobs: the platform sets its own deadline and never exposes debug data.
+# The COCOON client's own knobs: the platform sets the request's `timeout` itself (the operator's
+# setting, below the platform's own deadline) and never exposes debug data.
 CLIENT_CONTROL_FIELDS = ("timeout", "enable_debug", "request_guid")
+DEFAULT_REQUEST_TIMEOUT = 120.0  # seconds: the COCOON client's own default
 ROLES = frozenset(("system", "user", "assistant", "developer", "tool"))
 MAX_N = 16
 
@@ -170,19 +172,22 @@ def parse_request(
     path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
     extra_fields: Collection[str] = (),
     tool_format_of: Callable[[str], str | None] | None = None, schemas: SchemaCache | None = None,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> InferenceRequest:
     """Validate a body and prepare what is forwarded upstream (only what the network takes:
     `network_fields.network_body`, with the operator's `extra_fields`). With `tool_format_of`
     (model -> the catalog's tool format), tools and tool history are rendered for the model."""
     return prepare_request(decode_body(raw), path == CHAT_PATH, max_tokens_cap=max_tokens_cap,
                            default_max_tokens=default_max_tokens, max_coefficient=max_coefficient,
-                           extra_fields=extra_fields, tool_format_of=tool_format_of, schemas=schemas)
+                           extra_fields=extra_fields, tool_format_of=tool_format_of, schemas=schemas,
+                           request_timeout=request_timeout)
 
 
 def prepare_request(
     body: dict[str, Any], chat: bool, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
     extra_fields: Collection[str] = (),
     tool_format_of: Callable[[str], str | None] | None = None, schemas: SchemaCache | None = None,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> InferenceRequest:
     """Check a decoded chat or completions body and prepare it for forwarding; the dialects call
     this with the chat body they translated, so every way in meets the same checks, tools and filter."""
@@ -235,10 +240,11 @@ def prepare_request(
         body.pop(name, None)
     body["max_tokens"] = max_tokens
     body["max_coefficient"] = max_coefficient
-    if stream:
-        body["stream_options"] = {**(stream_options or {}), "include_usage": True}
-    else:
-        body.pop("stream_options", None)  # the COCOON client streams any request that carries it
+    body["timeout"] = request_timeout
+    # Always a stream upstream, with usage: a non-streamed answer is assembled from it, so what the
+    # network generated is known however the request ends (proxy/assemble.py).
+    body["stream"] = True
+    body["stream_options"] = {**(stream_options or {}), "include_usage": True} if stream else {"include_usage": True}
     tools, added = (None, 0)
     if chat and tool_format_of is not None:
         tools, added = apply_tools(body, tool_format_of, schemas if schemas is not None else SchemaCache(), history)

@@ -256,8 +256,12 @@ def check_call(raw: str, offer: ToolOffer) -> dict[str, Any] | None:
         arguments = {}
     if not isinstance(arguments, dict):
         return None
-    if tool.check is not None and not tool.check(arguments):
-        return None
+    if tool.check is not None:
+        try:
+            if not tool.check(arguments):
+                return None
+        except Exception:  # a schema jsonschema cannot apply, e.g. a $ref to nowhere
+            return None  # the call cannot be checked: it stays text
     try:
         encoded = orjson.dumps(arguments).decode()
     except orjson.JSONEncodeError:  # an integer beyond 64 bits

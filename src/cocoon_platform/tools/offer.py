@@ -86,10 +86,12 @@ class ToolOffer:
 class SchemaCache:
     """Tool lists, checked and compiled, keyed by their JSON; the oldest dropped first. The key
     is orjson's encoding (a microsecond for five tools), where rendering them with `json.dumps`
-    and compiling their schemas takes tens of microseconds to milliseconds."""
+    and compiling their schemas takes tens of microseconds to milliseconds. Bounded by the
+    keys' total size (a tool list may be megabytes), so memory stays bounded whatever is sent."""
 
-    def __init__(self, capacity: int = 1024) -> None:
-        self._capacity = capacity
+    def __init__(self, budget_bytes: int = 4 << 20) -> None:
+        self._budget = budget_bytes
+        self._size = 0
         self._sets: dict[bytes, ToolSet] = {}
 
     def tool_set(self, tools: list[Any]) -> ToolSet:
@@ -101,9 +103,13 @@ class SchemaCache:
         if cached is not None:
             return cached
         compiled = _compile_tools(tools)
-        if len(self._sets) >= self._capacity:
-            del self._sets[next(iter(self._sets))]
-        self._sets[key] = compiled
+        if len(key) <= self._budget // 8:  # a huge list is compiled for its request alone
+            while self._sets and self._size + len(key) > self._budget:
+                oldest = next(iter(self._sets))
+                del self._sets[oldest]
+                self._size -= len(oldest)
+            self._sets[key] = compiled
+            self._size += len(key)
         return compiled
 
 

@@ -9,7 +9,7 @@ is left is released and the choice's `finish_reason` is `tool_calls` if it made 
 
 With `hold_text` (tool_choice `required` or named, first attempt), text is held back until the
 choice makes a call: if none does, the caller may try again without the client having seen
-the first answer's text (`waiting`), or give up and `release` it.
+the first answer's text (`waiting`), or give up: `finish` releases it.
 
 Every chunk out carries the first upstream chunk's id, so a retried stream reads as one.
 """
@@ -25,12 +25,13 @@ from cocoon_platform.tools.offer import ToolOffer
 
 
 class _Choice:
-    __slots__ = ("calls", "held", "scanner")
+    __slots__ = ("calls", "held", "scanner", "space")
 
     def __init__(self) -> None:
         self.scanner = AnswerScanner()
         self.calls = 0
         self.held: list[tuple[dict[str, Any], str | None]] = []  # (delta, finish_reason) not yet sent
+        self.space = ""  # whitespace-only text not yet sent: dropped if a call follows
 
 
 class StreamTranslator:
@@ -70,20 +71,14 @@ class StreamTranslator:
         return out
 
     def finish(self) -> list[bytes]:
-        """The stream ended: release what every choice still holds, without finishing it."""
+        """The stream ended (or the caller gave up waiting for a call): release what every choice
+        still holds, and what its scanner holds."""
         self.hold_text = False
         out: list[bytes] = []
         for index, state in self._choices.items():
             self._release(index, state, out)
             self._pieces(index, state, state.scanner.finish(), out)
-        return out
-
-    def release(self) -> list[bytes]:
-        """Give up waiting for a call: send the held text and finishes as they were."""
-        self.hold_text = False
-        out: list[bytes] = []
-        for index, state in self._choices.items():
-            self._release(index, state, out)
+            self._space(index, state, out)
         return out
 
     def _choice(self, choice: dict[str, Any], out: list[bytes]) -> None:
@@ -106,6 +101,7 @@ class StreamTranslator:
         finish = choice.get("finish_reason")
         if finish is not None:
             self._pieces(index, state, state.scanner.finish(), out)
+            self._space(index, state, out)
             reason = "tool_calls" if state.calls else finish
             self._text(index, state, {}, reason, out)
 
@@ -114,16 +110,33 @@ class StreamTranslator:
             if kind == REASONING:
                 self._emit(index, {"reasoning_content": text}, None, out)
             elif kind == TEXT:
-                self._text(index, state, {"content": text}, None, out)
+                self._content(index, state, text, out)
             else:
                 call = check_call(text, self.offer)
                 if call is None:
-                    self._text(index, state, {"content": block_text(text, closed)}, None, out)
+                    self._content(index, state, block_text(text, closed), out)
                 elif self.offer.parallel or not state.calls:
+                    state.space = ""
                     state.calls += 1
                     self._release(index, state, out)
                     call["index"] = state.calls - 1
                     self._emit(index, {"tool_calls": [call]}, None, out)
+
+    def _content(self, index: int, state: _Choice, text: str, out: list[bytes]) -> None:
+        """Answer text; its trailing whitespace waits, as before a call it is not content (the
+        newlines around calls, as a whole answer's content is stripped when it has calls)."""
+        body = text.rstrip()
+        if body:
+            self._text(index, state, {"content": state.space + body}, None, out)
+            state.space = text[len(body):]
+        else:
+            state.space += text
+
+    def _space(self, index: int, state: _Choice, out: list[bytes]) -> None:
+        """The choice ends: whitespace still held is its content's end, unless it made a call."""
+        if state.space and not state.calls:
+            self._text(index, state, {"content": state.space}, None, out)
+        state.space = ""
 
     def _text(self, index: int, state: _Choice, delta: dict[str, Any], finish: str | None,
               out: list[bytes]) -> None:

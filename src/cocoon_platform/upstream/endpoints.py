@@ -8,9 +8,12 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from cocoon_platform.deps import StateDep
-from cocoon_platform.errors import ModelNotFound, ServiceUnavailable
+from cocoon_platform.errors import ModelNotFound, ServiceUnavailable, openapi_responses
 from cocoon_platform.state import AppState
 from cocoon_platform.upstream.status import NetworkModel
+
+# What /v1/models answers while the COCOON client has not been reachable since start-up.
+UNREACHABLE = "The COCOON network is unreachable and no model list is known yet. Try again shortly."
 
 router = APIRouter()
 
@@ -60,7 +63,7 @@ async def _known_models(state: AppState) -> list[NetworkModel]:
     if network.models is None:
         await network.refresh_once(FIRST_FETCH_BOUND)
     if network.models is None:
-        raise ServiceUnavailable("The COCOON network is unreachable and no model list is known yet. Try again shortly.")
+        raise ServiceUnavailable(UNREACHABLE)
     return network.models
 
 
@@ -81,7 +84,7 @@ def _model_out(state: AppState, model: NetworkModel, model_id: str) -> ModelOut:
 
 
 @router.get("/v1/models", response_model=ModelList, tags=["AI Inference"], summary="List available AI models",
-            responses={503: {"description": "The COCOON client has not been reachable since start-up"}})
+            responses=openapi_responses(ServiceUnavailable(UNREACHABLE)))
 async def list_models(state: StateDep) -> ModelList:
     """Models on the network with their workers' load; the last known list while the upstream is away.
     Each model is listed again under its alias (`qwen3-32b` for `Qwen/Qwen3-32B`), after the ids."""
@@ -94,8 +97,7 @@ async def list_models(state: StateDep) -> ModelList:
 
 
 @router.get("/v1/models/{model:path}", response_model=ModelOut, tags=["AI Inference"], summary="Retrieve a model",
-            responses={404: {"description": "No such model on the network"},
-                       503: {"description": "The COCOON client has not been reachable since start-up"}})
+            responses=openapi_responses(ModelNotFound("No such model on the network"), ServiceUnavailable(UNREACHABLE)))
 async def retrieve_model(model: str, state: StateDep) -> ModelOut:
     """One model by its id (which holds a `/`) or its alias."""
     models = await _known_models(state)

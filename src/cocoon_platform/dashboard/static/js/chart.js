@@ -41,8 +41,9 @@ function gridStep(max) {
   return Math.max(1, step);
 }
 
-/* Draw into `container` (and its legend into `legend`) the totals of /v1/usage, over start..end. */
-export function renderSpendChart(container, legend, totals, start, end) {
+/* Draw into `container` (and its legend into `legend`) the totals of /v1/usage, over start..end;
+ * `scope` names what they cover when it is less than the whole account (e.g. one key). */
+export function renderSpendChart(container, legend, totals, start, end, scope) {
   clearChildren(container);
   clearChildren(legend);
   const models = [];
@@ -64,7 +65,7 @@ export function renderSpendChart(container, legend, totals, start, end) {
   const slot = (WIDTH - LEFT) / Math.max(1, dayList.length);
   const y = (value) => TOP + plotHeight - (value / top) * plotHeight;
 
-  const name = "Spend per day by model, " + (dayList[0] || "") + " to " + (dayList[dayList.length - 1] || "")
+  const name = "Spend per day by model" + (scope ? " of " + scope : "") + ", " + (dayList[0] || "") + " to " + (dayList[dayList.length - 1] || "")
     + " (UTC): " + formatTon(total) + " TON in all" + (models.length ? " over " + models.join(", ") : "") + ".";
   const svg = svgEl("svg", {
     viewBox: "0 0 " + WIDTH + " " + HEIGHT, role: "img", "aria-label": name, class: "spend-svg",

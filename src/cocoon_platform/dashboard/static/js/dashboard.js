@@ -4,13 +4,13 @@ import { $ } from "./dom.js";
 import { loadBalance, onBalanceChange, setPricing } from "./balance.js";
 import { loadDeposit } from "./deposit.js";
 import { loadDeposits } from "./deposits.js";
-import { initKeys, loadKeys, setKeyModels } from "./keys.js";
+import { initKeys, loadKeys, onKeysLoaded, setKeyModels } from "./keys.js";
 import { loadModels, loadPricing, loadStats, renderQuickstart } from "./network.js";
-import { initPlayground, setPlaygroundModels } from "./playground.js";
+import { initPlayground, setPlaygroundAllowed, setPlaygroundModels } from "./playground.js";
 import { everyWhileVisible } from "./poll.js";
 import { getKey, setFlash, signOut } from "./session.js";
 import { initThreshold } from "./threshold.js";
-import { downloadUsageCsv, loadUsage } from "./usage.js";
+import { downloadUsageCsv, loadUsage, setUsageKeys } from "./usage.js";
 
 const BALANCE_EVERY_MS = 10000;
 const STATS_EVERY_MS = 15000;
@@ -27,6 +27,9 @@ export function initDashboard() {
   $("usage-refresh").addEventListener("click", () => loadUsage(true));
   $("usage-more").addEventListener("click", () => loadUsage(false));
   $("usage-csv").addEventListener("click", downloadUsageCsv);
+  $("usage-key").addEventListener("change", () => loadUsage(true));
+  onKeysLoaded(setUsageKeys);
+  onKeysLoaded((keys, current) => setPlaygroundAllowed(current ? current.models : null));
   initKeys();
   initPlayground(loadBalance);
   $("deposits-refresh").addEventListener("click", () => loadDeposits(true));

@@ -11,6 +11,12 @@ const PERIOD = { daily: "today", weekly: "this week", monthly: "this month" };
 
 let models = [];
 let restrictedSession = false;
+const listeners = [];
+
+/* fn(keys, current) after every load of the key list (current: the session's key, if listed). */
+export function onKeysLoaded(fn) {
+  listeners.push(fn);
+}
 
 function isSessionKey(info, currentId) {
   if (currentId !== null && currentId !== undefined) return info.id === currentId;
@@ -80,6 +86,7 @@ export async function loadKeys() {
     const body = $("keys-table").tBodies[0];
     clearChildren(body);
     for (const info of keys) body.appendChild(keyRow(info, info === current));
+    for (const fn of listeners) fn(keys, current);
   } catch (error) {
     report("key-error")(error);
   }

@@ -11,12 +11,27 @@ const CHAT = "/v1/chat/completions";
 const COMPLETIONS = "/v1/completions";
 const MAX_TOKENS = 512;
 
+let listed = [];
+let allowed = null; // the session key's model allow-list (ids or aliases); null: every model
 let models = [];
 let running = null; // the AbortController of the request in flight
 
+function isAllowed(model) {
+  if (allowed === null) return true;
+  const names = [model.id, ...(model.aliases || [])].map((name) => name.toLowerCase());
+  return allowed.some((name) => names.includes(name.toLowerCase()));
+}
+
+/* The session key's allow-list (null: none): the picker offers only the models it may use. */
+export function setPlaygroundAllowed(list) {
+  allowed = list && list.length ? list : null;
+  setPlaygroundModels(listed);
+}
+
 /* The models the playground can talk to (chat and completion endpoints), in the model picker. */
 export function setPlaygroundModels(list) {
-  models = list.filter((model) => model.endpoint === CHAT || model.endpoint === COMPLETIONS);
+  listed = list;
+  models = list.filter((model) => (model.endpoint === CHAT || model.endpoint === COMPLETIONS) && isAllowed(model));
   const select = $("playground-model");
   const chosen = select.value || defaultModel(models);
   clearChildren(select);

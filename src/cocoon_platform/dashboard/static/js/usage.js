@@ -3,7 +3,7 @@
 
 import { api, report, request } from "./api.js";
 import { renderSpendChart } from "./chart.js";
-import { $, clearChildren, el, show, showMessage } from "./dom.js";
+import { $, clearChildren, el, setText, show, showMessage } from "./dom.js";
 import { formatDuration, formatInt, formatTon, timeNode } from "./format.js";
 
 const USAGE_PAGE = 20;
@@ -11,12 +11,36 @@ const CSV_ROWS = 10000; // the most /v1/usage exports at once
 
 let usageBefore = null;
 let usageLoading = false;
+let reloadAfter = false;
+
+/* The query naming the key picked in the usage filter, if one is: it narrows the requests, the
+ * totals and the chart alike. */
+function keyFilter(params) {
+  const keyId = $("usage-key").value;
+  if (keyId) params.set("key_id", keyId);
+  return params;
+}
+
+/* The keys the usage can be narrowed to, keeping the one picked while it still exists. */
+export function setUsageKeys(keys) {
+  const select = $("usage-key");
+  const picked = select.value;
+  while (select.options.length > 1) select.remove(1);
+  for (const info of keys) {
+    select.appendChild(el("option", { value: String(info.id), selected: String(info.id) === picked },
+      (info.name || "unnamed") + " (" + info.prefix + "…)"));
+  }
+  if (select.value !== picked) loadUsage(true);
+}
 
 /* The first page again (reset), or the next one. */
 export async function loadUsage(reset) {
-  if (usageLoading) return;
+  if (usageLoading) {
+    reloadAfter = reloadAfter || reset; // e.g. the key filter changed while a page was coming
+    return;
+  }
   usageLoading = true;
-  const params = new URLSearchParams({ limit: String(USAGE_PAGE) });
+  const params = keyFilter(new URLSearchParams({ limit: String(USAGE_PAGE) }));
   if (!reset && usageBefore !== null) params.set("before", String(usageBefore));
   const more = $("usage-more");
   more.disabled = true;
@@ -30,14 +54,21 @@ export async function loadUsage(reset) {
     const empty = !body.rows.length;
     show("usage-empty", empty);
     $("usage-table").hidden = empty;
-    renderTotals(page.totals || []);
-    renderSpendChart($("spend-chart"), $("spend-legend"), page.totals || [], page.start, page.end);
+    const keySelect = $("usage-key");
+    const scope = keySelect.value ? "key " + keySelect.selectedOptions[0].textContent : "";
+    renderTotals(page.totals || [], !scope);
+    renderSpendChart($("spend-chart"), $("spend-legend"), page.totals || [], page.start, page.end, scope);
+    setText("spend-scope", scope ? "Of " + scope + " (chosen in Usage)." : "Of all your keys.");
     showMessage("usage-error", "");
   } catch (error) {
     report("usage-error")(error);
   }
   usageLoading = false;
   more.disabled = false;
+  if (reloadAfter) {
+    reloadAfter = false;
+    await loadUsage(true);
+  }
 }
 
 function usageRow(row) {
@@ -58,7 +89,8 @@ function usageRow(row) {
     el("td", { className: "num nowrap" }, formatDuration(row.duration_ms)));
 }
 
-function renderTotals(totals) {
+/* The totals table; the balance card's 30-day spend too when they are the whole account's. */
+function renderTotals(totals, wholeAccount) {
   const body = $("totals-table").tBodies[0];
   clearChildren(body);
   let spent = 0;
@@ -77,6 +109,7 @@ function renderTotals(totals) {
       el("td", { className: "num cost" }, formatTon(row.cost_nanoton))));
   }
   $("totals-table").hidden = !totals.length;
+  if (!wholeAccount) return;
   showMessage("balance-spent", requests ? "Spent in the last 30 days: " + formatTon(spent) + " TON over "
     + formatInt(requests) + (requests === 1 ? " request." : " requests.") : "");
   show("totals-empty", !totals.length);
@@ -89,7 +122,8 @@ export async function downloadUsageCsv() {
   button.disabled = true;
   showMessage("usage-error", "");
   try {
-    const response = await request("/v1/usage?format=csv&limit=" + CSV_ROWS, { auth: true, accept: "text/csv" });
+    const params = keyFilter(new URLSearchParams({ format: "csv", limit: String(CSV_ROWS) }));
+    const response = await request("/v1/usage?" + params.toString(), { auth: true, accept: "text/csv" });
     const url = URL.createObjectURL(await response.blob());
     const link = el("a", { href: url, download: "cocoon-usage-" + new Date().toISOString().slice(0, 10) + ".csv" });
     document.body.appendChild(link);
