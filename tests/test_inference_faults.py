@@ -169,3 +169,84 @@ def test_unreachable_upstream_is_503_and_releases(server_factory: object, databa
     response = post(server, key, "anyone?")
     assert response.status_code == 503 and "unavailable" in response.json()["error"]["message"]
     assert balance(server, key) == TON and holds(database_url) == 0
+
+
+def test_non_streamed_answer_has_the_networks_own_fields(platform: Server, database_url: str,
+                                                         simulator: Simulator) -> None:
+    """Assembled from the network's stream, the answer is the one the network sends whole."""
+    key = new_account(platform, database_url, TON)
+    body = {"model": QWEN, "max_tokens": 200, "messages": [{"role": "user", "content": "[[sim:tokens=9]] same"}]}
+    ours = httpx.post(platform.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                      json=body, timeout=30).json()
+    theirs = httpx.post(simulator.url + "/v1/chat/completions", json={**body, "max_coefficient": 1000},
+                        timeout=30).json()
+    assert simulator.stats()["last_requests"][-2]["stream"] is True  # type: ignore[index]
+    assert list(ours) == list(theirs) and ours["object"] == "chat.completion"
+    assert list(ours["choices"][0]) == list(theirs["choices"][0])
+    assert ours["choices"][0]["message"] == theirs["choices"][0]["message"]
+    assert ours["choices"][0]["finish_reason"] == theirs["choices"][0]["finish_reason"]
+    usage = dict(ours["usage"])
+    assert usage.pop("cost_nanoton") > 0 and usage.pop("cost_ton") > 0
+    assert usage == theirs["usage"]  # the network's cost fields included
+    text = httpx.post(platform.url + "/v1/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                      json={"model": QWEN, "max_tokens": 20, "prompt": "[[sim:tokens=5]] t"}).json()
+    assert text["object"] == "text_completion" and len(text["choices"][0]["text"]) > 0
+    assert list(text["choices"][0]) == ["index", "text", "logprobs", "finish_reason"]
+
+
+def test_non_streamed_answer_slower_than_the_idle_timeout_completes(server_factory: object,
+                                                                    slow_simulator: Simulator,
+                                                                    database_url: str) -> None:
+    server: Server = server_factory(upstream_url=slow_simulator.url, upstream_read_timeout="1")  # type: ignore[operator]
+    key = new_account(server, database_url, TON)
+    response = post(server, key, "[[sim:tokens=40]] slow but alive")  # 40 x 50 ms: 2 s in all
+    assert response.status_code == 200, response.text
+    status, _, _, completion, cost, estimated = usage_row(database_url, response.headers["x-request-id"])
+    assert (status, completion, bool(estimated)) == ("ok", 40, False)
+    assert balance(server, key) == TON - int(cost)  # type: ignore[call-overload]
+
+
+def test_non_streamed_answer_past_the_networks_timeout_is_billed(server_factory: object,
+                                                                 slow_simulator: Simulator,
+                                                                 database_url: str) -> None:
+    """The network gets 95% of the request's timeout and ends the answer; what it generated is billed."""
+    server: Server = server_factory(upstream_url=slow_simulator.url, upstream_request_timeout="1",  # type: ignore[operator]
+                                    upstream_deadline_margin="1")
+    key = new_account(server, database_url, TON)
+    response = post(server, key, "[[sim:tokens=100]] too slow")  # 5 s of tokens against 0.95 s
+    assert response.status_code == 502 and "billed" in response.json()["error"]["message"]
+    status, _, prompt, completion, cost, estimated = usage_row(database_url, response.headers["x-request-id"])
+    assert status == "upstream_cut" and bool(estimated) and int(prompt) > 0  # type: ignore[call-overload]
+    assert 5 <= int(completion) < 100 and int(cost) > 0  # type: ignore[call-overload]
+    assert balance(server, key) == TON - int(cost) and holds(database_url) == 0  # type: ignore[call-overload]
+
+
+def test_non_streamed_answer_cut_by_the_network_is_billed(platform: Server, database_url: str) -> None:
+    key = new_account(platform, database_url, TON)
+    response = post(platform, key, "[[sim:fault=cut]] [[sim:tokens=40]] x")
+    assert response.status_code == 502, response.text
+    status, _, _, completion, cost, estimated = usage_row(database_url, response.headers["x-request-id"])
+    assert status == "upstream_cut" and bool(estimated)
+    assert 2 <= int(completion) < 40 and int(cost) > 0  # type: ignore[call-overload]
+    assert balance(platform, key) == TON - int(cost)  # type: ignore[call-overload]
+
+
+def test_client_leaving_a_non_streamed_request_is_billed_for_what_was_generated(
+        server_factory: object, slow_simulator: Simulator, database_url: str) -> None:
+    server: Server = server_factory(upstream_url=slow_simulator.url)  # type: ignore[operator]
+    key = new_account(server, database_url, TON)
+    before = int(slow_simulator.stats()["streams_disconnected"])  # type: ignore[call-overload]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=1,
+                   json={"model": QWEN, "max_tokens": 1000,
+                         "messages": [{"role": "user", "content": "[[sim:tokens=1000]] long"}]})
+    deadline = time.monotonic() + 10
+    records: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not records:
+        time.sleep(0.1)
+        records = httpx.get(server.url + "/v1/usage", headers={"Authorization": f"Bearer {key}"}).json()["data"]
+    assert [r["status"] for r in records] == ["client_disconnected"]
+    completion, cost = int(records[0]["completion_tokens"]), int(records[0]["cost_nanoton"])  # type: ignore[call-overload]
+    assert 5 <= completion < 100 and cost > 0
+    assert int(slow_simulator.stats()["streams_disconnected"]) == before + 1  # type: ignore[call-overload]
+    assert balance(server, key) == TON - int(cost)  # type: ignore[call-overload]

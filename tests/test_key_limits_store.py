@@ -14,7 +14,7 @@ from cocoon_platform.billing.sweeper import sweep_expired
 from cocoon_platform.db.engine import create_engine
 from cocoon_platform.config import Settings
 from cocoon_platform.proxy.handler import new_request_id
-from support import db_rows, ledger_consistent
+from support import db_rows, ledger_consistent, run_cli
 from test_billing_store_db import funds, migrated, new_key, settlement, with_store
 
 __all__ = ["migrated"]  # the fixture, imported for pytest
@@ -189,3 +189,18 @@ def test_an_account_below_the_minimum_credits_never_goes_under_zero(migrated: st
     assert db_rows(migrated, "SELECT credited_nanoton FROM accounts WHERE id = :a", {"a": small_account}) == [
         (TON // 100,)]
     assert ledger_consistent(migrated) == []
+
+
+def test_reconcile_checks_what_keys_hold_against_their_open_holds(migrated: str) -> None:
+    key, _ = new_key(migrated, nanoton=10 * TON)
+    limit_key(migrated, key, limit=10_000)
+    key_id = int(db_rows(migrated, "SELECT id FROM api_keys WHERE key_hash = :h",  # type: ignore[call-overload]
+                         {"h": hash_api_key(key)})[0][0])
+    line = f"key {key_id}: held against its limit"
+    assert line not in run_cli(["admin", "reconcile"], migrated).stdout
+    db_rows(migrated, "UPDATE api_keys SET limit_reserved_nanoton = 5 WHERE id = :id", {"id": key_id})
+    try:
+        result = run_cli(["admin", "reconcile"], migrated)
+        assert result.returncode != 0 and f"{line} 5 != sum of its open holds 0" in result.stdout
+    finally:
+        db_rows(migrated, "UPDATE api_keys SET limit_reserved_nanoton = 0 WHERE id = :id", {"id": key_id})

@@ -21,7 +21,8 @@ def chat(**fields: object) -> dict[str, object]:
 def test_fields_without_effect_and_a_chats_seed_are_dropped() -> None:
     payload = chat(user="u1", store=True, metadata={"a": "b"}, service_tier="auto", safety_identifier="s",
                    prompt_cache_key="k", prompt_cache_retention="24h", seed=7, temperature=0.5)
-    assert set(payload) == {"model", "messages", "max_tokens", "max_coefficient", "timeout", "temperature"}
+    assert set(payload) == {"model", "messages", "max_tokens", "max_coefficient", "timeout", "temperature",
+                            "stream", "stream_options"}
 
 
 def test_completions_keep_their_seed() -> None:
@@ -80,9 +81,10 @@ def test_operators_extra_fields_pass_as_sent() -> None:
     assert payload["messages"][0]["reasoning_content"] == "r"
 
 
-def test_stream_options_are_not_sent_without_a_stream() -> None:
-    """The COCOON client turns any request carrying stream_options into a stream."""
-    assert "stream_options" not in chat(stream_options={"include_usage": True})
+def test_every_request_is_a_stream_with_usage_upstream() -> None:
+    """A non-streamed answer is assembled from the network's stream, so a cut one is billed (ruling 1)."""
+    assert chat(stream_options={"include_usage": False})["stream_options"] == {"include_usage": True}
+    assert chat()["stream"] is True and chat()["stream_options"] == {"include_usage": True}
     assert chat(stream=True)["stream_options"] == {"include_usage": True}
 
 

@@ -48,6 +48,16 @@ EXPOSED_HEADERS = ["X-Request-Id", "Retry-After", "X-RateLimit-Limit-Requests", 
 class PlatformApp:
     """Sends POSTs to the inference paths straight to the lean handler, the rest to FastAPI.
 
+    The one front door. What every answer gets, and where each door applies it:
+    - request id (`x-request-id`): the handler's own heads (proxy/asgi.py), FastAPI's through
+      `with_common_headers`; 405 and 413 refusals here through `send_error`;
+    - security headers (`nosniff`, `cache-control: no-store` unless a page sets its own): the
+      same two places;
+    - body-size limit (COCOON_MAX_BODY_BYTES, 413 in the error shape): the handler's
+      `read_body`, `_bounded` here for FastAPI;
+    - CORS: `CORSMiddleware` around this whole app (create_app).
+    tests/test_front_door.py sends every route, read from the app, through both checks.
+
     The handler is made by the lifespan with the running state and reaches each request in
     `scope["state"]` (the ASGI server copies the lifespan's state into every request's scope)."""
 

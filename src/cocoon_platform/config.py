@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     upstream_request_timeout: float = Field(120.0, gt=0)
     upstream_deadline_margin: float = Field(10.0, ge=1)
     upstream_read_timeout: float = Field(60.0, gt=0)
-    upstream_max_connections: int = Field(256, ge=1)
+    upstream_max_connections: int = Field(1024, ge=1)
+    upstream_pool_wait_seconds: float = Field(3.0, gt=0)
     # Request fields forwarded as sent although the older COCOON client build refuses them
     # (comma-separated; for deployments whose client build accepts them, e.g. "seed,logprobs").
     upstream_extra_fields: str = ""

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-logger = logging.getLogger("cocoon_platform")
+logger = logging.getLogger(__name__)
 
 
 class PlatformError(Exception):
@@ -172,12 +172,25 @@ class UpstreamError(PlatformError):
     """The COCOON network could not serve a request; the status says how."""
 
     type = "server_error"
-    code = None
+    code: str | None = None
 
     def __init__(self, status: int, message: str, kind: str) -> None:
         self.status = status
         self.kind = kind
         super().__init__(message)
+
+
+class UpstreamBusy(UpstreamError):
+    """Every connection to the COCOON client was in use for the whole wait
+    (`COCOON_UPSTREAM_POOL_WAIT_SECONDS`): refused before anything was sent, so not billed."""
+
+    code = "upstream_busy"
+    RETRY_AFTER_SECONDS = 1
+
+    def __init__(self) -> None:
+        super().__init__(503, "The COCOON network is busy: no connection came free in time. Try again shortly.",
+                         "busy")
+        self.headers = {"Retry-After": str(self.RETRY_AFTER_SECONDS)}
 
 
 class ServiceUnavailable(PlatformError):

@@ -25,7 +25,7 @@ from cocoon_platform.upstream.catalog import ModelCatalog
 from cocoon_platform.upstream.pool import UpstreamPool
 from cocoon_platform.upstream.status import NetworkStatus
 
-logger = logging.getLogger("cocoon_platform")
+logger = logging.getLogger(__name__)
 
 
 def default_prices(settings: Settings) -> NetworkPrices:

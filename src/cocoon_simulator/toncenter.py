@@ -1,21 +1,21 @@
 """A toncenter-compatible fake (raw ASGI) holding one wallet's transactions.
 
 Chain API, with toncenter v3 semantics:
-- ``GET /api/v3/transactions?account=&start_lt=&end_lt=&limit=&offset=&sort=``: start_lt and
+- `GET /api/v3/transactions?account=&start_lt=&end_lt=&limit=&offset=&sort=`: start_lt and
   end_lt inclusive, limit 1..1000 (default 10), sort asc|desc (default desc); the account is
   compared by (workchain, hash) whatever its form; other accounts have no transactions.
 
 Control API (never rate limited, not counted in the stats):
-- ``POST /_ton/deposits``: append incoming transactions (see ``DepositRequest``); all
-  ``count`` of them land in one new block with increasing lts; returns them.
-- ``POST /_ton/finalise``: give pending transactions a masterchain seqno.
-- ``POST /_ton/faults`` ``{"errors": N, "rate_limit": N, "retry_after": s}``: the next N chain
+- `POST /_ton/deposits`: append incoming transactions (see `DepositRequest`); all
+  `count` of them land in one new block with increasing lts; returns them.
+- `POST /_ton/finalise`: give pending transactions a masterchain seqno.
+- `POST /_ton/faults` `{"errors": N, "rate_limit": N, "retry_after": s}`: the next N chain
   requests get 500, then the next N get 429 with Retry-After.
-- ``GET /_ton/stats``; ``POST /_ton/reset`` (drops transactions, faults and stats; lts keep
+- `GET /_ton/stats`; `POST /_ton/reset` (drops transactions, faults and stats; lts keep
   growing as on a real chain, so a watcher's cursor stays valid).
 
 Per-second rate limiting (toncenter allows about 1 rps without a key) is off unless
-``rate_limit_per_second`` is set; requests with X-API-Key use ``keyed_rate_limit_per_second``.
+`rate_limit_per_second` is set; requests with X-API-Key use `keyed_rate_limit_per_second`.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ class BadRequest(Exception):
 
 @dataclass(frozen=True)
 class DepositRequest:
-    """Body of ``POST /_ton/deposits``; every field is optional."""
+    """Body of `POST /_ton/deposits`; every field is optional."""
 
     comment: str = ""
     amount_nanoton: int = NANO
@@ -149,7 +149,7 @@ class ToncenterState:
     )
 
     def add_deposits(self, request: DepositRequest) -> list[dict[str, Any]]:
-        """Append ``request.count`` transactions in one new block and return them."""
+        """Append `request.count` transactions in one new block and return them."""
         block_lt = self.next_block_lt
         self.next_block_lt += _BLOCK_LT_STEP
         seqno = self._take_mc_seqno() if request.finalised else None
@@ -173,7 +173,7 @@ class ToncenterState:
         return pending
 
     def query(self, params: dict[str, str]) -> list[dict[str, Any]]:
-        """Transactions matching a v3 query; ``BadRequest`` on invalid parameters."""
+        """Transactions matching a v3 query; `BadRequest` on invalid parameters."""
         account = params.get("account")
         if not account:
             raise BadRequest("account is required")
@@ -384,7 +384,7 @@ def _address_book(transactions: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def build_toncenter_app(state: ToncenterState | None = None) -> ASGIApp:
-    """A plain ASGI app serving ``/api/v3/transactions`` and ``/_ton/*`` from ``state``."""
+    """A plain ASGI app serving `/api/v3/transactions` and `/_ton/*` from `state`."""
     app_state = state if state is not None else ToncenterState()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -510,8 +510,8 @@ def inject_deposit_command(
 ) -> list[dict[str, Any]]:
     """POST a deposit to a running fake and return the created transactions.
 
-    ``amount_ton`` is converted exactly (Decimal), so "1.5" is 1_500_000_000 nanoTON.
-    Raises ``ValueError`` on a bad amount and ``OSError`` if the fake is unreachable or refuses.
+    `amount_ton` is converted exactly (Decimal), so "1.5" is 1_500_000_000 nanoTON.
+    Raises `ValueError` on a bad amount and `OSError` if the fake is unreachable or refuses.
     """
     amount_nanoton = _ton_to_nano(amount_ton)
     payload: dict[str, Any] = {
@@ -545,7 +545,7 @@ def _ton_to_nano(amount_ton: Decimal | str | int) -> int:
 
 
 def add_deposit_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``simulate deposit``."""
+    """Options of `simulate deposit`."""
     parser.add_argument("--code", required=True, help="deposit code sent as the comment")
     parser.add_argument("--amount-ton", required=True, help="amount in TON, e.g. 1.5")
     parser.add_argument("--url", default=DEFAULT_URL, help="URL of the running fake toncenter")
@@ -556,7 +556,7 @@ def add_deposit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_deposit_command(args: argparse.Namespace) -> int:
-    """Inject the deposit described by ``args``; print each tx hash; exit status."""
+    """Inject the deposit described by `args`; print each tx hash; exit status."""
     try:
         transactions = inject_deposit_command(
             args.url,
@@ -580,7 +580,7 @@ def run_deposit_command(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the fake standalone: ``python -m cocoon_simulator.toncenter --port N``."""
+    """Run the fake standalone: `python -m cocoon_simulator.toncenter --port N`."""
     import uvicorn
 
     parser = argparse.ArgumentParser(description="toncenter v3 fake for one wallet")

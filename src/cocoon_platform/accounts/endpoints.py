@@ -14,8 +14,6 @@ from cocoon_platform.accounts.keys import bearer_token, hash_api_key
 from cocoon_platform.accounts.limits import is_restricted, next_reset, read_models
 from cocoon_platform.accounts.refusals import key_expired
 from cocoon_platform.accounts.schemas import (
-    AccountResponse,
-    AccountSettings,
     KeyInfo,
     KeyList,
     KeySettingsFields,
@@ -26,7 +24,7 @@ from cocoon_platform.accounts.schemas import (
     NewKeyResponse,
     RegisterResponse,
 )
-from cocoon_platform.config import format_ton, ton_to_nanoton
+from cocoon_platform.config import format_ton
 from cocoon_platform.db.models import Account, ApiKey
 from cocoon_platform.deps import (
     BIGINT_MAX,
@@ -86,7 +84,10 @@ def _settings(state: AppState, body: KeySettingsFields | None) -> tuple[str | No
 
 
 async def _key_info(session: AsyncSession, key: ApiKey, now: float) -> KeyInfo:
-    spending = await service.key_spending(session, key, now)
+    return _key_view(key, (await service.keys_spending(session, [key], now))[key.id], now)
+
+
+def _key_view(key: ApiKey, spending: service.KeySpending, now: float) -> KeyInfo:
     reset = next_reset(key.limit_reset, now)
     return KeyInfo(
         id=key.id, prefix=key.prefix, name=key.name, created_at=key.created_at, last_used_at=key.last_used_at,
@@ -160,7 +161,8 @@ async def list_keys(identity: CurrentKey, session: SessionDep) -> KeyList:
     spent in its limit's current period; never the key itself."""
     now = time.time()
     keys = await service.list_keys(session, identity.account_id)
-    return KeyList(data=[await _key_info(session, k, now) for k in keys], current_key_id=identity.key_id)
+    spending = await service.keys_spending(session, keys, now)
+    return KeyList(data=[_key_view(k, spending[k.id], now) for k in keys], current_key_id=identity.key_id)
 
 
 @router.patch("/v1/keys/{key_id}", response_model=KeyInfo, tags=["Authentication"], summary="Change an API key",
@@ -207,41 +209,3 @@ async def login(request: Request, body: LoginRequest, state: StateDep, session: 
         deposit_code=account.deposit_code,
         deposit_wallet=state.settings.deposit_wallet,
     )
-
-
-def _account_response(state: AppState, account: Account) -> AccountResponse:
-    threshold = account.low_balance_nanoton
-    return AccountResponse(
-        deposit_code=account.deposit_code, created_at=account.created_at,
-        balance_ton=_ton(account.balance_nanoton), balance_nanoton=account.balance_nanoton,
-        reserved_nanoton=account.reserved_nanoton, credited_nanoton=account.credited_nanoton,
-        overdraft_available=(state.settings.max_overdraft_nanoton > 0
-                             and account.credited_nanoton >= state.settings.overdraft_min_credits_nanoton),
-        low_balance_threshold_ton=None if threshold is None else _ton(threshold),
-        low_balance_threshold_nanoton=threshold,
-        low_balance=service.low_balance(account),
-    )
-
-
-@router.get("/api/account", response_model=AccountResponse, tags=["Authentication"], summary="Your account",
-            responses=openapi_responses(InvalidApiKey()))
-async def get_account(identity: CurrentKey, state: StateDep, session: SessionDep) -> AccountResponse:
-    """Your account's funds, lifetime credits, whether the overdraft is open to it, and its settings."""
-    account = await session.get(Account, identity.account_id)
-    assert account is not None
-    return _account_response(state, account)
-
-
-@router.patch("/api/account", response_model=AccountResponse, tags=["Authentication"],
-              summary="Change your account's settings", responses=openapi_responses(InvalidApiKey()))
-async def change_account(body: AccountSettings, identity: CurrentKey, state: StateDep,
-                         session: SessionDep) -> AccountResponse:
-    """Set (or, with null, remove) the low-balance threshold that /v1/balance and the dashboard warn below."""
-    account = await session.get(Account, identity.account_id)
-    assert account is not None
-    if "low_balance_threshold_ton" in body.model_fields_set:
-        threshold = body.low_balance_threshold_ton
-        account.low_balance_nanoton = None if threshold is None else ton_to_nanoton(threshold)
-    await session.flush()
-    await session.refresh(account)
-    return _account_response(state, account)

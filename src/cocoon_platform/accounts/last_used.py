@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cocoon_platform.db.models import ApiKey
 
-logger = logging.getLogger("cocoon_platform.accounts")
+logger = logging.getLogger(__name__)
 
 api_keys = cast(Table, ApiKey.__table__)
 

@@ -125,29 +125,3 @@ class NewKeyResponse(ApiKeyResponse):
 
     key: KeyInfo | None = Field(default=None, description="The new key's id and settings.")
 
-
-class AccountSettings(BaseModel):
-    low_balance_threshold_ton: Decimal | None = Field(
-        ge=0, le=1_000_000_000,
-        description="Below this balance, /v1/balance says low_balance: true and the dashboard warns; null: never.")
-
-    @field_validator("low_balance_threshold_ton")
-    @classmethod
-    def _exact_nanoton(cls, value: Decimal | None) -> Decimal | None:
-        if value is not None:
-            ton_to_nanoton(value)
-        return value
-
-
-class AccountResponse(BaseModel):
-    deposit_code: str
-    created_at: datetime
-    balance_ton: float
-    balance_nanoton: int
-    reserved_nanoton: int = Field(description="Held for requests in flight.")
-    credited_nanoton: int = Field(description="Lifetime credits: every deposit and operator credit.")
-    overdraft_available: bool = Field(description="Whether open requests may take the balance below zero (only "
-                                                  "once lifetime credits reach the platform's minimum).")
-    low_balance_threshold_ton: float | None
-    low_balance_threshold_nanoton: int | None
-    low_balance: bool

@@ -51,18 +51,6 @@ def delivered_tokens(chunks: int, characters: int) -> int:
     return chunks if characters <= 8 * chunks else (characters + 3) // 4
 
 
-def completion_text(document: dict[str, Any]) -> str:
-    """All the generated text of a non-streamed answer (answers and reasoning of every choice)."""
-    parts = []
-    for choice in document.get("choices") or []:
-        if isinstance(choice, dict):
-            message = choice.get("message")
-            if isinstance(message, dict):
-                parts.append(str(message.get("content") or "") + str(message.get("reasoning_content") or ""))
-            parts.append(str(choice.get("text") or ""))
-    return "".join(parts)
-
-
 def _count(value: Any) -> int:
     """A token count the upstream reported: a positive integer, at most what the record holds
     (a database refusing the record would leave the request unsettled)."""

@@ -1,4 +1,5 @@
-"""The user's own money, read back: their deposits, and one request's record by its id.
+"""The user's own money, read back: their account's funds and low-balance threshold, their
+deposits, and one request's record by its id.
 
 Rules:
 - Only the caller's account is ever read: another account's deposit or request is 404, the
@@ -11,16 +12,19 @@ Rules:
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
-from cocoon_platform.config import NANOTON_PER_TON, Settings
-from cocoon_platform.db.models import Deposit, PendingDeposit, UsageRecord, utcnow
+from cocoon_platform.accounts.service import low_balance
+from cocoon_platform.config import NANOTON_PER_TON, Settings, format_ton, ton_to_nanoton
+from cocoon_platform.db.models import Account, Deposit, PendingDeposit, UsageRecord, utcnow
 from cocoon_platform.deps import BIGINT_MAX, CurrentKey, SessionDep, StateDep
 from cocoon_platform.errors import InvalidApiKey, NotFound, openapi_responses
+from cocoon_platform.state import AppState
 from cocoon_platform.ton.deposits import DepositStatus
 
 router = APIRouter(tags=["Billing"])
@@ -129,3 +133,72 @@ async def generation(
         cost_ton=record.cost_nanoton / NANOTON_PER_TON, estimated=record.estimated, duration_ms=record.duration_ms,
         created_at=datetime.fromtimestamp(record.created_at / 1000, UTC), key_id=record.key_id,
     )
+
+
+class AccountSettings(BaseModel):
+    low_balance_threshold_ton: Decimal | None = Field(
+        ge=0, le=1_000_000_000,
+        description="Below this balance, /v1/balance says low_balance: true and the dashboard warns; null: never.")
+
+    @field_validator("low_balance_threshold_ton")
+    @classmethod
+    def _exact_nanoton(cls, value: Decimal | None) -> Decimal | None:
+        if value is not None:
+            ton_to_nanoton(value)
+        return value
+
+
+class AccountResponse(BaseModel):
+    deposit_code: str
+    created_at: datetime
+    balance_ton: float
+    balance_nanoton: int
+    reserved_nanoton: int = Field(description="Held for requests in flight.")
+    credited_nanoton: int = Field(description="Lifetime credits: every deposit and operator credit.")
+    overdraft_available: bool = Field(description="Whether open requests may take the balance below zero (only "
+                                                  "once lifetime credits reach the platform's minimum).")
+    low_balance_threshold_ton: float | None
+    low_balance_threshold_nanoton: int | None
+    low_balance: bool
+
+
+def _ton_float(nanoton: int) -> float:
+    return float(format_ton(nanoton, 9))
+
+
+def _account_response(state: AppState, account: Account) -> AccountResponse:
+    threshold = account.low_balance_nanoton
+    return AccountResponse(
+        deposit_code=account.deposit_code, created_at=account.created_at,
+        balance_ton=_ton_float(account.balance_nanoton), balance_nanoton=account.balance_nanoton,
+        reserved_nanoton=account.reserved_nanoton, credited_nanoton=account.credited_nanoton,
+        overdraft_available=(state.settings.max_overdraft_nanoton > 0
+                             and account.credited_nanoton >= state.settings.overdraft_min_credits_nanoton),
+        low_balance_threshold_ton=None if threshold is None else _ton_float(threshold),
+        low_balance_threshold_nanoton=threshold,
+        low_balance=low_balance(account),
+    )
+
+
+@router.get("/api/account", response_model=AccountResponse, tags=["Billing"], summary="Your account",
+            responses=openapi_responses(InvalidApiKey()))
+async def get_account(identity: CurrentKey, state: StateDep, session: SessionDep) -> AccountResponse:
+    """Your account's funds, lifetime credits, whether the overdraft is open to it, and its settings."""
+    account = await session.get(Account, identity.account_id)
+    assert account is not None
+    return _account_response(state, account)
+
+
+@router.patch("/api/account", response_model=AccountResponse, tags=["Billing"],
+              summary="Change your account's settings", responses=openapi_responses(InvalidApiKey()))
+async def change_account(body: AccountSettings, identity: CurrentKey, state: StateDep,
+                         session: SessionDep) -> AccountResponse:
+    """Set (or, with null, remove) the low-balance threshold that /v1/balance and the dashboard warn below."""
+    account = await session.get(Account, identity.account_id)
+    assert account is not None
+    if "low_balance_threshold_ton" in body.model_fields_set:
+        threshold = body.low_balance_threshold_ton
+        account.low_balance_nanoton = None if threshold is None else ton_to_nanoton(threshold)
+    await session.flush()
+    await session.refresh(account)
+    return _account_response(state, account)

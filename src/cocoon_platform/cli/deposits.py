@@ -1,7 +1,7 @@
-"""Commands for TON deposits: ``watch`` and ``admin deposits [assign]``.
+"""Commands for TON deposits: `watch` and `admin deposits [assign]`.
 
-``register_watch`` and ``register_deposits`` add them to the ``cocoon-platform`` parser; each
-handler takes the parsed arguments and returns the exit status, raising ``CommandError`` for a
+`register_watch` and `register_deposits` add them to the `cocoon-platform` parser; each
+handler takes the parsed arguments and returns the exit status, raising `CommandError` for a
 one-line failure.
 """
 
@@ -30,14 +30,14 @@ __all__ = [
     "register_watch",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _COMMENT_WIDTH = 32
 _DEFAULT_LIMIT = 100
 
 
 def register_watch(commands: Subparsers[argparse.ArgumentParser]) -> None:
-    """Add ``watch`` to the top-level commands."""
+    """Add `watch` to the top-level commands."""
     watch = commands.add_parser(
         "watch",
         help="run the TON deposit watcher alone until SIGINT/SIGTERM (applies migrations first)",
@@ -48,7 +48,7 @@ def register_watch(commands: Subparsers[argparse.ArgumentParser]) -> None:
 
 
 def register_deposits(admin: Subparsers[argparse.ArgumentParser]) -> None:
-    """Add ``deposits`` (list) and ``deposits assign`` to the ``admin`` commands."""
+    """Add `deposits` (list) and `deposits assign` to the `admin` commands."""
     deposits = admin.add_parser("deposits", help="list TON deposits, most recently recorded first")
     deposits.add_argument("--unmatched", action="store_true", help="only deposits no account was credited for")
     deposits.add_argument("--limit", type=int, default=_DEFAULT_LIMIT, help=f"at most this many (default {_DEFAULT_LIMIT})")
@@ -92,13 +92,13 @@ async def _watch(settings: Settings) -> int:
 
 def _log_start(settings: Settings) -> None:
     # The host only: a URL may carry credentials.
-    log.info(
+    logger.info(
         "watching %s via %s every %gs (API key %s)", settings.deposit_wallet,
         urlsplit(settings.toncenter_url).hostname, settings.deposit_poll_seconds,
         "set" if settings.toncenter_api_key else "not set",
     )
     if settings.deposit_wallet_is_placeholder:
-        log.warning(PLACEHOLDER_WALLET_WARNING)
+        logger.warning(PLACEHOLDER_WALLET_WARNING)
 
 
 # --- admin deposits --------------------------------------------------------------------------

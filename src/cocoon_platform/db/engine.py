@@ -45,21 +45,30 @@ def make_private(database: Path) -> None:
             path.chmod(0o600)
 
 
+def sqlite_setup(synchronous: str, busy_timeout_ms: int) -> list[str]:
+    """What every connection to the SQLite database runs first, the engine's and the billing
+    store's alike (they differ only in how long a writer waits for a lock)."""
+    return [
+        # Only takes effect while the file is still empty (a new database). Small pages suit this
+        # workload: every metered request writes a few rows of ~100 bytes into 8-10 pages, and
+        # the WAL holds a whole page for each. Measured: 1 KiB pages cut the billing transactions'
+        # time by a fifth and the WAL's volume by three quarters against 4 KiB.
+        f"PRAGMA page_size={SQLITE_PAGE_SIZE}",
+        "PRAGMA journal_mode=WAL",
+        f"PRAGMA synchronous={synchronous}",
+        "PRAGMA foreign_keys=ON",
+        f"PRAGMA busy_timeout={busy_timeout_ms}",
+    ]
+
+
 def _configure_sqlite(engine: AsyncEngine, synchronous: str) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _: Any) -> None:
         # Let SQLAlchemy, not the driver, issue BEGIN (see _on_begin).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        # Only takes effect while the file is still empty (a new database). Small pages suit this
-        # workload: every metered request writes a few rows of ~100 bytes into 8-10 pages, and
-        # the WAL holds a whole page for each. Measured: 1 KiB pages cut the billing transactions'
-        # time by a fifth and the WAL's volume by three quarters against 4 KiB.
-        cursor.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA synchronous={synchronous}")
-        cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        for statement in sqlite_setup(synchronous, busy_timeout_ms=30_000):
+            cursor.execute(statement)
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

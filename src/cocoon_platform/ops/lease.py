@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 from cocoon_platform.config import Settings
 from cocoon_platform.ops.supervisor import BackgroundLoop
 
-logger = logging.getLogger("cocoon_platform.lease")
+logger = logging.getLogger(__name__)
 
 CHECK_SECONDS = 5.0
 

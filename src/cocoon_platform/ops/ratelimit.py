@@ -38,7 +38,7 @@ from typing import NamedTuple, Protocol
 from cocoon_platform.errors import RateLimited
 from cocoon_platform.ops.metrics import RATE_LIMITED
 
-logger = logging.getLogger("cocoon_platform.ratelimit")
+logger = logging.getLogger(__name__)
 
 PERIOD = 60.0  # seconds: limits are per minute
 # A concurrency slot whose release never came expires after this (at least; see slot_ttl).

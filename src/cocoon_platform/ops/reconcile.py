@@ -21,6 +21,14 @@ SELECT a.id, a.reserved_nanoton, COALESCE(h.total, 0)
          ON h.account_id = a.id
  WHERE a.reserved_nanoton != COALESCE(h.total, 0) OR a.reserved_nanoton < 0""")
 
+# A key's limit counts the holds made against it (only a limited key's holds name it).
+KEY_HELD_VS_HOLDS = text("""
+SELECT k.id, k.limit_reserved_nanoton, COALESCE(h.total, 0)
+  FROM api_keys k
+  LEFT JOIN (SELECT key_id, SUM(amount_nanoton) AS total FROM holds WHERE key_id IS NOT NULL GROUP BY key_id) h
+         ON h.key_id = k.id
+ WHERE k.limit_reserved_nanoton != COALESCE(h.total, 0) OR k.limit_reserved_nanoton < 0""")
+
 STALE_HOLDS = text("SELECT id, account_id, amount_nanoton, expires_at FROM holds WHERE expires_at < :now")
 
 
@@ -32,6 +40,8 @@ async def find_discrepancies(engine: AsyncEngine) -> list[str]:
             problems.append(f"account {account_id}: balance {balance} != sum of ledger entries {total}")
         for account_id, reserved, total in await conn.execute(RESERVED_VS_HOLDS):
             problems.append(f"account {account_id}: reserved {reserved} != sum of open holds {total}")
+        for key_id, held, total in await conn.execute(KEY_HELD_VS_HOLDS):
+            problems.append(f"key {key_id}: held against its limit {held} != sum of its open holds {total}")
         for hold_id, account_id, amount, expires_at in await conn.execute(STALE_HOLDS, {"now": int(time.time())}):
             problems.append(
                 f"account {account_id}: hold {hold_id} of {amount} expired at {expires_at} and was not released"

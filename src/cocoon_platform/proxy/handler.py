@@ -23,7 +23,7 @@ import orjson
 
 from cocoon_platform.accounts.keys import bearer_key_hash
 from cocoon_platform.accounts.refusals import key_refusal, limit_refusal
-from cocoon_platform.billing.cost import UsageStatus, bill, completion_text
+from cocoon_platform.billing.cost import UsageStatus, bill
 from cocoon_platform.billing.prices import NetworkPrices
 from cocoon_platform.billing.store import Reservation, Settlement
 from cocoon_platform.config import format_ton
@@ -38,11 +38,13 @@ from cocoon_platform.errors import (
     InvalidRequest,
     PayloadTooLarge,
     PlatformError,
+    UpstreamBusy,
     UpstreamError,
 )
 from cocoon_platform.ops import metrics
 from cocoon_platform.ops.request_log import log_request, request_log_enabled
 from cocoon_platform.proxy.attempts import combined_usage
+from cocoon_platform.proxy.assemble import Assembler
 from cocoon_platform.proxy.asgi import (
     Receive,
     Scope,
@@ -71,10 +73,10 @@ from cocoon_platform.state import AppState
 from cocoon_platform.tools.answer import read_choices
 from cocoon_platform.tools.offer import SchemaCache
 from cocoon_platform.tools.stream import StreamTranslator
-from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
+from cocoon_platform.upstream.http import ConnectionBroken, PoolBusy, UpstreamResponse
 from cocoon_platform.upstream.pool import NoUpstream
 
-logger = logging.getLogger("cocoon_platform.proxy")
+logger = logging.getLogger(__name__)
 
 MAX_RESERVATION = 2**62  # fits a BIGINT with room for the balance arithmetic
 
@@ -180,7 +182,7 @@ class InferenceHandler:
                 if request.stream:
                     await self._stream(request, reservation, prices, request_id, receive, send, outcome)
                 else:
-                    await self._complete(request, reservation, prices, request_id, send, outcome)
+                    await self._complete(request, reservation, prices, request_id, receive, send, outcome)
             finally:
                 if not outcome.settled:
                     # Something unforeseen (or cancellation) ended the request: never leave the hold open.
@@ -305,6 +307,8 @@ class InferenceHandler:
         except NoUpstream:
             raise UpstreamError(503, "The COCOON network is unavailable right now. Try again shortly.",
                                 "unreachable") from None
+        except PoolBusy:
+            raise UpstreamBusy() from None
         except TimeoutError:
             raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
         except ConnectionBroken:
@@ -317,46 +321,78 @@ class InferenceHandler:
             raise map_upstream_error(response.status, body, request.model, state.settings.max_coefficient)
         return response
 
-    async def _fetch(self, request: InferenceRequest, timeout: float) -> dict[str, Any]:
-        """One non-streamed answer, read and parsed; raises UpstreamError."""
+    async def _fetch(self, request: InferenceRequest, timeout: float, outcome: Outcome,
+                     receive: Receive) -> dict[str, Any]:
+        """One non-streamed answer, read from the network's stream and assembled (`assemble.py`),
+        so that what the network generated is counted in `outcome` whatever ends the request.
+        Raises UpstreamError; `outcome.answering` says whether the network had begun answering
+        (then what it generated is billed), `outcome.client_left` whether the caller went away."""
+        started = time.perf_counter()
+        assembler = Assembler(request.endpoint)
+        response: UpstreamResponse | None = None
+        watcher: asyncio.Task[None] | None = None
+        outcome.usage, outcome.upstream_done = None, False
+
+        def client_left(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and response is not None:
+                outcome.client_left = True
+                response.close()  # stop the network at once: the relay ends with it
+
+        def watch_client() -> None:
+            nonlocal watcher
+            if watcher is None:
+                watcher = asyncio.create_task(wait_disconnect(receive))
+                watcher.add_done_callback(client_left)
+
         try:
             async with asyncio.timeout(timeout):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
-                raw = await response.read()  # gives the connection back, or drops it on failure
+                outcome.answering = True
+                await relay(response, _discard, outcome, started, watch_client, assembler.frame)
         except TimeoutError:
-            raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
-        except ConnectionBroken:
-            raise UpstreamError(502, "The COCOON network dropped the answer.", "connection") from None
-        try:
-            document = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            document = None
-        if not isinstance(document, dict) or not isinstance(document.get("choices"), list):
-            raise UpstreamError(502, "Bad response from the COCOON network (not a completion).", "bad_response")
-        return document
+            if response is None:
+                raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
+            raise UpstreamError(504, "The COCOON network stopped answering mid-answer; what it generated "
+                                     "is billed.", "timeout") from None
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if response is not None:
+                response.close()
+        if outcome.error is not None:
+            raise outcome.error
+        if outcome.usage is None and not outcome.upstream_done:
+            raise UpstreamError(502, "The COCOON network ended the answer early; what it generated is billed.",
+                                "stream_cut")
+        return assembler.document(outcome.usage)
 
     async def _complete(
         self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
-        request_id: str, send: Send, outcome: Outcome,
+        request_id: str, receive: Receive, send: Send, outcome: Outcome,
     ) -> None:
         started = time.perf_counter()
         try:
             try:
-                document = await self._fetch(request, self.deadline)
+                document = await self._fetch(request, self.deadline, outcome, receive)
             finally:
                 outcome.upstream_seconds = time.perf_counter() - started
         except PlatformError as exc:
-            outcome.status, outcome.http_status, outcome.error = UsageStatus.UPSTREAM_ERROR, exc.status, exc
+            if outcome.client_left:
+                outcome.status, outcome.http_status, outcome.error = UsageStatus.CLIENT_DISCONNECTED, 499, None
+                await self._settle(request, reservation, prices, request_id, outcome, started)
+                return
+            # Once the network began answering, what it generated is billed (ruling 1).
+            outcome.status = UsageStatus.UPSTREAM_CUT if outcome.answering else UsageStatus.UPSTREAM_ERROR
+            outcome.http_status, outcome.error = exc.status, exc
             await self._settle(request, reservation, prices, request_id, outcome, started)
             await send_error(send, exc, request_id, request.dialect)
             return
         if request.tools is not None:
-            document = await self._read_tool_calls(request, document, outcome, started)
+            document = await self._read_tool_calls(request, document, outcome, started, receive)
         usage = document.get("usage")
         if not isinstance(usage, dict):
             usage = document["usage"] = {}
         outcome.usage = usage
-        outcome.delivered_bytes = len(completion_text(document).encode())
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
         usage["cost_nanoton"] = charge
         usage["cost_ton"] = charge / 1_000_000_000
@@ -367,6 +403,7 @@ class InferenceHandler:
 
     async def _read_tool_calls(
         self, request: InferenceRequest, document: dict[str, Any], outcome: Outcome, started: float,
+        receive: Receive,
     ) -> dict[str, Any]:
         """The answer with its tool calls read (tools/answer.py). When a call was required and the
         model made none, it is asked once more within the request's deadline; both attempts are
@@ -375,7 +412,7 @@ class InferenceHandler:
         if read_choices(document, request.tools) or request.attempts < 2:
             return document
         try:
-            second = await self._fetch(request, self.deadline - (time.perf_counter() - started))
+            second = await self._fetch(request, self.deadline - (time.perf_counter() - started), outcome, receive)
         except PlatformError:
             return document
         finally:
@@ -521,6 +558,10 @@ class InferenceHandler:
         await state.billing.settle(settlement)
         outcome.settled, outcome.tokens, outcome.charge = True, tokens, charged.charge
         return charged.charge
+
+
+async def _discard(message: dict[str, Any]) -> None:
+    """The relay's `send` while an answer is assembled: nothing goes out until it is whole."""
 
 
 _ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}

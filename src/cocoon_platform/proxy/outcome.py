@@ -32,6 +32,8 @@ class Outcome:
     stream_id: str | None = None  # the upstream's chunk id, reused on the usage chunk we emit
     first_token_seconds: float | None = None
     upstream_done: bool = False  # the stream's `[DONE]` arrived
+    answering: bool = False  # the network began answering (its answer's head arrived)
+    client_left: bool = False  # the caller went away before its answer was whole
 
     def delivered(self) -> Delivered:
         return Delivered(self.delivered_completion, self.delivered_reasoning, self.delivered_bytes)

@@ -241,10 +241,10 @@ def prepare_request(
     body["max_tokens"] = max_tokens
     body["max_coefficient"] = max_coefficient
     body["timeout"] = request_timeout
-    if stream:
-        body["stream_options"] = {**(stream_options or {}), "include_usage": True}
-    else:
-        body.pop("stream_options", None)  # the COCOON client streams any request that carries it
+    # Always a stream upstream, with usage: a non-streamed answer is assembled from it, so what the
+    # network generated is known however the request ends (proxy/assemble.py).
+    body["stream"] = True
+    body["stream_options"] = {**(stream_options or {}), "include_usage": True} if stream else {"include_usage": True}
     tools, added = (None, 0)
     if chat and tool_format_of is not None:
         tools, added = apply_tools(body, tool_format_of, schemas if schemas is not None else SchemaCache(), history)

@@ -4,7 +4,7 @@ Accepted forms:
 - user-friendly: 48 characters of base64 or base64url (never a mix) encoding 36 bytes:
   flag, workchain (signed byte), 32-byte account hash, CRC16-CCITT/XMODEM (big-endian)
   over the first 34 bytes. Flag 0x11 = bounceable, 0x51 = non-bounceable, +0x80 = testnet.
-- raw: ``<workchain>:<64 hex digits>`` with workchain 0 or -1.
+- raw: `<workchain>:<64 hex digits>` with workchain 0 or -1.
 
 Only the basechain (0) and the masterchain (-1) exist, so any other workchain is rejected.
 Addresses compare and hash by (workchain, hash) only: the flags are display hints.
@@ -131,7 +131,7 @@ class TonAddress:
         return encode(raw).decode("ascii")
 
     def to_raw(self) -> str:
-        """Raw form ``<workchain>:<64 lower-case hex>``."""
+        """Raw form `<workchain>:<64 lower-case hex>`."""
         return f"{self.workchain}:{self.hash.hex()}"
 
     def __str__(self) -> str:

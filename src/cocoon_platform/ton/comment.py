@@ -2,11 +2,11 @@
 its own, cocoon_simulator/ton_bodies.py, so a decoding mistake can't be mirrored there.)
 
 Decoding rules (first 32 bits of the root cell are the op):
-- no body, or a root cell shorter than 32 bits -> ``empty``
-- op 0, snake bytes valid UTF-8 not starting with 0xff -> ``text``
-- op 0, snake bytes starting with 0xff or not valid UTF-8 -> ``binary``
-- op 0x2167da4b -> ``encrypted``; op 0x7362d09c -> ``jetton_notification``
-- any other op -> ``other``; anything that cannot be parsed -> ``malformed``
+- no body, or a root cell shorter than 32 bits -> `empty`
+- op 0, snake bytes valid UTF-8 not starting with 0xff -> `text`
+- op 0, snake bytes starting with 0xff or not valid UTF-8 -> `binary`
+- op 0x2167da4b -> `encrypted`; op 0x7362d09c -> `jetton_notification`
+- any other op -> `other`; anything that cannot be parsed -> `malformed`
 
 Snake text: whole bytes in each cell, continued in its single reference (wallets fill the root's
 123 bytes after the op, then 127 per cell; any split into whole bytes is read).
@@ -49,7 +49,7 @@ class BodyKind(Enum):
 
 @dataclass(frozen=True)
 class MessageBody:
-    """A decoded body; ``text`` is set only for ``BodyKind.TEXT``."""
+    """A decoded body; `text` is set only for `BodyKind.TEXT`."""
 
     kind: BodyKind
     text: str | None = None

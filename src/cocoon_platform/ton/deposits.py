@@ -3,19 +3,19 @@
 Rules:
 - Every finalised incoming transfer with value is kept, once, keyed by its transaction hash
   (lower hex of the 32 bytes; unique in the table). A clean transfer whose text comment,
-  normalised, is an account's deposit code is ``credited``; anything else with value (unknown
-  code, no comment, binary or encrypted comment) is ``unmatched`` until an operator assigns it.
-- A credit is the deposits row plus one ledger entry ``deposit:<tx hash hex>`` written in the
+  normalised, is an account's deposit code is `credited`; anything else with value (unknown
+  code, no comment, binary or encrypted comment) is `unmatched` until an operator assigns it.
+- A credit is the deposits row plus one ledger entry `deposit:<tx hash hex>` written in the
   caller's transaction, so either both exist or neither does, and the ledger's unique
   reference makes a second credit of the same transaction impossible.
 - Never a deposit (no row): bounced, aborted, coins sent back out, outgoing or external,
-  zero value, jetton notifications (see ``classify``), or another account's transaction.
+  zero value, jetton notifications (see `classify`), or another account's transaction.
 
-- A transfer carrying an account's code that is not final yet is noted in ``pending_deposits``
-  (``record_pending``), so its owner sees it coming; the note goes when the transaction is
+- A transfer carrying an account's code that is not final yet is noted in `pending_deposits`
+  (`record_pending`), so its owner sees it coming; the note goes when the transaction is
   recorded, whatever it turned out to be.
 
-Watchers keep their place in ``watcher_cursors`` (``load_cursor`` / ``save_cursor``), written in
+Watchers keep their place in `watcher_cursors` (`load_cursor` / `save_cursor`), written in
 the same transaction as the deposits it covers.
 
 The caller owns the transaction: functions here never commit.
@@ -65,7 +65,7 @@ __all__ = [
     "save_cursor",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _CODE_CHARS = frozenset(DEPOSIT_CODE_ALPHABET)
 
@@ -78,7 +78,7 @@ class DepositStatus(StrEnum):
 
 
 class DepositOutcome(StrEnum):
-    """What ``record_transaction`` did with one transaction."""
+    """What `record_transaction` did with one transaction."""
 
     CREDITED = "credited"
     UNMATCHED = "unmatched"
@@ -104,7 +104,7 @@ class UnknownDepositCode(DepositError):
 
 @dataclass(frozen=True, slots=True)
 class DepositRow:
-    """A deposit as an operator sees it; ``deposit_code`` is that of the credited account."""
+    """A deposit as an operator sees it; `deposit_code` is that of the credited account."""
 
     tx_hash: str
     lt: int
@@ -135,7 +135,7 @@ def parse_tx_hash(text: str) -> str:
 async def record_transaction(
     session: AsyncSession, tx: ChainTransaction, wallet: TonAddress
 ) -> DepositOutcome:
-    """Record one finalised transaction of ``wallet``; see ``record_transactions``."""
+    """Record one finalised transaction of `wallet`; see `record_transactions`."""
     [outcome] = await record_transactions(session, [tx], wallet)
     return outcome
 
@@ -143,9 +143,9 @@ async def record_transaction(
 async def record_transactions(
     session: AsyncSession, txs: Sequence[ChainTransaction], wallet: TonAddress
 ) -> list[DepositOutcome]:
-    """Record finalised transactions of ``wallet`` (one page); outcomes in the same order.
+    """Record finalised transactions of `wallet` (one page); outcomes in the same order.
 
-    A hash already in the table (or earlier in ``txs``) is a ``duplicate`` and changes nothing.
+    A hash already in the table (or earlier in `txs`) is a `duplicate` and changes nothing.
     Rows are inserted with ON CONFLICT DO NOTHING on the unique hash, so when two watchers
     record the same transaction the first to commit wins and the other sees a duplicate
     instead of an error. Pending transactions are refused (ValueError): they may still change.
@@ -181,8 +181,8 @@ async def record_transactions(
 async def record_pending(
     session: AsyncSession, txs: Sequence[ChainTransaction], wallet: TonAddress
 ) -> int:
-    """Note the transfers among ``txs`` that are not final yet and carry an account's code, so
-    ``GET /v1/deposits`` shows them as pending; returns how many were new. Nothing is credited."""
+    """Note the transfers among `txs` that are not final yet and carry an account's code, so
+    `GET /v1/deposits` shows them as pending; returns how many were new. Nothing is credited."""
     candidates = [
         tx for tx in txs
         if classify(tx) is Classification.PENDING and tx.incoming and not tx.bounced and tx.value_nanoton > 0
@@ -223,7 +223,7 @@ async def _record_new(
             outcomes[row["tx_hash"]] = DepositOutcome.DUPLICATE
         elif row["account_id"] is None:
             outcomes[row["tx_hash"]] = DepositOutcome.UNMATCHED
-            log.info("unmatched deposit %s: %s TON (%s)", row["tx_hash"],
+            logger.info("unmatched deposit %s: %s TON (%s)", row["tx_hash"],
                      format_ton(row["amount_nanoton"], 9), row["body_kind"])
         else:
             outcomes[row["tx_hash"]] = DepositOutcome.CREDITED
@@ -234,7 +234,7 @@ async def _record_new(
             session, row["account_id"], row["amount_nanoton"], EntryKind.DEPOSIT,
             ledger_reference(row["tx_hash"]), f"TON deposit from {row['sender']}",
         )
-        log.info("credited %s TON to account %d (tx %s)", format_ton(row["amount_nanoton"], 9),
+        logger.info("credited %s TON to account %d (tx %s)", format_ton(row["amount_nanoton"], 9),
                  row["account_id"], row["tx_hash"])
     return outcomes
 
@@ -287,7 +287,7 @@ async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[
 
 
 def _dialect(session: AsyncSession) -> ModuleType:
-    """The dialect module whose ``insert`` has ON CONFLICT (both backends support it)."""
+    """The dialect module whose `insert` has ON CONFLICT (both backends support it)."""
     return postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
 
 
@@ -298,7 +298,7 @@ def _belongs_to(tx: ChainTransaction, wallet: TonAddress) -> bool:
             return True
     except InvalidAddress:
         pass
-    log.warning("ignoring transaction %s of account %r: not the deposit wallet", tx.hash.hex(),
+    logger.warning("ignoring transaction %s of account %r: not the deposit wallet", tx.hash.hex(),
                 tx.account[:80])
     return False
 
@@ -368,10 +368,10 @@ async def save_cursor(session: AsyncSession, wallet_key: str, cursor: Cursor) ->
 
 
 async def assign_unmatched(session: AsyncSession, tx_hash: str, code: str) -> int:
-    """Credit an unmatched deposit to the account with deposit code ``code``; new balance.
+    """Credit an unmatched deposit to the account with deposit code `code`; new balance.
 
     Exactly once: the guarded UPDATE (status unmatched -> credited) lets one caller through,
-    and the ledger entry reuses the deposit's ``deposit:<hash>`` reference, so even a deposit
+    and the ledger entry reuses the deposit's `deposit:<hash>` reference, so even a deposit
     that was somehow credited already cannot be posted twice.
     """
     tx_hash_hex = parse_tx_hash(tx_hash)

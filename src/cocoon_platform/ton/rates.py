@@ -1,8 +1,8 @@
 """TON/USD rate for display: tonapi first, CoinGecko as fallback.
 
-``RateSource.run`` refreshes in the background (at start, then every ``refresh_interval``);
-``current()`` only reads memory and returns None once the last good value is older than
-``max_age``, so a stale price is never shown as current. Nothing here is used for billing.
+`RateSource.run` refreshes in the background (at start, then every `refresh_interval`);
+`current()` only reads memory and returns None once the last good value is older than
+`max_age`, so a stale price is never shown as current. Nothing here is used for billing.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import orjson
 
 __all__ = ["RateSource"]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_TONAPI_URL = "https://tonapi.io"
 DEFAULT_COINGECKO_URL = "https://api.coingecko.com"
@@ -53,7 +53,7 @@ class RateSource:
         self._fetched_at = 0.0
 
     def current(self) -> float | None:
-        """USD per TON, or None if no good value is younger than ``max_age``; no I/O."""
+        """USD per TON, or None if no good value is younger than `max_age`; no I/O."""
         if self._value is None or self._clock() - self._fetched_at > self._max_age:
             return None
         return self._value
@@ -64,7 +64,7 @@ class RateSource:
             try:
                 price = await fetch()
             except (TimeoutError, _RateUnavailable, aiohttp.ClientError) as exc:
-                log.warning("TON/USD rate from %s failed: %r", name, exc)
+                logger.warning("TON/USD rate from %s failed: %r", name, exc)
                 continue
             self._value = price
             self._fetched_at = self._clock()
@@ -72,12 +72,12 @@ class RateSource:
         return None
 
     async def run(self, stop_event: asyncio.Event) -> None:
-        """Refresh now and every ``refresh_interval`` until ``stop_event`` is set."""
+        """Refresh now and every `refresh_interval` until `stop_event` is set."""
         while not stop_event.is_set():
             try:
                 await self.refresh()
             except Exception:  # the display rate must never take the service down
-                log.exception("TON/USD rate refresh crashed")
+                logger.exception("TON/USD rate refresh crashed")
             try:
                 await asyncio.wait_for(stop_event.wait(), timeout=self._refresh_interval)
             except TimeoutError:

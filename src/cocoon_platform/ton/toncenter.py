@@ -1,8 +1,8 @@
 """toncenter API v3 client for a wallet's transactions, and deposit classification.
 
-``ToncenterClient.fetch_page`` wraps ``GET /api/v3/transactions`` (start_lt and end_lt are
-inclusive there). Every failure surfaces as ``ProviderError`` (429 as its subclass
-``ProviderRateLimited``): bad status, timeout, connection error, bad JSON, unexpected shape.
+`ToncenterClient.fetch_page` wraps `GET /api/v3/transactions` (start_lt and end_lt are
+inclusive there). Every failure surfaces as `ProviderError` (429 as its subclass
+`ProviderRateLimited`): bad status, timeout, connection error, bad JSON, unexpected shape.
 
 Parsing is strict for the fields that identify a transaction (hash, lt, now, account) and for
 values that feed the credit decision when they are present (value, flags); optional parts
@@ -50,7 +50,7 @@ class ProviderError(Exception):
 
 
 class ProviderRateLimited(ProviderError):
-    """HTTP 429; wait ``retry_after`` seconds before the next request."""
+    """HTTP 429; wait `retry_after` seconds before the next request."""
 
     def __init__(self, retry_after: float) -> None:
         super().__init__(f"rate limited, retry after {retry_after:g}s", status=429)
@@ -79,12 +79,12 @@ class ChainTransaction:
 class Classification(Enum):
     """What the watcher should do with a transaction.
 
-    - ``credit``: a clean, finalised incoming transfer with a text comment (match the code).
-    - ``unmatched``: clean, finalised incoming TON without a usable text comment; keep it for
+    - `credit`: a clean, finalised incoming transfer with a text comment (match the code).
+    - `unmatched`: clean, finalised incoming TON without a usable text comment; keep it for
       an operator instead of dropping the money silently.
-    - ``pending``: not finalised yet; it may become creditable, so a watcher must not move its
+    - `pending`: not finalised yet; it may become creditable, so a watcher must not move its
       cursor past it.
-    - ``ignore``: never a deposit (bounced, aborted, coins sent back out, outgoing/external,
+    - `ignore`: never a deposit (bounced, aborted, coins sent back out, outgoing/external,
       zero value, jetton notification).
     """
 
@@ -95,7 +95,7 @@ class Classification(Enum):
 
 
 def classify(tx: ChainTransaction) -> Classification:
-    """Classify by the rules listed on ``Classification`` (checked in that order).
+    """Classify by the rules listed on `Classification` (checked in that order).
 
     Jetton notifications are ignored: the TON they carry is only the forwarding amount the
     jetton sender attached (dust), the jettons themselves are not TON deposits, and spam
@@ -136,7 +136,7 @@ class ToncenterClient:
         offset: int = 0,
         end_lt: int | None = None,
     ) -> list[ChainTransaction]:
-        """One page of ``account``'s transactions with start_lt <= lt <= end_lt (inclusive)."""
+        """One page of `account`'s transactions with start_lt <= lt <= end_lt (inclusive)."""
         if not 1 <= limit <= MAX_LIMIT:
             raise ValueError(f"limit must be 1..{MAX_LIMIT}")
         if sort not in ("asc", "desc"):
@@ -182,14 +182,14 @@ def _retry_after(header: str | None) -> float:
 
 
 def parse_transactions_response(payload: Any) -> list[ChainTransaction]:
-    """Parse a ``/api/v3/transactions`` response body; ``ProviderError`` on a bad shape."""
+    """Parse a `/api/v3/transactions` response body; `ProviderError` on a bad shape."""
     if not isinstance(payload, dict) or not isinstance(payload.get("transactions"), list):
         raise ProviderError("unexpected response shape: no 'transactions' list")
     return [parse_transaction(item) for item in payload["transactions"]]
 
 
 def parse_transaction(raw: Any) -> ChainTransaction:
-    """Parse one v3 transaction object; ``ProviderError`` when it is unusable."""
+    """Parse one v3 transaction object; `ProviderError` when it is unusable."""
     if not isinstance(raw, dict):
         raise ProviderError("unexpected transaction shape: not an object")
     tx_hash = _parse_hash(raw.get("hash"))
@@ -287,10 +287,10 @@ def _is_aborted(raw: dict[str, Any]) -> bool:
 
 
 def _parse_body(in_msg: dict[str, Any]) -> MessageBody:
-    """Decode the BoC body; ``decoded`` is used only when the body itself is absent.
+    """Decode the BoC body; `decoded` is used only when the body itself is absent.
 
     The BoC is the source of truth: if it decodes as something other than a text comment, the
-    provider's ``decoded`` label is not trusted.
+    provider's `decoded` label is not trusted.
     """
     content = in_msg.get("message_content")
     if not isinstance(content, dict):

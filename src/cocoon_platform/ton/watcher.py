@@ -1,25 +1,25 @@
 """The deposit watcher: reads the deposit wallet's transactions from toncenter and records them.
 
 Rules:
-- Forward polling: ``sort=asc&start_lt=<cursor lt>`` pages (start_lt is inclusive, so the
+- Forward polling: `sort=asc&start_lt=<cursor lt>` pages (start_lt is inclusive, so the
   cursor transaction itself comes back first and is skipped by hash), followed to the end
-  however many transactions arrived. With no cursor yet the watcher starts at ``start_lt=0``,
+  however many transactions arrived. With no cursor yet the watcher starts at `start_lt=0`,
   the wallet's first transaction: deposits sent before it first ran are credited too, and
   every older incoming transfer without a code lands in the unmatched list.
-- The cursor ``(lt, hash)`` of the last transaction handled is stored in ``watcher_cursors``
+- The cursor `(lt, hash)` of the last transaction handled is stored in `watcher_cursors`
   (keyed by the wallet's raw form, so any spelling of the wallet shares it) in the same
   database transaction as that page's deposits, and only ever moves forward. A crash loses at
   most an uncommitted page, which the next run reads again; the deposits' unique hash makes
   re-reading harmless, so two watchers on one database are safe too.
 - The cursor stops before the first pending (unfinalised) transaction. A transaction that
-  stays pending longer than ``pending_timeout`` is passed over with a warning; if it is
+  stays pending longer than `pending_timeout` is passed over with a warning; if it is
   finalised later, the rescan picks it up.
-- Rescan: every ``deposit_rescan_seconds`` (and once at start) the recent window below the
-  cursor is read again, newest first: at least the last ``RESCAN_MIN_TRANSACTIONS`` and
-  everything from the last ``RESCAN_WINDOW_SECONDS``, at most ``RESCAN_MAX_TRANSACTIONS``.
+- Rescan: every `deposit_rescan_seconds` (and once at start) the recent window below the
+  cursor is read again, newest first: at least the last `RESCAN_MIN_TRANSACTIONS` and
+  everything from the last `RESCAN_WINDOW_SECONDS`, at most `RESCAN_MAX_TRANSACTIONS`.
   It only records what is missing and never moves the cursor.
-- Failures never end ``run``: provider errors back off exponentially (capped at
-  ``MAX_BACKOFF_SECONDS``), a 429 waits its Retry-After, anything else is logged and backed
+- Failures never end `run`: provider errors back off exponentially (capped at
+  `MAX_BACKOFF_SECONDS`), a 429 waits its Retry-After, anything else is logged and backed
   off the same way.
 """
 
@@ -60,7 +60,7 @@ __all__ = [
     "PollResult",
 ]
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_PAGE_SIZE = 1000  # toncenter's maximum: catching up costs the fewest requests
 PENDING_TIMEOUT_SECONDS = 600.0
@@ -74,7 +74,7 @@ RESCAN_MAX_TRANSACTIONS = 10_000
 
 @dataclass(slots=True)
 class PollResult:
-    """What one ``poll_once`` or ``rescan_once`` did (committed work only)."""
+    """What one `poll_once` or `rescan_once` did (committed work only)."""
 
     pages: int = 0
     credited: int = 0
@@ -97,9 +97,9 @@ class PollResult:
 class DepositWatcher:
     """Polls one wallet and records its deposits; counters are plain attributes for metrics.
 
-    ``credited`` / ``unmatched`` count deposits this instance recorded, ``polls`` completed
-    polls, ``errors`` failed polls or rescans (``rate_limited`` of them were 429s), and
-    ``last_lag_seconds`` is wall time minus the chain time of the last credited transaction
+    `credited` / `unmatched` count deposits this instance recorded, `polls` completed
+    polls, `errors` failed polls or rescans (`rate_limited` of them were 429s), and
+    `last_lag_seconds` is wall time minus the chain time of the last credited transaction
     when its page was committed (None until the first credit).
     """
 
@@ -136,7 +136,7 @@ class DepositWatcher:
         self.last_poll_at: float | None = None  # wall-clock time of the last complete poll
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll every ``deposit_poll_seconds`` until ``stop`` is set; never raises."""
+        """Poll every `deposit_poll_seconds` until `stop` is set; never raises."""
         failures = 0
         next_rescan = self._clock()
         while not stop.is_set():
@@ -150,17 +150,17 @@ class DepositWatcher:
                 self.errors += 1
                 self.rate_limited += 1
                 delay = max(exc.retry_after, MIN_RETRY_SECONDS)
-                log.warning("toncenter rate limit: waiting %.1fs", delay)
+                logger.warning("toncenter rate limit: waiting %.1fs", delay)
             except ProviderError as exc:
                 failures += 1
                 self.errors += 1
                 delay = self._backoff(failures)
-                log.warning("toncenter failed (%s); retrying in %.1fs", exc, delay)
+                logger.warning("toncenter failed (%s); retrying in %.1fs", exc, delay)
             except Exception:
                 failures += 1
                 self.errors += 1
                 delay = self._backoff(failures)
-                log.exception("deposit poll failed; retrying in %.1fs", delay)
+                logger.exception("deposit poll failed; retrying in %.1fs", delay)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
 
@@ -206,7 +206,7 @@ class DepositWatcher:
             waited = now - self._pending_seen[tx.hash]
             if waited < self._pending_timeout:
                 return list(txs[:index]), True
-            log.warning("transaction %s pending for %.0fs: moving past it; the rescan will record "
+            logger.warning("transaction %s pending for %.0fs: moving past it; the rescan will record "
                         "it if it is finalised later", tx.hash.hex(), waited)
         return list(txs), False
 
@@ -235,12 +235,12 @@ class DepositWatcher:
                 break
             boundary = Cursor.of(txs[-1])
         if result.credited or result.unmatched:
-            log.warning("rescan found %d credited and %d unmatched deposit(s) the poll had missed",
+            logger.warning("rescan found %d credited and %d unmatched deposit(s) the poll had missed",
                         result.credited, result.unmatched)
         return result
 
     async def _commit(self, txs: Sequence[ChainTransaction], result: PollResult, advance: bool) -> None:
-        """Record ``txs`` (pending ones are skipped) and, if ``advance``, move the cursor past
+        """Record `txs` (pending ones are skipped) and, if `advance`, move the cursor past
         the last of them, all in one database transaction; counters move after the commit."""
         final = [tx for tx in txs if classify(tx) is not Classification.PENDING]
         async with self._sessionmaker() as session, session.begin():
@@ -300,7 +300,7 @@ async def watch_exclusively(
             await watcher.run(job_stop)
         finally:
             reporter.cancel()
-            log.info("deposit watcher stopped: %d credited, %d unmatched, %d failed polls",
+            logger.info("deposit watcher stopped: %d credited, %d unmatched, %d failed polls",
                      watcher.credited, watcher.unmatched, watcher.errors)
 
     await run_exclusively(lease_for(settings, "deposit-watcher"), job, stop,

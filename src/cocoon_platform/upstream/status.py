@@ -18,7 +18,7 @@ import orjson
 from cocoon_platform.billing.prices import MULTIPLIER_ONE, NetworkPrices
 from cocoon_platform.upstream.pool import Upstream, UpstreamPool
 
-logger = logging.getLogger("cocoon_platform.upstream")
+logger = logging.getLogger(__name__)
 
 POLL_TIMEOUT = aiohttp.ClientTimeout(total=2.0, connect=1.0)
 

@@ -25,7 +25,7 @@ from cocoon_platform.billing.store.records import (
     Settlement,
     settlement_rows,
 )
-from cocoon_platform.db.engine import SQLITE_PAGE_SIZE
+from cocoon_platform.db.engine import sqlite_setup
 
 logger = logging.getLogger(__name__)
 
@@ -118,10 +118,10 @@ class SqliteBillingStore(BillingStore):
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
             db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            db.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # for a new file, as the engine does
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={self._synchronous}")
-            db.execute("PRAGMA busy_timeout=0")
+            # As the engine's connections (foreign keys checked too), but never waiting for a lock:
+            # a busy database fails at once and the batch is retried after an asynchronous pause.
+            for statement in sqlite_setup(self._synchronous, busy_timeout_ms=0):
+                db.execute(statement)
             # Checkpoints fsync the database file: keep them off the event loop (see maintain).
             db.execute("PRAGMA wal_autocheckpoint=0")
             db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")

@@ -1,0 +1,137 @@
+"""A non-streamed answer assembled from the network's stream (issue 14, ruling 1).
+
+Every request goes upstream as a stream with `include_usage`, even when the caller asked for one
+JSON document: the tokens generated up to any cut, timeout or departure are then known and
+billed, and the final usage chunk carries the network's cost fields (`prompt_total_cost`,
+`completion_total_cost`, `total_cost`). The document built here has the fields of the network's
+own non-streamed answer:
+
+- top level: the first chunk's fields (`id`, `created`, `model`, any other), `object` named as a
+  whole answer (`chat.completion`, `text_completion`), `choices` in index order, then `usage`;
+- a chat choice: `index`, `message` (`role`, `content`, `reasoning_content`, `tool_calls`, and any
+  other field a delta carried: strings joined, tool calls merged by their index), then the
+  choice's own fields (`logprobs`, `finish_reason`, ...) as the last chunk that set them said;
+- a completion choice: `index`, `text`, then its own fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+WHOLE_OBJECT = {"chat": "chat.completion", "completions": "text_completion"}
+
+
+class _Choice:
+    __slots__ = ("index", "parts", "fields", "tool_calls")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.parts: dict[str, list[str]] = {}  # text fields of the message (or `text`), in pieces
+        self.fields: dict[str, Any] = {}  # other fields: the choice's own, and a message's non-text ones
+        self.tool_calls: dict[int, dict[str, Any]] = {}
+
+
+class Assembler:
+    """Feed the payloads the relay forwards (`frame`), then take the `document`."""
+
+    __slots__ = ("endpoint", "head", "choices")
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.head: dict[str, Any] | None = None
+        self.choices: dict[int, _Choice] = {}
+
+    def frame(self, payloads: list[bytes]) -> bytes:
+        """The relay's `frame`: nothing goes out while the answer is assembled."""
+        for payload in payloads:
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(chunk, dict):
+                self._add(chunk)
+        return b""
+
+    def _add(self, chunk: dict[str, Any]) -> None:
+        if self.head is None:
+            self.head = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
+        for raw in chunk.get("choices") or ():
+            if not isinstance(raw, dict):
+                continue
+            index = raw.get("index")
+            index = index if isinstance(index, int) else 0
+            choice = self.choices.get(index)
+            if choice is None:
+                choice = self.choices[index] = _Choice(index)
+            for name, value in raw.items():
+                if name == "delta" and isinstance(value, dict):
+                    self._add_delta(choice, value)
+                elif name == "text" and isinstance(value, str):
+                    choice.parts.setdefault("text", []).append(value)
+                elif name != "index" and (value is not None or name not in choice.fields):
+                    choice.fields[name] = value
+
+    @staticmethod
+    def _add_delta(choice: _Choice, delta: dict[str, Any]) -> None:
+        for name, value in delta.items():
+            if isinstance(value, str) and name != "role":
+                choice.parts.setdefault(name, []).append(value)
+            elif name == "tool_calls" and isinstance(value, list):
+                for call in value:
+                    if isinstance(call, dict):
+                        _merge_call(choice.tool_calls, call)
+            elif value is not None:
+                choice.fields["message." + name] = value
+
+    def document(self, usage: dict[str, Any] | None) -> dict[str, Any]:
+        """The whole answer, with `usage` (None: the network never reported it)."""
+        document = dict(self.head or {})
+        document["object"] = WHOLE_OBJECT[self.endpoint]
+        document["choices"] = [self._choice(self.choices[i]) for i in sorted(self.choices)]
+        if usage is not None:
+            document["usage"] = usage
+        return document
+
+    def _choice(self, choice: _Choice) -> dict[str, Any]:
+        texts = {name: "".join(parts) for name, parts in choice.parts.items()}
+        out: dict[str, Any] = {"index": choice.index}
+        if self.endpoint == "chat":
+            message: dict[str, Any] = {"role": choice.fields.get("message.role", "assistant"),
+                                       "content": texts.pop("content", None),
+                                       "reasoning_content": texts.pop("reasoning_content", None),
+                                       "tool_calls": [choice.tool_calls[i] for i in sorted(choice.tool_calls)]}
+            message.update(texts)
+            for name, value in choice.fields.items():
+                if name.startswith("message.") and name != "message.role":
+                    message[name[8:]] = value
+            out["message"] = message
+        else:
+            out["text"] = texts.get("text", "")
+        for name, value in choice.fields.items():
+            if not name.startswith("message."):
+                out[name] = value
+        out.setdefault("logprobs", None)
+        out.setdefault("finish_reason", None)
+        return out
+
+
+def _merge_call(calls: dict[int, dict[str, Any]], delta: dict[str, Any]) -> None:
+    """A tool call's delta merged into the call of its index (OpenAI's streaming rule: the first
+    delta names it, later ones append to `function.arguments`)."""
+    index = delta.get("index")
+    index = index if isinstance(index, int) else len(calls)
+    call = calls.get(index)
+    if call is None:
+        call = calls[index] = {"id": None, "type": "function", "function": {"name": None, "arguments": ""}}
+    for name, value in delta.items():
+        if name == "function" and isinstance(value, dict):
+            function = call["function"]
+            for key, part in value.items():
+                if key == "arguments" and isinstance(part, str):
+                    function["arguments"] += part
+                elif part is not None:
+                    function[key] = part
+        elif name != "index" and value is not None:
+            call[name] = value
