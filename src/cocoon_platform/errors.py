@@ -193,6 +193,20 @@ class UpstreamBusy(UpstreamError):
         self.headers = {"Retry-After": str(self.RETRY_AFTER_SECONDS)}
 
 
+class RequestTimeout(PlatformError):
+    """A request's head or body did not arrive in time (the server protocol closes the connection)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class HeadersTooLarge(PlatformError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
+
+
 class ServiceUnavailable(PlatformError):
     status = 503
     type = "server_error"

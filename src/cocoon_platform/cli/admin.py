@@ -15,7 +15,7 @@ def register_admin(admin: Subparsers[argparse.ArgumentParser]) -> None:
     """Add `credit`, `debit`, `reconcile` and `backup` to the `admin` commands."""
     _add_balance_command(admin, "credit", cmd_credit, "credit")
     _add_balance_command(admin, "debit", cmd_debit, "debit")
-    reconcile = admin.add_parser("reconcile", help="check every balance against its ledger and every reservation")
+    reconcile = admin.add_parser("reconcile", help="check every balance against its ledger and every hold")
     reconcile.set_defaults(handler=cmd_reconcile)
     backup = admin.add_parser(
         "backup", help="copy the SQLite database while serving (online backup API; PostgreSQL: pg_dump)",
@@ -111,7 +111,7 @@ async def _reconcile() -> int:
         print(line)
     if problems:
         raise CommandError(f"{len(problems)} discrepanc{'y' if len(problems) == 1 else 'ies'} found")
-    print("books are sound: every balance equals its ledger, every reservation is open and accounted for")
+    print("books are sound: every balance equals its ledger, every hold is open and accounted for")
     return 0
 
 

@@ -266,8 +266,13 @@ class InferenceHandler:
         fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // per_max_token
         hint = (f" The largest max_tokens that fits is {fits}." if fits > 0
                 else " Top up via /v1/deposit or shorten the prompt.")
+
         def ton(nanoton: int) -> str:
             return format_ton(nanoton, 9, trim=True)
+
+        if overdraft == 0 and settings.max_overdraft_nanoton > 0:
+            hint += (f" An overdraft of {ton(settings.max_overdraft_nanoton)} TON opens once your deposits reach "
+                     f"{ton(settings.overdraft_min_credits_nanoton)} TON in all.")
 
         return InsufficientBalance(
             f"Insufficient balance for this request: it needs up to {ton(amount)} TON "
