@@ -44,7 +44,7 @@ from cocoon_platform.errors import (
 from cocoon_platform.ops import metrics
 from cocoon_platform.ops.request_log import log_request, request_log_enabled
 from cocoon_platform.proxy.attempts import combined_usage
-from cocoon_platform.proxy.assemble import Assembler
+from cocoon_platform.proxy.assemble import Assembler, collect
 from cocoon_platform.proxy.asgi import (
     Receive,
     Scope,
@@ -352,7 +352,7 @@ class InferenceHandler:
             async with asyncio.timeout(timeout):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
                 outcome.answering = True
-                await relay(response, _discard, outcome, started, watch_client, assembler.frame)
+                await collect(response, assembler, outcome, started, watch_client)
         except TimeoutError:
             if response is None:
                 raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
@@ -562,10 +562,6 @@ class InferenceHandler:
         await state.billing.settle(settlement)
         outcome.settled, outcome.tokens, outcome.charge = True, tokens, charged.charge
         return charged.charge
-
-
-async def _discard(message: dict[str, Any]) -> None:
-    """The relay's `send` while an answer is assembled: nothing goes out until it is whole."""
 
 
 _ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}
