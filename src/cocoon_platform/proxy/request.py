@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cocoon_platform.billing.cost import estimate_prompt_tokens
+from cocoon_platform.billing.cost import prompt_token_bound
 from cocoon_platform.errors import InvalidRequest, PlatformError, validation_body
 from cocoon_platform.proxy.network_fields import network_body
 from cocoon_platform.tools.offer import SchemaCache, ToolOffer
@@ -79,24 +79,14 @@ class InferenceRequest:
         if model != self.model:
             self.model = self.payload["model"] = model
 
-    def text_for_estimate(self) -> str:
-        """The prompt text, for estimating tokens when the upstream never reported usage."""
-        if self.endpoint == "chat":
-            parts = []
-            for message in self.payload["messages"]:
-                content = message.get("content")
-                if isinstance(content, str):
-                    parts.append(content)
-                elif isinstance(content, list):
-                    parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
-            return "\n".join(parts)
-        prompt = self.payload["prompt"]
-        return prompt if isinstance(prompt, str) else "\n".join(prompt)
-
     def estimate_prompt_tokens(self) -> int:
-        """The prompt's tokens, estimated, for when the upstream never reported them."""
-        messages = len(self.payload["messages"]) if self.endpoint == "chat" else 0
-        return estimate_prompt_tokens(self.text_for_estimate(), messages)
+        """The prompt's tokens, bounded from above, for when the upstream never reported them:
+        from everything forwarded that the network renders (`billing.cost.prompt_token_bound`)."""
+        if self.endpoint == "chat":
+            return prompt_token_bound(len(orjson.dumps(self.payload["messages"])), True)
+        prompt = self.payload["prompt"]
+        prompts = [prompt] if isinstance(prompt, str) else prompt
+        return prompt_token_bound(sum(len(p.encode()) for p in prompts), False)
 
 
 def _int_field(body: dict[str, Any], name: str, minimum: int, maximum: int | None = None) -> int | None:
