@@ -205,7 +205,7 @@ def test_reported_counts_are_held_to_what_the_usage_record_holds() -> None:
 
 @pytest.mark.parametrize(("text", "qwen_tokens"), [
     ("1234567890" * 50, 500),  # Qwen's vocabulary splits numbers into single digits
-    ("你好世界，今天天气很好。" * 40, 480),  # at most one token a character
+    ("你好世界今天天气很好" * 40, 400),  # at most one token a character
     ("def f(x):\n    return {'a': [x, x ** 2]}\n" * 20, 20 * 21),  # generously, a token every two bytes
 ])
 def test_a_prompt_estimate_is_never_under_the_real_count(text: str, qwen_tokens: int) -> None:
