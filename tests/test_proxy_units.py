@@ -223,3 +223,32 @@ def test_a_prompt_estimate_counts_every_field_forwarded() -> None:
                                                       {"role": "user", "content": [{"type": "text", "text": long}]}]),
                             **LIMITS)
     assert request.estimate_prompt_tokens() >= 25_000
+
+
+def qwen_counts() -> None:
+    from cocoon_platform.billing import tokenizer
+
+    deadline = time.monotonic() + 30
+    while tokenizer.count("x") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_the_shipped_qwen_vocabulary_splits_as_qwen3_does() -> None:
+    """Known Qwen2/3 splits: the package's vocabulary is the model's."""
+    from cocoon_platform.billing import tokenizer
+
+    qwen_counts()
+    assert tokenizer._encoding.encode_ordinary("Hello world") == [9707, 1879]
+    assert tokenizer._encoding.encode_ordinary("你好") == [108386]
+    assert tokenizer.count("1234567890") == 10  # one digit a token
+    assert tokenizer.count("The quick brown fox jumps over the lazy dog.") == 10
+
+
+def test_a_qwen_prompt_is_counted_exactly() -> None:
+    qwen_counts()
+    request = parse_request(CHAT_PATH, chat(model="Qwen/Qwen3-32B", messages=[
+        {"role": "system", "content": "Hello world"}, {"role": "user", "content": "1234567890"}]), **LIMITS)
+    assert request.estimate_prompt_tokens() == (2 + 5) + (10 + 5) + 8
+    text = parse_request(COMPLETIONS_PATH, orjson.dumps({"model": "Qwen/Qwen3-32B", "prompt": ["你好", "Hello world"]}),
+                         **LIMITS)
+    assert text.estimate_prompt_tokens() == 3

@@ -50,6 +50,13 @@ def prompt_token_bound(forwarded_bytes: int, chat: bool) -> int:
     return forwarded_bytes + (GENERATION_PROMPT_TOKENS if chat else 0)
 
 
+def chat_prompt_tokens(content_tokens: list[int]) -> int:
+    """A chat prompt's tokens as Qwen3's template renders it, from each message's content tokens:
+    `<|im_start|>role\n` and `<|im_end|>\n` around each (5 tokens; a name is not rendered), then
+    the generation prompt and, at most, an empty think block."""
+    return sum(content_tokens) + 5 * len(content_tokens) + GENERATION_PROMPT_TOKENS
+
+
 def delivered_tokens(chunks: int, characters: int) -> int:
     """Tokens relayed in a stream: one per chunk, as servers usually send them, unless the chunks
     average more than a long token's worth of text, which means they carry several each: then one

@@ -23,6 +23,7 @@ import orjson
 
 from cocoon_platform.accounts.keys import bearer_key_hash
 from cocoon_platform.accounts.refusals import key_refusal, limit_refusal
+from cocoon_platform.billing import tokenizer
 from cocoon_platform.billing.cost import UsageStatus, bill
 from cocoon_platform.billing.prices import NetworkPrices
 from cocoon_platform.billing.store import Reservation, Settlement
@@ -102,6 +103,7 @@ class InferenceHandler:
         # The network's own deadline (the `timeout` sent with the request) comes first, by a margin;
         # and a request never outlives its hold, so the sweeper never releases a live one.
         self.deadline = settings.upstream_deadline
+        tokenizer.warm()  # exact estimates for cut answers, loaded off the event loop
         self.schemas = SchemaCache()  # tools' compiled JSON Schemas, shared by requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
