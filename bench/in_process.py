@@ -90,31 +90,36 @@ async def drive(client: Client, keys: list[str], body: bytes, requests: int, con
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def timed(client: Client, keys: list[str], body: bytes, requests: int, concurrency: int) -> tuple[float, float]:
+async def timed(client: Client, keys: list[str], body: bytes, requests: int, concurrency: int,
+                path: str = CHAT) -> tuple[float, float]:
     """(requests/s, µs of CPU per request) over one run."""
     wall, cpu = time.perf_counter(), time.process_time()
-    await drive(client, keys, body, requests, concurrency)
+    await drive(client, keys, body, requests, concurrency, path)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     return requests / wall, cpu / requests * 1e6
 
 
-async def compare_tools(client: Client, keys: list[str], requests: int, concurrency: int, rounds: int) -> None:
+async def compare(client: Client, keys: list[str], requests: int, concurrency: int, rounds: int,
+                  names: list[str]) -> None:
+    """bench/cpu.py's scenarios against the first, alternated (A B C, C B A, ...), medians."""
     from cpu import SCENARIOS
 
-    bodies = {"chat": SCENARIOS["chat"][1], "tools5": SCENARIOS["tools5"][1]}
-    for body in bodies.values():
-        await drive(client, keys, body, requests // 4, concurrency)  # warm-up
-    cpu: dict[str, list[float]] = {name: [] for name in bodies}
+    for name in names:
+        await drive(client, keys, SCENARIOS[name][1], requests // 4, concurrency, SCENARIOS[name][0])  # warm-up
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds):
-        for name in (bodies if index % 2 == 0 else reversed(list(bodies))):
-            rate, used = await timed(client, keys, bodies[name], requests, concurrency)
+        for name in (names if index % 2 == 0 else names[::-1]):
+            path, body = SCENARIOS[name]
+            rate, used = await timed(client, keys, body, requests, concurrency, path)
             cpu[name].append(used)
-            print(f"{name:<7} c{concurrency}: {rate:7.0f} requests/s, {used:6.1f} us of CPU per request", flush=True)
-    chat, tools = statistics.median(cpu["chat"]), statistics.median(cpu["tools5"])
-    print(f"medians: chat {chat:.1f} us, tools5 {tools:.1f} us, ratio {tools / chat:.3f}")
+            print(f"{name:<16} c{concurrency}: {rate:7.0f} requests/s, {used:6.1f} us of CPU per request", flush=True)
+    first = statistics.median(cpu[names[0]])
+    print("medians: " + ", ".join(f"{name} {statistics.median(cpu[name]):.1f} us "
+                                  f"({statistics.median(cpu[name]) / first:.3f})" for name in names))
 
 
-async def measure(database_url: str, requests: int, concurrency: int, tools_rounds: int = 0) -> None:
+async def measure(database_url: str, requests: int, concurrency: int, rounds: int = 0,
+                  names: tuple[str, ...] = ()) -> None:
     from cocoon_platform.app import create_app
 
     app = create_app()
@@ -131,9 +136,9 @@ async def measure(database_url: str, requests: int, concurrency: int, tools_roun
         keys.append(orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))["api_key"])
     for key in keys:
         await asyncio.to_thread(fund, database_url, key, 10_000 * 10**9)
-    if tools_rounds:
-        await compare_tools(client, keys, requests, concurrency, tools_rounds)
-    for label, body in (() if tools_rounds else (("chat", BODY), ("stream 20 chunks", STREAM_BODY))):
+    if rounds:
+        await compare(client, keys, requests, concurrency, rounds, list(names))
+    for label, body in (() if rounds else (("chat", BODY), ("stream 20 chunks", STREAM_BODY))):
         await drive(client, keys, body, requests // 4, concurrency)  # warm-up
         wall, cpu = time.perf_counter(), time.process_time()
         await drive(client, keys, body, requests, concurrency)
@@ -149,7 +154,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--tools-rounds", type=int, default=0, help="compare chat with and without five tools")
+    parser.add_argument("--compare", default="", help="bench/cpu.py scenarios to compare with the first, "
+                                                      "comma-separated (e.g. stream,responses_stream,messages_stream)")
+    parser.add_argument("--rounds", type=int, default=6, help="rounds of --compare")
     args = parser.parse_args()
+    names = tuple(args.compare.split(",")) if args.compare else ("chat", "tools5") if args.tools_rounds else ()
+    rounds = args.tools_rounds or (args.rounds if names else 0)
     with tempfile.TemporaryDirectory() as directory:
         port = free_port()
         simulator = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "cocoon_simulator",
@@ -163,7 +173,7 @@ def main() -> None:
                            capture_output=True)
             os.environ.update(env)
             os.sched_setaffinity(0, {0})
-            uvloop.run(measure(database_url, args.requests, args.concurrency, args.tools_rounds))
+            uvloop.run(measure(database_url, args.requests, args.concurrency, rounds, names))
         finally:
             simulator.terminate()
             simulator.wait(10)

@@ -82,3 +82,11 @@ def test_a_browser_script_may_read_retry_after(server_factory: ServerFactory) ->
     answer = httpx.get(server.url + "/v1/pricing", headers={"Origin": "https://app.example"})
     exposed = {h.strip().lower() for h in answer.headers["access-control-expose-headers"].split(",")}
     assert {"retry-after", "x-request-id"} <= exposed
+
+
+def test_the_new_error_codes_are_published(platform: Server) -> None:
+    """Ruling 3 of #23: new conditions get new codes, listed in the published Error schema."""
+    error = httpx.get(platform.url + "/openapi.json").json()["components"]["schemas"]["Error"]
+    codes = error["properties"]["error"]["properties"]["code"]
+    listed = set(codes.get("enum") or next(c["enum"] for c in codes["anyOf"] if "enum" in c))
+    assert {"rate_limit_exceeded", "request_timeout", "headers_too_large"} <= listed

@@ -313,6 +313,9 @@ def test_concurrent_requests_never_overdraw(platform: Server, database_url: str)
     assert ok and statuses.count(402) > 0
     final = balance(platform, key)
     assert final >= 0, final
+    refusals = [r.json()["error"]["message"] for r in responses if r.status_code == 402]
+    detailed = [m for m in refusals if "needs up to" in m]  # the others: the balance fell below the minimum
+    assert detailed and all("overdraft 0 TON" in m and "opens once your deposits reach 1 TON" in m for m in detailed)
     assert not ledger_consistent(database_url)
     assert open_holds(database_url) == 0
     charged = db_rows(database_url, """

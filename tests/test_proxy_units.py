@@ -74,7 +74,7 @@ def test_usage_counts_are_clamped() -> None:
 
 def test_delivered_tokens() -> None:
     assert delivered_tokens(20, 120) == 20  # a word a chunk
-    assert delivered_tokens(5, 400) == 100  # chunks of many tokens each
+    assert delivered_tokens(5, 400) == 400  # chunks of many tokens each: one a character, never under
     assert delivered_tokens(0, 0) == 0
 
 
@@ -201,3 +201,54 @@ def test_reported_counts_are_held_to_what_the_usage_record_holds() -> None:
                            "completion_tokens_details": {"reasoning_tokens": 2**35}})
     assert tokens is not None
     assert (tokens.prompt, tokens.completion, tokens.reasoning) == (MAX_TOKEN_COUNT,) * 3
+
+
+@pytest.mark.parametrize(("text", "qwen_tokens"), [
+    ("1234567890" * 50, 500),  # Qwen's vocabulary splits numbers into single digits
+    ("你好世界今天天气很好" * 40, 400),  # at most one token a character
+    ("def f(x):\n    return {'a': [x, x ** 2]}\n" * 20, 20 * 21),  # generously, a token every two bytes
+])
+def test_a_prompt_estimate_is_never_under_the_real_count(text: str, qwen_tokens: int) -> None:
+    """Issue 14 item 3: digits, CJK and code run at far fewer than 4 bytes a token."""
+    request = parse_request(CHAT_PATH, chat(messages=[{"role": "user", "content": text}]), **LIMITS)
+    assert request.estimate_prompt_tokens() >= qwen_tokens + 5  # and the template's tokens
+    completion = parse_request(COMPLETIONS_PATH, orjson.dumps({"model": "m", "prompt": [text, text]}), **LIMITS)
+    assert completion.estimate_prompt_tokens() >= 2 * qwen_tokens
+
+
+def test_a_prompt_estimate_counts_every_field_forwarded() -> None:
+    """Names and every message's content are rendered by the network, so they are counted."""
+    long = "x" * 10_000
+    request = parse_request(CHAT_PATH, chat(messages=[{"role": "system", "content": long, "name": "n" * 5_000},
+                                                      {"role": "user", "content": [{"type": "text", "text": long}]}]),
+                            **LIMITS)
+    assert request.estimate_prompt_tokens() >= 25_000
+
+
+def qwen_counts() -> None:
+    from cocoon_platform.billing import tokenizer
+
+    deadline = time.monotonic() + 30
+    while tokenizer.count("x") is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_the_shipped_qwen_vocabulary_splits_as_qwen3_does() -> None:
+    """Known Qwen2/3 splits: the package's vocabulary is the model's."""
+    from cocoon_platform.billing import tokenizer
+
+    qwen_counts()
+    assert tokenizer._encoding.encode_ordinary("Hello world") == [9707, 1879]
+    assert tokenizer._encoding.encode_ordinary("你好") == [108386]
+    assert tokenizer.count("1234567890") == 10  # one digit a token
+    assert tokenizer.count("The quick brown fox jumps over the lazy dog.") == 10
+
+
+def test_a_qwen_prompt_is_counted_exactly() -> None:
+    qwen_counts()
+    request = parse_request(CHAT_PATH, chat(model="Qwen/Qwen3-32B", messages=[
+        {"role": "system", "content": "Hello world"}, {"role": "user", "content": "1234567890"}]), **LIMITS)
+    assert request.estimate_prompt_tokens() == (2 + 5) + (10 + 5) + 8
+    text = parse_request(COMPLETIONS_PATH, orjson.dumps({"model": "Qwen/Qwen3-32B", "prompt": ["你好", "Hello world"]}),
+                         **LIMITS)
+    assert text.estimate_prompt_tokens() == 3

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from cocoon_platform.app import create_app
 from cocoon_platform.config import DEFAULT_DEPOSIT_WALLET, PLACEHOLDER_WALLET_WARNING, Settings
 from cocoon_platform.db.migrate import upgrade_head
+from cocoon_platform.ops.lease import FileLease, run_exclusively
 from cocoon_platform.ops.supervisor import Supervisor
 from cocoon_platform.state import AppState
 from cocoon_platform.ton.address import TonAddress
@@ -159,3 +160,30 @@ def test_serve_warns_about_the_placeholder_wallet_and_ready_names_it(server_fact
         assert answer.status_code == 200, answer.text
     assert PLACEHOLDER_WALLET_WARNING in placeholder.log()
     assert PLACEHOLDER_WALLET_WARNING not in own.log()
+
+
+def test_a_failing_exclusive_job_ends_its_runner_with_the_lease_released(tmp_path: Path) -> None:
+    """The deposit watcher's runner passes a job's failure up (to its supervisor) instead of
+    swallowing it and retaking the lease at once; the lease is free for another instance."""
+
+    async def scenario() -> None:
+        lease = FileLease(str(tmp_path / "job.lock"))
+        changes: list[bool] = []
+        stop = asyncio.Event()
+        runs = 0
+
+        async def job(_: asyncio.Event) -> None:
+            nonlocal runs
+            runs += 1
+            if runs == 3:  # a runner that retried on its own would end here, without the error
+                stop.set()
+            raise RuntimeError("job broke")
+
+        with pytest.raises(RuntimeError, match="job broke"):
+            await run_exclusively(lease, job, stop, changes.append, retry_seconds=0.01)
+        assert changes == [True, False]
+        other = FileLease(str(tmp_path / "job.lock"))
+        assert await other.try_acquire()
+        await other.release()
+
+    asyncio.run(scenario())

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from cocoon_platform.upstream import http as http_module
-from cocoon_platform.upstream.http import ConnectFailed, ConnectionBroken, HttpPool
+from cocoon_platform.upstream.http import ConnectFailed, ConnectionBroken, HttpPool, PoolBusy
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -66,7 +66,8 @@ def answer(body: bytes, extra: bytes = b"") -> Script:
 
 
 def pool(url: str, **options: float) -> HttpPool:
-    settings = {"max_connections": 4, "connect_timeout": 1.0, "read_timeout": 2.0, "keepalive": 3.0, **options}
+    settings = {"max_connections": 4, "connect_timeout": 1.0, "read_timeout": 2.0, "keepalive": 3.0,
+                "wait_timeout": 5.0, **options}
     return HttpPool(url, int(settings.pop("max_connections")), **settings)
 
 
@@ -155,6 +156,68 @@ def test_no_more_connections_than_the_limit_and_every_caller_is_served() -> None
             waiting.cancel()
             await asyncio.gather(*blockers)
             assert await asyncio.wait_for(asyncio.gather(one(), one()), 2) == [b"done", b"done"]
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def held_answers() -> tuple[Script, asyncio.Event]:
+    """A script whose answers send their head and first piece, then wait for the event to end."""
+    go_on = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await go_on.wait()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    return script, go_on
+
+
+def test_a_caller_waiting_past_the_bound_is_refused_and_takes_no_slot() -> None:
+    async def scenario() -> None:
+        script, go_on = held_answers()
+        async with ScriptedServer(script) as server:
+            waits: list[float] = []
+            client = HttpPool(server.url, 1, connect_timeout=1.0, read_timeout=2.0, keepalive=3.0,
+                              wait_timeout=0.05, on_wait=waits.append)
+            held = await client.post("/x", b"{}")
+            assert (client.in_use, client.waiting) == (1, 0)
+            with pytest.raises(PoolBusy):
+                await client.post("/x", b"{}")
+            assert len(waits) == 1  # the refused caller's wait was reported
+            assert (client.in_use, client.waiting) == (1, 0)
+            assert not client._waiters  # nothing left queued for the connection to go to
+            assert server.requests and len(server.requests) == 1  # the refused request was never sent
+            go_on.set()
+            assert await held.read() == b"first"
+            assert client.in_use == 0
+            # The slot is whole: the next caller gets the connection back, at once.
+            assert await (await client.post("/x", b"{}")).read() == b"first"
+            assert server.connections == 1
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_caller_served_within_the_bound_proceeds() -> None:
+    async def scenario() -> None:
+        script, go_on = held_answers()
+        async with ScriptedServer(script) as server:
+            waits: list[float] = []
+            client = HttpPool(server.url, 1, connect_timeout=1.0, read_timeout=2.0, keepalive=3.0,
+                              wait_timeout=30.0, on_wait=waits.append)
+            held = await client.post("/x", b"{}")
+            second = asyncio.create_task(client.post("/x", b"{}"))
+            while client.waiting == 0:
+                await asyncio.sleep(0)
+            assert (client.in_use, client.waiting) == (1, 1)
+            go_on.set()
+            assert await held.read() == b"first"
+            assert await (await second).read() == b"first"
+            assert (client.in_use, client.waiting, len(waits)) == (0, 0, 1)
+            assert server.connections == 1
             await client.close()
 
     asyncio.run(scenario())

@@ -69,7 +69,8 @@ class Settings(BaseSettings):
     upstream_request_timeout: float = Field(120.0, gt=0)
     upstream_deadline_margin: float = Field(10.0, ge=1)
     upstream_read_timeout: float = Field(60.0, gt=0)
-    upstream_max_connections: int = Field(256, ge=1)
+    upstream_max_connections: int = Field(1024, ge=1)
+    upstream_pool_wait_seconds: float = Field(3.0, gt=0)
     # Request fields forwarded as sent although the older COCOON client build refuses them
     # (comma-separated; for deployments whose client build accepts them, e.g. "seed,logprobs").
     upstream_extra_fields: str = ""
@@ -200,16 +201,6 @@ class Settings(BaseSettings):
         return ",".join(urls)
 
     @model_validator(mode="after")
-    def _check_deadlines(self) -> Settings:
-        ttl = self.reservation_ttl_seconds
-        if self.upstream_request_timeout + self.upstream_deadline_margin > ttl - min(60.0, ttl * 0.2):
-            raise ValueError(
-                "COCOON_UPSTREAM_REQUEST_TIMEOUT + COCOON_UPSTREAM_DEADLINE_MARGIN must end before a request's "
-                "hold expires (COCOON_RESERVATION_TTL_SECONDS less min(60 s, 20%))"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _check_wallet(self) -> Settings:
         from cocoon_platform.ton.address import InvalidAddress, TonAddress
 
@@ -239,6 +230,20 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @cached_property
+    def upstream_deadline(self) -> float:
+        """The platform's own deadline per request, in seconds: the request timeout plus the margin,
+        but never past a hold's expiry (less min(60 s, 20%)), so the sweeper never releases a live one."""
+        ttl = self.reservation_ttl_seconds
+        return min(self.upstream_request_timeout + self.upstream_deadline_margin, max(1.0, ttl - min(60.0, ttl * 0.2)))
+
+    @cached_property
+    def upstream_timeout_sent(self) -> float:
+        """The `timeout` sent with each request: the setting, or less when a short hold's expiry
+        bounds the deadline, so that the network always ends first."""
+        deadline = self.upstream_deadline
+        return min(self.upstream_request_timeout, max(deadline - self.upstream_deadline_margin, deadline / 2))
 
     @cached_property
     def min_balance_nanoton(self) -> int:

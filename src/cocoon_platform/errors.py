@@ -172,12 +172,39 @@ class UpstreamError(PlatformError):
     """The COCOON network could not serve a request; the status says how."""
 
     type = "server_error"
-    code = None
+    code: str | None = None
 
     def __init__(self, status: int, message: str, kind: str) -> None:
         self.status = status
         self.kind = kind
         super().__init__(message)
+
+
+class UpstreamBusy(UpstreamError):
+    """Every connection to the COCOON client was in use for the whole wait
+    (`COCOON_UPSTREAM_POOL_WAIT_SECONDS`): refused before anything was sent, so not billed."""
+
+    code = "upstream_busy"
+    RETRY_AFTER_SECONDS = 1
+
+    def __init__(self) -> None:
+        super().__init__(503, "The COCOON network is busy: no connection came free in time. Try again shortly.",
+                         "busy")
+        self.headers = {"Retry-After": str(self.RETRY_AFTER_SECONDS)}
+
+
+class RequestTimeout(PlatformError):
+    """A request's head or body did not arrive in time (the server protocol closes the connection)."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
+
+
+class HeadersTooLarge(PlatformError):
+    status = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
 
 
 class ServiceUnavailable(PlatformError):

@@ -28,11 +28,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cocoon_platform.errors import error_body
-
-import orjson
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from cocoon_platform.errors import HeadersTooLarge, PlatformError, RequestTimeout
 
 # Request line plus headers; nginx's large_client_header_buffers must allow as much.
 MAX_HEAD_BYTES = 64 * 1024
@@ -120,9 +119,10 @@ class ConnectionGuard:
     waiting: dict[HttpProtocol, None] = field(default_factory=dict)
 
 
-def _refusal(status: int, message: str, code: str) -> bytes:
-    body = orjson.dumps(error_body(message, "invalid_request_error", code))
-    return (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\ncontent-type: application/json\r\n"
+def _refusal(error: PlatformError) -> bytes:
+    """A whole answer carrying `error`, written straight to the connection, which then closes."""
+    body = error.to_bytes()
+    return (f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
 
 
@@ -167,11 +167,11 @@ class HttpProtocol(HttpToolsProtocol):
         assert self.guard is not None
         limits = self.guard.limits
         if self._phase == HEAD:
-            self._timer = self.loop.call_later(limits.header_timeout, self._refuse, 408,
-                                               "Request headers not received in time", "request_timeout")
+            self._timer = self.loop.call_later(limits.header_timeout, self._refuse,
+                                               RequestTimeout("Request headers not received in time"))
         else:
-            self._timer = self.loop.call_later(limits.body_timeout, self._refuse, 408,
-                                               "Request body not received in time", "request_timeout")
+            self._timer = self.loop.call_later(limits.body_timeout, self._refuse,
+                                               RequestTimeout("Request body not received in time"))
 
     def _stop_timer(self) -> None:
         if self._timer is not None:
@@ -188,8 +188,8 @@ class HttpProtocol(HttpToolsProtocol):
         self._end_phase()
         self.transport.close()
 
-    def _refuse(self, status: int, message: str, code: str) -> None:
-        """Answer `status` (unless an answer has begun) and close the connection."""
+    def _refuse(self, error: PlatformError) -> None:
+        """Answer with `error` (unless an answer has begun) and close the connection."""
         phase = self._phase
         self._end_phase()
         if self.transport.is_closing():
@@ -201,7 +201,7 @@ class HttpProtocol(HttpToolsProtocol):
         else:
             answer = self.cycle is None or not self.cycle.response_started
         if answer:
-            self.transport.write(_refusal(status, message, code))
+            self.transport.write(_refusal(error))
         self.transport.close()
 
     def send_400_response(self, msg: str) -> None:
@@ -217,7 +217,7 @@ class HttpProtocol(HttpToolsProtocol):
             self._head_bytes += len(data)
         super().data_received(data)
         if self._phase == HEAD and self._head_bytes > guard.limits.max_head_bytes:
-            self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
+            self._refuse(HeadersTooLarge(f"Request headers exceed {guard.limits.max_head_bytes} bytes"))
         elif self._phase is not None and self._timer is None and not self.transport.is_closing():
             self._start_timer()  # the request is incomplete: from now on it is timed
 
@@ -233,7 +233,7 @@ class HttpProtocol(HttpToolsProtocol):
             return
         size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
         if size > guard.limits.max_head_bytes:
-            self._refuse(431, f"Request headers exceed {guard.limits.max_head_bytes} bytes", "headers_too_large")
+            self._refuse(HeadersTooLarge(f"Request headers exceed {guard.limits.max_head_bytes} bytes"))
             raise ConnectionAbortedError  # stops the parser: the request never reaches the app
         self._end_phase()
         self._phase = BODY

@@ -90,9 +90,9 @@ class AppState:
             try:
                 released = await sweep_expired(self.engine)
                 if released:
-                    logger.warning("released %d expired reservation(s)", released)
+                    logger.warning("released %d expired hold(s)", released)
             except Exception:
-                logger.exception("reservation sweep failed")
+                logger.exception("hold sweep failed")
             try:
                 await asyncio.wait_for(stop.wait(), self.settings.sweep_interval_seconds)
             except TimeoutError:

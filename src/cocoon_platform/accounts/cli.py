@@ -78,7 +78,7 @@ def cmd_revoke_key(args: argparse.Namespace) -> int:
 
 async def _list(args: argparse.Namespace) -> int:
     from cocoon_platform.accounts.limits import read_models
-    from cocoon_platform.accounts.service import key_spending
+    from cocoon_platform.accounts.service import keys_spending
     from cocoon_platform.db.engine import database
     from cocoon_platform.db.models import Account, ApiKey
 
@@ -94,12 +94,12 @@ async def _list(args: argparse.Namespace) -> int:
         rows = (await session.execute(query.order_by(ApiKey.id.desc()).limit(args.limit))).all()
         table: list[tuple[str, ...]] = [("ID", "ACCOUNT", "PREFIX", "NAME", "LIMIT TON", "RESET", "SPENT TON",
                                          "MODELS", "EXPIRES (UTC)", "STATUS")]
+        spending = await keys_spending(session, [key for key, _ in rows], now)
         for key, code in rows:
-            spending = await key_spending(session, key, now)
             table.append((
                 str(key.id), f"{key.account_id} ({code})", key.prefix, key.name or "-",
                 "-" if key.credit_limit_nanoton is None else format_ton(key.credit_limit_nanoton, 9, trim=True),
-                key.limit_reset or "never", format_ton(spending.spent_nanoton, 9, trim=True),
+                key.limit_reset or "never", format_ton(spending[key.id].spent_nanoton, 9, trim=True),
                 ",".join(read_models(key.models) or []) or "all",
                 "-" if key.expires_at is None else _utc(key.expires_at),
                 "revoked" if key.revoked_at else "expired" if key.expires_at and key.expires_at <= now else "live",

@@ -84,7 +84,10 @@ def _settings(state: AppState, body: KeySettingsFields | None) -> tuple[str | No
 
 
 async def _key_info(session: AsyncSession, key: ApiKey, now: float) -> KeyInfo:
-    spending = await service.key_spending(session, key, now)
+    return _key_view(key, (await service.keys_spending(session, [key], now))[key.id], now)
+
+
+def _key_view(key: ApiKey, spending: service.KeySpending, now: float) -> KeyInfo:
     reset = next_reset(key.limit_reset, now)
     return KeyInfo(
         id=key.id, prefix=key.prefix, name=key.name, created_at=key.created_at, last_used_at=key.last_used_at,
@@ -158,7 +161,8 @@ async def list_keys(identity: CurrentKey, session: SessionDep) -> KeyList:
     spent in its limit's current period; never the key itself."""
     now = time.time()
     keys = await service.list_keys(session, identity.account_id)
-    return KeyList(data=[await _key_info(session, k, now) for k in keys], current_key_id=identity.key_id)
+    spending = await service.keys_spending(session, keys, now)
+    return KeyList(data=[_key_view(k, spending[k.id], now) for k in keys], current_key_id=identity.key_id)
 
 
 @router.patch("/v1/keys/{key_id}", response_model=KeyInfo, tags=["Authentication"], summary="Change an API key",

@@ -170,14 +170,30 @@ async def _charged_since(session: AsyncSession, key: ApiKey, start: int) -> int:
     return int(charged or 0)
 
 
-async def key_spending(session: AsyncSession, key: ApiKey, now: float) -> KeySpending:
-    """A limited key's own counters; for any other key, its charges in the period from usage records
-    (off the hot path: an unlimited key keeps no counters)."""
-    start = period_start(key.limit_reset, now)
-    if key.credit_limit_nanoton is not None:
-        spent = key.limit_spent_nanoton if key.limit_period_start >= start else 0
-        return KeySpending(spent, key.limit_reserved_nanoton, start)
-    return KeySpending(await _charged_since(session, key, start), 0, start)
+async def keys_spending(session: AsyncSession, keys: list[ApiKey], now: float) -> dict[int, KeySpending]:
+    """Each key's spending in its current period, by key id: a limited key's own counters; for the
+    others, their charges from usage records (an unlimited key keeps no counters, so the hot path
+    writes nothing for it), one grouped query per distinct period start."""
+    spending: dict[int, KeySpending] = {}
+    unlimited: dict[int, list[int]] = {}  # period start -> key ids
+    account_ids = {key.account_id for key in keys}
+    for key in keys:
+        start = period_start(key.limit_reset, now)
+        if key.credit_limit_nanoton is not None:
+            spent = key.limit_spent_nanoton if key.limit_period_start >= start else 0
+            spending[key.id] = KeySpending(spent, key.limit_reserved_nanoton, start)
+        else:
+            unlimited.setdefault(start, []).append(key.id)
+    for start, key_ids in unlimited.items():
+        charged = dict((await session.execute(
+            select(UsageRecord.key_id, func.sum(UsageRecord.cost_nanoton)).where(
+                UsageRecord.account_id.in_(account_ids), UsageRecord.key_id.in_(key_ids),
+                UsageRecord.created_at >= start * 1000,
+            ).group_by(UsageRecord.key_id)
+        )).tuples().all())
+        for key_id in key_ids:
+            spending[key_id] = KeySpending(int(charged.get(key_id) or 0), 0, start)
+    return spending
 
 
 async def live_key(session: AsyncSession, account_id: int, key_id: int) -> ApiKey | None:

@@ -29,26 +29,40 @@ class UsageStatus(StrEnum):
     UPSTREAM_CUT = "upstream_cut"  # the network's answer broke off after it began
     UPSTREAM_ERROR = "upstream_error"  # the network refused or never answered
     ABORTED = "aborted"  # something unforeseen (or cancellation) ended the request
+    ORPHANED = "orphaned"  # the platform process died mid-request: the sweeper released the hold at 0
 
 
-def estimate_tokens(text: str) -> int:
-    """About four bytes a token: used only when the upstream never reported usage."""
-    size = len(text.encode())
-    return (size + 3) // 4 if size else 0
+# The chat template's generation prompt ("<|im_start|>assistant\n") and the empty think block
+# Qwen3's template adds when thinking is off: at most this many tokens beyond the messages.
+GENERATION_PROMPT_TOKENS = 8
 
 
-def estimate_prompt_tokens(text: str, messages: int) -> int:
-    """A prompt's tokens from its text; a chat adds its template's few tokens per message."""
-    tokens = estimate_tokens(text)
-    if messages:
-        tokens += 4 * messages + 3
-    return tokens
+def prompt_token_bound(forwarded_bytes: int, chat: bool) -> int:
+    """A prompt's tokens when the network never reported them: never under the real count (#14).
+
+    `forwarded_bytes` is the size of everything forwarded that the network renders: a chat's
+    messages as JSON (contents, names, tool calls and results as the tools package renders them,
+    roles), a completion's prompt. A byte-level BPE token is never shorter than one byte, so the
+    bytes bound the tokens whatever the text (digits and CJK run at 1-3 bytes a token, English
+    near 4); a message's JSON keys and quotes outweigh the template's tokens around it."""
+    if not forwarded_bytes:
+        return 0
+    return forwarded_bytes + (GENERATION_PROMPT_TOKENS if chat else 0)
+
+
+def chat_prompt_tokens(content_tokens: list[int]) -> int:
+    """A chat prompt's tokens as Qwen3's template renders it, from each message's content tokens:
+    `<|im_start|>role\n` and `<|im_end|>\n` around each (5 tokens; a name is not rendered), then
+    the generation prompt and, at most, an empty think block."""
+    return sum(content_tokens) + 5 * len(content_tokens) + GENERATION_PROMPT_TOKENS
 
 
 def delivered_tokens(chunks: int, characters: int) -> int:
     """Tokens relayed in a stream: one per chunk, as servers usually send them, unless the chunks
-    average more than a long token's worth of text, which means they carry several each."""
-    return chunks if characters <= 8 * chunks else (characters + 3) // 4
+    average more than a long token's worth of text, which means they carry several each: then one
+    a character, never under the real count for digits or CJK (a token is at least a character
+    but for the rare character the vocabulary splits)."""
+    return chunks if characters <= 8 * chunks else characters
 
 
 def _count(value: Any) -> int:

@@ -65,7 +65,8 @@ class UsageItem(BaseModel):
     total_tokens: int
     cost_nanoton: int
     cost_ton: float
-    status: str = Field(description="ok, client_disconnected, upstream_cut, upstream_error or aborted.")
+    status: str = Field(description="ok, client_disconnected, upstream_cut, upstream_error, aborted or orphaned "
+                                    "(the platform failed mid-request; not billed).")
     estimated: bool = Field(description="True when token counts were estimated (the upstream never reported them).")
     duration_ms: int
     key_id: int | None = Field(default=None, description="The key the request was made with.")

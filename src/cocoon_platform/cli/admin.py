@@ -15,7 +15,7 @@ def register_admin(admin: Subparsers[argparse.ArgumentParser]) -> None:
     """Add `credit`, `debit`, `reconcile` and `backup` to the `admin` commands."""
     _add_balance_command(admin, "credit", cmd_credit, "credit")
     _add_balance_command(admin, "debit", cmd_debit, "debit")
-    reconcile = admin.add_parser("reconcile", help="check every balance against its ledger and every reservation")
+    reconcile = admin.add_parser("reconcile", help="check every balance against its ledger and every hold")
     reconcile.set_defaults(handler=cmd_reconcile)
     backup = admin.add_parser(
         "backup", help="copy the SQLite database while serving (online backup API; PostgreSQL: pg_dump)",
@@ -99,15 +99,19 @@ def _add_balance_command(admin: Subparsers[argparse.ArgumentParser], name: str, 
 
 async def _reconcile() -> int:
     from cocoon_platform.db.engine import database
-    from cocoon_platform.ops.reconcile import find_discrepancies
+    from cocoon_platform.ops.reconcile import find_discrepancies, orphaned_holds
 
     async with database(load_settings()) as db:
         problems = await find_discrepancies(db.engine)
+        orphaned, unbilled = await orphaned_holds(db.engine)
+    if orphaned:
+        print(f"{orphaned} orphaned hold{'s' if orphaned != 1 else ''} (requests cut by the platform's own "
+              f"crashes, released at 0): up to {format_ton(unbilled, 9)} TON unbilled")
     for line in problems:
         print(line)
     if problems:
         raise CommandError(f"{len(problems)} discrepanc{'y' if len(problems) == 1 else 'ies'} found")
-    print("books are sound: every balance equals its ledger, every reservation is open and accounted for")
+    print("books are sound: every balance equals its ledger, every hold is open and accounted for")
     return 0
 
 

@@ -162,6 +162,8 @@ class UsageRecord(Base):
     estimated: Mapped[bool] = mapped_column(Boolean)
     duration_ms: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[int] = mapped_column(BigInteger)  # unix milliseconds, set by the app
+    # What an `orphaned` hold reserved (released at 0 by the sweeper); null on other records.
+    reserved_nanoton: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     __table_args__ = (Index("ix_usage_records_account_id_id", "account_id", "id"),)
 

@@ -41,5 +41,7 @@ async def prometheus_metrics(
             deposits = (await session.execute(select(Deposit.status, func.count()).group_by(Deposit.status))).all()
         for status, count in deposits:
             metrics.DEPOSITS.labels(status).set(count)
+    metrics.UPSTREAM_IN_USE.set(state.pool.connections_in_use)  # this process's pool, now
+    metrics.UPSTREAM_WAITING.set(state.pool.callers_waiting)
     body, content_type = metrics.exposition()
     return Response(body, media_type=content_type)

@@ -41,6 +41,19 @@ WATCHER_LAG = Gauge("cocoon_deposit_watcher_lag_seconds",
                     "Seconds between the last credited transaction and its credit", multiprocess_mode="max")
 WATCHER_POLL_AGE = Gauge("cocoon_deposit_watcher_last_poll_age_seconds",
                          "Seconds since the watcher last read the wallet successfully", multiprocess_mode="min")
+UPSTREAM_IN_USE = Gauge("cocoon_upstream_connections_in_use",
+                        "Connections to the COCOON client(s) carrying a request, as of the last scrape",
+                        multiprocess_mode="livesum")
+UPSTREAM_WAITING = Gauge("cocoon_upstream_callers_waiting",
+                         "Requests waiting for a connection to the COCOON client(s), as of the last scrape",
+                         multiprocess_mode="livesum")
+UPSTREAM_POOL_WAIT_SECONDS = Histogram("cocoon_upstream_pool_wait_seconds",
+                                       "Time a request that found every upstream connection in use waited for one",
+                                       buckets=LATENCY_BUCKETS)
+ORPHANED_HOLDS = Counter("cocoon_orphaned_holds_total",
+                         "Holds left open by a platform process that died, released at 0 by the sweeper")
+ORPHANED_NANOTON = Counter("cocoon_orphaned_nanoton_total",
+                           "nanoTON those holds reserved: the most the crashes may have cost, unbilled")
 LOOP_RESTARTS = Counter("cocoon_background_loop_restarts_total", "Background loops restarted after dying, by loop",
                         ["loop"])
 

@@ -16,9 +16,16 @@ own non-streamed answer:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+
+from cocoon_platform.errors import UpstreamError
+from cocoon_platform.proxy.events import DONE, EventSplitter
+from cocoon_platform.proxy.outcome import Outcome
+from cocoon_platform.proxy.relay import count_delivered, first_event
+from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 
 WHOLE_OBJECT = {"chat": "chat.completion", "completions": "text_completion"}
 
@@ -33,8 +40,26 @@ class _Choice:
         self.tool_calls: dict[int, dict[str, Any]] = {}
 
 
+async def collect(response: UpstreamResponse, assembler: Assembler, outcome: Outcome, started: float,
+                  watch_client: Callable[[], None]) -> None:
+    """Read the network's stream into `assembler`, counting what it delivers in `outcome` as the
+    relay counts a stream (`relay.count_delivered`), until it ends; a broken connection ends it
+    with `outcome.error` set, the caller's deadline raises through."""
+    splitter = EventSplitter()
+    try:
+        while True:
+            if not response.buffered:
+                watch_client()
+            data = await response.next_piece()
+            assembler.feed(splitter.feed(data) if data else splitter.finish(), outcome, started)
+            if not data:
+                break
+    except ConnectionBroken:
+        outcome.error = UpstreamError(502, "The COCOON network dropped the answer.", "stream_cut")
+
+
 class Assembler:
-    """Feed the payloads the relay forwards (`frame`), then take the `document`."""
+    """Feed the stream's event payloads, then take the `document`."""
 
     __slots__ = ("endpoint", "head", "choices")
 
@@ -43,18 +68,39 @@ class Assembler:
         self.head: dict[str, Any] | None = None
         self.choices: dict[int, _Choice] = {}
 
-    def frame(self, payloads: list[bytes]) -> bytes:
-        """The relay's `frame`: nothing goes out while the answer is assembled."""
-        for payload in payloads:
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
+    def feed(self, payloads: list[bytes], outcome: Outcome, started: float) -> None:
+        """The events of one read: parsed in one call (each alone if one is not JSON), merged into
+        the answer, and what they deliver counted."""
+        if payloads and payloads[-1] == DONE:
+            outcome.upstream_done = True
+            payloads = [p for p in payloads if p != DONE]
+        if not payloads:
+            return
+        try:
+            chunks = orjson.loads(b"[" + b",".join(payloads) + b"]")
+        except orjson.JSONDecodeError:
+            chunks = []
+            for payload in payloads:
+                if payload == DONE:
+                    outcome.upstream_done = True
+                    continue
+                try:
+                    chunks.append(orjson.loads(payload))
+                except orjson.JSONDecodeError:
+                    continue
+        for chunk in chunks:
+            if not isinstance(chunk, dict):
                 continue
-            if isinstance(chunk, dict):
-                self._add(chunk)
-        return b""
+            if outcome.first_token_seconds is None:
+                first_event(outcome, started, chunk.get("id"))
+            usage = chunk.get("usage")
+            if isinstance(usage, dict):
+                outcome.usage = usage
+            if not chunk.get("choices") and "error" in chunk:
+                outcome.error = UpstreamError(502, "The COCOON network failed mid-answer.", "stream_error")
+            self._add(chunk, outcome)
 
-    def _add(self, chunk: dict[str, Any]) -> None:
+    def _add(self, chunk: dict[str, Any], outcome: Outcome) -> None:
         if self.head is None:
             self.head = {k: v for k, v in chunk.items() if k not in ("choices", "usage")}
         for raw in chunk.get("choices") or ():
@@ -65,13 +111,19 @@ class Assembler:
             choice = self.choices.get(index)
             if choice is None:
                 choice = self.choices[index] = _Choice(index)
+            fields = choice.fields
             for name, value in raw.items():
-                if name == "delta" and isinstance(value, dict):
-                    self._add_delta(choice, value)
-                elif name == "text" and isinstance(value, str):
-                    choice.parts.setdefault("text", []).append(value)
-                elif name != "index" and (value is not None or name not in choice.fields):
-                    choice.fields[name] = value
+                if name == "delta":
+                    if isinstance(value, dict):
+                        self._add_delta(choice, value)
+                        count_delivered(outcome, value.get("reasoning_content") or value.get("reasoning"),
+                                        value.get("content"))
+                elif name == "text":
+                    if isinstance(value, str):
+                        choice.parts.setdefault("text", []).append(value)
+                        count_delivered(outcome, None, value)
+                elif name != "index" and (value is not None or name not in fields):
+                    fields[name] = value
 
     @staticmethod
     def _add_delta(choice: _Choice, delta: dict[str, Any]) -> None:

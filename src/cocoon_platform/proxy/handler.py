@@ -23,6 +23,7 @@ import orjson
 
 from cocoon_platform.accounts.keys import bearer_key_hash
 from cocoon_platform.accounts.refusals import key_refusal, limit_refusal
+from cocoon_platform.billing import tokenizer
 from cocoon_platform.billing.cost import UsageStatus, bill
 from cocoon_platform.billing.prices import NetworkPrices
 from cocoon_platform.billing.store import Reservation, Settlement
@@ -38,12 +39,13 @@ from cocoon_platform.errors import (
     InvalidRequest,
     PayloadTooLarge,
     PlatformError,
+    UpstreamBusy,
     UpstreamError,
 )
 from cocoon_platform.ops import metrics
 from cocoon_platform.ops.request_log import log_request, request_log_enabled
 from cocoon_platform.proxy.attempts import combined_usage
-from cocoon_platform.proxy.assemble import Assembler
+from cocoon_platform.proxy.assemble import Assembler, collect
 from cocoon_platform.proxy.asgi import (
     Receive,
     Scope,
@@ -72,7 +74,7 @@ from cocoon_platform.state import AppState
 from cocoon_platform.tools.answer import read_choices
 from cocoon_platform.tools.offer import SchemaCache
 from cocoon_platform.tools.stream import StreamTranslator
-from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
+from cocoon_platform.upstream.http import ConnectionBroken, PoolBusy, UpstreamResponse
 from cocoon_platform.upstream.pool import NoUpstream
 
 logger = logging.getLogger(__name__)
@@ -99,9 +101,9 @@ class InferenceHandler:
         self.state = state
         settings = state.settings
         # The network's own deadline (the `timeout` sent with the request) comes first, by a margin;
-        # and a request never outlives its hold (Settings checks it), so the sweeper never releases
-        # a live one.
-        self.deadline = settings.upstream_request_timeout + settings.upstream_deadline_margin
+        # and a request never outlives its hold, so the sweeper never releases a live one.
+        self.deadline = settings.upstream_deadline
+        tokenizer.warm()  # exact estimates for cut answers, loaded off the event loop
         self.schemas = SchemaCache()  # tools' compiled JSON Schemas, shared by requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -147,7 +149,7 @@ class InferenceHandler:
                         extra_fields=settings.upstream_extra_field_set,
                         tool_format_of=self._tool_format,
                         schemas=self.schemas,
-                        request_timeout=settings.upstream_request_timeout,
+                        request_timeout=settings.upstream_timeout_sent,
                     )
                 else:
                     request = self._translate(dialect, raw)
@@ -266,8 +268,13 @@ class InferenceHandler:
         fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // per_max_token
         hint = (f" The largest max_tokens that fits is {fits}." if fits > 0
                 else " Top up via /v1/deposit or shorten the prompt.")
+
         def ton(nanoton: int) -> str:
             return format_ton(nanoton, 9, trim=True)
+
+        if overdraft == 0 and settings.max_overdraft_nanoton > 0:
+            hint += (f" An overdraft of {ton(settings.max_overdraft_nanoton)} TON opens once your deposits reach "
+                     f"{ton(settings.overdraft_min_credits_nanoton)} TON in all.")
 
         return InsufficientBalance(
             f"Insufficient balance for this request: it needs up to {ton(amount)} TON "
@@ -292,7 +299,7 @@ class InferenceHandler:
             extra_fields=settings.upstream_extra_field_set,
             tool_format_of=self._tool_format,
             schemas=self.schemas,
-            request_timeout=settings.upstream_request_timeout,
+            request_timeout=settings.upstream_timeout_sent,
         )
         request.dialect, request.translated = dialect, translated
         return request
@@ -306,6 +313,8 @@ class InferenceHandler:
         except NoUpstream:
             raise UpstreamError(503, "The COCOON network is unavailable right now. Try again shortly.",
                                 "unreachable") from None
+        except PoolBusy:
+            raise UpstreamBusy() from None
         except TimeoutError:
             raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
         except ConnectionBroken:
@@ -345,7 +354,7 @@ class InferenceHandler:
             async with asyncio.timeout(timeout):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
                 outcome.answering = True
-                await relay(response, _discard, outcome, started, watch_client, assembler.frame)
+                await collect(response, assembler, outcome, started, watch_client)
         except TimeoutError:
             if response is None:
                 raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
@@ -555,10 +564,6 @@ class InferenceHandler:
         await state.billing.settle(settlement)
         outcome.settled, outcome.tokens, outcome.charge = True, tokens, charged.charge
         return charged.charge
-
-
-async def _discard(message: dict[str, Any]) -> None:
-    """The relay's `send` while an answer is assembled: nothing goes out until it is whole."""
 
 
 _ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}

@@ -59,7 +59,7 @@ def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> list
     """Count what the events of one read deliver; return the payloads to forward, in order.
 
     The usual event (one line, choices with text, no usage) is read by the typed fast path
-    and counted here in one loop, as `_count_delivered` counts (inline: this runs for every
+    and counted here in one loop, as `count_delivered` counts (inline: this runs for every
     event); any other goes through `inspect_document`. `[DONE]` is not forwarded."""
     out = []
     completion = reasoning = size = 0
@@ -73,7 +73,7 @@ def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> list
                 out.append(chunk)
             continue
         if outcome.first_token_seconds is None:
-            _first_event(outcome, started, event.id)
+            first_event(outcome, started, event.id)
         for choice in event.choices:
             delta = choice.delta
             if delta is None:
@@ -107,7 +107,7 @@ def inspect_document(payload: bytes, outcome: Outcome, started: float) -> bytes 
     if not isinstance(chunk, dict):
         return None
     if outcome.first_token_seconds is None:
-        _first_event(outcome, started, chunk.get("id"))
+        first_event(outcome, started, chunk.get("id"))
     usage = chunk.get("usage")
     choices = chunk.get("choices")
     if isinstance(usage, dict):
@@ -121,9 +121,9 @@ def inspect_document(payload: bytes, outcome: Outcome, started: float) -> bytes 
             continue
         delta = choice.get("delta")
         if isinstance(delta, dict):
-            _count_delivered(outcome, delta.get("reasoning_content") or delta.get("reasoning"), delta.get("content"))
+            count_delivered(outcome, delta.get("reasoning_content") or delta.get("reasoning"), delta.get("content"))
         else:
-            _count_delivered(outcome, None, choice.get("text"))
+            count_delivered(outcome, None, choice.get("text"))
     if usage:
         del chunk["usage"]
         return orjson.dumps(chunk)
@@ -131,14 +131,14 @@ def inspect_document(payload: bytes, outcome: Outcome, started: float) -> bytes 
     return orjson.dumps(chunk) if b"\n" in payload else payload
 
 
-def _first_event(outcome: Outcome, started: float, stream_id: Any) -> None:
+def first_event(outcome: Outcome, started: float, stream_id: Any) -> None:
     """The stream's first readable event: its time, and its id for the usage chunk we emit."""
     outcome.first_token_seconds = time.perf_counter() - started
     if isinstance(stream_id, str):
         outcome.stream_id = stream_id
 
 
-def _count_delivered(outcome: Outcome, thought: Any, text: Any) -> None:
+def count_delivered(outcome: Outcome, thought: Any, text: Any) -> None:
     """One choice of a chunk: reasoning text if it has some, else its answer text."""
     if isinstance(thought, str) and thought:
         outcome.delivered_reasoning += 1

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cocoon_platform.billing.cost import estimate_prompt_tokens
+from cocoon_platform.billing import tokenizer
+from cocoon_platform.billing.cost import chat_prompt_tokens, prompt_token_bound
 from cocoon_platform.errors import InvalidRequest, PlatformError, validation_body
 from cocoon_platform.proxy.network_fields import network_body
 from cocoon_platform.tools.offer import SchemaCache, ToolOffer
@@ -79,24 +80,26 @@ class InferenceRequest:
         if model != self.model:
             self.model = self.payload["model"] = model
 
-    def text_for_estimate(self) -> str:
-        """The prompt text, for estimating tokens when the upstream never reported usage."""
-        if self.endpoint == "chat":
-            parts = []
-            for message in self.payload["messages"]:
-                content = message.get("content")
-                if isinstance(content, str):
-                    parts.append(content)
-                elif isinstance(content, list):
-                    parts.extend(p.get("text", "") for p in content if isinstance(p, dict))
-            return "\n".join(parts)
-        prompt = self.payload["prompt"]
-        return prompt if isinstance(prompt, str) else "\n".join(prompt)
-
     def estimate_prompt_tokens(self) -> int:
-        """The prompt's tokens, estimated, for when the upstream never reported them."""
-        messages = len(self.payload["messages"]) if self.endpoint == "chat" else 0
-        return estimate_prompt_tokens(self.text_for_estimate(), messages)
+        """The prompt's tokens for when the upstream never reported them: counted exactly with
+        Qwen's vocabulary for a Qwen model (`billing/tokenizer.py`), else bounded from above by
+        everything forwarded that the network renders (`billing.cost.prompt_token_bound`)."""
+        chat = self.endpoint == "chat"
+        if chat:
+            messages = self.payload["messages"]
+            # After the network filter every content is a string (or null).
+            texts = [m.get("content") or "" for m in messages]
+        else:
+            prompt = self.payload["prompt"]
+            texts = [prompt] if isinstance(prompt, str) else prompt
+        if "qwen" in self.model.lower():
+            counts = [tokenizer.count(text) for text in texts]
+            if all(c is not None for c in counts):
+                exact = [c for c in counts if c is not None]
+                return chat_prompt_tokens(exact) if chat else sum(exact)
+        if chat:
+            return prompt_token_bound(len(orjson.dumps(messages)), True)
+        return prompt_token_bound(sum(len(p.encode()) for p in texts), False)
 
 
 def _int_field(body: dict[str, Any], name: str, minimum: int, maximum: int | None = None) -> int | None:

@@ -4,6 +4,10 @@ Measured on one core, aiohttp's client spent more time per request than the rest
 path together (request and response objects, header multidicts, timers, tracing hooks). This
 client does only what forwarding needs: one write per request, httptools (llhttp) to parse the
 answer, body pieces handed over as they arrive, and a timer only while a read actually waits.
+
+A caller finding every connection in use waits its turn, but only for `wait_timeout` seconds:
+past it the caller gets PoolBusy (nothing was sent), so no request waits unseen in a queue
+without bound while its client sees nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ BUFFER_LOW = 256 * 1024
 
 class ConnectFailed(Exception):
     """No connection could be made: nothing was sent, so another upstream may be tried."""
+
+
+class PoolBusy(Exception):
+    """Every connection stayed in use for the whole wait: nothing was sent."""
 
 
 class ConnectionBroken(Exception):
@@ -174,6 +182,11 @@ def _time_out(waiter: asyncio.Future[None]) -> None:
         waiter.set_exception(TimeoutError("the upstream sent nothing for too long"))
 
 
+def _give_up(waiter: asyncio.Future[_Connection | None]) -> None:
+    if not waiter.done():
+        waiter.set_exception(PoolBusy("no upstream connection came free in time"))
+
+
 class _Connection(asyncio.Protocol):
     """One keep-alive connection; parses whatever arrives into the current response."""
 
@@ -284,10 +297,11 @@ class _Connection(asyncio.Protocol):
 
 class HttpPool:
     """Keep-alive connections to one upstream (`http://` or `https://` base URL), at most
-    `max_connections` at once; callers wait their turn beyond that."""
+    `max_connections` at once; callers wait their turn beyond that, for at most `wait_timeout`
+    seconds. `on_wait` is told how long each caller that had to wait waited (metrics)."""
 
     def __init__(self, base_url: str, max_connections: int, connect_timeout: float, read_timeout: float,
-                 keepalive: float) -> None:
+                 keepalive: float, wait_timeout: float, on_wait: Callable[[float], None] | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -302,11 +316,14 @@ class HttpPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.keepalive = keepalive
+        self.wait_timeout = wait_timeout
+        self.on_wait = on_wait
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
         self._opening = 0
         self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
+        self._waiting = 0  # callers waiting for a connection now
         self._closed = False
 
     @property
@@ -315,6 +332,16 @@ class HttpPool:
             self._loop = asyncio.get_running_loop()
         return self._loop
 
+    @property
+    def in_use(self) -> int:
+        """Connections carrying a request or being opened for one (the idle ones are in `_open` too)."""
+        return len(self._open) + self._opening - len(self._idle)
+
+    @property
+    def waiting(self) -> int:
+        """Callers waiting for a connection to come free."""
+        return self._waiting
+
     def head_bytes(self, path: str, content_type: str, length: int) -> bytes:
         return (f"POST {self.base_path}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
                 f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n").encode("latin-1")
@@ -322,7 +349,8 @@ class HttpPool:
     async def post(self, path: str, body: bytes, content_type: str = "application/json",
                    read_timeout: float | None = None) -> UpstreamResponse:
         """Send a POST and wait for the answer's head. Raises ConnectFailed when no connection
-        could be made (nothing was sent), ConnectionBroken or TimeoutError after that."""
+        could be made and PoolBusy when none came free in time (nothing was sent either way),
+        ConnectionBroken or TimeoutError after that."""
         connection = await self._acquire()
         response = UpstreamResponse(connection, read_timeout or self.read_timeout)
         try:
@@ -347,6 +375,7 @@ class HttpPool:
     # --- connections --------------------------------------------------------------------------
 
     async def _acquire(self) -> _Connection:
+        began: float | None = None  # when this caller first had to wait: one bound for all its waits
         while True:
             if self._closed:
                 raise ConnectFailed("the client is closing")
@@ -360,10 +389,23 @@ class HttpPool:
             if len(self._open) + self._opening < self.max_connections:
                 self._opening += 1
                 return await self._connect()
+            if began is None:
+                began = now
+            left = self.wait_timeout - (now - began)
+            if left <= 0:
+                raise PoolBusy("no upstream connection came free in time")
             waiter: asyncio.Future[_Connection | None] = self.loop.create_future()
             self._waiters.append(waiter)
+            self._waiting += 1
+            timer = self.loop.call_later(left, _give_up, waiter)
             try:
                 handed = await waiter
+            except PoolBusy:
+                try:
+                    self._waiters.remove(waiter)  # don't leave it queued until a connection comes free
+                except ValueError:
+                    pass  # a connection came free meanwhile and passed it by
+                raise
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                     given = waiter.result()
@@ -373,6 +415,11 @@ class HttpPool:
                     else:
                         self.put_back(given)
                 raise
+            finally:
+                timer.cancel()
+                self._waiting -= 1
+                if self.on_wait is not None:
+                    self.on_wait(time.monotonic() - began)
             if handed is None:
                 return await self._connect()  # a slot was kept for this caller
             if handed.usable:

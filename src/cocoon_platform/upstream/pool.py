@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from cocoon_platform.config import Settings
+from cocoon_platform.ops.metrics import UPSTREAM_POOL_WAIT_SECONDS
 from cocoon_platform.upstream.http import ConnectFailed, HttpPool, UpstreamResponse
 
 DOWN_SECONDS = 5.0
@@ -71,6 +72,8 @@ class UpstreamPool:
                     connect_timeout=settings.upstream_connect_timeout,
                     read_timeout=settings.upstream_read_timeout,
                     keepalive=KEEPALIVE_SECONDS,
+                    wait_timeout=settings.upstream_pool_wait_seconds,
+                    on_wait=UPSTREAM_POOL_WAIT_SECONDS.observe,
                 ),
             )
             for url in settings.upstream_urls
@@ -87,9 +90,18 @@ class UpstreamPool:
         """Query parameters for the client's status endpoints (its `http_access_hash`)."""
         return {"access_hash": self.access_hash} if self.access_hash else {}
 
+    @property
+    def connections_in_use(self) -> int:
+        return sum(upstream.http.in_use for upstream in self.upstreams)
+
+    @property
+    def callers_waiting(self) -> int:
+        return sum(upstream.http.waiting for upstream in self.upstreams)
+
     async def post(self, path: str, body: bytes) -> UpstreamResponse:
         """POST a JSON body to the first upstream that accepts the connection; returns once the
-        answer's head has arrived."""
+        answer's head has arrived. PoolBusy (from the upstream tried) when its connections all
+        stayed in use for the whole wait: not moved on, as the others are likely as busy."""
         last: Exception | None = None
         for upstream in self.order():
             try:
