@@ -81,3 +81,14 @@ def test_every_route_refuses_a_body_over_the_limit(client: TestClient) -> None:
         error = body.get("error", body)
         assert "exceeds" in str(error), f"{what}: {body}"
         check_common({k.lower(): v for k, v in answer.headers.items()}, what)
+
+
+def test_count_tokens_refuses_in_anthropics_shape(client: TestClient) -> None:
+    # It sits under /v1/messages: Anthropic's SDK reads only its own error shape there.
+    too_large = client.post("/v1/messages/count_tokens", content=b" " * (LIMIT + 1),
+                            headers={"Content-Type": "application/json"})
+    wrong_method = client.get("/v1/messages/count_tokens")
+    for answer, status, kind in ((too_large, 413, "request_too_large"), (wrong_method, 405, "invalid_request_error")):
+        assert answer.status_code == status
+        body = answer.json()
+        assert body["type"] == "error" and body["error"]["type"] == kind, body

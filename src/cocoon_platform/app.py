@@ -21,6 +21,8 @@ from cocoon_platform.billing.history import router as history_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
 from cocoon_platform.dialects.endpoints import router as dialects_router
+from cocoon_platform.dialects.messages import COUNT_TOKENS_PATH
+from cocoon_platform.dialects.messages import PATH as MESSAGES_PATH
 from cocoon_platform.errors import MethodNotAllowed, PayloadTooLarge, install_handlers
 from cocoon_platform.proxy.asgi import send_error, with_common_headers
 from cocoon_platform.ops.endpoints import router as ops_router
@@ -40,6 +42,9 @@ OpenAI-compatible chat and text completions with per-token billing, prepaid in T
 Authenticate with `Authorization: Bearer ck_...` (from `POST /api/register`)."""
 
 INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH, *DIALECTS))
+# Errors in a dialect's shape: its own path, and count_tokens under Anthropic's /v1/messages.
+ERROR_DIALECTS = {**DIALECTS, COUNT_TOKENS_PATH: DIALECTS[MESSAGES_PATH]}
+POST_ONLY_PATHS = INFERENCE_PATHS | {COUNT_TOKENS_PATH}
 # Headers a browser's script may read from an answer.
 EXPOSED_HEADERS = ["X-Request-Id", "Retry-After", "X-RateLimit-Limit-Requests", "X-RateLimit-Remaining-Requests",
                    "X-RateLimit-Reset-Requests"]
@@ -74,15 +79,15 @@ class PlatformApp:
             await inference(scope, receive, send)
         else:
             request_id = new_request_id()
-            if scope["path"] in INFERENCE_PATHS:
+            if scope["path"] in POST_ONLY_PATHS and scope["method"] != "POST":
                 await send_error(send, MethodNotAllowed(
                     f"{scope['method']} is not allowed on {scope['path']}: send a POST.", headers={"Allow": "POST"}),
-                    request_id, DIALECTS.get(scope["path"]))
+                    request_id, ERROR_DIALECTS.get(scope["path"]))
                 return
             try:
                 receive = await self._bounded(scope, receive)
             except PayloadTooLarge as exc:
-                await send_error(send, exc, request_id)
+                await send_error(send, exc, request_id, ERROR_DIALECTS.get(scope["path"]))
                 return
             await self.api(scope, receive, with_common_headers(send, request_id.encode()))
 
