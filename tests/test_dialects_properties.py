@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from cocoon_platform.dialects.messages import MessagesDialect
 from cocoon_platform.dialects.responses import ResponsesDialect
 from cocoon_platform.errors import UpstreamError
+from cocoon_platform.proxy.request import ValidationFailed
 
 TEXT = st.text(min_size=1, max_size=30)
 NAMES = st.sampled_from(["get_weather", "get_time", "lookup"])
@@ -270,3 +271,10 @@ def test_every_request_id_fits_the_id_columns() -> None:
     for prefix in ("req_", "chatcmpl-", "cmpl-", "resp_", "msg_"):
         request_id = new_request_id(prefix)
         assert request_id.startswith(prefix) and len(request_id) <= 40
+
+
+def test_an_anthropic_validation_error_names_its_field() -> None:
+    # Anthropic's shape has no `param`: the message alone must say which field is wrong.
+    refused = ValidationFailed(["max_tokens"], "Input should be a valid integer", "int_type")
+    error = json.loads(MessagesDialect().error(refused))["error"]
+    assert error["type"] == "invalid_request_error" and "'max_tokens'" in error["message"], error

@@ -41,8 +41,10 @@ STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_
 
 
 def error_body(exc: PlatformError) -> dict[str, Any]:
-    """Anthropic's error shape; the platform's own code, when it has one, rides along."""
-    error: dict[str, Any] = {"type": ERROR_TYPES.get(exc.status, "api_error"), "message": exc.message}
+    """Anthropic's error shape; the platform's own code, when it has one, rides along. The message
+    is the OpenAI body's, which names a 422's field (Anthropic's shape has no `param` for it)."""
+    message = exc.body()["error"]["message"]
+    error: dict[str, Any] = {"type": ERROR_TYPES.get(exc.status, "api_error"), "message": message}
     if exc.code is not None:
         error["code"] = exc.code
     return {"type": "error", "error": error}
