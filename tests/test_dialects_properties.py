@@ -278,3 +278,14 @@ def test_an_anthropic_validation_error_names_its_field() -> None:
     refused = ValidationFailed(["max_tokens"], "Input should be a valid integer", "int_type")
     error = json.loads(MessagesDialect().error(refused))["error"]
     assert error["type"] == "invalid_request_error" and "'max_tokens'" in error["message"], error
+
+
+def test_a_bad_max_output_tokens_is_named_as_the_caller_sent_it() -> None:
+    # The Responses caller never sent `max_tokens`: an error naming it would point nowhere.
+    for value in ("x", 0, 1e30):  # 1e30: what a 31-digit integer decodes to
+        try:
+            ResponsesDialect().translate({"model": "m", "input": "hi", "max_output_tokens": value})
+        except ValidationFailed as refused:
+            assert refused.body()["error"]["param"] == "max_output_tokens", refused.body()
+        else:
+            raise AssertionError(f"max_output_tokens={value!r} was taken")

@@ -28,6 +28,7 @@ import orjson
 
 from cocoon_platform.dialects.chat import Delta, first_choices, function_of, read_message, read_usage, text_of
 from cocoon_platform.errors import InvalidRequest, PlatformError
+from cocoon_platform.proxy.request import _int_field
 
 PATH = "/v1/responses"
 MESSAGE_PARTS = frozenset(("input_text", "output_text", "text", "refusal"))
@@ -78,7 +79,8 @@ class ResponsesRequest:
             if body.get(name) is not None:
                 chat[name] = body[name]
         if body.get("max_output_tokens") is not None:
-            chat["max_tokens"] = body["max_output_tokens"]
+            # Checked here, under the caller's name for it (the chat check would name max_tokens).
+            chat["max_tokens"] = _int_field(body, "max_output_tokens", 1)
         if body.get("tools"):
             chat["tools"] = [_tool(tool, index) for index, tool in enumerate(_list(body["tools"], "tools"))]
         if body.get("tool_choice") is not None:
