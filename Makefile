@@ -26,9 +26,10 @@ lock:
 	$(BIN)/uv pip compile pyproject.toml --extra test --generate-hashes --python-version 3.11 --quiet \
 		$(if $(UPGRADE),--upgrade) -o requirements.lock
 
-# The gates: ruff's lint rules over all Python here, mypy (strict, with the pydantic plugin) over
+# The gates: ruff's format check and lint rules over all Python here, mypy (strict, with the pydantic plugin) over
 # src; both configured in pyproject.toml.
 lint: install
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy
 

@@ -46,38 +46,54 @@ USER = '{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea.
 
 
 def _tools(count: int) -> str:
-    tool = ('{"type":"function","function":{"name":"tool_%d","description":"Look up a fact about the sea.",'
-            '"parameters":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"}},'
-            '"required":["query"]}}}')
+    tool = (
+        '{"type":"function","function":{"name":"tool_%d","description":"Look up a fact about the sea.",'
+        '"parameters":{"type":"object","properties":{"query":{"type":"string"},"limit":{"type":"integer"}},'
+        '"required":["query"]}}}'
+    )
     return "[" + ",".join(tool % i for i in range(count)) + "]"
 
 
 # Each scenario: the path and the body of one request. Scenarios a revision does not serve fail
 # loudly (its answers are not 200), rather than measuring an error path.
 SCENARIOS: dict[str, tuple[str, bytes]] = {
-    "chat": ("/v1/chat/completions",
-             f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"messages":[{SYSTEM},{USER}]}}'.encode()),
-    "stream": ("/v1/chat/completions",
-               f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"stream":true,"messages":[{SYSTEM},{USER}]}}'.encode()),
+    "chat": (
+        "/v1/chat/completions",
+        f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"messages":[{SYSTEM},{USER}]}}'.encode(),
+    ),
+    "stream": (
+        "/v1/chat/completions",
+        f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"stream":true,"messages":[{SYSTEM},{USER}]}}'.encode(),
+    ),
     # The chat request with five tools, answered with a call (read, checked and returned as tool_calls).
-    "tools5": ("/v1/chat/completions",
-               f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"tools":{_tools(5)},"messages":[{SYSTEM},'
-               f'{USER.replace("[[sim:tokens=20]]", "[[sim:tokens=20]] [[sim:calls=1]]")}]}}'.encode()),
-    "responses": ("/v1/responses",
-                  b'{"model":"Qwen/Qwen3-32B","max_output_tokens":64,"instructions":"You are a helpful assistant.",'
-                  b'"input":"[[sim:tokens=20]] Write a haiku about the sea."}'),
-    "messages": ("/v1/messages",
-                 b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"system":"You are a helpful assistant.",'
-                 b'"messages":[{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}'),
+    "tools5": (
+        "/v1/chat/completions",
+        f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"tools":{_tools(5)},"messages":[{SYSTEM},'
+        f"{USER.replace('[[sim:tokens=20]]', '[[sim:tokens=20]] [[sim:calls=1]]')}]}}".encode(),
+    ),
+    "responses": (
+        "/v1/responses",
+        b'{"model":"Qwen/Qwen3-32B","max_output_tokens":64,"instructions":"You are a helpful assistant.",'
+        b'"input":"[[sim:tokens=20]] Write a haiku about the sea."}',
+    ),
+    "messages": (
+        "/v1/messages",
+        b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"system":"You are a helpful assistant.",'
+        b'"messages":[{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}',
+    ),
     # The same answers streamed, each dialect's events translated from the chat chunks.
-    "responses_stream": ("/v1/responses",
-                         b'{"model":"Qwen/Qwen3-32B","max_output_tokens":64,"stream":true,'
-                         b'"instructions":"You are a helpful assistant.",'
-                         b'"input":"[[sim:tokens=20]] Write a haiku about the sea."}'),
-    "messages_stream": ("/v1/messages",
-                        b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"stream":true,'
-                        b'"system":"You are a helpful assistant.","thinking":{"type":"enabled","budget_tokens":32},'
-                        b'"messages":[{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}'),
+    "responses_stream": (
+        "/v1/responses",
+        b'{"model":"Qwen/Qwen3-32B","max_output_tokens":64,"stream":true,'
+        b'"instructions":"You are a helpful assistant.",'
+        b'"input":"[[sim:tokens=20]] Write a haiku about the sea."}',
+    ),
+    "messages_stream": (
+        "/v1/messages",
+        b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"stream":true,'
+        b'"system":"You are a helpful assistant.","thinking":{"type":"enabled","budget_tokens":32},'
+        b'"messages":[{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}',
+    ),
 }
 
 
@@ -110,8 +126,11 @@ def checkout(revision: str, workdir: Path) -> Path:
     if revision == "WORKTREE":
         return ROOT
     path = workdir / f"rev-{revision.replace('/', '_')}"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(path), revision],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(path), revision],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -125,12 +144,26 @@ def measure(revision: str, source: Path, scenario: str, simulator: str, requests
     path, body = SCENARIOS[scenario]
     port = free_port()
     database = workdir / f"cpu-{revision.replace('/', '_')}-{time.monotonic_ns()}.db"
-    env = base_env({"COCOON_DATABASE_URL": f"sqlite+aiosqlite:///{database}", "COCOON_UPSTREAM_URL": simulator,
-                    "COCOON_PORT": str(port), "COCOON_LOG_LEVEL": "warning",
-                    "COCOON_RATE_LIMIT_RPM": "1000000000", "COCOON_RATE_LIMIT_CONCURRENT": "100000",
-                    "PYTHONPATH": str(source / "src")})
-    command = ["taskset", "-c", PLATFORM_CORE, sys.executable, "-c",
-               "import sys; from cocoon_platform.cli import main; sys.exit(main())", "serve"]
+    env = base_env(
+        {
+            "COCOON_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
+            "COCOON_UPSTREAM_URL": simulator,
+            "COCOON_PORT": str(port),
+            "COCOON_LOG_LEVEL": "warning",
+            "COCOON_RATE_LIMIT_RPM": "1000000000",
+            "COCOON_RATE_LIMIT_CONCURRENT": "100000",
+            "PYTHONPATH": str(source / "src"),
+        }
+    )
+    command = [
+        "taskset",
+        "-c",
+        PLATFORM_CORE,
+        sys.executable,
+        "-c",
+        "import sys; from cocoon_platform.cli import main; sys.exit(main())",
+        "serve",
+    ]
     log = (workdir / f"platform-{port}.log").open("wb")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
@@ -162,13 +195,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", required=True, help="the revision before (git rev, or WORKTREE)")
     parser.add_argument("--head", default="WORKTREE", help="the revision after (default: this working tree)")
-    parser.add_argument("--scenario", action="append", choices=sorted(SCENARIOS),
-                        help="repeatable; default chat and stream")
+    parser.add_argument(
+        "--scenario", action="append", choices=sorted(SCENARIOS), help="repeatable; default chat and stream"
+    )
     parser.add_argument("--rounds", type=int, default=5, help="runs per revision and scenario (median)")
     parser.add_argument("--requests", type=int, default=4000, help="about this many answers per run")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--interleave-scenarios", action="store_true",
-                        help="alternate scenarios within each round too (to compare scenarios, e.g. tools5/chat)")
+    parser.add_argument(
+        "--interleave-scenarios",
+        action="store_true",
+        help="alternate scenarios within each round too (to compare scenarios, e.g. tools5/chat)",
+    )
     args = parser.parse_args()
     scenarios = args.scenario or ["chat", "stream"]
     os.sched_setaffinity(0, {int(LOAD_CORE)})  # the load generator (this process) stays off the platform's core
@@ -176,8 +213,12 @@ def main() -> int:
     sources = {rev: checkout(rev, workdir) for rev in (args.base, args.head)}
     sim_port = free_port()
     sim_log = (workdir / "simulator.log").open("wb")
-    simulator = subprocess.Popen(["taskset", "-c", LOAD_CORE, sys.executable, "-m", "cocoon_simulator",
-                                  "--port", str(sim_port)], env=base_env(), stdout=sim_log, stderr=subprocess.STDOUT)
+    simulator = subprocess.Popen(
+        ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)],
+        env=base_env(),
+        stdout=sim_log,
+        stderr=subprocess.STDOUT,
+    )
     rounds: list[Round] = []
     try:
         wait_http(f"http://127.0.0.1:{sim_port}/v1/models", proc=simulator)
@@ -187,31 +228,44 @@ def main() -> int:
             order = [(s, i) for s in scenarios for i in range(args.rounds)]
         for scenario, index in order:
             for rev in (args.base, args.head) if index % 2 == 0 else (args.head, args.base):
-                done = measure(rev, sources[rev], scenario, f"http://127.0.0.1:{sim_port}", args.requests,
-                               workdir)
+                done = measure(rev, sources[rev], scenario, f"http://127.0.0.1:{sim_port}", args.requests, workdir)
                 rounds.append(done)
-                print(f"  {scenario:<10} {rev:<12} {done.cpu_us_per_request:8.1f} us CPU/request  "
-                      f"{done.rate:8.0f} req/s  ({done.answers} answers)", flush=True)
+                print(
+                    f"  {scenario:<10} {rev:<12} {done.cpu_us_per_request:8.1f} us CPU/request  "
+                    f"{done.rate:8.0f} req/s  ({done.answers} answers)",
+                    flush=True,
+                )
     finally:
         simulator.terminate()
         simulator.wait(30)
         for source in sources.values():
             if source != ROOT:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source)],
-                               capture_output=True)
-    report = {"command": " ".join(["python", "bench/cpu.py", *sys.argv[1:]]),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "scenarios": {}}
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source)], capture_output=True
+                )
+    report = {
+        "command": " ".join(["python", "bench/cpu.py", *sys.argv[1:]]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "scenarios": {},
+    }
     print(f"\n| scenario | {args.base} us/req | {args.head} us/req | ratio | {args.base} req/s | {args.head} req/s |")
     print("|---|---|---|---|---|---|")
     for scenario in scenarios:
+
         def median(rev: str, attribute: str, scenario: str = scenario) -> float:
-            return statistics.median(getattr(r, attribute) for r in rounds
-                                     if r.revision == rev and r.scenario == scenario)
+            return statistics.median(
+                getattr(r, attribute) for r in rounds if r.revision == rev and r.scenario == scenario
+            )
 
         base, head = median(args.base, "cpu_us_per_request"), median(args.head, "cpu_us_per_request")
         base_rate, head_rate = median(args.base, "rate"), median(args.head, "rate")
-        report["scenarios"][scenario] = {"base_us": base, "head_us": head, "ratio": head / base,
-                                         "base_rate": base_rate, "head_rate": head_rate}
+        report["scenarios"][scenario] = {
+            "base_us": base,
+            "head_us": head,
+            "ratio": head / base,
+            "base_rate": base_rate,
+            "head_rate": head_rate,
+        }
         print(f"| {scenario} | {base:.1f} | {head:.1f} | {head / base:.3f} | {base_rate:,.0f} | {head_rate:,.0f} |")
     if args.interleave_scenarios and len(scenarios) > 1:
         first = report["scenarios"][scenarios[0]]["head_us"]

@@ -21,8 +21,10 @@ _CHUNKED_END = b"\r\n0\r\n\r\n"
 
 def http_request(host: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> bytes:
     extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
-    return (f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n{extra}"
-            f"content-length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n{extra}"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
 @dataclass
@@ -108,8 +110,9 @@ def _percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-async def drive(host: str, port: int, requests: list[bytes], connections: int, seconds: float,
-                warmup: float = 1.0) -> Result:
+async def drive(
+    host: str, port: int, requests: list[bytes], connections: int, seconds: float, warmup: float = 1.0
+) -> Result:
     """Keep `connections` requests in flight for `seconds` (after a warm-up); each connection
     cycles through `requests` from its own offset."""
     loop = asyncio.get_running_loop()

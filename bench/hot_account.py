@@ -51,13 +51,20 @@ def main() -> int:
     bench = Bench(args.seconds, workdir)
     pin_postgres(LOAD_CORE)
     sim_port, port = free_port(), free_port()
-    sim = start(pinned(LOAD_CORE, [sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)]),
-                base_env(), workdir / "simulator.log", f"http://127.0.0.1:{sim_port}/v1/models")
+    sim = start(
+        pinned(LOAD_CORE, [sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)]),
+        base_env(),
+        workdir / "simulator.log",
+        f"http://127.0.0.1:{sim_port}/v1/models",
+    )
     database_url = create_pg_database()
     try:
-        platform = start(pinned(PLATFORM_CORE, [str(BIN / "cocoon-platform"), "serve"]),
-                         platform_env(database_url, f"http://127.0.0.1:{sim_port}", port), workdir / "platform.log",
-                         f"http://127.0.0.1:{port}/health")
+        platform = start(
+            pinned(PLATFORM_CORE, [str(BIN / "cocoon-platform"), "serve"]),
+            platform_env(database_url, f"http://127.0.0.1:{sim_port}", port),
+            workdir / "platform.log",
+            f"http://127.0.0.1:{port}/health",
+        )
         try:
             keys = register_accounts(f"http://127.0.0.1:{port}", database_url, ACCOUNTS)
             print("stalls:", machine_stalls(), flush=True)
@@ -74,13 +81,25 @@ def main() -> int:
         stop(sim)
         drop_pg_database(database_url)
     ratio = statistics.median(p99["one account"]) / statistics.median(p99["many accounts"])
-    print(f"p99 one account / many accounts (medians of {args.rounds} alternated rounds): {ratio:.2f}x "
-          f"({'met' if ratio <= 3 else 'NOT met'}: target <= 3x); books: {'ok' if checks['ok'] else checks}")
+    print(
+        f"p99 one account / many accounts (medians of {args.rounds} alternated rounds): {ratio:.2f}x "
+        f"({'met' if ratio <= 3 else 'NOT met'}: target <= 3x); books: {'ok' if checks['ok'] else checks}"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"hot-account-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"p99_ms": p99, "ratio": ratio, "checks": checks, "args": vars(args),
-                                "points": [p.__dict__ for p in bench.points]}, indent=1))
+    path.write_text(
+        json.dumps(
+            {
+                "p99_ms": p99,
+                "ratio": ratio,
+                "checks": checks,
+                "args": vars(args),
+                "points": [p.__dict__ for p in bench.points],
+            },
+            indent=1,
+        )
+    )
     print("written", path)
     return 0 if checks["ok"] else 1
 

@@ -60,11 +60,21 @@ class Client:
         async def send(message: dict[str, Any]) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
-                 "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                             *headers],
-                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000), "state": self.state.copy()}
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "POST",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *headers],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+            "state": self.state.copy(),
+        }
         await self.app(scope, receive, send)
         return sent
 
@@ -75,8 +85,9 @@ async def lifespan(app: Any, startup: bool, queue: asyncio.Queue[dict[str, Any]]
     assert message["type"].endswith(".complete"), message
 
 
-async def drive(client: Client, keys: list[str], body: bytes, requests: int, concurrency: int,
-                path: str = CHAT) -> None:
+async def drive(
+    client: Client, keys: list[str], body: bytes, requests: int, concurrency: int, path: str = CHAT
+) -> None:
     started = 0
 
     async def worker() -> None:
@@ -90,8 +101,9 @@ async def drive(client: Client, keys: list[str], body: bytes, requests: int, con
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def timed(client: Client, keys: list[str], body: bytes, requests: int, concurrency: int,
-                path: str = CHAT) -> tuple[float, float]:
+async def timed(
+    client: Client, keys: list[str], body: bytes, requests: int, concurrency: int, path: str = CHAT
+) -> tuple[float, float]:
     """(requests/s, µs of CPU per request) over one run."""
     wall, cpu = time.perf_counter(), time.process_time()
     await drive(client, keys, body, requests, concurrency, path)
@@ -99,8 +111,9 @@ async def timed(client: Client, keys: list[str], body: bytes, requests: int, con
     return requests / wall, cpu / requests * 1e6
 
 
-async def compare(client: Client, keys: list[str], requests: int, concurrency: int, rounds: int,
-                  names: list[str]) -> None:
+async def compare(
+    client: Client, keys: list[str], requests: int, concurrency: int, rounds: int, names: list[str]
+) -> None:
     """bench/cpu.py's scenarios against the first, alternated (A B C, C B A, ...), medians."""
     from cpu import SCENARIOS
 
@@ -108,26 +121,33 @@ async def compare(client: Client, keys: list[str], requests: int, concurrency: i
         await drive(client, keys, SCENARIOS[name][1], requests // 4, concurrency, SCENARIOS[name][0])  # warm-up
     cpu: dict[str, list[float]] = {name: [] for name in names}
     for index in range(rounds):
-        for name in (names if index % 2 == 0 else names[::-1]):
+        for name in names if index % 2 == 0 else names[::-1]:
             path, body = SCENARIOS[name]
             rate, used = await timed(client, keys, body, requests, concurrency, path)
             cpu[name].append(used)
             print(f"{name:<16} c{concurrency}: {rate:7.0f} requests/s, {used:6.1f} us of CPU per request", flush=True)
     first = statistics.median(cpu[names[0]])
-    print("medians: " + ", ".join(f"{name} {statistics.median(cpu[name]):.1f} us "
-                                  f"({statistics.median(cpu[name]) / first:.3f})" for name in names))
+    print(
+        "medians: "
+        + ", ".join(
+            f"{name} {statistics.median(cpu[name]):.1f} us ({statistics.median(cpu[name]) / first:.3f})"
+            for name in names
+        )
+    )
 
 
-async def measure(database_url: str, requests: int, concurrency: int, rounds: int = 0,
-                  names: tuple[str, ...] = ()) -> None:
+async def measure(
+    database_url: str, requests: int, concurrency: int, rounds: int = 0, names: tuple[str, ...] = ()
+) -> None:
     from cocoon_platform.app import create_app
 
     app = create_app()
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     done: asyncio.Queue[Any] = asyncio.Queue()
     state: dict[str, Any] = {}
-    running = asyncio.create_task(app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}, queue.get,
-                                      done.put))
+    running = asyncio.create_task(
+        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}, queue.get, done.put)
+    )
     await lifespan(app, True, queue, done)
     client = Client(app, state)
     keys = []
@@ -138,13 +158,16 @@ async def measure(database_url: str, requests: int, concurrency: int, rounds: in
         await asyncio.to_thread(fund, database_url, key, 10_000 * 10**9)
     if rounds:
         await compare(client, keys, requests, concurrency, rounds, list(names))
-    for label, body in (() if rounds else (("chat", BODY), ("stream 20 chunks", STREAM_BODY))):
+    for label, body in () if rounds else (("chat", BODY), ("stream 20 chunks", STREAM_BODY)):
         await drive(client, keys, body, requests // 4, concurrency)  # warm-up
         wall, cpu = time.perf_counter(), time.process_time()
         await drive(client, keys, body, requests, concurrency)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        print(f"{label:<17} c{concurrency}: {requests / wall:7.0f} requests/s, {cpu / requests * 1e6:6.1f} us of CPU "
-              f"per request", flush=True)
+        print(
+            f"{label:<17} c{concurrency}: {requests / wall:7.0f} requests/s, {cpu / requests * 1e6:6.1f} us of CPU "
+            f"per request",
+            flush=True,
+        )
     await lifespan(app, False, queue, done)
     await running
 
@@ -154,23 +177,34 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--tools-rounds", type=int, default=0, help="compare chat with and without five tools")
-    parser.add_argument("--compare", default="", help="bench/cpu.py scenarios to compare with the first, "
-                                                      "comma-separated (e.g. stream,responses_stream,messages_stream)")
+    parser.add_argument(
+        "--compare",
+        default="",
+        help="bench/cpu.py scenarios to compare with the first, "
+        "comma-separated (e.g. stream,responses_stream,messages_stream)",
+    )
     parser.add_argument("--rounds", type=int, default=6, help="rounds of --compare")
     args = parser.parse_args()
     names = tuple(args.compare.split(",")) if args.compare else ("chat", "tools5") if args.tools_rounds else ()
     rounds = args.tools_rounds or (args.rounds if names else 0)
     with tempfile.TemporaryDirectory() as directory:
         port = free_port()
-        simulator = subprocess.Popen(["taskset", "-c", "1", sys.executable, "-m", "cocoon_simulator",
-                                      "--port", str(port)], env=base_env(), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.STDOUT)
+        simulator = subprocess.Popen(
+            ["taskset", "-c", "1", sys.executable, "-m", "cocoon_simulator", "--port", str(port)],
+            env=base_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+        )
         try:
             wait_http(f"http://127.0.0.1:{port}/v1/models", proc=simulator)
             database_url = f"sqlite+aiosqlite:///{directory}/bench.db"
             env = platform_env(database_url, f"http://127.0.0.1:{port}", 8000)
-            subprocess.run([str(Path(sys.executable).parent / "cocoon-platform"), "migrate"], env=env, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [str(Path(sys.executable).parent / "cocoon-platform"), "migrate"],
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             os.environ.update(env)
             os.sched_setaffinity(0, {0})
             uvloop.run(measure(database_url, args.requests, args.concurrency, rounds, names))

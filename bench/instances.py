@@ -52,16 +52,26 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="cocoon-instances-"))
     sim_port = free_port()
-    sim = start([sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)], base_env(),
-                workdir / "simulator.log", f"http://127.0.0.1:{sim_port}/v1/models")
+    sim = start(
+        [sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)],
+        base_env(),
+        workdir / "simulator.log",
+        f"http://127.0.0.1:{sim_port}/v1/models",
+    )
     database_url = create_pg_database()
     ports = [free_port(), free_port()]
     instances = []
     try:
         for core, port in enumerate(ports):
             env = {**platform_env(database_url, f"http://127.0.0.1:{sim_port}", port), "COCOON_REDIS_URL": REDIS_URL}
-            instances.append(start(pinned(str(core), [str(BIN / "cocoon-platform"), "serve"]), env,
-                                   workdir / f"platform-{port}.log", f"http://127.0.0.1:{port}/health"))
+            instances.append(
+                start(
+                    pinned(str(core), [str(BIN / "cocoon-platform"), "serve"]),
+                    env,
+                    workdir / f"platform-{port}.log",
+                    f"http://127.0.0.1:{port}/health",
+                )
+            )
         keys = register_accounts(f"http://127.0.0.1:{ports[0]}", database_url, ACCOUNTS)
         script = wrk_script(keys, BODY, workdir)
         stalls = machine_stalls()
@@ -74,13 +84,19 @@ def main() -> int:
             totals["one instance"].append(one.rate)
             p99["one instance"].append(one.p99_ms)
             with ThreadPoolExecutor(2) as pool:
-                halves = list(pool.map(lambda port: wrk_point(f"http://127.0.0.1:{port}{CHAT}", script, half,
-                                                              args.seconds), ports))
+                halves = list(
+                    pool.map(
+                        lambda port: wrk_point(f"http://127.0.0.1:{port}{CHAT}", script, half, args.seconds), ports
+                    )
+                )
             rates = [result.rate for result in halves]
             totals["two instances"].append(sum(rates))
             p99["two instances"].append(max(result.p99_ms for result in halves))
-            print(f"  one instance {one.rate:8.0f}/s (p99 {one.p99_ms:.1f} ms);  two instances "
-                  f"{sum(rates):8.0f}/s (p99 {p99['two instances'][-1]:.1f} ms)", flush=True)
+            print(
+                f"  one instance {one.rate:8.0f}/s (p99 {one.p99_ms:.1f} ms);  two instances "
+                f"{sum(rates):8.0f}/s (p99 {p99['two instances'][-1]:.1f} ms)",
+                flush=True,
+            )
         time.sleep(1)
         served = sum(answers_sent(f"http://127.0.0.1:{port}") for port in ports)
         checks = verify(database_url, served)
@@ -91,13 +107,19 @@ def main() -> int:
         drop_pg_database(database_url)
     medians = {name: statistics.median(values) for name, values in totals.items()}
     ratio = medians["two instances"] / medians["one instance"]
-    print(f"medians: one {medians['one instance']:.0f}/s, two {medians['two instances']:.0f}/s "
-          f"({ratio:.2f}x); books: {'ok' if checks['ok'] else checks}")
+    print(
+        f"medians: one {medians['one instance']:.0f}/s, two {medians['two instances']:.0f}/s "
+        f"({ratio:.2f}x); books: {'ok' if checks['ok'] else checks}"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"instances-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps({"totals": totals, "p99_ms": p99, "ratio": ratio, "stalls": stalls,
-                                "checks": checks, "args": vars(args)}, indent=1))
+    path.write_text(
+        json.dumps(
+            {"totals": totals, "p99_ms": p99, "ratio": ratio, "stalls": stalls, "checks": checks, "args": vars(args)},
+            indent=1,
+        )
+    )
     print("written", path)
     return 0 if checks["ok"] else 1
 

@@ -48,15 +48,33 @@ def codecs() -> dict[str, Codec]:
 
 
 def documents() -> tuple[bytes, bytes, list[bytes]]:
-    answer = Answer(id="chatcmpl-bench", created=int(time.time()), chat=True, model="Qwen/Qwen3-32B",
-                    words=ENGLISH_WORDS, offset=7, prompt_tokens=40, cached_tokens=0, completion_tokens=20,
-                    reasoning_tokens=5, finish_reason="stop", prompt_cost=1600, completion_cost=3200)
+    answer = Answer(
+        id="chatcmpl-bench",
+        created=int(time.time()),
+        chat=True,
+        model="Qwen/Qwen3-32B",
+        words=ENGLISH_WORDS,
+        offset=7,
+        prompt_tokens=40,
+        cached_tokens=0,
+        completion_tokens=20,
+        reasoning_tokens=5,
+        finish_reason="stop",
+        prompt_cost=1600,
+        completion_cost=3200,
+    )
     events = [event[6:] for event in stream_body(20).split(b"\n\n") if event.startswith(b"data: {")]
     return BODY, response_body(answer), events
 
 
-def per_request(loads: Callable[[bytes], Any], dumps: Callable[[Any], bytes], request: bytes, answer: bytes,
-                events: list[bytes], rounds: int) -> tuple[float, float]:
+def per_request(
+    loads: Callable[[bytes], Any],
+    dumps: Callable[[Any], bytes],
+    request: bytes,
+    answer: bytes,
+    events: list[bytes],
+    rounds: int,
+) -> tuple[float, float]:
     """Microseconds per plain request and per stream (best of three)."""
     plain, stream = [], []
     for _ in range(3):

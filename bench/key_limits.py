@@ -57,8 +57,7 @@ async def one_round(database_url: str, limited: bool, concurrency: int, requests
             request_id = new_request_id()
             held = await store.reserve(key, 200_000_000, 0, 0, request_id, 600, **extra)
             assert held is not None, "refused: the bench accounts are funded far beyond the run"
-            await store.settle(Settlement(held, 123_456, request_id, MODEL, "chat", 40, 0, 20, 5, "ok", 200,
-                                          False, 3))
+            await store.settle(Settlement(held, 123_456, request_id, MODEL, "chat", 40, 0, 20, 5, "ok", 200, False, 3))
 
     await asyncio.gather(*(worker(n) for n in range(concurrency)))  # warm-up: connections, statements
     cpu, wall = time.process_time(), time.perf_counter()
@@ -73,8 +72,12 @@ async def one_round(database_url: str, limited: bool, concurrency: int, requests
 def prepare(source: Path, database_url: str, limited: bool) -> None:
     """Migrate with the revision's own code and add 16 funded accounts with a key each."""
     env = dict(os.environ, COCOON_DATABASE_URL=database_url, PYTHONPATH=str(source / "src"))
-    subprocess.run([sys.executable, "-c", "import sys; from cocoon_platform.cli import main; sys.exit(main())",
-                    "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-c", "import sys; from cocoon_platform.cli import main; sys.exit(main())", "migrate"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     asyncio.run(_add_accounts(database_url, limited))
 
 
@@ -85,11 +88,22 @@ async def _add_accounts(database_url: str, limited: bool) -> None:
     engine = create_async_engine(database_url)
     async with engine.begin() as db:
         for i in range(ACCOUNTS):
-            account = (await db.execute(text("INSERT INTO accounts (deposit_code, balance_nanoton, reserved_nanoton, "
-                                             "created_at) VALUES (:c, :b, 0, CURRENT_TIMESTAMP) RETURNING id"),
-                                        {"c": f"BENCH{i:03d}", "b": 10**16})).scalar_one()
-            await db.execute(text("INSERT INTO api_keys (account_id, key_hash, prefix, created_at) "
-                                  "VALUES (:a, :h, 'ck_bench', CURRENT_TIMESTAMP)"), {"a": account, "h": key_hash(i)})
+            account = (
+                await db.execute(
+                    text(
+                        "INSERT INTO accounts (deposit_code, balance_nanoton, reserved_nanoton, "
+                        "created_at) VALUES (:c, :b, 0, CURRENT_TIMESTAMP) RETURNING id"
+                    ),
+                    {"c": f"BENCH{i:03d}", "b": 10**16},
+                )
+            ).scalar_one()
+            await db.execute(
+                text(
+                    "INSERT INTO api_keys (account_id, key_hash, prefix, created_at) "
+                    "VALUES (:a, :h, 'ck_bench', CURRENT_TIMESTAMP)"
+                ),
+                {"a": account, "h": key_hash(i)},
+            )
         if limited:
             await db.execute(text("UPDATE api_keys SET credit_limit_nanoton = :limit"), {"limit": 10**17})
     await engine.dispose()
@@ -119,8 +133,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         base = workdir / "base"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(base), args.base],
-                       check=True, capture_output=True)
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force", str(base), args.base],
+            check=True,
+            capture_output=True,
+        )
         try:
             variants = {"base": (base, False), "unlimited": (ROOT, False), "limited": (ROOT, True)}
             urls = {}
@@ -133,9 +150,19 @@ def main() -> int:
                     for name, (source, limited) in variants.items():
                         env = dict(os.environ, PYTHONPATH=str(source / "src"))
                         out = subprocess.run(
-                            [sys.executable, __file__, "--base", args.base, "--child",
-                             json.dumps([urls[name], limited, concurrency, args.requests])],
-                            env=env, check=True, capture_output=True, text=True).stdout
+                            [
+                                sys.executable,
+                                __file__,
+                                "--base",
+                                args.base,
+                                "--child",
+                                json.dumps([urls[name], limited, concurrency, args.requests]),
+                            ],
+                            env=env,
+                            check=True,
+                            capture_output=True,
+                            text=True,
+                        ).stdout
                         results.setdefault((name, concurrency), []).append(json.loads(out.splitlines()[-1]))
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(base)], capture_output=True)
@@ -146,8 +173,10 @@ def main() -> int:
         for name in variants:
             wall = statistics.median(r["wall_us"] for r in results[(name, concurrency)])
             cpu = statistics.median(r["cpu_us"] for r in results[(name, concurrency)])
-            print(f"  c{concurrency:<2} {name:<9} {wall:8.1f} us/request wall ({wall / base_wall:5.2f}x)  "
-                  f"{cpu:8.1f} us/request CPU ({cpu / base_cpu:5.2f}x)")
+            print(
+                f"  c{concurrency:<2} {name:<9} {wall:8.1f} us/request wall ({wall / base_wall:5.2f}x)  "
+                f"{cpu:8.1f} us/request CPU ({cpu / base_cpu:5.2f}x)"
+            )
     return 0
 
 

@@ -34,8 +34,13 @@ def build(upstream: str, connections: int = 256) -> Any:
                 break
         assert session is not None
         async with session.post(scope["path"], data=body, headers={"Content-Type": "application/json"}) as response:
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": [(b"content-type", response.headers.get("Content-Type", "").encode())]})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status,
+                    "headers": [(b"content-type", response.headers.get("Content-Type", "").encode())],
+                }
+            )
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b""})
@@ -49,8 +54,15 @@ def main() -> None:
     parser.add_argument("--upstream", default="http://127.0.0.1:10000")
     parser.add_argument("--connections", type=int, default=256, help="upstream connections (0: no limit)")
     args = parser.parse_args()
-    uvicorn.run(build(args.upstream, args.connections), host="127.0.0.1", port=args.port, loop="uvloop", http="httptools",
-                access_log=False, log_level="warning")
+    uvicorn.run(
+        build(args.upstream, args.connections),
+        host="127.0.0.1",
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
 
 
 if __name__ == "__main__":

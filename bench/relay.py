@@ -36,9 +36,21 @@ class BufferedResponse:
 
 
 def stream_body(chunks: int) -> bytes:
-    answer = Answer(id="chatcmpl-bench", created=int(time.time()), chat=True, model="Qwen/Qwen3-32B",
-                    words=ENGLISH_WORDS, offset=7, prompt_tokens=40, cached_tokens=0, completion_tokens=chunks,
-                    reasoning_tokens=chunks // 4, finish_reason="stop", prompt_cost=1600, completion_cost=3200)
+    answer = Answer(
+        id="chatcmpl-bench",
+        created=int(time.time()),
+        chat=True,
+        model="Qwen/Qwen3-32B",
+        words=ENGLISH_WORDS,
+        offset=7,
+        prompt_tokens=40,
+        cached_tokens=0,
+        completion_tokens=chunks,
+        reasoning_tokens=chunks // 4,
+        finish_reason="stop",
+        prompt_cost=1600,
+        completion_cost=3200,
+    )
     return b"".join(token_events(answer, bare=False)) + final_events(answer, bare=False)
 
 
@@ -55,8 +67,14 @@ async def measure(body: bytes, rounds: int) -> float:
     started = time.perf_counter()
     for _ in range(rounds):
         outcome = Outcome()
-        await relay(BufferedResponse(body), send, outcome, time.perf_counter(), watch_client,
-                    openai_frame(outcome, "chatcmpl-bench"))  # type: ignore[arg-type]
+        await relay(
+            BufferedResponse(body),
+            send,
+            outcome,
+            time.perf_counter(),
+            watch_client,
+            openai_frame(outcome, "chatcmpl-bench"),
+        )  # type: ignore[arg-type]
         assert outcome.usage is not None and outcome.error is None
     elapsed = time.perf_counter() - started
     assert written > 0
@@ -70,8 +88,10 @@ def main() -> None:
     args = parser.parse_args()
     body = stream_body(args.chunks)
     results = [asyncio.run(measure(body, args.rounds)) for _ in range(3)]
-    print(f"relay of a {args.chunks}-chunk stream ({len(body)} bytes): best {min(results):.1f} us, "
-          f"runs {', '.join(f'{r:.1f}' for r in results)} us per stream")
+    print(
+        f"relay of a {args.chunks}-chunk stream ({len(body)} bytes): best {min(results):.1f} us, "
+        f"runs {', '.join(f'{r:.1f}' for r in results)} us per stream"
+    )
 
 
 if __name__ == "__main__":

@@ -48,9 +48,11 @@ from support import (  # noqa: E402
 PLATFORM_CORE, LOAD_CORE = "0", "1"
 BIN = Path(sys.executable).parent
 CHAT = "/v1/chat/completions"
-BODY = (b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"messages":['
-        b'{"role":"system","content":"You are a helpful assistant."},'
-        b'{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}')
+BODY = (
+    b'{"model":"Qwen/Qwen3-32B","max_tokens":64,"messages":['
+    b'{"role":"system","content":"You are a helpful assistant."},'
+    b'{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}]}'
+)
 STREAM_BODY = BODY[:-1] + b',"stream":true}'
 ACCOUNTS = 64
 
@@ -73,8 +75,9 @@ def pinned(core: str, args: list[str]) -> list[str]:
     return ["taskset", "-c", core, *args]
 
 
-def start(args: list[str], env: dict[str, str], log: Path, ready_url: str,
-          timeout: float = 30.0) -> subprocess.Popen[bytes]:
+def start(
+    args: list[str], env: dict[str, str], log: Path, ready_url: str, timeout: float = 30.0
+) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(args, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_http(ready_url, proc=proc, timeout=timeout)
     return proc
@@ -118,7 +121,9 @@ def wrk_point(url: str, script: Path, connections: int, seconds: float) -> Resul
     """Non-streaming load with wrk."""
     out = subprocess.run(
         pinned(LOAD_CORE, ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script), url]),
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
     def number(pattern: str) -> float:
@@ -133,22 +138,34 @@ def wrk_point(url: str, script: Path, connections: int, seconds: float) -> Resul
 
     total = int(number(r"(\d+) requests in"))
     failures = int(number(r"Non-2xx or 3xx responses: (\d+)"))
-    return Result(rate=number(r"Requests/sec:\s+([\d.]+)"), answers=total, failures=failures,
-                  p50_ms=millis("50%"), p99_ms=millis("99%"), first_byte_p50_ms=None)
+    return Result(
+        rate=number(r"Requests/sec:\s+([\d.]+)"),
+        answers=total,
+        failures=failures,
+        p50_ms=millis("50%"),
+        p99_ms=millis("99%"),
+        first_byte_p50_ms=None,
+    )
 
 
 def driver_point(port: int, keys: list[str], body: bytes, connections: int, seconds: float) -> Result:
-    requests = [http_request("127.0.0.1", CHAT, body, {"Authorization": f"Bearer {k}"}) for k in keys] if keys else [
-        http_request("127.0.0.1", CHAT, body)]
-    code = (f"import asyncio, json, sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); from driver import drive; "
-            f"import pickle; reqs = pickle.loads(sys.stdin.buffer.read()); "
-            f"r = asyncio.run(drive('127.0.0.1', {port}, reqs, {connections}, {seconds})); "
-            f"print(json.dumps(r.__dict__))")
+    requests = (
+        [http_request("127.0.0.1", CHAT, body, {"Authorization": f"Bearer {k}"}) for k in keys]
+        if keys
+        else [http_request("127.0.0.1", CHAT, body)]
+    )
+    code = (
+        f"import asyncio, json, sys; sys.path.insert(0, {str(ROOT / 'bench')!r}); from driver import drive; "
+        f"import pickle; reqs = pickle.loads(sys.stdin.buffer.read()); "
+        f"r = asyncio.run(drive('127.0.0.1', {port}, reqs, {connections}, {seconds})); "
+        f"print(json.dumps(r.__dict__))"
+    )
     import pickle
 
     # The driver runs in its own process on the load core, never inside the measured one.
-    out = subprocess.run(pinned(LOAD_CORE, [sys.executable, "-c", code]), input=pickle.dumps(requests),
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        pinned(LOAD_CORE, [sys.executable, "-c", code]), input=pickle.dumps(requests), capture_output=True, check=True
+    ).stdout
     return Result(**json.loads(out))
 
 
@@ -160,8 +177,9 @@ class Bench:
         self.use_wrk = shutil.which("wrk") is not None
         self.scripts: list[Path] = []  # wrk scripts of the platform's many-account load, for the soak
 
-    def measure(self, target: str, scenario: str, port: int, keys: list[str], connections: int,
-                stream: bool = False) -> Result:
+    def measure(
+        self, target: str, scenario: str, port: int, keys: list[str], connections: int, stream: bool = False
+    ) -> Result:
         body = STREAM_BODY if stream else BODY
         if self.use_wrk:
             script = wrk_script(keys, body, self.workdir)
@@ -174,32 +192,52 @@ class Bench:
                 # Its rate is not the one reported: in Python, sharing the load core with the
                 # simulator, it caps the direct streams well below what wrk reaches.
                 timing = driver_point(port, keys, body, connections, min(self.seconds, 5.0))
-                result = replace(result, answers=result.answers + timing.answers,
-                                 failures=result.failures + timing.failures,
-                                 first_byte_p50_ms=timing.first_byte_p50_ms)
+                result = replace(
+                    result,
+                    answers=result.answers + timing.answers,
+                    failures=result.failures + timing.failures,
+                    first_byte_p50_ms=timing.first_byte_p50_ms,
+                )
                 generator = "wrk; first event: bench/driver.py"
         else:
             result = driver_point(port, keys, body, connections, self.seconds)
             generator = "bench/driver.py"
-        self.points.append(Point(target, scenario, connections, result.rate, result.p50_ms, result.p99_ms,
-                                 result.first_byte_p50_ms, result.answers, result.failures, generator))
-        print(f"  {target:<22} {scenario:<18} c{connections:<3} {result.rate:9.0f}/s  p50 {result.p50_ms:7.2f} ms  "
-              f"p99 {result.p99_ms:7.2f} ms" + (f"  first event {result.first_byte_p50_ms:.2f} ms"
-                                                if result.first_byte_p50_ms else "")
-              + (f"  failures {result.failures}" if result.failures else ""), flush=True)
+        self.points.append(
+            Point(
+                target,
+                scenario,
+                connections,
+                result.rate,
+                result.p50_ms,
+                result.p99_ms,
+                result.first_byte_p50_ms,
+                result.answers,
+                result.failures,
+                generator,
+            )
+        )
+        print(
+            f"  {target:<22} {scenario:<18} c{connections:<3} {result.rate:9.0f}/s  p50 {result.p50_ms:7.2f} ms  "
+            f"p99 {result.p99_ms:7.2f} ms"
+            + (f"  first event {result.first_byte_p50_ms:.2f} ms" if result.first_byte_p50_ms else "")
+            + (f"  failures {result.failures}" if result.failures else ""),
+            flush=True,
+        )
         return result
 
 
 def platform_env(database_url: str, upstream: str, port: int) -> dict[str, str]:
-    env = base_env({
-        "COCOON_DATABASE_URL": database_url,
-        "COCOON_UPSTREAM_URL": upstream,
-        "COCOON_PORT": str(port),
-        "COCOON_LOG_LEVEL": "warning",
-        # Limits on, as in production, but far above the load: their counting is part of each request.
-        "COCOON_RATE_LIMIT_RPM": "1000000000",
-        "COCOON_RATE_LIMIT_CONCURRENT": "100000",
-    })
+    env = base_env(
+        {
+            "COCOON_DATABASE_URL": database_url,
+            "COCOON_UPSTREAM_URL": upstream,
+            "COCOON_PORT": str(port),
+            "COCOON_LOG_LEVEL": "warning",
+            # Limits on, as in production, but far above the load: their counting is part of each request.
+            "COCOON_RATE_LIMIT_RPM": "1000000000",
+            "COCOON_RATE_LIMIT_CONCURRENT": "100000",
+        }
+    )
     return env
 
 
@@ -216,23 +254,38 @@ def register_accounts(url: str, database_url: str, count: int) -> list[str]:
 def answers_sent(url: str) -> int:
     """200 answers the platform sent, from its own metrics (the client misses warm-up and in-flight ones)."""
     page = httpx.get(url + "/metrics", timeout=10).text
-    return int(sum(float(line.rpartition(" ")[2]) for line in page.splitlines()
-                   if line.startswith("cocoon_requests_total{") and 'status="200"' in line))
+    return int(
+        sum(
+            float(line.rpartition(" ")[2])
+            for line in page.splitlines()
+            if line.startswith("cocoon_requests_total{") and 'status="200"' in line
+        )
+    )
 
 
 def verify(database_url: str, served: int) -> dict[str, Any]:
     """Every answer sent has exactly one charge; the books reconcile."""
     charges = int(db_rows(database_url, "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'usage'")[0][0])  # type: ignore[call-overload]
     usage_ok = int(db_rows(database_url, "SELECT COUNT(*) FROM usage_records WHERE status = 'ok'")[0][0])  # type: ignore[call-overload]
-    unmatched = db_rows(database_url, """SELECT COUNT(*) FROM usage_records u WHERE u.status = 'ok' AND NOT EXISTS
-        (SELECT 1 FROM ledger_entries l WHERE l.reference = 'usage:' || u.request_id)""")[0][0]
+    unmatched = db_rows(
+        database_url,
+        """SELECT COUNT(*) FROM usage_records u WHERE u.status = 'ok' AND NOT EXISTS
+        (SELECT 1 FROM ledger_entries l WHERE l.reference = 'usage:' || u.request_id)""",
+    )[0][0]
     env = base_env({"COCOON_DATABASE_URL": database_url})
-    reconcile = subprocess.run([str(BIN / "cocoon-platform"), "admin", "reconcile"], env=env, capture_output=True,
-                               text=True)
+    reconcile = subprocess.run(
+        [str(BIN / "cocoon-platform"), "admin", "reconcile"], env=env, capture_output=True, text=True
+    )
     ok = charges == usage_ok == served and unmatched == 0 and reconcile.returncode == 0
-    return {"answers_served": served, "charges_written": charges, "usage_records_ok": usage_ok,
-            "records_without_charge": unmatched, "reconcile_clean": reconcile.returncode == 0, "ok": ok,
-            "reconcile_output": (reconcile.stdout + reconcile.stderr).strip()[-400:]}
+    return {
+        "answers_served": served,
+        "charges_written": charges,
+        "usage_records_ok": usage_ok,
+        "records_without_charge": unmatched,
+        "reconcile_clean": reconcile.returncode == 0,
+        "ok": ok,
+        "reconcile_output": (reconcile.stdout + reconcile.stderr).strip()[-400:],
+    }
 
 
 def rss_kib(pid: int) -> int:
@@ -262,16 +315,27 @@ def soak(port: int, pid: int, script: Path, seconds: float, workdir: Path) -> di
     match = re.search(r"(\d+) requests in", text)
     requests = int(match.group(1)) if match else 0
     first, last = samples[0][1], samples[-1][1]
-    return {"seconds": seconds, "requests": requests, "rss_kib_after_warmup": first, "rss_kib_at_end": last,
-            "change_pct": round(100 * (last - first) / first, 1), "samples": samples,
-            "flat": requests > 0 and abs(last - first) <= first * 0.10, "load_output": text[-300:]}
+    return {
+        "seconds": seconds,
+        "requests": requests,
+        "rss_kib_after_warmup": first,
+        "rss_kib_at_end": last,
+        "change_pct": round(100 * (last - first) / first, 1),
+        "samples": samples,
+        "flat": requests > 0 and abs(last - first) <= first * 0.10,
+        "load_output": text[-300:],
+    }
 
 
 def run_platform(bench: Bench, backend: str, database_url: str, upstream: str, soak_seconds: float) -> dict[str, Any]:
     port = free_port()
     env = platform_env(database_url, upstream, port)
-    proc = start(pinned(PLATFORM_CORE, [str(BIN / "cocoon-platform"), "serve"]), env,
-                 bench.workdir / f"platform-{backend}.log", f"http://127.0.0.1:{port}/health")
+    proc = start(
+        pinned(PLATFORM_CORE, [str(BIN / "cocoon-platform"), "serve"]),
+        env,
+        bench.workdir / f"platform-{backend}.log",
+        f"http://127.0.0.1:{port}/health",
+    )
     counted = 0
     try:
         keys = register_accounts(f"http://127.0.0.1:{port}", database_url, ACCOUNTS)
@@ -283,9 +347,11 @@ def run_platform(bench: Bench, backend: str, database_url: str, upstream: str, s
         soaked = soak(port, proc.pid, bench.scripts[0], soak_seconds, bench.workdir) if soak_seconds else None
         if soaked:
             counted += soaked["requests"]
-            print(f"  soak ({backend}): {soaked['requests']} requests in {soak_seconds:g} s; RSS "
-                  f"{soaked['rss_kib_after_warmup']} -> {soaked['rss_kib_at_end']} KiB ({soaked['change_pct']:+.1f}%)",
-                  flush=True)
+            print(
+                f"  soak ({backend}): {soaked['requests']} requests in {soak_seconds:g} s; RSS "
+                f"{soaked['rss_kib_after_warmup']} -> {soaked['rss_kib_at_end']} KiB ({soaked['change_pct']:+.1f}%)",
+                flush=True,
+            )
         time.sleep(1)
         checks = verify(database_url, answers_sent(f"http://127.0.0.1:{port}"))
         checks["answers_counted_by_load_generator"] = counted
@@ -313,15 +379,20 @@ def machine_stalls(seconds: float = 3.0) -> dict[str, dict[str, float]]:
     """How often each core is taken from a spinning process (by the host, other tenants, the
     kernel): stalls over 0.2 ms per second, the longest, and the share of time lost. On a shared
     virtual machine this sets a floor under tail latencies and moves throughput between runs."""
-    probes = {core: subprocess.Popen(pinned(core, [sys.executable, "-c", STALL_PROBE, str(seconds)]),
-                                     stdout=subprocess.PIPE, text=True)
-              for core in (PLATFORM_CORE, LOAD_CORE)}
+    probes = {
+        core: subprocess.Popen(
+            pinned(core, [sys.executable, "-c", STALL_PROBE, str(seconds)]), stdout=subprocess.PIPE, text=True
+        )
+        for core in (PLATFORM_CORE, LOAD_CORE)
+    }
     report = {}
     for core, probe in probes.items():
         gaps = json.loads(probe.communicate()[0])
-        report[f"core {core}"] = {"stalls_per_s": round(len(gaps) / seconds, 1),
-                                  "longest_ms": round(max(gaps, default=0.0) * 1000, 2),
-                                  "lost_pct": round(100 * sum(gaps) / seconds, 2)}
+        report[f"core {core}"] = {
+            "stalls_per_s": round(len(gaps) / seconds, 1),
+            "longest_ms": round(max(gaps, default=0.0) * 1000, 2),
+            "lost_pct": round(100 * sum(gaps) / seconds, 2),
+        }
     return report
 
 
@@ -348,15 +419,22 @@ def postgres_reachable() -> bool:
 
 def table(points: list[Point]) -> str:
     direct = {(p.scenario, p.concurrency): p for p in points if p.target == "direct"}
-    lines = ["| target | scenario | conc. | req/s | p50 ms | p99 ms | added p50 / p99 ms | first event p50 ms |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| target | scenario | conc. | req/s | p50 ms | p99 ms | added p50 / p99 ms | first event p50 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for p in points:
         base = direct.get((p.scenario, p.concurrency)) or direct.get(("chat", p.concurrency))
-        added = (f"{p.p50_ms - base.p50_ms:+.2f} / {p.p99_ms - base.p99_ms:+.2f}"
-                 if base is not None and p.target != "direct" else "")
+        added = (
+            f"{p.p50_ms - base.p50_ms:+.2f} / {p.p99_ms - base.p99_ms:+.2f}"
+            if base is not None and p.target != "direct"
+            else ""
+        )
         first = f"{p.first_byte_p50_ms:.2f}" if p.first_byte_p50_ms else ""
-        lines.append(f"| {p.target} | {p.scenario} | {p.concurrency} | {p.rate:,.0f} | {p.p50_ms:.2f} | "
-                     f"{p.p99_ms:.2f} | {added} | {first} |")
+        lines.append(
+            f"| {p.target} | {p.scenario} | {p.concurrency} | {p.rate:,.0f} | {p.p50_ms:.2f} | "
+            f"{p.p99_ms:.2f} | {added} | {first} |"
+        )
     return "\n".join(lines)
 
 
@@ -380,10 +458,16 @@ def run_litellm(bench: Bench, upstream: str) -> None:
 """)
     master_key = "sk-cocoon-bench-" + uuid.uuid4().hex  # it refuses to serve without one
     env = {**base_env(), "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "LITELLM_MASTER_KEY": master_key}
-    proc = start(pinned(PLATFORM_CORE, [str(LITELLM), "--config", str(config), "--host", "127.0.0.1",
-                                        "--port", str(port), "--num_workers", "1"]),
-                 env, bench.workdir / "litellm.log", f"http://127.0.0.1:{port}/health/liveliness",
-                 timeout=180)  # it imports for a long while
+    proc = start(
+        pinned(
+            PLATFORM_CORE,
+            [str(LITELLM), "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        ),
+        env,
+        bench.workdir / "litellm.log",
+        f"http://127.0.0.1:{port}/health/liveliness",
+        timeout=180,
+    )  # it imports for a long while
     try:
         for connections in (1, 16):
             bench.measure("LiteLLM proxy", "chat", port, [master_key], connections)
@@ -394,9 +478,11 @@ def run_litellm(bench: Bench, upstream: str) -> None:
 
 def targets(points: list[Point]) -> list[str]:
     """#21's ratio targets, each beside its figure from this run."""
+
     def find(target: str, scenario: str, concurrency: int) -> Point | None:
-        return next((p for p in points if p.target == target and p.scenario == scenario
-                     and p.concurrency == concurrency), None)
+        return next(
+            (p for p in points if p.target == target and p.scenario == scenario and p.concurrency == concurrency), None
+        )
 
     lines = []
     bare = find("bare pass-through", "chat", 16)
@@ -407,13 +493,17 @@ def targets(points: list[Point]) -> list[str]:
         point = find(f"platform ({backend})", "chat", 16)
         if point and bare:
             ratio = point.rate / bare.rate
-            lines.append(f"{backend} c16 >= {floor:.0%} of the pass-through: {ratio:.0%} "
-                         f"({'met' if ratio >= floor else 'not met'})")
+            lines.append(
+                f"{backend} c16 >= {floor:.0%} of the pass-through: {ratio:.0%} "
+                f"({'met' if ratio >= floor else 'not met'})"
+            )
     point = find("platform (sqlite)", "chat", 1)
     if point and bare_c1 and direct_c1:
         added, bare_added = point.p50_ms - direct_c1.p50_ms, bare_c1.p50_ms - direct_c1.p50_ms
-        lines.append(f"c1 added p50 within 0.3 ms of the pass-through's: +{added:.2f} vs +{bare_added:.2f} ms "
-                     f"({'met' if added - bare_added <= 0.3 else 'not met'})")
+        lines.append(
+            f"c1 added p50 within 0.3 ms of the pass-through's: +{added:.2f} vs +{bare_added:.2f} ms "
+            f"({'met' if added - bare_added <= 0.3 else 'not met'})"
+        )
     point = find("platform (sqlite)", "stream 20 chunks", 16)
     if point and bare_streams:
         ratio = point.rate / bare_streams.rate
@@ -433,19 +523,38 @@ def main() -> int:
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="cocoon-bench-"))
     bench = Bench(args.seconds, workdir)
-    print(f"cores: platform on {PLATFORM_CORE}; simulator, load generator and PostgreSQL on {LOAD_CORE}. "
-          f"Generator: {'wrk' if bench.use_wrk else 'bench/driver.py'}; {args.seconds:g} s per point.", flush=True)
+    print(
+        f"cores: platform on {PLATFORM_CORE}; simulator, load generator and PostgreSQL on {LOAD_CORE}. "
+        f"Generator: {'wrk' if bench.use_wrk else 'bench/driver.py'}; {args.seconds:g} s per point.",
+        flush=True,
+    )
     sim_port, pass_port = free_port(), free_port()
-    simulator = start(pinned(LOAD_CORE, [sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)]),
-                      base_env(), workdir / "simulator.log", f"http://127.0.0.1:{sim_port}/v1/models")
+    simulator = start(
+        pinned(LOAD_CORE, [sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)]),
+        base_env(),
+        workdir / "simulator.log",
+        f"http://127.0.0.1:{sim_port}/v1/models",
+    )
     upstream = f"http://127.0.0.1:{sim_port}"
-    passthrough = start(pinned(PLATFORM_CORE, [sys.executable, str(ROOT / "bench" / "passthrough.py"), "--port",
-                                               str(pass_port), "--upstream", upstream]),
-                        base_env(), workdir / "passthrough.log", f"http://127.0.0.1:{pass_port}/")
-    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                               "machine": {"python": sys.version.split()[0], "cpus": os.cpu_count(),
-                                           "processor": host_platform.processor() or host_platform.machine()},
-                               "command": " ".join(["python", "bench/run.py", *sys.argv[1:]]), "backends": {}}
+    passthrough = start(
+        pinned(
+            PLATFORM_CORE,
+            [sys.executable, str(ROOT / "bench" / "passthrough.py"), "--port", str(pass_port), "--upstream", upstream],
+        ),
+        base_env(),
+        workdir / "passthrough.log",
+        f"http://127.0.0.1:{pass_port}/",
+    )
+    results: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+            "processor": host_platform.processor() or host_platform.machine(),
+        },
+        "command": " ".join(["python", "bench/run.py", *sys.argv[1:]]),
+        "backends": {},
+    }
     results["machine_stalls_before"] = machine_stalls()
     print(f"stall probe (a spinning process per core, 3 s): {results['machine_stalls_before']}", flush=True)
     try:

@@ -40,22 +40,31 @@ from run import (  # noqa: E402
 from support import base_env, free_port  # noqa: E402
 
 CHAT = "/v1/chat/completions"
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "The weather in a city.",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def bodies() -> list[bytes]:
     """One of each kind the mix holds: plain, streamed, tools, tools streamed."""
-    plain = {"model": "Qwen/Qwen3-32B", "max_tokens": 64,
-             "messages": [{"role": "user", "content": "[[sim:tokens=20]] Write a haiku about the sea."}]}
+    plain = {
+        "model": "Qwen/Qwen3-32B",
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": "[[sim:tokens=20]] Write a haiku about the sea."}],
+    }
     tools = {**plain, "tools": [WEATHER], "messages": [{"role": "user", "content": "Weather in Paris?"}]}
     streamed = {"stream": True, "stream_options": {"include_usage": True}}
     return [json.dumps(body).encode() for body in (plain, {**plain, **streamed}, tools, {**tools, **streamed})]
 
 
-async def load_and_sample(port: int, pid: int, requests: list[bytes], concurrency: int, seconds: float,
-                          warmup: float) -> dict[str, Any]:
+async def load_and_sample(
+    port: int, pid: int, requests: list[bytes], concurrency: int, seconds: float, warmup: float
+) -> dict[str, Any]:
     samples: list[tuple[float, int]] = []
 
     async def sample() -> None:
@@ -69,10 +78,16 @@ async def load_and_sample(port: int, pid: int, requests: list[bytes], concurrenc
     result = await drive("127.0.0.1", port, requests, concurrency, seconds, warmup=0)
     sampler.cancel()
     first, last = samples[0][1], samples[-1][1]
-    return {"answers": result.answers, "failures": result.failures, "rate": round(result.rate, 1),
-            "rss_kib_after_warmup": first, "rss_kib_at_end": last,
-            "change_pct": round(100 * (last - first) / first, 2), "samples": samples,
-            "flat": abs(last - first) <= first * 0.05}
+    return {
+        "answers": result.answers,
+        "failures": result.failures,
+        "rate": round(result.rate, 1),
+        "rss_kib_after_warmup": first,
+        "rss_kib_at_end": last,
+        "change_pct": round(100 * (last - first) / first, 2),
+        "samples": samples,
+        "flat": abs(last - first) <= first * 0.05,
+    }
 
 
 def main() -> int:
@@ -84,17 +99,27 @@ def main() -> int:
     os.sched_setaffinity(0, {int(LOAD_CORE)})
     workdir = Path(tempfile.mkdtemp(prefix="cocoon-soak-"))
     sim_port, port = free_port(), free_port()
-    sim = start(pinned(LOAD_CORE, [sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)]),
-                base_env(), workdir / "simulator.log", f"http://127.0.0.1:{sim_port}/v1/models")
+    sim = start(
+        pinned(LOAD_CORE, [sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)]),
+        base_env(),
+        workdir / "simulator.log",
+        f"http://127.0.0.1:{sim_port}/v1/models",
+    )
     database_url = f"sqlite+aiosqlite:///{workdir / 'soak.db'}"
     try:
-        platform = start(pinned(PLATFORM_CORE, [str(BIN / "cocoon-platform"), "serve"]),
-                         platform_env(database_url, f"http://127.0.0.1:{sim_port}", port), workdir / "platform.log",
-                         f"http://127.0.0.1:{port}/health")
+        platform = start(
+            pinned(PLATFORM_CORE, [str(BIN / "cocoon-platform"), "serve"]),
+            platform_env(database_url, f"http://127.0.0.1:{sim_port}", port),
+            workdir / "platform.log",
+            f"http://127.0.0.1:{port}/health",
+        )
         try:
             keys = register_accounts(f"http://127.0.0.1:{port}", database_url, 16)
-            requests = [http_request("127.0.0.1", CHAT, body, {"authorization": f"Bearer {key}"})
-                        for key in keys for body in bodies()]
+            requests = [
+                http_request("127.0.0.1", CHAT, body, {"authorization": f"Bearer {key}"})
+                for key in keys
+                for body in bodies()
+            ]
             warmup = min(60.0, args.seconds / 10)
             soaked = asyncio.run(load_and_sample(port, platform.pid, requests, args.concurrency, args.seconds, warmup))
             time.sleep(2)
@@ -103,9 +128,11 @@ def main() -> int:
             stop(platform)
     finally:
         stop(sim)
-    print(f"soak: {soaked['answers']} answers ({soaked['failures']} failed) in {args.seconds:g} s; RSS "
-          f"{soaked['rss_kib_after_warmup']} -> {soaked['rss_kib_at_end']} KiB ({soaked['change_pct']:+.2f}%, "
-          f"{'flat' if soaked['flat'] else 'NOT flat'}: target within 5%); books: {'ok' if checks['ok'] else checks}")
+    print(
+        f"soak: {soaked['answers']} answers ({soaked['failures']} failed) in {args.seconds:g} s; RSS "
+        f"{soaked['rss_kib_after_warmup']} -> {soaked['rss_kib_at_end']} KiB ({soaked['change_pct']:+.2f}%, "
+        f"{'flat' if soaked['flat'] else 'NOT flat'}: target within 5%); books: {'ok' if checks['ok'] else checks}"
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -37,15 +37,21 @@ MODEL = "Qwen/Qwen3-32B"
 def migrated_database(directory: str, limited: bool) -> str:
     path = os.path.join(directory, "bench.db")
     env = dict(os.environ, COCOON_DATABASE_URL=f"sqlite+aiosqlite:///{path}")
-    subprocess.run([str(Path(sys.executable).parent / "cocoon-platform"), "migrate"], env=env, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [str(Path(sys.executable).parent / "cocoon-platform"), "migrate"], env=env, check=True, capture_output=True
+    )
     db = sqlite3.connect(path, isolation_level=None)
     for i in range(ACCOUNTS):
-        account = db.execute("INSERT INTO accounts (deposit_code, balance_nanoton, reserved_nanoton, created_at) "
-                             "VALUES (?, ?, 0, '2026-01-01') RETURNING id", (f"bench{i}", 10**16)).fetchone()[0]
-        db.execute("INSERT INTO api_keys (account_id, key_hash, prefix, created_at, credit_limit_nanoton) "
-                   "VALUES (?, ?, 'ck_', '2026-01-01', ?)",
-                   (account, hashlib.sha256(f"key{i}".encode()).digest(), 10**17 if limited else None))
+        account = db.execute(
+            "INSERT INTO accounts (deposit_code, balance_nanoton, reserved_nanoton, created_at) "
+            "VALUES (?, ?, 0, '2026-01-01') RETURNING id",
+            (f"bench{i}", 10**16),
+        ).fetchone()[0]
+        db.execute(
+            "INSERT INTO api_keys (account_id, key_hash, prefix, created_at, credit_limit_nanoton) "
+            "VALUES (?, ?, 'ck_', '2026-01-01', ?)",
+            (account, hashlib.sha256(f"key{i}".encode()).digest(), 10**17 if limited else None),
+        )
     db.close()
     return path
 
@@ -61,10 +67,13 @@ class Steady:
 
     def step(self) -> None:
         expires = int(time.time()) + 600
-        reserves = [(random.choice(self.keys), 200_000_000, 0, 0, new_request_id(), expires, model_needle(MODEL), 0)
-                    for _ in range(self.size)]
-        settles = [Settlement(r, 123_456, r.hold_id, MODEL, "chat", 40, 0, 20, 5, "ok", 200, False, 3)
-                   for r in self.pending]
+        reserves = [
+            (random.choice(self.keys), 200_000_000, 0, 0, new_request_id(), expires, model_needle(MODEL), 0)
+            for _ in range(self.size)
+        ]
+        settles = [
+            Settlement(r, 123_456, r.hold_id, MODEL, "chat", 40, 0, 20, 5, "ok", 200, False, 3) for r in self.pending
+        ]
         self.pending = [r for r in self.store._apply(reserves, settles) if r is not None]
 
 
@@ -76,8 +85,10 @@ def frames_by_owner(store: SqliteBillingStore, path: str, steady: Steady, steps:
         steady.step()
     page_size = db.execute("PRAGMA page_size").fetchone()[0]
     wal = Path(path + "-wal").read_bytes()
-    pages = [struct.unpack(">I", wal[offset:offset + 4])[0]
-             for offset in range(32, len(wal) - page_size - 23, page_size + 24)]
+    pages = [
+        struct.unpack(">I", wal[offset : offset + 4])[0]
+        for offset in range(32, len(wal) - page_size - 23, page_size + 24)
+    ]
     try:
         owner = dict((page, name) for name, page in db.execute("SELECT name, pageno FROM dbstat"))
     except sqlite3.OperationalError:
@@ -109,9 +120,11 @@ def main() -> None:
                 rounds.append((time.perf_counter() - started) / (steps * size) * 1e6)
             frames = frames_by_owner(store, path, steady, max(50, 1400 // size))
             total = sum(frames.values())
-            print(f"batch of {size:>2}: best {min(rounds):.1f} us per request (rounds "
-                  f"{', '.join(f'{r:.1f}' for r in rounds)}); {total:.1f} WAL pages per commit, "
-                  f"{total / size:.2f} per request")
+            print(
+                f"batch of {size:>2}: best {min(rounds):.1f} us per request (rounds "
+                f"{', '.join(f'{r:.1f}' for r in rounds)}); {total:.1f} WAL pages per commit, "
+                f"{total / size:.2f} per request"
+            )
             for name, count in frames.items():
                 print(f"    {count:6.2f}  {name}")
             store._connection().close()

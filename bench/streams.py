@@ -55,11 +55,15 @@ _END = b"\r\n0\r\n\r\n"
 
 
 def stream_body(tokens: int) -> bytes:
-    return json.dumps({
-        "model": "Qwen/Qwen3-32B", "max_tokens": tokens + 8, "stream": True,
-        "stream_options": {"include_usage": True},
-        "messages": [{"role": "user", "content": f"[[sim:tokens={tokens}]] Tell me about the sea."}],
-    }).encode()
+    return json.dumps(
+        {
+            "model": "Qwen/Qwen3-32B",
+            "max_tokens": tokens + 8,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": f"[[sim:tokens={tokens}]] Tell me about the sea."}],
+        }
+    ).encode()
 
 
 @dataclass
@@ -125,13 +129,18 @@ def _percentile(values: list[float], fraction: float) -> float:
     return round(ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000, 2) if ordered else float("nan")
 
 
-async def drive_streams(port: int, requests: list[bytes], streams: int, seconds: float, warmup: float) -> dict[str, Any]:
+async def drive_streams(
+    port: int, requests: list[bytes], streams: int, seconds: float, warmup: float
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     tally = Tally()
     transports = []
     for i in range(streams):
-        transport, _ = await loop.create_connection(lambda i=i: _StreamConnection(requests, i, tally),  # type: ignore[misc]
-                                                    "127.0.0.1", port)
+        transport, _ = await loop.create_connection(
+            lambda i=i: _StreamConnection(requests, i, tally),  # type: ignore[misc]
+            "127.0.0.1",
+            port,
+        )
         transports.append(transport)
         if i % 50 == 49:
             await asyncio.sleep(0.05)  # opened in waves, so the start is not one burst
@@ -142,21 +151,37 @@ async def drive_streams(port: int, requests: list[bytes], streams: int, seconds:
     tally.running = False
     for transport in transports:
         transport.close()
-    return {"completed_per_s": round(tally.completed / seconds, 1), "failures": tally.failures,
-            "first_p50_ms": _percentile(tally.firsts, 0.5), "first_p99_ms": _percentile(tally.firsts, 0.99),
-            "gap_p50_ms": _percentile(tally.gaps, 0.5), "gap_p99_ms": _percentile(tally.gaps, 0.99),
-            "events": len(tally.gaps) + len(tally.firsts)}
+    return {
+        "completed_per_s": round(tally.completed / seconds, 1),
+        "failures": tally.failures,
+        "first_p50_ms": _percentile(tally.firsts, 0.5),
+        "first_p99_ms": _percentile(tally.firsts, 0.99),
+        "gap_p50_ms": _percentile(tally.gaps, 0.5),
+        "gap_p99_ms": _percentile(tally.gaps, 0.99),
+        "events": len(tally.gaps) + len(tally.firsts),
+    }
 
 
 def measure(port: int, keys: list[str], body: bytes, streams: int, seconds: float, warmup: float) -> dict[str, Any]:
     """Run the driver in its own process on the load core (uvloop when installed)."""
-    requests = [http_request("127.0.0.1", CHAT, body, {"authorization": f"Bearer {k}"} if k else None)
-                for k in keys or [""]]
-    payload = json.dumps({"port": port, "requests": [r.decode() for r in requests], "streams": streams,
-                          "seconds": seconds, "warmup": warmup})
+    requests = [
+        http_request("127.0.0.1", CHAT, body, {"authorization": f"Bearer {k}"} if k else None) for k in keys or [""]
+    ]
+    payload = json.dumps(
+        {
+            "port": port,
+            "requests": [r.decode() for r in requests],
+            "streams": streams,
+            "seconds": seconds,
+            "warmup": warmup,
+        }
+    )
     out = subprocess.run(
-        pinned(LOAD_CORE, [sys.executable, __file__, "--drive"]), input=payload, text=True,
-        capture_output=True, check=True,
+        pinned(LOAD_CORE, [sys.executable, __file__, "--drive"]),
+        input=payload,
+        text=True,
+        capture_output=True,
+        check=True,
     ).stdout
     return cast(dict[str, Any], json.loads(out))
 
@@ -168,8 +193,12 @@ def billing_check(database_url: str, served: int) -> dict[str, Any]:
     checks = verify(database_url, served)
     records = int(str(db_rows(database_url, "SELECT COUNT(*) FROM usage_records")[0][0]))
     checks["usage_records_all"] = records
-    checks["ok"] = (checks["charges_written"] == records and checks["usage_records_ok"] == served
-                    and checks["records_without_charge"] == 0 and checks["reconcile_clean"])
+    checks["ok"] = (
+        checks["charges_written"] == records
+        and checks["usage_records_ok"] == served
+        and checks["records_without_charge"] == 0
+        and checks["reconcile_clean"]
+    )
     return checks
 
 
@@ -177,11 +206,13 @@ def _drive_from_stdin() -> None:
     job = json.loads(sys.stdin.read())
     try:
         import uvloop
+
         uvloop.install()
     except ImportError:
         pass
-    result = asyncio.run(drive_streams(job["port"], [r.encode() for r in job["requests"]], job["streams"],
-                                       job["seconds"], job["warmup"]))
+    result = asyncio.run(
+        drive_streams(job["port"], [r.encode() for r in job["requests"]], job["streams"], job["seconds"], job["warmup"])
+    )
     print(json.dumps(result))
 
 
@@ -202,42 +233,87 @@ def main() -> int:
     warmup = max(3.0, args.tokens * args.tpt_ms / 1000)  # every connection has begun its second stream
     workdir = Path(tempfile.mkdtemp(prefix="cocoon-streams-"))
     sim_port, pass_port, plat_port = free_port(), free_port(), free_port()
-    sim = start(pinned(LOAD_CORE, [sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port),
-                                   "--ttft-ms", "0", "--tpt-ms", str(args.tpt_ms)]),
-                base_env(), workdir / "simulator.log", f"http://127.0.0.1:{sim_port}/v1/models")
+    sim = start(
+        pinned(
+            LOAD_CORE,
+            [
+                sys.executable,
+                "-m",
+                "cocoon_simulator",
+                "--port",
+                str(sim_port),
+                "--ttft-ms",
+                "0",
+                "--tpt-ms",
+                str(args.tpt_ms),
+            ],
+        ),
+        base_env(),
+        workdir / "simulator.log",
+        f"http://127.0.0.1:{sim_port}/v1/models",
+    )
     upstream = f"http://127.0.0.1:{sim_port}"
     database_url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     rows: list[dict[str, Any]] = []
     try:
-        passthrough = start(pinned(PLATFORM_CORE, [sys.executable, str(ROOT / "bench" / "passthrough.py"),
-                                                   "--port", str(pass_port), "--upstream", upstream,
-                                                   "--connections", "0"]),
-                            base_env(), workdir / "passthrough.log", f"http://127.0.0.1:{pass_port}/")
-        platform = start(pinned(PLATFORM_CORE, [str(BIN / "cocoon-platform"), "serve"]),
-                         platform_env(database_url, upstream, plat_port), workdir / "platform.log",
-                         f"http://127.0.0.1:{plat_port}/health")
+        passthrough = start(
+            pinned(
+                PLATFORM_CORE,
+                [
+                    sys.executable,
+                    str(ROOT / "bench" / "passthrough.py"),
+                    "--port",
+                    str(pass_port),
+                    "--upstream",
+                    upstream,
+                    "--connections",
+                    "0",
+                ],
+            ),
+            base_env(),
+            workdir / "passthrough.log",
+            f"http://127.0.0.1:{pass_port}/",
+        )
+        platform = start(
+            pinned(PLATFORM_CORE, [str(BIN / "cocoon-platform"), "serve"]),
+            platform_env(database_url, upstream, plat_port),
+            workdir / "platform.log",
+            f"http://127.0.0.1:{plat_port}/health",
+        )
         try:
             keys = register_accounts(f"http://127.0.0.1:{plat_port}", database_url, ACCOUNTS)
             print("stalls:", machine_stalls(), flush=True)
             for streams in levels:
                 own = measure(sim_port, [], body, streams, args.seconds, warmup)
-                for target, port, target_keys in (("bare pass-through", pass_port, []),
-                                                  ("platform (SQLite)", plat_port, keys)):
+                for target, port, target_keys in (
+                    ("bare pass-through", pass_port, []),
+                    ("platform (SQLite)", plat_port, keys),
+                ):
                     got = measure(port, target_keys, body, streams, args.seconds, warmup)
-                    row = {"target": target, "streams": streams, **got,
-                           "added_gap_p50_ms": round(got["gap_p50_ms"] - own["gap_p50_ms"], 2),
-                           "added_gap_p99_ms": round(got["gap_p99_ms"] - own["gap_p99_ms"], 2),
-                           "added_first_p99_ms": round(got["first_p99_ms"] - own["first_p99_ms"], 2),
-                           "upstream": own}
-                    row["held"] = (row["added_gap_p99_ms"] <= 10 and row["added_first_p99_ms"] <= 50
-                                   and got["failures"] == 0
-                                   and got["completed_per_s"] >= 0.95 * own["completed_per_s"])
+                    row = {
+                        "target": target,
+                        "streams": streams,
+                        **got,
+                        "added_gap_p50_ms": round(got["gap_p50_ms"] - own["gap_p50_ms"], 2),
+                        "added_gap_p99_ms": round(got["gap_p99_ms"] - own["gap_p99_ms"], 2),
+                        "added_first_p99_ms": round(got["first_p99_ms"] - own["first_p99_ms"], 2),
+                        "upstream": own,
+                    }
+                    row["held"] = (
+                        row["added_gap_p99_ms"] <= 10
+                        and row["added_first_p99_ms"] <= 50
+                        and got["failures"] == 0
+                        and got["completed_per_s"] >= 0.95 * own["completed_per_s"]
+                    )
                     rows.append(row)
-                    print(f"  {target:<18} {streams:>5} streams: {got['completed_per_s']:7.1f} done/s "
-                          f"(alone {own['completed_per_s']:.1f}); gap p50/p99 {got['gap_p50_ms']}/{got['gap_p99_ms']} ms "
-                          f"(+{row['added_gap_p50_ms']}/+{row['added_gap_p99_ms']}); first p50/p99 "
-                          f"{got['first_p50_ms']}/{got['first_p99_ms']} ms (+{row['added_first_p99_ms']} p99); "
-                          f"failures {got['failures']}; {'held' if row['held'] else 'NOT held'}", flush=True)
+                    print(
+                        f"  {target:<18} {streams:>5} streams: {got['completed_per_s']:7.1f} done/s "
+                        f"(alone {own['completed_per_s']:.1f}); gap p50/p99 {got['gap_p50_ms']}/{got['gap_p99_ms']} ms "
+                        f"(+{row['added_gap_p50_ms']}/+{row['added_gap_p99_ms']}); first p50/p99 "
+                        f"{got['first_p50_ms']}/{got['first_p99_ms']} ms (+{row['added_first_p99_ms']} p99); "
+                        f"failures {got['failures']}; {'held' if row['held'] else 'NOT held'}",
+                        flush=True,
+                    )
             time.sleep(2)
             checks = billing_check(database_url, answers_sent(f"http://127.0.0.1:{plat_port}"))
             print("billing check:", checks, flush=True)

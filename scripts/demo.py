@@ -64,8 +64,14 @@ def show(title: str, value: Any) -> None:
 async def ask_over_mcp(url: str, api_key: str) -> dict[str, Any]:
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {api_key}"}, timeout=60)
     async with Client(streamable_http_client(f"{url}/mcp", http_client=http)) as client:
-        result = await client.call_tool("chat", {"model": "Qwen/Qwen3-32B", "max_tokens": 40, "messages": [
-            {"role": "user", "content": "Say hello to an AI agent."}]})
+        result = await client.call_tool(
+            "chat",
+            {
+                "model": "Qwen/Qwen3-32B",
+                "max_tokens": 40,
+                "messages": [{"role": "user", "content": "Say hello to an AI agent."}],
+            },
+        )
     return result.structured_content or {}
 
 
@@ -79,21 +85,30 @@ def main() -> int:
     sim_port, port = port_or_free(10000), port_or_free(8000)
     sim_url, url = f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("COCOON_")}
-    env.update({
-        "COCOON_DATABASE_URL": f"sqlite+aiosqlite:///{DATA.resolve()}/demo.db",
-        "COCOON_PORT": str(port),
-        "COCOON_UPSTREAM_URL": sim_url,
-        "COCOON_TONCENTER_URL": sim_url,
-        "COCOON_DEPOSIT_WALLET": DEFAULT_WALLET,
-        "COCOON_DEPOSIT_POLL_SECONDS": "1",
-        "COCOON_RATES_ENABLED": "false",  # no internet here: balance_usd stays null
-        "COCOON_LOG_LEVEL": "warning",
-    })
+    env.update(
+        {
+            "COCOON_DATABASE_URL": f"sqlite+aiosqlite:///{DATA.resolve()}/demo.db",
+            "COCOON_PORT": str(port),
+            "COCOON_UPSTREAM_URL": sim_url,
+            "COCOON_TONCENTER_URL": sim_url,
+            "COCOON_DEPOSIT_WALLET": DEFAULT_WALLET,
+            "COCOON_DEPOSIT_POLL_SECONDS": "1",
+            "COCOON_RATES_ENABLED": "false",  # no internet here: balance_usd stays null
+            "COCOON_LOG_LEVEL": "warning",
+        }
+    )
     simulator = subprocess.Popen(
         [str(BIN / "cocoon-platform"), "simulate", "--port", str(sim_port), "--ttft-ms", "150", "--tpt-ms", "25"],
-        env=env, stdout=(DATA / "demo-simulator.log").open("wb"), stderr=subprocess.STDOUT)
-    platform = subprocess.Popen([str(BIN / "cocoon-platform"), "serve"], env=env,
-                                stdout=(DATA / "demo-platform.log").open("wb"), stderr=subprocess.STDOUT)
+        env=env,
+        stdout=(DATA / "demo-simulator.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    platform = subprocess.Popen(
+        [str(BIN / "cocoon-platform"), "serve"],
+        env=env,
+        stdout=(DATA / "demo-platform.log").open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait(sim_url + "/v1/models", simulator)
         wait(url + "/health", platform)
@@ -111,38 +126,61 @@ def main() -> int:
         show("GET /v1/deposit", deposit)
 
         print(f"\n== Sending 2.5 TON to {deposit['wallet']} with comment {deposit['memo']} (simulated)")
-        subprocess.run([str(BIN / "cocoon-platform"), "simulate", "deposit", "--url", sim_url,
-                        "--code", deposit["memo"], "--amount-ton", "2.5"], env=env, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                str(BIN / "cocoon-platform"),
+                "simulate",
+                "deposit",
+                "--url",
+                sim_url,
+                "--code",
+                deposit["memo"],
+                "--amount-ton",
+                "2.5",
+            ],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         sent = time.monotonic()
         while http.get("/v1/balance", headers=auth).json()["balance_nanoton"] == 0:
             if time.monotonic() - sent > 30:
                 raise SystemExit("the deposit was not credited within 30 s; see data/demo-platform.log")
             time.sleep(0.2)
-        show(f"GET /v1/balance (credited {time.monotonic() - sent:.1f} s after sending)",
-             http.get("/v1/balance", headers=auth).json())
+        show(
+            f"GET /v1/balance (credited {time.monotonic() - sent:.1f} s after sending)",
+            http.get("/v1/balance", headers=auth).json(),
+        )
 
         client = OpenAI(base_url=url + "/v1", api_key=account["api_key"])
         answer = client.chat.completions.create(
-            model="Qwen/Qwen3-32B", max_tokens=60,
-            messages=[{"role": "user", "content": "What is the TON blockchain?"}])
+            model="Qwen/Qwen3-32B", max_tokens=60, messages=[{"role": "user", "content": "What is the TON blockchain?"}]
+        )
         show("POST /v1/chat/completions", answer.model_dump(exclude_none=True))
 
         print("\n== POST /v1/chat/completions, streamed")
         stream = client.chat.completions.create(
-            model="Qwen/Qwen3-32B", max_tokens=40, stream=True, stream_options={"include_usage": True},
-            messages=[{"role": "user", "content": "Tell me a story."}], extra_body={
-                "chat_template_kwargs": {"enable_thinking": False}})
+            model="Qwen/Qwen3-32B",
+            max_tokens=40,
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "Tell me a story."}],
+            extra_body={"chat_template_kwargs": {"enable_thinking": False}},
+        )
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 print(chunk.choices[0].delta.content, end="", flush=True)
             if chunk.usage is not None:
-                print(f"\n   [{chunk.usage.completion_tokens} tokens, "
-                      f"{(chunk.usage.model_extra or {}).get('cost_ton')} TON]")
+                print(
+                    f"\n   [{chunk.usage.completion_tokens} tokens, "
+                    f"{(chunk.usage.model_extra or {}).get('cost_ton')} TON]"
+                )
 
         translation = client.completions.create(
-            model="ByteDance-Seed/Seed-X-PPO-7B", max_tokens=30,
-            prompt="Translate the following English sentence into Chinese: Hello, how are you? <zh>")
+            model="ByteDance-Seed/Seed-X-PPO-7B",
+            max_tokens=30,
+            prompt="Translate the following English sentence into Chinese: Hello, how are you? <zh>",
+        )
         show("POST /v1/completions (Seed-X translation)", translation.model_dump(exclude_none=True))
 
         show("GET /llms.txt (the first lines)", "\n".join(http.get("/llms.txt").text.splitlines()[:3]))

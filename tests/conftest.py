@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from support import Server, Simulator, fresh_database, start_server, start_simulator
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -55,7 +54,14 @@ def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 @pytest.fixture(scope="session")
 def platform(database_url: str, simulator: Simulator, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """The platform wired to the shared simulator, for the whole run."""
-    server = start_server(tmp_path_factory.mktemp("platform"), database_url, {
-        "COCOON_UPSTREAM_URL": simulator.url, "COCOON_UPSTREAM_READ_TIMEOUT": "3", "COCOON_STATS_REFRESH_SECONDS": "1"})
+    server = start_server(
+        tmp_path_factory.mktemp("platform"),
+        database_url,
+        {
+            "COCOON_UPSTREAM_URL": simulator.url,
+            "COCOON_UPSTREAM_READ_TIMEOUT": "3",
+            "COCOON_STATS_REFRESH_SECONDS": "1",
+        },
+    )
     yield server
     server.stop()

@@ -128,8 +128,9 @@ def start_server(tmp: Path, database_url: str, settings: Mapping[str, str] | Non
     return server
 
 
-def run_cli(args: list[str], database_url: str, settings: Mapping[str, str] | None = None,
-            timeout: float = 60, stdin: str = "") -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], database_url: str, settings: Mapping[str, str] | None = None, timeout: float = 60, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     env = base_env({"COCOON_DATABASE_URL": database_url, **(settings or {})})
     return subprocess.run(
         [str(BIN / "cocoon-platform"), *args], env=env, capture_output=True, text=True, timeout=timeout, input=stdin
@@ -242,10 +243,11 @@ def fund(database_url: str, api_key: str, nanoton: int) -> None:
     """Credit an account through the ledger, as `admin credit` does, without a process start."""
     import asyncio
 
+    from sqlalchemy.ext.asyncio import create_async_engine
+
     from cocoon_platform.accounts.service import account_by_key
     from cocoon_platform.billing.ledger import EntryKind, post_entry
     from cocoon_platform.db.engine import create_sessionmaker
-    from sqlalchemy.ext.asyncio import create_async_engine
 
     async def credit() -> None:
         engine = create_async_engine(database_url)
@@ -271,8 +273,11 @@ def new_account(server: Server, database_url: str, nanoton: int = 0) -> str:
 
 def ledger_consistent(database_url: str) -> list[tuple[object, ...]]:
     """Accounts whose balance differs from the sum of their ledger entries (empty when sound)."""
-    return db_rows(database_url, """
+    return db_rows(
+        database_url,
+        """
         SELECT a.id, a.balance_nanoton, COALESCE(SUM(l.amount_nanoton), 0)
           FROM accounts a LEFT JOIN ledger_entries l ON l.account_id = a.id
          GROUP BY a.id, a.balance_nanoton
-        HAVING a.balance_nanoton != COALESCE(SUM(l.amount_nanoton), 0)""")
+        HAVING a.balance_nanoton != COALESCE(SUM(l.amount_nanoton), 0)""",
+    )

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
-from cocoon_simulator.toncenter import inject_deposit_command
 from conftest import ServerFactory
 from support import Server, Simulator, new_account, start_simulator
+
+from cocoon_simulator.toncenter import inject_deposit_command
 
 QWEN = "Qwen/Qwen3-32B"
 TON = 1_000_000_000
@@ -30,8 +30,13 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
 
 @pytest.fixture(scope="module")
 def server(server_factory: ServerFactory, chain: Simulator) -> Server:
-    return server_factory(upstream_url=chain.url, toncenter_url=chain.url, deposit_watcher="true",
-                          deposit_poll_seconds="0.2", ton_explorer_tx_url="https://explorer.example/tx/{tx_hash}")
+    return server_factory(
+        upstream_url=chain.url,
+        toncenter_url=chain.url,
+        deposit_watcher="true",
+        deposit_poll_seconds="0.2",
+        ton_explorer_tx_url="https://explorer.example/tx/{tx_hash}",
+    )
 
 
 def auth(key: str) -> dict[str, str]:
@@ -101,11 +106,14 @@ def test_deposits_page_newest_first_and_are_only_the_callers(server: Server, cha
     assert get(server, "ck_" + "y" * 43, "/v1/deposits").status_code == 401
 
 
-def test_a_request_is_found_by_the_id_in_its_answer_and_only_by_its_owner(server: Server,
-                                                                           database_url: str) -> None:
+def test_a_request_is_found_by_the_id_in_its_answer_and_only_by_its_owner(server: Server, database_url: str) -> None:
     key = new_account(server, database_url, TON)
-    answer = httpx.post(server.url + "/v1/chat/completions", headers=auth(key), timeout=30,
-                        json={"model": QWEN, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+    answer = httpx.post(
+        server.url + "/v1/chat/completions",
+        headers=auth(key),
+        timeout=30,
+        json={"model": QWEN, "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     record = get(server, key, "/v1/generation", id=body["id"])
@@ -128,8 +136,12 @@ def test_usage_narrows_by_key_and_model_and_exports_csv(server: Server, database
     second = httpx.post(server.url + "/v1/keys", headers=auth(key), json={"name": "second"}, timeout=10).json()
     second_key, second_id = str(second["api_key"]), int(second["key"]["id"])
     for caller, model in ((key, QWEN), (second_key, QWEN), (second_key, "ByteDance-Seed/Seed-X-PPO-7B")):
-        response = httpx.post(server.url + "/v1/chat/completions", headers=auth(caller), timeout=30,
-                              json={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]})
+        response = httpx.post(
+            server.url + "/v1/chat/completions",
+            headers=auth(caller),
+            timeout=30,
+            json={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]},
+        )
         assert response.status_code == 200, response.text
     everything = get(server, key, "/v1/usage").json()
     assert len(everything["data"]) == 3
@@ -153,20 +165,25 @@ def test_usage_narrows_by_key_and_model_and_exports_csv(server: Server, database
 def test_low_balance_threshold(server: Server, database_url: str) -> None:
     key = new_account(server, database_url, TON // 2)
     assert get(server, key, "/v1/balance").json()["low_balance"] is False
-    set_low = httpx.patch(server.url + "/api/account", headers=auth(key), json={"low_balance_threshold_ton": "1"},
-                          timeout=10)
+    set_low = httpx.patch(
+        server.url + "/api/account", headers=auth(key), json={"low_balance_threshold_ton": "1"}, timeout=10
+    )
     assert set_low.status_code == 200, set_low.text
     assert set_low.json()["low_balance"] is True and set_low.json()["low_balance_threshold_nanoton"] == TON
     balance = get(server, key, "/v1/balance").json()
     assert balance["low_balance"] is True and balance["balance_nanoton"] == TON // 2
     assert get(server, key, "/api/account").json()["overdraft_available"] is False  # 0.5 TON of credits
-    lowered = httpx.patch(server.url + "/api/account", headers=auth(key), json={"low_balance_threshold_ton": "0.1"},
-                          timeout=10).json()
+    lowered = httpx.patch(
+        server.url + "/api/account", headers=auth(key), json={"low_balance_threshold_ton": "0.1"}, timeout=10
+    ).json()
     assert lowered["low_balance"] is False
-    cleared = httpx.patch(server.url + "/api/account", headers=auth(key), json={"low_balance_threshold_ton": None},
-                          timeout=10).json()
-    assert cleared["low_balance_threshold_ton"] is None and get(server, key, "/v1/balance").json()["low_balance"] is False
-    bad = httpx.patch(server.url + "/api/account", headers=auth(key), json={"low_balance_threshold_ton": "-1"},
-                      timeout=10)
+    cleared = httpx.patch(
+        server.url + "/api/account", headers=auth(key), json={"low_balance_threshold_ton": None}, timeout=10
+    ).json()
+    assert (
+        cleared["low_balance_threshold_ton"] is None and get(server, key, "/v1/balance").json()["low_balance"] is False
+    )
+    bad = httpx.patch(
+        server.url + "/api/account", headers=auth(key), json={"low_balance_threshold_ton": "-1"}, timeout=10
+    )
     assert bad.status_code == 422
-

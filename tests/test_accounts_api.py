@@ -7,14 +7,16 @@ import hashlib
 
 import httpx
 import pytest
+from conftest import ServerFactory
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
-
-from cocoon_platform.db.models import ApiKey
-from conftest import ServerFactory
 from support import Server, run_cli
 
-INVALID_KEY = {"error": {"message": "Invalid API key", "type": "invalid_auth", "param": None, "code": "invalid_api_key"}}
+from cocoon_platform.db.models import ApiKey
+
+INVALID_KEY = {
+    "error": {"message": "Invalid API key", "type": "invalid_auth", "param": None, "code": "invalid_api_key"}
+}
 WALLET = "EQAv6GynfX6rrRlbNjYHpa5Mz1UDE61s5VPg-TN8sBFeR9Sp"
 
 
@@ -92,8 +94,11 @@ def test_login_balance_and_deposit_flow(server: Server, database_url: str) -> No
         assert body["deposit_code"] in deposit["instructions"] and WALLET in deposit["instructions"]
         assert deposit["payment_link"] == f"ton://transfer/{WALLET}?text={body['deposit_code']}"
 
-        credited = run_cli(["admin", "credit", "--api-key-stdin", "--amount-ton", "1.5", "--reason", "test"], database_url,
-                           stdin=f"{key}\n")
+        credited = run_cli(
+            ["admin", "credit", "--api-key-stdin", "--amount-ton", "1.5", "--reason", "test"],
+            database_url,
+            stdin=f"{key}\n",
+        )
         assert credited.returncode == 0, credited.stderr
         assert "1.500000000 TON" in credited.stdout
         balance = client.get("/v1/balance", headers=auth(key)).json()
@@ -103,8 +108,14 @@ def test_login_balance_and_deposit_flow(server: Server, database_url: str) -> No
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer"}, {"Authorization": "Basic abc"}, {"Authorization": "Bearer ck_unknown"},
-     {"Authorization": "Bearer sk-openai-style"}, {"Authorization": "ck_no_scheme"}],
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic abc"},
+        {"Authorization": "Bearer ck_unknown"},
+        {"Authorization": "Bearer sk-openai-style"},
+        {"Authorization": "ck_no_scheme"},
+    ],
 )
 @pytest.mark.parametrize("path", ["/v1/balance", "/v1/deposit", "/v1/keys"])
 def test_missing_malformed_or_unknown_key_is_401(server: Server, headers: dict[str, str], path: str) -> None:
@@ -121,9 +132,12 @@ def test_login_with_wrong_key_is_401_and_bad_body_is_422(server: Server) -> None
         missing = client.post("/api/login", json={})
         assert missing.status_code == 422
         assert missing.json()["detail"] == [{"loc": ["body", "api_key"], "msg": "Field required", "type": "missing"}]
-        assert missing.json()["error"] == {"message": "Invalid 'api_key': Field required (missing)",
-                                           "type": "invalid_request_error", "param": "api_key",
-                                           "code": "validation_error"}
+        assert missing.json()["error"] == {
+            "message": "Invalid 'api_key': Field required (missing)",
+            "type": "invalid_request_error",
+            "param": "api_key",
+            "code": "validation_error",
+        }
         wrong_type = client.post("/api/login", json={"api_key": 5})
         assert wrong_type.status_code == 422 and wrong_type.json()["detail"][0]["loc"] == ["body", "api_key"]
         not_json = client.post("/api/login", content=b"{", headers={"content-type": "application/json"})
@@ -150,7 +164,9 @@ def test_keys_without_admin_token_creates_account(server: Server) -> None:
 
 def test_keys_with_admin_token(admin_server: Server) -> None:
     with admin_server.client() as client:
-        forbidden = {"error": {"message": "Admin token required", "type": "auth_error", "param": None, "code": "forbidden"}}
+        forbidden = {
+            "error": {"message": "Admin token required", "type": "auth_error", "param": None, "code": "forbidden"}
+        }
         assert client.post("/v1/keys").status_code == 403
         assert client.post("/v1/keys").json() == forbidden
         assert client.post("/v1/keys", headers=auth("wrong")).json() == forbidden
@@ -204,8 +220,15 @@ def test_openapi_describes_spec_paths(server: Server) -> None:
         doc = client.get("/openapi.json").json()
         assert client.get("/docs").status_code == 200
     paths = doc["paths"]
-    for path, method in [("/api/register", "post"), ("/v1/keys", "post"), ("/api/login", "post"),
-                         ("/v1/balance", "get"), ("/v1/deposit", "get"), ("/v1/pricing", "get"), ("/health", "get")]:
+    for path, method in [
+        ("/api/register", "post"),
+        ("/v1/keys", "post"),
+        ("/api/login", "post"),
+        ("/v1/balance", "get"),
+        ("/v1/deposit", "get"),
+        ("/v1/pricing", "get"),
+        ("/health", "get"),
+    ]:
         assert method in paths[path], path
     assert "201" in paths["/v1/keys"]["post"]["responses"] and "403" in paths["/v1/keys"]["post"]["responses"]
     balance_schema = doc["components"]["schemas"]["BalanceResponse"]["properties"]

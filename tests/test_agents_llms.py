@@ -9,8 +9,9 @@ from pathlib import Path
 import anyio
 import httpx
 import pytest
-from cocoon_platform.agents.tools import build_server
 from support import Server, start_server, start_simulator
+
+from cocoon_platform.agents.tools import build_server
 
 LINK = re.compile(r"^- \[([^\]]+)\]\(([^)]+)\)(?::\s*(.*))?$", re.MULTILINE)
 
@@ -20,9 +21,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """What llms.txt says depends on the routes, prices and settings, not on the database: SQLite."""
     tmp: Path = tmp_path_factory.mktemp("llms")
     simulator = start_simulator(tmp)
-    platform = start_server(tmp, f"sqlite+aiosqlite:///{tmp}/cocoon.db", {
-        "COCOON_UPSTREAM_URL": simulator.url, "COCOON_RATE_LIMIT_RPM": "120", "COCOON_MAX_TOKENS_CAP": "32000",
-        "COCOON_TRUSTED_PROXIES": "127.0.0.1/32"})
+    platform = start_server(
+        tmp,
+        f"sqlite+aiosqlite:///{tmp}/cocoon.db",
+        {
+            "COCOON_UPSTREAM_URL": simulator.url,
+            "COCOON_RATE_LIMIT_RPM": "120",
+            "COCOON_MAX_TOKENS_CAP": "32000",
+            "COCOON_TRUSTED_PROXIES": "127.0.0.1/32",
+        },
+    )
     try:
         platform.client().get("/v1/models").raise_for_status()  # the live model list is known
         yield platform
@@ -39,7 +47,9 @@ def test_llms_txt_is_in_the_llmstxt_format(server: Server) -> None:
     assert lines[0] == "# Cocoon Platform"
     assert lines[2].startswith("> ") and "TON" in lines[2]
     head, _, sections = answer.text.partition("\n## ")
-    assert not re.search(r"^#{1,6} ", head.split("\n", 1)[1], re.MULTILINE), "only the title is a heading before the sections"
+    assert not re.search(r"^#{1,6} ", head.split("\n", 1)[1], re.MULTILINE), (
+        "only the title is a heading before the sections"
+    )
     titles = re.findall(r"^## (.+)$", answer.text, re.MULTILINE)
     assert titles == ["Docs", "API", "Optional"]
     for section in ("## " + sections).split("\n## ")[1:]:
@@ -53,8 +63,12 @@ def test_llms_txt_names_every_operation_of_the_openapi_document(server: Server) 
     text = client.get("/llms.txt").text
     api = text.split("\n## API\n", 1)[1].split("\n## ", 1)[0]
     listed = {m.group(1) for m in LINK.finditer(api)}
-    published = {f"{method.upper()} {path}" for path, item in openapi["paths"].items() for method in item
-                 if method in ("get", "post", "put", "patch", "delete")}
+    published = {
+        f"{method.upper()} {path}"
+        for path, item in openapi["paths"].items()
+        for method in item
+        if method in ("get", "post", "put", "patch", "delete")
+    }
     assert listed == published
     assert {path for path in openapi["paths"]} <= {name.split(" ", 1)[1] for name in listed}
     for match in LINK.finditer(api):  # each summary is the document's
@@ -66,8 +80,12 @@ def test_llms_txt_prices_and_limits_are_the_live_ones(server: Server) -> None:
     client = server.client()
     rates = client.get("/v1/pricing").json()["rates"]
     text = client.get("/llms.txt").text
-    for label, name in (("prompt token", "prompt_token"), ("cached prompt token", "cached_prompt_token"),
-                        ("completion token", "completion_token"), ("reasoning token", "reasoning_token")):
+    for label, name in (
+        ("prompt token", "prompt_token"),
+        ("cached prompt token", "cached_prompt_token"),
+        ("completion token", "completion_token"),
+        ("reasoning token", "reasoning_token"),
+    ):
         shown = re.search(rf"^- {label}: (\d+) nanoTON", text, re.MULTILINE)
         assert shown is not None, label
         assert int(shown.group(1)) == rates[name]["effective_nanoton"]
@@ -126,8 +144,9 @@ def test_links_follow_the_scheme_a_trusted_proxy_forwards(server: Server, tmp_pa
     forwarded = {"X-Forwarded-Proto": "https"}
     text = server.client().get("/llms.txt", headers=forwarded).text  # this server trusts its loopback peers
     assert f"https://127.0.0.1:{server.port}/docs.md" in text and "http://" not in text
-    untrusting = start_server(tmp_path, f"sqlite+aiosqlite:///{tmp_path}/cocoon.db",
-                              {"COCOON_TRUSTED_PROXIES": "10.0.0.0/8"})
+    untrusting = start_server(
+        tmp_path, f"sqlite+aiosqlite:///{tmp_path}/cocoon.db", {"COCOON_TRUSTED_PROXIES": "10.0.0.0/8"}
+    )
     try:
         text = untrusting.client().get("/llms.txt", headers=forwarded).text
         assert f"http://127.0.0.1:{untrusting.port}/docs.md" in text and "https://" not in text

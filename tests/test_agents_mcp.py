@@ -27,8 +27,17 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult
 from support import BIN, Server, base_env, fresh_database, fund, new_account, start_server, start_simulator
 
-TOOLS = {"chat", "translate", "list_models", "network_status", "pricing", "balance", "deposit_instructions",
-         "usage_history", "get_generation"}
+TOOLS = {
+    "chat",
+    "translate",
+    "list_models",
+    "network_status",
+    "pricing",
+    "balance",
+    "deposit_instructions",
+    "usage_history",
+    "get_generation",
+}
 FUNDS = 10**9  # 1 TON
 
 Connect = Callable[[str], AbstractAsyncContextManager[Client]]
@@ -145,16 +154,26 @@ def test_chat_and_translate_are_billed_like_api_calls(platform: Platform, connec
     async def check() -> None:
         async with connect(key) as client:
             before = api.get("/v1/balance").json()["balance_nanoton"]
-            chat = structured(await client.call_tool("chat", {
-                "model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "What is TON?"}],
-                "max_tokens": 64}))
+            chat = structured(
+                await client.call_tool(
+                    "chat",
+                    {
+                        "model": "Qwen/Qwen3-32B",
+                        "messages": [{"role": "user", "content": "What is TON?"}],
+                        "max_tokens": 64,
+                    },
+                )
+            )
             assert chat["answer"] and chat["model"] == "Qwen/Qwen3-32B"
             assert chat["cost_nanoton"] > 0 and chat["cost_ton"] == chat["cost_nanoton"] / 1e9
             after_chat = api.get("/v1/balance").json()["balance_nanoton"]
             assert before - after_chat == chat["cost_nanoton"]
 
-            translation = structured(await client.call_tool("translate", {
-                "text": "May the force be with you", "target_language": "zh", "source_language": "en"}))
+            translation = structured(
+                await client.call_tool(
+                    "translate", {"text": "May the force be with you", "target_language": "zh", "source_language": "en"}
+                )
+            )
             assert translation["model"] == "ByteDance-Seed/Seed-X-PPO-7B"
             assert translation["translation"] and not translation["translation"].isascii()
             assert translation["cost_nanoton"] > 0
@@ -183,15 +202,17 @@ def test_refusals_are_tool_errors_with_the_platforms_message(platform: Platform,
 
     async def check() -> None:
         async with connect(key) as client:
-            refused = await client.call_tool("chat", {
-                "model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "hi"}]})
+            refused = await client.call_tool(
+                "chat", {"model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "hi"}]}
+            )
             assert refused.is_error
             text = refused.content[0].text  # type: ignore[union-attr]
             assert "HTTP 402 (insufficient_balance)" in text and "Insufficient balance" in text
             assert "deposit_instructions" in text and "ton://" in text
             await anyio.to_thread.run_sync(fund, platform.database_url, key, FUNDS)
-            unknown = await client.call_tool("chat", {
-                "model": "no/such-model", "messages": [{"role": "user", "content": "hi"}]})
+            unknown = await client.call_tool(
+                "chat", {"model": "no/such-model", "messages": [{"role": "user", "content": "hi"}]}
+            )
             assert unknown.is_error and "no/such-model" in unknown.content[0].text  # type: ignore[union-attr]
             invalid = await client.call_tool("chat", {"model": "Qwen/Qwen3-32B", "messages": []})
             assert invalid.is_error
@@ -203,9 +224,15 @@ def test_refusals_are_tool_errors_with_the_platforms_message(platform: Platform,
 
 
 def test_stdio_refuses_to_start_without_a_key(platform: Platform) -> None:
-    done = subprocess.run([str(BIN / "cocoon-platform"), "mcp"], check=False, capture_output=True, text=True,
-                          env=base_env({"COCOON_PLATFORM_URL": platform.server.url}), timeout=60,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [str(BIN / "cocoon-platform"), "mcp"],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=base_env({"COCOON_PLATFORM_URL": platform.server.url}),
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 1 and "COCOON_API_KEY" in done.stderr and done.stdout == ""
 
 
@@ -222,8 +249,11 @@ def test_http_clients_of_the_2025_protocol(platform: Platform) -> None:
             assert client.server_info is not None and client.server_info.name == "cocoon-platform"
             assert client.instructions is not None and "402" in client.instructions
             assert {tool.name for tool in (await client.list_tools()).tools} == TOOLS
-            chat = structured(await client.call_tool("chat", {
-                "model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "hi"}]}))
+            chat = structured(
+                await client.call_tool(
+                    "chat", {"model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "hi"}]}
+                )
+            )
             assert structured(await client.call_tool("balance", {})) == api.get("/v1/balance").json()
         assert api.get("/v1/balance").json()["balance_nanoton"] == FUNDS - chat["cost_nanoton"]
 
@@ -231,8 +261,12 @@ def test_http_clients_of_the_2025_protocol(platform: Platform) -> None:
 
 
 def test_mcp_over_http_needs_a_valid_key(platform: Platform) -> None:
-    request = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+    request = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}},
+    }
     headers = {"Accept": "application/json, text/event-stream"}
     client = platform.server.client()
     for authorization in (None, "Bearer ck_not-a-key", "Basic abc"):
@@ -261,8 +295,10 @@ def test_failed_keys_on_mcp_count_against_the_address(platform: Platform, tmp_pa
         key = new_account(server, platform.database_url)
         client = server.client(headers={"Accept": "application/json, text/event-stream"})
         ping = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
-        statuses = [client.post("/mcp", json=ping, headers={"Authorization": f"Bearer ck_{i:040d}"}).status_code
-                    for i in range(4)]
+        statuses = [
+            client.post("/mcp", json=ping, headers={"Authorization": f"Bearer ck_{i:040d}"}).status_code
+            for i in range(4)
+        ]
         assert statuses == [401, 401, 401, 429]
         refused = client.post("/mcp", json=ping, headers={"Authorization": f"Bearer {key}"})
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded"
@@ -287,9 +323,15 @@ def test_chat_over_http_is_billed_on_postgresql(platform: Platform, tmp_path: Pa
 
             async def check() -> None:
                 async with http_connect(on_postgresql)(key) as client:
-                    results = [structured(await client.call_tool("chat", {
-                        "model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": f"question {i}"}]}))
-                        for i in range(3)]
+                    results = [
+                        structured(
+                            await client.call_tool(
+                                "chat",
+                                {"model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": f"question {i}"}]},
+                            )
+                        )
+                        for i in range(3)
+                    ]
                     balance = structured(await client.call_tool("balance", {}))
                 charged = sum(result["cost_nanoton"] for result in results)
                 assert charged > 0 and balance["balance_nanoton"] == FUNDS - charged

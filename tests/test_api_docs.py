@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import httpx
 from playwright.sync_api import Browser, expect
-
 from support import Server
 from test_dashboard import Tab, browser  # noqa: F401 (the fixture)
 
@@ -15,8 +14,9 @@ def test_docs_work_offline_with_no_script_from_elsewhere(browser: Browser, platf
     """Seen: /docs loaded Swagger UI from a CDN without an integrity hash, and failed offline."""
     tab = Tab(browser, platform)
     # Offline: anything not on the platform's own origin fails, as on a machine without a network.
-    tab.context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(platform.url + "/")
-                      else route.abort())
+    tab.context.route(
+        "**/*", lambda route: route.continue_() if route.request.url.startswith(platform.url + "/") else route.abort()
+    )
     page = tab.goto("/docs")
     expect(page.locator(".opblock-summary-path", has_text="/v1/chat/completions").first).to_be_visible()
     expect(page.locator(".info .title")).to_contain_text("Cocoon Platform API")

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import httpx
-
 from support import db_rows, new_account, run_cli, start_server, start_simulator
 
 
@@ -24,9 +23,13 @@ def test_backup_while_serving_is_consistent_and_private(tmp_path: Path) -> None:
             with httpx.Client(base_url=server.url, timeout=30) as client:
                 while not stop.is_set():
                     answer = client.post(
-                        "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                        json={"model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "hi"}],
-                              "max_tokens": 8},
+                        "/v1/chat/completions",
+                        headers={"Authorization": f"Bearer {key}"},
+                        json={
+                            "model": "Qwen/Qwen3-32B",
+                            "messages": [{"role": "user", "content": "hi"}],
+                            "max_tokens": 8,
+                        },
                     )
                     answered.append(answer.status_code)
 
@@ -63,7 +66,6 @@ def test_backup_while_serving_is_consistent_and_private(tmp_path: Path) -> None:
 
 
 def test_backup_of_postgresql_points_to_pg_dump(tmp_path: Path) -> None:
-    result = run_cli(["admin", "backup", str(tmp_path / "x.db")],
-                     "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+    result = run_cli(["admin", "backup", str(tmp_path / "x.db")], "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
     assert result.returncode != 0 and "pg_dump" in result.stderr
     assert not (tmp_path / "x.db").exists()

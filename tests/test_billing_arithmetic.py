@@ -8,8 +8,13 @@ import pytest
 
 from cocoon_platform.billing.prices import NetworkPrices, Pricer, TokenCounts, network_cost
 
-MAINNET = NetworkPrices(price_per_token=20, prompt_multiplier=10000, cached_multiplier=1000,
-                        completion_multiplier=80000, reasoning_multiplier=80000)
+MAINNET = NetworkPrices(
+    price_per_token=20,
+    prompt_multiplier=10000,
+    cached_multiplier=1000,
+    completion_multiplier=80000,
+    reasoning_multiplier=80000,
+)
 
 
 @pytest.mark.parametrize(

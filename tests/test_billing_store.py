@@ -47,8 +47,9 @@ class MemoryStore(BillingStore):
 
 
 def settlement(request_id: str, charge: int = 5) -> Settlement:
-    return Settlement(Reservation(request_id, 1, 1, 10), charge, request_id, "m", "chat", 1, 0, 1, 0, "ok", 200,
-                      False, 1)
+    return Settlement(
+        Reservation(request_id, 1, 1, 10), charge, request_id, "m", "chat", 1, 0, 1, 0, "ok", 200, False, 1
+    )
 
 
 async def running(store: MemoryStore) -> tuple[asyncio.Event, asyncio.Task[None]]:

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from support import db_rows, fund, ledger_consistent, run_cli
 
 from cocoon_platform.accounts.keys import hash_api_key, new_api_key
 from cocoon_platform.billing.store import BillingStore, Reservation, Settlement, batching, create_billing_store
 from cocoon_platform.billing.store import sqlite as sqlite_store
 from cocoon_platform.config import Settings
 from cocoon_platform.proxy.handler import new_request_id
-from support import db_rows, fund, ledger_consistent, run_cli
 
 T = TypeVar("T")
 FUNDS = 1_000_000
@@ -33,21 +33,29 @@ def migrated(database_url: str) -> str:
 def new_key(database_url: str, nanoton: int = FUNDS) -> tuple[str, int]:
     """A funded account with one key; returns the key and the account id."""
     code = uuid.uuid4().hex[:16].upper()
-    db_rows(database_url, "INSERT INTO accounts (deposit_code, balance_nanoton, reserved_nanoton, created_at) "
-                          "VALUES (:code, 0, 0, CURRENT_TIMESTAMP)", {"code": code})
+    db_rows(
+        database_url,
+        "INSERT INTO accounts (deposit_code, balance_nanoton, reserved_nanoton, created_at) "
+        "VALUES (:code, 0, 0, CURRENT_TIMESTAMP)",
+        {"code": code},
+    )
     account_id = int(db_rows(database_url, "SELECT id FROM accounts WHERE deposit_code = :code", {"code": code})[0][0])  # type: ignore[call-overload]
     key = new_api_key()
-    db_rows(database_url, "INSERT INTO api_keys (account_id, key_hash, prefix, created_at) "
-                          "VALUES (:account, :hash, 'ck_test', CURRENT_TIMESTAMP)",
-            {"account": account_id, "hash": hash_api_key(key)})
+    db_rows(
+        database_url,
+        "INSERT INTO api_keys (account_id, key_hash, prefix, created_at) "
+        "VALUES (:account, :hash, 'ck_test', CURRENT_TIMESTAMP)",
+        {"account": account_id, "hash": hash_api_key(key)},
+    )
     if nanoton:
         fund(database_url, key, nanoton)
     return key, account_id
 
 
 def funds(database_url: str, account_id: int) -> tuple[int, int]:
-    row = db_rows(database_url, "SELECT balance_nanoton, reserved_nanoton FROM accounts WHERE id = :id",
-                  {"id": account_id})[0]
+    row = db_rows(
+        database_url, "SELECT balance_nanoton, reserved_nanoton FROM accounts WHERE id = :id", {"id": account_id}
+    )[0]
     return int(row[0]), int(row[1])  # type: ignore[call-overload]
 
 
@@ -70,8 +78,9 @@ def with_store(database_url: str, scenario: Callable[[BillingStore], Awaitable[T
 
 
 async def reserve(store: BillingStore, key: str, amount: int, request_id: str | None = None) -> Reservation | None:
-    return await store.reserve(hash_api_key(key), amount, 0, 0, request_id or new_request_id(), 600, model="m",
-                               overdraft_min_credits=0)
+    return await store.reserve(
+        hash_api_key(key), amount, 0, 0, request_id or new_request_id(), 600, model="m", overdraft_min_credits=0
+    )
 
 
 def test_one_request_at_a_time_reserves_charges_and_releases(migrated: str) -> None:
@@ -88,8 +97,11 @@ def test_one_request_at_a_time_reserves_charges_and_releases(migrated: str) -> N
     assert funds(migrated, account) == (FUNDS - 755, 0)
     # A free request leaves a usage record but no ledger entry.
     assert db_rows(migrated, "SELECT COUNT(*) FROM usage_records WHERE account_id = :a", {"a": account}) == [(3,)]
-    assert db_rows(migrated, "SELECT amount_nanoton FROM ledger_entries WHERE account_id = :a AND kind = 'usage' "
-                             "ORDER BY id", {"a": account}) == [(-700,), (-55,)]
+    assert db_rows(
+        migrated,
+        "SELECT amount_nanoton FROM ledger_entries WHERE account_id = :a AND kind = 'usage' ORDER BY id",
+        {"a": account},
+    ) == [(-700,), (-55,)]
     assert ledger_consistent(migrated) == []
 
 
@@ -121,7 +133,8 @@ def test_reservations_in_one_batch_for_one_account_see_each_other(migrated: str)
         granted = [r for r in await asyncio.gather(*(reserve(store, key, 400) for _ in range(3))) if r]
         held = await asyncio.to_thread(funds, migrated, account)
         holds = await asyncio.to_thread(
-            db_rows, migrated, "SELECT SUM(amount_nanoton) FROM holds WHERE account_id = :a", {"a": account})
+            db_rows, migrated, "SELECT SUM(amount_nanoton) FROM holds WHERE account_id = :a", {"a": account}
+        )
         for reservation in granted:
             await store.settle(settlement(reservation, 0))  # other tests expect no open holds
         return len(granted), held, holds
@@ -136,8 +149,11 @@ def test_refusals_leave_nothing_held(migrated: str) -> None:
     live_key, live_account = new_key(migrated, nanoton=1_000)
 
     async def scenario(store: BillingStore) -> list[Reservation | None]:
-        return [await reserve(store, key, 10), await reserve(store, live_key, 1_001),
-                await reserve(store, new_api_key(), 10)]
+        return [
+            await reserve(store, key, 10),
+            await reserve(store, live_key, 1_001),
+            await reserve(store, new_api_key(), 10),
+        ]
 
     assert with_store(migrated, scenario) == [None, None, None]
     assert funds(migrated, account) == (1_000, 0)
@@ -152,9 +168,12 @@ def test_a_hold_the_sweeper_released_is_still_charged_once(migrated: str) -> Non
         assert held is not None
         # The sweeper got there first (the request outlived its hold).
         await asyncio.to_thread(db_rows, migrated, "DELETE FROM holds WHERE id = :id", {"id": held.hold_id})
-        await asyncio.to_thread(db_rows, migrated,
-                                "UPDATE accounts SET reserved_nanoton = reserved_nanoton - 9000 WHERE id = :a",
-                                {"a": account})
+        await asyncio.to_thread(
+            db_rows,
+            migrated,
+            "UPDATE accounts SET reserved_nanoton = reserved_nanoton - 9000 WHERE id = :a",
+            {"a": account},
+        )
         await store.settle(settlement(held, 400))
         await store.settle(settlement(held, 400))  # applied again: counts as done, charges nothing more
 
@@ -164,8 +183,9 @@ def test_a_hold_the_sweeper_released_is_still_charged_once(migrated: str) -> Non
     assert ledger_consistent(migrated) == []
 
 
-def test_sqlite_wal_starts_over_under_continuous_writes(migrated: str, backend: str,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sqlite_wal_starts_over_under_continuous_writes(
+    migrated: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Without a restart the WAL (and the index each process maps) grows for as long as writes go on."""
     if backend != "sqlite":
         pytest.skip("SQLite's write-ahead log")
@@ -214,8 +234,12 @@ def test_postgres_committers_keep_their_connections_and_replace_a_lost_one(migra
         assert second is not None
         assert store._held == held  # type: ignore[attr-defined]  # the same connections, kept
         pids = [connection.get_server_pid() for connection in held.values()]
-        await asyncio.to_thread(db_rows, migrated, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                                   "WHERE pid IN (:a, :b)", {"a": pids[0], "b": pids[1]})
+        await asyncio.to_thread(
+            db_rows,
+            migrated,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid IN (:a, :b)",
+            {"a": pids[0], "b": pids[1]},
+        )
         await store.settle(settlement(second, 200))
         third = await reserve(store, key, 1_000)
         assert third is not None
@@ -254,8 +278,9 @@ def test_a_settlement_that_fails_fails_its_caller_and_the_committer_goes_on(migr
     assert ledger_consistent(migrated) == []
 
 
-def test_a_batch_gives_up_on_a_database_that_stays_locked(migrated: str, backend: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_batch_gives_up_on_a_database_that_stays_locked(
+    migrated: str, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Past its patience a batch fails its callers with a clear error instead of waiting forever."""
     if backend != "sqlite":
         pytest.skip("another SQLite writer holds the lock")

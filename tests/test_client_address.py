@@ -7,9 +7,9 @@ import ipaddress
 
 import httpx
 import pytest
+from conftest import ServerFactory
 
 from cocoon_platform.ops.client_address import ClientAddresses, parse_networks
-from conftest import ServerFactory
 
 
 def scope(peer: str, *forwarded: str) -> dict[str, object]:
@@ -43,7 +43,10 @@ def test_ipv6_is_counted_by_its_64_and_mapped_ipv4_as_ipv4() -> None:
 def test_trusted_proxies_setting_is_validated() -> None:
     assert parse_networks("") == []
     assert parse_networks("127.0.0.1, ::1, 10.0.0.0/8") == [
-        ipaddress.ip_network("127.0.0.1/32"), ipaddress.ip_network("::1/128"), ipaddress.ip_network("10.0.0.0/8")]
+        ipaddress.ip_network("127.0.0.1/32"),
+        ipaddress.ip_network("::1/128"),
+        ipaddress.ip_network("10.0.0.0/8"),
+    ]
     with pytest.raises(ValueError, match="not-an-ip"):
         parse_networks("10.0.0.0/8,not-an-ip")
 

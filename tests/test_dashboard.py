@@ -22,17 +22,22 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import zxingcpp
+from conftest import ServerFactory
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, expect, sync_playwright
+from support import Server, db_rows, fund, new_account, run_cli, start_simulator
 
 from cocoon_simulator.toncenter import DEFAULT_WALLET
-from conftest import ServerFactory
-from support import Server, db_rows, fund, new_account, run_cli, start_simulator
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--no-first-run", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
 ]
 STATIC_DIR = Path(__file__).resolve().parent.parent / "src" / "cocoon_platform" / "dashboard" / "static"
 SCREENSHOT = Path("/tmp/cocoon-dashboard.png")
@@ -64,8 +69,10 @@ def ensure_chromium() -> None:
     if CHROMIUM.exists():
         return
     if not (shutil.which("apt-get") and os.geteuid() == 0):
-        pytest.skip(f"Debian's Chromium ({CHROMIUM}) is missing and cannot be installed here "
-                    "(`apt-get install -y chromium` needs root); the dashboard tests drive that browser")
+        pytest.skip(
+            f"Debian's Chromium ({CHROMIUM}) is missing and cannot be installed here "
+            "(`apt-get install -y chromium` needs root); the dashboard tests drive that browser"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     outcome = ""
     for command in ("apt-get install -y -q chromium", "apt-get update -q && apt-get install -y -q chromium"):
@@ -77,8 +84,10 @@ def ensure_chromium() -> None:
             outcome = str(exc)
         if CHROMIUM.exists():
             return
-    pytest.skip(f"Debian's Chromium ({CHROMIUM}) is missing and `apt-get install -y chromium` failed "
-                f"({outcome or 'no output'}); the dashboard tests drive that browser")
+    pytest.skip(
+        f"Debian's Chromium ({CHROMIUM}) is missing and `apt-get install -y chromium` failed "
+        f"({outcome or 'no output'}); the dashboard tests drive that browser"
+    )
 
 
 @pytest.fixture
@@ -164,7 +173,8 @@ def wait_for_api(server: Server, key: str, balance: int, request_id: str | None 
         body = httpx.get(server.url + "/v1/balance", headers=bearer(key), timeout=10).json()
         usage = httpx.get(server.url + "/v1/usage", headers=bearer(key), timeout=10).json()["data"]
         if body["balance_nanoton"] == balance and (
-                request_id is None or any(r["request_id"] == request_id for r in usage)):
+            request_id is None or any(r["request_id"] == request_id for r in usage)
+        ):
             return
         time.sleep(0.05)
     raise AssertionError(f"the API never showed balance {balance} and request {request_id}")
@@ -223,8 +233,16 @@ def test_register_deposit_usage_keys_and_sign_out(tab: Tab, platform: Server, da
     expect(page.locator("#balance-low")).to_be_hidden()
 
     # An inference through the API: the refresh after the balance moves brings its usage row and cost.
-    response = httpx.post(platform.url + "/v1/chat/completions", headers=bearer(key), timeout=30, json={
-        "model": QWEN, "max_tokens": 24, "messages": [{"role": "user", "content": "Hello from the dashboard test"}]})
+    response = httpx.post(
+        platform.url + "/v1/chat/completions",
+        headers=bearer(key),
+        timeout=30,
+        json={
+            "model": QWEN,
+            "max_tokens": 24,
+            "messages": [{"role": "user", "content": "Hello from the dashboard test"}],
+        },
+    )
     assert response.status_code == 200, response.text
     request_id = response.headers["x-request-id"]
     cost = response.json()["usage"]["cost_nanoton"]
@@ -241,7 +259,9 @@ def test_register_deposit_usage_keys_and_sign_out(tab: Tab, platform: Server, da
     expect(totals).to_have_count(1)
     expect(totals.first.locator("td").nth(2)).to_have_text("1")
     expect(totals.first.locator("td.cost")).to_have_text(ton_text(cost))
-    expect(page.locator("#balance-spent")).to_have_text(f"Spent in the last 30 days: {ton_text(cost)} TON over 1 request.")
+    expect(page.locator("#balance-spent")).to_have_text(
+        f"Spent in the last 30 days: {ton_text(cost)} TON over 1 request."
+    )
     # The spend chart: a picture named for what it shows, one bar for today's one model.
     chart = page.get_by_role("img", name=re.compile("spend per day", re.I))
     expect(chart).to_be_visible()
@@ -407,14 +427,23 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     assert capped.startswith("ck_")
     mine = httpx.get(platform.url + "/v1/keys", headers=bearer(capped), timeout=10).json()
     info = next(k for k in mine["data"] if k["id"] == mine["current_key_id"])
-    assert (info["name"], info["credit_limit_nanoton"], info["limit_reset"], info["models"], info["restricted"]) \
-        == ("capped", 100_000, "daily", [QWEN], True)
+    assert (info["name"], info["credit_limit_nanoton"], info["limit_reset"], info["models"], info["restricted"]) == (
+        "capped",
+        100_000,
+        "daily",
+        [QWEN],
+        True,
+    )
 
     # Spend it: requests pass until the next one's worst case would cross the limit.
     answers = []
     for _ in range(40):
-        answer = httpx.post(platform.url + "/v1/chat/completions", headers=bearer(capped), timeout=30, json={
-            "model": QWEN, "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]})
+        answer = httpx.post(
+            platform.url + "/v1/chat/completions",
+            headers=bearer(capped),
+            timeout=30,
+            json={"model": QWEN, "max_tokens": 16, "messages": [{"role": "user", "content": "Hi"}]},
+        )
         answers.append(answer)
         if answer.status_code != 200:
             break
@@ -429,14 +458,17 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     expect(row).to_contain_text(QWEN)
 
     # The usage narrowed to one key: its requests, and the chart says whose they are.
-    capped_usage = httpx.get(platform.url + "/v1/usage", params={"key_id": info["id"], "limit": 20},
-                             headers=bearer(capped), timeout=10).json()["data"]
+    capped_usage = httpx.get(
+        platform.url + "/v1/usage", params={"key_id": info["id"], "limit": 20}, headers=bearer(capped), timeout=10
+    ).json()["data"]
     page.get_by_label("Show the usage of").select_option(str(info["id"]))
     expect(page.locator("#usage-table tbody tr")).to_have_count(len(capped_usage))
     expect(page.locator("#usage-table tbody tr").first).to_have_attribute(
-        "data-request-id", capped_usage[0]["request_id"])
+        "data-request-id", capped_usage[0]["request_id"]
+    )
     expect(page.get_by_role("img", name=re.compile("spend per day", re.I))).to_have_attribute(
-        "aria-label", re.compile(f"^Spend per day by model of key capped .*: {re.escape(ton_text(spent))} TON in all"))
+        "aria-label", re.compile(f"^Spend per day by model of key capped .*: {re.escape(ton_text(spent))} TON in all")
+    )
     unused = next(k["id"] for k in mine["data"] if k["id"] != info["id"])  # the key this tab signed in with
     page.get_by_label("Show the usage of").select_option(str(unused))
     expect(page.locator("#usage-empty")).to_be_visible()
@@ -480,14 +512,20 @@ def wait_for_deposit(server: Server, key: str, status: str) -> str:
 
 
 def test_deposit_through_the_simulator_raises_the_balance(
-        browser: Browser, server_factory: ServerFactory, database_url: str, tmp_path: Path) -> None:
+    browser: Browser, server_factory: ServerFactory, database_url: str, tmp_path: Path
+) -> None:
     sim = start_simulator(tmp_path)
     try:
         # A fresh fake chain starts its lts again; a cursor left by an earlier one would skip them.
         assert run_cli(["migrate"], database_url).returncode == 0
         off_loop(db_rows, database_url, "DELETE FROM watcher_cursors")
-        server = server_factory(upstream_url=sim.url, deposit_watcher="true", toncenter_url=sim.url,
-                                deposit_wallet=DEFAULT_WALLET, deposit_poll_seconds="0.3")
+        server = server_factory(
+            upstream_url=sim.url,
+            deposit_watcher="true",
+            toncenter_url=sim.url,
+            deposit_wallet=DEFAULT_WALLET,
+            deposit_poll_seconds="0.3",
+        )
         key = off_loop(new_account, server, database_url)
         tab = Tab(browser, server, fake_clock=True)
         try:
@@ -496,8 +534,10 @@ def test_deposit_through_the_simulator_raises_the_balance(
             expect(page.locator("#deposits-empty")).to_be_visible()
             code = page.locator("#deposit-memo").inner_text()
             # Seen on the chain but not final: listed as pending, not in the balance yet.
-            sent = run_cli(["simulate", "deposit", "--code", code, "--amount-ton", "1.25", "--url", sim.url,
-                            "--pending"], database_url)
+            sent = run_cli(
+                ["simulate", "deposit", "--code", code, "--amount-ton", "1.25", "--url", sim.url, "--pending"],
+                database_url,
+            )
             assert sent.returncode == 0, sent.stderr
             tx_hash = wait_for_deposit(server, key, "pending")
             page.clock.fast_forward(31_000)
@@ -591,8 +631,11 @@ def test_pages_and_static_files_headers(platform: Server) -> None:
             assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page.text)
             assert {a.split("?")[0] for a in assets} >= {"/static/app.js", "/static/app.css", "/static/favicon.svg"}
 
-        for asset, content_type in (("app.js", "text/javascript; charset=utf-8"),
-                                    ("app.css", "text/css; charset=utf-8"), ("favicon.svg", "image/svg+xml")):
+        for asset, content_type in (
+            ("app.js", "text/javascript; charset=utf-8"),
+            ("app.css", "text/css; charset=utf-8"),
+            ("favicon.svg", "image/svg+xml"),
+        ):
             url = next(a for a in assets if a.startswith(f"/static/{asset}?v="))
             versioned = client.get(url)
             assert versioned.status_code == 200 and versioned.headers["content-type"] == content_type
@@ -635,6 +678,14 @@ def test_script_never_renders_markup_or_persists_the_key() -> None:
     for module in modules:
         source = module.read_text()
         script = re.sub(r"^\s*//.*$", "", re.sub(r"/\*.*?\*/", "", source, flags=re.S), flags=re.M)
-        for forbidden in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "localStorage",
-                          "eval(", "new Function", "import("):
+        for forbidden in (
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "localStorage",
+            "eval(",
+            "new Function",
+            "import(",
+        ):
             assert forbidden not in script, (module.name, forbidden)

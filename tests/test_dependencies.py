@@ -73,4 +73,5 @@ def test_the_lock_pins_every_dependency_with_hashes() -> None:
         name = canonicalize_name(requirement.name)
         assert name in pins, f"{name} is in pyproject.toml but not in requirements.lock: run make lock"
         assert requirement.specifier.contains(pins[name], prereleases=True), (
-            f"requirements.lock pins {name} {pins[name]}, outside {requirement.specifier}: run make lock")
+            f"requirements.lock pins {name} {pins[name]}, outside {requirement.specifier}: run make lock"
+        )

@@ -27,7 +27,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-
 from support import (
     BIN,
     REDIS_URL,
@@ -36,8 +35,8 @@ from support import (
     create_pg_database,
     db_rows,
     drop_pg_database,
-    fund,
     free_port,
+    fund,
     ledger_consistent,
     run_cli,
     start_simulator,
@@ -65,8 +64,11 @@ def unit_lines(name: str, key: str) -> list[str]:
 
 def env_file_settings() -> dict[str, str]:
     """The shipped environment file's settings (secrets and addresses are the test's own)."""
-    pairs = (line.split("=", 1) for line in (DEPLOY / "env.example").read_text().splitlines()
-             if line and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in (DEPLOY / "env.example").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
     return {name: value for name, value in pairs}
 
 
@@ -111,14 +113,34 @@ class Deployment:
 def make_certificate(tmp: Path) -> tuple[Path, Path]:
     cert, key = tmp / "cert.pem", tmp / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     return cert, key
 
 
-def write_nginx_config(tmp: Path, https_port: int, http_port: int, ports: list[int], cert: Path, key: Path) -> tuple[Path, Path]:
+def write_nginx_config(
+    tmp: Path, https_port: int, http_port: int, ports: list[int], cert: Path, key: Path
+) -> tuple[Path, Path]:
     site = (DEPLOY / "nginx" / "cocoon-platform.conf").read_text()
     site = re.sub(r"^\s*listen \[::\].*\n", "", site, flags=re.M)
     site = site.replace("listen 80;", f"listen 127.0.0.1:{http_port};")
@@ -160,7 +182,7 @@ def write_instance_scripts(tmp: Path, env: dict[str, str]) -> None:
     start.write_text(f"""#!/usr/bin/env bash
 set -e
 {exports}
-export {' '.join(unit_env)}
+export {" ".join(unit_env)}
 cd {tmp}
 setsid {command} >> {tmp}/instance-$1.log 2>&1 < /dev/null &
 echo $! > {tmp}/instance-$1.pid
@@ -186,33 +208,41 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     simulator = start_simulator(tmp, "--wallet", WALLET)
     database_url = create_pg_database()
     ports = [free_port(), free_port()]
-    env = base_env({
-        **env_file_settings(),
-        "COCOON_DATABASE_URL": database_url,
-        "COCOON_REDIS_URL": REDIS_URL,
-        "COCOON_UPSTREAM_URL": simulator.url,
-        "COCOON_TONCENTER_URL": simulator.url,
-        "COCOON_DEPOSIT_WALLET": WALLET,
-        "COCOON_DEPOSIT_WATCHER": "true",
-        "COCOON_DEPOSIT_POLL_SECONDS": "0.3",
-        "COCOON_LOG_JSON": "false",
-        "COCOON_ADMIN_TOKEN": "admin-secret-for-tests",
-        "COCOON_METRICS_TOKEN": METRICS_TOKEN,
-        "COCOON_TONCENTER_API_KEY": "",
-        "COCOON_RATE_LIMIT_CONCURRENT": "2",
-        "COCOON_RATE_LIMIT_SIGNUP_PER_MINUTE": "3",
-        "COCOON_SHUTDOWN_GRACE_SECONDS": "20",
-    })
+    env = base_env(
+        {
+            **env_file_settings(),
+            "COCOON_DATABASE_URL": database_url,
+            "COCOON_REDIS_URL": REDIS_URL,
+            "COCOON_UPSTREAM_URL": simulator.url,
+            "COCOON_TONCENTER_URL": simulator.url,
+            "COCOON_DEPOSIT_WALLET": WALLET,
+            "COCOON_DEPOSIT_WATCHER": "true",
+            "COCOON_DEPOSIT_POLL_SECONDS": "0.3",
+            "COCOON_LOG_JSON": "false",
+            "COCOON_ADMIN_TOKEN": "admin-secret-for-tests",
+            "COCOON_METRICS_TOKEN": METRICS_TOKEN,
+            "COCOON_TONCENTER_API_KEY": "",
+            "COCOON_RATE_LIMIT_CONCURRENT": "2",
+            "COCOON_RATE_LIMIT_SIGNUP_PER_MINUTE": "3",
+            "COCOON_SHUTDOWN_GRACE_SECONDS": "20",
+        }
+    )
     cert, key = make_certificate(tmp)
     https_port, http_port = free_port(), free_port()
     nginx_conf, upstreams = write_nginx_config(tmp, https_port, http_port, ports, cert, key)
     write_instance_scripts(tmp, env)
-    deployment = Deployment(tmp, f"https://127.0.0.1:{https_port}", cert, simulator, database_url, ports, env,
-                            nginx_conf, upstreams)
+    deployment = Deployment(
+        tmp, f"https://127.0.0.1:{https_port}", cert, simulator, database_url, ports, env, nginx_conf, upstreams
+    )
     try:
         (migrate,) = unit_lines("cocoon-platform-migrate.service", "ExecStart")
-        subprocess.run(migrate.replace("/opt/cocoon-platform/.venv/bin/", f"{BIN}/").split(), env=env,
-                       check=True, timeout=60, cwd=tmp)
+        subprocess.run(
+            migrate.replace("/opt/cocoon-platform/.venv/bin/", f"{BIN}/").split(),
+            env=env,
+            check=True,
+            timeout=60,
+            cwd=tmp,
+        )
         # The first instance takes the deposit watcher's lease before the second starts.
         deployment.start_instance(ports[0])
         deadline = time.monotonic() + 30
@@ -259,12 +289,16 @@ def test_units_and_files_are_valid(tmp_path: Path) -> None:
         text = re.sub(r"^(User|Group)=cocoon$", r"\1=root", text, flags=re.M)
         (tmp_path / unit.name).write_text(text)
     (tmp_path / "cocoon-platform@8001.service").symlink_to(tmp_path / "cocoon-platform@.service")
-    units = [str(tmp_path / name) for name in
-             ("cocoon-platform-migrate.service", "cocoon-platform@8001.service", "cocoon-platform-watch.service")]
+    units = [
+        str(tmp_path / name)
+        for name in ("cocoon-platform-migrate.service", "cocoon-platform@8001.service", "cocoon-platform-watch.service")
+    ]
     result = subprocess.run(["systemd-analyze", "verify", *units], capture_output=True, text=True, timeout=60)
-    problems = [line for line in result.stderr.splitlines()
-                if any(unit.name in line for unit in (DEPLOY / "systemd").glob("*.service"))
-                or "cocoon-platform@8001" in line]
+    problems = [
+        line
+        for line in result.stderr.splitlines()
+        if any(unit.name in line for unit in (DEPLOY / "systemd").glob("*.service")) or "cocoon-platform@8001" in line
+    ]
     assert not problems, result.stderr
     # Every setting the environment file names is one the platform knows.
     from cocoon_platform.config import Settings
@@ -278,8 +312,11 @@ def test_register_fund_chat_and_stream_over_https(deployment: Deployment) -> Non
     key, code = register(deployment)
     with deployment.client() as client:
         # A deposit on the chain, credited by whichever instance holds the watcher's lease.
-        httpx.post(deployment.simulator.url + "/_ton/deposits",
-                   json={"comment": code, "amount_nanoton": 10**9, "count": 1}, timeout=10).raise_for_status()
+        httpx.post(
+            deployment.simulator.url + "/_ton/deposits",
+            json={"comment": code, "amount_nanoton": 10**9, "count": 1},
+            timeout=10,
+        ).raise_for_status()
         deadline = time.monotonic() + 30
         while balance(client, key) != 10**9:
             assert time.monotonic() < deadline, "the deposit was not credited"
@@ -294,9 +331,17 @@ def test_register_fund_chat_and_stream_over_https(deployment: Deployment) -> Non
         try:
             arrivals: list[float] = []
             began = time.monotonic()
-            with client.stream("POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                               json={"model": MODEL, "messages": [{"role": "user", "content": "count"}],
-                                     "max_tokens": 40, "stream": True}) as stream:
+            with client.stream(
+                "POST",
+                "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                json={
+                    "model": MODEL,
+                    "messages": [{"role": "user", "content": "count"}],
+                    "max_tokens": 40,
+                    "stream": True,
+                },
+            ) as stream:
                 assert stream.status_code == 200
                 assert stream.headers["content-type"].startswith("text/event-stream")
                 for line in stream.iter_lines():
@@ -310,8 +355,11 @@ def test_register_fund_chat_and_stream_over_https(deployment: Deployment) -> Non
         assert arrivals[1] < arrivals[-1] / 2, arrivals
 
         # nginx's own refusals keep the platform's JSON error shape.
-        too_large = client.post("/v1/chat/completions", content=b"x" * (6 * 1024 * 1024),
-                                headers={"Authorization": f"Bearer {key}", "content-type": "application/json"})
+        too_large = client.post(
+            "/v1/chat/completions",
+            content=b"x" * (6 * 1024 * 1024),
+            headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
+        )
         assert too_large.status_code == 413
         assert too_large.json()["error"]["code"] == "request_too_large"
         assert client.get("/metrics").status_code == 404
@@ -321,8 +369,9 @@ def test_client_addresses_come_from_nginx_and_forged_ones_are_ignored(deployment
     # Sign-ups are limited per client address (3 a minute here). A client rotating a forged
     # X-Forwarded-For is still one address; another machine (another loopback address) is not.
     with deployment.client("127.0.0.2") as client:
-        statuses = [client.post("/api/register", headers={"X-Forwarded-For": f"10.0.0.{n}"}).status_code
-                    for n in range(4)]
+        statuses = [
+            client.post("/api/register", headers={"X-Forwarded-For": f"10.0.0.{n}"}).status_code for n in range(4)
+        ]
     assert statuses == [200, 200, 200, 429]
     with deployment.client("127.0.0.3") as other:
         assert other.post("/api/register").status_code == 200
@@ -365,11 +414,20 @@ def test_instance_killed_mid_stream_the_other_serves_and_takes_the_watcher(deplo
 
     def stream() -> None:
         try:
-            with deployment.client() as own, own.stream(
-                "POST", "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                json={"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 200,
-                      "stream": True},
-            ) as answer:
+            with (
+                deployment.client() as own,
+                own.stream(
+                    "POST",
+                    "/v1/chat/completions",
+                    headers={"Authorization": f"Bearer {key}"},
+                    json={
+                        "model": MODEL,
+                        "messages": [{"role": "user", "content": "x"}],
+                        "max_tokens": 200,
+                        "stream": True,
+                    },
+                ) as answer,
+            ):
                 for _ in answer.iter_lines():
                     pass
         except httpx.HTTPError as exc:
@@ -391,8 +449,11 @@ def test_instance_killed_mid_stream_the_other_serves_and_takes_the_watcher(deplo
         statuses = [chat(client, key).status_code for _ in range(10)]
         assert statuses == [200] * 10
         before = balance(client, key)
-        httpx.post(deployment.simulator.url + "/_ton/deposits",
-                   json={"comment": code, "amount_nanoton": 10**8, "count": 1}, timeout=10).raise_for_status()
+        httpx.post(
+            deployment.simulator.url + "/_ton/deposits",
+            json={"comment": code, "amount_nanoton": 10**8, "count": 1},
+            timeout=10,
+        ).raise_for_status()
         deadline = time.monotonic() + 30
         while balance(client, key) != before + 10**8:
             assert time.monotonic() < deadline, "the survivor did not take over the deposit watcher"
@@ -423,8 +484,13 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_charge(deploym
             cost = 0
             try:
                 if streaming:
-                    for chunk in client.chat.completions.create(model=MODEL, messages=messages, max_tokens=16,
-                                                                stream=True, stream_options={"include_usage": True}):
+                    for chunk in client.chat.completions.create(
+                        model=MODEL,
+                        messages=messages,
+                        max_tokens=16,
+                        stream=True,
+                        stream_options={"include_usage": True},
+                    ):
                         if chunk.usage is not None:
                             cost = int((chunk.usage.model_extra or {})["cost_nanoton"])
                 else:
@@ -436,18 +502,29 @@ def test_rolling_restart_under_load_fails_no_request_and_loses_no_charge(deploym
                 outcomes.append((key, repr(exc), 0))
             time.sleep(0.05)
 
-    threads = [threading.Thread(target=load, args=(keys[0], False)), threading.Thread(target=load, args=(keys[1], True))]
+    threads = [
+        threading.Thread(target=load, args=(keys[0], False)),
+        threading.Thread(target=load, args=(keys[1], True)),
+    ]
     for thread in threads:
         thread.start()
     try:
         time.sleep(1)
-        env = {**deployment.env,
-               "UPSTREAMS": str(deployment.upstreams),
-               "MIGRATE": f"{BIN}/cocoon-platform migrate",
-               "RESTART": f"{deployment.tmp}/stop-instance {{port}} && {deployment.tmp}/start-instance {{port}}",
-               "RELOAD": f"{NGINX} -c {deployment.nginx_conf} -p {deployment.tmp} -s reload"}
-        result = subprocess.run([str(DEPLOY / "rolling-restart.sh")], env=env, capture_output=True, text=True,
-                                timeout=300, cwd=deployment.tmp)
+        env = {
+            **deployment.env,
+            "UPSTREAMS": str(deployment.upstreams),
+            "MIGRATE": f"{BIN}/cocoon-platform migrate",
+            "RESTART": f"{deployment.tmp}/stop-instance {{port}} && {deployment.tmp}/start-instance {{port}}",
+            "RELOAD": f"{NGINX} -c {deployment.nginx_conf} -p {deployment.tmp} -s reload",
+        }
+        result = subprocess.run(
+            [str(DEPLOY / "rolling-restart.sh")],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=deployment.tmp,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         time.sleep(1)
     finally:

@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-
-from cocoon_platform.db.models import Deposit
 from support import Process, base_env
 from test_deposit_watcher import (
     NANO,
@@ -36,6 +34,8 @@ from test_deposit_watcher import (
     migrated,
     new_accounts,
 )
+
+from cocoon_platform.db.models import Deposit
 
 __all__ = ["fake", "fake_url", "migrated"]  # fixtures shared with test_deposit_watcher
 
@@ -71,13 +71,15 @@ class Result:
 
 
 def start_watch(tmp_path: Path, name: str, database_url: str, fake_url: str, wallet: str) -> Process:
-    env = base_env({
-        "COCOON_DATABASE_URL": database_url,
-        "COCOON_TONCENTER_URL": fake_url,
-        "COCOON_DEPOSIT_WALLET": wallet,
-        "COCOON_DEPOSIT_POLL_SECONDS": str(POLL_SECONDS),
-        "COCOON_LOG_LEVEL": "info",
-    })
+    env = base_env(
+        {
+            "COCOON_DATABASE_URL": database_url,
+            "COCOON_TONCENTER_URL": fake_url,
+            "COCOON_DEPOSIT_WALLET": wallet,
+            "COCOON_DEPOSIT_POLL_SECONDS": str(POLL_SECONDS),
+            "COCOON_LOG_LEVEL": "info",
+        }
+    )
     return Process(command("watch"), env, tmp_path / f"{name}.log").start()
 
 
@@ -129,9 +131,11 @@ def test_one_watch_process_credits_within_a_poll_and_stops_on_sigint(
         wait_watching(watch)
         latencies = asyncio.run(_measure_latency(migrated, fake, account, code, 8))
         with capsys.disabled():
-            print(f"\ndeposit latency, one watcher polling every {POLL_SECONDS} s ({migrated.split(':')[0]}): "
-                  f"median {statistics.median(latencies):.3f} s, min {min(latencies):.3f} s, "
-                  f"max {max(latencies):.3f} s over {len(latencies)} deposits")
+            print(
+                f"\ndeposit latency, one watcher polling every {POLL_SECONDS} s ({migrated.split(':')[0]}): "
+                f"median {statistics.median(latencies):.3f} s, min {min(latencies):.3f} s, "
+                f"max {max(latencies):.3f} s over {len(latencies)} deposits"
+            )
         assert watch.stop(signal.SIGINT) == 0, watch.log()
         assert "deposit watcher stopped: 8 credited" in watch.log()
     finally:

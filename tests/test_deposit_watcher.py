@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from support import free_port, wait_http
 
 from cocoon_platform.accounts.keys import new_deposit_code
 from cocoon_platform.billing.ledger import EntryKind
@@ -30,7 +31,6 @@ from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import create_engine, create_sessionmaker
 from cocoon_platform.db.migrate import upgrade_head
 from cocoon_platform.db.models import Account, Deposit, LedgerEntry, WatcherCursor
-from cocoon_simulator.toncenter import DEFAULT_WALLET
 from cocoon_platform.ton.address import TonAddress
 from cocoon_platform.ton.deposits import (
     AlreadyCredited,
@@ -45,7 +45,7 @@ from cocoon_platform.ton.deposits import (
 )
 from cocoon_platform.ton.toncenter import parse_transaction
 from cocoon_platform.ton.watcher import DepositWatcher
-from support import free_port, wait_http
+from cocoon_simulator.toncenter import DEFAULT_WALLET
 
 NANO = 10**9
 WALLET = TonAddress.parse(DEFAULT_WALLET)
@@ -89,9 +89,9 @@ def fake_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = tmp_path_factory.mktemp("toncenter") / "fake.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cocoon_simulator.toncenter", "--port", str(port),
-             "--wallet", DEFAULT_WALLET],
-            stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "cocoon_simulator.toncenter", "--port", str(port), "--wallet", DEFAULT_WALLET],
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -173,8 +173,12 @@ async def new_accounts(sessions: Sessions, count: int) -> list[tuple[int, str]]:
     async with sessions() as session, session.begin():
         rows = await session.execute(
             insert(Account)
-            .values([{"deposit_code": new_deposit_code(), "balance_nanoton": 0, "reserved_nanoton": 0}
-                     for _ in range(count)])
+            .values(
+                [
+                    {"deposit_code": new_deposit_code(), "balance_nanoton": 0, "reserved_nanoton": 0}
+                    for _ in range(count)
+                ]
+            )
             .returning(Account.id, Account.deposit_code)
         )
         return [(row.id, row.deposit_code) for row in rows]
@@ -200,14 +204,16 @@ async def check_books(sessions: Sessions) -> None:
             .subquery()
         )
         rows = await session.execute(
-            select(Account.id, Account.balance_nanoton, func.coalesce(totals.c.total, 0))
-            .outerjoin(totals, totals.c.account_id == Account.id)
+            select(Account.id, Account.balance_nanoton, func.coalesce(totals.c.total, 0)).outerjoin(
+                totals, totals.c.account_id == Account.id
+            )
         )
         for account_id, balance, total in rows:
             assert balance == int(total), f"account {account_id}: balance {balance} != ledger {total}"
         entries = await session.execute(
-            select(LedgerEntry.reference, LedgerEntry.account_id, LedgerEntry.amount_nanoton)
-            .where(LedgerEntry.kind == EntryKind.DEPOSIT.value)
+            select(LedgerEntry.reference, LedgerEntry.account_id, LedgerEntry.amount_nanoton).where(
+                LedgerEntry.kind == EntryKind.DEPOSIT.value
+            )
         )
         credited = await session.execute(
             select(Deposit.tx_hash, Deposit.account_id, Deposit.amount_nanoton).where(Deposit.status == "credited")
@@ -306,7 +312,10 @@ def test_only_clean_transfers_with_a_known_code_are_credited(migrated: str, fake
                     select(LedgerEntry).where(LedgerEntry.reference == f"deposit:{credited[0]}")
                 )
             assert entry is not None and (entry.account_id, entry.kind, entry.amount_nanoton) == (
-                account, "deposit", 3 * NANO)
+                account,
+                "deposit",
+                3 * NANO,
+            )
             await check_books(h.sessions)
 
     asyncio.run(scenario())

@@ -13,7 +13,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-
 from support import Server, db_rows, ledger_consistent, new_account
 
 QWEN = "Qwen/Qwen3-32B"
@@ -41,8 +40,7 @@ def anthropic_client(server: Server, key: str) -> anthropic.Anthropic:
 def test_responses_create_and_stream_are_billed_on_the_chat_path(platform: Server, database_url: str) -> None:
     key = new_account(platform, database_url, TON)
     client = openai_client(platform, key)
-    response = client.responses.create(model=QWEN, input="What is TON?", instructions="Be brief.",
-                                       max_output_tokens=64)
+    response = client.responses.create(model=QWEN, input="What is TON?", instructions="Be brief.", max_output_tokens=64)
     assert response.object == "response" and response.status == "completed"
     assert response.id.startswith("resp_") and response.output_text
     kinds = [item.type for item in response.output]
@@ -52,11 +50,17 @@ def test_responses_create_and_stream_are_billed_on_the_chat_path(platform: Serve
     assert 0 < usage.output_tokens_details.reasoning_tokens < usage.output_tokens
     charges = {response.id: (usage.model_extra or {})["cost_nanoton"]}
 
-    quiet = client.responses.create(model="qwen3-32b", input=[
-        {"role": "user", "content": [{"type": "input_text", "text": "Hello"}]},
-        {"type": "reasoning", "id": "rs_1", "summary": []},
-        {"role": "assistant", "content": [{"type": "output_text", "text": "Hi."}]},
-        {"role": "user", "content": "And again?"}], reasoning={"effort": "minimal"}, max_output_tokens=32)
+    quiet = client.responses.create(
+        model="qwen3-32b",
+        input=[
+            {"role": "user", "content": [{"type": "input_text", "text": "Hello"}]},
+            {"type": "reasoning", "id": "rs_1", "summary": []},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "Hi."}]},
+            {"role": "user", "content": "And again?"},
+        ],
+        reasoning={"effort": "minimal"},
+        max_output_tokens=32,
+    )
     assert [item.type for item in quiet.output] == ["message"] and quiet.model == QWEN
     charges[quiet.id] = (quiet.usage.model_extra or {})["cost_nanoton"]  # type: ignore[union-attr]
 
@@ -99,27 +103,38 @@ def test_responses_refuse_what_the_platform_cannot_keep(platform: Server, databa
 def test_anthropic_messages_create_stream_and_count_tokens(platform: Server, database_url: str) -> None:
     key = new_account(platform, database_url, TON)
     client = anthropic_client(platform, key)
-    message = client.messages.create(model=QWEN, max_tokens=64, system=[
-        {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
-        messages=[{"role": "user", "content": "What is TON?"}])
+    message = client.messages.create(
+        model=QWEN,
+        max_tokens=64,
+        system=[{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+        messages=[{"role": "user", "content": "What is TON?"}],
+    )
     assert message.type == "message" and message.id.startswith("msg_")
     assert [block.type for block in message.content] == ["text"]  # no thinking unless asked
     assert message.stop_reason in ("end_turn", "max_tokens") and message.usage.output_tokens > 0
     charges = {message.id: (message.usage.model_extra or {})["cost_nanoton"]}
 
-    thinking = client.messages.create(model="qwen3-32b", max_tokens=200, thinking={"type": "enabled",
-                                      "budget_tokens": 100}, messages=[{"role": "user", "content": "Think."}])
+    thinking = client.messages.create(
+        model="qwen3-32b",
+        max_tokens=200,
+        thinking={"type": "enabled", "budget_tokens": 100},
+        messages=[{"role": "user", "content": "Think."}],
+    )
     assert [block.type for block in thinking.content] == ["thinking", "text"]
     charges[thinking.id] = (thinking.usage.model_extra or {})["cost_nanoton"]
 
-    with client.messages.stream(model=QWEN, max_tokens=40, messages=[{"role": "user", "content": "Stream."}],
-                                stop_sequences=["never-said"]) as stream:
+    with client.messages.stream(
+        model=QWEN, max_tokens=40, messages=[{"role": "user", "content": "Stream."}], stop_sequences=["never-said"]
+    ) as stream:
         events = list(stream)
         final = stream.get_final_message()
     assert [event.type for event in events][:2] == ["message_start", "content_block_start"]
     assert [event.type for event in events][-3:] == ["content_block_stop", "message_delta", "message_stop"]
-    text = "".join(event.delta.text for event in events  # type: ignore[union-attr]
-                   if event.type == "content_block_delta" and event.delta.type == "text_delta")
+    text = "".join(
+        event.delta.text
+        for event in events  # type: ignore[union-attr]
+        if event.type == "content_block_delta" and event.delta.type == "text_delta"
+    )
     assert text and final.content[0].text == text  # type: ignore[union-attr]
     assert final.usage.output_tokens > 0 and final.stop_reason in ("end_turn", "max_tokens")
     delta = next(event for event in events if event.type == "message_delta")
@@ -141,26 +156,45 @@ def test_anthropic_errors_keep_their_meaning_in_anthropics_shape(platform: Serve
     messages = [{"role": "user", "content": "hi"}]
     with pytest.raises(anthropic.AuthenticationError) as auth:
         anthropic_client(platform, "ck_nope").messages.create(model=QWEN, max_tokens=8, messages=messages)  # type: ignore[arg-type]
-    assert auth.value.body == {"type": "error", "error": {"type": "authentication_error", "message": "Invalid API key",
-                                                          "code": "invalid_api_key"}}
+    assert auth.value.body == {
+        "type": "error",
+        "error": {"type": "authentication_error", "message": "Invalid API key", "code": "invalid_api_key"},
+    }
     poor = new_account(platform, database_url)
     with pytest.raises(anthropic.APIStatusError) as payment:
         anthropic_client(platform, poor).messages.create(model=QWEN, max_tokens=8, messages=messages)  # type: ignore[arg-type]
     assert payment.value.status_code == 402
     assert payment.value.body["error"]["type"] == "billing_error"  # type: ignore[index]
     rich = new_account(platform, database_url, TON)
-    missing = httpx.post(platform.url + "/v1/messages", headers={"x-api-key": rich, "anthropic-version": "2023-06-01"},
-                         json={"model": QWEN, "messages": messages})
+    missing = httpx.post(
+        platform.url + "/v1/messages",
+        headers={"x-api-key": rich, "anthropic-version": "2023-06-01"},
+        json={"model": QWEN, "messages": messages},
+    )
     assert missing.status_code == 400
-    assert missing.json() == {"type": "error", "error": {"type": "invalid_request_error",
-                                                         "message": "max_tokens: Field required"}}
+    assert missing.json() == {
+        "type": "error",
+        "error": {"type": "invalid_request_error", "message": "max_tokens: Field required"},
+    }
     with pytest.raises(anthropic.BadRequestError):
-        anthropic_client(platform, rich).messages.create(model=QWEN, max_tokens=8, messages=[  # type: ignore[list-item]
-            {"role": "user", "content": [{"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                                                     "data": "AA=="}}]}])
+        anthropic_client(platform, rich).messages.create(
+            model=QWEN,
+            max_tokens=8,
+            messages=[  # type: ignore[list-item]
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA=="}}
+                    ],
+                }
+            ],
+        )
     assert balance(platform, rich) == TON
-    rows = db_rows(database_url, "SELECT COUNT(*) FROM usage_records r JOIN api_keys k ON k.id = r.key_id "
-                   "WHERE k.prefix = :p", {"p": rich[:9]})
+    rows = db_rows(
+        database_url,
+        "SELECT COUNT(*) FROM usage_records r JOIN api_keys k ON k.id = r.key_id WHERE k.prefix = :p",
+        {"p": rich[:9]},
+    )
     assert rows == [(0,)]
 
 
@@ -170,8 +204,15 @@ WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, 
 def test_responses_function_tool_round_trip(platform: Server, database_url: str) -> None:
     key = new_account(platform, database_url, TON)
     client = openai_client(platform, key)
-    tools = [{"type": "function", "name": "get_weather", "description": "Weather of a city",
-              "parameters": WEATHER_SCHEMA, "strict": False}]
+    tools = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "parameters": WEATHER_SCHEMA,
+            "strict": False,
+        }
+    ]
     question = [{"role": "user", "content": "Weather in Paris? [[sim:calls=1]]"}]
     first = client.responses.create(model=QWEN, input=question, tools=tools, max_output_tokens=300)  # type: ignore[arg-type]
     calls = [item for item in first.output if item.type == "function_call"]
@@ -184,8 +225,11 @@ def test_responses_function_tool_round_trip(platform: Server, database_url: str)
     assert "response.function_call_arguments.delta" in types and "response.function_call_arguments.done" in types
     streamed_calls = [item for item in streamed.output if item.type == "function_call"]
     assert [call.name for call in streamed_calls] == ["get_weather"]
-    history = [*question, *[item.model_dump(exclude_none=True) for item in first.output],
-               {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18 C, sunny"}]
+    history = [
+        *question,
+        *[item.model_dump(exclude_none=True) for item in first.output],
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18 C, sunny"},
+    ]
     second = client.responses.create(model=QWEN, input=history, tools=tools, max_output_tokens=200)  # type: ignore[arg-type]
     assert second.output_text and not [item for item in second.output if item.type == "function_call"]
     charges = [(r.usage.model_extra or {})["cost_nanoton"] for r in (first, streamed, second)]  # type: ignore[union-attr]
@@ -195,24 +239,44 @@ def test_responses_function_tool_round_trip(platform: Server, database_url: str)
 def test_anthropic_tool_use_round_trip(platform: Server, database_url: str) -> None:
     key = new_account(platform, database_url, TON)
     client = anthropic_client(platform, key)
-    tools = [{"name": "get_weather", "description": "Weather of a city", "input_schema": WEATHER_SCHEMA,
-              "cache_control": {"type": "ephemeral"}}]
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "Weather of a city",
+            "input_schema": WEATHER_SCHEMA,
+            "cache_control": {"type": "ephemeral"},
+        }
+    ]
     question = [{"role": "user", "content": "Weather in Paris? [[sim:calls=1]]"}]
-    first = client.messages.create(model=QWEN, max_tokens=300, tools=tools, messages=question,  # type: ignore[arg-type]
-                                   tool_choice={"type": "auto"})
+    first = client.messages.create(
+        model=QWEN,
+        max_tokens=300,
+        tools=tools,
+        messages=question,  # type: ignore[arg-type]
+        tool_choice={"type": "auto"},
+    )
     assert first.stop_reason == "tool_use"
     uses = [block for block in first.content if block.type == "tool_use"]
     assert len(uses) == 1 and uses[0].name == "get_weather" and set(uses[0].input) == {"city"}  # type: ignore[arg-type]
     with client.messages.stream(model=QWEN, max_tokens=300, tools=tools, messages=question) as stream:  # type: ignore[arg-type]
         events = list(stream)
         streamed = stream.get_final_message()
-    assert any(event.type == "content_block_delta" and event.delta.type == "input_json_delta"  # type: ignore[union-attr]
-               for event in events)
+    assert any(
+        event.type == "content_block_delta" and event.delta.type == "input_json_delta"  # type: ignore[union-attr]
+        for event in events
+    )
     assert streamed.stop_reason == "tool_use"
     assert [block.input for block in streamed.content if block.type == "tool_use"] == [uses[0].input]  # type: ignore[union-attr]
-    answer = client.messages.create(model=QWEN, max_tokens=200, tools=tools, messages=[  # type: ignore[arg-type]
-        *question, {"role": "assistant", "content": [block.model_dump() for block in first.content]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "18 C, sunny"}]}])
+    answer = client.messages.create(
+        model=QWEN,
+        max_tokens=200,
+        tools=tools,
+        messages=[  # type: ignore[arg-type]
+            *question,
+            {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "18 C, sunny"}]},
+        ],
+    )
     assert answer.stop_reason in ("end_turn", "max_tokens") and answer.content[-1].type == "text"
     delta = next(event for event in events if event.type == "message_delta")
     charges = [(m.usage.model_extra or {})["cost_nanoton"] for m in (first, answer)]
@@ -228,8 +292,9 @@ def test_agents_sdk_string_model_on_its_default_responses_path(platform: Server,
 
     set_tracing_disabled(True)  # traces would go to OpenAI's servers
     key = new_account(platform, database_url, TON)
-    set_default_openai_client(AsyncOpenAI(base_url=platform.url + "/v1", api_key=key, max_retries=0, timeout=30),
-                              use_for_tracing=False)
+    set_default_openai_client(
+        AsyncOpenAI(base_url=platform.url + "/v1", api_key=key, max_retries=0, timeout=30), use_for_tracing=False
+    )
     asked: list[str] = []
 
     @function_tool
@@ -239,8 +304,9 @@ def test_agents_sdk_string_model_on_its_default_responses_path(platform: Server,
         return f"{city}: 18 degrees, sunny"
 
     agent = Agent(name="weather", instructions="Answer with the weather.", tools=[get_weather], model="qwen3-32b")
-    result = Runner.run_sync(agent, "What is the weather in Paris? [[sim:calls=1]]",
-                             run_config=RunConfig(tracing_disabled=True))
+    result = Runner.run_sync(
+        agent, "What is the weather in Paris? [[sim:calls=1]]", run_config=RunConfig(tracing_disabled=True)
+    )
     assert asked and isinstance(result.final_output, str) and result.final_output
     records = usage_records(platform, key)
     assert len(records) == 2 and {r["endpoint"] for r in records.values()} == {"responses"}
@@ -257,13 +323,20 @@ def test_vercel_ai_sdk_default_openai_model(platform: Server, database_url: str)
     if node is None or npm is None:
         pytest.skip("node and npm are not installed: the Vercel AI SDK test cannot run")
     if not (AI_SDK_DIR / "node_modules" / "@ai-sdk" / "openai").is_dir():
-        installed = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=AI_SDK_DIR, capture_output=True,
-                                   text=True, timeout=300)
+        installed = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"], cwd=AI_SDK_DIR, capture_output=True, text=True, timeout=300
+        )
         if installed.returncode != 0:
             pytest.skip(f"npm install of ai and @ai-sdk/openai failed: {installed.stderr[-300:]}")
     key = new_account(platform, database_url, TON)
-    run = subprocess.run([node, "responses.mjs"], cwd=AI_SDK_DIR, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "PLATFORM_URL": platform.url, "API_KEY": key, "MODEL": "qwen3-32b"})
+    run = subprocess.run(
+        [node, "responses.mjs"],
+        cwd=AI_SDK_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PLATFORM_URL": platform.url, "API_KEY": key, "MODEL": "qwen3-32b"},
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     answers = json.loads(run.stdout)
     records = usage_records(platform, key)
@@ -286,11 +359,15 @@ def sse_events(body: str) -> list[tuple[str, dict[str, object]]]:
 
 @pytest.mark.parametrize("path", ["/v1/responses", "/v1/messages"])
 def test_a_cut_stream_ends_in_the_dialects_failure_event_and_bills_what_was_delivered(
-        platform: Server, database_url: str, path: str) -> None:
+    platform: Server, database_url: str, path: str
+) -> None:
     key = new_account(platform, database_url, TON)
     text = "[[sim:fault=cut]] [[sim:tokens=40]] x"
-    body = ({"model": QWEN, "stream": True, "input": text, "max_output_tokens": 200} if path == "/v1/responses" else
-            {"model": QWEN, "stream": True, "max_tokens": 200, "messages": [{"role": "user", "content": text}]})
+    body = (
+        {"model": QWEN, "stream": True, "input": text, "max_output_tokens": 200}
+        if path == "/v1/responses"
+        else {"model": QWEN, "stream": True, "max_tokens": 200, "messages": [{"role": "user", "content": text}]}
+    )
     with httpx.stream("POST", platform.url + path, headers={"x-api-key": key}, json=body, timeout=30) as response:
         events = sse_events(response.read().decode())
         request_id = response.headers["x-request-id"]
@@ -302,23 +379,36 @@ def test_a_cut_stream_ends_in_the_dialects_failure_event_and_bills_what_was_deli
     else:
         assert names[0] == "message_start" and names[-1] == "error" and "message_stop" not in names
         assert events[-1][1]["error"]["type"] == "api_error"  # type: ignore[index]
-    rows = db_rows(database_url, "SELECT status, estimated, cost_nanoton, endpoint FROM usage_records "
-                   "WHERE request_id = :r", {"r": request_id})
+    rows = db_rows(
+        database_url,
+        "SELECT status, estimated, cost_nanoton, endpoint FROM usage_records WHERE request_id = :r",
+        {"r": request_id},
+    )
     status, estimated, cost, endpoint = rows[0]
     assert status == "upstream_cut" and bool(estimated) and int(cost) > 0  # type: ignore[call-overload]
     assert endpoint == path.rsplit("/", 1)[1]
     assert balance(platform, key) == TON - int(cost)  # type: ignore[call-overload]
 
 
-@pytest.mark.parametrize(("fault", "status", "kind"), [("no_workers", 502, "api_error"),
-                                                       ("no_proxy", 503, "overloaded_error"),
-                                                       ("timeout", 504, "timeout_error")])
-def test_network_failures_in_anthropics_shape(platform: Server, database_url: str, fault: str, status: int,
-                                              kind: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "status", "kind"),
+    [("no_workers", 502, "api_error"), ("no_proxy", 503, "overloaded_error"), ("timeout", 504, "timeout_error")],
+)
+def test_network_failures_in_anthropics_shape(
+    platform: Server, database_url: str, fault: str, status: int, kind: str
+) -> None:
     key = new_account(platform, database_url, TON)
     for stream in (False, True):
-        response = httpx.post(platform.url + "/v1/messages", headers={"x-api-key": key}, timeout=30, json={
-            "model": QWEN, "max_tokens": 20, "stream": stream,
-            "messages": [{"role": "user", "content": f"[[sim:fault={fault}]] hi"}]})
+        response = httpx.post(
+            platform.url + "/v1/messages",
+            headers={"x-api-key": key},
+            timeout=30,
+            json={
+                "model": QWEN,
+                "max_tokens": 20,
+                "stream": stream,
+                "messages": [{"role": "user", "content": f"[[sim:fault={fault}]] hi"}],
+            },
+        )
         assert response.status_code == status
         assert response.json()["type"] == "error" and response.json()["error"]["type"] == kind

@@ -29,9 +29,14 @@ def conversations(draw: st.DrawFn) -> list[dict[str, Any]]:
         messages.append({"role": "user", "content": draw(TEXT)})
         if draw(st.booleans()):
             count = draw(st.integers(1, 2))
-            calls = [{"id": f"call_{turn}_{i}", "type": "function",
-                      "function": {"name": draw(NAMES), "arguments": json.dumps(draw(ARGUMENTS))}}
-                     for i in range(count)]
+            calls = [
+                {
+                    "id": f"call_{turn}_{i}",
+                    "type": "function",
+                    "function": {"name": draw(NAMES), "arguments": json.dumps(draw(ARGUMENTS))},
+                }
+                for i in range(count)
+            ]
             messages.append({"role": "assistant", "content": None, "tool_calls": calls})
             messages.extend({"role": "tool", "tool_call_id": call["id"], "content": draw(TEXT)} for call in calls)
         else:
@@ -43,15 +48,24 @@ def as_responses_input(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     for message in messages:
         if message["role"] == "tool":
-            items.append({"type": "function_call_output", "call_id": message["tool_call_id"],
-                          "output": message["content"]})
+            items.append(
+                {"type": "function_call_output", "call_id": message["tool_call_id"], "output": message["content"]}
+            )
         elif message.get("tool_calls"):
-            items.extend({"type": "function_call", "call_id": call["id"], "name": call["function"]["name"],
-                          "arguments": call["function"]["arguments"]} for call in message["tool_calls"])
+            items.extend(
+                {
+                    "type": "function_call",
+                    "call_id": call["id"],
+                    "name": call["function"]["name"],
+                    "arguments": call["function"]["arguments"],
+                }
+                for call in message["tool_calls"]
+            )
         else:
             kind = "input_text" if message["role"] == "user" else "output_text"
-            items.append({"type": "message", "role": message["role"],
-                          "content": [{"type": kind, "text": message["content"]}]})
+            items.append(
+                {"type": "message", "role": message["role"], "content": [{"type": kind, "text": message["content"]}]}
+            )
             items.append({"type": "reasoning", "id": "rs_x", "summary": []})  # dropped on the way in
     return items
 
@@ -60,17 +74,33 @@ def as_anthropic_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]
     out: list[dict[str, Any]] = []
     for message in messages:
         if message["role"] == "tool":
-            block = {"type": "tool_result", "tool_use_id": message["tool_call_id"],
-                     "content": [{"type": "text", "text": message["content"], "cache_control": {"type": "ephemeral"}}]}
+            block = {
+                "type": "tool_result",
+                "tool_use_id": message["tool_call_id"],
+                "content": [{"type": "text", "text": message["content"], "cache_control": {"type": "ephemeral"}}],
+            }
             if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
                 out[-1]["content"].append(block)
             else:
                 out.append({"role": "user", "content": [block]})
         elif message.get("tool_calls"):
-            out.append({"role": "assistant", "content": [
-                {"type": "thinking", "thinking": "hidden", "signature": ""},
-                *({"type": "tool_use", "id": call["id"], "name": call["function"]["name"],
-                   "input": json.loads(call["function"]["arguments"])} for call in message["tool_calls"])]})
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "hidden", "signature": ""},
+                        *(
+                            {
+                                "type": "tool_use",
+                                "id": call["id"],
+                                "name": call["function"]["name"],
+                                "input": json.loads(call["function"]["arguments"]),
+                            }
+                            for call in message["tool_calls"]
+                        ),
+                    ],
+                }
+            )
         else:
             out.append({"role": message["role"], "content": [{"type": "text", "text": message["content"]}]})
     return out
@@ -82,16 +112,25 @@ def comparable(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for message in messages:
         message = dict(message)
         if message.get("tool_calls"):
-            message["tool_calls"] = [{**call, "function": {"name": call["function"]["name"], "arguments": json.loads(
-                call["function"]["arguments"])}} for call in message["tool_calls"]]
+            message["tool_calls"] = [
+                {
+                    **call,
+                    "function": {
+                        "name": call["function"]["name"],
+                        "arguments": json.loads(call["function"]["arguments"]),
+                    },
+                }
+                for call in message["tool_calls"]
+            ]
         out.append(message)
     return out
 
 
 @settings(max_examples=150, deadline=None)
 @given(conversations(), st.one_of(st.none(), TEXT))
-def test_a_responses_conversation_becomes_the_same_chat_conversation(messages: list[dict[str, Any]],
-                                                                     instructions: str | None) -> None:
+def test_a_responses_conversation_becomes_the_same_chat_conversation(
+    messages: list[dict[str, Any]], instructions: str | None
+) -> None:
     body: dict[str, Any] = {"model": "m", "input": as_responses_input(messages)}
     if instructions is not None:
         body["instructions"] = instructions
@@ -102,8 +141,9 @@ def test_a_responses_conversation_becomes_the_same_chat_conversation(messages: l
 
 @settings(max_examples=150, deadline=None)
 @given(conversations(), st.one_of(st.none(), TEXT))
-def test_an_anthropic_conversation_becomes_the_same_chat_conversation(messages: list[dict[str, Any]],
-                                                                      system: str | None) -> None:
+def test_an_anthropic_conversation_becomes_the_same_chat_conversation(
+    messages: list[dict[str, Any]], system: str | None
+) -> None:
     body: dict[str, Any] = {"model": "m", "max_tokens": 10, "messages": as_anthropic_messages(messages)}
     if system is not None:
         body["system"] = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}]
@@ -117,44 +157,78 @@ def chat_answers(draw: st.DrawFn) -> dict[str, Any]:
     """A chat answer: reasoning, text and tool calls (any may be absent), a finish reason, usage."""
     reasoning = draw(st.lists(TEXT, max_size=4))
     text = draw(st.lists(TEXT, max_size=5))
-    calls = [{"id": f"call_{i}", "name": draw(NAMES), "pieces": draw(st.lists(TEXT, min_size=1, max_size=3))}
-             for i in range(draw(st.integers(0, 2)))]
+    calls = [
+        {"id": f"call_{i}", "name": draw(NAMES), "pieces": draw(st.lists(TEXT, min_size=1, max_size=3))}
+        for i in range(draw(st.integers(0, 2)))
+    ]
     for call in calls:  # arguments as a model writes them: JSON text, cut anywhere
         arguments = json.dumps(draw(ARGUMENTS))
         cuts = sorted(draw(st.lists(st.integers(0, len(arguments)), max_size=3)))
-        call["pieces"] = [arguments[a:b] for a, b in zip([0, *cuts], [*cuts, len(arguments)], strict=True)
-                          if arguments[a:b]] or [arguments]
+        call["pieces"] = [
+            arguments[a:b] for a, b in zip([0, *cuts], [*cuts, len(arguments)], strict=True) if arguments[a:b]
+        ] or [arguments]
     prompt = draw(st.integers(1, 10_000))
     completion = draw(st.integers(1, 10_000))
-    usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-             "prompt_tokens_details": {"cached_tokens": draw(st.integers(0, prompt))},
-             "completion_tokens_details": {"reasoning_tokens": draw(st.integers(0, completion))},
-             "cost_nanoton": draw(st.integers(1, 10**12))}
+    usage = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": draw(st.integers(0, prompt))},
+        "completion_tokens_details": {"reasoning_tokens": draw(st.integers(0, completion))},
+        "cost_nanoton": draw(st.integers(1, 10**12)),
+    }
     usage["cost_ton"] = usage["cost_nanoton"] / 1e9
     finish = "tool_calls" if calls else draw(st.sampled_from(["stop", "length"]))
     return {"reasoning": reasoning, "text": text, "calls": calls, "usage": usage, "finish": finish}
 
 
 def chat_document(answer: dict[str, Any]) -> dict[str, Any]:
-    message = {"role": "assistant", "content": "".join(answer["text"]) or None,
-               "reasoning_content": "".join(answer["reasoning"]) or None,
-               "tool_calls": [{"id": c["id"], "type": "function",
-                               "function": {"name": c["name"], "arguments": "".join(c["pieces"])}}
-                              for c in answer["calls"]]}
-    return {"id": "x", "object": "chat.completion", "created": 1, "model": "m",
-            "choices": [{"index": 0, "message": message, "finish_reason": answer["finish"]}], "usage": answer["usage"]}
+    message = {
+        "role": "assistant",
+        "content": "".join(answer["text"]) or None,
+        "reasoning_content": "".join(answer["reasoning"]) or None,
+        "tool_calls": [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": "".join(c["pieces"])}}
+            for c in answer["calls"]
+        ],
+    }
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "message": message, "finish_reason": answer["finish"]}],
+        "usage": answer["usage"],
+    }
 
 
 def chat_chunks(answer: dict[str, Any]) -> list[bytes]:
     def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return json.dumps({"id": "x", "object": "chat.completion.chunk", "choices": [
-            {"index": 0, "delta": delta, "finish_reason": finish}]}).encode()
+        return json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        ).encode()
 
     out = [chunk({"reasoning_content": piece}) for piece in answer["reasoning"]]
     out += [chunk({"content": piece}) for piece in answer["text"]]
     for index, call in enumerate(answer["calls"]):
-        out.append(chunk({"tool_calls": [{"index": index, "id": call["id"], "type": "function",
-                                          "function": {"name": call["name"], "arguments": ""}}]}))
+        out.append(
+            chunk(
+                {
+                    "tool_calls": [
+                        {
+                            "index": index,
+                            "id": call["id"],
+                            "type": "function",
+                            "function": {"name": call["name"], "arguments": ""},
+                        }
+                    ]
+                }
+            )
+        )
         out += [chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}) for piece in call["pieces"]]
     out.append(chunk({}, answer["finish"]))
     return out
@@ -182,8 +256,7 @@ def expected_calls(answer: dict[str, Any]) -> list[tuple[str, Any]]:
 
 @settings(max_examples=200, deadline=None)
 @given(chat_answers(), st.lists(st.integers(0, 30), max_size=5))
-def test_any_chat_answer_becomes_a_responses_answer_whole_or_streamed(answer: dict[str, Any],
-                                                                      cuts: list[int]) -> None:
+def test_any_chat_answer_becomes_a_responses_answer_whole_or_streamed(answer: dict[str, Any], cuts: list[int]) -> None:
     request = ResponsesDialect().translate({"model": "m", "input": "hi"})
     whole = request.answer(chat_document(answer), "resp_abc")
     stream = request.stream("resp_abc", "m")
@@ -205,9 +278,14 @@ def test_any_chat_answer_becomes_a_responses_answer_whole_or_streamed(answer: di
         usage = answer["usage"]
         assert response["usage"]["input_tokens"] == usage["prompt_tokens"]
         assert response["usage"]["output_tokens"] == usage["completion_tokens"]
-        assert response["usage"]["input_tokens_details"]["cached_tokens"] == usage["prompt_tokens_details"]["cached_tokens"]
-        assert (response["usage"]["output_tokens_details"]["reasoning_tokens"]
-                == usage["completion_tokens_details"]["reasoning_tokens"])
+        assert (
+            response["usage"]["input_tokens_details"]["cached_tokens"]
+            == usage["prompt_tokens_details"]["cached_tokens"]
+        )
+        assert (
+            response["usage"]["output_tokens_details"]["reasoning_tokens"]
+            == usage["completion_tokens_details"]["reasoning_tokens"]
+        )
         assert response["usage"]["cost_nanoton"] == usage["cost_nanoton"]
     assert text_deltas == "".join(answer["text"])
     assert [item["type"] for item in whole["output"]] == [item["type"] for item in final["output"]]
@@ -215,10 +293,12 @@ def test_any_chat_answer_becomes_a_responses_answer_whole_or_streamed(answer: di
 
 @settings(max_examples=200, deadline=None)
 @given(chat_answers(), st.lists(st.integers(0, 30), max_size=5))
-def test_any_chat_answer_becomes_an_anthropic_message_whole_or_streamed(answer: dict[str, Any],
-                                                                        cuts: list[int]) -> None:
-    request = MessagesDialect().translate({"model": "m", "max_tokens": 10, "messages": [
-        {"role": "user", "content": "hi"}]})
+def test_any_chat_answer_becomes_an_anthropic_message_whole_or_streamed(
+    answer: dict[str, Any], cuts: list[int]
+) -> None:
+    request = MessagesDialect().translate(
+        {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    )
     whole = request.answer(chat_document(answer), "msg_abc")
     stream = request.stream("msg_abc", "m")
     body = b"".join(stream.frame(read) for read in reads(chat_chunks(answer), cuts)) + stream.finish(answer["usage"])
@@ -233,19 +313,25 @@ def test_any_chat_answer_becomes_an_anthropic_message_whole_or_streamed(answer: 
             key = {"text_delta": "text", "thinking_delta": "thinking", "input_json_delta": "json"}[delta["type"]]
             block[key] += delta[{"input_json_delta": "partial_json"}.get(delta["type"], key)]
     message_delta = next(data for name, data in streamed if name == "message_delta")
-    for content, stop_reason, usage in ((whole["content"], whole["stop_reason"], whole["usage"]),
-                                        ([blocks[i] for i in sorted(blocks)], message_delta["delta"]["stop_reason"],
-                                         message_delta["usage"])):
+    for content, stop_reason, usage in (
+        (whole["content"], whole["stop_reason"], whole["usage"]),
+        ([blocks[i] for i in sorted(blocks)], message_delta["delta"]["stop_reason"], message_delta["usage"]),
+    ):
         assert "".join(b["text"] for b in content if b["type"] == "text") == "".join(answer["text"])
         assert "".join(b["thinking"] for b in content if b["type"] == "thinking") == "".join(answer["reasoning"])
-        calls = [(b["name"], b["input"] if b.get("input") else json.loads(b.get("json") or "{}"))
-                 for b in content if b["type"] == "tool_use"]
+        calls = [
+            (b["name"], b["input"] if b.get("input") else json.loads(b.get("json") or "{}"))
+            for b in content
+            if b["type"] == "tool_use"
+        ]
         assert calls == expected_calls(answer)
         assert stop_reason == {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}[answer["finish"]]
         chat_usage = answer["usage"]
         cached = chat_usage["prompt_tokens_details"]["cached_tokens"]
-        assert (usage["input_tokens"], usage["cache_read_input_tokens"]) == (chat_usage["prompt_tokens"] - cached,
-                                                                             cached)
+        assert (usage["input_tokens"], usage["cache_read_input_tokens"]) == (
+            chat_usage["prompt_tokens"] - cached,
+            cached,
+        )
         assert usage["output_tokens"] == chat_usage["completion_tokens"]
         assert usage["cost_nanoton"] == chat_usage["cost_nanoton"]
 

@@ -7,22 +7,27 @@ from __future__ import annotations
 import logging
 
 import httpx
-
-from cocoon_platform.ops.request_log import TextFormatter
 from conftest import ServerFactory
 from support import Server, Simulator, new_account
+
+from cocoon_platform.ops.request_log import TextFormatter
 
 QWEN = "Qwen/Qwen3-32B"
 TON = 1_000_000_000
 
 
 def chat(server: Server, key: str, model: str) -> httpx.Response:
-    return httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                      json={"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={"model": model, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    )
 
 
-def test_a_model_name_cannot_forge_or_flood_the_log(server_factory: ServerFactory, simulator: Simulator,
-                                                    database_url: str) -> None:
+def test_a_model_name_cannot_forge_or_flood_the_log(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     """Seen: a model with a newline forged an ERROR line; a 4 MB model grew the log by 4 MB."""
     server = server_factory(upstream_url=simulator.url, log_level="info")
     key = new_account(server, database_url, TON)
@@ -38,8 +43,9 @@ def test_a_model_name_cannot_forge_or_flood_the_log(server_factory: ServerFactor
 
 
 def test_log_lines_escape_what_a_client_sent() -> None:
-    record = logging.LogRecord("cocoon_platform", logging.ERROR, __file__, 1, "unhandled error on %s",
-                               ("/v1/x\nERROR forged\\",), None)
+    record = logging.LogRecord(
+        "cocoon_platform", logging.ERROR, __file__, 1, "unhandled error on %s", ("/v1/x\nERROR forged\\",), None
+    )
     record.fields = {"model": "a\r\nb", "status": 400}
     line = TextFormatter("%(levelname)s %(message)s").format(record)
     assert line == "ERROR unhandled error on /v1/x\\nERROR forged\\\\ model=a\\r\\nb status=400"
@@ -64,10 +70,15 @@ def test_secrets_are_not_cached_json_not_sniffed_and_no_banner(platform: Server,
     registered = httpx.post(platform.url + "/api/register")
     key = registered.json()["api_key"]
     minted = httpx.post(platform.url + "/v1/keys", headers={"Authorization": f"Bearer {key}"})
-    answers = [registered, minted, httpx.get(platform.url + "/v1/models"),
-               httpx.get(platform.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}),
-               httpx.get(platform.url + "/v1/balance"), chat(platform, "ck_nobody", QWEN),
-               chat(platform, key, QWEN)]
+    answers = [
+        registered,
+        minted,
+        httpx.get(platform.url + "/v1/models"),
+        httpx.get(platform.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}),
+        httpx.get(platform.url + "/v1/balance"),
+        chat(platform, "ck_nobody", QWEN),
+        chat(platform, key, QWEN),
+    ]
     for answer in answers:
         assert answer.headers["content-type"].startswith("application/json"), answer.request.url
         assert answer.headers["x-content-type-options"] == "nosniff", answer.request.url

@@ -23,9 +23,15 @@ LIMIT = 4096
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
     settings = Settings(  # type: ignore[call-arg]
-        _env_file=None, database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('door') / 'door.db'}",
-        cors_origins=ORIGIN, max_body_bytes=LIMIT, deposit_watcher=False, rates_enabled=False,
-        upstream_url="http://127.0.0.1:9", stats_refresh_seconds=60, log_level="WARNING",
+        _env_file=None,
+        database_url=f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('door') / 'door.db'}",
+        cors_origins=ORIGIN,
+        max_body_bytes=LIMIT,
+        deposit_watcher=False,
+        rates_enabled=False,
+        upstream_url="http://127.0.0.1:9",
+        stats_refresh_seconds=60,
+        log_level="WARNING",
     )
     upgrade_head(settings)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
@@ -47,13 +53,23 @@ def every_route(client: TestClient) -> list[tuple[str, str]]:
     app = client.app
     while not hasattr(app, "api"):  # the CORS middleware wraps the platform's front door
         app = app.app  # type: ignore[attr-defined]
-    routes = {(method, path) for methods, path in routes_of(app.api.routes)  # type: ignore[attr-defined]
-              for method in methods - {"HEAD", "OPTIONS"}}
+    routes = {
+        (method, path)
+        for methods, path in routes_of(app.api.routes)  # type: ignore[attr-defined]
+        for method in methods - {"HEAD", "OPTIONS"}
+    }
     routes |= {("POST", path) for path in INFERENCE_PATHS}
     # Path parameters get a value that passes their checks (ids are positive integers).
-    return sorted((method, path.replace("{key_id}", "1").replace("{model:path}", "Qwen/Qwen3-32B")
-                   .replace("{name:path}", "app.css").replace("{path:path}", "x"))
-                  for method, path in routes)
+    return sorted(
+        (
+            method,
+            path.replace("{key_id}", "1")
+            .replace("{model:path}", "Qwen/Qwen3-32B")
+            .replace("{name:path}", "app.css")
+            .replace("{path:path}", "x"),
+        )
+        for method, path in routes
+    )
 
 
 def check_common(answer_headers: dict[str, str], what: str) -> None:
@@ -73,8 +89,9 @@ def test_every_route_gets_the_common_headers(client: TestClient) -> None:
 
 def test_every_route_refuses_a_body_over_the_limit(client: TestClient) -> None:
     for method, path in every_route(client):
-        answer = client.request(method, path, headers={"Origin": ORIGIN, "Content-Type": "application/json"},
-                                content=b" " * (LIMIT + 1))
+        answer = client.request(
+            method, path, headers={"Origin": ORIGIN, "Content-Type": "application/json"}, content=b" " * (LIMIT + 1)
+        )
         what = f"{method} {path}"
         assert answer.status_code == 413, f"{what}: {answer.status_code} {answer.text[:200]}"
         body = answer.json()
@@ -85,8 +102,9 @@ def test_every_route_refuses_a_body_over_the_limit(client: TestClient) -> None:
 
 def test_count_tokens_refuses_in_anthropics_shape(client: TestClient) -> None:
     # It sits under /v1/messages: Anthropic's SDK reads only its own error shape there.
-    too_large = client.post("/v1/messages/count_tokens", content=b" " * (LIMIT + 1),
-                            headers={"Content-Type": "application/json"})
+    too_large = client.post(
+        "/v1/messages/count_tokens", content=b" " * (LIMIT + 1), headers={"Content-Type": "application/json"}
+    )
     wrong_method = client.get("/v1/messages/count_tokens")
     for answer, status, kind in ((too_large, 413, "request_too_large"), (wrong_method, 405, "invalid_request_error")):
         assert answer.status_code == status

@@ -7,7 +7,6 @@ import asyncio
 import httpx
 import openai
 import pytest
-
 from conftest import ServerFactory
 from support import Server, Simulator, db_rows, ledger_consistent, new_account
 
@@ -60,23 +59,31 @@ def test_request_id_header_and_usage_record(platform: Server, database_url: str)
     )
     request_id = raw.headers["x-request-id"]
     completion = raw.parse()
-    rows = db_rows(database_url, "SELECT model, endpoint, prompt_tokens, completion_tokens, reasoning_tokens, "
-                   "cost_nanoton, status, estimated FROM usage_records WHERE request_id = :r", {"r": request_id})
+    rows = db_rows(
+        database_url,
+        "SELECT model, endpoint, prompt_tokens, completion_tokens, reasoning_tokens, "
+        "cost_nanoton, status, estimated FROM usage_records WHERE request_id = :r",
+        {"r": request_id},
+    )
     assert len(rows) == 1
     model, endpoint, prompt, completion_tokens, _reasoning, cost, status, estimated = rows[0]
     assert (model, endpoint, status, bool(estimated)) == (QWEN, "chat", "ok", False)
     assert completion.usage is not None
     assert (prompt, completion_tokens) == (completion.usage.prompt_tokens, completion.usage.completion_tokens)
     assert cost == (completion.usage.model_extra or {})["cost_nanoton"]
-    ledger = db_rows(database_url, "SELECT amount_nanoton, kind FROM ledger_entries WHERE reference = :r",
-                     {"r": f"usage:{request_id}"})
+    ledger = db_rows(
+        database_url,
+        "SELECT amount_nanoton, kind FROM ledger_entries WHERE reference = :r",
+        {"r": f"usage:{request_id}"},
+    )
     assert ledger == [(-cost, "usage")]
 
 
 def test_cost_computed_from_tokens_when_upstream_reports_zero(platform: Server, database_url: str) -> None:
     key = new_account(platform, database_url, TON)
     completion = client(platform, key).chat.completions.create(
-        model=QWEN, max_tokens=40,
+        model=QWEN,
+        max_tokens=40,
         messages=[{"role": "user", "content": "[[sim:cost=0]] [[sim:tokens=40]] price me"}],
     )
     usage = completion.usage
@@ -94,7 +101,8 @@ def test_cost_computed_from_tokens_when_upstream_reports_zero(platform: Server, 
 def test_text_completion(platform: Server, database_url: str) -> None:
     key = new_account(platform, database_url, TON)
     completion = client(platform, key).completions.create(
-        model=SEED, prompt="Translate the following English sentence into Chinese: Hello, how are you? <zh>",
+        model=SEED,
+        prompt="Translate the following English sentence into Chinese: Hello, how are you? <zh>",
         max_tokens=30,
     )
     assert completion.object == "text_completion" and completion.choices[0].text
@@ -105,8 +113,11 @@ def test_text_completion(platform: Server, database_url: str) -> None:
 def test_streaming_chat_relays_chunks_and_bills_once(platform: Server, database_url: str) -> None:
     key = new_account(platform, database_url, TON)
     stream = client(platform, key).chat.completions.create(
-        model=QWEN, messages=[{"role": "user", "content": "[[sim:tokens=12]] stream please"}],
-        max_tokens=100, stream=True, stream_options={"include_usage": True},
+        model=QWEN,
+        messages=[{"role": "user", "content": "[[sim:tokens=12]] stream please"}],
+        max_tokens=100,
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     content = [c for c in chunks if c.choices]
@@ -121,12 +132,22 @@ def test_streaming_chat_relays_chunks_and_bills_once(platform: Server, database_
     assert open_holds(database_url) == 0
 
 
-def test_streaming_without_include_usage_hides_usage_but_still_bills(platform: Server, database_url: str,
-                                                                      simulator: Simulator) -> None:
+def test_streaming_without_include_usage_hides_usage_but_still_bills(
+    platform: Server, database_url: str, simulator: Simulator
+) -> None:
     key = new_account(platform, database_url, TON)
-    with httpx.stream("POST", platform.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                      json={"model": QWEN, "stream": True, "max_tokens": 50,
-                            "messages": [{"role": "user", "content": "[[sim:tokens=5]] hi"}]}, timeout=30) as response:
+    with httpx.stream(
+        "POST",
+        platform.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={
+            "model": QWEN,
+            "stream": True,
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "[[sim:tokens=5]] hi"}],
+        },
+        timeout=30,
+    ) as response:
         assert response.headers["content-type"].startswith("text/event-stream")
         body = response.read().decode()
     events = [line[6:] for line in body.split("\n\n") if line.startswith("data: ")]
@@ -143,8 +164,11 @@ def test_text_completion_stream_with_async_client(platform: Server, database_url
     async def run() -> tuple[str, int]:
         async with async_client(platform, key) as aclient:
             stream = await aclient.completions.create(
-                model=SEED, prompt="[[sim:tokens=7]] Translate the following English sentence into Chinese: hi <zh>",
-                max_tokens=50, stream=True, stream_options={"include_usage": True},
+                model=SEED,
+                prompt="[[sim:tokens=7]] Translate the following English sentence into Chinese: hi <zh>",
+                max_tokens=50,
+                stream=True,
+                stream_options={"include_usage": True},
             )
             text, cost = "", 0
             async for chunk in stream:
@@ -168,19 +192,31 @@ def test_openai_exception_classes(platform: Server, database_url: str) -> None:
     with pytest.raises(openai.AuthenticationError) as auth_error:
         client(platform, "ck_not_a_real_key").chat.completions.create(model=QWEN, messages=messages)  # type: ignore[arg-type]
     assert auth_error.value.status_code == 401
-    assert auth_error.value.body == {"message": "Invalid API key", "type": "invalid_auth", "param": None,
-                                     "code": "invalid_api_key"}
+    assert auth_error.value.body == {
+        "message": "Invalid API key",
+        "type": "invalid_auth",
+        "param": None,
+        "code": "invalid_api_key",
+    }
     poor = new_account(platform, database_url)
     with pytest.raises(openai.APIStatusError) as payment:
         client(platform, poor).chat.completions.create(model=QWEN, messages=messages)  # type: ignore[arg-type]
     assert payment.value.status_code == 402
     assert payment.value.body == {
         "message": "Insufficient balance: 0.0000 TON. Minimum: 0.01 TON. Top up via /v1/deposit.",
-        "type": "insufficient_balance", "param": None, "code": "insufficient_balance"}
+        "type": "insufficient_balance",
+        "param": None,
+        "code": "insufficient_balance",
+    }
     rich = new_account(platform, database_url, TON)
     with pytest.raises(openai.BadRequestError) as bad:
-        client(platform, rich).chat.completions.create(model=SEED, messages=messages, tools=[  # type: ignore[arg-type]
-            {"type": "function", "function": {"name": "f", "parameters": {}}}])
+        client(platform, rich).chat.completions.create(
+            model=SEED,
+            messages=messages,
+            tools=[  # type: ignore[arg-type]
+                {"type": "function", "function": {"name": "f", "parameters": {}}}
+            ],
+        )
     assert bad.value.status_code == 400 and f"model {SEED} cannot call tools" in str(bad.value.body)
     with pytest.raises(openai.BadRequestError) as unknown:
         client(platform, rich).chat.completions.create(model="no/such-model", messages=messages)  # type: ignore[arg-type]
@@ -191,28 +227,94 @@ def test_openai_exception_classes(platform: Server, database_url: str) -> None:
 @pytest.mark.parametrize(
     ("path", "body", "status", "expected"),
     [
-        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}]}, 400,
-         {"error": {"message": "model and messages are required", "type": "invalid_request_error", "param": None, "code": None}}),
-        ("/v1/chat/completions", {"model": QWEN}, 400,
-         {"error": {"message": "model and messages are required", "type": "invalid_request_error", "param": None, "code": None}}),
-        ("/v1/completions", {"model": SEED}, 400,
-         {"error": {"message": "model and prompt are required", "type": "invalid_request_error", "param": None, "code": None}}),
-        ("/v1/chat/completions", {"model": 5, "messages": []}, 422,
-         {"detail": [{"loc": ["body", "model"], "msg": "Input should be a valid string", "type": "string_type"}]}),
-        ("/v1/chat/completions", {"model": QWEN, "messages": "hi"}, 422,
-         {"detail": [{"loc": ["body", "messages"], "msg": "Input should be a valid list", "type": "list_type"}]}),
-        ("/v1/chat/completions", {"model": QWEN, "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"}, 422,
-         {"detail": [{"loc": ["body", "max_tokens"], "msg": "Input should be a valid integer", "type": "int_type"}]}),
-        ("/v1/chat/completions", {"model": QWEN, "messages": [{"role": "user", "content": "x"}], "temperature": 3}, 422,
-         {"detail": [{"loc": ["body", "temperature"], "msg": "Input should be between 0 and 2", "type": "less_than_equal"}]}),
-        ("/v1/chat/completions", {"model": QWEN, "messages": [{"role": "user", "content": "x"}], "stream": "yes"}, 422,
-         {"detail": [{"loc": ["body", "stream"], "msg": "Input should be a valid boolean", "type": "bool_type"}]}),
-        ("/v1/completions", {"model": SEED, "prompt": 7}, 422,
-         {"detail": [{"loc": ["body", "prompt"], "msg": "Input should be a valid string", "type": "string_type"}]}),
+        (
+            "/v1/chat/completions",
+            {"messages": [{"role": "user", "content": "x"}]},
+            400,
+            {
+                "error": {
+                    "message": "model and messages are required",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": QWEN},
+            400,
+            {
+                "error": {
+                    "message": "model and messages are required",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+        ),
+        (
+            "/v1/completions",
+            {"model": SEED},
+            400,
+            {
+                "error": {
+                    "message": "model and prompt are required",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": None,
+                }
+            },
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": 5, "messages": []},
+            422,
+            {"detail": [{"loc": ["body", "model"], "msg": "Input should be a valid string", "type": "string_type"}]},
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": QWEN, "messages": "hi"},
+            422,
+            {"detail": [{"loc": ["body", "messages"], "msg": "Input should be a valid list", "type": "list_type"}]},
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": QWEN, "messages": [{"role": "user", "content": "x"}], "max_tokens": "many"},
+            422,
+            {"detail": [{"loc": ["body", "max_tokens"], "msg": "Input should be a valid integer", "type": "int_type"}]},
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": QWEN, "messages": [{"role": "user", "content": "x"}], "temperature": 3},
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "temperature"],
+                        "msg": "Input should be between 0 and 2",
+                        "type": "less_than_equal",
+                    }
+                ]
+            },
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": QWEN, "messages": [{"role": "user", "content": "x"}], "stream": "yes"},
+            422,
+            {"detail": [{"loc": ["body", "stream"], "msg": "Input should be a valid boolean", "type": "bool_type"}]},
+        ),
+        (
+            "/v1/completions",
+            {"model": SEED, "prompt": 7},
+            422,
+            {"detail": [{"loc": ["body", "prompt"], "msg": "Input should be a valid string", "type": "string_type"}]},
+        ),
     ],
 )
-def test_request_validation_bodies(platform: Server, database_url: str, path: str, body: dict[str, object],
-                                   status: int, expected: dict[str, object]) -> None:
+def test_request_validation_bodies(
+    platform: Server, database_url: str, path: str, body: dict[str, object], status: int, expected: dict[str, object]
+) -> None:
     key = new_account(platform, database_url, TON)
     response = httpx.post(platform.url + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert response.status_code == status
@@ -233,50 +335,86 @@ def test_malformed_json_and_refused_fields(platform: Server, database_url: str) 
     bad = httpx.post(platform.url + "/v1/chat/completions", content=b"{not json", headers=headers, timeout=10)
     assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "json_invalid"
     for field in ("tools", "tool_choice"):  # tools are taken (tests/test_tools_*), when well formed
-        response = httpx.post(platform.url + "/v1/chat/completions", headers=headers, timeout=10, json={
-            "model": QWEN, "messages": [{"role": "user", "content": "x"}], field: {"a": 1}})
+        response = httpx.post(
+            platform.url + "/v1/chat/completions",
+            headers=headers,
+            timeout=10,
+            json={"model": QWEN, "messages": [{"role": "user", "content": "x"}], field: {"a": 1}},
+        )
         assert response.status_code == 400 and response.json()["error"]["param"] == field, field
     for field in ("functions", "function_call", "logit_bias", "logprobs", "audio"):
-        response = httpx.post(platform.url + "/v1/chat/completions", headers=headers, timeout=10, json={
-            "model": QWEN, "messages": [{"role": "user", "content": "x"}], field: {"a": 1}})
+        response = httpx.post(
+            platform.url + "/v1/chat/completions",
+            headers=headers,
+            timeout=10,
+            json={"model": QWEN, "messages": [{"role": "user", "content": "x"}], field: {"a": 1}},
+        )
         assert response.status_code == 400, field
         assert response.json()["error"]["param"] == field
         assert response.json()["error"]["code"] == "unsupported_parameter"
         assert "not supported by the COCOON network" in response.json()["error"]["message"]
-    image = httpx.post(platform.url + "/v1/chat/completions", headers=headers, timeout=10, json={
-        "model": QWEN, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]})
+    image = httpx.post(
+        platform.url + "/v1/chat/completions",
+        headers=headers,
+        timeout=10,
+        json={
+            "model": QWEN,
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+        },
+    )
     assert image.status_code == 400 and "only text parts" in image.json()["error"]["message"]
 
 
-def test_forwarded_fields_max_tokens_cap_default_and_coefficient(platform: Server, database_url: str,
-                                                                   simulator: Simulator) -> None:
+def test_forwarded_fields_max_tokens_cap_default_and_coefficient(
+    platform: Server, database_url: str, simulator: Simulator
+) -> None:
     key = new_account(platform, database_url, 10 * TON)
     openai_client = client(platform, key)
     openai_client.chat.completions.create(
-        model=QWEN, messages=[{"role": "user", "content": "cap"}], max_tokens=500_000, temperature=0.5, top_p=0.9,
-        stop=["x"], presence_penalty=0.1, frequency_penalty=0.1, response_format={"type": "text"},
+        model=QWEN,
+        messages=[{"role": "user", "content": "cap"}],
+        max_tokens=500_000,
+        temperature=0.5,
+        top_p=0.9,
+        stop=["x"],
+        presence_penalty=0.1,
+        frequency_penalty=0.1,
+        response_format={"type": "text"},
         extra_body={"chat_template_kwargs": {"enable_thinking": False}, "reasoning_effort": "low"},
     )
     forwarded = simulator.stats()["last_requests"][-1]  # type: ignore[index]
     assert forwarded["max_tokens"] == 128000 and forwarded["max_coefficient"] == 1000
     assert forwarded["timeout"] == 120  # COCOON_UPSTREAM_REQUEST_TIMEOUT, on every request
-    for field in ("temperature", "top_p", "stop", "presence_penalty", "frequency_penalty",
-                  "response_format", "chat_template_kwargs", "reasoning_effort"):
+    for field in (
+        "temperature",
+        "top_p",
+        "stop",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "chat_template_kwargs",
+        "reasoning_effort",
+    ):
         assert field in forwarded["fields"], field
     openai_client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "default"}])
     assert simulator.stats()["last_requests"][-1]["max_tokens"] == 4096  # type: ignore[index]
-    openai_client.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "mct"}],
-                                          max_completion_tokens=33)
+    openai_client.chat.completions.create(
+        model=QWEN, messages=[{"role": "user", "content": "mct"}], max_completion_tokens=33
+    )
     assert simulator.stats()["last_requests"][-1]["max_tokens"] == 33  # type: ignore[index]
 
 
-def test_worst_case_that_does_not_fit_is_402_with_advice(server_factory: ServerFactory, simulator: Simulator,
-                                                         database_url: str) -> None:
+def test_worst_case_that_does_not_fit_is_402_with_advice(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     platform = server_factory(upstream_url=simulator.url, max_overdraft_ton="0")
     key = new_account(platform, database_url, 20_000_000)  # 0.02 TON
-    response = httpx.post(platform.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                          json={"model": QWEN, "messages": [{"role": "user", "content": "x"}], "max_tokens": 128000},
-                          timeout=10)
+    response = httpx.post(
+        platform.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": QWEN, "messages": [{"role": "user", "content": "x"}], "max_tokens": 128000},
+        timeout=10,
+    )
     assert response.status_code == 402
     message = response.json()["error"]["message"]
     assert "needs up to" in message and "is available" in message
@@ -284,9 +422,12 @@ def test_worst_case_that_does_not_fit_is_402_with_advice(server_factory: ServerF
     fits = int(message.split("largest max_tokens that fits is ")[1].rstrip("."))
     # 0.02 TON available at 240 nanoTON per completion token, less the prompt's bound.
     assert 20_000_000 // 240 > fits > 20_000_000 // 240 - 1000
-    ok = httpx.post(platform.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                    json={"model": QWEN, "messages": [{"role": "user", "content": "x"}], "max_tokens": fits},
-                    timeout=30)
+    ok = httpx.post(
+        platform.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": QWEN, "messages": [{"role": "user", "content": "x"}], "max_tokens": fits},
+        timeout=30,
+    )
     assert ok.status_code == 200
 
 
@@ -294,16 +435,20 @@ def test_concurrent_requests_never_overdraw(platform: Server, database_url: str)
     """100 at once on 0.02 TON, each answer costing ~0.0021 TON: reservations stop the overdraft, and an
     account whose lifetime credits are below COCOON_OVERDRAFT_MIN_CREDITS_TON gets none (#14)."""
     key = new_account(platform, database_url, 20_000_000)
-    body = {"model": QWEN, "max_tokens": 6000,
-            "messages": [{"role": "user", "content": "[[sim:tokens=6000]] [[sim:cost=0]] spend"}]}
+    body = {
+        "model": QWEN,
+        "max_tokens": 6000,
+        "messages": [{"role": "user", "content": "[[sim:tokens=6000]] [[sim:cost=0]] spend"}],
+    }
 
     async def one(aclient: httpx.AsyncClient) -> httpx.Response:
         return await aclient.post("/v1/chat/completions", json=body)
 
     async def run() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=100)
-        async with httpx.AsyncClient(base_url=platform.url, headers={"Authorization": f"Bearer {key}"},
-                                     timeout=60, limits=limits) as aclient:
+        async with httpx.AsyncClient(
+            base_url=platform.url, headers={"Authorization": f"Bearer {key}"}, timeout=60, limits=limits
+        ) as aclient:
             return await asyncio.gather(*(one(aclient) for _ in range(100)))
 
     responses = asyncio.run(run())
@@ -318,24 +463,27 @@ def test_concurrent_requests_never_overdraw(platform: Server, database_url: str)
     assert detailed and all("overdraft 0 TON" in m and "opens once your deposits reach 1 TON" in m for m in detailed)
     assert not ledger_consistent(database_url)
     assert open_holds(database_url) == 0
-    charged = db_rows(database_url, """
+    charged = db_rows(
+        database_url,
+        """
         SELECT COUNT(*), COUNT(DISTINCT u.request_id) FROM usage_records u
           JOIN ledger_entries l ON l.reference = 'usage:' || u.request_id
           JOIN api_keys k ON k.account_id = u.account_id WHERE k.key_hash = :h AND u.status = 'ok'""",
-                      {"h": __import__("hashlib").sha256(key.encode()).digest()})
+        {"h": __import__("hashlib").sha256(key.encode()).digest()},
+    )
     assert charged[0] == (len(ok), len(ok))
     total_charged = sum(r.json()["usage"]["cost_nanoton"] for r in ok)
     assert final == 20_000_000 - total_charged
 
 
-def test_inference_records_the_keys_last_use(server_factory: ServerFactory, simulator: Simulator,
-                                             database_url: str) -> None:
+def test_inference_records_the_keys_last_use(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     import hashlib
 
     server = server_factory(upstream_url=simulator.url)
     key = new_account(server, database_url, TON)
-    client(server, key).chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "hi"}],
-                                                max_tokens=5)
+    client(server, key).chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "hi"}], max_tokens=5)
     query = "SELECT last_used_at FROM api_keys WHERE key_hash = :h"
     digest = hashlib.sha256(key.encode()).digest()
     assert db_rows(database_url, query, {"h": digest}) == [(None,)], "kept in memory, not written per request"
@@ -343,25 +491,39 @@ def test_inference_records_the_keys_last_use(server_factory: ServerFactory, simu
     assert db_rows(database_url, query, {"h": digest})[0][0] is not None
 
 
-def test_what_apps_commonly_send_reaches_a_strict_client_as_it_takes_it(platform: Server, database_url: str,
-                                                                        simulator: Simulator) -> None:
+def test_what_apps_commonly_send_reaches_a_strict_client_as_it_takes_it(
+    platform: Server, database_url: str, simulator: Simulator
+) -> None:
     """Ruling 7: the simulator refuses what the older COCOON client build refuses; the platform
     forwards only what both builds take, so `user`, `seed`, a string `stop`, a `developer`
     message, text parts and an echoed `reasoning_content` all work, streamed or not."""
     key = new_account(platform, database_url, TON)
-    messages = [{"role": "developer", "content": "be brief"},
-                {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]},
-                {"role": "assistant", "content": "ok", "reasoning_content": "thinking..."},
-                {"role": "user", "content": "again"}]
+    messages = [
+        {"role": "developer", "content": "be brief"},
+        {"role": "user", "content": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]},
+        {"role": "assistant", "content": "ok", "reasoning_content": "thinking..."},
+        {"role": "user", "content": "again"},
+    ]
     for stream in (False, True):
         answer = client(platform, key).chat.completions.create(
-            model=QWEN, messages=messages, user="end-user-7", seed=7, stop="END", store=False,  # type: ignore[arg-type]
-            metadata={"app": "x"}, stream=stream, max_tokens=16)
+            model=QWEN,
+            messages=messages,
+            user="end-user-7",
+            seed=7,
+            stop="END",
+            store=False,  # type: ignore[arg-type]
+            metadata={"app": "x"},
+            stream=stream,
+            max_tokens=16,
+        )
         if stream:
             assert [chunk for chunk in answer]  # type: ignore[union-attr]
         forwarded = simulator.stats()["last_requests"][-1]  # type: ignore[index]
         assert not {"user", "seed", "store", "metadata"} & set(forwarded["fields"])
         assert forwarded["stop"] == ["END"]
-        assert forwarded["messages"] == [{"role": "system", "content": "be brief"},
-                                         {"role": "user", "content": "one\ntwo"},
-                                         {"role": "assistant", "content": "ok"}, {"role": "user", "content": "again"}]
+        assert forwarded["messages"] == [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "one\ntwo"},
+            {"role": "assistant", "content": "ok"},
+            {"role": "user", "content": "again"},
+        ]

@@ -7,40 +7,64 @@ from __future__ import annotations
 import asyncio
 import time
 
+from support import db_rows, ledger_consistent, run_cli
+from test_billing_store_db import funds, migrated, new_key, settlement, with_store
+
 from cocoon_platform.accounts.keys import hash_api_key
 from cocoon_platform.accounts.limits import period_starts
 from cocoon_platform.billing.store import BillingStore, Reservation
 from cocoon_platform.billing.sweeper import sweep_expired
-from cocoon_platform.db.engine import create_engine
 from cocoon_platform.config import Settings
+from cocoon_platform.db.engine import create_engine
 from cocoon_platform.proxy.handler import new_request_id
-from support import db_rows, ledger_consistent, run_cli
-from test_billing_store_db import funds, migrated, new_key, settlement, with_store
 
 __all__ = ["migrated"]  # the fixture, imported for pytest
 
 TON = 1_000_000_000
 
 
-def limit_key(database_url: str, key: str, limit: int | None, spent: int = 0, reset: str | None = None,
-              period_start: int = 0, models: str | None = None, expires_at: int | None = None) -> None:
-    db_rows(database_url, "UPDATE api_keys SET credit_limit_nanoton = :limit, limit_spent_nanoton = :spent, "
-                          "limit_reset = :reset, limit_period_start = :start, models = :models, expires_at = :expires "
-                          "WHERE key_hash = :hash",
-            {"limit": limit, "spent": spent, "reset": reset, "start": period_start, "models": models,
-             "expires": expires_at, "hash": hash_api_key(key)})
+def limit_key(
+    database_url: str,
+    key: str,
+    limit: int | None,
+    spent: int = 0,
+    reset: str | None = None,
+    period_start: int = 0,
+    models: str | None = None,
+    expires_at: int | None = None,
+) -> None:
+    db_rows(
+        database_url,
+        "UPDATE api_keys SET credit_limit_nanoton = :limit, limit_spent_nanoton = :spent, "
+        "limit_reset = :reset, limit_period_start = :start, models = :models, expires_at = :expires "
+        "WHERE key_hash = :hash",
+        {
+            "limit": limit,
+            "spent": spent,
+            "reset": reset,
+            "start": period_start,
+            "models": models,
+            "expires": expires_at,
+            "hash": hash_api_key(key),
+        },
+    )
 
 
 def key_counters(database_url: str, key: str) -> tuple[int, int]:
-    row = db_rows(database_url, "SELECT limit_spent_nanoton, limit_reserved_nanoton FROM api_keys "
-                                "WHERE key_hash = :hash", {"hash": hash_api_key(key)})[0]
+    row = db_rows(
+        database_url,
+        "SELECT limit_spent_nanoton, limit_reserved_nanoton FROM api_keys WHERE key_hash = :hash",
+        {"hash": hash_api_key(key)},
+    )[0]
     return int(row[0]), int(row[1])  # type: ignore[call-overload]
 
 
-async def reserve(store: BillingStore, key: str, amount: int, *, model: str = "m", overdraft: int = 0,
-                  min_credits: int = 0) -> Reservation | None:
-    return await store.reserve(hash_api_key(key), amount, 0, overdraft, new_request_id(), 600, model=model,
-                               overdraft_min_credits=min_credits)
+async def reserve(
+    store: BillingStore, key: str, amount: int, *, model: str = "m", overdraft: int = 0, min_credits: int = 0
+) -> Reservation | None:
+    return await store.reserve(
+        hash_api_key(key), amount, 0, overdraft, new_request_id(), 600, model=model, overdraft_min_credits=min_credits
+    )
 
 
 def test_thirty_concurrent_requests_never_take_a_nearly_spent_key_past_its_limit(migrated: str) -> None:
@@ -69,12 +93,14 @@ def test_thirty_concurrent_requests_never_take_a_nearly_spent_key_past_its_limit
 
 
 def test_a_request_that_would_cross_the_limit_is_refused_whole_and_the_account_keeps_nothing_held(
-        migrated: str) -> None:
+    migrated: str,
+) -> None:
     key, account = new_key(migrated, nanoton=10 * TON)
     limit_key(migrated, key, limit=1_000, spent=500)
 
-    async def scenario(store: BillingStore) -> tuple[Reservation | None, Reservation | None, tuple[int, int],
-                                                     tuple[int, int]]:
+    async def scenario(
+        store: BillingStore,
+    ) -> tuple[Reservation | None, Reservation | None, tuple[int, int], tuple[int, int]]:
         refused, granted = await reserve(store, key, 501), await reserve(store, key, 500)
         held = await asyncio.to_thread(funds, migrated, account), await asyncio.to_thread(key_counters, migrated, key)
         if granted is not None:  # other tests count open holds in this shared database
@@ -100,8 +126,9 @@ def test_a_limit_that_resets_counts_only_the_current_period(migrated: str) -> No
 
     assert with_store(migrated, scenario) is None  # yesterday's 1,000 no longer count; today's 300 do
     assert key_counters(migrated, key) == (300, 0)
-    assert db_rows(migrated, "SELECT limit_period_start FROM api_keys WHERE key_hash = :h",
-                   {"h": hash_api_key(key)}) == [(day,)]
+    assert db_rows(
+        migrated, "SELECT limit_period_start FROM api_keys WHERE key_hash = :h", {"h": hash_api_key(key)}
+    ) == [(day,)]
 
 
 def test_unlimited_keys_keep_no_counters(migrated: str) -> None:
@@ -123,10 +150,13 @@ def test_an_expired_key_or_a_model_outside_the_allow_list_reserves_nothing(migra
     limit_key(migrated, listed, limit=None, models="\nQwen/Qwen3-0.6B\nByteDance-Seed/Seed-X-PPO-7B\n")
 
     async def scenario(store: BillingStore) -> tuple[list[Reservation | None], int]:
-        results = [await reserve(store, expired, 10), await reserve(store, listed, 10, model="Qwen/Qwen3-32B"),
-                   await reserve(store, listed, 10, model="Qwen/Qwen3"),
-                   await reserve(store, listed, 10, model="Qwen/Qwen3-0.6B\nByteDance-Seed/Seed-X-PPO-7B"),
-                   await reserve(store, listed, 10, model="Qwen/Qwen3-0.6B")]
+        results = [
+            await reserve(store, expired, 10),
+            await reserve(store, listed, 10, model="Qwen/Qwen3-32B"),
+            await reserve(store, listed, 10, model="Qwen/Qwen3"),
+            await reserve(store, listed, 10, model="Qwen/Qwen3-0.6B\nByteDance-Seed/Seed-X-PPO-7B"),
+            await reserve(store, listed, 10, model="Qwen/Qwen3-0.6B"),
+        ]
         held = (await asyncio.to_thread(funds, migrated, account))[1]
         for granted in results:
             if granted is not None:
@@ -187,15 +217,21 @@ def test_an_account_below_the_minimum_credits_never_goes_under_zero(migrated: st
     assert large_granted == (TON + 50_000_000) // 4_000_000
     assert funds(migrated, large_account)[0] < 0
     assert db_rows(migrated, "SELECT credited_nanoton FROM accounts WHERE id = :a", {"a": small_account}) == [
-        (TON // 100,)]
+        (TON // 100,)
+    ]
     assert ledger_consistent(migrated) == []
 
 
 def test_reconcile_checks_what_keys_hold_against_their_open_holds(migrated: str) -> None:
     key, _ = new_key(migrated, nanoton=10 * TON)
     limit_key(migrated, key, limit=10_000)
-    key_id = int(db_rows(migrated, "SELECT id FROM api_keys WHERE key_hash = :h",  # type: ignore[call-overload]
-                         {"h": hash_api_key(key)})[0][0])
+    key_id = int(
+        db_rows(
+            migrated,
+            "SELECT id FROM api_keys WHERE key_hash = :h",  # type: ignore[call-overload]
+            {"h": hash_api_key(key)},
+        )[0][0]
+    )
     line = f"key {key_id}: held against its limit"
     assert line not in run_cli(["admin", "reconcile"], migrated).stdout
     db_rows(migrated, "UPDATE api_keys SET limit_reserved_nanoton = 5 WHERE id = :id", {"id": key_id})

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import openai
 import pytest
-
 from conftest import ServerFactory
 from support import Server, Simulator, db_rows, ledger_consistent, new_account, run_cli
 
@@ -33,9 +32,12 @@ def make_key(server: Server, owner: str, **settings: object) -> dict[str, object
 
 
 def chat(server: Server, key: str, model: str = QWEN, max_tokens: int = 20, content: str = "hi") -> httpx.Response:
-    return httpx.post(server.url + "/v1/chat/completions", headers=auth(key), timeout=30,
-                      json={"model": model, "messages": [{"role": "user", "content": content}],
-                            "max_tokens": max_tokens})
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        headers=auth(key),
+        timeout=30,
+        json={"model": model, "messages": [{"role": "user", "content": content}], "max_tokens": max_tokens},
+    )
 
 
 def keys_of(server: Server, key: str) -> dict[int, dict[str, object]]:
@@ -47,8 +49,15 @@ def keys_of(server: Server, key: str) -> dict[int, dict[str, object]]:
 def test_a_key_is_made_with_settings_and_lists_them(server: Server, database_url: str) -> None:
     owner = new_account(server, database_url, TON)
     expires = (datetime.now(UTC) + timedelta(days=3)).replace(microsecond=0)
-    made = make_key(server, owner, name="ci", credit_limit_ton="0.25", limit_reset="daily", models=[QWEN],
-                    expires_at=expires.isoformat())
+    made = make_key(
+        server,
+        owner,
+        name="ci",
+        credit_limit_ton="0.25",
+        limit_reset="daily",
+        models=[QWEN],
+        expires_at=expires.isoformat(),
+    )
     assert str(made["api_key"]).startswith("ck_") and {"deposit_code", "balance_ton", "created_at"} <= made.keys()
     info = made["key"]
     assert isinstance(info, dict)
@@ -100,8 +109,9 @@ def test_a_model_outside_the_allow_list_gets_403_model_not_allowed(server: Serve
     assert error["code"] == "model_not_allowed" and error["param"] == "model"
     assert "ByteDance-Seed/Seed-X-PPO-7B" in error["message"] and "models" in error["message"]
     with pytest.raises(openai.PermissionDeniedError):
-        openai.OpenAI(base_url=server.url + "/v1", api_key=str(listed["api_key"]), max_retries=0).chat.completions.create(
-            model=QWEN, messages=[{"role": "user", "content": "hi"}])
+        openai.OpenAI(
+            base_url=server.url + "/v1", api_key=str(listed["api_key"]), max_retries=0
+        ).chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "hi"}])
 
 
 def test_an_expired_key_gets_401_key_expired_everywhere(server: Server, database_url: str) -> None:
@@ -110,28 +120,36 @@ def test_an_expired_key_gets_401_key_expired_everywhere(server: Server, database
     key = str(made["api_key"])
     assert chat(server, key).status_code == 200
     db_rows(database_url, "UPDATE api_keys SET expires_at = 1 WHERE id = :id", {"id": made["key"]["id"]})  # type: ignore[index]
-    for response in (chat(server, key), httpx.get(server.url + "/v1/balance", headers=auth(key), timeout=10),
-                     httpx.post(server.url + "/api/login", json={"api_key": key}, timeout=10)):
+    for response in (
+        chat(server, key),
+        httpx.get(server.url + "/v1/balance", headers=auth(key), timeout=10),
+        httpx.post(server.url + "/api/login", json={"api_key": key}, timeout=10),
+    ):
         assert response.status_code == 401, response.text
         error = response.json()["error"]
         assert error["code"] == "key_expired" and error["type"] == "invalid_auth"
         assert "expires_at" in error["message"]
     # An unknown key keeps the seed's answer exactly (ruling 3).
     unknown = httpx.get(server.url + "/v1/balance", headers=auth("ck_" + "x" * 43), timeout=10)
-    assert unknown.json() == {"error": {"message": "Invalid API key", "type": "invalid_auth", "param": None,
-                                        "code": "invalid_api_key"}}
+    assert unknown.json() == {
+        "error": {"message": "Invalid API key", "type": "invalid_auth", "param": None, "code": "invalid_api_key"}
+    }
 
 
 def test_restricted_keys_cannot_manage_keys(server: Server, database_url: str) -> None:
     owner = new_account(server, database_url, TON)
-    for restriction in ({"credit_limit_ton": "1"}, {"models": [QWEN]},
-                        {"expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat()}):
+    for restriction in (
+        {"credit_limit_ton": "1"},
+        {"models": [QWEN]},
+        {"expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat()},
+    ):
         made = make_key(server, owner, **restriction)
         key, key_id = str(made["api_key"]), made["key"]["id"]  # type: ignore[index]
         attempts = [
             httpx.post(server.url + "/v1/keys", headers=auth(key), json={}, timeout=10),
-            httpx.patch(server.url + f"/v1/keys/{key_id}", headers=auth(key), json={"credit_limit_ton": None},
-                        timeout=10),
+            httpx.patch(
+                server.url + f"/v1/keys/{key_id}", headers=auth(key), json={"credit_limit_ton": None}, timeout=10
+            ),
             httpx.delete(server.url + f"/v1/keys/{key_id}", headers=auth(key), timeout=10),
         ]
         for response in attempts:
@@ -148,27 +166,46 @@ def test_patch_changes_only_what_is_sent_and_null_lifts_a_restriction(server: Se
     made = make_key(server, owner, name="a", credit_limit_ton="0.001", models=[QWEN])
     key, key_id = str(made["api_key"]), made["key"]["id"]  # type: ignore[index]
     assert chat(server, key, max_tokens=100_000).status_code == 402
-    changed = httpx.patch(server.url + f"/v1/keys/{key_id}", headers=auth(owner), timeout=10,
-                          json={"credit_limit_ton": "0.9", "limit_reset": "monthly"})
+    changed = httpx.patch(
+        server.url + f"/v1/keys/{key_id}",
+        headers=auth(owner),
+        timeout=10,
+        json={"credit_limit_ton": "0.9", "limit_reset": "monthly"},
+    )
     assert changed.status_code == 200, changed.text
     body = changed.json()
     assert body["name"] == "a" and body["models"] == [QWEN] and body["credit_limit_nanoton"] == 900_000_000
     assert body["limit_reset"] == "monthly" and body["resets_at"] is not None
     assert chat(server, key, max_tokens=100_000).status_code == 200
-    lifted = httpx.patch(server.url + f"/v1/keys/{key_id}", headers=auth(owner), timeout=10,
-                         json={"credit_limit_ton": None, "models": None, "name": None}).json()
+    lifted = httpx.patch(
+        server.url + f"/v1/keys/{key_id}",
+        headers=auth(owner),
+        timeout=10,
+        json={"credit_limit_ton": None, "models": None, "name": None},
+    ).json()
     assert lifted["restricted"] is False and lifted["name"] is None and lifted["models"] is None
     other = new_account(server, database_url)
-    assert httpx.patch(server.url + f"/v1/keys/{key_id}", headers=auth(other), json={"name": "x"},
-                       timeout=10).status_code == 404
-    assert httpx.delete(server.url + "/v1/keys/99999999999999999999", headers=auth(owner),
-                        timeout=10).status_code == 422
+    assert (
+        httpx.patch(server.url + f"/v1/keys/{key_id}", headers=auth(other), json={"name": "x"}, timeout=10).status_code
+        == 404
+    )
+    assert (
+        httpx.delete(server.url + "/v1/keys/99999999999999999999", headers=auth(owner), timeout=10).status_code == 422
+    )
 
 
-@pytest.mark.parametrize("body", [
-    {"credit_limit_ton": "-1"}, {"credit_limit_ton": "0.0000000001"}, {"limit_reset": "hourly"}, {"models": []},
-    {"models": ["a b"]}, {"expires_at": "2001-01-01T00:00:00Z"}, {"expires_at": "soon"},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"credit_limit_ton": "-1"},
+        {"credit_limit_ton": "0.0000000001"},
+        {"limit_reset": "hourly"},
+        {"models": []},
+        {"models": ["a b"]},
+        {"expires_at": "2001-01-01T00:00:00Z"},
+        {"expires_at": "soon"},
+    ],
+)
 def test_bad_settings_are_refused_with_a_reason(server: Server, database_url: str, body: dict[str, object]) -> None:
     owner = new_account(server, database_url)
     response = httpx.post(server.url + "/v1/keys", headers=auth(owner), json=body, timeout=10)
@@ -176,18 +213,23 @@ def test_bad_settings_are_refused_with_a_reason(server: Server, database_url: st
     assert "expires_at" in response.text or "detail" in response.json()
 
 
-def test_thirty_concurrent_requests_on_a_nearly_spent_key_stay_within_its_limit(server: Server,
-                                                                                 database_url: str) -> None:
+def test_thirty_concurrent_requests_on_a_nearly_spent_key_stay_within_its_limit(
+    server: Server, database_url: str
+) -> None:
     owner = new_account(server, database_url, TON)
     made = make_key(server, owner, credit_limit_ton="0.02")
     key, key_id = str(made["api_key"]), int(made["key"]["id"])  # type: ignore[index]
     db_rows(database_url, "UPDATE api_keys SET limit_spent_nanoton = 15000000 WHERE id = :id", {"id": key_id})
-    body = {"model": QWEN, "max_tokens": 2000,
-            "messages": [{"role": "user", "content": "[[sim:tokens=2000]] [[sim:cost=0]] spend"}]}
+    body = {
+        "model": QWEN,
+        "max_tokens": 2000,
+        "messages": [{"role": "user", "content": "[[sim:tokens=2000]] [[sim:cost=0]] spend"}],
+    }
 
     async def run() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url, headers=auth(key), timeout=60,
-                                     limits=httpx.Limits(max_connections=30)) as aclient:
+        async with httpx.AsyncClient(
+            base_url=server.url, headers=auth(key), timeout=60, limits=httpx.Limits(max_connections=30)
+        ) as aclient:
             return await asyncio.gather(*(aclient.post("/v1/chat/completions", json=body) for _ in range(30)))
 
     responses = asyncio.run(run())
@@ -221,8 +263,21 @@ def test_operators_list_and_change_any_accounts_keys_without_seeing_them(server:
     assert f"{key_id} " in listed.stdout and "worker" in listed.stdout and "2" in listed.stdout
     assert key not in listed.stdout and owner not in listed.stdout and key[:9] in listed.stdout
 
-    changed = run_cli(["admin", "keys", "set", str(key_id), "--credit-limit-ton", "0.000001", "--models", QWEN,
-                       "--limit-reset", "weekly"], database_url)
+    changed = run_cli(
+        [
+            "admin",
+            "keys",
+            "set",
+            str(key_id),
+            "--credit-limit-ton",
+            "0.000001",
+            "--models",
+            QWEN,
+            "--limit-reset",
+            "weekly",
+        ],
+        database_url,
+    )
     assert changed.returncode == 0, changed.stderr
     info = keys_of(server, owner)[key_id]
     assert info["credit_limit_nanoton"] == 1_000 and info["models"] == [QWEN] and info["limit_reset"] == "weekly"
@@ -230,8 +285,9 @@ def test_operators_list_and_change_any_accounts_keys_without_seeing_them(server:
     bad = run_cli(["admin", "keys", "set", str(key_id), "--limit-reset", "hourly"], database_url)
     assert bad.returncode == 1 and "--limit-reset" in bad.stderr
 
-    lifted = run_cli(["admin", "keys", "set", str(key_id), "--credit-limit-ton", "none", "--models", "all"],
-                     database_url)
+    lifted = run_cli(
+        ["admin", "keys", "set", str(key_id), "--credit-limit-ton", "none", "--models", "all"], database_url
+    )
     assert lifted.returncode == 0, lifted.stderr
     assert chat(server, key).status_code == 200
     assert run_cli(["admin", "keys", "revoke", str(key_id)], database_url).returncode == 0

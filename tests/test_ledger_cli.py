@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+from conftest import ServerFactory
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import create_async_engine
+from support import run_cli
 
 from cocoon_platform.db.models import Account, LedgerEntry
-from conftest import ServerFactory
-from support import run_cli
 
 
 def balances_and_sums(database_url: str) -> list[tuple[int, int, int]]:
@@ -41,27 +41,39 @@ def test_credits_and_debits_keep_the_ledger_invariant(server_factory: ServerFact
     code = body["deposit_code"]
     steps = [("credit", "2"), ("debit", "0.5"), ("credit", "0.000000001"), ("debit", "1.000000001")]
     for verb, amount in steps:
-        result = run_cli(["admin", verb, "--deposit-code", code.lower(), "--amount-ton", amount, "--reason", "t"], database_url)
+        result = run_cli(
+            ["admin", verb, "--deposit-code", code.lower(), "--amount-ton", amount, "--reason", "t"], database_url
+        )
         assert result.returncode == 0, result.stderr
     assert "0.500000000 TON" in result.stdout
     # Overdrawing by debit is refused and changes nothing.
     refused = run_cli(["admin", "debit", "--deposit-code", code, "--amount-ton", "0.6", "--reason", "t"], database_url)
     assert refused.returncode != 0 and "available" in refused.stderr
     with server.client() as client:
-        assert client.get("/v1/balance", headers={"Authorization": f"Bearer {body['api_key']}"}).json()["balance_nanoton"] == 500_000_000
+        assert (
+            client.get("/v1/balance", headers={"Authorization": f"Bearer {body['api_key']}"}).json()["balance_nanoton"]
+            == 500_000_000
+        )
     for account_id, balance, total in balances_and_sums(database_url):
         assert balance == total, f"account {account_id}: balance {balance} != ledger {total}"
 
 
 def test_cli_errors_are_clear(database_url: str) -> None:
-    wrong_key = run_cli(["admin", "credit", "--api-key-stdin", "--amount-ton", "1", "--reason", "x"], database_url,
-                        stdin="ck_nobody\n")
+    wrong_key = run_cli(
+        ["admin", "credit", "--api-key-stdin", "--amount-ton", "1", "--reason", "x"], database_url, stdin="ck_nobody\n"
+    )
     assert wrong_key.returncode != 0 and "no account has that API key" in wrong_key.stderr
-    wrong_code = run_cli(["admin", "credit", "--deposit-code", "ZZZZZZZZ", "--amount-ton", "1", "--reason", "x"], database_url)
+    wrong_code = run_cli(
+        ["admin", "credit", "--deposit-code", "ZZZZZZZZ", "--amount-ton", "1", "--reason", "x"], database_url
+    )
     assert wrong_code.returncode != 0 and "ZZZZZZZZ" in wrong_code.stderr
-    too_precise = run_cli(["admin", "credit", "--deposit-code", "ZZZZZZZZ", "--amount-ton", "0.0000000001", "--reason", "x"], database_url)
+    too_precise = run_cli(
+        ["admin", "credit", "--deposit-code", "ZZZZZZZZ", "--amount-ton", "0.0000000001", "--reason", "x"], database_url
+    )
     assert too_precise.returncode != 0 and "9 decimal places" in too_precise.stderr
-    negative = run_cli(["admin", "credit", "--deposit-code", "ZZZZZZZZ", "--amount-ton", "-1", "--reason", "x"], database_url)
+    negative = run_cli(
+        ["admin", "credit", "--deposit-code", "ZZZZZZZZ", "--amount-ton", "-1", "--reason", "x"], database_url
+    )
     assert negative.returncode != 0
 
 
@@ -78,19 +90,21 @@ def test_bad_settings_are_reported_at_start(database_url: str) -> None:
         assert "Traceback" not in result.stderr
 
 
-def test_a_key_is_read_from_stdin_never_from_the_command_line(server_factory: ServerFactory,
-                                                              database_url: str) -> None:
+def test_a_key_is_read_from_stdin_never_from_the_command_line(server_factory: ServerFactory, database_url: str) -> None:
     """Seen: `admin credit --api-key ck_...` put the key where ps and the shell's history show it."""
     with server_factory().client() as client:
         key = client.post("/api/register").json()["api_key"]
     on_the_line = run_cli(["admin", "credit", "--api-key", key, "--amount-ton", "1", "--reason", "x"], database_url)
     assert on_the_line.returncode != 0 and "--api-key-stdin" in on_the_line.stderr
-    piped = run_cli(["admin", "credit", "--api-key-stdin", "--amount-ton", "0.25", "--reason", "x"], database_url,
-                    stdin=key + "\n")
+    piped = run_cli(
+        ["admin", "credit", "--api-key-stdin", "--amount-ton", "0.25", "--reason", "x"], database_url, stdin=key + "\n"
+    )
     assert piped.returncode == 0 and "0.250000000 TON" in piped.stdout, piped.stderr
     empty = run_cli(["admin", "debit", "--api-key-stdin", "--amount-ton", "0.1", "--reason", "x"], database_url)
     assert empty.returncode != 0 and "standard input has no key" in empty.stderr
     for command in ("credit", "debit"):
         usage = run_cli(["admin", command, "--help"], database_url).stdout
-        assert "--api-key-stdin" in usage and "never taken as an argument" in usage.replace("\n", " ").replace("  ", " ")
+        assert "--api-key-stdin" in usage and "never taken as an argument" in usage.replace("\n", " ").replace(
+            "  ", " "
+        )
         assert "--api-key " not in usage.replace("--api-key-stdin", "")

@@ -8,10 +8,10 @@ import threading
 import time
 
 import httpx
-
-from cocoon_platform.ops.metrics import DATABASE_GAUGE_SECONDS, Every
 from conftest import ServerFactory
 from support import Simulator, db_rows, new_account
+
+from cocoon_platform.ops.metrics import DATABASE_GAUGE_SECONDS, Every
 
 TON = 1_000_000_000
 
@@ -30,20 +30,34 @@ def test_without_a_token_only_loopback_clients_read_metrics(server_factory: Serv
     assert httpx.get(server.url + "/metrics", headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 200
     guarded = server_factory(trusted_proxies="127.0.0.1/32", metrics_token="m3trics")
     assert httpx.get(guarded.url + "/metrics").status_code == 403, "with a token set, everyone needs it"
-    assert httpx.get(guarded.url + "/metrics", headers={"X-Forwarded-For": "198.51.100.4",
-                                                        "Authorization": "Bearer m3trics"}).status_code == 200
+    assert (
+        httpx.get(
+            guarded.url + "/metrics", headers={"X-Forwarded-For": "198.51.100.4", "Authorization": "Bearer m3trics"}
+        ).status_code
+        == 200
+    )
 
 
-def test_the_database_gauges_are_read_at_most_every_few_seconds(server_factory: ServerFactory, simulator: Simulator,
-                                                               database_url: str) -> None:
+def test_the_database_gauges_are_read_at_most_every_few_seconds(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     """Seen: every scrape ran two queries."""
     server = server_factory(upstream_url=simulator.url, upstream_read_timeout="8")
     key = new_account(server, database_url, TON)
     first_scrape = time.monotonic()
     before = open_reservations(httpx.get(server.url + "/metrics").text)
-    hanging = threading.Thread(target=lambda: httpx.post(
-        server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
-        json={"model": "Qwen/Qwen3-32B", "max_tokens": 5, "messages": [{"role": "user", "content": "[[sim:fault=hang]]"}]}))
+    hanging = threading.Thread(
+        target=lambda: httpx.post(
+            server.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+            json={
+                "model": "Qwen/Qwen3-32B",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": "[[sim:fault=hang]]"}],
+            },
+        )
+    )
     hanging.start()
     try:
         while db_rows(database_url, "SELECT count(*) FROM holds")[0][0] <= before:

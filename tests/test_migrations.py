@@ -14,14 +14,14 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.schema import CreateIndex
 from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.schema import CreateIndex
+from support import db_rows, fresh_database
 
 from cocoon_platform.config import Settings
 from cocoon_platform.db.engine import SQLITE_PAGE_SIZE
 from cocoon_platform.db.migrate import alembic_config
 from cocoon_platform.db.models import Base, LedgerEntry
-from support import db_rows, fresh_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -69,10 +69,15 @@ def test_migrations_build_the_schema_the_models_describe(empty_database: str) ->
 
 def test_lean_holds_migration_keeps_open_holds_both_ways(empty_database: str) -> None:
     _migrate(empty_database, "up", "0001")
-    db_rows(empty_database, "INSERT INTO accounts (id, deposit_code, balance_nanoton, reserved_nanoton, created_at) "
-                            "VALUES (1, 'ABCD1234', 100, 40, CURRENT_TIMESTAMP)")
-    db_rows(empty_database, "INSERT INTO holds (id, account_id, amount_nanoton, expires_at) "
-                            "VALUES ('req_open', 1, 40, 1900000000)")
+    db_rows(
+        empty_database,
+        "INSERT INTO accounts (id, deposit_code, balance_nanoton, reserved_nanoton, created_at) "
+        "VALUES (1, 'ABCD1234', 100, 40, CURRENT_TIMESTAMP)",
+    )
+    db_rows(
+        empty_database,
+        "INSERT INTO holds (id, account_id, amount_nanoton, expires_at) VALUES ('req_open', 1, 40, 1900000000)",
+    )
     assert _holds_layout(empty_database) == (True, True)
 
     _migrate(empty_database, "up", "0002")
@@ -80,7 +85,8 @@ def test_lean_holds_migration_keeps_open_holds_both_ways(empty_database: str) ->
     assert not indexed
     assert rowid == (not empty_database.startswith("sqlite"))
     assert db_rows(empty_database, "SELECT id, account_id, amount_nanoton, expires_at FROM holds") == [
-        ("req_open", 1, 40, 1900000000)]
+        ("req_open", 1, 40, 1900000000)
+    ]
 
     _migrate(empty_database, "down", "0001")
     assert _holds_layout(empty_database) == (True, True)
@@ -92,22 +98,34 @@ def test_lean_holds_migration_keeps_open_holds_both_ways(empty_database: str) ->
 def _ledger_account_index(database_url: str) -> tuple[str, str] | None:
     """(name, definition) of the ledger's per-account index."""
     if database_url.startswith("sqlite"):
-        rows = db_rows(database_url, "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
-                                     "AND tbl_name = 'ledger_entries' AND name LIKE 'ix_ledger_entries_account%'")
+        rows = db_rows(
+            database_url,
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+            "AND tbl_name = 'ledger_entries' AND name LIKE 'ix_ledger_entries_account%'",
+        )
     else:
-        rows = db_rows(database_url, "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'ledger_entries' "
-                                     "AND indexname LIKE 'ix_ledger_entries_account%'")
+        rows = db_rows(
+            database_url,
+            "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'ledger_entries' "
+            "AND indexname LIKE 'ix_ledger_entries_account%'",
+        )
     assert len(rows) <= 1
     return (str(rows[0][0]), str(rows[0][1])) if rows else None
 
 
 def test_ledger_account_index_leaves_out_usage_entries_both_ways(empty_database: str) -> None:
     _migrate(empty_database, "up", "0004")
-    db_rows(empty_database, "INSERT INTO accounts (id, deposit_code, balance_nanoton, reserved_nanoton, created_at) "
-                            "VALUES (1, 'ABCD1234', 90, 0, CURRENT_TIMESTAMP)")
-    db_rows(empty_database, "INSERT INTO ledger_entries (account_id, kind, amount_nanoton, reference, created_at) "
-                            "VALUES (1, 'deposit', 100, 'deposit:a', CURRENT_TIMESTAMP), "
-                            "(1, 'usage', -10, 'usage:req_a', CURRENT_TIMESTAMP)")
+    db_rows(
+        empty_database,
+        "INSERT INTO accounts (id, deposit_code, balance_nanoton, reserved_nanoton, created_at) "
+        "VALUES (1, 'ABCD1234', 90, 0, CURRENT_TIMESTAMP)",
+    )
+    db_rows(
+        empty_database,
+        "INSERT INTO ledger_entries (account_id, kind, amount_nanoton, reference, created_at) "
+        "VALUES (1, 'deposit', 100, 'deposit:a', CURRENT_TIMESTAMP), "
+        "(1, 'usage', -10, 'usage:req_a', CURRENT_TIMESTAMP)",
+    )
     name, definition = _ledger_account_index(empty_database) or ("", "")
     assert name == "ix_ledger_entries_account_id_id" and "usage" not in definition
 
@@ -116,7 +134,9 @@ def test_ledger_account_index_leaves_out_usage_entries_both_ways(empty_database:
     assert name == "ix_ledger_entries_account_id_id_not_usage"
     assert "WHERE" in definition.upper() and "<> 'usage'" in definition.replace("::text", "")
     assert db_rows(empty_database, "SELECT kind, amount_nanoton FROM ledger_entries ORDER BY id") == [
-        ("deposit", 100), ("usage", -10)]
+        ("deposit", 100),
+        ("usage", -10),
+    ]
 
     _migrate(empty_database, "down", "0004")
     name, definition = _ledger_account_index(empty_database) or ("", "")
@@ -129,5 +149,8 @@ def test_the_models_ledger_index_has_the_migrations_predicate() -> None:
     """Alembic's comparison ignores an index's WHERE: this keeps the model and 0005 in step."""
     (index,) = [i for i in LedgerEntry.__table__.indexes if i.name == "ix_ledger_entries_account_id_id_not_usage"]
     for dialect in (sqlite.dialect(), postgresql.dialect()):
-        assert str(CreateIndex(index).compile(dialect=dialect)).rstrip().endswith(
-            "ledger_entries (account_id, id) WHERE kind <> 'usage'")
+        assert (
+            str(CreateIndex(index).compile(dialect=dialect))
+            .rstrip()
+            .endswith("ledger_entries (account_id, id) WHERE kind <> 'usage'")
+        )

@@ -30,17 +30,24 @@ WRITES = {
     # `.values(balance_nanoton=...)` (not a response field filled from the column, which reads it)
     "a balance column assigned": re.compile(
         r"\bSET\s+(balance|reserved|credited)_nanoton\b|\.(balance|reserved|credited)_nanoton\s*=(?!=)"
-        r"|\b(Account|values)\([^)]*\b(balance|reserved|credited)_nanoton\s*=", re.IGNORECASE),
+        r"|\b(Account|values)\([^)]*\b(balance|reserved|credited)_nanoton\s*=",
+        re.IGNORECASE,
+    ),
     # `reserved_nanoton = reserved_nanoton - ...` (SQL, any line of a SET list), `Account.balance_nanoton + ...`
     "a balance column moved": re.compile(
         r"\b(balance|reserved|credited)_nanoton\s*=\s*(\w+\.)?\1_nanoton\s*[-+]"
-        r"|\bAccount\.(balance|reserved|credited)_nanoton\s*[-+]"),
+        r"|\bAccount\.(balance|reserved|credited)_nanoton\s*[-+]"
+    ),
     "a ledger entry written": re.compile(
         r"(?<!class )\bLedgerEntry\(|(insert|update|delete)\(\s*LedgerEntry\b"
-        r"|\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+ledger_entries\b", re.IGNORECASE),
+        r"|\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+ledger_entries\b",
+        re.IGNORECASE,
+    ),
     "a hold written": re.compile(
         r"(?<!class )\bHold\(|(insert|update|delete)\(\s*(Hold|holds)\b"
-        r"|\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+holds\b", re.IGNORECASE),
+        r"|\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+holds\b",
+        re.IGNORECASE,
+    ),
 }
 
 
@@ -56,7 +63,8 @@ def writes_in(paths: list[Path]) -> dict[str, list[str]]:
 
 def sources(inside_billing: bool) -> list[Path]:
     return [
-        path for path in sorted(PACKAGE.rglob("*.py"))
+        path
+        for path in sorted(PACKAGE.rglob("*.py"))
         if path.is_relative_to(BILLING) == inside_billing
         and not any(path == skip or path.is_relative_to(skip) for skip in NOT_CODE)
     ]
@@ -87,15 +95,20 @@ def test_a_debit_never_takes_what_a_hold_reserved(migrated: str, backend: str) -
         engine = create_async_engine(migrated)
         try:
             async with AsyncSession(engine) as session:
-                account_id = (await session.execute(
-                    insert(Account).values(deposit_code=secrets.token_hex(6).upper()).returning(Account.id)
-                )).scalar_one()
+                account_id = (
+                    await session.execute(
+                        insert(Account).values(deposit_code=secrets.token_hex(6).upper()).returning(Account.id)
+                    )
+                ).scalar_one()
                 await operator_credit(session, account_id, 1000, "funds")
                 await session.commit()
             async with engine.connect() as reserving, AsyncSession(engine) as operator:
                 await reserving.begin()
-                await reserving.execute(update(Account).where(Account.id == account_id)
-                                        .values(reserved_nanoton=Account.reserved_nanoton + 600))
+                await reserving.execute(
+                    update(Account)
+                    .where(Account.id == account_id)
+                    .values(reserved_nanoton=Account.reserved_nanoton + 600)
+                )
                 debit = asyncio.create_task(operator_debit(operator, account_id, 500, "race"))
                 if backend == "postgresql":
                     await waiting_for_a_row_lock(engine)
@@ -107,12 +120,19 @@ def test_a_debit_never_takes_what_a_hold_reserved(migrated: str, backend: str) -
                 assert await operator_debit(operator, account_id, 400, "all that is free") == 600
                 await operator.commit()
             async with engine.begin() as conn:
-                entries = (await conn.execute(select(LedgerEntry.kind, LedgerEntry.amount_nanoton)
-                                              .where(LedgerEntry.account_id == account_id)
-                                              .order_by(LedgerEntry.id))).all()
+                entries = (
+                    await conn.execute(
+                        select(LedgerEntry.kind, LedgerEntry.amount_nanoton)
+                        .where(LedgerEntry.account_id == account_id)
+                        .order_by(LedgerEntry.id)
+                    )
+                ).all()
                 # The request in flight ends: its hold goes (the database is shared with other tests).
-                await conn.execute(update(Account).where(Account.id == account_id)
-                                   .values(reserved_nanoton=Account.reserved_nanoton - 600))
+                await conn.execute(
+                    update(Account)
+                    .where(Account.id == account_id)
+                    .values(reserved_nanoton=Account.reserved_nanoton - 600)
+                )
             assert [(kind, amount) for kind, amount in entries] == [("admin_credit", 1000), ("admin_debit", -400)]
         finally:
             await engine.dispose()
@@ -124,8 +144,11 @@ async def waiting_for_a_row_lock(engine: AsyncEngine) -> None:
     """Until a session of this database waits for a lock (the debit, on the reserved row)."""
     async with engine.connect() as conn:
         for _ in range(3000):
-            waiting = await conn.scalar(text(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"))
+            waiting = await conn.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
             if waiting:
                 return
             await asyncio.sleep(0.01)

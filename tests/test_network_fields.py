@@ -19,10 +19,27 @@ def chat(**fields: object) -> dict[str, object]:
 
 
 def test_fields_without_effect_and_a_chats_seed_are_dropped() -> None:
-    payload = chat(user="u1", store=True, metadata={"a": "b"}, service_tier="auto", safety_identifier="s",
-                   prompt_cache_key="k", prompt_cache_retention="24h", seed=7, temperature=0.5)
-    assert set(payload) == {"model", "messages", "max_tokens", "max_coefficient", "timeout", "temperature",
-                            "stream", "stream_options"}
+    payload = chat(
+        user="u1",
+        store=True,
+        metadata={"a": "b"},
+        service_tier="auto",
+        safety_identifier="s",
+        prompt_cache_key="k",
+        prompt_cache_retention="24h",
+        seed=7,
+        temperature=0.5,
+    )
+    assert set(payload) == {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_coefficient",
+        "timeout",
+        "temperature",
+        "stream",
+        "stream_options",
+    }
 
 
 def test_completions_keep_their_seed() -> None:
@@ -45,35 +62,52 @@ def test_a_stop_that_is_not_text_is_a_400_not_forwarded(stop: object) -> None:
 
 
 def test_text_parts_become_one_string_and_developer_becomes_system() -> None:
-    payload = chat(messages=[{"role": "developer", "content": "be brief"},
-                             {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
+    payload = chat(
+        messages=[
+            {"role": "developer", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        ]
+    )
     assert payload["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "a\nb"}]
 
 
 def test_an_assistants_reasoning_is_dropped_and_nulls_are_not_refused() -> None:
-    payload = chat(messages=[USER, {"role": "assistant", "content": "y", "reasoning_content": "r" * 1000,
-                                    "reasoning": "r", "refusal": None}, USER], logprobs=None, tools=None)
+    payload = chat(
+        messages=[
+            USER,
+            {"role": "assistant", "content": "y", "reasoning_content": "r" * 1000, "reasoning": "r", "refusal": None},
+            USER,
+        ],
+        logprobs=None,
+        tools=None,
+    )
     assert payload["messages"][1] == {"role": "assistant", "content": "y", "refusal": None}
     assert "logprobs" not in payload and "tools" not in payload
 
 
-@pytest.mark.parametrize(("fields", "param"), [
-    ({"logprobs": True}, "logprobs"),
-    ({"top_logprobs": 3}, "top_logprobs"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-    ({"tool_choice": "auto"}, "tool_choice"),
-    ({"functions": [{"name": "f"}]}, "functions"),
-    ({"logit_bias": {"1": 2}}, "logit_bias"),
-    ({"audio": {"voice": "x"}}, "audio"),
-    ({"modalities": ["text"]}, "modalities"),
-    ({"web_search_options": {}}, "web_search_options"),
-    ({"some_new_field": 1}, "some_new_field"),
-    ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options.continuous_usage_stats"),
-    ({"chat_template_kwargs": {"enable_thinking": False, "foo": 1}}, "chat_template_kwargs.foo"),
-    ({"messages": [{"role": "user", "content": "x", "weight": 1}]}, "messages[0].weight"),
-    ({"messages": [USER, {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}]}, "messages[1].tool_calls"),
-    ({"messages": [USER, {"role": "tool", "content": "r", "tool_call_id": "c"}]}, "messages[1].role"),
-])
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"logprobs": True}, "logprobs"),
+        ({"top_logprobs": 3}, "top_logprobs"),
+        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"logit_bias": {"1": 2}}, "logit_bias"),
+        ({"audio": {"voice": "x"}}, "audio"),
+        ({"modalities": ["text"]}, "modalities"),
+        ({"web_search_options": {}}, "web_search_options"),
+        ({"some_new_field": 1}, "some_new_field"),
+        ({"stream": True, "stream_options": {"continuous_usage_stats": True}}, "stream_options.continuous_usage_stats"),
+        ({"chat_template_kwargs": {"enable_thinking": False, "foo": 1}}, "chat_template_kwargs.foo"),
+        ({"messages": [{"role": "user", "content": "x", "weight": 1}]}, "messages[0].weight"),
+        (
+            {"messages": [USER, {"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}]},
+            "messages[1].tool_calls",
+        ),
+        ({"messages": [USER, {"role": "tool", "content": "r", "tool_call_id": "c"}]}, "messages[1].role"),
+    ],
+)
 def test_result_bearing_and_unknown_fields_are_a_400_naming_the_field(fields: dict[str, object], param: str) -> None:
     with pytest.raises(UnsupportedParameter) as refused:
         chat(**fields)
@@ -82,8 +116,13 @@ def test_result_bearing_and_unknown_fields_are_a_400_naming_the_field(fields: di
 
 
 def test_operators_extra_fields_pass_as_sent() -> None:
-    body = {"model": "m", "messages": [{"role": "assistant", "content": "y", "reasoning_content": "r"}],
-            "seed": 7, "logprobs": True, "stop": "x"}
+    body = {
+        "model": "m",
+        "messages": [{"role": "assistant", "content": "y", "reasoning_content": "r"}],
+        "seed": 7,
+        "logprobs": True,
+        "stop": "x",
+    }
     payload = network_body(body, True, frozenset({"seed", "logprobs", "reasoning_content"}))
     assert payload["seed"] == 7 and payload["logprobs"] is True and payload["stop"] == ["x"]
     assert payload["messages"][0]["reasoning_content"] == "r"
@@ -99,12 +138,44 @@ def test_every_request_is_a_stream_with_usage_upstream() -> None:
 def test_every_forwarded_field_is_on_both_builds_lists() -> None:
     """Kept in step with the reference's table: the older build's list (the stricter), plus the
     client's own knobs; the platform never forwards a field only the newer build takes."""
-    older_chat = {"messages", "model", "max_tokens", "max_completion_tokens", "n", "temperature", "top_p",
-                  "frequency_penalty", "presence_penalty", "response_format", "reasoning_effort", "verbosity",
-                  "parallel_tool_calls", "top_logprobs", "stream", "chat_template_kwargs", "stream_options", "stop"}
-    both_completions = {"model", "prompt", "best_of", "echo", "frequency_penalty", "max_tokens", "n",
-                        "presence_penalty", "seed", "stop", "stream", "stream_options", "suffix", "temperature",
-                        "top_p", "skip_special_tokens"}
+    older_chat = {
+        "messages",
+        "model",
+        "max_tokens",
+        "max_completion_tokens",
+        "n",
+        "temperature",
+        "top_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "response_format",
+        "reasoning_effort",
+        "verbosity",
+        "parallel_tool_calls",
+        "top_logprobs",
+        "stream",
+        "chat_template_kwargs",
+        "stream_options",
+        "stop",
+    }
+    both_completions = {
+        "model",
+        "prompt",
+        "best_of",
+        "echo",
+        "frequency_penalty",
+        "max_tokens",
+        "n",
+        "presence_penalty",
+        "seed",
+        "stop",
+        "stream",
+        "stream_options",
+        "suffix",
+        "temperature",
+        "top_p",
+        "skip_special_tokens",
+    }
     client_knobs = {"max_coefficient", "timeout"}
     assert CHAT_FIELDS <= older_chat | client_knobs
     assert COMPLETION_FIELDS <= both_completions | client_knobs

@@ -6,7 +6,6 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-
 from support import Server, db_rows, new_account
 
 QWEN = "Qwen/Qwen3-32B"
@@ -21,10 +20,15 @@ def test_a_422_tells_every_sdk_why(platform: Server, database_url: str) -> None:
     key = new_account(platform, database_url, TON)
     with pytest.raises(openai.UnprocessableEntityError) as failure:
         client(platform, key).chat.completions.create(
-            model=QWEN, messages=[{"role": "user", "content": "x"}], max_tokens="many")  # type: ignore[arg-type]
+            model=QWEN, messages=[{"role": "user", "content": "x"}], max_tokens="many"
+        )  # type: ignore[arg-type]
     assert "'max_tokens': Input should be a valid integer (int_type)" in str(failure.value)
-    assert failure.value.body == {"message": "Invalid 'max_tokens': Input should be a valid integer (int_type)",
-                                  "type": "invalid_request_error", "param": "max_tokens", "code": "validation_error"}
+    assert failure.value.body == {
+        "message": "Invalid 'max_tokens': Input should be a valid integer (int_type)",
+        "type": "invalid_request_error",
+        "param": "max_tokens",
+        "code": "validation_error",
+    }
     # FastAPI's own validation (a query parameter) gets the same error object beside its detail.
     usage = httpx.get(platform.url + "/v1/usage?limit=x", headers={"Authorization": f"Bearer {key}"})
     assert usage.status_code == 422
@@ -46,13 +50,13 @@ def test_models_by_id_and_by_alias(platform: Server, database_url: str) -> None:
     assert missing.value.response.headers["x-request-id"].startswith("req_")
 
     raw = openai_client.chat.completions.with_raw_response.create(
-        model="qwen3-32b", messages=[{"role": "user", "content": "hi"}], max_tokens=16)
+        model="qwen3-32b", messages=[{"role": "user", "content": "hi"}], max_tokens=16
+    )
     completion = raw.parse()
     request_id = raw.headers["x-request-id"]
     assert completion.id == request_id and request_id.startswith("chatcmpl-") and len(request_id) <= 40
     assert completion.model == QWEN
-    rows = db_rows(database_url, "SELECT model, endpoint FROM usage_records WHERE request_id = :r",
-                   {"r": request_id})
+    rows = db_rows(database_url, "SELECT model, endpoint FROM usage_records WHERE request_id = :r", {"r": request_id})
     assert rows == [(QWEN, "chat")]
     listed_usage = httpx.get(platform.url + "/v1/usage", headers={"Authorization": f"Bearer {key}"}).json()
     assert request_id in str(listed_usage)
@@ -62,13 +66,18 @@ def test_stream_chunks_and_completions_carry_the_request_id(platform: Server, da
     key = new_account(platform, database_url, TON)
     openai_client = client(platform, key)
     with openai_client.chat.completions.with_streaming_response.create(
-            model=QWEN, messages=[{"role": "user", "content": "hi"}], max_tokens=16, stream=True,
-            stream_options={"include_usage": True}) as response:
+        model=QWEN,
+        messages=[{"role": "user", "content": "hi"}],
+        max_tokens=16,
+        stream=True,
+        stream_options={"include_usage": True},
+    ) as response:
         request_id = response.headers["x-request-id"]
         ids = {chunk.id for chunk in response.parse()}
     assert ids == {request_id}
     raw = openai_client.completions.with_raw_response.create(
-        model="ByteDance-Seed/Seed-X-PPO-7B", prompt="Translate: hello <zh>", max_tokens=8)
+        model="ByteDance-Seed/Seed-X-PPO-7B", prompt="Translate: hello <zh>", max_tokens=8
+    )
     assert raw.parse().id == raw.headers["x-request-id"] and raw.parse().id.startswith("cmpl-")
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import ServerFactory
 from support import (
     REDIS_URL,
@@ -31,9 +30,12 @@ TON = 1_000_000_000
 
 
 def chat(server: Server, key: str, content: str = "hi", **fields: object) -> httpx.Response:
-    return httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                      json={"model": QWEN, "max_tokens": 30, "messages": [{"role": "user", "content": content}],
-                            **fields})
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={"model": QWEN, "max_tokens": 30, "messages": [{"role": "user", "content": content}], **fields},
+    )
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -53,8 +55,9 @@ def slow_simulator(tmp_path_factory: pytest.TempPathFactory) -> Simulator:
     sim.stop()
 
 
-def test_metrics_move_with_traffic_and_honour_the_token(server_factory: ServerFactory, simulator: Simulator,
-                                                        database_url: str) -> None:
+def test_metrics_move_with_traffic_and_honour_the_token(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     server = server_factory(upstream_url=simulator.url, metrics_token="m3trics")
     assert httpx.get(server.url + "/metrics").status_code == 403
     auth = {"Authorization": "Bearer m3trics"}
@@ -72,16 +75,20 @@ def test_metrics_move_with_traffic_and_honour_the_token(server_factory: ServerFa
     assert metric(after, "cocoon_requests_total", endpoint="chat", model=QWEN, status="401") >= 1
     assert metric(after, "cocoon_upstream_errors_total", kind="no_workers") >= 1
     assert metric(after, "cocoon_tokens_total", model=QWEN, type="completion") > metric(
-        before, "cocoon_tokens_total", model=QWEN, type="completion")
-    assert metric(after, "cocoon_billed_nanoton_total", model=QWEN) > metric(before, "cocoon_billed_nanoton_total", model=QWEN)
+        before, "cocoon_tokens_total", model=QWEN, type="completion"
+    )
+    assert metric(after, "cocoon_billed_nanoton_total", model=QWEN) > metric(
+        before, "cocoon_billed_nanoton_total", model=QWEN
+    )
     assert metric(after, "cocoon_request_duration_seconds_count", endpoint="chat") >= 6
     assert metric(after, "cocoon_upstream_duration_seconds_count", endpoint="chat") >= 4
     assert metric(after, "cocoon_time_to_first_token_seconds_count", endpoint="chat") >= 1
     assert "cocoon_open_reservations 0.0" in after
 
 
-def test_log_lines_carry_ids_and_never_keys_or_text(server_factory: ServerFactory, simulator: Simulator,
-                                                    database_url: str) -> None:
+def test_log_lines_carry_ids_and_never_keys_or_text(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     server = server_factory(upstream_url=simulator.url, log_level="info", log_json="true")
     key = new_account(server, database_url, TON)
     secret_prompt = f"my-private-prompt-{uuid.uuid4().hex}"
@@ -98,15 +105,24 @@ def test_log_lines_carry_ids_and_never_keys_or_text(server_factory: ServerFactor
     requests = [line for line in lines if line.get("message") == "request"]
     assert len(requests) >= 3
     ok = next(r for r in requests if r["status"] == 200 and r["stream"] is False)
-    for field in ("request_id", "account_id", "model", "status", "prompt_tokens", "completion_tokens",
-                  "cost_nanoton", "duration_ms"):
+    for field in (
+        "request_id",
+        "account_id",
+        "model",
+        "status",
+        "prompt_tokens",
+        "completion_tokens",
+        "cost_nanoton",
+        "duration_ms",
+    ):
         assert field in ok
     assert ok["model"] == QWEN and ok["cost_nanoton"] > 0 and ok["account_id"] is not None
     assert any(r["status"] == 401 for r in requests)
 
 
-def test_key_rate_limits_in_process(server_factory: ServerFactory, slow_simulator: Simulator,
-                                    database_url: str) -> None:
+def test_key_rate_limits_in_process(
+    server_factory: ServerFactory, slow_simulator: Simulator, database_url: str
+) -> None:
     server = server_factory(upstream_url=slow_simulator.url, rate_limit_rpm="3", rate_limit_concurrent="1")
     key = new_account(server, database_url, TON)
     results: list[int] = []
@@ -138,8 +154,9 @@ def test_key_rate_limits_in_process(server_factory: ServerFactory, slow_simulato
     assert chat(server, other).status_code == 200, "limits are per account"
 
 
-def test_an_accounts_keys_share_its_limits(server_factory: ServerFactory, simulator: Simulator,
-                                           database_url: str) -> None:
+def test_an_accounts_keys_share_its_limits(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     """Seen: limits were per key, so minting keys multiplied them."""
     server = server_factory(upstream_url=simulator.url, rate_limit_rpm="2")
     first = new_account(server, database_url, TON)
@@ -149,20 +166,26 @@ def test_an_accounts_keys_share_its_limits(server_factory: ServerFactory, simula
     assert "per minute for this account" in refused.json()["error"]["message"]
 
 
-def test_failed_authentications_are_throttled_per_address(server_factory: ServerFactory, simulator: Simulator,
-                                                         database_url: str) -> None:
+def test_failed_authentications_are_throttled_per_address(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     """Seen: rotating made-up keys was never throttled, and each cost database work."""
     server = server_factory(upstream_url=simulator.url, auth_failures_per_minute="5")
     key = new_account(server, database_url, TON)
     bad = {"Authorization": "Bearer ck_" + "x" * 40}
     statuses = [chat(server, f"ck_{i:040d}").status_code for i in range(3)]
-    statuses += [httpx.get(server.url + "/v1/balance", headers=bad).status_code,
-                 httpx.post(server.url + "/api/login", json={"api_key": "ck_" + "y" * 40}).status_code,
-                 httpx.post(server.url + "/v1/keys", headers=bad).status_code]
+    statuses += [
+        httpx.get(server.url + "/v1/balance", headers=bad).status_code,
+        httpx.post(server.url + "/api/login", json={"api_key": "ck_" + "y" * 40}).status_code,
+        httpx.post(server.url + "/v1/keys", headers=bad).status_code,
+    ]
     assert statuses == [401] * 5 + [429], "5 a minute, then refused"
     # Past the limit every authenticated door refuses the address before looking at the key.
-    for refused in (chat(server, key), httpx.get(server.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}),
-                    httpx.post(server.url + "/api/login", json={"api_key": key})):
+    for refused in (
+        chat(server, key),
+        httpx.get(server.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}),
+        httpx.post(server.url + "/api/login", json={"api_key": key}),
+    ):
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded", refused.text
         assert 1 <= int(refused.headers["retry-after"]) <= 12
     other = server_factory(upstream_url=simulator.url, auth_failures_per_minute="5", trusted_proxies="127.0.0.1/32")
@@ -182,8 +205,9 @@ def test_signup_rate_limit_per_address(server_factory: ServerFactory) -> None:
     assert httpx.post(server.url + "/api/login", json={"api_key": "ck_x"}).status_code == 429
 
 
-def test_rate_limits_shared_across_processes_through_redis(server_factory: ServerFactory, simulator: Simulator,
-                                                           database_url: str) -> None:
+def test_rate_limits_shared_across_processes_through_redis(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     import redis
 
     redis.Redis.from_url(REDIS_URL).flushdb()
@@ -194,8 +218,9 @@ def test_rate_limits_shared_across_processes_through_redis(server_factory: Serve
     assert statuses == [200, 200, 200, 200, 429, 429]
 
 
-def test_body_limit_is_413_in_error_shape(server_factory: ServerFactory, simulator: Simulator,
-                                          database_url: str) -> None:
+def test_body_limit_is_413_in_error_shape(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     server = server_factory(upstream_url=simulator.url, max_body_bytes="2048")
     key = new_account(server, database_url, TON)
     big = chat(server, key, "x" * 4000)
@@ -211,20 +236,32 @@ def test_cors_off_by_default_and_configurable(server_factory: ServerFactory, pla
     server = server_factory(cors_origins="https://app.example")
     allowed = httpx.get(server.url + "/v1/pricing", headers=origin)
     assert allowed.headers["access-control-allow-origin"] == "https://app.example"
-    preflight = httpx.options(server.url + "/v1/chat/completions", headers={
-        **origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"})
+    preflight = httpx.options(
+        server.url + "/v1/chat/completions",
+        headers={**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"},
+    )
     assert preflight.status_code == 200
 
 
-def test_sigterm_lets_streams_finish_and_settle(server_factory: ServerFactory, slow_simulator: Simulator,
-                                                database_url: str) -> None:
+def test_sigterm_lets_streams_finish_and_settle(
+    server_factory: ServerFactory, slow_simulator: Simulator, database_url: str
+) -> None:
     server = server_factory(upstream_url=slow_simulator.url)
     key = new_account(server, database_url, TON)
     chunks = 0
     body = ""
-    with httpx.stream("POST", server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                      timeout=30, json={"model": QWEN, "stream": True, "max_tokens": 50,
-                                        "messages": [{"role": "user", "content": "[[sim:tokens=30]] go"}]}) as r:
+    with httpx.stream(
+        "POST",
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={
+            "model": QWEN,
+            "stream": True,
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "[[sim:tokens=30]] go"}],
+        },
+    ) as r:
         request_id = r.headers["x-request-id"]
         for line in r.iter_lines():
             body += line + "\n"
@@ -238,21 +275,32 @@ def test_sigterm_lets_streams_finish_and_settle(server_factory: ServerFactory, s
     # uvicorn re-raises SIGTERM after its graceful shutdown, so -15 is a clean exit too.
     assert server.proc is not None and server.proc.wait(20) in (0, -signal.SIGTERM)
     assert "Traceback" not in server.log()
-    rows = db_rows(database_url, "SELECT status, completion_tokens FROM usage_records WHERE request_id = :r",
-                   {"r": request_id})
+    rows = db_rows(
+        database_url, "SELECT status, completion_tokens FROM usage_records WHERE request_id = :r", {"r": request_id}
+    )
     assert rows == [("ok", 30)]
     assert not db_rows(database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id})
 
 
-def test_kill_9_mid_stream_is_swept_and_reconcile_is_clean(server_factory: ServerFactory, slow_simulator: Simulator,
-                                                          database_url: str, tmp_path: Path) -> None:
+def test_kill_9_mid_stream_is_swept_and_reconcile_is_clean(
+    server_factory: ServerFactory, slow_simulator: Simulator, database_url: str, tmp_path: Path
+) -> None:
     settings = {"upstream_url": slow_simulator.url, "reservation_ttl_seconds": "3", "sweep_interval_seconds": "0.5"}
     victim = start_server(tmp_path, database_url, {f"COCOON_{k.upper()}": v for k, v in settings.items()})
     try:
         key = new_account(victim, database_url, TON)
-        with httpx.stream("POST", victim.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                          timeout=30, json={"model": QWEN, "stream": True, "max_tokens": 50,
-                                            "messages": [{"role": "user", "content": "[[sim:tokens=50]] go"}]}) as r:
+        with httpx.stream(
+            "POST",
+            victim.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+            json={
+                "model": QWEN,
+                "stream": True,
+                "max_tokens": 50,
+                "messages": [{"role": "user", "content": "[[sim:tokens=50]] go"}],
+            },
+        ) as r:
             request_id = r.headers["x-request-id"]
             for line in r.iter_lines():
                 if line.startswith("data: {"):
@@ -263,7 +311,9 @@ def test_kill_9_mid_stream_is_swept_and_reconcile_is_clean(server_factory: Serve
     assert db_rows(database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id}), "the hold was left open"
     survivor = server_factory(**settings)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and db_rows(database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id}):
+    while time.monotonic() < deadline and db_rows(
+        database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id}
+    ):
         time.sleep(0.2)
     assert not db_rows(database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id})
     balance = httpx.get(survivor.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}).json()
@@ -272,8 +322,10 @@ def test_kill_9_mid_stream_is_swept_and_reconcile_is_clean(server_factory: Serve
     assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
     # The operator's loss, not the user's, and reported (ruling 1 of #23).
     [(status, cost, reserved)] = db_rows(
-        database_url, "SELECT status, cost_nanoton, reserved_nanoton FROM usage_records WHERE request_id = :r",
-        {"r": "orphan_" + request_id.split("-", 1)[1]})
+        database_url,
+        "SELECT status, cost_nanoton, reserved_nanoton FROM usage_records WHERE request_id = :r",
+        {"r": "orphan_" + request_id.split("-", 1)[1]},
+    )
     assert (status, cost) == ("orphaned", 0) and int(reserved) > 0  # type: ignore[call-overload]
     assert "orphaned hold" in reconcile.stdout and "TON unbilled" in reconcile.stdout
     scrape = httpx.get(survivor.url + "/metrics").text
@@ -304,20 +356,27 @@ def test_reconcile_reports_discrepancies(database_url: str, server_factory: Serv
         asyncio.run(tamper(bump.replace("+ 7", "- 7")))
 
 
-def test_two_instances_under_concurrent_load_keep_the_invariants(server_factory: ServerFactory, simulator: Simulator,
-                                                                 database_url: str) -> None:
+def test_two_instances_under_concurrent_load_keep_the_invariants(
+    server_factory: ServerFactory, simulator: Simulator, database_url: str
+) -> None:
     """Two servers on one database, 200 requests on the same few accounts at once."""
     first, second = server_factory(upstream_url=simulator.url), server_factory(upstream_url=simulator.url)
     keys = [new_account(first, database_url, 30_000_000) for _ in range(3)]
-    body = {"model": QWEN, "max_tokens": 3000,
-            "messages": [{"role": "user", "content": "[[sim:tokens=3000]] [[sim:cost=0]] spend"}]}
+    body = {
+        "model": QWEN,
+        "max_tokens": 3000,
+        "messages": [{"role": "user", "content": "[[sim:tokens=3000]] [[sim:cost=0]] spend"}],
+    }
 
     async def run() -> list[tuple[str, httpx.Response]]:
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=200)) as aclient:
+
             async def one(i: int) -> tuple[str, httpx.Response]:
                 server, key = (first, second)[i % 2], keys[i % 3]
-                return key, await aclient.post(server.url + "/v1/chat/completions", json=body,
-                                               headers={"Authorization": f"Bearer {key}"})
+                return key, await aclient.post(
+                    server.url + "/v1/chat/completions", json=body, headers={"Authorization": f"Bearer {key}"}
+                )
+
             return await asyncio.gather(*(one(i) for i in range(200)))
 
     results = asyncio.run(run())
@@ -332,21 +391,29 @@ def test_two_instances_under_concurrent_load_keep_the_invariants(server_factory:
     assert not ledger_consistent(database_url)
     served = sum(1 for _, r in results if r.status_code == 200)
     ids = [r.headers["x-request-id"] for _, r in results if r.status_code == 200]
-    charges = db_rows(database_url, "SELECT COUNT(*) FROM ledger_entries WHERE reference IN ("
-                      + ",".join(f"'usage:{i}'" for i in ids) + ")")
+    charges = db_rows(
+        database_url,
+        "SELECT COUNT(*) FROM ledger_entries WHERE reference IN (" + ",".join(f"'usage:{i}'" for i in ids) + ")",
+    )
     assert charges[0][0] == served
     assert run_cli(["admin", "reconcile"], database_url).returncode == 0
 
 
 def test_serve_with_two_workers(simulator: Simulator, database_url: str, tmp_path: Path) -> None:
-    server = start_server(tmp_path, database_url, {"COCOON_UPSTREAM_URL": simulator.url, "COCOON_WORKERS": "2",
-                                                   "COCOON_RATE_LIMIT_RPM": "1000"})
+    server = start_server(
+        tmp_path,
+        database_url,
+        {"COCOON_UPSTREAM_URL": simulator.url, "COCOON_WORKERS": "2", "COCOON_RATE_LIMIT_RPM": "1000"},
+    )
     try:
         key = new_account(server, database_url, TON)
         assert all(chat(server, key).status_code == 200 for _ in range(8))
         page = httpx.get(server.url + "/metrics").text
-        assert metric(page, "cocoon_requests_total", endpoint="chat", model=QWEN, status="200") + metric(
-            page, "cocoon_requests_total", endpoint="chat", model="other", status="200") == 8
+        assert (
+            metric(page, "cocoon_requests_total", endpoint="chat", model=QWEN, status="200")
+            + metric(page, "cocoon_requests_total", endpoint="chat", model="other", status="200")
+            == 8
+        )
         assert "2 workers without COCOON_REDIS_URL count rate limits each on its own" in server.log()
     finally:
         server.stop()

@@ -7,9 +7,9 @@ import time
 import orjson
 import pytest
 
+from cocoon_platform.billing.cost import MAX_TOKEN_COUNT, delivered_tokens, usage_tokens
 from cocoon_platform.errors import InvalidRequest
 from cocoon_platform.proxy.events import DONE, EventSplitter, usual_event
-from cocoon_platform.billing.cost import MAX_TOKEN_COUNT, delivered_tokens, usage_tokens
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.proxy.relay import inspect_document, read_events
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH, ValidationFailed, parse_request
@@ -22,10 +22,22 @@ def chat(**fields: object) -> bytes:
     return orjson.dumps({**CHAT, **fields})
 
 
-@pytest.mark.parametrize("fields", [
-    {"n": -1000.0}, {"n": 0}, {"n": -1}, {"n": 17}, {"max_tokens": -100000.0}, {"max_tokens": 0.0},
-    {"max_tokens": 0}, {"max_completion_tokens": -5}, {"n": 1e300}, {"max_tokens": True}, {"n": "2"},
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"n": -1000.0},
+        {"n": 0},
+        {"n": -1},
+        {"n": 17},
+        {"max_tokens": -100000.0},
+        {"max_tokens": 0.0},
+        {"max_tokens": 0},
+        {"max_completion_tokens": -5},
+        {"n": 1e300},
+        {"max_tokens": True},
+        {"n": "2"},
+    ],
+)
 def test_counts_that_could_shrink_a_reservation_are_refused(fields: dict[str, object]) -> None:
     with pytest.raises(ValidationFailed):
         parse_request(CHAT_PATH, chat(**fields), **LIMITS)
@@ -44,8 +56,11 @@ def test_best_of_is_bounded_and_prompt_lists_multiply_the_reservation() -> None:
 
 
 def test_client_control_fields_are_not_forwarded_and_ours_are() -> None:
-    request = parse_request(CHAT_PATH, chat(timeout=99999, enable_debug=True, request_guid="x", max_coefficient=4000,
-                                            max_tokens=500000), **LIMITS)
+    request = parse_request(
+        CHAT_PATH,
+        chat(timeout=99999, enable_debug=True, request_guid="x", max_coefficient=4000, max_tokens=500000),
+        **LIMITS,
+    )
     assert not {"enable_debug", "request_guid"} & set(request.payload)
     assert request.payload["max_coefficient"] == 1000 and request.payload["max_tokens"] == 128000
     assert request.payload["timeout"] == 120.0  # the platform's setting, never the caller's
@@ -57,16 +72,22 @@ def test_unsupported_fields_are_400() -> None:
         parse_request(CHAT_PATH, chat(functions=[{"name": "f"}]), **LIMITS)
 
 
-@pytest.mark.parametrize("usage", [{}, {"prompt_tokens": "12"}, {"total_cost": 500}, [], None,
-                                   {"prompt_tokens": -3, "completion_tokens": 0}])
+@pytest.mark.parametrize(
+    "usage", [{}, {"prompt_tokens": "12"}, {"total_cost": 500}, [], None, {"prompt_tokens": -3, "completion_tokens": 0}]
+)
 def test_usage_without_a_usable_count_is_not_trusted(usage: object) -> None:
     assert usage_tokens(usage) is None
 
 
 def test_usage_counts_are_clamped() -> None:
-    tokens = usage_tokens({"prompt_tokens": 10, "completion_tokens": 4,
-                           "prompt_tokens_details": {"cached_tokens": 50},
-                           "completion_tokens_details": {"reasoning_tokens": 9}})
+    tokens = usage_tokens(
+        {
+            "prompt_tokens": 10,
+            "completion_tokens": 4,
+            "prompt_tokens_details": {"cached_tokens": 50},
+            "completion_tokens_details": {"reasoning_tokens": 9},
+        }
+    )
     assert tokens is not None and (tokens.cached, tokens.reasoning) == (10, 4)
     legacy = usage_tokens({"prompt_tokens": 1, "completion_tokens": 8, "reasoning_tokens": 3})
     assert legacy is not None and legacy.reasoning == 3
@@ -87,7 +108,7 @@ def split_all(chunks: list[bytes]) -> list[bytes]:
 def test_sse_events_across_reads_and_line_endings() -> None:
     stream = b'data: {"a":1}\r\n\r\ndata: {"b":2}\r\n\r\n: comment\n\ndata: [DONE]\r\n\r\n'
     for size in (1, 2, 3, 7, len(stream)):
-        pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+        pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
         assert split_all(pieces) == [b'{"a":1}', b'{"b":2}', DONE], size
     assert split_all([b'data: {"a":\rdata: 1}\r\r']) == [b'{"a":\n1}']
     assert split_all([b'data: {"a":1}']) == [b'{"a":1}']  # no final blank line
@@ -105,7 +126,7 @@ def test_plain_data_lines_split_like_any_other_stream() -> None:
         (b'data: {"a":1}\n\nevent: x\ndata: {"b":2}\n\n', [b'{"a":1}', b'{"b":2}']),
     ]:
         for size in (1, 5, 16, len(stream)):
-            pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+            pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
             assert [e for e in split_all(pieces) if e] == expected, (stream, size)
 
 
@@ -160,8 +181,11 @@ def test_one_read_of_many_events_is_read_as_each_alone() -> None:
     events = [*USUAL_AND_ODD_EVENTS[:9], DONE, *USUAL_AND_ODD_EVENTS[9:]]
     together, alone = Outcome(), Outcome()
     forwarded = read_events(events, together, time.perf_counter())
-    expected = [chunk for event in events if event != DONE
-                and (chunk := inspect_document(event, alone, time.perf_counter())) is not None]
+    expected = [
+        chunk
+        for event in events
+        if event != DONE and (chunk := inspect_document(event, alone, time.perf_counter())) is not None
+    ]
     assert forwarded == expected and len(forwarded) > 10
     assert read(together) == read(alone) and together.upstream_done
 
@@ -169,8 +193,10 @@ def test_one_read_of_many_events_is_read_as_each_alone() -> None:
 def test_a_number_out_of_orjsons_range_in_an_unread_field_keeps_the_event() -> None:
     """The one known difference: orjson rejects such numbers (the general path drops the event),
     msgspec skips them unread. The fast path forwards the event and counts it, consistently."""
-    for payload in (b'{"choices":[{"delta":{"content":"a"}}],"x":1e400}',
-                    b'{"choices":[{"delta":{"content":"a"}}],"x":' + b"9" * 400 + b"}"):
+    for payload in (
+        b'{"choices":[{"delta":{"content":"a"}}],"x":1e400}',
+        b'{"choices":[{"delta":{"content":"a"}}],"x":' + b"9" * 400 + b"}",
+    ):
         outcome = Outcome()
         assert read_events([payload], outcome, time.perf_counter()) == [payload]
         assert (outcome.delivered_completion, outcome.delivered_bytes) == (1, 1)
@@ -184,30 +210,41 @@ def test_the_usual_events_take_the_fast_path() -> None:
 
 def read(outcome: Outcome) -> tuple[object, ...]:
     error = outcome.error
-    return (outcome.usage, outcome.delivered_completion, outcome.delivered_reasoning, outcome.delivered_bytes,
-            outcome.stream_id, outcome.first_token_seconds is None, error and (error.status, error.kind))
+    return (
+        outcome.usage,
+        outcome.delivered_completion,
+        outcome.delivered_reasoning,
+        outcome.delivered_bytes,
+        outcome.stream_id,
+        outcome.first_token_seconds is None,
+        error and (error.status, error.kind),
+    )
 
 
 def test_bare_json_objects_across_reads() -> None:
     stream = b'{"a": "x}{\\"y"}\n{"b": {"c": [1, 2]}}{"d": 3}\n{\n  "e": 4\n}\n'
     for size in (1, 3, 5, len(stream)):
-        pieces = [stream[i:i + size] for i in range(0, len(stream), size)]
+        pieces = [stream[i : i + size] for i in range(0, len(stream), size)]
         events = split_all(pieces)
         assert [orjson.loads(e) for e in events] == [{"a": 'x}{"y'}, {"b": {"c": [1, 2]}}, {"d": 3}, {"e": 4}]
 
 
 def test_reported_counts_are_held_to_what_the_usage_record_holds() -> None:
-    tokens = usage_tokens({"prompt_tokens": 2**40, "completion_tokens": 2**63,
-                           "completion_tokens_details": {"reasoning_tokens": 2**35}})
+    tokens = usage_tokens(
+        {"prompt_tokens": 2**40, "completion_tokens": 2**63, "completion_tokens_details": {"reasoning_tokens": 2**35}}
+    )
     assert tokens is not None
     assert (tokens.prompt, tokens.completion, tokens.reasoning) == (MAX_TOKEN_COUNT,) * 3
 
 
-@pytest.mark.parametrize(("text", "qwen_tokens"), [
-    ("1234567890" * 50, 500),  # Qwen's vocabulary splits numbers into single digits
-    ("你好世界今天天气很好" * 40, 400),  # at most one token a character
-    ("def f(x):\n    return {'a': [x, x ** 2]}\n" * 20, 20 * 21),  # generously, a token every two bytes
-])
+@pytest.mark.parametrize(
+    ("text", "qwen_tokens"),
+    [
+        ("1234567890" * 50, 500),  # Qwen's vocabulary splits numbers into single digits
+        ("你好世界今天天气很好" * 40, 400),  # at most one token a character
+        ("def f(x):\n    return {'a': [x, x ** 2]}\n" * 20, 20 * 21),  # generously, a token every two bytes
+    ],
+)
 def test_a_prompt_estimate_is_never_under_the_real_count(text: str, qwen_tokens: int) -> None:
     """Issue 14 item 3: digits, CJK and code run at far fewer than 4 bytes a token."""
     request = parse_request(CHAT_PATH, chat(messages=[{"role": "user", "content": text}]), **LIMITS)
@@ -219,9 +256,16 @@ def test_a_prompt_estimate_is_never_under_the_real_count(text: str, qwen_tokens:
 def test_a_prompt_estimate_counts_every_field_forwarded() -> None:
     """Names and every message's content are rendered by the network, so they are counted."""
     long = "x" * 10_000
-    request = parse_request(CHAT_PATH, chat(messages=[{"role": "system", "content": long, "name": "n" * 5_000},
-                                                      {"role": "user", "content": [{"type": "text", "text": long}]}]),
-                            **LIMITS)
+    request = parse_request(
+        CHAT_PATH,
+        chat(
+            messages=[
+                {"role": "system", "content": long, "name": "n" * 5_000},
+                {"role": "user", "content": [{"type": "text", "text": long}]},
+            ]
+        ),
+        **LIMITS,
+    )
     assert request.estimate_prompt_tokens() >= 25_000
 
 
@@ -246,9 +290,16 @@ def test_the_shipped_qwen_vocabulary_splits_as_qwen3_does() -> None:
 
 def test_a_qwen_prompt_is_counted_exactly() -> None:
     qwen_counts()
-    request = parse_request(CHAT_PATH, chat(model="Qwen/Qwen3-32B", messages=[
-        {"role": "system", "content": "Hello world"}, {"role": "user", "content": "1234567890"}]), **LIMITS)
+    request = parse_request(
+        CHAT_PATH,
+        chat(
+            model="Qwen/Qwen3-32B",
+            messages=[{"role": "system", "content": "Hello world"}, {"role": "user", "content": "1234567890"}],
+        ),
+        **LIMITS,
+    )
     assert request.estimate_prompt_tokens() == (2 + 5) + (10 + 5) + 8
-    text = parse_request(COMPLETIONS_PATH, orjson.dumps({"model": "Qwen/Qwen3-32B", "prompt": ["你好", "Hello world"]}),
-                         **LIMITS)
+    text = parse_request(
+        COMPLETIONS_PATH, orjson.dumps({"model": "Qwen/Qwen3-32B", "prompt": ["你好", "Hello world"]}), **LIMITS
+    )
     assert text.estimate_prompt_tokens() == 3

@@ -11,11 +11,11 @@ import uuid
 
 import pytest
 import redis
+from support import REDIS_URL
 
 from cocoon_platform.errors import RateLimited
 from cocoon_platform.ops import ratelimit
 from cocoon_platform.ops.ratelimit import SLOT_TTL, LocalCounters, RateLimiter, RedisCounters, Taken
-from support import REDIS_URL
 
 ACCOUNT = 7
 NAME = f"account:{ACCOUNT}"
@@ -35,6 +35,7 @@ def limiter(per_minute: int, clock: Clock, concurrent: int = 0) -> RateLimiter:
 
 def admitted(limits: RateLimiter) -> int | None:
     """None when admitted (the slot, if any, given back at once), else the Retry-After it gave."""
+
     async def once() -> None:
         slot, _ = await limits.admit_account(ACCOUNT)
         if slot is not None:
@@ -298,11 +299,20 @@ def test_answers_carry_the_request_limit_headers() -> None:
             return {k.lower(): v for k, v in exc.headers.items() if k.lower().startswith("x-ratelimit")}
         return {k.decode(): v.decode() for k, v in pairs}
 
-    assert headers() == {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "2",
-                         "x-ratelimit-reset-requests": "20s"}
+    assert headers() == {
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "2",
+        "x-ratelimit-reset-requests": "20s",
+    }
     assert headers()["x-ratelimit-remaining-requests"] == "1"
     clock.now = 1010.0  # half a token back
-    assert headers() == {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "0",
-                         "x-ratelimit-reset-requests": "50s"}
-    assert headers() == {"x-ratelimit-limit-requests": "3", "x-ratelimit-remaining-requests": "0",
-                         "x-ratelimit-reset-requests": "50s"}, "refused: nothing taken"
+    assert headers() == {
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "50s",
+    }
+    assert headers() == {
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "50s",
+    }, "refused: nothing taken"

@@ -11,7 +11,6 @@ from typing import ClassVar
 
 import httpx
 import pytest
-
 from conftest import ServerFactory
 from support import free_port, new_account
 
@@ -63,8 +62,9 @@ def test_balance_in_usd_from_tonapi(server_factory: ServerFactory, rates_server:
     assert body["ton_usd_rate"] == 1.302 and body["balance_usd"] == pytest.approx(1.953)
 
 
-def test_balance_in_usd_falls_back_to_coingecko(server_factory: ServerFactory, rates_server: str,
-                                                database_url: str) -> None:
+def test_balance_in_usd_falls_back_to_coingecko(
+    server_factory: ServerFactory, rates_server: str, database_url: str
+) -> None:
     RatesHandler.answers = {"/api/v3/simple/price": {"the-open-network": {"usd": 2.5}}}
     server = server_factory(rates_enabled="true", tonapi_url=rates_server, coingecko_url=rates_server)
     key = new_account(server, database_url, 2_000_000_000)
@@ -73,8 +73,11 @@ def test_balance_in_usd_falls_back_to_coingecko(server_factory: ServerFactory, r
 
 
 def test_no_rate_source_means_null_not_error(server_factory: ServerFactory, database_url: str) -> None:
-    server = server_factory(rates_enabled="true", tonapi_url=f"http://127.0.0.1:{free_port()}",
-                            coingecko_url=f"http://127.0.0.1:{free_port()}")
+    server = server_factory(
+        rates_enabled="true",
+        tonapi_url=f"http://127.0.0.1:{free_port()}",
+        coingecko_url=f"http://127.0.0.1:{free_port()}",
+    )
     key = new_account(server, database_url, 1_000_000_000)
     response = httpx.get(server.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200

@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import ServerFactory
 from fastapi.testclient import TestClient
+from support import free_port
 
 from cocoon_platform.app import create_app
 from cocoon_platform.config import DEFAULT_DEPOSIT_WALLET, PLACEHOLDER_WALLET_WARNING, Settings
@@ -18,8 +20,6 @@ from cocoon_platform.ops.lease import FileLease, run_exclusively
 from cocoon_platform.ops.supervisor import Supervisor
 from cocoon_platform.state import AppState
 from cocoon_platform.ton.address import TonAddress
-from conftest import ServerFactory
-from support import free_port
 
 OWN_WALLET = TonAddress(0, bytes(range(32))).to_friendly(bounceable=False, testnet=False)
 
@@ -106,14 +106,18 @@ def test_a_killed_loop_is_restarted(client: TestClient) -> None:
 
 def test_unreachable_database_and_redis_and_the_placeholder_wallet_are_each_named() -> None:
     dead_pg = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/nothing"
-    settings = settings_for(dead_pg, deposit_wallet=DEFAULT_DEPOSIT_WALLET, redis_url=f"redis://127.0.0.1:{free_port()}")
+    settings = settings_for(
+        dead_pg, deposit_wallet=DEFAULT_DEPOSIT_WALLET, redis_url=f"redis://127.0.0.1:{free_port()}"
+    )
     with TestClient(create_app(settings)) as client:
         answer = client.get("/ready")
         assert client.get("/health").status_code == 200
     assert answer.status_code == 503
     found = answer.json()["problems"]
     assert [line.split(":")[0] for line in found] == [
-        "database unreachable", "redis unreachable", "deposit wallet is the placeholder default (set COCOON_DEPOSIT_WALLET)"
+        "database unreachable",
+        "redis unreachable",
+        "deposit wallet is the placeholder default (set COCOON_DEPOSIT_WALLET)",
     ], found
 
 

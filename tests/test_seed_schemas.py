@@ -12,7 +12,6 @@ import httpx
 import jsonschema
 import pytest
 import yaml
-
 from conftest import ServerFactory
 from support import Server, Simulator, db_rows, new_account
 
@@ -57,8 +56,12 @@ def auth(key: str) -> dict[str, str]:
 
 
 def chat(server: Server, key: str, model: str = QWEN, max_tokens: int = 8) -> httpx.Response:
-    return httpx.post(server.url + "/v1/chat/completions", headers=auth(key), timeout=30,
-                      json={"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "x"}]})
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        headers=auth(key),
+        timeout=30,
+        json={"model": model, "max_tokens": max_tokens, "messages": [{"role": "user", "content": "x"}]},
+    )
 
 
 def test_seed_paths_answer_in_the_seeds_shapes(server: Server, database_url: str) -> None:

@@ -6,18 +6,19 @@ import time
 from pathlib import Path
 
 import httpx
-
-from cocoon_simulator.toncenter import DEFAULT_WALLET
 from conftest import ServerFactory
 from support import Server, Simulator, db_rows, ledger_consistent, new_account, run_cli, start_simulator
 from test_operations import metric
+
+from cocoon_simulator.toncenter import DEFAULT_WALLET
 
 TENTH = 100_000_000  # 0.1 TON
 
 
 def inject(sim: Simulator, code: str, count: int) -> None:
-    httpx.post(sim.url + "/_ton/deposits", json={"comment": code, "amount_nanoton": TENTH, "count": count},
-               timeout=10).raise_for_status()
+    httpx.post(
+        sim.url + "/_ton/deposits", json={"comment": code, "amount_nanoton": TENTH, "count": count}, timeout=10
+    ).raise_for_status()
 
 
 def wait_balance(server: Server, key: str, nanoton: int, timeout: float = 30) -> float:
@@ -35,15 +36,21 @@ def active(server: Server) -> float:
     return metric(httpx.get(server.url + "/metrics").text, "cocoon_deposit_watcher_active")
 
 
-def test_one_active_watcher_credits_each_deposit_once(server_factory: ServerFactory, database_url: str,
-                                                      tmp_path: Path) -> None:
+def test_one_active_watcher_credits_each_deposit_once(
+    server_factory: ServerFactory, database_url: str, tmp_path: Path
+) -> None:
     sim = start_simulator(tmp_path)
     try:
         # A fresh fake starts its lts again; a cursor left by an earlier fake in this database would skip them.
         assert run_cli(["migrate"], database_url).returncode == 0
         db_rows(database_url, "DELETE FROM watcher_cursors")
-        settings = {"upstream_url": sim.url, "deposit_watcher": "true", "toncenter_url": sim.url,
-                    "deposit_wallet": DEFAULT_WALLET, "deposit_poll_seconds": "0.3"}
+        settings = {
+            "upstream_url": sim.url,
+            "deposit_watcher": "true",
+            "toncenter_url": sim.url,
+            "deposit_wallet": DEFAULT_WALLET,
+            "deposit_poll_seconds": "0.3",
+        }
         first, second = server_factory(**settings), server_factory(**settings)
         key = new_account(first, database_url)
         code = httpx.get(first.url + "/v1/deposit", headers={"Authorization": f"Bearer {key}"}).json()["memo"]
@@ -57,8 +64,12 @@ def test_one_active_watcher_credits_each_deposit_once(server_factory: ServerFact
         page = httpx.get(other.url + "/metrics").text
         assert metric(page, "cocoon_deposits", status="credited") >= 15
         assert metric(page, "cocoon_deposits", status="unmatched") >= 2
-        assert db_rows(database_url, "SELECT COUNT(*) FROM ledger_entries l JOIN api_keys k ON "
-                       "k.account_id = l.account_id WHERE l.kind = 'deposit' AND k.prefix = :p", {"p": key[:9]}) == [(15,)]
+        assert db_rows(
+            database_url,
+            "SELECT COUNT(*) FROM ledger_entries l JOIN api_keys k ON "
+            "k.account_id = l.account_id WHERE l.kind = 'deposit' AND k.prefix = :p",
+            {"p": key[:9]},
+        ) == [(15,)]
         holder.kill()
         inject(sim, code, 5)
         waited = wait_balance(other, key, 20 * TENTH, timeout=40)

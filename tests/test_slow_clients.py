@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from support import BIN, Server, base_env, free_port, wait_http
 
 HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\n"
@@ -19,11 +18,17 @@ HEAD = b"GET /health HTTP/1.1\r\nHost: x\r\n"
 
 def serve(tmp: Path, *, nofile: int | None = None, **settings: str) -> Server:
     port = free_port()
-    env = base_env({"COCOON_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/cocoon.db", "COCOON_PORT": str(port),
-                    **{f"COCOON_{k.upper()}": v for k, v in settings.items()}})
+    env = base_env(
+        {
+            "COCOON_DATABASE_URL": f"sqlite+aiosqlite:///{tmp}/cocoon.db",
+            "COCOON_PORT": str(port),
+            **{f"COCOON_{k.upper()}": v for k, v in settings.items()},
+        }
+    )
     limit = ["prlimit", f"--nofile={nofile}:{nofile}"] if nofile else []
-    server = Server(args=[*limit, str(BIN / "cocoon-platform"), "serve"], env=env,
-                    log_path=tmp / f"server-{port}.log", port=port)
+    server = Server(
+        args=[*limit, str(BIN / "cocoon-platform"), "serve"], env=env, log_path=tmp / f"server-{port}.log", port=port
+    )
     server.start()
     wait_http(server.url + "/health", proc=server.proc)
     return server
@@ -117,8 +122,10 @@ def test_huge_heads_get_431_and_memory_stays_bounded(tmp_path: Path, started: li
     whole.sendall(HEAD + b"X-Big: " + b"a" * 70_000 + b"\r\n\r\n")
     assert read_all(whole).startswith(b"HTTP/1.1 431 ")
     body = connect(server)  # a small head with a large body in the same piece is no large head
-    body.sendall(b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 200014\r\n\r\n{\"api_key\":\"" + b"a" * 200_000 + b"\"}")
+    body.sendall(
+        b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 200014\r\n\r\n{"api_key":"' + b"a" * 200_000 + b'"}'
+    )
     assert body.recv(65536).startswith(b"HTTP/1.1 401 ")
     small = connect(server)
     small.sendall(HEAD + b"X-Fine: " + b"a" * 60_000 + b"\r\n\r\n")
@@ -129,8 +136,10 @@ def test_slow_bodies_are_answered_408_and_closed(tmp_path: Path, started: list[S
     server = serve(tmp_path, body_timeout_seconds="1")
     started.append(server)
     sock = connect(server)
-    sock.sendall(b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                 b"Content-Length: 100\r\n\r\n{\"api_key\":")
+    sock.sendall(
+        b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"api_key":'
+    )
     started_at = time.monotonic()
     answer = read_all(sock)
     assert answer.startswith(b"HTTP/1.1 408 ") and b"body not received in time" in answer, answer[:200]

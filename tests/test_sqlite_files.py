@@ -7,7 +7,6 @@ import stat
 from pathlib import Path
 
 import httpx
-
 from support import start_server
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+
 from cocoon_platform.tools.answer import (
     CALL,
     REASONING,
@@ -17,11 +18,25 @@ from cocoon_platform.tools.answer import (
 )
 from cocoon_platform.tools.offer import SchemaCache, ToolOffer, read_tool_offer
 
-WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
-    "required": ["city"], "additionalProperties": False}}}
-NOTE = {"type": "function", "function": {"name": "note", "parameters": {
-    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+NOTE = {
+    "type": "function",
+    "function": {
+        "name": "note",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    },
+}
 NOW = {"type": "function", "function": {"name": "now"}}
 
 
@@ -32,7 +47,7 @@ def offer(**choice: Any) -> ToolOffer:
 
 
 def block(name: str, arguments: Any) -> str:
-    return f'<tool_call>\n{json.dumps({"name": name, "arguments": arguments})}\n</tool_call>'
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
 
 
 def scan_in_pieces(text: str, cuts: list[int]) -> list[tuple[int, str, bool]]:
@@ -55,15 +70,17 @@ def scan_in_pieces(text: str, cuts: list[int]) -> list[tuple[int, str, bool]]:
 
 ANSWERS = [
     "<think>\nThe user wants weather.\n</think>\n\n" + block("get_weather", {"city": "Paris"}),
-    "<think>\nhmm\n</think>\n\nLet me check.\n" + block("get_weather", {"city": "Oslo", "days": 2}) + "\n"
-    + block("note", {"text": "a </tool_call> inside, and \"quotes\" and \\\\ too <tool_call>"}),
+    "<think>\nhmm\n</think>\n\nLet me check.\n"
+    + block("get_weather", {"city": "Oslo", "days": 2})
+    + "\n"
+    + block("note", {"text": 'a </tool_call> inside, and "quotes" and \\\\ too <tool_call>'}),
     "Plain answer with < and <t and </ and <tool but no call.",
     "<think>\n\n</think>\n\nNo thoughts, a call: " + block("now", {}),
     "<think>\ncut while thinking",
-    "Text then a call cut by max_tokens: <tool_call>\n{\"name\": \"note\", \"arguments\": {\"text\": \"x\"}}",
-    "Cut inside: <tool_call>\n{\"name\": \"note\", \"arguments\": {\"text\": \"unfinished",
+    'Text then a call cut by max_tokens: <tool_call>\n{"name": "note", "arguments": {"text": "x"}}',
+    'Cut inside: <tool_call>\n{"name": "note", "arguments": {"text": "unfinished',
     "  <think>x</think>y",
-    "<tool_call>{\"name\": \"now\"}</tool_call><tool_call>{\"name\": \"now\"}</tool_call>",
+    '<tool_call>{"name": "now"}</tool_call><tool_call>{"name": "now"}</tool_call>',
     "ünïcödé «<tool_call>»</tool_call> end",
 ]
 
@@ -106,18 +123,21 @@ def test_a_call_cut_after_its_json_is_accepted_and_one_cut_inside_is_text() -> N
     assert read.tool_calls == [] and read.content == ANSWERS[6]
 
 
-@pytest.mark.parametrize("inside", [
-    '{"name": "get_weather", "arguments": {"city": 5}}',  # against the schema
-    '{"name": "get_weather", "arguments": {}}',  # a required property missing
-    '{"name": "get_weather", "arguments": {"city": "x", "extra": 1}}',  # additionalProperties
-    '{"name": "get_weather", "arguments": {"city": "x", "days": 0}}',  # minimum
-    '{"name": "unknown", "arguments": {}}',  # not offered
-    '{"name": "get_weather", "arguments": {"city": "x"',  # invalid JSON
-    "not json at all",
-    '["get_weather"]',
-    '{"arguments": {"city": "x"}}',
-    '{"name": "get_weather", "arguments": "[1]"}',
-])
+@pytest.mark.parametrize(
+    "inside",
+    [
+        '{"name": "get_weather", "arguments": {"city": 5}}',  # against the schema
+        '{"name": "get_weather", "arguments": {}}',  # a required property missing
+        '{"name": "get_weather", "arguments": {"city": "x", "extra": 1}}',  # additionalProperties
+        '{"name": "get_weather", "arguments": {"city": "x", "days": 0}}',  # minimum
+        '{"name": "unknown", "arguments": {}}',  # not offered
+        '{"name": "get_weather", "arguments": {"city": "x"',  # invalid JSON
+        "not json at all",
+        '["get_weather"]',
+        '{"arguments": {"city": "x"}}',
+        '{"name": "get_weather", "arguments": "[1]"}',
+    ],
+)
 def test_invalid_calls_stay_as_text(inside: str) -> None:
     text = f"Before <tool_call>\n{inside}\n</tool_call> after"
     read = read_answer(text, offer())
@@ -125,21 +145,25 @@ def test_invalid_calls_stay_as_text(inside: str) -> None:
     assert check_call(inside, offer()) is None
 
 
-@pytest.mark.parametrize("inside, arguments", [
-    '```json\n{"name": "note", "arguments": {"text": "x"}}\n```',
-    '{"name": "note", "arguments": {"text": "x",},}',
-    '{"name": "note", "arguments": "{\\"text\\": \\"x\\"}"}',
-    '{"name": "note", "parameters": {"text": "x"}}',
-    '{"name": "now", "arguments": ""}',
-    '{"name": "now"}',
-] and [
-    ('```json\n{"name": "note", "arguments": {"text": "x"}}\n```', {"text": "x"}),
-    ('{"name": "note", "arguments": {"text": "x",},}', {"text": "x"}),
-    ('{"name": "note", "arguments": "{\\"text\\": \\"x\\"}"}', {"text": "x"}),
-    ('{"name": "note", "parameters": {"text": "x"}}', {"text": "x"}),
-    ('{"name": "now", "arguments": ""}', {}),
-    ('{"name": "now"}', {}),
-])
+@pytest.mark.parametrize(
+    "inside, arguments",
+    [
+        '```json\n{"name": "note", "arguments": {"text": "x"}}\n```',
+        '{"name": "note", "arguments": {"text": "x",},}',
+        '{"name": "note", "arguments": "{\\"text\\": \\"x\\"}"}',
+        '{"name": "note", "parameters": {"text": "x"}}',
+        '{"name": "now", "arguments": ""}',
+        '{"name": "now"}',
+    ]
+    and [
+        ('```json\n{"name": "note", "arguments": {"text": "x"}}\n```', {"text": "x"}),
+        ('{"name": "note", "arguments": {"text": "x",},}', {"text": "x"}),
+        ('{"name": "note", "arguments": "{\\"text\\": \\"x\\"}"}', {"text": "x"}),
+        ('{"name": "note", "parameters": {"text": "x"}}', {"text": "x"}),
+        ('{"name": "now", "arguments": ""}', {}),
+        ('{"name": "now"}', {}),
+    ],
+)
 def test_lenient_parsing(inside: str, arguments: dict[str, Any]) -> None:
     call = check_call(inside, offer())
     assert call is not None and json.loads(call["function"]["arguments"]) == arguments
@@ -173,8 +197,20 @@ def test_message_rewritten_in_place() -> None:
 
 
 def test_a_schema_that_cannot_be_applied_leaves_the_call_as_text() -> None:
-    broken = read_tool_offer({"tools": [{"type": "function", "function": {"name": "f", "parameters": {
-        "type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}}}]}, SchemaCache())
+    broken = read_tool_offer(
+        {
+            "tools": [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}},
+                    },
+                }
+            ]
+        },
+        SchemaCache(),
+    )
     assert broken is not None
     text = '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'
     read = read_answer(text, broken)

@@ -14,21 +14,38 @@ import httpx
 import openai
 import pytest
 from pydantic import BaseModel
+from support import Server, Simulator, db_rows, ledger_consistent, new_account
 
 from cocoon_simulator.cocoon_infer import chat_prompt
-from support import Server, Simulator, db_rows, ledger_consistent, new_account
 
 QWEN = "Qwen/Qwen3-32B"
 TON = 1_000_000_000
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Current weather of a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"},
-                                                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
-                   "required": ["city", "unit"], "additionalProperties": False}}}
-CLOCK = {"type": "function", "function": {"name": "get_time", "description": "The time in a zone",
-                                          "parameters": {"type": "object", "properties": {
-                                              "zone": {"type": "string", "minLength": 3}}, "required": ["zone"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather of a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}},
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+CLOCK = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "The time in a zone",
+        "parameters": {
+            "type": "object",
+            "properties": {"zone": {"type": "string", "minLength": 3}},
+            "required": ["zone"],
+        },
+    },
+}
 
 
 def client(server: Server, key: str) -> openai.OpenAI:
@@ -46,15 +63,21 @@ def last_forwarded(simulator: Simulator) -> dict[str, Any]:
 
 def forwarded_with(simulator: Simulator, text: str) -> list[dict[str, Any]]:
     """The forwarded requests whose last message holds `text`."""
-    return [r for r in simulator.stats()["last_requests"]  # type: ignore[attr-defined]
-            if r.get("messages") and text in str(r["messages"][-1].get("content"))]
+    return [
+        r
+        for r in simulator.stats()["last_requests"]  # type: ignore[attr-defined]
+        if r.get("messages") and text in str(r["messages"][-1].get("content"))
+    ]
 
 
 def test_tool_call_non_streamed(platform: Server, database_url: str, simulator: Simulator) -> None:
     key = new_account(platform, database_url, TON)
     completion = client(platform, key).chat.completions.create(
-        model=QWEN, messages=[{"role": "user", "content": "Weather in Paris? [[sim:calls=2]]"}],
-        tools=[WEATHER, CLOCK], max_tokens=400)  # type: ignore[list-item]
+        model=QWEN,
+        messages=[{"role": "user", "content": "Weather in Paris? [[sim:calls=2]]"}],
+        tools=[WEATHER, CLOCK],
+        max_tokens=400,
+    )  # type: ignore[list-item]
     choice = completion.choices[0]
     assert choice.finish_reason == "tool_calls"
     calls = choice.message.tool_calls
@@ -79,8 +102,11 @@ def test_tool_call_non_streamed(platform: Server, database_url: str, simulator: 
 def test_tool_call_streamed_through_the_sdk_accumulator(platform: Server, database_url: str) -> None:
     key = new_account(platform, database_url, TON)
     with client(platform, key).chat.completions.stream(
-        model=QWEN, messages=[{"role": "user", "content": "Time in Tokyo and weather? [[sim:calls=2]]"}],
-        tools=[WEATHER, CLOCK], max_tokens=400, stream_options={"include_usage": True},  # type: ignore[list-item]
+        model=QWEN,
+        messages=[{"role": "user", "content": "Time in Tokyo and weather? [[sim:calls=2]]"}],
+        tools=[WEATHER, CLOCK],
+        max_tokens=400,
+        stream_options={"include_usage": True},  # type: ignore[list-item]
     ) as stream:
         events = [event.type for event in stream]
         completion = stream.get_final_completion()
@@ -96,8 +122,10 @@ def test_tool_call_streamed_through_the_sdk_accumulator(platform: Server, databa
 def test_second_turn_with_the_tool_result(platform: Server, database_url: str, simulator: Simulator) -> None:
     key = new_account(platform, database_url, TON)
     openai_client = client(platform, key)
-    messages: list[Any] = [{"role": "system", "content": "Be brief."},
-                           {"role": "user", "content": "Weather in Oslo? [[sim:calls=1]]"}]
+    messages: list[Any] = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Oslo? [[sim:calls=1]]"},
+    ]
     first = openai_client.chat.completions.create(model=QWEN, messages=messages, tools=[WEATHER], max_tokens=300)  # type: ignore[list-item]
     call = first.choices[0].message.tool_calls[0]  # type: ignore[index]
     messages.append(first.choices[0].message.model_dump(exclude_none=True))
@@ -108,36 +136,55 @@ def test_second_turn_with_the_tool_result(platform: Server, database_url: str, s
     sent = last_forwarded(simulator)
     assert [m["role"] for m in sent["messages"]] == ["system", "user", "assistant", "user"]
     assert sent["messages"][3]["content"] == '<tool_response>\n{"temperature": 4}\n</tool_response>'
-    assert "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": " in sent["messages"][2]["content"]
+    assert '<tool_call>\n{"name": "get_weather", "arguments": ' in sent["messages"][2]["content"]
 
 
 def test_tool_choice_none_required_and_named(platform: Server, database_url: str, simulator: Simulator) -> None:
     key = new_account(platform, database_url, 10 * TON)
     openai_client = client(platform, key)
     none = openai_client.chat.completions.create(
-        model=QWEN, messages=[{"role": "user", "content": "Weather? [[sim:calls=1]]"}], tools=[WEATHER],  # type: ignore[list-item]
-        tool_choice="none", max_tokens=200)
+        model=QWEN,
+        messages=[{"role": "user", "content": "Weather? [[sim:calls=1]]"}],
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="none",
+        max_tokens=200,
+    )
     assert not none.choices[0].message.tool_calls and none.choices[0].finish_reason != "tool_calls"
     named = openai_client.chat.completions.create(
-        model=QWEN, messages=[{"role": "user", "content": "Anything."}], tools=[WEATHER, CLOCK],  # type: ignore[list-item]
-        tool_choice={"type": "function", "function": {"name": "get_time"}}, max_tokens=300)
+        model=QWEN,
+        messages=[{"role": "user", "content": "Anything."}],
+        tools=[WEATHER, CLOCK],  # type: ignore[list-item]
+        tool_choice={"type": "function", "function": {"name": "get_time"}},
+        max_tokens=300,
+    )
     assert {c.function.name for c in named.choices[0].message.tool_calls or []} == {"get_time"}  # type: ignore[union-attr]
     required = openai_client.chat.completions.create(
-        model=QWEN, messages=[{"role": "user", "content": "Anything at all."}], tools=[WEATHER, CLOCK],  # type: ignore[list-item]
-        tool_choice="required", parallel_tool_calls=False, max_tokens=300)
+        model=QWEN,
+        messages=[{"role": "user", "content": "Anything at all."}],
+        tools=[WEATHER, CLOCK],  # type: ignore[list-item]
+        tool_choice="required",
+        parallel_tool_calls=False,
+        max_tokens=300,
+    )
     assert required.choices[0].finish_reason == "tool_calls"
     assert len(required.choices[0].message.tool_calls or []) == 1
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_required_call_retried_once_and_both_attempts_billed(platform: Server, database_url: str,
-                                                             simulator: Simulator, stream: bool) -> None:
+def test_required_call_retried_once_and_both_attempts_billed(
+    platform: Server, database_url: str, simulator: Simulator, stream: bool
+) -> None:
     key = new_account(platform, database_url, TON)
     question = f"No call from me, {key[-8:]}. [[sim:calls=0]]"
     raw = client(platform, key).chat.completions.with_raw_response.create(
-        model=QWEN, messages=[{"role": "user", "content": question}],
-        tools=[WEATHER], tool_choice="required", max_tokens=300, stream=stream,  # type: ignore[list-item]
-        **({"stream_options": {"include_usage": True}} if stream else {}))
+        model=QWEN,
+        messages=[{"role": "user", "content": question}],
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=300,
+        stream=stream,  # type: ignore[list-item]
+        **({"stream_options": {"include_usage": True}} if stream else {}),
+    )
     if stream:
         chunks = list(raw.parse())
         usage = chunks[-1].usage
@@ -157,8 +204,9 @@ def test_required_call_retried_once_and_both_attempts_billed(platform: Server, d
     cost = (usage.model_extra or {})["cost_nanoton"]
     assert balance(platform, key) == TON - cost
     request_id = raw.headers["x-request-id"]
-    rows = db_rows(database_url, "SELECT prompt_tokens, cost_nanoton FROM usage_records WHERE request_id = :r",
-                   {"r": request_id})
+    rows = db_rows(
+        database_url, "SELECT prompt_tokens, cost_nanoton FROM usage_records WHERE request_id = :r", {"r": request_id}
+    )
     assert rows == [(usage.prompt_tokens, cost)]
     assert not ledger_consistent(database_url)
 
@@ -173,13 +221,17 @@ def test_parse_with_a_pydantic_response_format_and_tool(platform: Server, databa
     key = new_account(platform, database_url, TON)
     openai_client = client(platform, key)
     parsed = openai_client.chat.completions.parse(
-        model=QWEN, messages=[{"role": "user", "content": "Weather in Rome as JSON."}], response_format=Weather,
-        max_tokens=300)
+        model=QWEN,
+        messages=[{"role": "user", "content": "Weather in Rome as JSON."}],
+        response_format=Weather,
+        max_tokens=300,
+    )
     weather = parsed.choices[0].message.parsed
     assert isinstance(weather, Weather)
     tool = openai.pydantic_function_tool(Weather, name="report")
     called = openai_client.chat.completions.parse(
-        model=QWEN, messages=[{"role": "user", "content": "Report. [[sim:calls=1]]"}], tools=[tool], max_tokens=300)
+        model=QWEN, messages=[{"role": "user", "content": "Report. [[sim:calls=1]]"}], tools=[tool], max_tokens=300
+    )
     arguments = called.choices[0].message.tool_calls[0].function.parsed_arguments  # type: ignore[index, union-attr]
     assert isinstance(arguments, Weather)
 
@@ -189,12 +241,17 @@ def test_refused_shapes_get_clear_errors(platform: Server, database_url: str) ->
     openai_client = client(platform, key)
     with pytest.raises(openai.BadRequestError) as refused:
         openai_client.chat.completions.create(
-            model=QWEN, messages=[{"role": "user", "content": "x"}], tools=[WEATHER],  # type: ignore[list-item]
-            tool_choice={"type": "function", "function": {"name": "nope"}})
+            model=QWEN,
+            messages=[{"role": "user", "content": "x"}],
+            tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice={"type": "function", "function": {"name": "nope"}},
+        )
     assert refused.value.body["param"] == "tool_choice"  # type: ignore[index]
     with pytest.raises(openai.BadRequestError) as bad_schema:
         openai_client.chat.completions.create(
-            model=QWEN, messages=[{"role": "user", "content": "x"}],
-            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}])
+            model=QWEN,
+            messages=[{"role": "user", "content": "x"}],
+            tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}],
+        )
     assert "not a valid JSON Schema" in bad_schema.value.body["message"]  # type: ignore[index]
     assert balance(platform, key) == TON

@@ -16,7 +16,6 @@ from pathlib import Path
 import httpx
 import pytest
 from pydantic import BaseModel
-
 from support import Server, ledger_consistent, new_account
 
 QWEN = "Qwen/Qwen3-32B"
@@ -56,11 +55,13 @@ def test_agents_sdk_function_tool_agent_and_output_type(platform: Server, databa
         return f"{city}: 18 degrees, sunny"
 
     # The Agents SDK defaults to the Responses API; agents here run on Chat Completions.
-    model = OpenAIChatCompletionsModel(model=QWEN, openai_client=AsyncOpenAI(
-        base_url=platform.url + "/v1", api_key=key, max_retries=0, timeout=30))
+    model = OpenAIChatCompletionsModel(
+        model=QWEN, openai_client=AsyncOpenAI(base_url=platform.url + "/v1", api_key=key, max_retries=0, timeout=30)
+    )
     agent = Agent(name="weather", instructions="Answer with the weather.", tools=[get_weather], model=model)
-    result = Runner.run_sync(agent, "What is the weather in Paris? [[sim:calls=1]]",
-                             run_config=RunConfig(tracing_disabled=True))
+    result = Runner.run_sync(
+        agent, "What is the weather in Paris? [[sim:calls=1]]", run_config=RunConfig(tracing_disabled=True)
+    )
     assert asked and all(isinstance(city, str) and city for city in asked)
     assert isinstance(result.final_output, str) and result.final_output.startswith("From the tool results:")
     reporter = Agent(name="report", instructions="Report the weather.", model=model, output_type=CityWeather)
@@ -70,10 +71,15 @@ def test_agents_sdk_function_tool_agent_and_output_type(platform: Server, databa
     # Streamed (run last: asyncio.run leaves run_sync's event loop behind).
     async def streamed() -> str:
         # A client of this event loop's own (the one above belongs to run_sync's loop).
-        streaming = agent.clone(model=OpenAIChatCompletionsModel(model=QWEN, openai_client=AsyncOpenAI(
-            base_url=platform.url + "/v1", api_key=key, max_retries=0, timeout=30)))
-        run = Runner.run_streamed(streaming, "And in Rome? [[sim:calls=1]]",
-                                  run_config=RunConfig(tracing_disabled=True))
+        streaming = agent.clone(
+            model=OpenAIChatCompletionsModel(
+                model=QWEN,
+                openai_client=AsyncOpenAI(base_url=platform.url + "/v1", api_key=key, max_retries=0, timeout=30),
+            )
+        )
+        run = Runner.run_streamed(
+            streaming, "And in Rome? [[sim:calls=1]]", run_config=RunConfig(tracing_disabled=True)
+        )
         async for _event in run.stream_events():
             pass
         return str(run.final_output)
@@ -121,13 +127,20 @@ def test_node_openai_sdk_streams_a_tool_call(platform: Server, database_url: str
     if node is None or npm is None:
         pytest.skip("node and npm are not installed: the Node openai SDK test cannot run")
     if not (NODE_DIR / "node_modules" / "openai").is_dir():
-        installed = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True,
-                                   text=True, timeout=300)
+        installed = subprocess.run(
+            [npm, "install", "--no-audit", "--no-fund"], cwd=NODE_DIR, capture_output=True, text=True, timeout=300
+        )
         if installed.returncode != 0:
             pytest.skip(f"npm install of the openai package failed: {installed.stderr[-300:]}")
     key = new_account(platform, database_url, TON)
-    run = subprocess.run([node, "tool_stream.mjs"], cwd=NODE_DIR, capture_output=True, text=True, timeout=60,
-                         env={**os.environ, "BASE_URL": platform.url + "/v1", "API_KEY": key})
+    run = subprocess.run(
+        [node, "tool_stream.mjs"],
+        cwd=NODE_DIR,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "BASE_URL": platform.url + "/v1", "API_KEY": key},
+    )
     assert run.returncode == 0, run.stderr
     result = json.loads(run.stdout)
     choice = result["completion"]["choices"][0]

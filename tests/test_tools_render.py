@@ -14,6 +14,7 @@ from typing import Any
 
 import jinja2
 import pytest
+
 from cocoon_platform.errors import InvalidRequest
 from cocoon_platform.tools.hermes import (
     NAMED_INSTRUCTION,
@@ -48,16 +49,29 @@ WEATHER = {
     "function": {
         "name": "get_weather",
         "description": "Météo actuelle d'une ville — «°C»",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-                       "required": ["city"]},
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            "required": ["city"],
+        },
     },
 }
-SEARCH = {"type": "function", "function": {"name": "search", "parameters": {
-    "type": "object", "properties": {"q": {"type": "string"}, "limit": {"type": "number", "minimum": 1.5}}}}}
+SEARCH = {
+    "type": "function",
+    "function": {
+        "name": "search",
+        "parameters": {
+            "type": "object",
+            "properties": {"q": {"type": "string"}, "limit": {"type": "number", "minimum": 1.5}},
+        },
+    },
+}
 NO_PARAMS = {"type": "function", "function": {"name": "now", "description": "The time"}}
 
 
-def forwarded(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, **choice: Any) -> list[dict[str, Any]]:
+def forwarded(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None, **choice: Any
+) -> list[dict[str, Any]]:
     body: dict[str, Any] = {"messages": messages, **choice}
     if tools is not None:
         body["tools"] = tools
@@ -77,26 +91,29 @@ CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", 
 CALL2 = {"id": "call_2", "type": "function", "function": {"name": "search", "arguments": '{"q":"x</tool_call>"}'}}
 
 
-@pytest.mark.parametrize("messages", [
-    [{"role": "user", "content": "Weather in Paris?"}],
-    [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Weather in Paris?"}],
+@pytest.mark.parametrize(
+    "messages",
     [
-        {"role": "system", "content": "You are terse."},
-        {"role": "user", "content": "Weather in Paris and news?"},
-        {"role": "assistant", "content": None, "tool_calls": [CALL, CALL2]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "18°C, sunny"},
-        {"role": "tool", "tool_call_id": "call_2", "content": "nothing new"},
+        [{"role": "user", "content": "Weather in Paris?"}],
+        [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Weather in Paris?"}],
+        [
+            {"role": "system", "content": "You are terse."},
+            {"role": "user", "content": "Weather in Paris and news?"},
+            {"role": "assistant", "content": None, "tool_calls": [CALL, CALL2]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18°C, sunny"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "nothing new"},
+        ],
+        [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": "Let me look.", "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "18°C"},
+            {"role": "assistant", "content": "It is 18°C."},
+            {"role": "user", "content": "And tomorrow?"},
+            {"role": "assistant", "content": "<think>\nagain\n</think>\n\n", "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "20°C"},
+        ],
     ],
-    [
-        {"role": "user", "content": "Weather?"},
-        {"role": "assistant", "content": "Let me look.", "tool_calls": [CALL]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "18°C"},
-        {"role": "assistant", "content": "It is 18°C."},
-        {"role": "user", "content": "And tomorrow?"},
-        {"role": "assistant", "content": "<think>\nagain\n</think>\n\n", "tool_calls": [CALL]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "20°C"},
-    ],
-])
+)
 def test_rendered_as_the_template_renders_tools(messages: list[dict[str, Any]]) -> None:
     same_prompt(messages, [WEATHER, SEARCH, NO_PARAMS])
 
@@ -120,10 +137,16 @@ def test_generated_conversations_render_as_the_template() -> None:
                 calls = []
                 for n in range(rng.randint(1, 3)):
                     arguments: Any = rng.choice(['{"city": "Oslo"}', "{}", {"q": "ä", "limit": 2.5}, '{"a":1}'])
-                    calls.append({"id": f"call_{n}", "type": "function",
-                                  "function": {"name": rng.choice(["get_weather", "search"]), "arguments": arguments}})
-                messages.append({"role": "assistant", "content": rng.choice([None, "", "Checking.", "x\n"]),
-                                 "tool_calls": calls})
+                    calls.append(
+                        {
+                            "id": f"call_{n}",
+                            "type": "function",
+                            "function": {"name": rng.choice(["get_weather", "search"]), "arguments": arguments},
+                        }
+                    )
+                messages.append(
+                    {"role": "assistant", "content": rng.choice([None, "", "Checking.", "x\n"]), "tool_calls": calls}
+                )
             else:
                 for n in range(rng.randint(1, 3)):
                     messages.append({"role": "tool", "tool_call_id": f"call_{n}", "content": rng.choice(texts)})
@@ -131,9 +154,11 @@ def test_generated_conversations_render_as_the_template() -> None:
 
 
 def test_history_without_tools_offered_renders_as_the_template() -> None:
-    messages = [{"role": "user", "content": "Weather?"},
-                {"role": "assistant", "content": "", "tool_calls": [CALL]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "18°C"}]
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18°C"},
+    ]
     assert has_tool_history(messages)
     sent = forwarded(messages, None)
     assert prompt(sent) == prompt(messages)
@@ -148,19 +173,31 @@ def test_developer_first_counts_as_the_system_message() -> None:
 
 
 def test_text_parts_are_joined_as_vllm_joins_them() -> None:
-    messages = [{"role": "system", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
-                {"role": "user", "content": "q"},
-                {"role": "assistant", "content": None, "tool_calls": [CALL]},
-                {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "r1"},
-                                                                        {"type": "text", "text": "r2"}]}]
-    joined = [{"role": "system", "content": "a\nb"}, messages[1], dict(messages[2], content=""),
-              {"role": "tool", "tool_call_id": "call_1", "content": "r1\nr2"}]
+    messages = [
+        {"role": "system", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [CALL]},
+        {
+            "role": "tool",
+            "tool_call_id": "call_1",
+            "content": [{"type": "text", "text": "r1"}, {"type": "text", "text": "r2"}],
+        },
+    ]
+    joined = [
+        {"role": "system", "content": "a\nb"},
+        messages[1],
+        dict(messages[2], content=""),
+        {"role": "tool", "tool_call_id": "call_1", "content": "r1\nr2"},
+    ]
     assert prompt(forwarded(messages, [WEATHER])) == prompt(joined, [WEATHER])
 
 
 def test_tool_choice_none_offers_nothing_but_keeps_the_history() -> None:
-    messages = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "", "tool_calls": [CALL]},
-                {"role": "tool", "tool_call_id": "call_1", "content": "18°C"}]
+    messages = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": "", "tool_calls": [CALL]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18°C"},
+    ]
     sent = forwarded(messages, [WEATHER], tool_choice="none")
     assert prompt(sent) == prompt(messages)
     assert "<tools>" not in prompt(sent)
@@ -171,22 +208,32 @@ def test_required_named_and_single_call_add_their_sentences() -> None:
     required = forwarded(messages, [WEATHER, SEARCH], tool_choice="required")[0]["content"]
     base = forwarded(messages, [WEATHER, SEARCH])[0]["content"]
     assert required == base + "\n\n" + REQUIRED_INSTRUCTION
-    named = forwarded(messages, [WEATHER, SEARCH], tool_choice={"type": "function", "function": {"name": "search"}},
-                      parallel_tool_calls=False)[0]["content"]
+    named = forwarded(
+        messages,
+        [WEATHER, SEARCH],
+        tool_choice={"type": "function", "function": {"name": "search"}},
+        parallel_tool_calls=False,
+    )[0]["content"]
     assert named == base + "\n\n" + NAMED_INSTRUCTION.format(name="search") + "\n\n" + SINGLE_INSTRUCTION
 
 
 def test_offer_reading() -> None:
     schemas = SchemaCache()
-    body: dict[str, Any] = {"tools": [WEATHER, SEARCH], "tool_choice": "required", "parallel_tool_calls": False,
-                            "messages": []}
+    body: dict[str, Any] = {
+        "tools": [WEATHER, SEARCH],
+        "tool_choice": "required",
+        "parallel_tool_calls": False,
+        "messages": [],
+    }
     offer = read_tool_offer(body, schemas)
     assert offer is not None and offer.choice == REQUIRED and not offer.parallel and offer.must_call
     assert body == {"messages": []}
     assert offer.tool("search") is not None and offer.tool("nope") is None
-    named = read_tool_offer({"tools": [WEATHER, SEARCH],
-                             "tool_choice": {"type": "function", "function": {"name": "required"}}}
-                            | {"tools": [WEATHER, {"type": "function", "function": {"name": "required"}}]}, schemas)
+    named = read_tool_offer(
+        {"tools": [WEATHER, SEARCH], "tool_choice": {"type": "function", "function": {"name": "required"}}}
+        | {"tools": [WEATHER, {"type": "function", "function": {"name": "required"}}]},
+        schemas,
+    )
     assert named is not None and named.choice == NAMED and named.named == "required"
     assert named.tool("required") is not None and named.tool("get_weather") is None
     assert read_tool_offer({"tools": [], "tool_choice": "auto"}, schemas) is None
@@ -207,20 +254,28 @@ def test_the_tool_cache_stays_within_its_budget() -> None:
     assert schemas.tool_set(big) is not schemas.tool_set(big)  # over an eighth of the budget: not kept
 
 
-@pytest.mark.parametrize("body, param", [
-    ({"tools": {"a": 1}}, "tools"),
-    ({"tools": [{"type": "function"}]}, "tools[0]"),
-    ({"tools": [{"type": "web_search"}]}, "tools[0]"),
-    ({"tools": [{"type": "function", "function": {"name": ""}}]}, "tools[0].function.name"),
-    ({"tools": [WEATHER, WEATHER]}, "tools[1]"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}]},
-     "tools[0].function.parameters"),
-    ({"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]}, "tools[0].function.parameters"),
-    ({"tools": [WEATHER], "tool_choice": "always"}, "tool_choice"),
-    ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
-    ({"tool_choice": "required"}, "tool_choice"),
-    ({"tools": [WEATHER], "parallel_tool_calls": "no"}, "parallel_tool_calls"),
-])
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"tools": {"a": 1}}, "tools"),
+        ({"tools": [{"type": "function"}]}, "tools[0]"),
+        ({"tools": [{"type": "web_search"}]}, "tools[0]"),
+        ({"tools": [{"type": "function", "function": {"name": ""}}]}, "tools[0].function.name"),
+        ({"tools": [WEATHER, WEATHER]}, "tools[1]"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "nonsense"}}}]},
+            "tools[0].function.parameters",
+        ),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
+            "tools[0].function.parameters",
+        ),
+        ({"tools": [WEATHER], "tool_choice": "always"}, "tool_choice"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [WEATHER], "parallel_tool_calls": "no"}, "parallel_tool_calls"),
+    ],
+)
 def test_malformed_offers_are_refused(body: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequest) as caught:
         read_tool_offer(body, SchemaCache())
@@ -231,8 +286,7 @@ def test_malformed_history_is_refused() -> None:
     with pytest.raises(InvalidRequest):
         render_messages([{"role": "assistant", "content": "", "tool_calls": {"x": 1}}], None)
     with pytest.raises(InvalidRequest):
-        render_messages([{"role": "assistant", "content": "", "tool_calls": [{"function": {"arguments": "{}"}}]}],
-                        None)
+        render_messages([{"role": "assistant", "content": "", "tool_calls": [{"function": {"arguments": "{}"}}]}], None)
 
 
 def test_catalog_tool_formats(tmp_path: Path) -> None:

@@ -6,11 +6,35 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from cocoon_platform.tools.schema import compile_check
 from jsonschema import Draft7Validator, Draft202012Validator
 
-VALUES: list[Any] = [None, True, False, 0, 1, -3, 2.5, 1.0, 7, 10**20, "", "a", "abcdef", "ünï", [], [1], ["a", "b"],
-                     [1, "a", None], {}, {"a": 1}, {"a": "x", "b": 2}, {"c": [1, 2]}, {"a": None, "z": True}]
+from cocoon_platform.tools.schema import compile_check
+
+VALUES: list[Any] = [
+    None,
+    True,
+    False,
+    0,
+    1,
+    -3,
+    2.5,
+    1.0,
+    7,
+    10**20,
+    "",
+    "a",
+    "abcdef",
+    "ünï",
+    [],
+    [1],
+    ["a", "b"],
+    [1, "a", None],
+    {},
+    {"a": 1},
+    {"a": "x", "b": 2},
+    {"c": [1, 2]},
+    {"a": None, "z": True},
+]
 TYPES = ["object", "array", "string", "boolean", "null", "number", "integer"]
 
 
@@ -18,10 +42,31 @@ def random_schema(rng: random.Random, depth: int = 0) -> Any:
     if depth > 2 or rng.random() < 0.2:
         return rng.choice([{}, True, False, {"type": rng.choice(TYPES)}])
     schema: dict[str, Any] = {}
-    keywords = rng.sample(["type", "properties", "required", "additionalProperties", "items", "enum", "const",
-                           "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
-                           "minItems", "maxItems", "description", "format", "pattern", "nullable", "anyOf"],
-                          rng.randint(1, 5))
+    keywords = rng.sample(
+        [
+            "type",
+            "properties",
+            "required",
+            "additionalProperties",
+            "items",
+            "enum",
+            "const",
+            "minimum",
+            "maximum",
+            "exclusiveMinimum",
+            "exclusiveMaximum",
+            "minLength",
+            "maxLength",
+            "minItems",
+            "maxItems",
+            "description",
+            "format",
+            "pattern",
+            "nullable",
+            "anyOf",
+        ],
+        rng.randint(1, 5),
+    )
     for keyword in keywords:
         if keyword == "type":
             schema["type"] = rng.choice(TYPES) if rng.random() < 0.7 else rng.sample(TYPES, 2)

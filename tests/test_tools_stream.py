@@ -9,16 +9,24 @@ from typing import Any
 
 import orjson
 import pytest
-from cocoon_platform.tools.offer import SchemaCache, ToolOffer, read_tool_offer
-from cocoon_platform.tools.stream import StreamTranslator
 from openai.lib.streaming.chat._completions import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-NOTE = {"type": "function", "function": {"name": "note", "parameters": {
-    "type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}}}
+from cocoon_platform.tools.offer import SchemaCache, ToolOffer, read_tool_offer
+from cocoon_platform.tools.stream import StreamTranslator
+
+NOTE = {
+    "type": "function",
+    "function": {
+        "name": "note",
+        "parameters": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]},
+    },
+}
 NOW = {"type": "function", "function": {"name": "now"}}
-ANSWER = ('<think>\nI should call.\n</think>\n\nCalling now.\n<tool_call>\n{"name": "note", "arguments": '
-          '{"text": "a </tool_call> b"}}\n</tool_call>\n<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>')
+ANSWER = (
+    '<think>\nI should call.\n</think>\n\nCalling now.\n<tool_call>\n{"name": "note", "arguments": '
+    '{"text": "a </tool_call> b"}}\n</tool_call>\n<tool_call>\n{"name": "now", "arguments": {}}\n</tool_call>'
+)
 
 
 def offer(**choice: Any) -> ToolOffer:
@@ -32,8 +40,9 @@ def upstream(text: str, size: int, finish: str = "stop") -> list[bytes]:
     head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "Qwen/Qwen3-32B"}
     chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
     for start in range(0, len(text), size):
-        chunks.append({**head, "choices": [{"index": 0, "delta": {"content": text[start:start + size]},
-                                            "finish_reason": None}]})
+        chunks.append(
+            {**head, "choices": [{"index": 0, "delta": {"content": text[start : start + size]}, "finish_reason": None}]}
+        )
     chunks.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
     return [orjson.dumps(c) for c in chunks]
 
@@ -91,8 +100,10 @@ def test_held_text_waits_for_a_call_or_is_released() -> None:
     translator = StreamTranslator(offer(tool_choice="required"), hold_text=True)
     out = translator.translate(upstream("No call, sorry.", 5))
     assert translator.waiting
-    assert all("content" not in orjson.loads(p)["choices"][0]["delta"] or not
-               orjson.loads(p)["choices"][0]["delta"]["content"] for p in out)
+    assert all(
+        "content" not in orjson.loads(p)["choices"][0]["delta"] or not orjson.loads(p)["choices"][0]["delta"]["content"]
+        for p in out
+    )
     released = translator.finish()
     assert accumulate(out + released).choices[0].message.content == "No call, sorry."
     called = StreamTranslator(offer(tool_choice="required"), hold_text=True)

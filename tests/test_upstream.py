@@ -9,7 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import ServerFactory
 from support import Server, Simulator, free_port, new_account, start_simulator
 
@@ -28,8 +27,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def chat(server: Server, key: str) -> httpx.Response:
-    return httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                      json={"model": QWEN, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]})
+    return httpx.post(
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={"model": QWEN, "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]},
+    )
 
 
 def test_models_have_the_spec_shape(platform: Server) -> None:
@@ -40,7 +43,9 @@ def test_models_have_the_spec_shape(platform: Server) -> None:
     assert models[SEED]["type"] == "translation" and models[SEED]["endpoint"] == "/v1/completions"
     assert models[SEED]["owned_by"] == "ByteDance" and models[SEED]["context_window"] == 8192
     for model in models.values():
-        assert model["workers"] and all({"running_requests", "max_running_requests"} <= set(w) for w in model["workers"])
+        assert model["workers"] and all(
+            {"running_requests", "max_running_requests"} <= set(w) for w in model["workers"]
+        )
 
 
 def test_stats_shape_and_online(platform: Server) -> None:
@@ -115,7 +120,9 @@ def test_stats_never_wait_on_a_hanging_upstream(server_factory: ServerFactory, t
         listener.close()
 
 
-def test_live_prices_replace_defaults_and_bill(server_factory: ServerFactory, database_url: str, tmp_path: Path) -> None:
+def test_live_prices_replace_defaults_and_bill(
+    server_factory: ServerFactory, database_url: str, tmp_path: Path
+) -> None:
     sim = start_simulator(tmp_path, "--price-per-token", "40")
     try:
         server = server_factory(upstream_url=sim.url, stats_refresh_seconds="0.3", stats_stale_seconds="1")
@@ -125,9 +132,16 @@ def test_live_prices_replace_defaults_and_bill(server_factory: ServerFactory, da
         assert rates["completion_token"]["effective_nanoton"] == 480
         assert rates["cached_prompt_token"]["effective_nanoton"] == 6
         key = new_account(server, database_url, TON)
-        response = httpx.post(server.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                              timeout=30, json={"model": QWEN, "max_tokens": 10, "messages": [
-                                  {"role": "user", "content": "[[sim:cost=0]] [[sim:tokens=10]] live"}]})
+        response = httpx.post(
+            server.url + "/v1/chat/completions",
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+            json={
+                "model": QWEN,
+                "max_tokens": 10,
+                "messages": [{"role": "user", "content": "[[sim:cost=0]] [[sim:tokens=10]] live"}],
+            },
+        )
         usage = response.json()["usage"]
         cached = usage["prompt_tokens_details"]["cached_tokens"]
         network = 40 * ((usage["prompt_tokens"] - cached) + cached // 10 + 8 * usage["completion_tokens"])
@@ -167,7 +181,11 @@ def test_unknown_models_get_derived_facts() -> None:
     catalog = ModelCatalog.load(None)
     llama = catalog.info("meta-llama/Llama-3.3-70B-Instruct")
     assert (llama.owned_by, llama.type, llama.endpoint, llama.context_window) == (
-        "Meta", "chat", "/v1/chat/completions", None)
+        "Meta",
+        "chat",
+        "/v1/chat/completions",
+        None,
+    )
     bare = catalog.info("mystery")
     assert bare.owned_by == "unknown" and bare.type == "chat"
     assert catalog.info("acme/Seed-X-Mini").type == "translation"
@@ -179,6 +197,7 @@ def test_bad_catalog_file_is_refused_at_start(tmp_path: Path, database_url: str,
 
     catalog = tmp_path / "catalog.json"
     catalog.write_text(content)
-    result = run_cli(["serve", "--port", str(free_port())], database_url, {"COCOON_MODEL_CATALOG_FILE": str(catalog)},
-                     timeout=20)
+    result = run_cli(
+        ["serve", "--port", str(free_port())], database_url, {"COCOON_MODEL_CATALOG_FILE": str(catalog)}, timeout=20
+    )
     assert result.returncode != 0 and "model catalog" in result.stderr and "Traceback" not in result.stderr

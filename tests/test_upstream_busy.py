@@ -13,7 +13,6 @@ import anthropic
 import httpx
 import openai
 import pytest
-
 from conftest import ServerFactory
 from support import Server, Simulator, db_rows, new_account, start_simulator
 
@@ -31,8 +30,9 @@ def slow_simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulat
 @pytest.fixture(scope="module")
 def narrow(server_factory: ServerFactory, slow_simulator: Simulator) -> Server:
     """A platform with one upstream connection and half a second's wait for it."""
-    return server_factory(upstream_url=slow_simulator.url, upstream_max_connections="1",
-                          upstream_pool_wait_seconds="0.5")
+    return server_factory(
+        upstream_url=slow_simulator.url, upstream_max_connections="1", upstream_pool_wait_seconds="0.5"
+    )
 
 
 def metric(server: Server, name: str) -> float:
@@ -48,8 +48,11 @@ def balance(server: Server, key: str) -> int:
 
 
 def usage(database_url: str, request_id: str) -> tuple[object, ...]:
-    rows = db_rows(database_url, "SELECT status, http_status, cost_nanoton FROM usage_records WHERE request_id = :r",
-                   {"r": request_id})
+    rows = db_rows(
+        database_url,
+        "SELECT status, http_status, cost_nanoton FROM usage_records WHERE request_id = :r",
+        {"r": request_id},
+    )
     assert len(rows) == 1, rows
     return rows[0]
 
@@ -65,10 +68,19 @@ class HeldStream:
         assert self.started.wait(30), "the slow stream did not start"
 
     def _run(self, server: Server, key: str) -> None:
-        body = {"model": QWEN, "max_tokens": 1000, "stream": True,
-                "messages": [{"role": "user", "content": "[[sim:tokens=1000]] a long story"}]}
-        with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=60,
-                          headers={"Authorization": f"Bearer {key}"}) as response:
+        body = {
+            "model": QWEN,
+            "max_tokens": 1000,
+            "stream": True,
+            "messages": [{"role": "user", "content": "[[sim:tokens=1000]] a long story"}],
+        }
+        with httpx.stream(
+            "POST",
+            server.url + "/v1/chat/completions",
+            json=body,
+            timeout=60,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as response:
             for _ in response.iter_lines():
                 self.started.set()
                 if self.stop.is_set():
@@ -91,8 +103,9 @@ def test_a_request_finding_the_pool_busy_gets_503_upstream_busy_unbilled(narrow:
         chat = openai.OpenAI(base_url=narrow.url + "/v1", api_key=key, max_retries=0, timeout=30)
         for stream in (False, True):
             with pytest.raises(openai.APIStatusError) as refused:
-                chat.chat.completions.create(model=QWEN, messages=[{"role": "user", "content": "hi"}],
-                                             max_tokens=50, stream=stream)
+                chat.chat.completions.create(
+                    model=QWEN, messages=[{"role": "user", "content": "hi"}], max_tokens=50, stream=stream
+                )
             assert refused.value.status_code == 503
             assert refused.value.code == "upstream_busy"
             assert int(refused.value.response.headers["retry-after"]) >= 1
@@ -109,9 +122,14 @@ def test_a_request_finding_the_pool_busy_gets_503_upstream_busy_unbilled(narrow:
 
         # A caller waiting shows in /metrics while it waits.
         seen_waiting = False
-        waiting = threading.Thread(target=lambda: httpx.post(
-            narrow.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
-            json={"model": QWEN, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+        waiting = threading.Thread(
+            target=lambda: httpx.post(
+                narrow.url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+                json={"model": QWEN, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+            )
+        )
         waiting.start()
         while waiting.is_alive() and not seen_waiting:
             seen_waiting = metric(narrow, "cocoon_upstream_callers_waiting") == 1
@@ -122,8 +140,12 @@ def test_a_request_finding_the_pool_busy_gets_503_upstream_busy_unbilled(narrow:
     finally:
         held.close()
     # The connection came free: the next request is served (and billed).
-    answer = httpx.post(narrow.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
-                        json={"model": QWEN, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]})
+    answer = httpx.post(
+        narrow.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={"model": QWEN, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+    )
     assert answer.status_code == 200, answer.text
     assert balance(narrow, key) < TON
     assert metric(narrow, "cocoon_upstream_callers_waiting") == 0

@@ -66,8 +66,14 @@ def answer(body: bytes, extra: bytes = b"") -> Script:
 
 
 def pool(url: str, **options: float) -> HttpPool:
-    settings = {"max_connections": 4, "connect_timeout": 1.0, "read_timeout": 2.0, "keepalive": 3.0,
-                "wait_timeout": 5.0, **options}
+    settings = {
+        "max_connections": 4,
+        "connect_timeout": 1.0,
+        "read_timeout": 2.0,
+        "keepalive": 3.0,
+        "wait_timeout": 5.0,
+        **options,
+    }
     return HttpPool(url, int(settings.pop("max_connections")), **settings)
 
 
@@ -85,7 +91,7 @@ def test_requests_reuse_one_keep_alive_connection_and_send_a_proper_request() ->
             first = server.requests[0]
             assert first.startswith(b"POST /base/v1/chat/completions HTTP/1.1\r\n")
             assert f"Host: 127.0.0.1:{server.url.rsplit(':', 1)[1]}".encode() in first
-            assert first.endswith(b"Content-Length: 7\r\n\r\n{\"a\":1}")
+            assert first.endswith(b'Content-Length: 7\r\n\r\n{"a":1}')
 
     asyncio.run(scenario())
 
@@ -180,8 +186,15 @@ def test_a_caller_waiting_past_the_bound_is_refused_and_takes_no_slot() -> None:
         script, go_on = held_answers()
         async with ScriptedServer(script) as server:
             waits: list[float] = []
-            client = HttpPool(server.url, 1, connect_timeout=1.0, read_timeout=2.0, keepalive=3.0,
-                              wait_timeout=0.05, on_wait=waits.append)
+            client = HttpPool(
+                server.url,
+                1,
+                connect_timeout=1.0,
+                read_timeout=2.0,
+                keepalive=3.0,
+                wait_timeout=0.05,
+                on_wait=waits.append,
+            )
             held = await client.post("/x", b"{}")
             assert (client.in_use, client.waiting) == (1, 0)
             with pytest.raises(PoolBusy):
@@ -206,8 +219,15 @@ def test_a_caller_served_within_the_bound_proceeds() -> None:
         script, go_on = held_answers()
         async with ScriptedServer(script) as server:
             waits: list[float] = []
-            client = HttpPool(server.url, 1, connect_timeout=1.0, read_timeout=2.0, keepalive=3.0,
-                              wait_timeout=30.0, on_wait=waits.append)
+            client = HttpPool(
+                server.url,
+                1,
+                connect_timeout=1.0,
+                read_timeout=2.0,
+                keepalive=3.0,
+                wait_timeout=30.0,
+                on_wait=waits.append,
+            )
             held = await client.post("/x", b"{}")
             second = asyncio.create_task(client.post("/x", b"{}"))
             while client.waiting == 0:
@@ -234,10 +254,13 @@ def test_refused_connection_is_connect_failed() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("reply", [
-    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part",  # closed mid-body
-    b"garbage that is not http\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part",  # closed mid-body
+        b"garbage that is not http\r\n\r\n",
+    ],
+)
 def test_a_broken_answer_is_connection_broken(reply: bytes) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(reply)
@@ -318,7 +341,8 @@ def test_a_slow_reader_pauses_the_upstream_and_loses_nothing(monkeypatch: pytest
 
 
 def test_a_large_answer_read_whole_needs_no_reader_and_leaves_the_connection_reusable(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setattr(http_module, "BUFFER_HIGH", 64 * 1024)
     body = b"y" * (1024 * 1024)
 
@@ -359,10 +383,13 @@ def test_an_error_answer_that_stalls_frees_its_connection_slot() -> None:
     asyncio.run(scenario())
 
 
-@pytest.mark.parametrize("reply", [
-    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 500 Late\r\nContent-Length: 0\r\n\r\n",
-    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
-])
+@pytest.mark.parametrize(
+    "reply",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 500 Late\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n",
+    ],
+)
 def test_an_answer_out_of_step_is_never_reused(reply: bytes) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(reply)

@@ -21,20 +21,26 @@ from cocoon_platform.errors import NotFound
 
 router = APIRouter(include_in_schema=False)
 
-CSP = "; ".join((
-    "default-src 'none'",
-    "script-src 'self'",
-    "style-src 'self' 'unsafe-inline'",
-    "img-src 'self' data:",
-    "connect-src 'self'",
-    "font-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-))
-SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY"}
+CSP = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+}
 ASSET_PATH = "/docs/static/"
 
 PAGE = """<!doctype html>
@@ -80,8 +86,9 @@ def assets() -> dict[str, Asset]:
     shipped = resources.files("fastapi_offline").joinpath("static")
     return {
         "swagger-ui.css": _asset(shipped.joinpath("swagger-ui.css").read_bytes(), "text/css; charset=utf-8"),
-        "swagger-ui-bundle.js": _asset(shipped.joinpath("swagger-ui-bundle.js").read_bytes(),
-                                       "text/javascript; charset=utf-8"),
+        "swagger-ui-bundle.js": _asset(
+            shipped.joinpath("swagger-ui-bundle.js").read_bytes(), "text/javascript; charset=utf-8"
+        ),
         "start.js": _asset(START, "text/javascript; charset=utf-8"),
     }
 
@@ -93,8 +100,9 @@ def _url(name: str) -> str:
 @router.get("/docs")
 async def docs_page() -> Response:
     page = PAGE.format(css=_url("swagger-ui.css"), bundle=_url("swagger-ui-bundle.js"), start=_url("start.js"))
-    return Response(page, media_type="text/html; charset=utf-8",
-                    headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"})
+    return Response(
+        page, media_type="text/html; charset=utf-8", headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"}
+    )
 
 
 @router.get(ASSET_PATH + "{name}")
@@ -103,5 +111,11 @@ async def docs_asset(name: str, request: Request) -> Response:
     if asset is None:
         raise NotFound(f"No file {name!r}")
     versioned = request.query_params.get("v") == asset.digest
-    return Response(asset.body, media_type=asset.content_type, headers={
-        **SECURITY_HEADERS, "Cache-Control": "public, max-age=31536000, immutable" if versioned else "no-cache"})
+    return Response(
+        asset.body,
+        media_type=asset.content_type,
+        headers={
+            **SECURITY_HEADERS,
+            "Cache-Control": "public, max-age=31536000, immutable" if versioned else "no-cache",
+        },
+    )

@@ -24,9 +24,9 @@ from cocoon_platform.dialects.endpoints import router as dialects_router
 from cocoon_platform.dialects.messages import COUNT_TOKENS_PATH
 from cocoon_platform.dialects.messages import PATH as MESSAGES_PATH
 from cocoon_platform.errors import MethodNotAllowed, PayloadTooLarge, install_handlers
-from cocoon_platform.proxy.asgi import send_error, with_common_headers
 from cocoon_platform.ops.endpoints import router as ops_router
 from cocoon_platform.ops.request_log import configure_logging
+from cocoon_platform.proxy.asgi import send_error, with_common_headers
 from cocoon_platform.proxy.handler import DIALECTS, InferenceHandler, new_request_id
 from cocoon_platform.proxy.openapi import add_inference_paths
 from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH
@@ -46,8 +46,13 @@ INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH, *DIALECTS))
 ERROR_DIALECTS = {**DIALECTS, COUNT_TOKENS_PATH: DIALECTS[MESSAGES_PATH]}
 POST_ONLY_PATHS = INFERENCE_PATHS | {COUNT_TOKENS_PATH}
 # Headers a browser's script may read from an answer.
-EXPOSED_HEADERS = ["X-Request-Id", "Retry-After", "X-RateLimit-Limit-Requests", "X-RateLimit-Remaining-Requests",
-                   "X-RateLimit-Reset-Requests"]
+EXPOSED_HEADERS = [
+    "X-Request-Id",
+    "Retry-After",
+    "X-RateLimit-Limit-Requests",
+    "X-RateLimit-Remaining-Requests",
+    "X-RateLimit-Reset-Requests",
+]
 
 
 class PlatformApp:
@@ -80,9 +85,14 @@ class PlatformApp:
         else:
             request_id = new_request_id()
             if scope["path"] in POST_ONLY_PATHS and scope["method"] != "POST":
-                await send_error(send, MethodNotAllowed(
-                    f"{scope['method']} is not allowed on {scope['path']}: send a POST.", headers={"Allow": "POST"}),
-                    request_id, ERROR_DIALECTS.get(scope["path"]))
+                await send_error(
+                    send,
+                    MethodNotAllowed(
+                        f"{scope['method']} is not allowed on {scope['path']}: send a POST.", headers={"Allow": "POST"}
+                    ),
+                    request_id,
+                    ERROR_DIALECTS.get(scope["path"]),
+                )
                 return
             try:
                 receive = await self._bounded(scope, receive)
@@ -144,8 +154,15 @@ def create_api(settings: Settings) -> FastAPI:
             await state.close()
 
     # /docs is served by api_docs.py from packaged files (FastAPI's loads Swagger UI from a CDN).
-    api = FastAPI(title="Cocoon Platform API", version=__version__, description=DESCRIPTION, lifespan=lifespan,
-                  docs_url=None, redoc_url=None, swagger_ui_oauth2_redirect_url=None)
+    api = FastAPI(
+        title="Cocoon Platform API",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
     install_handlers(api)
     api.include_router(accounts_router)
     api.include_router(billing_router)
@@ -167,6 +184,11 @@ def create_app(settings: Settings | None = None) -> Any:
     configure_logging(settings.log_level, settings.log_json)
     app: Any = PlatformApp(create_api(settings), settings.max_body_bytes)
     if settings.cors_origin_list:
-        app = CORSMiddleware(app, allow_origins=settings.cors_origin_list, allow_methods=["*"],
-                             allow_headers=["*"], expose_headers=EXPOSED_HEADERS)
+        app = CORSMiddleware(
+            app,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=EXPOSED_HEADERS,
+        )
     return app

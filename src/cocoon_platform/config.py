@@ -50,9 +50,7 @@ def format_ton(nanoton: int, places: int = 4, *, trim: bool = False) -> str:
 class Settings(BaseSettings):
     """Every setting of the platform; see the configuration table in README.md."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="COCOON_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="COCOON_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
 
     database_url: str = "sqlite+aiosqlite:///./data/cocoon.db"
     host: str = "127.0.0.1"

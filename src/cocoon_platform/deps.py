@@ -15,7 +15,6 @@ from cocoon_platform.accounts.service import KeyIdentity, identify
 from cocoon_platform.errors import InvalidApiKey, KeyManagementNotAllowed, PlatformError
 from cocoon_platform.state import AppState
 
-
 # The largest value a database integer column holds: larger ids and positions are refused with
 # 422 where they are read, not sent to the database to fail there (a 500).
 BIGINT_MAX = 2**63 - 1
@@ -52,16 +51,16 @@ def refuse_throttled(state: AppState, request: Request) -> None:
         state.limiter.refuse_if_blocked(state.client_addresses.bucket_of(request.scope))
 
 
-async def authentication_failed(state: AppState, request: Request,
-                                error: InvalidApiKey | None = None) -> PlatformError:
+async def authentication_failed(state: AppState, request: Request, error: InvalidApiKey | None = None) -> PlatformError:
     """Count a failed authentication against the client's address; the error to raise (429 past the
     limit, else `error`: an invalid key by default, or an expired one)."""
     throttled = await state.limiter.failed_authentication(state.client_addresses.bucket_of(request.scope))
     return throttled or error or InvalidApiKey()
 
 
-async def authenticate(state: AppState, request: Request, session: AsyncSession,
-                       authorization: str | None) -> KeyIdentity:
+async def authenticate(
+    state: AppState, request: Request, session: AsyncSession, authorization: str | None
+) -> KeyIdentity:
     """The live, unexpired key of a request's `Authorization` header; failures count for the throttle."""
     refuse_throttled(state, request)
     key_hash = bearer_key_hash(authorization)

@@ -118,8 +118,10 @@ class KeyManagementNotAllowed(PlatformError):
     status = 403
     type = "permission_error"
     code = "key_management_not_allowed"
-    message = ("This key has restrictions (a credit limit, a model allow-list or an expiry), so it cannot "
-               "create, change or delete keys. Use an unrestricted key, such as the one from registration.")
+    message = (
+        "This key has restrictions (a credit limit, a model allow-list or an expiry), so it cannot "
+        "create, change or delete keys. Use an unrestricted key, such as the one from registration."
+    )
 
 
 class InvalidRequest(PlatformError):
@@ -134,8 +136,9 @@ class UnsupportedParameter(InvalidRequest):
     code = "unsupported_parameter"
 
     def __init__(self, name: str, why: str) -> None:
-        super().__init__(f"'{name}' is not supported by the COCOON network ({why}); remove it from the request",
-                         param=name)
+        super().__init__(
+            f"'{name}' is not supported by the COCOON network ({why}); remove it from the request", param=name
+        )
 
 
 class NotFound(PlatformError):
@@ -188,8 +191,7 @@ class UpstreamBusy(UpstreamError):
     RETRY_AFTER_SECONDS = 1
 
     def __init__(self) -> None:
-        super().__init__(503, "The COCOON network is busy: no connection came free in time. Try again shortly.",
-                         "busy")
+        super().__init__(503, "The COCOON network is busy: no connection came free in time. Try again shortly.", "busy")
         self.headers = {"Retry-After": str(self.RETRY_AFTER_SECONDS)}
 
 
@@ -243,19 +245,19 @@ def openapi_responses(*errors: PlatformError) -> dict[int | str, dict[str, Any]]
     return {
         str(status): {
             "description": " / ".join(dict.fromkeys(error.message for error in group)),
-            "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/Error"},
-                "examples": {error.code or error.type: {"value": error.body()} for error in group},
-            }},
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/Error"},
+                    "examples": {error.code or error.type: {"value": error.body()} for error in group},
+                }
+            },
         }
         for status, group in sorted(by_status.items())
     }
 
 
 def error_response(exc: PlatformError) -> Response:
-    return Response(
-        exc.to_bytes(), status_code=exc.status, media_type="application/json", headers=exc.headers
-    )
+    return Response(exc.to_bytes(), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
 
 def install_handlers(app: FastAPI) -> None:
@@ -271,9 +273,7 @@ def install_handlers(app: FastAPI) -> None:
             return error_response(NotFound())
         if exc.status_code == 405:
             return error_response(MethodNotAllowed(headers=dict(exc.headers or {})))
-        return JSONResponse(
-            error_body(str(exc.detail), "invalid_request_error", None), status_code=exc.status_code
-        )
+        return JSONResponse(error_body(str(exc.detail), "invalid_request_error", None), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

@@ -122,8 +122,10 @@ class ConnectionGuard:
 def _refusal(error: PlatformError) -> bytes:
     """A whole answer carrying `error`, written straight to the connection, which then closes."""
     body = error.to_bytes()
-    return (f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode() + body
+    return (
+        f"HTTP/1.1 {error.status} {http.HTTPStatus(error.status).phrase}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+    ).encode() + body
 
 
 class HttpProtocol(HttpToolsProtocol):
@@ -167,11 +169,13 @@ class HttpProtocol(HttpToolsProtocol):
         assert self.guard is not None
         limits = self.guard.limits
         if self._phase == HEAD:
-            self._timer = self.loop.call_later(limits.header_timeout, self._refuse,
-                                               RequestTimeout("Request headers not received in time"))
+            self._timer = self.loop.call_later(
+                limits.header_timeout, self._refuse, RequestTimeout("Request headers not received in time")
+            )
         else:
-            self._timer = self.loop.call_later(limits.body_timeout, self._refuse,
-                                               RequestTimeout("Request body not received in time"))
+            self._timer = self.loop.call_later(
+                limits.body_timeout, self._refuse, RequestTimeout("Request body not received in time")
+            )
 
     def _stop_timer(self) -> None:
         if self._timer is not None:

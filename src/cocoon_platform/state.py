@@ -51,7 +51,10 @@ class AppState:
         slot_ttl = max(SLOT_TTL, int(settings.reservation_ttl_seconds) + 60)
         counters: Counters = RedisCounters(settings.redis_url, slot_ttl) if settings.redis_url else LocalCounters()
         self.limiter = RateLimiter(
-            counters, settings.rate_limit_rpm, settings.rate_limit_concurrent, settings.rate_limit_signup_per_minute,
+            counters,
+            settings.rate_limit_rpm,
+            settings.rate_limit_concurrent,
+            settings.rate_limit_signup_per_minute,
             settings.auth_failures_per_minute,
         )
         self.key_accounts = KeyAccounts(self.sessionmaker)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cocoon_platform.ton.address import InvalidAddress, TonAddress
 from cocoon_simulator.cocoon import add_arguments, options_from_args, serve
 from cocoon_simulator.toncenter import (
     DEFAULT_WALLET,
@@ -18,13 +19,13 @@ from cocoon_simulator.toncenter import (
     build_toncenter_app,
     run_deposit_command,
 )
-from cocoon_platform.ton.address import InvalidAddress, TonAddress
 
 
 def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     add_arguments(parser)
-    parser.add_argument("--wallet", default=DEFAULT_WALLET,
-                        help="the wallet whose transactions the toncenter fake serves")
+    parser.add_argument(
+        "--wallet", default=DEFAULT_WALLET, help="the wallet whose transactions the toncenter fake serves"
+    )
 
 
 def run_simulate(args: argparse.Namespace) -> int:
@@ -35,8 +36,11 @@ def run_simulate(args: argparse.Namespace) -> int:
         print(f"simulate: {exc}", file=sys.stderr)
         return 2
     toncenter = build_toncenter_app(ToncenterState(wallet=wallet))
-    print(f"COCOON client simulator (and toncenter fake for {args.wallet}) on http://{options.host}:{options.port}",
-          file=sys.stderr, flush=True)
+    print(
+        f"COCOON client simulator (and toncenter fake for {args.wallet}) on http://{options.host}:{options.port}",
+        file=sys.stderr,
+        flush=True,
+    )
     serve(options, fallback=toncenter)
     return 0
 

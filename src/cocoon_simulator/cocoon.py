@@ -128,8 +128,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="natural answer length without a [[sim:tokens=N]] marker (default 16-48)",
     )
     parser.add_argument("--wallet-balance", type=_count, default=d.wallet_balance, help="nanoTON")
-    parser.add_argument("--client-build", choices=CLIENT_BUILDS, default=d.client_build,
-                        help="whose request validator to apply: the older, stricter build (default) or the newer")
+    parser.add_argument(
+        "--client-build",
+        choices=CLIENT_BUILDS,
+        default=d.client_build,
+        help="whose request validator to apply: the older, stricter build (default) or the newer",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> SimulatorOptions:

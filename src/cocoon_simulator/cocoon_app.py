@@ -480,8 +480,7 @@ class SimulatorApp:
         await respond(send, 200, b'{"ok":true}')
 
 
-async def _send_events(events: list[bytes], gap: float, watch: DisconnectWatch, send: Send,
-                       deadline: float) -> int:
+async def _send_events(events: list[bytes], gap: float, watch: DisconnectWatch, send: Send, deadline: float) -> int:
     """Send token events `gap` seconds apart (all in one write when 0) until the loop's clock
     reaches `deadline`; return how many went out."""
     if gap <= 0:

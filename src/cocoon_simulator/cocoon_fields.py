@@ -19,19 +19,69 @@ NETWORK_SHARE = 0.95  # of a request's timeout, the part the client gives the ne
 
 # The client's own request fields, in every build.
 _CLIENT_FIELDS = frozenset(("max_coefficient", "timeout", "enable_debug", "request_guid"))
-_CHAT_BOTH = frozenset((
-    "messages", "model", "max_tokens", "max_completion_tokens", "n", "temperature", "top_p",
-    "frequency_penalty", "presence_penalty", "response_format", "reasoning_effort", "verbosity",
-    "parallel_tool_calls", "top_logprobs", "stream", "chat_template_kwargs", "stream_options", "stop",
-)) | _CLIENT_FIELDS
-_CHAT_NEWER_ONLY = frozenset((
-    "seed", "logprobs", "user", "store", "service_tier", "safety_identifier", "prompt_cache_key",
-    "prompt_cache_retention", "audio", "modalities", "skip_special_tokens",
-))
-_COMPLETION_BOTH = frozenset((
-    "model", "prompt", "best_of", "echo", "frequency_penalty", "max_tokens", "n", "presence_penalty", "seed",
-    "stop", "stream", "stream_options", "suffix", "temperature", "top_p", "skip_special_tokens",
-)) | _CLIENT_FIELDS
+_CHAT_BOTH = (
+    frozenset(
+        (
+            "messages",
+            "model",
+            "max_tokens",
+            "max_completion_tokens",
+            "n",
+            "temperature",
+            "top_p",
+            "frequency_penalty",
+            "presence_penalty",
+            "response_format",
+            "reasoning_effort",
+            "verbosity",
+            "parallel_tool_calls",
+            "top_logprobs",
+            "stream",
+            "chat_template_kwargs",
+            "stream_options",
+            "stop",
+        )
+    )
+    | _CLIENT_FIELDS
+)
+_CHAT_NEWER_ONLY = frozenset(
+    (
+        "seed",
+        "logprobs",
+        "user",
+        "store",
+        "service_tier",
+        "safety_identifier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "audio",
+        "modalities",
+        "skip_special_tokens",
+    )
+)
+_COMPLETION_BOTH = (
+    frozenset(
+        (
+            "model",
+            "prompt",
+            "best_of",
+            "echo",
+            "frequency_penalty",
+            "max_tokens",
+            "n",
+            "presence_penalty",
+            "seed",
+            "stop",
+            "stream",
+            "stream_options",
+            "suffix",
+            "temperature",
+            "top_p",
+            "skip_special_tokens",
+        )
+    )
+    | _CLIENT_FIELDS
+)
 _COMPLETION_NEWER_ONLY = frozenset(("logprobs", "user"))
 _STREAM_OPTIONS = frozenset(("include_usage", "include_obfuscation"))
 # The newer build's message check: the fields OpenAI defines for each role.

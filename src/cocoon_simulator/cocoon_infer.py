@@ -203,8 +203,7 @@ def _check_coefficient(request: dict[str, Any], model: ServedModel) -> None:
         shown = int(limit) if float(limit).is_integer() else limit
         raise error_json(
             502,
-            f"Internal data: no worker with coefficient <= {shown}; "
-            f"can run with coefficient {model.coefficient}",
+            f"Internal data: no worker with coefficient <= {shown}; can run with coefficient {model.coefficient}",
             652,
         )
 
@@ -254,8 +253,20 @@ def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str,
         raise error_json(400, "field stream must be a boolean")
     tokens, fault, cost_off, calls = _read_markers(body, prompt)
     thinking = chat and model.reasoning and _thinking(request)
-    return Job(chat, model, prompt, len(body), limit, bool(stream), thinking, tokens, fault, cost_off,
-               request if chat and scripted(request) else None, calls)
+    return Job(
+        chat,
+        model,
+        prompt,
+        len(body),
+        limit,
+        bool(stream),
+        thinking,
+        tokens,
+        fault,
+        cost_off,
+        request if chat and scripted(request) else None,
+        calls,
+    )
 
 
 @dataclass(slots=True)
@@ -283,9 +294,7 @@ def _adjusted(tokens: int, coefficient: int, multiplier: int) -> int:
     return tokens * coefficient * multiplier // 10_000_000
 
 
-def plan_answer(
-    job: Job, seen_tokens: int, options: SimulatorOptions, answer_id: str, created: int
-) -> Answer:
+def plan_answer(job: Job, seen_tokens: int, options: SimulatorOptions, answer_id: str, created: int) -> Answer:
     """Decide token counts and costs; `seen_tokens` is the longest cached prompt prefix."""
     prompt = job.prompt
     # The platform relies on prompt_tokens <= request body bytes; the formula keeps it, this enforces it.
@@ -301,8 +310,17 @@ def plan_answer(
     if job.request is not None:
         first = job.request["messages"][0]
         system = prompt.texts[0] if first.get("role") == "system" else ""
-        choices = plan_choices(job.request, system, prompt.seed, job.calls, job.thinking, ENGLISH_WORDS,
-                               prompt.seed >> 12, natural, job.limit)
+        choices = plan_choices(
+            job.request,
+            system,
+            prompt.seed,
+            job.calls,
+            job.thinking,
+            ENGLISH_WORDS,
+            prompt.seed >> 12,
+            natural,
+            job.limit,
+        )
         completion = sum(len(c.reasoning) + len(c.content) for c in choices)
         reasoning = sum(len(c.reasoning) for c in choices)
     prompt_cost = completion_cost = 0
@@ -383,15 +401,29 @@ def response_body(answer: Answer) -> bytes:
 
 
 def _planned_body(answer: Answer, choices: list[ChoiceScript]) -> bytes:
-    return orjson.dumps({
-        "id": answer.id, "object": "chat.completion", "created": answer.created, "model": answer.model,
-        "choices": [{"index": index, "message": {"role": "assistant", "content": "".join(choice.content),
-                                                 "reasoning_content": "".join(choice.reasoning) or None,
-                                                 "tool_calls": []},
-                     "logprobs": None, "finish_reason": choice.finish_reason}
-                    for index, choice in enumerate(choices)],
-        "usage": usage(answer),
-    })
+    return orjson.dumps(
+        {
+            "id": answer.id,
+            "object": "chat.completion",
+            "created": answer.created,
+            "model": answer.model,
+            "choices": [
+                {
+                    "index": index,
+                    "message": {
+                        "role": "assistant",
+                        "content": "".join(choice.content),
+                        "reasoning_content": "".join(choice.reasoning) or None,
+                        "tool_calls": [],
+                    },
+                    "logprobs": None,
+                    "finish_reason": choice.finish_reason,
+                }
+                for index, choice in enumerate(choices)
+            ],
+            "usage": usage(answer),
+        }
+    )
 
 
 def _planned_events(answer: Answer, choices: list[ChoiceScript], bare: bool) -> list[bytes]:

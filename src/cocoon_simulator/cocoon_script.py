@@ -59,7 +59,7 @@ def scripted(request: dict[str, Any]) -> bool:
 
 
 def _pieces(text: str, size: int = _PIECE) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 def _resolve(schema: Any, root: dict[str, Any]) -> Any:
@@ -167,8 +167,15 @@ def word_tokens(words: WordCycle, offset: int, count: int) -> list[str]:
     return [words.text(offset + i, 1) for i in range(count)]
 
 
-def _tool_content(messages: list[dict[str, Any]], system: str, seed: int, calls_marker: int | None,
-                  words: WordCycle, offset: int, length: int) -> list[str]:
+def _tool_content(
+    messages: list[dict[str, Any]],
+    system: str,
+    seed: int,
+    calls_marker: int | None,
+    words: WordCycle,
+    offset: int,
+    length: int,
+) -> list[str]:
     tools = _offered_tools(system)
     last = messages[-1] if messages else {}
     last_text = str(last.get("content") or "")
@@ -216,8 +223,17 @@ def _apply_stop(tokens: list[str], stops: list[str]) -> tuple[list[str], bool]:
     return kept, True
 
 
-def plan_choices(request: dict[str, Any], system: str, seed: int, calls_marker: int | None, thinking: bool,
-                 words: WordCycle, offset: int, natural: int, limit: int) -> list[ChoiceScript]:
+def plan_choices(
+    request: dict[str, Any],
+    system: str,
+    seed: int,
+    calls_marker: int | None,
+    thinking: bool,
+    words: WordCycle,
+    offset: int,
+    natural: int,
+    limit: int,
+) -> list[ChoiceScript]:
     """The `n` choices of a scripted chat answer."""
     count = request.get("n") or 1
     messages = request.get("messages") or []
@@ -246,8 +262,7 @@ def plan_choices(request: dict[str, Any], system: str, seed: int, calls_marker: 
             content = _tool_content(messages, system, choice_seed, calls_marker, words, start + thought, length)
             if reasoning and choice_seed & 0x100:
                 # No reasoning parser in this deployment: the think block arrives inline.
-                content = ["<think>", "\n", reasoning[0].lstrip(), *reasoning[1:], "\n", "</think>", "\n\n",
-                           *content]
+                content = ["<think>", "\n", reasoning[0].lstrip(), *reasoning[1:], "\n", "</think>", "\n\n", *content]
                 reasoning = []
         else:
             content = word_tokens(words, start + thought, length)
@@ -256,6 +271,6 @@ def plan_choices(request: dict[str, Any], system: str, seed: int, calls_marker: 
             content, _stopped = _apply_stop(content, stops)
         room = limit - len(reasoning)
         if room < len(content) or len(reasoning) >= limit:
-            reasoning, content, finish = reasoning[:limit], content[:max(room, 0)], "length"
+            reasoning, content, finish = reasoning[:limit], content[: max(room, 0)], "length"
         choices.append(ChoiceScript(reasoning, content, finish))
     return choices

@@ -35,6 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
+
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
 from cocoon_simulator import ton_bodies
 from cocoon_simulator.cocoon_app import ASGIApp, Receive, Scope, Send
@@ -197,8 +198,7 @@ class ToncenterState:
         selected = [
             tx
             for tx in self.transactions
-            if (start_lt is None or int(tx["lt"]) >= start_lt)
-            and (end_lt is None or int(tx["lt"]) <= end_lt)
+            if (start_lt is None or int(tx["lt"]) >= start_lt) and (end_lt is None or int(tx["lt"]) <= end_lt)
         ]
         selected.sort(key=lambda tx: int(tx["lt"]), reverse=sort == "desc")
         return selected[offset : offset + limit]
@@ -244,9 +244,7 @@ class ToncenterState:
         self.next_mc_seqno += 1
         return self.next_mc_seqno
 
-    def _build_transaction(
-        self, request: DepositRequest, lt: int, seqno: int | None
-    ) -> dict[str, Any]:
+    def _build_transaction(self, request: DepositRequest, lt: int, seqno: int | None) -> dict[str, Any]:
         sender = request.sender or TonAddress(0, secrets.token_bytes(32), bounceable=False)
         body, decoded, opcode = _message_body(request, sender)
         wallet = _raw_upper(self.wallet)
@@ -308,9 +306,7 @@ class ToncenterState:
         }
 
 
-def _message_body(
-    request: DepositRequest, sender: TonAddress
-) -> tuple[str, dict[str, Any] | None, int | None]:
+def _message_body(request: DepositRequest, sender: TonAddress) -> tuple[str, dict[str, Any] | None, int | None]:
     """(body BoC, message_content.decoded, opcode) for a deposit request."""
     if request.bounced:
         return ton_bodies.bounced_body(request.comment.encode("utf-8")), None, ton_bodies.BOUNCED
@@ -327,8 +323,9 @@ def _message_body(
     elif request.kind == "encrypted":
         body = ton_bodies.encrypted_comment(secrets.token_bytes(48) + request.comment.encode("utf-8"))
     else:
-        body = ton_bodies.jetton_notification(secrets.randbits(64), 10**6, (sender.workchain, sender.hash),
-                                              request.comment or None)
+        body = ton_bodies.jetton_notification(
+            secrets.randbits(64), 10**6, (sender.workchain, sender.hash), request.comment or None
+        )
     return body, decoded if request.decoded else None, ton_bodies.OPCODES[request.kind]
 
 
@@ -412,9 +409,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
             return
 
 
-async def _dispatch(
-    state: ToncenterState, scope: Scope, receive: Receive
-) -> tuple[int, Any, dict[str, str]]:
+async def _dispatch(state: ToncenterState, scope: Scope, receive: Receive) -> tuple[int, Any, dict[str, str]]:
     method, path = scope["method"], scope["path"]
     if path == "/api/v3/transactions" and method == "GET":
         return _serve_transactions(state, scope)
@@ -587,12 +582,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=10000)
     parser.add_argument("--wallet", default=DEFAULT_WALLET, help="the platform wallet address")
-    parser.add_argument(
-        "--rate-limit-per-second", type=float, default=None, help="limit without X-API-Key"
-    )
-    parser.add_argument(
-        "--keyed-rate-limit-per-second", type=float, default=None, help="limit with X-API-Key"
-    )
+    parser.add_argument("--rate-limit-per-second", type=float, default=None, help="limit without X-API-Key")
+    parser.add_argument("--keyed-rate-limit-per-second", type=float, default=None, help="limit with X-API-Key")
     args = parser.parse_args(argv)
     try:
         wallet = TonAddress.parse(args.wallet)

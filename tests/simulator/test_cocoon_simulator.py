@@ -405,8 +405,22 @@ def test_cost_can_be_hidden(client: httpx.Client) -> None:
 # --- refusals ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("field", ["tools", "tool_choice", "function_call", "logit_bias", "metadata", "user", "seed",
-                                   "logprobs", "store", "skip_special_tokens", "something_new"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "tools",
+        "tool_choice",
+        "function_call",
+        "logit_bias",
+        "metadata",
+        "user",
+        "seed",
+        "logprobs",
+        "store",
+        "skip_special_tokens",
+        "something_new",
+    ],
+)
 def test_refused_fields(client: httpx.Client, field: str) -> None:
     """The default is the older, stricter client build: anything off its list fails the request."""
     response = post(client, CHAT, chat_body("hi", **{field: {}}))
@@ -417,12 +431,16 @@ def test_refused_fields(client: httpx.Client, field: str) -> None:
 def test_the_newer_build_takes_more_fields_but_checks_stop_and_messages(client: httpx.Client) -> None:
     configure(client, client_build="newer")
     assert post(client, CHAT, chat_body("hi", seed=1, user="u", logprobs=False, store=False)).status_code == 200
-    assert post(client, CHAT, chat_body("hi", tools=[])).json() == {"error_code": 400,
-                                                                     "error": " has unknown field 'tools'"}
+    assert post(client, CHAT, chat_body("hi", tools=[])).json() == {
+        "error_code": 400,
+        "error": " has unknown field 'tools'",
+    }
     assert post(client, CHAT, chat_body("hi", stop="x")).status_code == 400
     assert post(client, CHAT, chat_body("hi", stop=["x"])).status_code == 200
-    echoed = {"model": QWEN, "messages": [{"role": "user", "content": "a"},
-                                          {"role": "assistant", "content": "b", "reasoning_content": "r"}]}
+    echoed = {
+        "model": QWEN,
+        "messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "reasoning_content": "r"}],
+    }
     assert post(client, CHAT, echoed).json()["error"] == " has unknown field 'reasoning_content'"
     assert post(client, CHAT, {"model": QWEN, "messages": [{"role": "tool", "content": "r"}]}).status_code == 400
     configure(client, client_build="older")
@@ -601,8 +619,10 @@ def test_latency(client: httpx.Client) -> None:
 
 def test_running_requests_and_disconnect(base_url: str, client: httpx.Client) -> None:
     configure(client, tpt_ms=20)
-    with (httpx.Client(base_url=base_url, timeout=10) as other,
-          other.stream("POST", CHAT, json=chat_body("[[sim:tokens=500]]", stream=True)) as response):
+    with (
+        httpx.Client(base_url=base_url, timeout=10) as other,
+        other.stream("POST", CHAT, json=chat_body("[[sim:tokens=500]]", stream=True)) as response,
+    ):
         lines = response.iter_lines()
         received = [next(lines) for _ in range(6)]  # 3 events with their blank lines
         assert all(line.startswith("data: ") for line in received[::2])
@@ -729,11 +749,27 @@ def test_n_choices_stop_and_token_limit(client: httpx.Client) -> None:
 
 
 def test_response_format_json(client: httpx.Client) -> None:
-    schema = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer", "minimum": 18},
-                                               "tags": {"type": "array", "items": {"type": "string"}}},
-              "required": ["name", "age", "tags"], "additionalProperties": False}
-    body = post(client, "/v1/chat/completions", chat_body("json", response_format={
-        "type": "json_schema", "json_schema": {"name": "person", "schema": schema, "strict": True}})).json()
+    schema = {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "age": {"type": "integer", "minimum": 18},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
+        "required": ["name", "age", "tags"],
+        "additionalProperties": False,
+    }
+    body = post(
+        client,
+        "/v1/chat/completions",
+        chat_body(
+            "json",
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "person", "schema": schema, "strict": True},
+            },
+        ),
+    ).json()
     person = json.loads(body["choices"][0]["message"]["content"])
     assert set(person) == {"name", "age", "tags"} and person["age"] >= 18 and isinstance(person["tags"], list)
     events, _ = stream(client, "/v1/chat/completions", chat_body("json", response_format={"type": "json_object"}))
@@ -759,8 +795,11 @@ def test_tools_in_the_system_prompt_get_schema_valid_calls(client: httpx.Client)
     forced = [{"role": "system", "content": TOOLS_SYSTEM}, {"role": "user", "content": "x [[sim:calls=0]]"}]
     body = post(client, "/v1/chat/completions", {"model": QWEN, "messages": forced}).json()
     assert "<tool_call>" not in body["choices"][0]["message"]["content"]
-    after = [*forced, {"role": "assistant", "content": "<tool_call>\n{}\n</tool_call>"},
-             {"role": "user", "content": "<tool_response>\n4\n</tool_response>"}]
+    after = [
+        *forced,
+        {"role": "assistant", "content": "<tool_call>\n{}\n</tool_call>"},
+        {"role": "user", "content": "<tool_response>\n4\n</tool_response>"},
+    ]
     body = post(client, "/v1/chat/completions", {"model": QWEN, "messages": after}).json()
     assert "<tool_call>" not in body["choices"][0]["message"]["content"]
 
@@ -768,8 +807,10 @@ def test_tools_in_the_system_prompt_get_schema_valid_calls(client: httpx.Client)
 def test_streamed_tool_calls_split_their_tags(client: httpx.Client) -> None:
     split = 0
     for index in range(12):
-        messages = [{"role": "system", "content": TOOLS_SYSTEM},
-                    {"role": "user", "content": f"weather {index} [[sim:calls=1]]"}]
+        messages = [
+            {"role": "system", "content": TOOLS_SYSTEM},
+            {"role": "user", "content": f"weather {index} [[sim:calls=1]]"},
+        ]
         events, done = stream(client, "/v1/chat/completions", {"model": QWEN, "messages": messages})
         pieces = [e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"]]
         assert done and "<tool_call>" in "".join(pieces)
@@ -780,8 +821,10 @@ def test_streamed_tool_calls_split_their_tags(client: httpx.Client) -> None:
 def test_tools_and_tool_history_are_refused(client: httpx.Client) -> None:
     refused = post(client, "/v1/chat/completions", chat_body("x", tools=[]))
     assert refused.status_code == 400 and "tools" in refused.json()["error"]
-    tool_role = {"model": QWEN, "messages": [{"role": "user", "content": "x"},
-                                             {"role": "tool", "tool_call_id": "c", "content": "4"}]}
+    tool_role = {
+        "model": QWEN,
+        "messages": [{"role": "user", "content": "x"}, {"role": "tool", "tool_call_id": "c", "content": "4"}],
+    }
     assert post(client, "/v1/chat/completions", tool_role).status_code == 400
     calls = {"model": QWEN, "messages": [{"role": "assistant", "content": "", "tool_calls": []}]}
     assert post(client, "/v1/chat/completions", calls).status_code == 400

@@ -46,8 +46,13 @@ def fake_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [
-                sys.executable, "-m", "cocoon_simulator.toncenter",
-                "--port", str(port), "--wallet", FAKE_WALLET,
+                sys.executable,
+                "-m",
+                "cocoon_simulator.toncenter",
+                "--port",
+                str(port),
+                "--wallet",
+                FAKE_WALLET,
             ],
             stdout=out,
             stderr=subprocess.STDOUT,

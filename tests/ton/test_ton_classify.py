@@ -13,7 +13,6 @@ from cocoon_platform.ton.comment import (
     BodyKind,
     MessageBody,
 )
-from cocoon_simulator.ton_bodies import binary_comment, encrypted_comment, jetton_notification, text_comment
 from cocoon_platform.ton.toncenter import (
     ChainTransaction,
     Classification,
@@ -22,6 +21,7 @@ from cocoon_platform.ton.toncenter import (
     parse_transaction,
     parse_transactions_response,
 )
+from cocoon_simulator.ton_bodies import binary_comment, encrypted_comment, jetton_notification, text_comment
 
 HASH = bytes(range(32))
 SOURCE = "0:E1CB4B3B1C1D6D7E9F0A1B2C3D4E5F60718293A4B5C6D7E8F9011223344601A"
@@ -95,9 +95,7 @@ def test_hash_forms() -> None:
     assert result.hash_b64 == base64.b64encode(b"\xfb\xff" * 16).decode()
 
 
-@pytest.mark.parametrize(
-    "bad_hash", [None, "", "abc", 5, base64.b64encode(bytes(31)).decode(), "g" * 64]
-)
+@pytest.mark.parametrize("bad_hash", [None, "", "abc", 5, base64.b64encode(bytes(31)).decode(), "g" * 64])
 def test_bad_hash_is_a_provider_error(bad_hash: Any) -> None:
     raw = tx(hash=bad_hash) if bad_hash is not None else tx(hash=None)
     with pytest.raises(ProviderError):
@@ -160,16 +158,15 @@ def test_lt_and_value_as_numbers() -> None:
         ({"in_msg": None}, Classification.IGNORE),
         # kept for an operator
         ({"in_msg__message_content": None}, Classification.UNMATCHED),
-        ({"in_msg__message_content__body": None, "in_msg__message_content__decoded": None},
-         Classification.UNMATCHED),
-        ({"in_msg__message_content__body": "te6cckEBAQEAAgAAAEysuc0=",
-          "in_msg__message_content__decoded": None}, Classification.UNMATCHED),
+        ({"in_msg__message_content__body": None, "in_msg__message_content__decoded": None}, Classification.UNMATCHED),
+        (
+            {"in_msg__message_content__body": "te6cckEBAQEAAgAAAEysuc0=", "in_msg__message_content__decoded": None},
+            Classification.UNMATCHED,
+        ),
         ({"in_msg__message_content__body": binary_comment(b"x")}, Classification.UNMATCHED),
-        ({"in_msg__message_content__body": encrypted_comment(b"x" * 64)},
-         Classification.UNMATCHED),
+        ({"in_msg__message_content__body": encrypted_comment(b"x" * 64)}, Classification.UNMATCHED),
         ({"in_msg__message_content__body": "!!!"}, Classification.UNMATCHED),
-        ({"in_msg__message_content__body": "te6cckEBAQEACgAAEA+KfqUAAAAAe2Fjgw=="},
-         Classification.UNMATCHED),
+        ({"in_msg__message_content__body": "te6cckEBAQEACgAAEA+KfqUAAAAAe2Fjgw=="}, Classification.UNMATCHED),
         # compute skipped without "success" is not a failure by itself
         ({"description__compute_ph": {"skipped": True}}, Classification.CREDIT),
     ],

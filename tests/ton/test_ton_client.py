@@ -67,8 +67,17 @@ def test_fetch_and_classify_every_kind(fake: Any) -> None:
     fake.deposit(comment="ABCD1234", finalised=False)
     page = fetch(fake.url, sort="asc")
     assert [classify(tx).value for tx in page] == [
-        "credit", "credit", "unmatched", "unmatched", "unmatched", "ignore",
-        "ignore", "ignore", "ignore", "ignore", "pending",
+        "credit",
+        "credit",
+        "unmatched",
+        "unmatched",
+        "unmatched",
+        "ignore",
+        "ignore",
+        "ignore",
+        "ignore",
+        "ignore",
+        "pending",
     ]
     first = page[0]
     assert first.body.kind is BodyKind.TEXT and first.body.text == "ABCD1234"
@@ -126,8 +135,15 @@ def test_api_key_lifts_the_per_second_limit(free_port: Callable[[], int]) -> Non
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "cocoon_simulator.toncenter", "--port", str(port),
-            "--rate-limit-per-second", "1", "--keyed-rate-limit-per-second", "100",
+            sys.executable,
+            "-m",
+            "cocoon_simulator.toncenter",
+            "--port",
+            str(port),
+            "--rate-limit-per-second",
+            "1",
+            "--keyed-rate-limit-per-second",
+            "100",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -179,8 +195,7 @@ def test_argument_validation() -> None:
 
 
 @asynccontextmanager
-async def serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]], port: int
-                ) -> AsyncIterator[str]:
+async def serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]], port: int) -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_get("/api/v3/transactions", handler)
     runner = web.AppRunner(app)
@@ -192,8 +207,9 @@ async def serve(handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
         await runner.cleanup()
 
 
-def fetch_from(handler: Callable[[web.Request], Awaitable[web.StreamResponse]], port: int,
-               timeout: float = 5.0) -> list[ChainTransaction]:
+def fetch_from(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], port: int, timeout: float = 5.0
+) -> list[ChainTransaction]:
     async def main() -> list[ChainTransaction]:
         async with serve(handler, port) as url, aiohttp.ClientSession() as session:
             client = ToncenterClient(session, url + "/", api_key="k1", timeout=timeout)
@@ -202,8 +218,9 @@ def fetch_from(handler: Callable[[web.Request], Awaitable[web.StreamResponse]], 
     return asyncio.run(main())
 
 
-def respond(status: int, body: bytes, headers: dict[str, str] | None = None
-            ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+def respond(
+    status: int, body: bytes, headers: dict[str, str] | None = None
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     async def handler(request: web.Request) -> web.StreamResponse:
         return web.Response(status=status, body=body, headers=headers)
 
@@ -221,7 +238,11 @@ def test_request_format(free_port: Callable[[], int]) -> None:
     [request] = seen
     assert request.headers["X-API-Key"] == "k1"
     assert dict(request.query) == {
-        "account": "acct", "start_lt": "5", "end_lt": "9", "limit": "10", "offset": "0",
+        "account": "acct",
+        "start_lt": "5",
+        "end_lt": "9",
+        "limit": "10",
+        "offset": "0",
         "sort": "asc",
     }
 
@@ -238,7 +259,10 @@ def test_request_format(free_port: Callable[[], int]) -> None:
     ],
 )
 def test_rate_limited_retry_after(
-    free_port: Callable[[], int], status: int, body: bytes, headers: dict[str, str] | None,
+    free_port: Callable[[], int],
+    status: int,
+    body: bytes,
+    headers: dict[str, str] | None,
     retry_after: float,
 ) -> None:
     with pytest.raises(ProviderRateLimited) as info:
@@ -263,9 +287,7 @@ def test_rate_limited_retry_after(
         (200, b"\xff\xfe"),
     ],
 )
-def test_bad_responses_are_provider_errors(
-    free_port: Callable[[], int], status: int, body: bytes
-) -> None:
+def test_bad_responses_are_provider_errors(free_port: Callable[[], int], status: int, body: bytes) -> None:
     with pytest.raises(ProviderError) as info:
         fetch_from(respond(status, body), free_port())
     assert not isinstance(info.value, ProviderRateLimited)

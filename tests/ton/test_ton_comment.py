@@ -8,8 +8,8 @@ import sys
 import pytest
 from pytoniq_core import Cell, begin_cell
 
-from cocoon_platform.ton.address import TonAddress
 from cocoon_platform.accounts.keys import normalise_deposit_code
+from cocoon_platform.ton.address import TonAddress
 from cocoon_platform.ton.comment import (
     BodyKind,
     MessageBody,

@@ -11,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from cocoon_platform.ton.address import TonAddress
+from cocoon_platform.ton.comment import BodyKind, decode_body
 from cocoon_simulator.toncenter import (
     ToncenterState,
     add_deposit_arguments,
@@ -18,8 +20,6 @@ from cocoon_simulator.toncenter import (
     inject_deposit_command,
     run_deposit_command,
 )
-from cocoon_platform.ton.address import TonAddress
-from cocoon_platform.ton.comment import BodyKind, decode_body
 
 WALLET = TonAddress.parse("EQAv6GynfX6rrRlbNjYHpa5Mz1UDE61s5VPg-TN8sBFeR9Sp")
 TX_PATH = "/api/v3/transactions?account=" + WALLET.to_raw()
@@ -217,7 +217,9 @@ def test_reset_keeps_lts_growing(fake: Any) -> None:
 def test_per_second_rate_limit_in_process() -> None:
     now = [1000.0]
     state = ToncenterState(
-        wallet=WALLET, rate_limit_per_second=2, keyed_rate_limit_per_second=None,
+        wallet=WALLET,
+        rate_limit_per_second=2,
+        keyed_rate_limit_per_second=None,
         clock=lambda: now[0],
     )
     app = build_toncenter_app(state)
@@ -228,10 +230,7 @@ def test_per_second_rate_limit_in_process() -> None:
             statuses = [(await client.get(TX_PATH)).status_code for _ in range(3)]
             limited = await client.get(TX_PATH)
             assert limited.headers["retry-after"] == "1"
-            keyed = [
-                (await client.get(TX_PATH, headers={"X-API-Key": "k"})).status_code
-                for _ in range(5)
-            ]
+            keyed = [(await client.get(TX_PATH, headers={"X-API-Key": "k"})).status_code for _ in range(5)]
             now[0] += 1.0
             statuses.append((await client.get(TX_PATH)).status_code)
             return statuses + keyed
@@ -273,8 +272,17 @@ def test_run_deposit_command_prints_hash(fake: Any, capsys: pytest.CaptureFixtur
 
 def test_run_deposit_command_options(fake: Any, capsys: pytest.CaptureFixture[str]) -> None:
     args = _deposit_args(
-        "--code", "X", "--amount-ton", "2", "--url", fake.url, "--count", "2", "--pending",
-        "--kind", "binary",
+        "--code",
+        "X",
+        "--amount-ton",
+        "2",
+        "--url",
+        fake.url,
+        "--count",
+        "2",
+        "--pending",
+        "--kind",
+        "binary",
     )
     assert run_deposit_command(args) == 0
     assert len(capsys.readouterr().out.split()) == 2
@@ -282,9 +290,7 @@ def test_run_deposit_command_options(fake: Any, capsys: pytest.CaptureFixture[st
 
 
 @pytest.mark.parametrize("amount", ["1.0000000001", "-1", "abc", "NaN"])
-def test_run_deposit_command_bad_amount(
-    fake: Any, amount: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_run_deposit_command_bad_amount(fake: Any, amount: str, capsys: pytest.CaptureFixture[str]) -> None:
     args = _deposit_args("--code", "X", "--amount-ton", amount, "--url", fake.url)
     assert run_deposit_command(args) == 1
     assert "bad TON amount" in capsys.readouterr().err
@@ -293,12 +299,10 @@ def test_run_deposit_command_bad_amount(
 def test_run_deposit_command_rejected_and_unreachable(
     fake: Any, free_port: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    bad_sender = _deposit_args("--code", "X", "--amount-ton", "1", "--url", fake.url,
-                               "--sender", "nope")
+    bad_sender = _deposit_args("--code", "X", "--amount-ton", "1", "--url", fake.url, "--sender", "nope")
     assert run_deposit_command(bad_sender) == 1
     assert "HTTP 400" in capsys.readouterr().err
-    nowhere = _deposit_args("--code", "X", "--amount-ton", "1",
-                            "--url", f"http://127.0.0.1:{free_port()}")
+    nowhere = _deposit_args("--code", "X", "--amount-ton", "1", "--url", f"http://127.0.0.1:{free_port()}")
     assert run_deposit_command(nowhere) == 1
     assert "deposit failed" in capsys.readouterr().err
 
@@ -314,8 +318,14 @@ def test_the_simulator_writes_bodies_without_the_platforms_comment_module() -> N
     import sys
 
     loaded = subprocess.run(
-        [sys.executable, "-c", "import sys, cocoon_simulator.__main__, cocoon_simulator.toncenter; "
-         "print(sorted(m for m in sys.modules if m.startswith('cocoon_platform')))"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, cocoon_simulator.__main__, cocoon_simulator.toncenter; "
+            "print(sorted(m for m in sys.modules if m.startswith('cocoon_platform')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     assert "cocoon_platform.ton.comment" not in loaded and "cocoon_platform.ton.address" in loaded, loaded

@@ -180,9 +180,7 @@ def test_run_survives_garbage_and_unexpected_errors(free_port: Callable[[], int]
     run_rates(fake, free_port(), scenario, refresh_interval=0.05)
 
 
-def test_run_logs_and_continues_after_a_crash(
-    free_port: Callable[[], int], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_run_logs_and_continues_after_a_crash(free_port: Callable[[], int], monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeProviders()
     crashes = [0]
 

@@ -56,8 +56,13 @@ def cmd_list_keys(args: argparse.Namespace) -> int:
 
 def cmd_set_key(args: argparse.Namespace) -> int:
     sent: dict[str, Any] = {}
-    for option, field in (("name", "name"), ("credit_limit_ton", "credit_limit_ton"),
-                          ("limit_reset", "limit_reset"), ("models", "models"), ("expires_at", "expires_at")):
+    for option, field in (
+        ("name", "name"),
+        ("credit_limit_ton", "credit_limit_ton"),
+        ("limit_reset", "limit_reset"),
+        ("models", "models"),
+        ("expires_at", "expires_at"),
+    ):
         value = getattr(args, option)
         if value is None:
             continue
@@ -68,7 +73,9 @@ def cmd_set_key(args: argparse.Namespace) -> int:
         else:
             sent[field] = value
     if not sent:
-        raise CommandError("nothing to change: give --name, --credit-limit-ton, --limit-reset, --models or --expires-at")
+        raise CommandError(
+            "nothing to change: give --name, --credit-limit-ton, --limit-reset, --models or --expires-at"
+        )
     return run_async(lambda: _set(args.key_id, sent))
 
 
@@ -92,18 +99,25 @@ async def _list(args: argparse.Namespace) -> int:
         if not args.revoked:
             query = query.where(ApiKey.revoked_at.is_(None))
         rows = (await session.execute(query.order_by(ApiKey.id.desc()).limit(args.limit))).all()
-        table: list[tuple[str, ...]] = [("ID", "ACCOUNT", "PREFIX", "NAME", "LIMIT TON", "RESET", "SPENT TON",
-                                         "MODELS", "EXPIRES (UTC)", "STATUS")]
+        table: list[tuple[str, ...]] = [
+            ("ID", "ACCOUNT", "PREFIX", "NAME", "LIMIT TON", "RESET", "SPENT TON", "MODELS", "EXPIRES (UTC)", "STATUS")
+        ]
         spending = await keys_spending(session, [key for key, _ in rows], now)
         for key, code in rows:
-            table.append((
-                str(key.id), f"{key.account_id} ({code})", key.prefix, key.name or "-",
-                "-" if key.credit_limit_nanoton is None else format_ton(key.credit_limit_nanoton, 9, trim=True),
-                key.limit_reset or "never", format_ton(spending[key.id].spent_nanoton, 9, trim=True),
-                ",".join(read_models(key.models) or []) or "all",
-                "-" if key.expires_at is None else _utc(key.expires_at),
-                "revoked" if key.revoked_at else "expired" if key.expires_at and key.expires_at <= now else "live",
-            ))
+            table.append(
+                (
+                    str(key.id),
+                    f"{key.account_id} ({code})",
+                    key.prefix,
+                    key.name or "-",
+                    "-" if key.credit_limit_nanoton is None else format_ton(key.credit_limit_nanoton, 9, trim=True),
+                    key.limit_reset or "never",
+                    format_ton(spending[key.id].spent_nanoton, 9, trim=True),
+                    ",".join(read_models(key.models) or []) or "all",
+                    "-" if key.expires_at is None else _utc(key.expires_at),
+                    "revoked" if key.revoked_at else "expired" if key.expires_at and key.expires_at <= now else "live",
+                )
+            )
     if len(table) == 1:
         print("no keys")
         return 0
@@ -122,8 +136,9 @@ async def _set(key_id: int, sent: dict[str, Any]) -> int:
     try:
         update = KeyUpdate.model_validate(sent)
     except ValidationError as exc:
-        problems = "; ".join(f"--{'-'.join(str(p) for p in e['loc'][:1]).replace('_', '-')}: {e['msg']}"
-                             for e in exc.errors())
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in e['loc'][:1]).replace('_', '-')}: {e['msg']}" for e in exc.errors()
+        )
         raise CommandError(problems) from None
     if update.expires_at is not None and update.expires_at.timestamp() <= time.time():
         raise CommandError("--expires-at must be in the future")
@@ -133,8 +148,10 @@ async def _set(key_id: int, sent: dict[str, Any]) -> int:
             raise CommandError(f"no live key {key_id}")
         key = await change_key(session, key, update.changes())
         await session.commit()
-        print(f"key {key.id} ({key.prefix}, account {key.account_id}) changed: "
-              + ", ".join(f"{field}={value!r}" for field, value in sent.items()))
+        print(
+            f"key {key.id} ({key.prefix}, account {key.account_id}) changed: "
+            + ", ".join(f"{field}={value!r}" for field, value in sent.items())
+        )
     return 0
 
 

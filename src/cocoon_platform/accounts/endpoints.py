@@ -56,8 +56,13 @@ def _ton(nanoton: int) -> float:
     return float(format_ton(nanoton, 9))
 
 
-@router.post("/api/register", response_model=RegisterResponse, tags=["Authentication"],
-             summary="Register a new user", dependencies=[AddressLimited])
+@router.post(
+    "/api/register",
+    response_model=RegisterResponse,
+    tags=["Authentication"],
+    summary="Register a new user",
+    dependencies=[AddressLimited],
+)
 async def register(state: StateDep, session: SessionDep) -> RegisterResponse:
     """Creates a new account and returns its API key (shown only once), deposit code and wallet."""
     issued = await service.register(session)
@@ -77,8 +82,9 @@ def _settings(state: AppState, body: KeySettingsFields | None) -> tuple[str | No
     if body.models is not None:
         body.models = list(dict.fromkeys(state.network.canonical(m) for m in body.models))
     if body.expires_at is not None and body.expires_at.timestamp() <= time.time():
-        raise InvalidRequest("expires_at must be in the future (ISO 8601, e.g. 2030-01-31T00:00:00Z)",
-                             param="expires_at")
+        raise InvalidRequest(
+            "expires_at must be in the future (ISO 8601, e.g. 2030-01-31T00:00:00Z)", param="expires_at"
+        )
     changes = body.changes()
     return changes.pop("name", None), changes
 
@@ -90,7 +96,11 @@ async def _key_info(session: AsyncSession, key: ApiKey, now: float) -> KeyInfo:
 def _key_view(key: ApiKey, spending: service.KeySpending, now: float) -> KeyInfo:
     reset = next_reset(key.limit_reset, now)
     return KeyInfo(
-        id=key.id, prefix=key.prefix, name=key.name, created_at=key.created_at, last_used_at=key.last_used_at,
+        id=key.id,
+        prefix=key.prefix,
+        name=key.name,
+        created_at=key.created_at,
+        last_used_at=key.last_used_at,
         credit_limit_ton=None if key.credit_limit_nanoton is None else _ton(key.credit_limit_nanoton),
         credit_limit_nanoton=key.credit_limit_nanoton,
         limit_reset=key.limit_reset,  # type: ignore[arg-type]  # validated into LimitReset
@@ -132,8 +142,7 @@ async def create_key(
         if identity.restricted:
             raise KeyManagementNotAllowed()
         name, settings = _settings(state, body)
-        plaintext, key_id = await service.add_key(session, identity.account_id, name,
-                                                  service.KeySettings(**settings))
+        plaintext, key_id = await service.add_key(session, identity.account_id, name, service.KeySettings(**settings))
         await session.flush()
         account = await session.get(Account, identity.account_id)
     else:
@@ -154,8 +163,13 @@ async def create_key(
     )
 
 
-@router.get("/v1/keys", response_model=KeyList, tags=["Authentication"], summary="List your API keys",
-            responses=openapi_responses(InvalidApiKey()))
+@router.get(
+    "/v1/keys",
+    response_model=KeyList,
+    tags=["Authentication"],
+    summary="List your API keys",
+    responses=openapi_responses(InvalidApiKey()),
+)
 async def list_keys(identity: CurrentKey, session: SessionDep) -> KeyList:
     """The account's live keys: prefix, name, creation and last use, restrictions, and what each
     spent in its limit's current period; never the key itself."""
@@ -165,10 +179,16 @@ async def list_keys(identity: CurrentKey, session: SessionDep) -> KeyList:
     return KeyList(data=[_key_view(k, spending[k.id], now) for k in keys], current_key_id=identity.key_id)
 
 
-@router.patch("/v1/keys/{key_id}", response_model=KeyInfo, tags=["Authentication"], summary="Change an API key",
-              responses=openapi_responses(InvalidApiKey(), KeyManagementNotAllowed(), NotFound("No such key")))
-async def change_key(key_id: KeyIdPath, body: KeyUpdate, identity: KeyManager, state: StateDep,
-                     session: SessionDep) -> KeyInfo:
+@router.patch(
+    "/v1/keys/{key_id}",
+    response_model=KeyInfo,
+    tags=["Authentication"],
+    summary="Change an API key",
+    responses=openapi_responses(InvalidApiKey(), KeyManagementNotAllowed(), NotFound("No such key")),
+)
+async def change_key(
+    key_id: KeyIdPath, body: KeyUpdate, identity: KeyManager, state: StateDep, session: SessionDep
+) -> KeyInfo:
     """Change one of your keys' name, credit limit, reset period, allow-list or expiry: only the
     fields sent change, and null removes a restriction. A new limit counts what the key already
     spent in the period."""
@@ -183,17 +203,27 @@ async def change_key(key_id: KeyIdPath, body: KeyUpdate, identity: KeyManager, s
     return await _key_info(session, key, time.time())
 
 
-@router.delete("/v1/keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, tags=["Authentication"],
-               summary="Revoke an API key",
-               responses=openapi_responses(InvalidApiKey(), KeyManagementNotAllowed(), NotFound("No such key")))
+@router.delete(
+    "/v1/keys/{key_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    tags=["Authentication"],
+    summary="Revoke an API key",
+    responses=openapi_responses(InvalidApiKey(), KeyManagementNotAllowed(), NotFound("No such key")),
+)
 async def revoke_key(key_id: KeyIdPath, identity: KeyManager, session: SessionDep) -> None:
     """Revoke one of your keys; it is refused at once, on every instance."""
     if not await service.revoke_key(session, identity.account_id, key_id):
         raise NotFound(f"No key {key_id} on this account")
 
 
-@router.post("/api/login", response_model=LoginResponse, tags=["Authentication"],
-             summary="Verify API key and get user info", responses=openapi_responses(InvalidApiKey()), dependencies=[AddressLimited])
+@router.post(
+    "/api/login",
+    response_model=LoginResponse,
+    tags=["Authentication"],
+    summary="Verify API key and get user info",
+    responses=openapi_responses(InvalidApiKey()),
+    dependencies=[AddressLimited],
+)
 async def login(request: Request, body: LoginRequest, state: StateDep, session: SessionDep) -> LoginResponse:
     """Validates an API key and returns the account's balance, deposit code and deposit wallet."""
     refuse_throttled(state, request)

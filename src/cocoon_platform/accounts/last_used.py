@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-
 from typing import cast
 
 from sqlalchemy import Table, bindparam, update
@@ -31,15 +30,11 @@ class LastUsedTracker:
         if not self._pending:
             return
         pending, self._pending = self._pending, {}
-        rows = [
-            {"key": key_id, "at": datetime.fromtimestamp(at, UTC)} for key_id, at in pending.items()
-        ]
+        rows = [{"key": key_id, "at": datetime.fromtimestamp(at, UTC)} for key_id, at in pending.items()]
         async with self._sessionmaker.begin() as session:
             await session.connection()  # the bulk UPDATE below needs no ORM identity map
             await session.execute(
-                update(api_keys)
-                .where(api_keys.c.id == bindparam("key"))
-                .values(last_used_at=bindparam("at")),
+                update(api_keys).where(api_keys.c.id == bindparam("key")).values(last_used_at=bindparam("at")),
                 rows,
             )
 

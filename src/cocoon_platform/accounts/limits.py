@@ -79,4 +79,3 @@ def next_reset(reset: str | None, now: float) -> datetime | None:
     if reset == LimitReset.WEEKLY:
         return start + timedelta(weeks=1)
     return start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
-

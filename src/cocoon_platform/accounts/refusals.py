@@ -16,8 +16,10 @@ from cocoon_platform.errors import KeyExpired, KeyLimitReached, ModelNotAllowed,
 
 def key_expired(key_id: int, expires_at: int) -> KeyExpired:
     expired = datetime.fromtimestamp(expires_at, UTC).isoformat()
-    return KeyExpired(f"This API key expired at {expired}. Use another key, or set a later expires_at "
-                      f"(PATCH /v1/keys/{key_id} with an unrestricted key).")
+    return KeyExpired(
+        f"This API key expired at {expired}. Use another key, or set a later expires_at "
+        f"(PATCH /v1/keys/{key_id} with an unrestricted key)."
+    )
 
 
 def key_refusal(funds: AccountFunds, model: str, now: float) -> PlatformError | None:
@@ -26,10 +28,12 @@ def key_refusal(funds: AccountFunds, model: str, now: float) -> PlatformError | 
         return key_expired(funds.key_id, funds.expires_at)
     if funds.models is not None and model_needle(model) not in funds.models:
         allowed = ", ".join(read_models(funds.models) or []) or "none"
-        return ModelNotAllowed(f"This API key may not use the model '{model[:200]}'; it may use: {allowed}. "
-                               "Pick one of those, or add the model to the key's models "
-                               f"(PATCH /v1/keys/{funds.key_id} with an unrestricted key).",
-                               param="model")
+        return ModelNotAllowed(
+            f"This API key may not use the model '{model[:200]}'; it may use: {allowed}. "
+            "Pick one of those, or add the model to the key's models "
+            f"(PATCH /v1/keys/{funds.key_id} with an unrestricted key).",
+            param="model",
+        )
     return None
 
 
@@ -42,7 +46,7 @@ def limit_refusal(funds: AccountFunds, amount: int, largest_max_tokens: int, now
         return None
     reset = next_reset(funds.limit_reset, now)
     period = f"per {funds.limit_reset.removesuffix('ly').replace('dai', 'day')}" if funds.limit_reset else "in total"
-    fits = (f"lower max_tokens (the largest that fits is {largest_max_tokens}), " if largest_max_tokens > 0 else "")
+    fits = f"lower max_tokens (the largest that fits is {largest_max_tokens}), " if largest_max_tokens > 0 else ""
     when = f"wait for the limit to reset at {reset.isoformat()}, " if reset else ""
 
     def ton(nanoton: int) -> str:

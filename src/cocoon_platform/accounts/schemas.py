@@ -41,18 +41,28 @@ class KeySettingsFields(BaseModel):
 
     name: str | None = Field(default=None, max_length=100, description="A label for the key.")
     credit_limit_ton: Decimal | None = Field(
-        default=None, ge=0, le=1_000_000_000,
+        default=None,
+        ge=0,
+        le=1_000_000_000,
         description="Most the key may spend per period (see limit_reset), in TON; null: no limit. Requests whose "
-                    "worst case would cross it get 402 key_limit_reached.")
+        "worst case would cross it get 402 key_limit_reached.",
+    )
     limit_reset: LimitReset | None = Field(
-        default=None, description="When the limit starts over (UTC: daily at midnight, weekly on Monday, monthly on "
-                                  "the 1st); null: never.")
+        default=None,
+        description="When the limit starts over (UTC: daily at midnight, weekly on Monday, monthly on "
+        "the 1st); null: never.",
+    )
     models: list[ModelId] | None = Field(
-        default=None, min_length=1, max_length=100,
-        description="The models the key may use (ids or aliases); null: all. Others get 403 model_not_allowed.")
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="The models the key may use (ids or aliases); null: all. Others get 403 model_not_allowed.",
+    )
     expires_at: datetime | None = Field(
-        default=None, description="When the key stops working (ISO 8601; UTC when no zone is given); null: never. "
-                                  "After it the key gets 401 key_expired.")
+        default=None,
+        description="When the key stops working (ISO 8601; UTC when no zone is given); null: never. "
+        "After it the key gets 401 key_expired.",
+    )
 
     @field_validator("credit_limit_ton")
     @classmethod
@@ -75,8 +85,9 @@ class KeySettingsFields(BaseModel):
         if "name" in sent:
             values["name"] = self.name
         if "credit_limit_ton" in sent:
-            values["credit_limit_nanoton"] = (None if self.credit_limit_ton is None
-                                              else ton_to_nanoton(self.credit_limit_ton))
+            values["credit_limit_nanoton"] = (
+                None if self.credit_limit_ton is None else ton_to_nanoton(self.credit_limit_ton)
+            )
         if "limit_reset" in sent:
             values["limit_reset"] = None if self.limit_reset is None else self.limit_reset.value
         if "models" in sent:
@@ -106,8 +117,9 @@ class KeyInfo(BaseModel):
     models: list[str] | None = Field(default=None, description="The models the key may use; null: all.")
     expires_at: datetime | None = None
     expired: bool = False
-    restricted: bool = Field(default=False, description="Whether the key has any restriction (then it cannot "
-                                                         "create, change or delete keys).")
+    restricted: bool = Field(
+        default=False, description="Whether the key has any restriction (then it cannot create, change or delete keys)."
+    )
     spent_nanoton: int = Field(default=0, description="What the key's requests were charged in the current period.")
     spent_ton: float = 0.0
     held_nanoton: int = Field(default=0, description="Held against the key's limit by its requests in flight.")
@@ -124,4 +136,3 @@ class NewKeyResponse(ApiKeyResponse):
     """The spec's answer, with the new key's settings."""
 
     key: KeyInfo | None = Field(default=None, description="The new key's id and settings.")
-

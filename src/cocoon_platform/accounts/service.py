@@ -75,8 +75,9 @@ async def _insert_account(session: AsyncSession) -> Account:
     raise RuntimeError("could not draw a unique deposit code")
 
 
-async def add_key(session: AsyncSession, account_id: int, name: str | None = None,
-                  settings: KeySettings | None = None) -> tuple[str, int]:
+async def add_key(
+    session: AsyncSession, account_id: int, name: str | None = None, settings: KeySettings | None = None
+) -> tuple[str, int]:
     """Create a key for an account; returns (plaintext, key id)."""
     plaintext = new_api_key()
     settings = settings or KeySettings()
@@ -117,8 +118,12 @@ async def identify(session: AsyncSession, key_hash: bytes) -> KeyIdentity | None
     ).first()
     if row is None:
         return None
-    return KeyIdentity(key_id=row.id, account_id=row.account_id, expires_at=row.expires_at,
-                       restricted=is_restricted(row.credit_limit_nanoton, row.models, row.expires_at))
+    return KeyIdentity(
+        key_id=row.id,
+        account_id=row.account_id,
+        expires_at=row.expires_at,
+        restricted=is_restricted(row.credit_limit_nanoton, row.models, row.expires_at),
+    )
 
 
 def low_balance(account: Account) -> bool:
@@ -135,16 +140,12 @@ async def account_by_key(session: AsyncSession, api_key: str) -> Account | None:
 
 
 async def account_by_code(session: AsyncSession, code: str) -> Account | None:
-    return await session.scalar(
-        select(Account).where(Account.deposit_code == normalise_deposit_code(code))
-    )
+    return await session.scalar(select(Account).where(Account.deposit_code == normalise_deposit_code(code)))
 
 
 async def list_keys(session: AsyncSession, account_id: int) -> list[ApiKey]:
     result = await session.scalars(
-        select(ApiKey)
-        .where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None))
-        .order_by(ApiKey.id)
+        select(ApiKey).where(ApiKey.account_id == account_id, ApiKey.revoked_at.is_(None)).order_by(ApiKey.id)
     )
     return list(result)
 
@@ -163,7 +164,8 @@ async def _charged_since(session: AsyncSession, key: ApiKey, start: int) -> int:
     """What the key's requests were charged from unix second `start` on, from its usage records."""
     charged = await session.scalar(
         select(func.coalesce(func.sum(UsageRecord.cost_nanoton), 0)).where(
-            UsageRecord.account_id == key.account_id, UsageRecord.key_id == key.id,
+            UsageRecord.account_id == key.account_id,
+            UsageRecord.key_id == key.id,
             UsageRecord.created_at >= start * 1000,
         )
     )
@@ -185,12 +187,21 @@ async def keys_spending(session: AsyncSession, keys: list[ApiKey], now: float) -
         else:
             unlimited.setdefault(start, []).append(key.id)
     for start, key_ids in unlimited.items():
-        charged = dict((await session.execute(
-            select(UsageRecord.key_id, func.sum(UsageRecord.cost_nanoton)).where(
-                UsageRecord.account_id.in_(account_ids), UsageRecord.key_id.in_(key_ids),
-                UsageRecord.created_at >= start * 1000,
-            ).group_by(UsageRecord.key_id)
-        )).tuples().all())
+        charged = dict(
+            (
+                await session.execute(
+                    select(UsageRecord.key_id, func.sum(UsageRecord.cost_nanoton))
+                    .where(
+                        UsageRecord.account_id.in_(account_ids),
+                        UsageRecord.key_id.in_(key_ids),
+                        UsageRecord.created_at >= start * 1000,
+                    )
+                    .group_by(UsageRecord.key_id)
+                )
+            )
+            .tuples()
+            .all()
+        )
         for key_id in key_ids:
             spending[key_id] = KeySpending(int(charged.get(key_id) or 0), 0, start)
     return spending

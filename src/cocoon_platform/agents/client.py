@@ -32,8 +32,10 @@ class ApiError(Exception):
     def __str__(self) -> str:
         hint = ""
         if self.status == 402:
-            hint = (" Add funds with the deposit_instructions tool: it gives the wallet, your memo and a "
-                    "ton:// link; the balance is credited within about 30 seconds of the transfer.")
+            hint = (
+                " Add funds with the deposit_instructions tool: it gives the wallet, your memo and a "
+                "ton:// link; the balance is credited within about 30 seconds of the transfer."
+            )
         if not self.status:  # no answer at all
             return self.message
         return f"HTTP {self.status}{f' ({self.code})' if self.code else ''}: {self.message}{hint}"
@@ -50,7 +52,8 @@ def _error_from(response: httpx.Response) -> ApiError:
     if isinstance(body, dict) and isinstance(body.get("detail"), list):
         problems = "; ".join(
             f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg', '')}"
-            for item in body["detail"] if isinstance(item, dict)
+            for item in body["detail"]
+            if isinstance(item, dict)
         )
         return ApiError(response.status_code, problems or response.reason_phrase)
     return ApiError(response.status_code, response.reason_phrase)
@@ -63,11 +66,13 @@ class PlatformClient:
         self.http = http
         self.headers = {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
 
-    async def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
-                      body: dict[str, Any] | None = None) -> Any:
+    async def request(
+        self, method: str, path: str, *, params: dict[str, Any] | None = None, body: dict[str, Any] | None = None
+    ) -> Any:
         try:
-            response = await self.http.request(method, path, params=params, json=body, headers=self.headers,
-                                               timeout=TIMEOUT)
+            response = await self.http.request(
+                method, path, params=params, json=body, headers=self.headers, timeout=TIMEOUT
+            )
         except httpx.HTTPError as exc:
             raise ApiError(0, f"the platform at {self.http.base_url} could not be reached: {exc!r}") from None
         if response.status_code >= 400:

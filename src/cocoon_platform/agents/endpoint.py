@@ -50,8 +50,9 @@ class McpService:
     async def __aenter__(self) -> McpService:
         return self
 
-    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                        traceback: TracebackType | None) -> None:
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
         if self._task is not None:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
@@ -96,10 +97,17 @@ inference through MCP is billed exactly like the same API call and appears in `G
 Point an MCP client at this URL; see `/docs/mcp.md`."""
 
 
-@router.post(MCP_PATH, tags=["Agents"], summary="MCP server (streamable HTTP)", description=MCP_DESCRIPTION,
-             response_class=Response,
-             responses={200: {"description": "A JSON-RPC answer", "content": {"application/json": {}}},
-                        **openapi_responses(InvalidApiKey())})
+@router.post(
+    MCP_PATH,
+    tags=["Agents"],
+    summary="MCP server (streamable HTTP)",
+    description=MCP_DESCRIPTION,
+    response_class=Response,
+    responses={
+        200: {"description": "A JSON-RPC answer", "content": {"application/json": {}}},
+        **openapi_responses(InvalidApiKey()),
+    },
+)
 async def mcp_post(request: Request, identity: CurrentKey, session: SessionDep) -> Response:
     return await _hand_over(request, session)
 

@@ -79,17 +79,25 @@ def _per_million(rate: TokenRate) -> str:
 def prices_section(prices: PricingResponse) -> str:
     rates = prices.rates
     lines = [
-        (f"Per token, in nanoTON (1 TON = {NANOTON_PER_TON:,} nanoTON), the network's price x "
-         f"{prices.markup_multiplier:g} markup (prices {prices.price_source}, as `GET /v1/pricing` reports):"),
+        (
+            f"Per token, in nanoTON (1 TON = {NANOTON_PER_TON:,} nanoTON), the network's price x "
+            f"{prices.markup_multiplier:g} markup (prices {prices.price_source}, as `GET /v1/pricing` reports):"
+        ),
         "",
     ]
-    for label, rate in (("prompt token", rates.prompt_token), ("cached prompt token", rates.cached_prompt_token),
-                        ("completion token", rates.completion_token), ("reasoning token", rates.reasoning_token)):
+    for label, rate in (
+        ("prompt token", rates.prompt_token),
+        ("cached prompt token", rates.cached_prompt_token),
+        ("completion token", rates.completion_token),
+        ("reasoning token", rates.reasoning_token),
+    ):
         lines.append(f"- {label}: {rate.effective_nanoton} nanoTON ({_per_million(rate)} TON per million)")
     lines += [
         "",
-        ("A request costs its tokens at these rates, rounded up once; the cost is in every answer's "
-         "`usage` (`cost_nanoton`, `cost_ton`) and in `GET /v1/usage`."),
+        (
+            "A request costs its tokens at these rates, rounded up once; the cost is in every answer's "
+            "`usage` (`cost_nanoton`, `cost_ton`) and in `GET /v1/usage`."
+        ),
     ]
     return "\n".join(lines)
 
@@ -98,18 +106,29 @@ def limits_section(settings: Settings) -> str:
     def per_key(value: int, what: str) -> str:
         return f"{value} {what} per key" if value else f"no limit on {what}"
 
-    return "\n".join((
-        (f"- Requests need a balance of at least {ton_text(settings.min_balance_nanoton)} TON (else 402 "
-         "`insufficient_balance`); requests in flight may take it at most "
-         f"{ton_text(settings.max_overdraft_nanoton)} TON below zero."),
-        f"- `max_tokens`: {settings.default_max_tokens} when absent, at most {settings.max_tokens_cap} (larger is capped).",
-        (f"- Rate limits: {per_key(settings.rate_limit_rpm, 'requests a minute')}, "
-         f"{per_key(settings.rate_limit_concurrent, 'requests at once')} (429 with `Retry-After`)."),
-        f"- Request bodies: at most {settings.max_body_bytes} bytes (413).",
-        ("- Sign-up and sign-in (`POST /api/register`, `POST /api/login`, `POST /v1/keys`): "
-         + (f"{settings.rate_limit_signup_per_minute} requests a minute per client address."
-            if settings.rate_limit_signup_per_minute else "no limit.")),
-    ))
+    return "\n".join(
+        (
+            (
+                f"- Requests need a balance of at least {ton_text(settings.min_balance_nanoton)} TON (else 402 "
+                "`insufficient_balance`); requests in flight may take it at most "
+                f"{ton_text(settings.max_overdraft_nanoton)} TON below zero."
+            ),
+            f"- `max_tokens`: {settings.default_max_tokens} when absent, at most {settings.max_tokens_cap} (larger is capped).",
+            (
+                f"- Rate limits: {per_key(settings.rate_limit_rpm, 'requests a minute')}, "
+                f"{per_key(settings.rate_limit_concurrent, 'requests at once')} (429 with `Retry-After`)."
+            ),
+            f"- Request bodies: at most {settings.max_body_bytes} bytes (413).",
+            (
+                "- Sign-up and sign-in (`POST /api/register`, `POST /api/login`, `POST /v1/keys`): "
+                + (
+                    f"{settings.rate_limit_signup_per_minute} requests a minute per client address."
+                    if settings.rate_limit_signup_per_minute
+                    else "no limit."
+                )
+            ),
+        )
+    )
 
 
 def models_section(state: AppState) -> str:
@@ -122,8 +141,9 @@ def models_section(state: AppState) -> str:
         info = state.catalog.info(model.id)
         window = f", context {info.context_window} tokens" if info.context_window else ""
         alias = f" (also `{aliases[model.id]}`)" if model.id in aliases else ""
-        lines.append(f"- `{model.id}`{alias}: {info.type}, `POST {info.endpoint}`{window}, "
-                     f"{len(model.workers)} worker(s)")
+        lines.append(
+            f"- `{model.id}`{alias}: {info.type}, `POST {info.endpoint}`{window}, {len(model.workers)} worker(s)"
+        )
     return "\n".join(lines) or "None right now (see `GET /v1/models`)."
 
 
@@ -234,8 +254,9 @@ def _operation(openapi: dict[str, Any], method: str, path: str, operation: dict[
         for p in parameters:
             mark = ", required" if p.get("required") else ""
             note = p.get("description") or p.get("schema", {}).get("description", "")
-            lines.append(f"- `{p['name']}` ({p['in']}, {_type(openapi, p.get('schema', {}))}{mark})"
-                         f"{': ' + note if note else ''}")
+            lines.append(
+                f"- `{p['name']}` ({p['in']}, {_type(openapi, p.get('schema', {}))}{mark}){': ' + note if note else ''}"
+            )
         lines.append("")
     body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
     if body:
@@ -260,8 +281,10 @@ def reference(openapi: dict[str, Any], base: str) -> str:
     lines = [
         f"# {TITLE} API reference",
         "",
-        (f"> Every endpoint at `{base}`, generated from the OpenAPI document the server publishes at "
-         f"[{base}/openapi.json]({base}/openapi.json)."),
+        (
+            f"> Every endpoint at `{base}`, generated from the OpenAPI document the server publishes at "
+            f"[{base}/openapi.json]({base}/openapi.json)."
+        ),
         "",
         openapi.get("info", {}).get("description", "").strip(),
         "",
@@ -339,8 +362,12 @@ async def llms_full_txt(request: Request, state: StateDep) -> PlainTextResponse:
     """The index followed by every page it links to, for a model that reads one file."""
     base = base_url(request)
     openapi = request.app.openapi()
-    parts = [await llms_index(state, openapi, base), await overview(state, base), reference(openapi, base),
-             mcp_guide(base)]
+    parts = [
+        await llms_index(state, openapi, base),
+        await overview(state, base),
+        reference(openapi, base),
+        mcp_guide(base),
+    ]
     return _markdown("\n\n".join(part.rstrip() for part in parts) + "\n")
 
 

@@ -39,11 +39,14 @@ class McpEndpoint:
     def __init__(self, api: FastAPI, lifespan_state: dict[str, Any], max_body_bytes: int) -> None:
         self.api = api
         self.lifespan_state = lifespan_state
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self._front_door), base_url=INTERNAL_URL,
-                                      trust_env=False)
+        self.http = httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=self._front_door), base_url=INTERNAL_URL, trust_env=False
+        )
         self.server = build_server(self._client_for)
         self.server.streamable_http_app(
-            streamable_http_path=MCP_PATH, stateless_http=True, json_response=True,
+            streamable_http_path=MCP_PATH,
+            stateless_http=True,
+            json_response=True,
             max_request_body_size=max_body_bytes,
             transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
         )

@@ -17,7 +17,6 @@ from cocoon_platform.cli.common import CommandError, Subparsers
 DEFAULT_PLATFORM_URL = "http://127.0.0.1:8000"
 
 
-
 def register_mcp(commands: Subparsers[argparse.ArgumentParser]) -> None:
     """Add `mcp` to the top-level commands."""
     mcp = commands.add_parser(

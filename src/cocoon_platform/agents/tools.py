@@ -36,15 +36,64 @@ call `deposit_instructions` and show the user the ton:// link to top up."""
 
 # Seed-X's target-language tags (the model card's list), with the names used in its prompt.
 SEED_X_LANGUAGES = {
-    "ar": "Arabic", "cs": "Czech", "da": "Danish", "de": "German", "en": "English", "es": "Spanish",
-    "fi": "Finnish", "fr": "French", "hr": "Croatian", "hu": "Hungarian", "id": "Indonesian", "it": "Italian",
-    "ja": "Japanese", "ko": "Korean", "ms": "Malay", "nb": "Norwegian Bokmal", "nl": "Dutch", "no": "Norwegian",
-    "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian", "sv": "Swedish", "th": "Thai",
-    "tr": "Turkish", "uk": "Ukrainian", "vi": "Vietnamese", "zh": "Chinese",
+    "ar": "Arabic",
+    "cs": "Czech",
+    "da": "Danish",
+    "de": "German",
+    "en": "English",
+    "es": "Spanish",
+    "fi": "Finnish",
+    "fr": "French",
+    "hr": "Croatian",
+    "hu": "Hungarian",
+    "id": "Indonesian",
+    "it": "Italian",
+    "ja": "Japanese",
+    "ko": "Korean",
+    "ms": "Malay",
+    "nb": "Norwegian Bokmal",
+    "nl": "Dutch",
+    "no": "Norwegian",
+    "pl": "Polish",
+    "pt": "Portuguese",
+    "ro": "Romanian",
+    "ru": "Russian",
+    "sv": "Swedish",
+    "th": "Thai",
+    "tr": "Turkish",
+    "uk": "Ukrainian",
+    "vi": "Vietnamese",
+    "zh": "Chinese",
 }
 LanguageCode = Literal[
-    "ar", "cs", "da", "de", "en", "es", "fi", "fr", "hr", "hu", "id", "it", "ja", "ko", "ms", "nb", "nl", "no",
-    "pl", "pt", "ro", "ru", "sv", "th", "tr", "uk", "vi", "zh",
+    "ar",
+    "cs",
+    "da",
+    "de",
+    "en",
+    "es",
+    "fi",
+    "fr",
+    "hr",
+    "hu",
+    "id",
+    "it",
+    "ja",
+    "ko",
+    "ms",
+    "nb",
+    "nl",
+    "no",
+    "pl",
+    "pt",
+    "ro",
+    "ru",
+    "sv",
+    "th",
+    "tr",
+    "uk",
+    "vi",
+    "zh",
 ]
 
 READ_ONLY = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
@@ -79,8 +128,9 @@ def build_server(client_for: ClientFor) -> MCPServer:
     """The MCP server with every tool; `client_for` gives the API client for the call at hand."""
     # The SDK sets up the root logger at this level (when nothing else has): warnings only, so that no
     # per-call line (a tool's refusal, an HTTP request's URL) is written.
-    server: MCPServer = MCPServer("cocoon-platform", title="Cocoon Platform", version=__version__,
-                                  instructions=INSTRUCTIONS, log_level="WARNING")
+    server: MCPServer = MCPServer(
+        "cocoon-platform", title="Cocoon Platform", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
+    )
 
     def tool(annotations: ToolAnnotations) -> Callable[[ToolFunction], ToolFunction]:
         """Register a tool; its description is its docstring without the source's indentation."""
@@ -105,8 +155,12 @@ def build_server(client_for: ClientFor) -> MCPServer:
         model: Annotated[str, Field(description="Model id from list_models, e.g. 'Qwen/Qwen3-32B'.")],
         messages: Annotated[list[Message], Field(min_length=1, description="The conversation, oldest first.")],
         ctx: Context,
-        max_tokens: Annotated[int | None, Field(ge=1, description="Most tokens to generate (platform default "
-                                                                  "when absent). Lower it to cap the cost.")] = None,
+        max_tokens: Annotated[
+            int | None,
+            Field(
+                ge=1, description="Most tokens to generate (platform default when absent). Lower it to cap the cost."
+            ),
+        ] = None,
         temperature: Annotated[float | None, Field(ge=0, le=2, description="Sampling temperature.")] = None,
     ) -> dict[str, Any]:
         """Ask a chat model on the COCOON network and get its answer with what the call cost.
@@ -132,8 +186,9 @@ def build_server(client_for: ClientFor) -> MCPServer:
         target_language: Annotated[LanguageCode, Field(description="Language to translate into (ISO 639-1).")],
         ctx: Context,
         source_language: Annotated[LanguageCode | None, Field(description="Language of the text, if known.")] = None,
-        model: Annotated[str | None, Field(description="Translation model id (default: the network's "
-                                                       "translation model, Seed-X).")] = None,
+        model: Annotated[
+            str | None, Field(description="Translation model id (default: the network's translation model, Seed-X).")
+        ] = None,
         max_tokens: Annotated[int | None, Field(ge=1, description="Most tokens of translation.")] = None,
     ) -> dict[str, Any]:
         """Translate text with the Seed-X translation model on the COCOON network.
@@ -144,8 +199,10 @@ def build_server(client_for: ClientFor) -> MCPServer:
         try:
             model = model or await _translation_model(client)
             source = f"{SEED_X_LANGUAGES[source_language]} " if source_language else ""
-            prompt = (f"Translate the following {source}sentence into {SEED_X_LANGUAGES[target_language]}:\n"
-                      f"{text} <{target_language}>")
+            prompt = (
+                f"Translate the following {source}sentence into {SEED_X_LANGUAGES[target_language]}:\n"
+                f"{text} <{target_language}>"
+            )
             body: dict[str, Any] = {"model": model, "prompt": prompt, "temperature": 0}  # greedy, as Seed-X advises
             if max_tokens is not None:
                 body["max_tokens"] = max_tokens
@@ -153,8 +210,11 @@ def build_server(client_for: ClientFor) -> MCPServer:
         except ApiError as exc:
             raise ToolError(str(exc)) from None
         choice = answer["choices"][0]
-        return {"translation": str(choice.get("text", "")).strip(), "finish_reason": choice.get("finish_reason"),
-                **_cost(answer)}
+        return {
+            "translation": str(choice.get("text", "")).strip(),
+            "finish_reason": choice.get("finish_reason"),
+            **_cost(answer),
+        }
 
     @tool(READ_ONLY)
     async def list_models(ctx: Context) -> dict[str, Any]:
@@ -192,8 +252,7 @@ def build_server(client_for: ClientFor) -> MCPServer:
     async def usage_history(
         ctx: Context,
         limit: Annotated[int, Field(ge=1, le=200, description="How many requests, newest first.")] = 20,
-        before: Annotated[int | None, Field(description="Continue a page: the next_before of the last "
-                                                        "result.")] = None,
+        before: Annotated[int | None, Field(description="Continue a page: the next_before of the last result.")] = None,
     ) -> dict[str, Any]:
         """The user's recent paid requests, newest first (model, tokens by type, cost, status) and totals
         per day and model for the last 30 days. Use it to answer what was spent, on what and when. Free."""
@@ -202,8 +261,13 @@ def build_server(client_for: ClientFor) -> MCPServer:
     @tool(READ_ONLY)
     async def get_generation(
         ctx: Context,
-        id: Annotated[str, Field(min_length=1, description="The request id a chat or translate result gave "
-                                                           "(request_id), or an API answer's id.")],
+        id: Annotated[
+            str,
+            Field(
+                min_length=1,
+                description="The request id a chat or translate result gave (request_id), or an API answer's id.",
+            ),
+        ],
     ) -> dict[str, Any]:
         """Look up one past request by its id: model, tokens, cost, status and timing. Use it to check
         what a particular call cost or how it ended. Free."""

@@ -85,8 +85,9 @@ def usage_tokens(usage: Any) -> TokenCounts | None:
     reasoning = _count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict) else 0
     reasoning = reasoning or _count(usage.get("reasoning_tokens"))
     prompt, completion = _count(prompt), _count(completion)
-    return TokenCounts(prompt=prompt, completion=completion, cached=min(cached, prompt),
-                       reasoning=min(reasoning, completion))
+    return TokenCounts(
+        prompt=prompt, completion=completion, cached=min(cached, prompt), reasoning=min(reasoning, completion)
+    )
 
 
 def reported_cost(usage: dict[str, Any]) -> int | None:
@@ -111,8 +112,14 @@ class Bill:
     estimated: bool  # the counts are the platform's estimate, not the network's report
 
 
-def bill(pricer: Pricer, prices: NetworkPrices, status: UsageStatus, usage: dict[str, Any] | None,
-         delivered: Delivered, estimate_prompt: Callable[[], int]) -> Bill:
+def bill(
+    pricer: Pricer,
+    prices: NetworkPrices,
+    status: UsageStatus,
+    usage: dict[str, Any] | None,
+    delivered: Delivered,
+    estimate_prompt: Callable[[], int],
+) -> Bill:
     """The charge of one ended request (see the module's rules). `estimate_prompt` is called only
     when the upstream never reported the prompt's tokens."""
     if status is UsageStatus.UPSTREAM_ERROR:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
-from fractions import Fraction
 import csv
 import io
+from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
 from typing import Annotated, Literal
 from urllib.parse import quote
 
@@ -32,8 +32,12 @@ from cocoon_platform.errors import InvalidApiKey, InvalidRequest, openapi_respon
 router = APIRouter(tags=["Billing"])
 
 
-@router.get("/v1/balance", response_model=BalanceResponse, summary="Check account balance",
-            responses=openapi_responses(InvalidApiKey()))
+@router.get(
+    "/v1/balance",
+    response_model=BalanceResponse,
+    summary="Check account balance",
+    responses=openapi_responses(InvalidApiKey()),
+)
 async def balance(identity: CurrentKey, state: StateDep, session: SessionDep) -> BalanceResponse:
     """Returns the current TON balance of the key's account."""
     account = await session.get(Account, identity.account_id)
@@ -52,14 +56,17 @@ async def balance(identity: CurrentKey, state: StateDep, session: SessionDep) ->
     )
 
 
-
 def payment_link(wallet: str, memo: str) -> str:
     """A TON transfer deep link; wallets pre-fill the comment from `text=`."""
     return f"ton://transfer/{wallet}?text={quote(memo)}"
 
 
-@router.get("/v1/deposit", response_model=DepositResponse, summary="Get deposit instructions",
-            responses=openapi_responses(InvalidApiKey()))
+@router.get(
+    "/v1/deposit",
+    response_model=DepositResponse,
+    summary="Get deposit instructions",
+    responses=openapi_responses(InvalidApiKey()),
+)
 async def deposit(identity: CurrentKey, state: StateDep, session: SessionDep) -> DepositResponse:
     """The wallet and your memo code: send TON there with the code as the comment."""
     account = await session.get(Account, identity.account_id)
@@ -115,16 +122,27 @@ USAGE_PAGE_MAX = 200
 USAGE_CSV_MAX = 10_000
 
 
-@router.get("/v1/usage", response_model=UsageResponse, summary="Usage history", responses={
-    **openapi_responses(InvalidApiKey()), 200: {"content": {"text/csv": {"schema": {"type": "string"}}},
-                             "description": "With format=csv: the requests as CSV, one row each, with a header"}})
+@router.get(
+    "/v1/usage",
+    response_model=UsageResponse,
+    summary="Usage history",
+    responses={
+        **openapi_responses(InvalidApiKey()),
+        200: {
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "description": "With format=csv: the requests as CSV, one row each, with a header",
+        },
+    },
+)
 async def usage_history(
     identity: CurrentKey,
     session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=USAGE_CSV_MAX, description=f"At most {USAGE_PAGE_MAX} (CSV: "
-                                                                     f"{USAGE_CSV_MAX}).")] = 50,
-    before: Annotated[int | None, Query(ge=0, le=BIGINT_MAX,
-                                        description="Continue before this position (from next_before).")] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=USAGE_CSV_MAX, description=f"At most {USAGE_PAGE_MAX} (CSV: {USAGE_CSV_MAX}).")
+    ] = 50,
+    before: Annotated[
+        int | None, Query(ge=0, le=BIGINT_MAX, description="Continue before this position (from next_before).")
+    ] = None,
     start: Annotated[date | None, Query(description="First UTC day of the totals (default: 30 days ago).")] = None,
     end: Annotated[date | None, Query(description="Last UTC day of the totals (default: today).")] = None,
     key_id: Annotated[int | None, Query(ge=1, le=BIGINT_MAX, description="Only this key's requests.")] = None,

@@ -38,7 +38,8 @@ class DepositItem(BaseModel):
     amount_nanoton: int
     amount_ton: float
     status: Literal["credited", "pending"] = Field(
-        description="'credited' once in your balance; 'pending' while the transfer is seen but not final.")
+        description="'credited' once in your balance; 'pending' while the transfer is seen but not final."
+    )
     created_at: datetime = Field(description="When the transfer was made (pending: when it was first seen).")
     credited_at: datetime | None
     explorer_url: str = Field(description="The transaction in a TON explorer.")
@@ -73,7 +74,9 @@ def explorer_url(settings: Settings, tx_hash: str) -> str:
     return settings.ton_explorer_tx_url.replace("{tx_hash}", tx_hash)
 
 
-@router.get("/v1/deposits", response_model=DepositList, summary="Your deposits", responses=openapi_responses(InvalidApiKey()))
+@router.get(
+    "/v1/deposits", response_model=DepositList, summary="Your deposits", responses=openapi_responses(InvalidApiKey())
+)
 async def deposits(
     identity: CurrentKey,
     state: StateDep,
@@ -92,28 +95,46 @@ async def deposits(
             .order_by(PendingDeposit.seen_at.desc())
         )
         items += [
-            DepositItem(tx_hash=p.tx_hash, amount_nanoton=p.amount_nanoton, amount_ton=p.amount_nanoton / NANOTON_PER_TON,
-                        status="pending", created_at=p.seen_at, credited_at=None,
-                        explorer_url=explorer_url(settings, p.tx_hash))
+            DepositItem(
+                tx_hash=p.tx_hash,
+                amount_nanoton=p.amount_nanoton,
+                amount_ton=p.amount_nanoton / NANOTON_PER_TON,
+                status="pending",
+                created_at=p.seen_at,
+                credited_at=None,
+                explorer_url=explorer_url(settings, p.tx_hash),
+            )
             for p in pending
         ]
-    query = select(Deposit).where(Deposit.account_id == identity.account_id, Deposit.status == DepositStatus.CREDITED.value)
+    query = select(Deposit).where(
+        Deposit.account_id == identity.account_id, Deposit.status == DepositStatus.CREDITED.value
+    )
     if before is not None:
         query = query.where(Deposit.id < before)
     credited = list(await session.scalars(query.order_by(Deposit.id.desc()).limit(limit + 1)))
     page = credited[:limit]
     items += [
-        DepositItem(tx_hash=d.tx_hash, amount_nanoton=d.amount_nanoton, amount_ton=d.amount_nanoton / NANOTON_PER_TON,
-                    status="credited", created_at=datetime.fromtimestamp(d.utime, UTC), credited_at=d.credited_at,
-                    explorer_url=explorer_url(settings, d.tx_hash))
+        DepositItem(
+            tx_hash=d.tx_hash,
+            amount_nanoton=d.amount_nanoton,
+            amount_ton=d.amount_nanoton / NANOTON_PER_TON,
+            status="credited",
+            created_at=datetime.fromtimestamp(d.utime, UTC),
+            credited_at=d.credited_at,
+            explorer_url=explorer_url(settings, d.tx_hash),
+        )
         for d in page
     ]
     more = len(credited) > limit
     return DepositList(data=items, has_more=more, next_before=page[-1].id if more else None)
 
 
-@router.get("/v1/generation", response_model=GenerationResponse, summary="One request's record",
-            responses=openapi_responses(InvalidApiKey(), NotFound("No such request on this account")))
+@router.get(
+    "/v1/generation",
+    response_model=GenerationResponse,
+    summary="One request's record",
+    responses=openapi_responses(InvalidApiKey(), NotFound("No such request on this account")),
+)
 async def generation(
     identity: CurrentKey,
     session: SessionDep,
@@ -126,19 +147,31 @@ async def generation(
     if record is None:
         raise NotFound(f"No request {id[:80]!r} on this account (ids are kept once the request has ended)")
     return GenerationResponse(
-        id=record.request_id, model=record.model, endpoint=record.endpoint, status=record.status,
-        http_status=record.http_status, prompt_tokens=record.prompt_tokens, cached_tokens=record.cached_tokens,
-        completion_tokens=record.completion_tokens, reasoning_tokens=record.reasoning_tokens,
-        total_tokens=record.prompt_tokens + record.completion_tokens, cost_nanoton=record.cost_nanoton,
-        cost_ton=record.cost_nanoton / NANOTON_PER_TON, estimated=record.estimated, duration_ms=record.duration_ms,
-        created_at=datetime.fromtimestamp(record.created_at / 1000, UTC), key_id=record.key_id,
+        id=record.request_id,
+        model=record.model,
+        endpoint=record.endpoint,
+        status=record.status,
+        http_status=record.http_status,
+        prompt_tokens=record.prompt_tokens,
+        cached_tokens=record.cached_tokens,
+        completion_tokens=record.completion_tokens,
+        reasoning_tokens=record.reasoning_tokens,
+        total_tokens=record.prompt_tokens + record.completion_tokens,
+        cost_nanoton=record.cost_nanoton,
+        cost_ton=record.cost_nanoton / NANOTON_PER_TON,
+        estimated=record.estimated,
+        duration_ms=record.duration_ms,
+        created_at=datetime.fromtimestamp(record.created_at / 1000, UTC),
+        key_id=record.key_id,
     )
 
 
 class AccountSettings(BaseModel):
     low_balance_threshold_ton: Decimal | None = Field(
-        ge=0, le=1_000_000_000,
-        description="Below this balance, /v1/balance says low_balance: true and the dashboard warns; null: never.")
+        ge=0,
+        le=1_000_000_000,
+        description="Below this balance, /v1/balance says low_balance: true and the dashboard warns; null: never.",
+    )
 
     @field_validator("low_balance_threshold_ton")
     @classmethod
@@ -155,8 +188,10 @@ class AccountResponse(BaseModel):
     balance_nanoton: int
     reserved_nanoton: int = Field(description="Held for requests in flight.")
     credited_nanoton: int = Field(description="Lifetime credits: every deposit and operator credit.")
-    overdraft_available: bool = Field(description="Whether open requests may take the balance below zero (only "
-                                                  "once lifetime credits reach the platform's minimum).")
+    overdraft_available: bool = Field(
+        description="Whether open requests may take the balance below zero (only "
+        "once lifetime credits reach the platform's minimum)."
+    )
     low_balance_threshold_ton: float | None
     low_balance_threshold_nanoton: int | None
     low_balance: bool
@@ -169,19 +204,29 @@ def _ton_float(nanoton: int) -> float:
 def _account_response(state: AppState, account: Account) -> AccountResponse:
     threshold = account.low_balance_nanoton
     return AccountResponse(
-        deposit_code=account.deposit_code, created_at=account.created_at,
-        balance_ton=_ton_float(account.balance_nanoton), balance_nanoton=account.balance_nanoton,
-        reserved_nanoton=account.reserved_nanoton, credited_nanoton=account.credited_nanoton,
-        overdraft_available=(state.settings.max_overdraft_nanoton > 0
-                             and account.credited_nanoton >= state.settings.overdraft_min_credits_nanoton),
+        deposit_code=account.deposit_code,
+        created_at=account.created_at,
+        balance_ton=_ton_float(account.balance_nanoton),
+        balance_nanoton=account.balance_nanoton,
+        reserved_nanoton=account.reserved_nanoton,
+        credited_nanoton=account.credited_nanoton,
+        overdraft_available=(
+            state.settings.max_overdraft_nanoton > 0
+            and account.credited_nanoton >= state.settings.overdraft_min_credits_nanoton
+        ),
         low_balance_threshold_ton=None if threshold is None else _ton_float(threshold),
         low_balance_threshold_nanoton=threshold,
         low_balance=low_balance(account),
     )
 
 
-@router.get("/api/account", response_model=AccountResponse, tags=["Billing"], summary="Your account",
-            responses=openapi_responses(InvalidApiKey()))
+@router.get(
+    "/api/account",
+    response_model=AccountResponse,
+    tags=["Billing"],
+    summary="Your account",
+    responses=openapi_responses(InvalidApiKey()),
+)
 async def get_account(identity: CurrentKey, state: StateDep, session: SessionDep) -> AccountResponse:
     """Your account's funds, lifetime credits, whether the overdraft is open to it, and its settings."""
     account = await session.get(Account, identity.account_id)
@@ -189,10 +234,16 @@ async def get_account(identity: CurrentKey, state: StateDep, session: SessionDep
     return _account_response(state, account)
 
 
-@router.patch("/api/account", response_model=AccountResponse, tags=["Billing"],
-              summary="Change your account's settings", responses=openapi_responses(InvalidApiKey()))
-async def change_account(body: AccountSettings, identity: CurrentKey, state: StateDep,
-                         session: SessionDep) -> AccountResponse:
+@router.patch(
+    "/api/account",
+    response_model=AccountResponse,
+    tags=["Billing"],
+    summary="Change your account's settings",
+    responses=openapi_responses(InvalidApiKey()),
+)
+async def change_account(
+    body: AccountSettings, identity: CurrentKey, state: StateDep, session: SessionDep
+) -> AccountResponse:
     """Set (or, with null, remove) the low-balance threshold that /v1/balance and the dashboard warn below."""
     account = await session.get(Account, identity.account_id)
     assert account is not None

@@ -88,7 +88,10 @@ class Pricer:
             prompt, completion = self.per_token_ceilings(prices)
             denominator = prompt.denominator * completion.denominator
             cached = self._ceilings = (
-                prices, prompt.numerator * completion.denominator, completion.numerator * prompt.denominator, denominator
+                prices,
+                prompt.numerator * completion.denominator,
+                completion.numerator * prompt.denominator,
+                denominator,
             )
         _, prompt_numerator, completion_numerator, denominator = cached
         return -(-(prompt_numerator * prompt_bound + completion_numerator * max_tokens) // denominator)

@@ -13,8 +13,9 @@ class BalanceResponse(BaseModel):
     balance_usd: float | None = Field(description="Balance in USD (based on current TON/USD rate).")
     ton_usd_rate: float | None = Field(description="Current TON/USD exchange rate used for conversion.")
     reserved_nanoton: int = Field(description="Held for requests in flight; released when they settle.")
-    low_balance: bool = Field(default=False, description="Whether the balance is below your low-balance threshold "
-                                                         "(PATCH /api/account).")
+    low_balance: bool = Field(
+        default=False, description="Whether the balance is below your low-balance threshold (PATCH /api/account)."
+    )
     low_balance_threshold_nanoton: int | None = Field(default=None, description="Your low-balance threshold, if set.")
 
 
@@ -65,8 +66,10 @@ class UsageItem(BaseModel):
     total_tokens: int
     cost_nanoton: int
     cost_ton: float
-    status: str = Field(description="ok, client_disconnected, upstream_cut, upstream_error, aborted or orphaned "
-                                    "(the platform failed mid-request; not billed).")
+    status: str = Field(
+        description="ok, client_disconnected, upstream_cut, upstream_error, aborted or orphaned "
+        "(the platform failed mid-request; not billed)."
+    )
     estimated: bool = Field(description="True when token counts were estimated (the upstream never reported them).")
     duration_ms: int
     key_id: int | None = Field(default=None, description="The key the request was made with.")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-
 from typing import cast
 
 from sqlalchemy import Table, delete, insert, select, update
@@ -30,16 +29,24 @@ async def sweep_expired(engine: AsyncEngine, limit: int = 500) -> int:
     arriving after all is still recorded (and charged) under its own id."""
     async with engine.begin() as conn:
         expired = (
-            await conn.execute(
-                select(holds.c.id).where(holds.c.expires_at < int(time.time())).order_by(holds.c.account_id).limit(limit)
+            (
+                await conn.execute(
+                    select(holds.c.id)
+                    .where(holds.c.expires_at < int(time.time()))
+                    .order_by(holds.c.account_id)
+                    .limit(limit)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         if not expired:
             return 0
         # DELETE ... RETURNING only yields holds no settlement took first.
         rows = (
             await conn.execute(
-                delete(holds).where(holds.c.id.in_(expired))
+                delete(holds)
+                .where(holds.c.id.in_(expired))
                 .returning(holds.c.id, holds.c.account_id, holds.c.amount_nanoton, holds.c.key_id)
             )
         ).all()
@@ -64,13 +71,30 @@ async def sweep_expired(engine: AsyncEngine, limit: int = 500) -> int:
                 .values(limit_reserved_nanoton=api_keys.c.limit_reserved_nanoton - amount)
             )
         now_ms = int(time.time() * 1000)
-        await conn.execute(insert(usage_records), [
-            {"request_id": orphan_id(hold_id), "account_id": account_id, "key_id": key_id or 0, "model": "",
-             "endpoint": "", "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0, "reasoning_tokens": 0,
-             "cost_nanoton": 0, "status": UsageStatus.ORPHANED.value, "http_status": 0, "estimated": False,
-             "duration_ms": 0, "created_at": now_ms, "reserved_nanoton": amount}
-            for hold_id, account_id, amount, key_id in rows
-        ])
+        await conn.execute(
+            insert(usage_records),
+            [
+                {
+                    "request_id": orphan_id(hold_id),
+                    "account_id": account_id,
+                    "key_id": key_id or 0,
+                    "model": "",
+                    "endpoint": "",
+                    "prompt_tokens": 0,
+                    "cached_tokens": 0,
+                    "completion_tokens": 0,
+                    "reasoning_tokens": 0,
+                    "cost_nanoton": 0,
+                    "status": UsageStatus.ORPHANED.value,
+                    "http_status": 0,
+                    "estimated": False,
+                    "duration_ms": 0,
+                    "created_at": now_ms,
+                    "reserved_nanoton": amount,
+                }
+                for hold_id, account_id, amount, key_id in rows
+            ],
+        )
     metrics.ORPHANED_HOLDS.inc(len(rows))
     metrics.ORPHANED_NANOTON.inc(sum(amount for _, _, amount, _ in rows))
     return len(rows)

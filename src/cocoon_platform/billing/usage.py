@@ -14,8 +14,13 @@ DAY_MS = 86_400_000
 
 
 async def recent_requests(
-    session: AsyncSession, account_id: int, limit: int, before_id: int | None, *,
-    key_id: int | None = None, model: str | None = None,
+    session: AsyncSession,
+    account_id: int,
+    limit: int,
+    before_id: int | None,
+    *,
+    key_id: int | None = None,
+    model: str | None = None,
 ) -> list[UsageRecord]:
     """Newest first; `before_id` continues from the previous page; `key_id` and `model` narrow it."""
     query = select(UsageRecord).where(UsageRecord.account_id == account_id, *_narrowed(key_id, model))
@@ -34,8 +39,15 @@ def _narrowed(key_id: int | None, model: str | None) -> list[ColumnElement[bool]
     return conditions
 
 
-async def daily_totals(session: AsyncSession, account_id: int, start: date, end: date, *,
-                       key_id: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
+async def daily_totals(
+    session: AsyncSession,
+    account_id: int,
+    start: date,
+    end: date,
+    *,
+    key_id: int | None = None,
+    model: str | None = None,
+) -> list[dict[str, Any]]:
     """Totals per UTC day and model for start <= day <= end; `key_id` and `model` narrow them."""
     epoch = date(1970, 1, 1)
     first_ms = (start - epoch).days * DAY_MS

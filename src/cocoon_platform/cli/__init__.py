@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # The simulator is a development tool in a package of its own: imported only when asked for.
     simulate = commands.add_parser(
-        "simulate", add_help=False,
+        "simulate",
+        add_help=False,
         help="run a COCOON-client simulator with a toncenter fake (for development and tests; see --help)",
     )
     simulate.add_argument("arguments", nargs=argparse.REMAINDER)

@@ -18,7 +18,8 @@ def register_admin(admin: Subparsers[argparse.ArgumentParser]) -> None:
     reconcile = admin.add_parser("reconcile", help="check every balance against its ledger and every hold")
     reconcile.set_defaults(handler=cmd_reconcile)
     backup = admin.add_parser(
-        "backup", help="copy the SQLite database while serving (online backup API; PostgreSQL: pg_dump)",
+        "backup",
+        help="copy the SQLite database while serving (online backup API; PostgreSQL: pg_dump)",
     )
     backup.add_argument("path", help="file to write (created 0600)")
     backup.add_argument("--force", action="store_true", help="replace the file if it exists")
@@ -37,8 +38,10 @@ async def _adjust_balance(args: argparse.Namespace, sign: int) -> int:
     if amount <= 0:
         raise CommandError("--amount-ton must be positive")
     if args.api_key is not None:
-        raise CommandError("--api-key would put the key in the process list and the shell's history: "
-                           "pipe it to --api-key-stdin instead, or name the account by --deposit-code")
+        raise CommandError(
+            "--api-key would put the key in the process list and the shell's history: "
+            "pipe it to --api-key-stdin instead, or name the account by --deposit-code"
+        )
     api_key = _key_from_stdin() if args.api_key_stdin else None
     async with database(load_settings()) as db, db.sessions() as session:
         if api_key is not None:
@@ -68,8 +71,10 @@ def _key_from_stdin() -> str:
     """The account's key, the first line of standard input (never an argument: see --help)."""
     key = sys.stdin.readline().strip()
     if not key:
-        raise CommandError("--api-key-stdin: standard input has no key (e.g. `cocoon-platform admin credit "
-                           "--api-key-stdin ... < keyfile`)")
+        raise CommandError(
+            "--api-key-stdin: standard input has no key (e.g. `cocoon-platform admin credit "
+            "--api-key-stdin ... < keyfile`)"
+        )
     return key
 
 
@@ -81,16 +86,21 @@ def cmd_debit(args: argparse.Namespace) -> int:
     return run_async(lambda: _adjust_balance(args, -1))
 
 
-def _add_balance_command(admin: Subparsers[argparse.ArgumentParser], name: str, handler: Callable[[argparse.Namespace], int], verb: str) -> None:
+def _add_balance_command(
+    admin: Subparsers[argparse.ArgumentParser], name: str, handler: Callable[[argparse.Namespace], int], verb: str
+) -> None:
     parser = admin.add_parser(
-        name, help=f"{verb} an account through the ledger",
+        name,
+        help=f"{verb} an account through the ledger",
         description=f"{verb.capitalize()} an account through the ledger. Name the account by its deposit code, "
-                    "or pipe one of its keys to --api-key-stdin: a key is never taken as an argument, where "
-                    "ps and the shell's history would show it.")
+        "or pipe one of its keys to --api-key-stdin: a key is never taken as an argument, where "
+        "ps and the shell's history would show it.",
+    )
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--deposit-code", help="the account's deposit code")
-    who.add_argument("--api-key-stdin", action="store_true",
-                     help="read one of the account's ck_ keys from standard input (one line)")
+    who.add_argument(
+        "--api-key-stdin", action="store_true", help="read one of the account's ck_ keys from standard input (one line)"
+    )
     who.add_argument("--api-key", help=argparse.SUPPRESS)  # refused with a pointer to --api-key-stdin
     parser.add_argument("--amount-ton", required=True, help="amount in TON, e.g. 1.5")
     parser.add_argument("--reason", required=True, help="why; kept in the ledger entry")
@@ -105,8 +115,10 @@ async def _reconcile() -> int:
         problems = await find_discrepancies(db.engine)
         orphaned, unbilled = await orphaned_holds(db.engine)
     if orphaned:
-        print(f"{orphaned} orphaned hold{'s' if orphaned != 1 else ''} (requests cut by the platform's own "
-              f"crashes, released at 0): up to {format_ton(unbilled, 9)} TON unbilled")
+        print(
+            f"{orphaned} orphaned hold{'s' if orphaned != 1 else ''} (requests cut by the platform's own "
+            f"crashes, released at 0): up to {format_ton(unbilled, 9)} TON unbilled"
+        )
     for line in problems:
         print(line)
     if problems:

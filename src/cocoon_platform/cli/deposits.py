@@ -51,7 +51,9 @@ def register_deposits(admin: Subparsers[argparse.ArgumentParser]) -> None:
     """Add `deposits` (list) and `deposits assign` to the `admin` commands."""
     deposits = admin.add_parser("deposits", help="list TON deposits, most recently recorded first")
     deposits.add_argument("--unmatched", action="store_true", help="only deposits no account was credited for")
-    deposits.add_argument("--limit", type=int, default=_DEFAULT_LIMIT, help=f"at most this many (default {_DEFAULT_LIMIT})")
+    deposits.add_argument(
+        "--limit", type=int, default=_DEFAULT_LIMIT, help=f"at most this many (default {_DEFAULT_LIMIT})"
+    )
     deposits.set_defaults(handler=cmd_list_deposits)
     actions = deposits.add_subparsers(dest="deposits_action")
     assign = actions.add_parser("assign", help="credit an unmatched deposit to an account (once)")
@@ -93,8 +95,10 @@ async def _watch(settings: Settings) -> int:
 def _log_start(settings: Settings) -> None:
     # The host only: a URL may carry credentials.
     logger.info(
-        "watching %s via %s every %gs (API key %s)", settings.deposit_wallet,
-        urlsplit(settings.toncenter_url).hostname, settings.deposit_poll_seconds,
+        "watching %s via %s every %gs (API key %s)",
+        settings.deposit_wallet,
+        urlsplit(settings.toncenter_url).hostname,
+        settings.deposit_poll_seconds,
         "set" if settings.toncenter_api_key else "not set",
     )
     if settings.deposit_wallet_is_placeholder:
@@ -120,7 +124,9 @@ async def _list(unmatched_only: bool, limit: int) -> int:
     if not rows:
         print("no unmatched deposits" if unmatched_only else "no deposits")
         return 0
-    table: list[tuple[str, ...]] = [("TX HASH", "TIME (UTC)", "SENDER", "AMOUNT TON", "COMMENT / KIND", "STATUS", "ACCOUNT")]
+    table: list[tuple[str, ...]] = [
+        ("TX HASH", "TIME (UTC)", "SENDER", "AMOUNT TON", "COMMENT / KIND", "STATUS", "ACCOUNT")
+    ]
     table += [_table_row(row, settings.ton_network == "testnet") for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     for line in table:

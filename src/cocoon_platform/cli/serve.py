@@ -58,11 +58,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     upgrade_head(settings)
     limited = settings.rate_limit_rpm or settings.rate_limit_concurrent or settings.rate_limit_signup_per_minute
     if settings.workers > 1 and limited and not settings.redis_url:
-        print(f"warning: {settings.workers} workers without COCOON_REDIS_URL count rate limits each on its own: "
-              f"a client can get up to {settings.workers} times every limit", file=sys.stderr)
+        print(
+            f"warning: {settings.workers} workers without COCOON_REDIS_URL count rate limits each on its own: "
+            f"a client can get up to {settings.workers} times every limit",
+            file=sys.stderr,
+        )
     if settings.deposit_wallet_is_placeholder:
-        print(f"warning: {PLACEHOLDER_WALLET_WARNING}: deposits sent there never reach you; /ready answers 503",
-              file=sys.stderr)
+        print(
+            f"warning: {PLACEHOLDER_WALLET_WARNING}: deposits sent there never reach you; /ready answers 503",
+            file=sys.stderr,
+        )
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Worker processes share their metrics through files (prometheus_client multiprocess mode).
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="cocoon-metrics-")
@@ -74,8 +79,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         workers=settings.workers,
         loop="auto",
         # uvicorn calls `http` as it would the protocol class; its annotation asks for the class.
-        http=partial(HttpProtocol, guard=ConnectionGuard(ConnectionLimits(  # type: ignore[arg-type]
-            settings.header_timeout_seconds, settings.body_timeout_seconds, max_connections(settings)))),
+        http=partial(
+            HttpProtocol,
+            guard=ConnectionGuard(
+                ConnectionLimits(  # type: ignore[arg-type]
+                    settings.header_timeout_seconds, settings.body_timeout_seconds, max_connections(settings)
+                )
+            ),
+        ),
         access_log=False,
         # Client addresses are resolved by ops/client_address.py, from COCOON_TRUSTED_PROXIES only.
         proxy_headers=False,

@@ -48,18 +48,20 @@ CONTENT_TYPES = {
 }
 
 # The pages run no inline script or style and talk only to their own origin.
-CSP = "; ".join((
-    "default-src 'self'",
-    "script-src 'self'",
-    "style-src 'self'",
-    "img-src 'self' data:",
-    "connect-src 'self'",
-    "font-src 'self'",
-    "object-src 'none'",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-))
+CSP = "; ".join(
+    (
+        "default-src 'self'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    )
+)
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -177,8 +179,11 @@ def module_urls(entry: str) -> list[str]:
 
 
 TEMPLATES = Environment(
-    loader=FileSystemLoader(TEMPLATE_DIR), autoescape=True, undefined=StrictUndefined,
-    trim_blocks=True, lstrip_blocks=True,
+    loader=FileSystemLoader(TEMPLATE_DIR),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
 )
 TEMPLATES.globals.update(static=asset_url, module_urls=module_urls)
 
@@ -211,11 +216,15 @@ def _send(request: Request, asset: Asset, headers: dict[str, str]) -> Response:
 
 
 def _page(request: Request, path: str) -> Response:
-    return _send(request, PAGES[path], {
-        "Content-Security-Policy": CSP,
-        "Cache-Control": REVALIDATE,
-        **SECURITY_HEADERS,
-    })
+    return _send(
+        request,
+        PAGES[path],
+        {
+            "Content-Security-Policy": CSP,
+            "Cache-Control": REVALIDATE,
+            **SECURITY_HEADERS,
+        },
+    )
 
 
 @router.api_route("/", methods=["GET", "HEAD"])
@@ -237,10 +246,14 @@ async def static_file(name: str, request: Request) -> Response:
     if asset is None:
         raise NotFound(f"No static file {name!r}")
     versioned = request.query_params.get("v") == asset.digest
-    return _send(request, asset, {
-        "Cache-Control": IMMUTABLE if versioned else REVALIDATE,
-        "X-Content-Type-Options": "nosniff",
-    })
+    return _send(
+        request,
+        asset,
+        {
+            "Cache-Control": IMMUTABLE if versioned else REVALIDATE,
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
 
 
 @router.get("/dashboard/deposit-qr.svg")
@@ -251,6 +264,14 @@ async def deposit_qr(state: StateDep, code: str = "") -> Response:
     qr = segno.make(payment_link(state.settings.deposit_wallet, code), error="m", micro=False)
     svg = io.BytesIO()
     # omitsize: a viewBox and no size of its own, so the page draws it at whatever size it sets.
-    qr.save(svg, kind="svg", border=4, omitsize=True, xmldecl=False, dark="#000", light="#fff",
-            title="QR code of the TON payment link with deposit code " + code)
+    qr.save(
+        svg,
+        kind="svg",
+        border=4,
+        omitsize=True,
+        xmldecl=False,
+        dark="#000",
+        light="#fff",
+        title="QR code of the TON payment link with deposit code " + code,
+    )
     return Response(svg.getvalue(), media_type="image/svg+xml", headers=QR_HEADERS)

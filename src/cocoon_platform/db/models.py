@@ -120,8 +120,15 @@ class LedgerEntry(Base):
     # Usage entries are left out: every settlement writes one, and a request's usage is read
     # from usage_records (migration 0005). SQLite uses it only for a query that says
     # `kind <> 'usage'` in those words.
-    __table_args__ = (Index("ix_ledger_entries_account_id_id_not_usage", "account_id", "id",
-                            sqlite_where=text("kind <> 'usage'"), postgresql_where=text("kind <> 'usage'")),)
+    __table_args__ = (
+        Index(
+            "ix_ledger_entries_account_id_id_not_usage",
+            "account_id",
+            "id",
+            sqlite_where=text("kind <> 'usage'"),
+            postgresql_where=text("kind <> 'usage'"),
+        ),
+    )
 
 
 class Hold(Base):

@@ -85,11 +85,20 @@ def read_usage(usage: Any) -> Usage:
     prompt_details = usage.get("prompt_tokens_details")
     completion_details = usage.get("completion_tokens_details")
     cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = (_count(completion_details.get("reasoning_tokens")) if isinstance(completion_details, dict)
-                 else _count(usage.get("reasoning_tokens")))
+    reasoning = (
+        _count(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict)
+        else _count(usage.get("reasoning_tokens"))
+    )
     cost = _count(usage.get("cost_nanoton"))
-    return Usage(_count(usage.get("prompt_tokens")), cached, _count(usage.get("completion_tokens")), reasoning,
-                 cost, cost / 1_000_000_000)
+    return Usage(
+        _count(usage.get("prompt_tokens")),
+        cached,
+        _count(usage.get("completion_tokens")),
+        reasoning,
+        cost,
+        cost / 1_000_000_000,
+    )
 
 
 @dataclass(slots=True)
@@ -141,7 +150,8 @@ def text_of(content: Any, where: str, kinds: frozenset[str]) -> str:
     for index, part in enumerate(content):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind not in kinds or not isinstance(part.get("text"), str):
-            raise InvalidRequest(f"{where}[{index}]: only text parts are supported by the COCOON network "
-                                 f"(got {kind!r})", param=where)
+            raise InvalidRequest(
+                f"{where}[{index}]: only text parts are supported by the COCOON network (got {kind!r})", param=where
+            )
         texts.append(part["text"])
     return "\n".join(texts)

@@ -26,8 +26,12 @@ GENERATION_PROMPT_TOKENS = 3  # "<|im_start|>assistant\n"
 TOOLS_INSTRUCTIONS_BOUND = 1024  # the tools section's fixed wording in Qwen3's template, and more
 
 
-@router.post(COUNT_TOKENS_PATH, tags=["AI Inference"], summary="Count a Messages request's input tokens",
-             responses={200: {"content": {"application/json": {"example": {"input_tokens": 42}}}}})
+@router.post(
+    COUNT_TOKENS_PATH,
+    tags=["AI Inference"],
+    summary="Count a Messages request's input tokens",
+    responses={200: {"content": {"application/json": {"example": {"input_tokens": 42}}}}},
+)
 async def count_tokens(request: Request, state: StateDep) -> Response:
     """Anthropic's count_tokens: `{"input_tokens": N}`, N never under the real count; free."""
     dialect = MessagesDialect()

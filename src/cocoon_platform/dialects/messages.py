@@ -28,15 +28,38 @@ from cocoon_platform.errors import InvalidRequest, PlatformError
 
 PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
-READ_FIELDS = frozenset((
-    "model", "messages", "system", "max_tokens", "tools", "tool_choice", "stop_sequences", "temperature", "top_p",
-    "thinking", "stream", "metadata", "service_tier", "context_management",
-))
+READ_FIELDS = frozenset(
+    (
+        "model",
+        "messages",
+        "system",
+        "max_tokens",
+        "tools",
+        "tool_choice",
+        "stop_sequences",
+        "temperature",
+        "top_p",
+        "thinking",
+        "stream",
+        "metadata",
+        "service_tier",
+        "context_management",
+    )
+)
 # Anthropic's error type for each status the platform answers with.
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
-               403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
-               413: "request_too_large", 422: "invalid_request_error", 429: "rate_limit_error",
-               503: "overloaded_error", 504: "timeout_error"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    402: "billing_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
 
 
@@ -113,11 +136,25 @@ class MessagesRequest:
         for index, call in enumerate(message.tool_calls):
             name, arguments = function_of(call)
             call_id = call.get("id")
-            content.append({"type": "tool_use", "id": call_id if isinstance(call_id, str) else f"toolu_{answer_id[4:]}_{index}", "name": name, "input": _input(arguments)})
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": call_id if isinstance(call_id, str) else f"toolu_{answer_id[4:]}_{index}",
+                    "name": name,
+                    "input": _input(arguments),
+                }
+            )
         stop_reason, stop_sequence = self._stop(message.finish_reason, message.stop_reason)
-        return {"id": answer_id, "type": "message", "role": "assistant",
-                "model": str(document.get("model") or self.body["model"]), "content": content,
-                "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": _usage(document.get("usage"))}
+        return {
+            "id": answer_id,
+            "type": "message",
+            "role": "assistant",
+            "model": str(document.get("model") or self.body["model"]),
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": stop_sequence,
+            "usage": _usage(document.get("usage")),
+        }
 
     def _stop(self, finish_reason: str | None, stop_reason: Any) -> tuple[str, str | None]:
         if finish_reason == "stop" and isinstance(stop_reason, str) and stop_reason in self.stop_sequences:
@@ -145,8 +182,9 @@ def _text_blocks(blocks: Any, where: str) -> str:
     for index, block in enumerate(blocks):
         kind = block.get("type") if isinstance(block, dict) else None
         if kind != "text" or not isinstance(block.get("text"), str):
-            raise InvalidRequest(f"{where}[{index}]: only text blocks are supported by the COCOON network "
-                                 f"(got {kind!r})", param=where)
+            raise InvalidRequest(
+                f"{where}[{index}]: only text blocks are supported by the COCOON network (got {kind!r})", param=where
+            )
         texts.append(block["text"])
     return "\n".join(texts)
 
@@ -174,8 +212,16 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
             if kind == "text" and isinstance(block.get("text"), str):
                 texts.append(block["text"])
             elif kind == "tool_use" and role == "assistant":
-                calls.append({"id": block.get("id"), "type": "function", "function": {
-                    "name": block.get("name"), "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+                calls.append(
+                    {
+                        "id": block.get("id"),
+                        "type": "function",
+                        "function": {
+                            "name": block.get("name"),
+                            "arguments": orjson.dumps(block.get("input") or {}).decode(),
+                        },
+                    }
+                )
             elif kind == "tool_result" and role == "user":
                 result = _text_blocks(block.get("content") or "", f"{block_where}.content")
                 if block.get("is_error"):
@@ -184,8 +230,10 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
             elif kind in ("thinking", "redacted_thinking") and role == "assistant":
                 continue  # the model's earlier thoughts are not part of its prompt
             else:
-                raise InvalidRequest(f"{block_where}: {kind!r} blocks are not supported by the COCOON network "
-                                     "in a " + role + " message", param="messages")
+                raise InvalidRequest(
+                    f"{block_where}: {kind!r} blocks are not supported by the COCOON network in a " + role + " message",
+                    param="messages",
+                )
         if calls:
             out.append({"role": "assistant", "content": "\n".join(texts) or None, "tool_calls": calls})
         elif texts or not content:
@@ -196,10 +244,15 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
 def _tool(tool: Any, index: int) -> dict[str, Any]:
     if not isinstance(tool, dict) or tool.get("type", "custom") != "custom" or not isinstance(tool.get("name"), str):
         kind = tool.get("type") if isinstance(tool, dict) else None
-        raise InvalidRequest(f"tools[{index}]: only custom tools with a name and input_schema are supported "
-                             f"(got {kind!r}); the COCOON network runs no server tools", param="tools")
-    function: dict[str, Any] = {"name": tool["name"], "parameters": _strip_cache_control(tool.get("input_schema"))
-                                or {"type": "object"}}
+        raise InvalidRequest(
+            f"tools[{index}]: only custom tools with a name and input_schema are supported "
+            f"(got {kind!r}); the COCOON network runs no server tools",
+            param="tools",
+        )
+    function: dict[str, Any] = {
+        "name": tool["name"],
+        "parameters": _strip_cache_control(tool.get("input_schema")) or {"type": "object"},
+    }
     if isinstance(tool.get("description"), str):
         function["description"] = tool["description"]
     return {"type": "function", "function": function}
@@ -234,19 +287,29 @@ def _input(arguments: str) -> Any:
 
 def _usage(chat_usage: Any) -> dict[str, Any]:
     usage = read_usage(chat_usage)
-    return {"input_tokens": usage.prompt - usage.cached, "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": usage.cached, "output_tokens": usage.completion,
-            "cost_nanoton": usage.cost_nanoton, "cost_ton": usage.cost_ton}
+    return {
+        "input_tokens": usage.prompt - usage.cached,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": usage.cached,
+        "output_tokens": usage.completion,
+        "cost_nanoton": usage.cost_nanoton,
+        "cost_ton": usage.cost_ton,
+    }
 
 
 def _event(kind: str, fields: dict[str, Any]) -> bytes:
     return b"".join((b"event: ", kind.encode(), b"\ndata: ", orjson.dumps({"type": kind, **fields}), b"\n\n"))
 
 
-_BLOCKS: dict[str, dict[str, Any]] = {"thinking": {"type": "thinking", "thinking": "", "signature": ""},
-                                      "text": {"type": "text", "text": ""}}
-_DELTA_KEYS = {"thinking": (b"thinking_delta", b"thinking"), "text": (b"text_delta", b"text"),
-               "tool_use": (b"input_json_delta", b"partial_json")}
+_BLOCKS: dict[str, dict[str, Any]] = {
+    "thinking": {"type": "thinking", "thinking": "", "signature": ""},
+    "text": {"type": "text", "text": ""},
+}
+_DELTA_KEYS = {
+    "thinking": (b"thinking_delta", b"thinking"),
+    "text": (b"text_delta", b"text"),
+    "tool_use": (b"input_json_delta", b"partial_json"),
+}
 
 
 class MessagesStream:
@@ -267,10 +330,21 @@ class MessagesStream:
 
     def _start(self) -> list[bytes]:
         self.started = True
-        message: dict[str, Any] = {"id": self.answer_id, "type": "message", "role": "assistant", "model": self.model, "content": [],
-                   "stop_reason": None, "stop_sequence": None,
-                   "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0,
-                             "output_tokens": 0}}
+        message: dict[str, Any] = {
+            "id": self.answer_id,
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 0,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 0,
+            },
+        }
         return [_event("message_start", {"message": message})]
 
     def frame(self, payloads: list[bytes]) -> bytes:
@@ -307,8 +381,16 @@ class MessagesStream:
         for call in delta.tool_calls or ():
             function = call.function
             if call.id is not None or self.kind != "tool_use":
-                self._open("tool_use", out, {"type": "tool_use", "id": call.id or f"toolu_{self.answer_id[4:]}",
-                                             "name": (function.name if function else None) or "", "input": {}})
+                self._open(
+                    "tool_use",
+                    out,
+                    {
+                        "type": "tool_use",
+                        "id": call.id or f"toolu_{self.answer_id[4:]}",
+                        "name": (function.name if function else None) or "",
+                        "input": {},
+                    },
+                )
             if function is not None and function.arguments:
                 self._delta("tool_use", function.arguments, out)
 
@@ -325,9 +407,17 @@ class MessagesStream:
         out.append(_event("content_block_start", {"index": self.index, "content_block": block}))
         delta_type, key = _DELTA_KEYS[kind]
         # The hot event, one per token: a template of its text.
-        self.delta_event = b"".join((b'event: content_block_delta\ndata: {"type":"content_block_delta","index":',
-                                     str(self.index).encode(), b',"delta":{"type":"', delta_type, b'","', key,
-                                     b'":%b}}\n\n'))
+        self.delta_event = b"".join(
+            (
+                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":',
+                str(self.index).encode(),
+                b',"delta":{"type":"',
+                delta_type,
+                b'","',
+                key,
+                b'":%b}}\n\n',
+            )
+        )
 
     def _close(self, out: list[bytes]) -> None:
         if self.kind is not None:
@@ -340,8 +430,12 @@ class MessagesStream:
             self._open("text", out, {"type": "text", "text": ""})  # a text or tool_use block, as a whole answer
         self._close(out)
         stop_reason, stop_sequence = self.request._stop(self.finish_reason, self.stop_reason)
-        out.append(_event("message_delta", {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                                            "usage": _usage(usage)}))
+        out.append(
+            _event(
+                "message_delta",
+                {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": _usage(usage)},
+            )
+        )
         out.append(_event("message_stop", {}))
         return b"".join(out)
 

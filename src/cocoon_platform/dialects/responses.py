@@ -35,14 +35,43 @@ MESSAGE_PARTS = frozenset(("input_text", "output_text", "text", "refusal"))
 OUTPUT_PARTS = frozenset(("input_text", "output_text", "text"))
 ROLES = frozenset(("user", "assistant", "system", "developer"))
 # Fields of the request this module reads (the rest go to the chat body for the field filter).
-READ_FIELDS = frozenset((
-    "model", "input", "instructions", "max_output_tokens", "temperature", "top_p", "tools", "tool_choice",
-    "parallel_tool_calls", "text", "reasoning", "stream", "store", "previous_response_id", "conversation",
-    "include", "truncation", "background", "stream_options",
-))
+READ_FIELDS = frozenset(
+    (
+        "model",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "temperature",
+        "top_p",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "text",
+        "reasoning",
+        "stream",
+        "store",
+        "previous_response_id",
+        "conversation",
+        "include",
+        "truncation",
+        "background",
+        "stream_options",
+    )
+)
 # Echoed in the response object as the request set them.
-ECHOED = ("instructions", "max_output_tokens", "temperature", "top_p", "tool_choice", "tools",
-          "parallel_tool_calls", "metadata", "text", "reasoning", "user")
+ECHOED = (
+    "instructions",
+    "max_output_tokens",
+    "temperature",
+    "top_p",
+    "tool_choice",
+    "tools",
+    "parallel_tool_calls",
+    "metadata",
+    "text",
+    "reasoning",
+    "user",
+)
 
 
 class ResponsesDialect:
@@ -64,7 +93,9 @@ class ResponsesRequest:
             if body.get(name) is not None:
                 raise InvalidRequest(
                     f"'{name}' is not supported: the platform keeps no conversation (store is always false). "
-                    "Send the whole conversation in 'input' on every request.", param=name)
+                    "Send the whole conversation in 'input' on every request.",
+                    param=name,
+                )
         if body.get("background"):
             raise InvalidRequest("'background' is not supported: answers are not stored.", param="background")
         if "input" not in body or "model" not in body:
@@ -107,10 +138,17 @@ class ResponsesRequest:
         for index, call in enumerate(message.tool_calls):
             name, arguments = function_of(call)
             call_id = call.get("id")
-            output.append(_call_item(suffix, index, call_id if isinstance(call_id, str) else f"call_{suffix}_{index}",
-                                     name, arguments))
-        response = self._response(answer_id, str(document.get("model") or self.body["model"]),
-                                  int(document.get("created") or time.time()), output)
+            output.append(
+                _call_item(
+                    suffix, index, call_id if isinstance(call_id, str) else f"call_{suffix}_{index}", name, arguments
+                )
+            )
+        response = self._response(
+            answer_id,
+            str(document.get("model") or self.body["model"]),
+            int(document.get("created") or time.time()),
+            output,
+        )
         _finish(response, message.finish_reason, document.get("usage"))
         return response
 
@@ -120,9 +158,19 @@ class ResponsesRequest:
     def _response(self, answer_id: str, model: str, created: int, output: list[dict[str, Any]]) -> dict[str, Any]:
         body = self.body
         response: dict[str, Any] = {
-            "id": answer_id, "object": "response", "created_at": created, "status": "in_progress",
-            "background": False, "error": None, "incomplete_details": None, "model": model, "output": output,
-            "previous_response_id": None, "store": False, "truncation": "disabled", "usage": None,
+            "id": answer_id,
+            "object": "response",
+            "created_at": created,
+            "status": "in_progress",
+            "background": False,
+            "error": None,
+            "incomplete_details": None,
+            "model": model,
+            "output": output,
+            "previous_response_id": None,
+            "store": False,
+            "truncation": "disabled",
+            "usage": None,
         }
         for name in ECHOED:
             response[name] = body.get(name)
@@ -158,13 +206,14 @@ def _messages(instructions: Any, items: Any) -> list[dict[str, Any]]:
         if kind == "message":
             role = item.get("role")
             if role not in ROLES:
-                raise InvalidRequest(f"{where}.role must be one of user, assistant, system, developer",
-                                     param="input")
-            messages.append({"role": role, "content": text_of(item.get("content"), f"{where}.content",
-                                                              MESSAGE_PARTS)})
+                raise InvalidRequest(f"{where}.role must be one of user, assistant, system, developer", param="input")
+            messages.append({"role": role, "content": text_of(item.get("content"), f"{where}.content", MESSAGE_PARTS)})
         elif kind == "function_call":
-            call = {"id": item.get("call_id"), "type": "function",
-                    "function": {"name": item.get("name"), "arguments": item.get("arguments")}}
+            call = {
+                "id": item.get("call_id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments")},
+            }
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant" and "tool_calls" in last:
                 last["tool_calls"].append(call)
@@ -172,21 +221,32 @@ def _messages(instructions: Any, items: Any) -> list[dict[str, Any]]:
                 messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif kind == "function_call_output":
             output = item.get("output")
-            messages.append({"role": "tool", "tool_call_id": item.get("call_id"),
-                             "content": text_of(output, f"{where}.output", OUTPUT_PARTS)})
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": item.get("call_id"),
+                    "content": text_of(output, f"{where}.output", OUTPUT_PARTS),
+                }
+            )
         elif kind == "reasoning":
             continue  # the model's earlier thoughts are not part of its prompt
         else:
-            raise InvalidRequest(f"{where}: items of type {kind!r} are not supported by the COCOON network "
-                                 "(message, function_call, function_call_output and reasoning are)", param="input")
+            raise InvalidRequest(
+                f"{where}: items of type {kind!r} are not supported by the COCOON network "
+                "(message, function_call, function_call_output and reasoning are)",
+                param="input",
+            )
     return messages
 
 
 def _tool(tool: Any, index: int) -> dict[str, Any]:
     if not isinstance(tool, dict) or tool.get("type") != "function":
         kind = tool.get("type") if isinstance(tool, dict) else None
-        raise InvalidRequest(f"tools[{index}]: only function tools are supported (got {kind!r}); "
-                             "the COCOON network runs no hosted tools", param="tools")
+        raise InvalidRequest(
+            f"tools[{index}]: only function tools are supported (got {kind!r}); "
+            "the COCOON network runs no hosted tools",
+            param="tools",
+        )
     function = {name: tool[name] for name in ("name", "description", "parameters", "strict") if name in tool}
     return {"type": "function", "function": function}
 
@@ -196,8 +256,9 @@ def _tool_choice(choice: Any) -> Any:
         return {"type": "function", "function": {"name": choice.get("name")}}
     if isinstance(choice, str):
         return choice
-    raise InvalidRequest("tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": ...}",
-                         param="tool_choice")
+    raise InvalidRequest(
+        "tool_choice must be 'auto', 'none', 'required' or {\"type\": \"function\", \"name\": ...}", param="tool_choice"
+    )
 
 
 def _response_format(form: Any) -> dict[str, Any] | None:
@@ -220,22 +281,39 @@ def _reasoning_item(suffix: str, text: str) -> dict[str, Any]:
 
 def _message_item(suffix: str, text: str, status: str = "completed") -> dict[str, Any]:
     content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-    return {"type": "message", "id": f"msg_{suffix}", "status": status, "role": "assistant",
-            "content": content if status == "completed" else []}
+    return {
+        "type": "message",
+        "id": f"msg_{suffix}",
+        "status": status,
+        "role": "assistant",
+        "content": content if status == "completed" else [],
+    }
 
 
-def _call_item(suffix: str, index: int, call_id: str, name: str, arguments: str,
-               status: str = "completed") -> dict[str, Any]:
-    return {"type": "function_call", "id": f"fc_{suffix}_{index}", "call_id": call_id, "name": name,
-            "arguments": arguments, "status": status}
+def _call_item(
+    suffix: str, index: int, call_id: str, name: str, arguments: str, status: str = "completed"
+) -> dict[str, Any]:
+    return {
+        "type": "function_call",
+        "id": f"fc_{suffix}_{index}",
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+        "status": status,
+    }
 
 
 def _usage(chat_usage: Any) -> dict[str, Any]:
     usage = read_usage(chat_usage)
-    return {"input_tokens": usage.prompt, "input_tokens_details": {"cached_tokens": usage.cached},
-            "output_tokens": usage.completion, "output_tokens_details": {"reasoning_tokens": usage.reasoning},
-            "total_tokens": usage.prompt + usage.completion,
-            "cost_nanoton": usage.cost_nanoton, "cost_ton": usage.cost_ton}
+    return {
+        "input_tokens": usage.prompt,
+        "input_tokens_details": {"cached_tokens": usage.cached},
+        "output_tokens": usage.completion,
+        "output_tokens_details": {"reasoning_tokens": usage.reasoning},
+        "total_tokens": usage.prompt + usage.completion,
+        "cost_nanoton": usage.cost_nanoton,
+        "cost_ton": usage.cost_ton,
+    }
 
 
 def _finish(response: dict[str, Any], finish_reason: str | None, chat_usage: Any) -> None:
@@ -269,14 +347,23 @@ class ResponsesStream:
 
     def _event(self, kind: str, fields: dict[str, Any]) -> bytes:
         self.sequence += 1
-        return b"".join((b"event: ", kind.encode(), b"\ndata: ",
-                         orjson.dumps({"type": kind, "sequence_number": self.sequence - 1, **fields}), b"\n\n"))
+        return b"".join(
+            (
+                b"event: ",
+                kind.encode(),
+                b"\ndata: ",
+                orjson.dumps({"type": kind, "sequence_number": self.sequence - 1, **fields}),
+                b"\n\n",
+            )
+        )
 
     def _start(self) -> list[bytes]:
         self.started = True
         snapshot = dict(self.response)
-        return [self._event("response.created", {"response": snapshot}),
-                self._event("response.in_progress", {"response": snapshot})]
+        return [
+            self._event("response.created", {"response": snapshot}),
+            self._event("response.in_progress", {"response": snapshot}),
+        ]
 
     def frame(self, payloads: list[bytes]) -> bytes:
         out = [] if self.started else self._start()
@@ -320,8 +407,12 @@ class ResponsesStream:
             if function is not None and function.arguments:
                 assert self.call is not None
                 self.text.append(function.arguments)
-                out.append(self._event("response.function_call_arguments.delta", {
-                    "item_id": self.call["id"], "output_index": len(self.output), "delta": function.arguments}))
+                out.append(
+                    self._event(
+                        "response.function_call_arguments.delta",
+                        {"item_id": self.call["id"], "output_index": len(self.output), "delta": function.arguments},
+                    )
+                )
 
     def _text(self, kind: str, text: str, out: list[bytes]) -> None:
         if self.kind != kind:
@@ -338,30 +429,50 @@ class ResponsesStream:
             item: dict[str, Any] = {"type": "reasoning", "id": f"rs_{self.suffix}", "summary": []}
             part: dict[str, Any] = {"type": "summary_text", "text": ""}
             out.append(self._event("response.output_item.added", {"output_index": index, "item": item}))
-            out.append(self._event("response.reasoning_summary_part.added", {
-                "item_id": item["id"], "output_index": index, "summary_index": 0, "part": part}))
+            out.append(
+                self._event(
+                    "response.reasoning_summary_part.added",
+                    {"item_id": item["id"], "output_index": index, "summary_index": 0, "part": part},
+                )
+            )
             event = "response.reasoning_summary_text.delta"
             position = b',"summary_index":0'
         else:
             item = _message_item(self.suffix, "", "in_progress")
             part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
             out.append(self._event("response.output_item.added", {"output_index": index, "item": item}))
-            out.append(self._event("response.content_part.added", {
-                "item_id": item["id"], "output_index": index, "content_index": 0, "part": part}))
+            out.append(
+                self._event(
+                    "response.content_part.added",
+                    {"item_id": item["id"], "output_index": index, "content_index": 0, "part": part},
+                )
+            )
             event = "response.output_text.delta"
             position = b',"content_index":0'
         # The hot event, one per token: a template of its sequence number and text.
-        self.delta_event = b"".join((
-            b"event: ", event.encode(), b'\ndata: {"type":"', event.encode(), b'","item_id":"',
-            item["id"].encode().replace(b"%", b"%%"), b'","output_index":', str(index).encode(), position,
-            b',"sequence_number":%d,"delta":%b', b',"logprobs":[]}\n\n' if kind == "message" else b"}\n\n"))
+        self.delta_event = b"".join(
+            (
+                b"event: ",
+                event.encode(),
+                b'\ndata: {"type":"',
+                event.encode(),
+                b'","item_id":"',
+                item["id"].encode().replace(b"%", b"%%"),
+                b'","output_index":',
+                str(index).encode(),
+                position,
+                b',"sequence_number":%d,"delta":%b',
+                b',"logprobs":[]}\n\n' if kind == "message" else b"}\n\n",
+            )
+        )
 
     def _open_call(self, call_id: str | None, name: str | None, out: list[bytes]) -> None:
         index = self.calls
         self.calls += 1
         self.kind = "call"
-        self.call = _call_item(self.suffix, index, call_id or f"call_{self.suffix}_{index}", name or "", "",
-                               "in_progress")
+        self.call = _call_item(
+            self.suffix, index, call_id or f"call_{self.suffix}_{index}", name or "", "", "in_progress"
+        )
         out.append(self._event("response.output_item.added", {"output_index": len(self.output), "item": self.call}))
 
     def _close(self, out: list[bytes]) -> None:
@@ -371,22 +482,42 @@ class ResponsesStream:
         if kind == "reasoning":
             item = _reasoning_item(self.suffix, text)
             part = item["summary"][0]
-            out.append(self._event("response.reasoning_summary_text.done", {
-                "item_id": item["id"], "output_index": index, "summary_index": 0, "text": text}))
-            out.append(self._event("response.reasoning_summary_part.done", {
-                "item_id": item["id"], "output_index": index, "summary_index": 0, "part": part}))
+            out.append(
+                self._event(
+                    "response.reasoning_summary_text.done",
+                    {"item_id": item["id"], "output_index": index, "summary_index": 0, "text": text},
+                )
+            )
+            out.append(
+                self._event(
+                    "response.reasoning_summary_part.done",
+                    {"item_id": item["id"], "output_index": index, "summary_index": 0, "part": part},
+                )
+            )
         elif kind == "message":
             item = _message_item(self.suffix, text)
             part = item["content"][0]
-            out.append(self._event("response.output_text.done", {
-                "item_id": item["id"], "output_index": index, "content_index": 0, "text": text, "logprobs": []}))
-            out.append(self._event("response.content_part.done", {
-                "item_id": item["id"], "output_index": index, "content_index": 0, "part": part}))
+            out.append(
+                self._event(
+                    "response.output_text.done",
+                    {"item_id": item["id"], "output_index": index, "content_index": 0, "text": text, "logprobs": []},
+                )
+            )
+            out.append(
+                self._event(
+                    "response.content_part.done",
+                    {"item_id": item["id"], "output_index": index, "content_index": 0, "part": part},
+                )
+            )
         elif kind == "call":
             assert self.call is not None
             item = {**self.call, "arguments": text, "status": "completed"}
-            out.append(self._event("response.function_call_arguments.done", {
-                "item_id": item["id"], "output_index": index, "name": item["name"], "arguments": text}))
+            out.append(
+                self._event(
+                    "response.function_call_arguments.done",
+                    {"item_id": item["id"], "output_index": index, "name": item["name"], "arguments": text},
+                )
+            )
             self.call = None
         else:
             return
@@ -410,7 +541,11 @@ class ResponsesStream:
     def fail(self, error: PlatformError) -> bytes:
         out = [] if self.started else self._start()
         self._close(out)
-        response = {**self.response, "output": self.output, "status": "failed",
-                    "error": {"code": "server_error", "message": error.message}}
+        response = {
+            **self.response,
+            "output": self.output,
+            "status": "failed",
+            "error": {"code": "server_error", "message": error.message},
+        }
         out.append(self._event("response.failed", {"response": response}))
         return b"".join(out)

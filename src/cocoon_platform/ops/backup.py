@@ -54,8 +54,7 @@ def backup_sqlite(source: Path, destination: Path, *, overwrite: bool = False) -
     partial.unlink(missing_ok=True)
     os.close(os.open(partial, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600))
     try:
-        with sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30) as src, \
-                sqlite3.connect(partial) as dst:
+        with sqlite3.connect(f"file:{source}?mode=ro", uri=True, timeout=30) as src, sqlite3.connect(partial) as dst:
             src.backup(dst, pages=PAGES_PER_STEP)
             # The copy needs no WAL of its own: a single self-contained file restores anywhere.
             dst.execute("PRAGMA journal_mode=DELETE")

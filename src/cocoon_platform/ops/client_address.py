@@ -80,7 +80,8 @@ class ClientAddresses:
                 logger.warning(
                     "requests from loopback carry X-Forwarded-For but COCOON_TRUSTED_PROXIES is empty: "
                     "every client behind that proxy shares one address for sign-up and authentication "
-                    "limits; set COCOON_TRUSTED_PROXIES to the proxy's address (e.g. 127.0.0.1/32)")
+                    "limits; set COCOON_TRUSTED_PROXIES to the proxy's address (e.g. 127.0.0.1/32)"
+                )
             return peer
         if not self._is_trusted(peer):
             return peer

@@ -16,8 +16,12 @@ from cocoon_platform.ops import metrics
 router = APIRouter(tags=["System"])
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
-            responses={200: {"content": {"text/plain": {}}}, **openapi_responses(AdminTokenRequired("Metrics token required"))})
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}}, **openapi_responses(AdminTokenRequired("Metrics token required"))},
+)
 async def prometheus_metrics(
     request: Request, state: StateDep, authorization: Annotated[str | None, Header(include_in_schema=False)] = None
 ) -> Response:

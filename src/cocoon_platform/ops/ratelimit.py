@@ -182,8 +182,15 @@ class RedisCounters:
 
 
 class RateLimiter:
-    def __init__(self, counters: Counters, per_minute: int, concurrent: int, signups_per_minute: int,
-                 auth_failures_per_minute: int = 0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        per_minute: int,
+        concurrent: int,
+        signups_per_minute: int,
+        auth_failures_per_minute: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.counters = counters
         self.per_minute = per_minute
         self.concurrent = concurrent
@@ -219,7 +226,8 @@ class RateLimiter:
                 RATE_LIMITED.labels("account_concurrency").inc()
                 raise RateLimited(
                     f"Too many concurrent requests: at most {self.concurrent} at a time for this account.",
-                    headers={"Retry-After": "1"})
+                    headers={"Retry-After": "1"},
+                )
         headers: list[tuple[bytes, bytes]] = []
         try:
             if self.per_minute:
@@ -231,7 +239,8 @@ class RateLimiter:
                     raise RateLimited(
                         f"Rate limit reached: {self.per_minute} requests per minute for this account. "
                         f"Retry after {retry} s.",
-                        headers={"Retry-After": str(retry), **{k.decode(): v.decode() for k, v in headers}})
+                        headers={"Retry-After": str(retry), **{k.decode(): v.decode() for k, v in headers}},
+                    )
         except BaseException:
             if slot is not None:
                 await self.counters.leave(name, slot)
@@ -275,14 +284,15 @@ class RateLimiter:
         retry = retry_after(wait)
         return RateLimited(
             f"Too many failed authentications from your address: {self.auth_failures_per_minute} per minute. "
-            f"Retry after {retry} s.", headers={"Retry-After": str(retry)})
+            f"Retry after {retry} s.",
+            headers={"Retry-After": str(retry)},
+        )
 
     def _unreachable(self, exc: Exception) -> None:
         now = time.monotonic()
         if now - self._warned_at >= UNREACHABLE_WARNING_SECONDS:
             self._warned_at = now
-            logger.warning("rate-limit counters unreachable (%s: %s): serving without limits",
-                           type(exc).__name__, exc)
+            logger.warning("rate-limit counters unreachable (%s: %s): serving without limits", type(exc).__name__, exc)
 
     async def admit_address(self, address: str) -> None:
         if not self.signups_per_minute:
@@ -296,8 +306,9 @@ class RateLimiter:
             RATE_LIMITED.labels("address").inc()
             retry = retry_after(wait)
             raise RateLimited(
-                f"Too many requests from your address: {self.signups_per_minute} per minute. "
-                f"Retry after {retry} s.", headers={"Retry-After": str(retry)})
+                f"Too many requests from your address: {self.signups_per_minute} per minute. Retry after {retry} s.",
+                headers={"Retry-After": str(retry)},
+            )
 
 
 class Admission(NamedTuple):
@@ -309,9 +320,11 @@ def rate_headers(per_minute: int, taken: Taken) -> list[tuple[bytes, bytes]]:
     """OpenAI's request-limit headers for an answer: the limit per minute, how many more would be
     admitted at once now, and when the bucket is full again (`0.5s`)."""
     remaining = 0 if taken.wait else int((PERIOD - taken.full_in) * per_minute / PERIOD)
-    return [(b"x-ratelimit-limit-requests", str(per_minute).encode()),
-            (b"x-ratelimit-remaining-requests", str(max(remaining, 0)).encode()),
-            (b"x-ratelimit-reset-requests", f"{round(taken.full_in, 3):g}s".encode())]
+    return [
+        (b"x-ratelimit-limit-requests", str(per_minute).encode()),
+        (b"x-ratelimit-remaining-requests", str(max(remaining, 0)).encode()),
+        (b"x-ratelimit-reset-requests", f"{round(taken.full_in, 3):g}s".encode()),
+    ]
 
 
 def retry_after(wait: float) -> int:

@@ -52,7 +52,9 @@ class TextFormatter(logging.Formatter):
 
 def configure_logging(level: str, as_json: bool) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if as_json else TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    handler.setFormatter(
+        JsonFormatter() if as_json else TextFormatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+    )
     root = logging.getLogger("cocoon_platform")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -86,8 +86,13 @@ class Supervisor:
             failures = 1 if time.monotonic() - started >= self.healthy_after else failures + 1
             # The exponent is capped so that a loop failing for days can't overflow the float.
             backoff = min(self.first_backoff * 2 ** min(failures - 1, 32), self.max_backoff)
-            logger.error("background loop %s is down (%s); restarting in %.3g s", entry.name, entry.failure, backoff,
-                         exc_info=error)
+            logger.error(
+                "background loop %s is down (%s); restarting in %.3g s",
+                entry.name,
+                entry.failure,
+                backoff,
+                exc_info=error,
+            )
             metrics.LOOP_RESTARTS.labels(entry.name).inc()
             try:
                 await asyncio.wait_for(self.stop.wait(), backoff)

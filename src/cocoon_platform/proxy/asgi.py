@@ -114,15 +114,25 @@ def with_common_headers(send: Send, request_id: bytes) -> Send:
 
 async def send_json(send: Send, document: Any, request_id: str) -> None:
     """A whole 200 JSON answer."""
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [*JSON_HEADERS, (b"x-request-id", request_id.encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*JSON_HEADERS, (b"x-request-id", request_id.encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": orjson.dumps(document)})
 
 
 async def start_sse(send: Send, request_id: str) -> None:
     """The head of a 200 event stream."""
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*SSE_HEADERS, (b"x-request-id", request_id.encode())],
+        }
+    )
 
 
 def sse(payload: bytes) -> bytes:

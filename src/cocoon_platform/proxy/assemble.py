@@ -40,8 +40,9 @@ class _Choice:
         self.tool_calls: dict[int, dict[str, Any]] = {}
 
 
-async def collect(response: UpstreamResponse, assembler: Assembler, outcome: Outcome, started: float,
-                  watch_client: Callable[[], None]) -> None:
+async def collect(
+    response: UpstreamResponse, assembler: Assembler, outcome: Outcome, started: float, watch_client: Callable[[], None]
+) -> None:
     """Read the network's stream into `assembler`, counting what it delivers in `outcome` as the
     relay counts a stream (`relay.count_delivered`), until it ends; a broken connection ends it
     with `outcome.error` set, the caller's deadline raises through."""
@@ -116,8 +117,9 @@ class Assembler:
                 if name == "delta":
                     if isinstance(value, dict):
                         self._add_delta(choice, value)
-                        count_delivered(outcome, value.get("reasoning_content") or value.get("reasoning"),
-                                        value.get("content"))
+                        count_delivered(
+                            outcome, value.get("reasoning_content") or value.get("reasoning"), value.get("content")
+                        )
                 elif name == "text":
                     if isinstance(value, str):
                         choice.parts.setdefault("text", []).append(value)
@@ -150,10 +152,12 @@ class Assembler:
         texts = {name: "".join(parts) for name, parts in choice.parts.items()}
         out: dict[str, Any] = {"index": choice.index}
         if self.endpoint == "chat":
-            message: dict[str, Any] = {"role": choice.fields.get("message.role", "assistant"),
-                                       "content": texts.pop("content", None),
-                                       "reasoning_content": texts.pop("reasoning_content", None),
-                                       "tool_calls": [choice.tool_calls[i] for i in sorted(choice.tool_calls)]}
+            message: dict[str, Any] = {
+                "role": choice.fields.get("message.role", "assistant"),
+                "content": texts.pop("content", None),
+                "reasoning_content": texts.pop("reasoning_content", None),
+                "tool_calls": [choice.tool_calls[i] for i in sorted(choice.tool_calls)],
+            }
             message.update(texts)
             for name, value in choice.fields.items():
                 if name.startswith("message.") and name != "message.role":

@@ -36,8 +36,12 @@ def _added(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
         earlier = out.get(key)
         if isinstance(value, dict) and isinstance(earlier, dict):
             out[key] = _added(earlier, value)
-        elif (isinstance(value, int) and isinstance(earlier, int)
-              and not isinstance(value, bool) and not isinstance(earlier, bool)):
+        elif (
+            isinstance(value, int)
+            and isinstance(earlier, int)
+            and not isinstance(value, bool)
+            and not isinstance(earlier, bool)
+        ):
             out[key] = earlier + value
         else:
             out[key] = value

@@ -44,8 +44,6 @@ from cocoon_platform.errors import (
 )
 from cocoon_platform.ops import metrics
 from cocoon_platform.ops.request_log import log_request, request_log_enabled
-from cocoon_platform.proxy.attempts import combined_usage
-from cocoon_platform.proxy.assemble import Assembler, collect
 from cocoon_platform.proxy.asgi import (
     Receive,
     Scope,
@@ -54,11 +52,13 @@ from cocoon_platform.proxy.asgi import (
     request_headers,
     send_error,
     send_json,
-    with_headers,
     sse,
     start_sse,
     wait_disconnect,
+    with_headers,
 )
+from cocoon_platform.proxy.assemble import Assembler, collect
+from cocoon_platform.proxy.attempts import combined_usage
 from cocoon_platform.proxy.events import DONE
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.proxy.relay import openai_frame, relay
@@ -160,9 +160,14 @@ class InferenceHandler:
                 if amount >= MAX_RESERVATION:
                     raise InvalidRequest("This request is too large to price; lower max_tokens, n or the prompt.")
                 reservation = await state.billing.reserve(
-                    key_hash, amount, settings.min_balance_nanoton, settings.max_overdraft_nanoton,
-                    request_id, settings.reservation_ttl_seconds,
-                    model=request.model, overdraft_min_credits=settings.overdraft_min_credits_nanoton,
+                    key_hash,
+                    amount,
+                    settings.min_balance_nanoton,
+                    settings.max_overdraft_nanoton,
+                    request_id,
+                    settings.reservation_ttl_seconds,
+                    model=request.model,
+                    overdraft_min_credits=settings.overdraft_min_credits_nanoton,
                 )
                 if reservation is None:
                     raise await self._refusal(key_hash, amount, prices, prompt_bound, request)
@@ -194,8 +199,9 @@ class InferenceHandler:
                 await state.limiter.release_account(account_id, slot)
             self._observe(endpoint, request, request_id, outcome, time.perf_counter() - started)
 
-    def _observe(self, endpoint: str, request: InferenceRequest | None, request_id: str, outcome: Outcome,
-                 seconds: float) -> None:
+    def _observe(
+        self, endpoint: str, request: InferenceRequest | None, request_id: str, outcome: Outcome, seconds: float
+    ) -> None:
         """Metrics and the request's log line: identifiers, counts and times, never content."""
         state = self.state
         model = request.model if request is not None else None
@@ -217,23 +223,25 @@ class InferenceHandler:
             metrics.billed_by(label).inc(outcome.charge)
         if not request_log_enabled():
             return
-        log_request({
-            "request_id": request_id,
-            "account_id": outcome.account_id,
-            "key_id": outcome.key_id,
-            "endpoint": endpoint,
-            "model": model,
-            "stream": request.stream if request is not None else None,
-            "status": outcome.http_status,
-            "outcome": outcome.status.value if outcome.settled else "refused",
-            "prompt_tokens": tokens.prompt if tokens else 0,
-            "cached_tokens": tokens.cached if tokens else 0,
-            "completion_tokens": tokens.completion if tokens else 0,
-            "reasoning_tokens": tokens.reasoning if tokens else 0,
-            "estimated": outcome.estimated,
-            "cost_nanoton": outcome.charge,
-            "duration_ms": round(seconds * 1000, 2),
-        })
+        log_request(
+            {
+                "request_id": request_id,
+                "account_id": outcome.account_id,
+                "key_id": outcome.key_id,
+                "endpoint": endpoint,
+                "model": model,
+                "stream": request.stream if request is not None else None,
+                "status": outcome.http_status,
+                "outcome": outcome.status.value if outcome.settled else "refused",
+                "prompt_tokens": tokens.prompt if tokens else 0,
+                "cached_tokens": tokens.cached if tokens else 0,
+                "completion_tokens": tokens.completion if tokens else 0,
+                "reasoning_tokens": tokens.reasoning if tokens else 0,
+                "estimated": outcome.estimated,
+                "cost_nanoton": outcome.charge,
+                "duration_ms": round(seconds * 1000, 2),
+            }
+        )
 
     # --- refusal --------------------------------------------------------------------------
 
@@ -250,8 +258,7 @@ class InferenceHandler:
         if refused is not None:
             return refused
         # The overdraft only for accounts whose lifetime credits reach the minimum (#14).
-        overdraft = (settings.max_overdraft_nanoton if funds.credited >= settings.overdraft_min_credits_nanoton
-                     else 0)
+        overdraft = settings.max_overdraft_nanoton if funds.credited >= settings.overdraft_min_credits_nanoton else 0
         if funds.balance < settings.min_balance_nanoton:
             return InsufficientBalance(
                 f"Insufficient balance: {format_ton(funds.balance)} TON. "
@@ -266,15 +273,20 @@ class InferenceHandler:
             if limited is not None:
                 return limited
         fits = state.pricer.largest_max_tokens(prices, prompt_bound, available) // per_max_token
-        hint = (f" The largest max_tokens that fits is {fits}." if fits > 0
-                else " Top up via /v1/deposit or shorten the prompt.")
+        hint = (
+            f" The largest max_tokens that fits is {fits}."
+            if fits > 0
+            else " Top up via /v1/deposit or shorten the prompt."
+        )
 
         def ton(nanoton: int) -> str:
             return format_ton(nanoton, 9, trim=True)
 
         if overdraft == 0 and settings.max_overdraft_nanoton > 0:
-            hint += (f" An overdraft of {ton(settings.max_overdraft_nanoton)} TON opens once your deposits reach "
-                     f"{ton(settings.overdraft_min_credits_nanoton)} TON in all.")
+            hint += (
+                f" An overdraft of {ton(settings.max_overdraft_nanoton)} TON opens once your deposits reach "
+                f"{ton(settings.overdraft_min_credits_nanoton)} TON in all."
+            )
 
         return InsufficientBalance(
             f"Insufficient balance for this request: it needs up to {ton(amount)} TON "
@@ -292,7 +304,8 @@ class InferenceHandler:
         settings = self.state.settings
         translated = dialect.translate(decode_body(raw))
         request = prepare_request(
-            translated.chat, True,
+            translated.chat,
+            True,
             max_tokens_cap=settings.max_tokens_cap,
             default_max_tokens=settings.default_max_tokens,
             max_coefficient=settings.max_coefficient,
@@ -311,8 +324,9 @@ class InferenceHandler:
         try:
             response = await state.pool.post(path, orjson.dumps(request.payload))
         except NoUpstream:
-            raise UpstreamError(503, "The COCOON network is unavailable right now. Try again shortly.",
-                                "unreachable") from None
+            raise UpstreamError(
+                503, "The COCOON network is unavailable right now. Try again shortly.", "unreachable"
+            ) from None
         except PoolBusy:
             raise UpstreamBusy() from None
         except TimeoutError:
@@ -327,8 +341,9 @@ class InferenceHandler:
             raise map_upstream_error(response.status, body, request.model, state.settings.max_coefficient)
         return response
 
-    async def _fetch(self, request: InferenceRequest, timeout: float, outcome: Outcome,
-                     receive: Receive) -> dict[str, Any]:
+    async def _fetch(
+        self, request: InferenceRequest, timeout: float, outcome: Outcome, receive: Receive
+    ) -> dict[str, Any]:
         """One non-streamed answer, read from the network's stream and assembled (`assemble.py`),
         so that what the network generated is counted in `outcome` whatever ends the request.
         Raises UpstreamError; `outcome.answering` says whether the network had begun answering
@@ -358,8 +373,9 @@ class InferenceHandler:
         except TimeoutError:
             if response is None:
                 raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
-            raise UpstreamError(504, "The COCOON network stopped answering mid-answer; what it generated "
-                                     "is billed.", "timeout") from None
+            raise UpstreamError(
+                504, "The COCOON network stopped answering mid-answer; what it generated is billed.", "timeout"
+            ) from None
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -368,13 +384,20 @@ class InferenceHandler:
         if outcome.error is not None:
             raise outcome.error
         if outcome.usage is None and not outcome.upstream_done:
-            raise UpstreamError(502, "The COCOON network ended the answer early; what it generated is billed.",
-                                "stream_cut")
+            raise UpstreamError(
+                502, "The COCOON network ended the answer early; what it generated is billed.", "stream_cut"
+            )
         return assembler.document(outcome.usage)
 
     async def _complete(
-        self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
-        request_id: str, receive: Receive, send: Send, outcome: Outcome,
+        self,
+        request: InferenceRequest,
+        reservation: Reservation,
+        prices: NetworkPrices,
+        request_id: str,
+        receive: Receive,
+        send: Send,
+        outcome: Outcome,
     ) -> None:
         started = time.perf_counter()
         try:
@@ -408,7 +431,11 @@ class InferenceHandler:
         await send_json(send, document, request_id)
 
     async def _read_tool_calls(
-        self, request: InferenceRequest, document: dict[str, Any], outcome: Outcome, started: float,
+        self,
+        request: InferenceRequest,
+        document: dict[str, Any],
+        outcome: Outcome,
+        started: float,
         receive: Receive,
     ) -> dict[str, Any]:
         """The answer with its tool calls read (tools/answer.py). When a call was required and the
@@ -432,8 +459,14 @@ class InferenceHandler:
         return second
 
     async def _stream(
-        self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
-        request_id: str, receive: Receive, send: Send, outcome: Outcome,
+        self,
+        request: InferenceRequest,
+        reservation: Reservation,
+        prices: NetworkPrices,
+        request_id: str,
+        receive: Receive,
+        send: Send,
+        outcome: Outcome,
     ) -> None:
         started = time.perf_counter()
         response: UpstreamResponse | None = None
@@ -508,8 +541,9 @@ class InferenceHandler:
             return
         if outcome.error is None and outcome.usage is None:
             # Ended without its usage chunk: the stream was cut short, whatever closed it.
-            outcome.error = UpstreamError(502, "The COCOON network ended the stream early.",
-                                          "no_usage" if outcome.upstream_done else "stream_cut")
+            outcome.error = UpstreamError(
+                502, "The COCOON network ended the stream early.", "no_usage" if outcome.upstream_done else "stream_cut"
+            )
         if outcome.error is not None:
             outcome.status, outcome.http_status = UsageStatus.UPSTREAM_CUT, outcome.error.status
         if disconnected:
@@ -529,21 +563,36 @@ class InferenceHandler:
             return
         tail = b""
         if request.include_usage and outcome.usage is not None:
-            tail = sse(orjson.dumps({"id": request_id,
-                                      "object": _CHUNK_OBJECT[request.endpoint], "created": int(time.time()),
-                                      "model": request.model, "choices": [], "usage": usage}))
+            tail = sse(
+                orjson.dumps(
+                    {
+                        "id": request_id,
+                        "object": _CHUNK_OBJECT[request.endpoint],
+                        "created": int(time.time()),
+                        "model": request.model,
+                        "choices": [],
+                        "usage": usage,
+                    }
+                )
+            )
         await send({"type": "http.response.body", "body": tail + sse(DONE), "more_body": False})
 
     # --- settlement -----------------------------------------------------------------------
 
     async def _settle(
-        self, request: InferenceRequest, reservation: Reservation, prices: NetworkPrices,
-        request_id: str, outcome: Outcome, started: float,
+        self,
+        request: InferenceRequest,
+        reservation: Reservation,
+        prices: NetworkPrices,
+        request_id: str,
+        outcome: Outcome,
+        started: float,
     ) -> int:
         """Charge what the outcome says, record usage, release the hold; returns the charge."""
         state = self.state
-        charged = bill(state.pricer, prices, outcome.status, outcome.usage, outcome.delivered(),
-                       request.estimate_prompt_tokens)
+        charged = bill(
+            state.pricer, prices, outcome.status, outcome.usage, outcome.delivered(), request.estimate_prompt_tokens
+        )
         tokens = charged.tokens
         outcome.estimated = charged.estimated
         settlement = Settlement(

@@ -32,21 +32,63 @@ from cocoon_platform.errors import InvalidRequest, UnsupportedParameter
 
 # What both builds accept, besides the fields the platform sets itself (max_tokens, max_coefficient,
 # stream_options, timeout). Values are checked by parse_request or left to the model.
-CHAT_FIELDS = frozenset((
-    "model", "messages", "max_tokens", "n", "temperature", "top_p", "frequency_penalty", "presence_penalty",
-    "response_format", "reasoning_effort", "verbosity", "parallel_tool_calls", "stream", "stream_options",
-    "stop", "chat_template_kwargs", "max_coefficient", "timeout",
-))
-COMPLETION_FIELDS = frozenset((
-    "model", "prompt", "best_of", "echo", "frequency_penalty", "max_tokens", "n", "presence_penalty", "stop",
-    "stream", "stream_options", "suffix", "temperature", "top_p", "skip_special_tokens", "max_coefficient",
-    "timeout", "seed",
-))
+CHAT_FIELDS = frozenset(
+    (
+        "model",
+        "messages",
+        "max_tokens",
+        "n",
+        "temperature",
+        "top_p",
+        "frequency_penalty",
+        "presence_penalty",
+        "response_format",
+        "reasoning_effort",
+        "verbosity",
+        "parallel_tool_calls",
+        "stream",
+        "stream_options",
+        "stop",
+        "chat_template_kwargs",
+        "max_coefficient",
+        "timeout",
+    )
+)
+COMPLETION_FIELDS = frozenset(
+    (
+        "model",
+        "prompt",
+        "best_of",
+        "echo",
+        "frequency_penalty",
+        "max_tokens",
+        "n",
+        "presence_penalty",
+        "stop",
+        "stream",
+        "stream_options",
+        "suffix",
+        "temperature",
+        "top_p",
+        "skip_special_tokens",
+        "max_coefficient",
+        "timeout",
+        "seed",
+    )
+)
 # No effect on the answer (or, for `seed`, an effect neither build promises): dropped.
-DROPPED_FIELDS = frozenset((
-    "user", "store", "metadata", "service_tier", "safety_identifier", "prompt_cache_key",
-    "prompt_cache_retention", "seed",
-))
+DROPPED_FIELDS = frozenset(
+    (
+        "user",
+        "store",
+        "metadata",
+        "service_tier",
+        "safety_identifier",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "seed",
+    )
+)
 STREAM_OPTIONS = frozenset(("include_usage", "include_obfuscation"))
 CHAT_TEMPLATE_KWARGS = frozenset(("enable_thinking",))
 # The fields OpenAI defines for each message role, as the newer build checks them. A tool call's
@@ -113,8 +155,7 @@ def _network_message(message: dict[str, Any], index: int, extra_fields: Collecti
         role = "system"
     allowed = MESSAGE_FIELDS.get(role)
     if allowed is None:
-        raise UnsupportedParameter(f"messages[{index}].role",
-                                   f"role '{role}' is not supported by the COCOON network")
+        raise UnsupportedParameter(f"messages[{index}].role", f"role '{role}' is not supported by the COCOON network")
     out = {}
     for name, value in message.items():
         if name in allowed or name in extra_fields:
@@ -122,8 +163,9 @@ def _network_message(message: dict[str, Any], index: int, extra_fields: Collecti
         elif (name in DROPPED_MESSAGE_FIELDS and role == "assistant") or value is None:
             continue
         else:
-            raise UnsupportedParameter(f"messages[{index}].{name}",
-                                       _WHY.get(name, f"a {role} message cannot carry it on the COCOON network"))
+            raise UnsupportedParameter(
+                f"messages[{index}].{name}", _WHY.get(name, f"a {role} message cannot carry it on the COCOON network")
+            )
     out["role"] = role
     content = out.get("content")
     if isinstance(content, list):

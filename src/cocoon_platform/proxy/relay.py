@@ -20,8 +20,14 @@ from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 
 
-async def relay(response: UpstreamResponse, send: Send, outcome: Outcome, started: float,
-                watch_client: Callable[[], None], frame: Callable[[list[bytes]], bytes]) -> None:
+async def relay(
+    response: UpstreamResponse,
+    send: Send,
+    outcome: Outcome,
+    started: float,
+    watch_client: Callable[[], None],
+    frame: Callable[[list[bytes]], bytes],
+) -> None:
     """Forward upstream events until the answer ends; keep the usage for settlement. The
     caller's deadline raises through. `watch_client` is called before the relay first waits
     for the network, so a client that leaves meanwhile is noticed. `frame` turns the payloads

@@ -166,30 +166,50 @@ def decode_body(raw: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         raise ValidationFailed([0], "JSON decode error", "json_invalid") from None
     if not isinstance(body, dict):
-        raise ValidationFailed([], "Input should be a valid dictionary or object to extract fields from",
-                               "model_attributes_type")
+        raise ValidationFailed(
+            [], "Input should be a valid dictionary or object to extract fields from", "model_attributes_type"
+        )
     return body
 
 
 def parse_request(
-    path: str, raw: bytes, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
+    path: str,
+    raw: bytes,
+    *,
+    max_tokens_cap: int,
+    default_max_tokens: int,
+    max_coefficient: int,
     extra_fields: Collection[str] = (),
-    tool_format_of: Callable[[str], str | None] | None = None, schemas: SchemaCache | None = None,
+    tool_format_of: Callable[[str], str | None] | None = None,
+    schemas: SchemaCache | None = None,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> InferenceRequest:
     """Validate a body and prepare what is forwarded upstream (only what the network takes:
     `network_fields.network_body`, with the operator's `extra_fields`). With `tool_format_of`
     (model -> the catalog's tool format), tools and tool history are rendered for the model."""
-    return prepare_request(decode_body(raw), path == CHAT_PATH, max_tokens_cap=max_tokens_cap,
-                           default_max_tokens=default_max_tokens, max_coefficient=max_coefficient,
-                           extra_fields=extra_fields, tool_format_of=tool_format_of, schemas=schemas,
-                           request_timeout=request_timeout)
+    return prepare_request(
+        decode_body(raw),
+        path == CHAT_PATH,
+        max_tokens_cap=max_tokens_cap,
+        default_max_tokens=default_max_tokens,
+        max_coefficient=max_coefficient,
+        extra_fields=extra_fields,
+        tool_format_of=tool_format_of,
+        schemas=schemas,
+        request_timeout=request_timeout,
+    )
 
 
 def prepare_request(
-    body: dict[str, Any], chat: bool, *, max_tokens_cap: int, default_max_tokens: int, max_coefficient: int,
+    body: dict[str, Any],
+    chat: bool,
+    *,
+    max_tokens_cap: int,
+    default_max_tokens: int,
+    max_coefficient: int,
     extra_fields: Collection[str] = (),
-    tool_format_of: Callable[[str], str | None] | None = None, schemas: SchemaCache | None = None,
+    tool_format_of: Callable[[str], str | None] | None = None,
+    schemas: SchemaCache | None = None,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
 ) -> InferenceRequest:
     """Check a decoded chat or completions body and prepare it for forwarding; the dialects call
@@ -204,8 +224,9 @@ def prepare_request(
         raise InvalidRequest("model must not be empty", param="model")
     if len(model) > MAX_MODEL_LENGTH or not MODEL_NAME.fullmatch(model):
         # Checked before anything logs it: a newline would forge log lines, a long one fill the log.
-        raise InvalidRequest(f"model must be 1-{MAX_MODEL_LENGTH} characters: letters, digits and . _ - / : @ +",
-                             param="model")
+        raise InvalidRequest(
+            f"model must be 1-{MAX_MODEL_LENGTH} characters: letters, digits and . _ - / : @ +", param="model"
+        )
     history = False
     if chat:
         history = _check_messages(body["messages"])

@@ -41,20 +41,29 @@ def map_upstream_error(status: int, body: bytes, model: str, max_coefficient: in
             "coefficient",
         )
     if status == 400 and UNKNOWN_MODEL.search(body):
-        return InvalidRequest(f"Unknown model '{model}'. See GET /v1/models for the models on the network.",
-                              param="model")
+        return InvalidRequest(
+            f"Unknown model '{model}'. See GET /v1/models for the models on the network.", param="model"
+        )
     is_json, detail = _message(body)
     if status == 400:
         return InvalidRequest(f"The COCOON network rejected the request: {detail or 'bad request'}")
     if status == 503:
-        return UpstreamError(503, "The COCOON network is unavailable right now (no working proxy connection). "
-                                  "Try again shortly.", "no_proxy")
+        return UpstreamError(
+            503,
+            "The COCOON network is unavailable right now (no working proxy connection). Try again shortly.",
+            "no_proxy",
+        )
     if status == 502 and is_json:
-        return UpstreamError(502, f"No COCOON workers are available for {model} right now. Try again shortly."
-                             + (f" ({detail})" if detail else ""), "no_workers")
+        return UpstreamError(
+            502,
+            f"No COCOON workers are available for {model} right now. Try again shortly."
+            + (f" ({detail})" if detail else ""),
+            "no_workers",
+        )
     if status == 504:
         return UpstreamError(504, "The COCOON network timed out on this request.", "timeout")
     if status == 500 and b"balance" in body.lower():
-        return UpstreamError(503, "The platform cannot pay the COCOON network right now. Try again later.",
-                             "client_balance")
+        return UpstreamError(
+            503, "The platform cannot pay the COCOON network right now. Try again later.", "client_balance"
+        )
     return UpstreamError(502, f"Bad response from the COCOON network (status {status}).", "bad_response")

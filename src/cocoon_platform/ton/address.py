@@ -82,17 +82,13 @@ class TonAddress:
         if workchain_text not in ("0", "-1"):
             raise InvalidAddress(f"bad workchain {workchain_text!r}: expected 0 or -1")
         if len(hex_hash) != 64:
-            raise InvalidAddress(
-                f"bad raw address: hash has {len(hex_hash)} hex digits, expected 64"
-            )
+            raise InvalidAddress(f"bad raw address: hash has {len(hex_hash)} hex digits, expected 64")
         return cls(int(workchain_text), bytes.fromhex(hex_hash))
 
     @classmethod
     def _parse_friendly(cls, text: str) -> TonAddress:
         if len(text) != _FRIENDLY_LEN:
-            raise InvalidAddress(
-                f"bad length: user-friendly address has {len(text)} characters, expected 48"
-            )
+            raise InvalidAddress(f"bad length: user-friendly address has {len(text)} characters, expected 48")
         chars = set(text)
         if chars <= _URL_CHARS:
             text = text.replace("-", "+").replace("_", "/")
@@ -118,9 +114,7 @@ class TonAddress:
             raise InvalidAddress(f"bad workchain {workchain}: expected 0 or -1")
         return cls(workchain, raw[2:34], base_flag == _BOUNCEABLE, testnet)
 
-    def to_friendly(
-        self, bounceable: bool | None = None, testnet: bool | None = None, url_safe: bool = True
-    ) -> str:
+    def to_friendly(self, bounceable: bool | None = None, testnet: bool | None = None, url_safe: bool = True) -> str:
         """User-friendly form; flags default to the ones this address was parsed with."""
         bounce = self.bounceable if bounceable is None else bounceable
         test = self.testnet if testnet is None else testnet

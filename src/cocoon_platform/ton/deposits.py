@@ -40,8 +40,8 @@ from cocoon_platform.accounts.service import account_by_code
 from cocoon_platform.billing.ledger import EntryKind, post_entry
 from cocoon_platform.config import format_ton
 from cocoon_platform.db.models import Account, Deposit, PendingDeposit, WatcherCursor, utcnow
-from cocoon_platform.ton.comment import BodyKind
 from cocoon_platform.ton.address import InvalidAddress, TonAddress
+from cocoon_platform.ton.comment import BodyKind
 from cocoon_platform.ton.toncenter import ChainTransaction, Classification, classify, decode_tx_hash
 
 __all__ = [
@@ -132,9 +132,7 @@ def parse_tx_hash(text: str) -> str:
         raise DepositError(str(exc)) from None
 
 
-async def record_transaction(
-    session: AsyncSession, tx: ChainTransaction, wallet: TonAddress
-) -> DepositOutcome:
+async def record_transaction(session: AsyncSession, tx: ChainTransaction, wallet: TonAddress) -> DepositOutcome:
     """Record one finalised transaction of `wallet`; see `record_transactions`."""
     [outcome] = await record_transactions(session, [tx], wallet)
     return outcome
@@ -172,35 +170,43 @@ async def record_transactions(
         await session.execute(delete(PendingDeposit).where(PendingDeposit.tx_hash.in_(seen)))
     if recordable:
         outcomes.update(await _record_new(session, list(recordable.values())))
-    return [
-        DepositOutcome.DUPLICATE if index in repeated else outcomes[tx.hash.hex()]
-        for index, tx in enumerate(txs)
-    ]
+    return [DepositOutcome.DUPLICATE if index in repeated else outcomes[tx.hash.hex()] for index, tx in enumerate(txs)]
 
 
-async def record_pending(
-    session: AsyncSession, txs: Sequence[ChainTransaction], wallet: TonAddress
-) -> int:
+async def record_pending(session: AsyncSession, txs: Sequence[ChainTransaction], wallet: TonAddress) -> int:
     """Note the transfers among `txs` that are not final yet and carry an account's code, so
     `GET /v1/deposits` shows them as pending; returns how many were new. Nothing is credited."""
     candidates = [
-        tx for tx in txs
-        if classify(tx) is Classification.PENDING and tx.incoming and not tx.bounced and tx.value_nanoton > 0
-        and tx.body.kind is BodyKind.TEXT and _belongs_to(tx, wallet)
+        tx
+        for tx in txs
+        if classify(tx) is Classification.PENDING
+        and tx.incoming
+        and not tx.bounced
+        and tx.value_nanoton > 0
+        and tx.body.kind is BodyKind.TEXT
+        and _belongs_to(tx, wallet)
     ]
     accounts = await _accounts_by_code(session, {_code(tx) for tx in candidates})
     rows: list[dict[str, Any]] = [
-        {"tx_hash": tx.hash.hex(), "account_id": accounts[_code(tx)], "amount_nanoton": tx.value_nanoton,
-         "seen_at": utcnow()}
-        for tx in candidates if _code(tx) in accounts
+        {
+            "tx_hash": tx.hash.hex(),
+            "account_id": accounts[_code(tx)],
+            "amount_nanoton": tx.value_nanoton,
+            "seen_at": utcnow(),
+        }
+        for tx in candidates
+        if _code(tx) in accounts
     ]
     known = await known_hashes(session, [row["tx_hash"] for row in rows])
     rows = [row for row in rows if row["tx_hash"] not in known]
     if not rows:
         return 0
     statement = (
-        _dialect(session).insert(PendingDeposit).values(rows)
-        .on_conflict_do_nothing(index_elements=[PendingDeposit.tx_hash]).returning(PendingDeposit.tx_hash)
+        _dialect(session)
+        .insert(PendingDeposit)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=[PendingDeposit.tx_hash])
+        .returning(PendingDeposit.tx_hash)
     )
     return len(list(await session.scalars(statement)))
 
@@ -210,9 +216,7 @@ async def _record_new(
 ) -> dict[str, DepositOutcome]:
     """Insert the deposits rows, then post a ledger entry for each credited one."""
     accounts = await _accounts_by_code(session, {_code(tx) for tx, creditable in candidates if creditable})
-    rows = [
-        _deposit_values(tx, accounts.get(_code(tx)) if creditable else None) for tx, creditable in candidates
-    ]
+    rows = [_deposit_values(tx, accounts.get(_code(tx)) if creditable else None) for tx, creditable in candidates]
     # Sorted so concurrent watchers take the unique-index locks in one order (no deadlock).
     rows.sort(key=lambda row: row["tx_hash"])
     inserted = await _insert_new(session, rows)
@@ -223,19 +227,31 @@ async def _record_new(
             outcomes[row["tx_hash"]] = DepositOutcome.DUPLICATE
         elif row["account_id"] is None:
             outcomes[row["tx_hash"]] = DepositOutcome.UNMATCHED
-            logger.info("unmatched deposit %s: %s TON (%s)", row["tx_hash"],
-                     format_ton(row["amount_nanoton"], 9), row["body_kind"])
+            logger.info(
+                "unmatched deposit %s: %s TON (%s)",
+                row["tx_hash"],
+                format_ton(row["amount_nanoton"], 9),
+                row["body_kind"],
+            )
         else:
             outcomes[row["tx_hash"]] = DepositOutcome.CREDITED
             credits.append(row)
     # Account rows are locked in id order for the same reason.
     for row in sorted(credits, key=lambda row: (row["account_id"], row["lt"])):
         await post_entry(
-            session, row["account_id"], row["amount_nanoton"], EntryKind.DEPOSIT,
-            ledger_reference(row["tx_hash"]), f"TON deposit from {row['sender']}",
+            session,
+            row["account_id"],
+            row["amount_nanoton"],
+            EntryKind.DEPOSIT,
+            ledger_reference(row["tx_hash"]),
+            f"TON deposit from {row['sender']}",
         )
-        logger.info("credited %s TON to account %d (tx %s)", format_ton(row["amount_nanoton"], 9),
-                 row["account_id"], row["tx_hash"])
+        logger.info(
+            "credited %s TON to account %d (tx %s)",
+            format_ton(row["amount_nanoton"], 9),
+            row["account_id"],
+            row["tx_hash"],
+        )
     return outcomes
 
 
@@ -249,9 +265,7 @@ async def _accounts_by_code(session: AsyncSession, codes: Iterable[str]) -> dict
     wanted = [code for code in codes if code and set(code) <= _CODE_CHARS]
     if not wanted:
         return {}
-    rows = await session.execute(
-        select(Account.deposit_code, Account.id).where(Account.deposit_code.in_(wanted))
-    )
+    rows = await session.execute(select(Account.deposit_code, Account.id).where(Account.deposit_code.in_(wanted)))
     return {code: account_id for code, account_id in rows}
 
 
@@ -278,7 +292,8 @@ async def _insert_new(session: AsyncSession, rows: list[dict[str, Any]]) -> set[
     limits of SQLite (32766) and asyncpg (32767).
     """
     statement = (
-        _dialect(session).insert(Deposit)
+        _dialect(session)
+        .insert(Deposit)
         .values(rows)
         .on_conflict_do_nothing(index_elements=[Deposit.tx_hash])
         .returning(Deposit.tx_hash)
@@ -298,8 +313,7 @@ def _belongs_to(tx: ChainTransaction, wallet: TonAddress) -> bool:
             return True
     except InvalidAddress:
         pass
-    logger.warning("ignoring transaction %s of account %r: not the deposit wallet", tx.hash.hex(),
-                tx.account[:80])
+    logger.warning("ignoring transaction %s of account %r: not the deposit wallet", tx.hash.hex(), tx.account[:80])
     return False
 
 
@@ -341,9 +355,7 @@ class Cursor:
 
 async def load_cursor(session: AsyncSession, wallet_key: str) -> Cursor | None:
     row = (
-        await session.execute(
-            select(WatcherCursor.lt, WatcherCursor.tx_hash).where(WatcherCursor.wallet == wallet_key)
-        )
+        await session.execute(select(WatcherCursor.lt, WatcherCursor.tx_hash).where(WatcherCursor.wallet == wallet_key))
     ).first()
     return Cursor(row.lt, row.tx_hash) if row else None
 
@@ -351,8 +363,10 @@ async def load_cursor(session: AsyncSession, wallet_key: str) -> Cursor | None:
 async def save_cursor(session: AsyncSession, wallet_key: str, cursor: Cursor) -> None:
     """Upsert the wallet's cursor; it only moves forward, so a slower second watcher can't
     drag it back."""
-    statement = _dialect(session).insert(WatcherCursor).values(
-        wallet=wallet_key, lt=cursor.lt, tx_hash=cursor.tx_hash, updated_at=utcnow()
+    statement = (
+        _dialect(session)
+        .insert(WatcherCursor)
+        .values(wallet=wallet_key, lt=cursor.lt, tx_hash=cursor.tx_hash, updated_at=utcnow())
     )
     await session.execute(
         statement.on_conflict_do_update(
@@ -389,7 +403,11 @@ async def assign_unmatched(session: AsyncSession, tx_hash: str, code: str) -> in
     if not claimed.rowcount:  # type: ignore[attr-defined]
         raise AlreadyCredited(f"deposit {tx_hash_hex} is already credited")
     return await post_entry(
-        session, account.id, deposit.amount_nanoton, EntryKind.DEPOSIT, ledger_reference(tx_hash_hex),
+        session,
+        account.id,
+        deposit.amount_nanoton,
+        EntryKind.DEPOSIT,
+        ledger_reference(tx_hash_hex),
         f"TON deposit from {deposit.sender}, assigned by an operator",
     )
 

@@ -206,8 +206,11 @@ class DepositWatcher:
             waited = now - self._pending_seen[tx.hash]
             if waited < self._pending_timeout:
                 return list(txs[:index]), True
-            logger.warning("transaction %s pending for %.0fs: moving past it; the rescan will record "
-                        "it if it is finalised later", tx.hash.hex(), waited)
+            logger.warning(
+                "transaction %s pending for %.0fs: moving past it; the rescan will record it if it is finalised later",
+                tx.hash.hex(),
+                waited,
+            )
         return list(txs), False
 
     async def rescan_once(self) -> PollResult:
@@ -221,7 +224,10 @@ class DepositWatcher:
         scanned = 0
         while True:
             page = await self._client.fetch_page(
-                self._wallet_key, None, self._page_size, sort="desc",
+                self._wallet_key,
+                None,
+                self._page_size,
+                sort="desc",
                 end_lt=boundary.lt if boundary else cursor.lt,
             )
             txs = _without(page, boundary)
@@ -235,8 +241,11 @@ class DepositWatcher:
                 break
             boundary = Cursor.of(txs[-1])
         if result.credited or result.unmatched:
-            logger.warning("rescan found %d credited and %d unmatched deposit(s) the poll had missed",
-                        result.credited, result.unmatched)
+            logger.warning(
+                "rescan found %d credited and %d unmatched deposit(s) the poll had missed",
+                result.credited,
+                result.unmatched,
+            )
         return result
 
     async def _commit(self, txs: Sequence[ChainTransaction], result: PollResult, advance: bool) -> None:
@@ -300,8 +309,16 @@ async def watch_exclusively(
             await watcher.run(job_stop)
         finally:
             reporter.cancel()
-            logger.info("deposit watcher stopped: %d credited, %d unmatched, %d failed polls",
-                     watcher.credited, watcher.unmatched, watcher.errors)
+            logger.info(
+                "deposit watcher stopped: %d credited, %d unmatched, %d failed polls",
+                watcher.credited,
+                watcher.unmatched,
+                watcher.errors,
+            )
 
-    await run_exclusively(lease_for(settings, "deposit-watcher"), job, stop,
-                          on_change=lambda active: metrics.WATCHER_ACTIVE.set(1 if active else 0))
+    await run_exclusively(
+        lease_for(settings, "deposit-watcher"),
+        job,
+        stop,
+        on_change=lambda active: metrics.WATCHER_ACTIVE.set(1 if active else 0),
+    )

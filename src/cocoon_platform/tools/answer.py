@@ -98,7 +98,7 @@ class AnswerScanner:
         if state == _START:
             head = buffer.lstrip()
             if head.startswith(THINK_OPEN):
-                self._buffer = head[len(THINK_OPEN):]
+                self._buffer = head[len(THINK_OPEN) :]
                 self._state = _THINK
                 self._lstrip = True
                 return True
@@ -117,7 +117,7 @@ class AnswerScanner:
                 reasoning = buffer[:end].rstrip("\n")
                 if reasoning:
                     out.append((REASONING, reasoning, True))
-                self._buffer = buffer[end + len(THINK_CLOSE):]
+                self._buffer = buffer[end + len(THINK_CLOSE) :]
                 self._state = _TEXT
                 self._lstrip = True
                 return True
@@ -139,7 +139,7 @@ class AnswerScanner:
             if start >= 0:
                 if start:
                     out.append((TEXT, buffer[:start], True))
-                self._buffer = buffer[start + len(CALL_OPEN):]
+                self._buffer = buffer[start + len(CALL_OPEN) :]
                 self._state = _CALL
                 self._in_string = self._escaped = False
                 self._scanned = 0
@@ -168,7 +168,7 @@ class AnswerScanner:
                     pass
                 else:
                     out.append((CALL, buffer[:end], True))
-                    self._buffer = buffer[end + len(CALL_CLOSE):]
+                    self._buffer = buffer[end + len(CALL_CLOSE) :]
                     self._state = _TEXT
                     return True
         length = len(buffer)
@@ -197,7 +197,7 @@ class AnswerScanner:
             elif char == "<":
                 if buffer.startswith(CALL_CLOSE, position):
                     out.append((CALL, buffer[:position], True))
-                    self._buffer = buffer[position + len(CALL_CLOSE):]
+                    self._buffer = buffer[position + len(CALL_CLOSE) :]
                     self._state = _TEXT
                     return True
                 if CALL_CLOSE.startswith(buffer[position:]):
@@ -317,8 +317,9 @@ def read_message(message: dict[str, Any], offer: ToolOffer) -> bool:
     message["content"] = answer.content
     if answer.reasoning is not None:
         earlier = message.get("reasoning_content")
-        message["reasoning_content"] = (earlier + "\n" + answer.reasoning) if isinstance(earlier, str) and earlier \
-            else answer.reasoning
+        message["reasoning_content"] = (
+            (earlier + "\n" + answer.reasoning) if isinstance(earlier, str) and earlier else answer.reasoning
+        )
     if answer.tool_calls:
         message["tool_calls"] = answer.tool_calls
         return True

@@ -127,8 +127,10 @@ def _assistant(message: dict[str, Any], index: int) -> dict[str, Any]:
             function = call  # the template also takes a bare {"name", "arguments"}
         name = function.get("name") if isinstance(function, dict) else None
         if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"messages[{index}].tool_calls[{position}].function.name must be a string",
-                                 param=f"messages[{index}].tool_calls")
+            raise InvalidRequest(
+                f"messages[{index}].tool_calls[{position}].function.name must be a string",
+                param=f"messages[{index}].tool_calls",
+            )
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
             arguments = tojson(arguments)

@@ -119,16 +119,17 @@ def _compile_tools(tools: list[Any]) -> ToolSet:
     for index, definition in enumerate(tools):
         function = definition.get("function") if isinstance(definition, dict) else None
         if not isinstance(function, dict) or definition.get("type", "function") != "function":
-            raise InvalidRequest(f'tools[{index}] must be {{"type": "function", "function": {{...}}}}',
-                                 param=f"tools[{index}]")
+            raise InvalidRequest(
+                f'tools[{index}] must be {{"type": "function", "function": {{...}}}}', param=f"tools[{index}]"
+            )
         name = function.get("name")
         if not isinstance(name, str) or not name:
-            raise InvalidRequest(f"tools[{index}].function.name must be a non-empty string",
-                                 param=f"tools[{index}].function.name")
+            raise InvalidRequest(
+                f"tools[{index}].function.name must be a non-empty string", param=f"tools[{index}].function.name"
+            )
         if name in compiled:
             raise InvalidRequest(f"tools[{index}]: a second function named {name!r}", param=f"tools[{index}]")
-        compiled[name] = OfferedTool(name, definition, tojson(definition),
-                                     _compile(function.get("parameters"), index))
+        compiled[name] = OfferedTool(name, definition, tojson(definition), _compile(function.get("parameters"), index))
     ordered = tuple(compiled.values())
     lines = "".join("\n" + tool.rendered for tool in ordered)
     return ToolSet(ordered, compiled, lines, len(lines.encode()))
@@ -181,8 +182,10 @@ def _choice(value: Any, names: Collection[str]) -> tuple[str, str | None]:
     function = value.get("function") if isinstance(value, dict) and value.get("type") == "function" else None
     name = function.get("name") if isinstance(function, dict) else None
     if not isinstance(name, str):
-        raise InvalidRequest('tool_choice must be "none", "auto", "required" or '
-                             '{"type": "function", "function": {"name": ...}}', param="tool_choice")
+        raise InvalidRequest(
+            'tool_choice must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
+            param="tool_choice",
+        )
     if name not in names:
         raise InvalidRequest(f"tool_choice names {name!r}, which is not among the tools", param="tool_choice")
     return NAMED, name

@@ -21,8 +21,9 @@ from cocoon_platform.upstream.catalog import HERMES
 HISTORY_ITEM_BYTES = 64
 
 
-def apply_tools(body: dict[str, Any], tool_format_of: Callable[[str], str | None],
-                schemas: SchemaCache, history: bool | None = None) -> tuple[ToolOffer | None, int]:
+def apply_tools(
+    body: dict[str, Any], tool_format_of: Callable[[str], str | None], schemas: SchemaCache, history: bool | None = None
+) -> tuple[ToolOffer | None, int]:
     """Rewrite a chat body (model and messages already checked) for the network; `tool_format_of`
     gives a model's tool format (the catalog's); `history` says whether the messages carry tool
     calls or results, when the caller already knows. Returns the offer to read the answer against

@@ -20,13 +20,29 @@ Check = Callable[[Any], bool]
 # Keywords the closures implement; annotations are ignored, as jsonschema ignores them (`format`
 # too: jsonschema checks no format unless given a format checker, and tools get none), and so
 # is any keyword jsonschema does not act on.
-_KEYWORDS = frozenset((
-    "type", "properties", "required", "additionalProperties", "items", "enum", "const", "minimum", "maximum",
-    "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "minItems", "maxItems",
-))
+_KEYWORDS = frozenset(
+    (
+        "type",
+        "properties",
+        "required",
+        "additionalProperties",
+        "items",
+        "enum",
+        "const",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "minLength",
+        "maxLength",
+        "minItems",
+        "maxItems",
+    )
+)
 _OBJECT_KEYWORDS = frozenset(("type", "properties", "required", "additionalProperties"))
-_ANNOTATIONS = frozenset(("title", "description", "default", "examples", "$comment", "format", "deprecated",
-                          "readOnly", "writeOnly"))
+_ANNOTATIONS = frozenset(
+    ("title", "description", "default", "examples", "$comment", "format", "deprecated", "readOnly", "writeOnly")
+)
 
 
 def _is_number(value: Any) -> bool:
@@ -132,8 +148,7 @@ def _keyword(keyword: str, value: Any, schema: dict[str, Any], validated: frozen
         return lambda v: any(test(v) for test in tests)
     if keyword == "properties":
         compiled = {name: _compile(sub, validated) for name, sub in value.items()}
-        return lambda v: not isinstance(v, dict) or all(
-            check(v[name]) for name, check in compiled.items() if name in v)
+        return lambda v: not isinstance(v, dict) or all(check(v[name]) for name, check in compiled.items() if name in v)
     if keyword == "required":
         return lambda v: not isinstance(v, dict) or all(name in v for name in value)
     if keyword == "additionalProperties":
@@ -154,8 +169,10 @@ def _keyword(keyword: str, value: Any, schema: dict[str, Any], validated: frozen
     if keyword in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
         bound = value
         test: Callable[[Any], bool] = {
-            "minimum": lambda v: v >= bound, "maximum": lambda v: v <= bound,
-            "exclusiveMinimum": lambda v: v > bound, "exclusiveMaximum": lambda v: v < bound,
+            "minimum": lambda v: v >= bound,
+            "maximum": lambda v: v <= bound,
+            "exclusiveMinimum": lambda v: v > bound,
+            "exclusiveMaximum": lambda v: v < bound,
         }[keyword]
         return lambda v: not _is_number(v) or test(v)
     if keyword in ("minLength", "maxLength"):

@@ -128,7 +128,7 @@ class StreamTranslator:
         body = text.rstrip()
         if body:
             self._text(index, state, {"content": state.space + body}, None, out)
-            state.space = text[len(body):]
+            state.space = text[len(body) :]
         else:
             state.space += text
 
@@ -138,8 +138,7 @@ class StreamTranslator:
             self._text(index, state, {"content": state.space}, None, out)
         state.space = ""
 
-    def _text(self, index: int, state: _Choice, delta: dict[str, Any], finish: str | None,
-              out: list[bytes]) -> None:
+    def _text(self, index: int, state: _Choice, delta: dict[str, Any], finish: str | None, out: list[bytes]) -> None:
         if self.hold_text and not state.calls:
             state.held.append((delta, finish))
         else:

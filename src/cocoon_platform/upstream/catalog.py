@@ -28,8 +28,16 @@ BUILT_IN: dict[str, ModelInfo] = {
     "ByteDance-Seed/Seed-X-PPO-7B": ModelInfo("ByteDance", COMPLETIONS_ENDPOINT, "translation", 8192),
 }
 
-_OWNERS = {"qwen": "Alibaba", "bytedance": "ByteDance", "bytedance-seed": "ByteDance", "meta-llama": "Meta",
-           "deepseek-ai": "DeepSeek", "mistralai": "Mistral AI", "google": "Google", "openai": "OpenAI"}
+_OWNERS = {
+    "qwen": "Alibaba",
+    "bytedance": "ByteDance",
+    "bytedance-seed": "ByteDance",
+    "meta-llama": "Meta",
+    "deepseek-ai": "DeepSeek",
+    "mistralai": "Mistral AI",
+    "google": "Google",
+    "openai": "OpenAI",
+}
 
 
 class CatalogError(ValueError):
@@ -78,8 +86,11 @@ class ModelCatalog:
                         owned_by=str(fields.get("owned_by", base.owned_by)),
                         endpoint=str(fields.get("endpoint", base.endpoint)),
                         type=str(fields.get("type", base.type)),
-                        context_window=(int(fields["context_window"]) if fields.get("context_window") is not None
-                                        else base.context_window),
+                        context_window=(
+                            int(fields["context_window"])
+                            if fields.get("context_window") is not None
+                            else base.context_window
+                        ),
                         tool_format=fields.get("tool_format", base.tool_format),
                     )
                 except (TypeError, ValueError) as exc:
@@ -88,8 +99,10 @@ class ModelCatalog:
                     raise CatalogError(f"model catalog {path}: {model_id!r} type must be chat or translation")
                 tool_format = entries[model_id].tool_format
                 if tool_format is not None and tool_format not in TOOL_FORMATS:
-                    raise CatalogError(f"model catalog {path}: {model_id!r} tool_format must be "
-                                       f"{' or '.join(sorted(TOOL_FORMATS))} or null")
+                    raise CatalogError(
+                        f"model catalog {path}: {model_id!r} tool_format must be "
+                        f"{' or '.join(sorted(TOOL_FORMATS))} or null"
+                    )
         return cls(entries)
 
     def info(self, model_id: str) -> ModelInfo:

@@ -76,28 +76,44 @@ def _model_out(state: AppState, model: NetworkModel, model_id: str) -> ModelOut:
         type=info.type,
         context_window=info.context_window,
         workers=[
-            WorkerOut(running_requests=w.running_requests, max_running_requests=w.max_running_requests,
-                      coefficient=w.coefficient)
+            WorkerOut(
+                running_requests=w.running_requests,
+                max_running_requests=w.max_running_requests,
+                coefficient=w.coefficient,
+            )
             for w in model.workers
         ],
     )
 
 
-@router.get("/v1/models", response_model=ModelList, tags=["AI Inference"], summary="List available AI models",
-            responses=openapi_responses(ServiceUnavailable(UNREACHABLE)))
+@router.get(
+    "/v1/models",
+    response_model=ModelList,
+    tags=["AI Inference"],
+    summary="List available AI models",
+    responses=openapi_responses(ServiceUnavailable(UNREACHABLE)),
+)
 async def list_models(state: StateDep) -> ModelList:
     """Models on the network with their workers' load; the last known list while the upstream is away.
     Each model is listed again under its alias (`qwen3-32b` for `Qwen/Qwen3-32B`), after the ids."""
     models = await _known_models(state)
     data = [_model_out(state, model, model.id) for model in models]
     by_id = {model.id: model for model in models}
-    data.extend(_model_out(state, by_id[model_id], alias) for alias, model_id in state.network.aliases.items()
-                if model_id in by_id)
+    data.extend(
+        _model_out(state, by_id[model_id], alias)
+        for alias, model_id in state.network.aliases.items()
+        if model_id in by_id
+    )
     return ModelList(data=data)
 
 
-@router.get("/v1/models/{model:path}", response_model=ModelOut, tags=["AI Inference"], summary="Retrieve a model",
-            responses=openapi_responses(ModelNotFound("No such model on the network"), ServiceUnavailable(UNREACHABLE)))
+@router.get(
+    "/v1/models/{model:path}",
+    response_model=ModelOut,
+    tags=["AI Inference"],
+    summary="Retrieve a model",
+    responses=openapi_responses(ModelNotFound("No such model on the network"), ServiceUnavailable(UNREACHABLE)),
+)
 async def retrieve_model(model: str, state: StateDep) -> ModelOut:
     """One model by its id (which holds a `/`) or its alias."""
     models = await _known_models(state)
@@ -105,8 +121,7 @@ async def retrieve_model(model: str, state: StateDep) -> ModelOut:
     for known in models:
         if known.id == model_id:
             return _model_out(state, known, model)
-    raise ModelNotFound(f"The model '{model}' does not exist on the COCOON network. See GET /v1/models.",
-                        param="model")
+    raise ModelNotFound(f"The model '{model}' does not exist on the COCOON network. See GET /v1/models.", param="model")
 
 
 @router.get("/api/stats", response_model=NetworkStats, tags=["Network"], summary="Get live network statistics")

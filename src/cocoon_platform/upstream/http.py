@@ -42,8 +42,21 @@ class ConnectionBroken(Exception):
 class UpstreamResponse:
     """The answer to one request: status and headers once the head has arrived, then the body."""
 
-    __slots__ = ("status", "headers", "_connection", "_pieces", "_size", "_complete", "_error", "_waiter",
-                 "_read_timeout", "_keep_alive", "_paused", "_done", "_whole")
+    __slots__ = (
+        "status",
+        "headers",
+        "_connection",
+        "_pieces",
+        "_size",
+        "_complete",
+        "_error",
+        "_waiter",
+        "_read_timeout",
+        "_keep_alive",
+        "_paused",
+        "_done",
+        "_whole",
+    )
 
     def __init__(self, connection: _Connection, read_timeout: float) -> None:
         self.status = 0
@@ -300,8 +313,16 @@ class HttpPool:
     `max_connections` at once; callers wait their turn beyond that, for at most `wait_timeout`
     seconds. `on_wait` is told how long each caller that had to wait waited (metrics)."""
 
-    def __init__(self, base_url: str, max_connections: int, connect_timeout: float, read_timeout: float,
-                 keepalive: float, wait_timeout: float, on_wait: Callable[[float], None] | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        max_connections: int,
+        connect_timeout: float,
+        read_timeout: float,
+        keepalive: float,
+        wait_timeout: float,
+        on_wait: Callable[[float], None] | None = None,
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -343,11 +364,14 @@ class HttpPool:
         return self._waiting
 
     def head_bytes(self, path: str, content_type: str, length: int) -> bytes:
-        return (f"POST {self.base_path}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
-                f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n").encode("latin-1")
+        return (
+            f"POST {self.base_path}{path} HTTP/1.1\r\nHost: {self.host_header}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {length}\r\n\r\n"
+        ).encode("latin-1")
 
-    async def post(self, path: str, body: bytes, content_type: str = "application/json",
-                   read_timeout: float | None = None) -> UpstreamResponse:
+    async def post(
+        self, path: str, body: bytes, content_type: str = "application/json", read_timeout: float | None = None
+    ) -> UpstreamResponse:
         """Send a POST and wait for the answer's head. Raises ConnectFailed when no connection
         could be made and PoolBusy when none came free in time (nothing was sent either way),
         ConnectionBroken or TimeoutError after that."""
@@ -432,7 +456,10 @@ class HttpPool:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 _, connection = await self.loop.create_connection(
-                    lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
+                    lambda: _Connection(self),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
                 )
         except BaseException as exc:
             self._opening -= 1

@@ -49,7 +49,9 @@ def parse_models(document: Any) -> list[NetworkModel]:
             continue
         raw_workers = item.get("workers")
         workers = tuple(
-            Worker(_int(w.get("coefficient"), 1000), _int(w.get("running_requests")), _int(w.get("max_running_requests")))
+            Worker(
+                _int(w.get("coefficient"), 1000), _int(w.get("running_requests")), _int(w.get("max_running_requests"))
+            )
             for w in (raw_workers if isinstance(raw_workers, list) else [])
             if isinstance(w, dict)
         )

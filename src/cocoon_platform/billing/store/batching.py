@@ -48,7 +48,6 @@ class Busy(Exception):
         self.pause = pause
 
 
-
 class BillingStore(ABC):
     """The queues and the committer tasks shared by both databases.
 
@@ -70,14 +69,30 @@ class BillingStore(ABC):
         self._settle_wakeup = asyncio.Event() if self.separate_lanes else self._reserve_wakeup
 
     async def reserve(
-        self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float, *,
-        model: str, overdraft_min_credits: int,
+        self,
+        key_hash: bytes,
+        amount: int,
+        min_balance: int,
+        overdraft: int,
+        hold_id: str,
+        ttl: float,
+        *,
+        model: str,
+        overdraft_min_credits: int,
     ) -> Reservation | None:
         """Hold `amount` on the key's account, or None when the key (revoked, expired, the model
         not allowed, its credit limit reached) or the funds don't allow it. The account may go
         `overdraft` below zero only when its lifetime credits reach `overdraft_min_credits`."""
-        params = (key_hash, amount, min_balance, overdraft, hold_id, int(time.time() + ttl), model_needle(model),
-                  overdraft_min_credits)
+        params = (
+            key_hash,
+            amount,
+            min_balance,
+            overdraft,
+            hold_id,
+            int(time.time() + ttl),
+            model_needle(model),
+            overdraft_min_credits,
+        )
         future: asyncio.Future[Reservation | None] = asyncio.get_running_loop().create_future()
         self._reserves.append(_ReserveOp(params, future))
         self._reserve_wakeup.set()
@@ -124,8 +139,11 @@ class BillingStore(ABC):
             self._settle_wakeup.set()
 
         stopping.add_done_callback(wake_all)
-        lanes = ([(True, False, self._reserve_wakeup), (False, True, self._settle_wakeup)] if self.separate_lanes
-                 else [(True, True, self._reserve_wakeup)])
+        lanes = (
+            [(True, False, self._reserve_wakeup), (False, True, self._settle_wakeup)]
+            if self.separate_lanes
+            else [(True, True, self._reserve_wakeup)]
+        )
         committers = [asyncio.create_task(self._lane(stop, *lane)) for lane in lanes]
         try:
             await asyncio.gather(*committers)
@@ -140,8 +158,9 @@ class BillingStore(ABC):
             if stop.is_set():
                 await self.close()
 
-    async def _lane(self, stop: asyncio.Event, takes_reserves: bool, takes_settles: bool,
-                    wakeup: asyncio.Event) -> None:
+    async def _lane(
+        self, stop: asyncio.Event, takes_reserves: bool, takes_settles: bool, wakeup: asyncio.Event
+    ) -> None:
         def queued() -> int:
             return (len(self._reserves) if takes_reserves else 0) + (len(self._settles) if takes_settles else 0)
 
@@ -223,4 +242,3 @@ def _fail(ops: Sequence[_ReserveOp | _SettleOp], exc: BaseException) -> None:
     for op in ops:
         if not op.future.done():
             op.future.set_exception(exc)
-

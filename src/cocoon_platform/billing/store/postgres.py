@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 RECONNECT_PAUSE_SECONDS = 0.1
 # See migrations 0003 and 0006: one call reserves a batch, in account order, checking each key's
 # expiry, allow-list and credit limit too; returns the granted ones.
-POSTGRES_RESERVE_BATCH = ("SELECT granted, granted_account, granted_key, key_counted "
-                          "FROM cocoon_reserve_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)")
+POSTGRES_RESERVE_BATCH = (
+    "SELECT granted, granted_account, granted_key, key_counted "
+    "FROM cocoon_reserve_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+)
 # A whole batch of settlements in one statement (one round trip): release the holds, move the
 # balances and the limited keys' counters, post the charges and record usage. Data-modifying CTEs
 # all run to completion. $1: hold ids; $2: the ledger's timestamp; $3..$17: the usage columns, in
@@ -141,10 +143,16 @@ class PostgresBillingStore(BillingStore):
                     # ever run this store's statements (no locks, cursors, LISTEN or SET), so
                     # releasing one needs no reset query: that would be another round trip.
                     self._settle_pool = await asyncpg.create_pool(
-                        self._dsn, min_size=1, max_size=1, reset=_keep_session,
+                        self._dsn,
+                        min_size=1,
+                        max_size=1,
+                        reset=_keep_session,
                     )
                     self._pool = await asyncpg.create_pool(
-                        self._dsn, min_size=1, max_size=2, reset=_keep_session,
+                        self._dsn,
+                        min_size=1,
+                        max_size=2,
+                        reset=_keep_session,
                         server_settings={"synchronous_commit": "off"},
                     )
         return self._pool
@@ -212,8 +220,12 @@ class PostgresBillingStore(BillingStore):
                 # The settlement pool commits synchronously: a charge is durable before its answer.
                 conn = await self._connection(lane, self._settle_pool)
                 await conn.execute(
-                    POSTGRES_SETTLE, [s.reservation.hold_id for s in settles], datetime.now(UTC), *usage,
-                    [s.reservation.key_counted for s in settles], *period_starts(now),
+                    POSTGRES_SETTLE,
+                    [s.reservation.hold_id for s in settles],
+                    datetime.now(UTC),
+                    *usage,
+                    [s.reservation.key_counted for s in settles],
+                    *period_starts(now),
                 )
             return []
         except asyncpg.PostgresError as exc:

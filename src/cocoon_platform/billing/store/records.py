@@ -62,15 +62,29 @@ class Settlement:
     def usage_row(self, created_ms: int) -> tuple[Any, ...]:
         """Values in USAGE_COLUMNS order."""
         return (
-            self.request_id, self.reservation.account_id, self.reservation.key_id, self.model[:200], self.endpoint,
-            self.prompt_tokens, self.cached_tokens, self.completion_tokens, self.reasoning_tokens, self.charge,
-            self.status, self.http_status, self.estimated, self.duration_ms, created_ms,
+            self.request_id,
+            self.reservation.account_id,
+            self.reservation.key_id,
+            self.model[:200],
+            self.endpoint,
+            self.prompt_tokens,
+            self.cached_tokens,
+            self.completion_tokens,
+            self.reasoning_tokens,
+            self.charge,
+            self.status,
+            self.http_status,
+            self.estimated,
+            self.duration_ms,
+            created_ms,
         )
 
 
-USAGE_COLUMNS = ("request_id, account_id, key_id, model, endpoint, prompt_tokens, cached_tokens, "
-                 "completion_tokens, reasoning_tokens, cost_nanoton, status, http_status, estimated, "
-                 "duration_ms, created_at")
+USAGE_COLUMNS = (
+    "request_id, account_id, key_id, model, endpoint, prompt_tokens, cached_tokens, "
+    "completion_tokens, reasoning_tokens, cost_nanoton, status, http_status, estimated, "
+    "duration_ms, created_at"
+)
 LEDGER_COLUMNS = "account_id, kind, amount_nanoton, reference, memo, created_at"
 # AccountFunds' fields, from `api_keys k JOIN accounts a`; parameters 2..4: the current day, week and
 # month's starts (the spending of a period that is over counts as zero).

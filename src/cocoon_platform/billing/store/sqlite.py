@@ -66,7 +66,9 @@ UPDATE api_keys SET limit_spent_nanoton = CASE WHEN limit_period_start < {_KEY_P
    AND CASE WHEN limit_period_start < {_KEY_PERIOD} THEN 0 ELSE limit_spent_nanoton END
        + limit_reserved_nanoton + ?2 <= credit_limit_nanoton"""
 SQLITE_HOLD = "INSERT INTO holds (id, account_id, amount_nanoton, expires_at, key_id) VALUES (?, ?, ?, ?, ?)"
-SQLITE_MOVE = "UPDATE accounts SET balance_nanoton = balance_nanoton - ?, reserved_nanoton = reserved_nanoton - ? WHERE id = ?"
+SQLITE_MOVE = (
+    "UPDATE accounts SET balance_nanoton = balance_nanoton - ?, reserved_nanoton = reserved_nanoton - ? WHERE id = ?"
+)
 SQLITE_LEDGER = f"INSERT INTO ledger_entries ({LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
 SQLITE_USAGE = f"INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({', '.join('?' * 15)})"
 # A charge and a release on a limited key; a charge in a new period starts the period's count.
@@ -185,14 +187,33 @@ class SqliteBillingStore(BillingStore):
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
 
     async def reserve(
-        self, key_hash: bytes, amount: int, min_balance: int, overdraft: int, hold_id: str, ttl: float, *,
-        model: str, overdraft_min_credits: int,
+        self,
+        key_hash: bytes,
+        amount: int,
+        min_balance: int,
+        overdraft: int,
+        hold_id: str,
+        ttl: float,
+        *,
+        model: str,
+        overdraft_min_credits: int,
     ) -> Reservation | None:
         if self._alone():
             try:
                 reservation: Reservation | None = self._apply(
-                    [(key_hash, amount, min_balance, overdraft, hold_id, int(time.time() + ttl), model_needle(model),
-                      overdraft_min_credits)], []
+                    [
+                        (
+                            key_hash,
+                            amount,
+                            min_balance,
+                            overdraft,
+                            hold_id,
+                            int(time.time() + ttl),
+                            model_needle(model),
+                            overdraft_min_credits,
+                        )
+                    ],
+                    [],
                 )[0]
             except Busy:
                 pass  # queue it: the committer retries
@@ -200,8 +221,16 @@ class SqliteBillingStore(BillingStore):
                 if reservation is not None:
                     self._in_flight += 1
                 return reservation
-        reservation = await super().reserve(key_hash, amount, min_balance, overdraft, hold_id, ttl, model=model,
-                                            overdraft_min_credits=overdraft_min_credits)
+        reservation = await super().reserve(
+            key_hash,
+            amount,
+            min_balance,
+            overdraft,
+            hold_id,
+            ttl,
+            model=model,
+            overdraft_min_credits=overdraft_min_credits,
+        )
         if reservation is not None:
             self._in_flight += 1
         return reservation
@@ -231,12 +260,24 @@ class SqliteBillingStore(BillingStore):
         return self._apply(reserves, settles)
 
     @staticmethod
-    def _reserve_one(db: sqlite3.Connection, key_hash: bytes, amount: int, min_balance: int, overdraft: int,
-                     hold_id: str, expires_at: int, needle: str, min_credits: int, now: int,
-                     starts: tuple[int, int, int]) -> Reservation | None:
+    def _reserve_one(
+        db: sqlite3.Connection,
+        key_hash: bytes,
+        amount: int,
+        min_balance: int,
+        overdraft: int,
+        hold_id: str,
+        expires_at: int,
+        needle: str,
+        min_credits: int,
+        now: int,
+        starts: tuple[int, int, int],
+    ) -> Reservation | None:
         """One reservation, inside the batch's transaction (SQLite has one writer: these statements
         see and change the rows as one step)."""
-        row = db.execute(SQLITE_RESERVE, (key_hash, amount, min_balance, overdraft, min_credits, needle, now)).fetchone()
+        row = db.execute(
+            SQLITE_RESERVE, (key_hash, amount, min_balance, overdraft, min_credits, needle, now)
+        ).fetchone()
         if row is None:
             return None
         account_id, signed_key_id = row
@@ -261,14 +302,30 @@ class SqliteBillingStore(BillingStore):
             now = time.time()
             starts = period_starts(now)
             for key_hash, amount, min_balance, overdraft, hold_id, expires_at, needle, min_credits in reserves:
-                results.append(self._reserve_one(db, key_hash, amount, min_balance, overdraft, hold_id, expires_at,
-                                                 needle, min_credits, int(now), starts))
+                results.append(
+                    self._reserve_one(
+                        db,
+                        key_hash,
+                        amount,
+                        min_balance,
+                        overdraft,
+                        hold_id,
+                        expires_at,
+                        needle,
+                        min_credits,
+                        int(now),
+                        starts,
+                    )
+                )
             if settles:
                 rows = settlement_rows(settles, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
                 marks = ", ".join("?" * len(rows.hold_ids))
-                released = {hold_id: (amount, key_id) for hold_id, amount, key_id in db.execute(
-                    f"DELETE FROM holds WHERE id IN ({marks}) RETURNING id, amount_nanoton, key_id", rows.hold_ids
-                ).fetchall()}
+                released = {
+                    hold_id: (amount, key_id)
+                    for hold_id, amount, key_id in db.execute(
+                        f"DELETE FROM holds WHERE id IN ({marks}) RETURNING id, amount_nanoton, key_id", rows.hold_ids
+                    ).fetchall()
+                }
                 db.executemany(SQLITE_MOVE, rows.account_moves(released))
                 key_moves = rows.key_moves(released)
                 if key_moves:
@@ -282,4 +339,3 @@ class SqliteBillingStore(BillingStore):
             if isinstance(exc, sqlite3.OperationalError) and _sqlite_busy(exc):
                 raise Busy() from exc
             raise
-

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = '0002'
-down_revision = '0001'
+revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 
@@ -38,13 +38,13 @@ def _rebuild_sqlite_holds(without_rowid: bool) -> None:
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == 'sqlite':
+    if op.get_bind().dialect.name == "sqlite":
         _rebuild_sqlite_holds(without_rowid=True)  # dropping the table drops its index too
     else:
-        op.drop_index('ix_holds_expires_at', table_name='holds')
+        op.drop_index("ix_holds_expires_at", table_name="holds")
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == 'sqlite':
+    if op.get_bind().dialect.name == "sqlite":
         _rebuild_sqlite_holds(without_rowid=False)
-    op.create_index('ix_holds_expires_at', 'holds', ['expires_at'], unique=False)
+    op.create_index("ix_holds_expires_at", "holds", ["expires_at"], unique=False)

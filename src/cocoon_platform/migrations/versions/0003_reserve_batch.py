@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = '0003'
-down_revision = '0002'
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -53,11 +53,12 @@ END $$
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == 'postgresql':
+    if op.get_bind().dialect.name == "postgresql":
         op.execute(RESERVE_BATCH)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == 'postgresql':
-        op.execute("DROP FUNCTION IF EXISTS cocoon_reserve_batch(bytea[], bigint[], bigint[], bigint[], varchar[], "
-                   "bigint[])")
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "DROP FUNCTION IF EXISTS cocoon_reserve_batch(bytea[], bigint[], bigint[], bigint[], varchar[], bigint[])"
+        )

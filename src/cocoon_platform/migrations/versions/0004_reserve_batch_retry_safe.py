@@ -16,8 +16,8 @@ from importlib import import_module
 
 from alembic import op
 
-revision = '0004'
-down_revision = '0003'
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
@@ -59,11 +59,11 @@ END $$
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == 'postgresql':
+    if op.get_bind().dialect.name == "postgresql":
         op.execute(RESERVE_BATCH)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == 'postgresql':
-        previous = import_module('cocoon_platform.migrations.versions.0003_reserve_batch')
+    if op.get_bind().dialect.name == "postgresql":
+        previous = import_module("cocoon_platform.migrations.versions.0003_reserve_batch")
         op.execute(previous.RESERVE_BATCH)

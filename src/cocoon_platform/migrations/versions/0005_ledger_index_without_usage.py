@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
@@ -27,11 +27,17 @@ NOT_USAGE = sa.text("kind <> 'usage'")
 
 
 def upgrade() -> None:
-    op.drop_index('ix_ledger_entries_account_id_id', table_name='ledger_entries')
-    op.create_index('ix_ledger_entries_account_id_id_not_usage', 'ledger_entries', ['account_id', 'id'],
-                    unique=False, sqlite_where=NOT_USAGE, postgresql_where=NOT_USAGE)
+    op.drop_index("ix_ledger_entries_account_id_id", table_name="ledger_entries")
+    op.create_index(
+        "ix_ledger_entries_account_id_id_not_usage",
+        "ledger_entries",
+        ["account_id", "id"],
+        unique=False,
+        sqlite_where=NOT_USAGE,
+        postgresql_where=NOT_USAGE,
+    )
 
 
 def downgrade() -> None:
-    op.drop_index('ix_ledger_entries_account_id_id_not_usage', table_name='ledger_entries')
-    op.create_index('ix_ledger_entries_account_id_id', 'ledger_entries', ['account_id', 'id'], unique=False)
+    op.drop_index("ix_ledger_entries_account_id_id_not_usage", table_name="ledger_entries")
+    op.create_index("ix_ledger_entries_account_id_id", "ledger_entries", ["account_id", "id"], unique=False)

@@ -25,13 +25,13 @@ from importlib import import_module
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0006'
-down_revision = '0005'
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
 PREVIOUS_SIGNATURE = "bytea[], bigint[], bigint[], bigint[], varchar[], bigint[]"
-SIGNATURE = (f"{PREVIOUS_SIGNATURE}, varchar[], bigint[], bigint, bigint, bigint, bigint")
+SIGNATURE = f"{PREVIOUS_SIGNATURE}, varchar[], bigint[], bigint, bigint, bigint, bigint"
 
 RESERVE_BATCH = """
 CREATE OR REPLACE FUNCTION cocoon_reserve_batch(
@@ -106,50 +106,57 @@ UPDATE accounts SET credited_nanoton = coalesce((
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('accounts') as batch:
-        batch.add_column(sa.Column('credited_nanoton', sa.BigInteger(), server_default='0', nullable=False))
-        batch.add_column(sa.Column('low_balance_nanoton', sa.BigInteger(), nullable=True))
-    with op.batch_alter_table('api_keys') as batch:
-        batch.add_column(sa.Column('credit_limit_nanoton', sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column('limit_reset', sa.String(length=16), nullable=True))
-        batch.add_column(sa.Column('models', sa.Text(), nullable=True))
-        batch.add_column(sa.Column('expires_at', sa.BigInteger(), nullable=True))
-        batch.add_column(sa.Column('limit_spent_nanoton', sa.BigInteger(), server_default='0', nullable=False))
-        batch.add_column(sa.Column('limit_reserved_nanoton', sa.BigInteger(), server_default='0', nullable=False))
-        batch.add_column(sa.Column('limit_period_start', sa.BigInteger(), server_default='0', nullable=False))
+    with op.batch_alter_table("accounts") as batch:
+        batch.add_column(sa.Column("credited_nanoton", sa.BigInteger(), server_default="0", nullable=False))
+        batch.add_column(sa.Column("low_balance_nanoton", sa.BigInteger(), nullable=True))
+    with op.batch_alter_table("api_keys") as batch:
+        batch.add_column(sa.Column("credit_limit_nanoton", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("limit_reset", sa.String(length=16), nullable=True))
+        batch.add_column(sa.Column("models", sa.Text(), nullable=True))
+        batch.add_column(sa.Column("expires_at", sa.BigInteger(), nullable=True))
+        batch.add_column(sa.Column("limit_spent_nanoton", sa.BigInteger(), server_default="0", nullable=False))
+        batch.add_column(sa.Column("limit_reserved_nanoton", sa.BigInteger(), server_default="0", nullable=False))
+        batch.add_column(sa.Column("limit_period_start", sa.BigInteger(), server_default="0", nullable=False))
     # A plain ADD COLUMN: holds is a WITHOUT ROWID table on SQLite, which a rebuild would lose.
-    op.add_column('holds', sa.Column('key_id', sa.BigInteger(), nullable=True))
+    op.add_column("holds", sa.Column("key_id", sa.BigInteger(), nullable=True))
     op.create_table(
-        'pending_deposits',
-        sa.Column('tx_hash', sa.String(length=64), nullable=False),
-        sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-        sa.Column('amount_nanoton', sa.BigInteger(), nullable=False),
-        sa.Column('seen_at', sa.DateTime(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name='fk_pending_deposits_account_id_accounts'),
-        sa.PrimaryKeyConstraint('tx_hash', name='pk_pending_deposits'),
+        "pending_deposits",
+        sa.Column("tx_hash", sa.String(length=64), nullable=False),
+        sa.Column("account_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("amount_nanoton", sa.BigInteger(), nullable=False),
+        sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["account_id"], ["accounts.id"], name="fk_pending_deposits_account_id_accounts"),
+        sa.PrimaryKeyConstraint("tx_hash", name="pk_pending_deposits"),
     )
-    op.create_index('ix_pending_deposits_account_id', 'pending_deposits', ['account_id'], unique=False)
+    op.create_index("ix_pending_deposits_account_id", "pending_deposits", ["account_id"], unique=False)
     op.execute(BACKFILL_CREDITS)
-    if op.get_bind().dialect.name == 'postgresql':
+    if op.get_bind().dialect.name == "postgresql":
         op.execute(f"DROP FUNCTION IF EXISTS cocoon_reserve_batch({PREVIOUS_SIGNATURE})")
         op.execute(RESERVE_BATCH)
 
 
 def downgrade() -> None:
-    if op.get_bind().dialect.name == 'postgresql':
+    if op.get_bind().dialect.name == "postgresql":
         op.execute(f"DROP FUNCTION IF EXISTS cocoon_reserve_batch({SIGNATURE})")
-        previous = import_module('cocoon_platform.migrations.versions.0004_reserve_batch_retry_safe')
+        previous = import_module("cocoon_platform.migrations.versions.0004_reserve_batch_retry_safe")
         op.execute(previous.RESERVE_BATCH)
-    op.drop_index('ix_pending_deposits_account_id', table_name='pending_deposits')
-    op.drop_table('pending_deposits')
-    if op.get_bind().dialect.name == 'sqlite':
+    op.drop_index("ix_pending_deposits_account_id", table_name="pending_deposits")
+    op.drop_table("pending_deposits")
+    if op.get_bind().dialect.name == "sqlite":
         op.execute("ALTER TABLE holds DROP COLUMN key_id")  # in place (SQLite 3.35+): keeps WITHOUT ROWID
     else:
-        op.drop_column('holds', 'key_id')
-    with op.batch_alter_table('api_keys') as batch:
-        for column in ('limit_period_start', 'limit_reserved_nanoton', 'limit_spent_nanoton', 'expires_at',
-                       'models', 'limit_reset', 'credit_limit_nanoton'):
+        op.drop_column("holds", "key_id")
+    with op.batch_alter_table("api_keys") as batch:
+        for column in (
+            "limit_period_start",
+            "limit_reserved_nanoton",
+            "limit_spent_nanoton",
+            "expires_at",
+            "models",
+            "limit_reset",
+            "credit_limit_nanoton",
+        ):
             batch.drop_column(column)
-    with op.batch_alter_table('accounts') as batch:
-        batch.drop_column('low_balance_nanoton')
-        batch.drop_column('credited_nanoton')
+    with op.batch_alter_table("accounts") as batch:
+        batch.drop_column("low_balance_nanoton")
+        batch.drop_column("credited_nanoton")

@@ -14,16 +14,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007'
-down_revision = '0006'
+revision = "0007"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
-    op.add_column('usage_records', sa.Column('reserved_nanoton', sa.BigInteger(), nullable=True))
+    op.add_column("usage_records", sa.Column("reserved_nanoton", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('usage_records') as batch:
-        batch.drop_column('reserved_nanoton')
+    with op.batch_alter_table("usage_records") as batch:
+        batch.drop_column("reserved_nanoton")
