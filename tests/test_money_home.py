@@ -39,12 +39,12 @@ WRITES = {
         r"|\bAccount\.(balance|reserved|credited)_nanoton\s*[-+]"
     ),
     "a ledger entry written": re.compile(
-        r"(?<!class )\bLedgerEntry\(|(insert|update|delete)\(\s*LedgerEntry\b"
+        r"(?-i:(?<!class )\bLedgerEntry\()|(insert|update|delete)\(\s*LedgerEntry\b"
         r"|\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+ledger_entries\b",
         re.IGNORECASE,
     ),
     "a hold written": re.compile(
-        r"(?<!class )\bHold\(|(insert|update|delete)\(\s*(Hold|holds)\b"
+        r"(?-i:(?<!class )\bHold\()|(insert|update|delete)\(\s*(Hold|holds)\b"
         r"|\b(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+holds\b",
         re.IGNORECASE,
     ),
