@@ -10,9 +10,12 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cocoon_platform.dialects import DialectStream
 from cocoon_platform.dialects.messages import MessagesDialect
 from cocoon_platform.dialects.responses import ResponsesDialect
 from cocoon_platform.errors import UpstreamError
+from cocoon_platform.proxy.outcome import Outcome
+from cocoon_platform.proxy.relay import read_events
 from cocoon_platform.proxy.request import ValidationFailed
 
 TEXT = st.text(min_size=1, max_size=30)
@@ -254,13 +257,23 @@ def expected_calls(answer: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(call["name"], json.loads("".join(call["pieces"]))) for call in answer["calls"]]
 
 
+def framed(stream: DialectStream, chunks: list[bytes], cuts: list[int], via_relay: bool) -> bytes:
+    """The stream's events for `chunks` read in pieces: each read as the relay hands it over
+    (payloads with the chunks it decoded), or as payloads alone, which the dialect decodes."""
+    if not via_relay:
+        return b"".join(stream.frame(read) for read in reads(chunks, cuts))
+    return b"".join(stream.frame(*read_events(read, Outcome(), 0.0)) for read in reads(chunks, cuts))
+
+
 @settings(max_examples=200, deadline=None)
-@given(chat_answers(), st.lists(st.integers(0, 30), max_size=5))
-def test_any_chat_answer_becomes_a_responses_answer_whole_or_streamed(answer: dict[str, Any], cuts: list[int]) -> None:
+@given(chat_answers(), st.lists(st.integers(0, 30), max_size=5), st.booleans())
+def test_any_chat_answer_becomes_a_responses_answer_whole_or_streamed(
+    answer: dict[str, Any], cuts: list[int], via_relay: bool
+) -> None:
     request = ResponsesDialect().translate({"model": "m", "input": "hi"})
     whole = request.answer(chat_document(answer), "resp_abc")
     stream = request.stream("resp_abc", "m")
-    body = b"".join(stream.frame(read) for read in reads(chat_chunks(answer), cuts)) + stream.finish(answer["usage"])
+    body = framed(stream, chat_chunks(answer), cuts, via_relay) + stream.finish(answer["usage"])
     streamed = events(body)
     assert [data["sequence_number"] for _, data in streamed] == list(range(len(streamed)))
     assert all(name == data["type"] for name, data in streamed)
@@ -292,16 +305,16 @@ def test_any_chat_answer_becomes_a_responses_answer_whole_or_streamed(answer: di
 
 
 @settings(max_examples=200, deadline=None)
-@given(chat_answers(), st.lists(st.integers(0, 30), max_size=5))
+@given(chat_answers(), st.lists(st.integers(0, 30), max_size=5), st.booleans())
 def test_any_chat_answer_becomes_an_anthropic_message_whole_or_streamed(
-    answer: dict[str, Any], cuts: list[int]
+    answer: dict[str, Any], cuts: list[int], via_relay: bool
 ) -> None:
     request = MessagesDialect().translate(
         {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
     )
     whole = request.answer(chat_document(answer), "msg_abc")
     stream = request.stream("msg_abc", "m")
-    body = b"".join(stream.frame(read) for read in reads(chat_chunks(answer), cuts)) + stream.finish(answer["usage"])
+    body = framed(stream, chat_chunks(answer), cuts, via_relay) + stream.finish(answer["usage"])
     streamed = events(body)
     assert streamed[0][0] == "message_start" and streamed[-1][0] == "message_stop"
     blocks: dict[int, dict[str, Any]] = {}

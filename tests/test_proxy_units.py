@@ -169,9 +169,10 @@ def test_the_usual_event_reader_agrees_with_the_general_one(payload: bytes) -> N
         fast, general = Outcome(), Outcome()
         if not first:
             fast.first_token_seconds = general.first_token_seconds = 0.5
-        forwarded = read_events([payload], fast, time.perf_counter())
+        forwarded, chunks = read_events([payload], fast, time.perf_counter())
         expected = inspect_document(payload, general, time.perf_counter())
         assert forwarded == ([] if expected is None else [expected])
+        assert len(chunks) == len(forwarded)
         assert read(fast) == read(general)
 
 
@@ -180,7 +181,7 @@ def test_one_read_of_many_events_is_read_as_each_alone() -> None:
     those of the general path applied to each event in turn, `[DONE]` anywhere included."""
     events = [*USUAL_AND_ODD_EVENTS[:9], DONE, *USUAL_AND_ODD_EVENTS[9:]]
     together, alone = Outcome(), Outcome()
-    forwarded = read_events(events, together, time.perf_counter())
+    forwarded, _ = read_events(events, together, time.perf_counter())
     expected = [
         chunk
         for event in events
@@ -198,7 +199,7 @@ def test_a_number_out_of_orjsons_range_in_an_unread_field_keeps_the_event() -> N
         b'{"choices":[{"delta":{"content":"a"}}],"x":' + b"9" * 400 + b"}",
     ):
         outcome = Outcome()
-        assert read_events([payload], outcome, time.perf_counter()) == [payload]
+        assert read_events([payload], outcome, time.perf_counter())[0] == [payload]
         assert (outcome.delivered_completion, outcome.delivered_bytes) == (1, 1)
         assert inspect_document(payload, Outcome(), time.perf_counter()) is None
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from cocoon_platform.errors import PlatformError
+from cocoon_platform.proxy.events import Chunk
 
 
 class DialectStream(Protocol):
     """One streamed answer's translation, fed the relay's chat chunks as they arrive."""
 
-    def frame(self, payloads: list[bytes]) -> bytes:
-        """The dialect's events for the chat chunk payloads of one read (may be empty)."""
+    def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
+        """The dialect's events for the chat chunk payloads of one read (may be empty); `chunks`
+        are the payloads as the relay decoded them, None where it did not."""
         ...
 
     def finish(self, usage: dict[str, Any]) -> bytes:

@@ -1,7 +1,7 @@
 """What the dialects read from chat answers and chat stream chunks.
 
-Chunks are decoded into typed objects holding only what a dialect translates (msgspec skips
-the rest): this runs for every chunk of every dialect stream.
+Stream chunks are the relay's typed objects (`proxy/events.py`), decoded once per chunk and
+handed to the dialect with the payloads: this runs for every chunk of every dialect stream.
 """
 
 from __future__ import annotations
@@ -12,56 +12,39 @@ from typing import Any
 import msgspec
 
 from cocoon_platform.errors import InvalidRequest
+from cocoon_platform.proxy.events import Chunk, ChunkChoice
 
-
-class FunctionDelta(msgspec.Struct):
-    name: str | None = None
-    arguments: str | None = None
-
-
-class ToolCallDelta(msgspec.Struct):
-    index: int = 0
-    id: str | None = None
-    function: FunctionDelta | None = None
-
-
-class Delta(msgspec.Struct):
-    content: str | None = None
-    reasoning_content: str | None = None
-    reasoning: str | None = None
-    tool_calls: list[ToolCallDelta] | None = None
-
-
-class ChunkChoice(msgspec.Struct):
-    index: int = 0
-    delta: Delta | None = None
-    finish_reason: str | None = None
-    stop_reason: Any = None  # vLLM: the stop string that ended the answer, when one did
-
-
-class Chunk(msgspec.Struct):
-    choices: list[ChunkChoice] = []
-
-
-_decode_chunk = msgspec.json.Decoder(Chunk).decode
-_decode_chunks = msgspec.json.Decoder(list[Chunk]).decode
+_decode_one = msgspec.json.Decoder(Chunk).decode
+_decode_many = msgspec.json.Decoder(list[Chunk]).decode
 _DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
-def first_choices(payloads: list[bytes]) -> list[ChunkChoice]:
-    """The first choice of each chunk (a dialect answers with one choice). The chunks of one read
-    are decoded in one call, as one JSON array; when one of them does not decode, each is
-    decoded alone and that one skipped, as the relay skips it."""
+def first_choices(payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> list[ChunkChoice]:
+    """The first choice of each chunk (a dialect answers with one choice). `chunks` are the
+    payloads as the relay decoded them (None where it did not): only the others are decoded
+    here. Without them, the chunks of one read are decoded in one call, as one JSON array; when
+    one of them does not decode, each is decoded alone and that one skipped, as the relay skips
+    it."""
+    if chunks is not None:
+        decoded = []
+        for payload, chunk in zip(payloads, chunks, strict=True):
+            if chunk is None:
+                try:
+                    chunk = _decode_one(payload)
+                except _DECODE_ERRORS:
+                    continue
+            decoded.append(chunk)
+        return [choice for chunk in decoded for choice in chunk.choices if choice.index == 0]
     try:
-        chunks = _decode_chunks(b"[" + b",".join(payloads) + b"]")
+        decoded = _decode_many(b"[" + b",".join(payloads) + b"]")
     except _DECODE_ERRORS:
-        chunks = []
+        decoded = []
         for payload in payloads:
             try:
-                chunks.append(_decode_chunk(payload))
+                decoded.append(_decode_one(payload))
             except _DECODE_ERRORS:
                 continue
-    return [choice for chunk in chunks for choice in chunk.choices if choice.index == 0]
+    return [choice for chunk in decoded for choice in chunk.choices if choice.index == 0]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,9 @@ from typing import Any
 
 import orjson
 
-from cocoon_platform.dialects.chat import Delta, first_choices, function_of, read_message, read_usage
+from cocoon_platform.dialects.chat import first_choices, function_of, read_message, read_usage
 from cocoon_platform.errors import InvalidRequest, PlatformError
+from cocoon_platform.proxy.events import Chunk, Delta
 
 PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
@@ -347,9 +348,9 @@ class MessagesStream:
         }
         return [_event("message_start", {"message": message})]
 
-    def frame(self, payloads: list[bytes]) -> bytes:
+    def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
         out = [] if self.started else self._start()
-        for choice in first_choices(payloads):
+        for choice in first_choices(payloads, chunks):
             if choice.finish_reason is not None:
                 self.finish_reason, self.stop_reason = choice.finish_reason, choice.stop_reason
             delta = choice.delta

@@ -26,8 +26,9 @@ from typing import Any
 
 import orjson
 
-from cocoon_platform.dialects.chat import Delta, first_choices, function_of, read_message, read_usage, text_of
+from cocoon_platform.dialects.chat import first_choices, function_of, read_message, read_usage, text_of
 from cocoon_platform.errors import InvalidRequest, PlatformError
+from cocoon_platform.proxy.events import Chunk, Delta
 from cocoon_platform.proxy.request import _int_field
 
 PATH = "/v1/responses"
@@ -365,9 +366,9 @@ class ResponsesStream:
             self._event("response.in_progress", {"response": snapshot}),
         ]
 
-    def frame(self, payloads: list[bytes]) -> bytes:
+    def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
         out = [] if self.started else self._start()
-        for choice in first_choices(payloads):
+        for choice in first_choices(payloads, chunks):
             if choice.finish_reason is not None:
                 self.finish_reason = choice.finish_reason
             delta = choice.delta

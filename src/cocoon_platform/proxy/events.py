@@ -114,30 +114,47 @@ class EventSplitter:
         return out
 
 
-class _Delta(msgspec.Struct):
+class FunctionDelta(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    function: FunctionDelta | None = None
+
+
+class Delta(msgspec.Struct):
     content: str | None = None
     reasoning_content: str | None = None
     reasoning: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
-class _Choice(msgspec.Struct):
-    delta: _Delta | None = None
-    text: str | None = None
+class ChunkChoice(msgspec.Struct):
+    index: int = 0
+    delta: Delta | None = None  # a chat chunk's
+    text: str | None = None  # a completion chunk's
+    finish_reason: str | None = None
+    stop_reason: Any = None  # vLLM: the stop string that ended the answer, when one did
 
 
-class UsualEvent(msgspec.Struct):
-    """What the relay reads from the usual stream event: choices that carry text, and no usage.
-    Other fields are skipped, though still checked to be well-formed JSON."""
+class Chunk(msgspec.Struct):
+    """What the relay and the dialects read from a stream chunk: its choices (what they carry
+    of text, tool calls and ending), its id and usage. Other fields are skipped, though still
+    checked to be well-formed JSON. The relay decodes each chunk once and hands the result to
+    the dialect translating the stream."""
 
-    choices: list[_Choice] = []
+    choices: list[ChunkChoice] = []
     id: Any = None
     usage: Any = None
 
 
-_decode_usual = msgspec.json.Decoder(UsualEvent).decode
+_decode_chunk = msgspec.json.Decoder(Chunk).decode
 
 
-def usual_event(payload: bytes) -> UsualEvent | None:
+def usual_event(payload: bytes) -> Chunk | None:
     """The payload as a usual event; None for anything else (no choices, a usage object, a field
     of another type, not JSON at all), which the general path reads. Decoding only these fields
     into typed objects takes half the time of a full parse and a walk through dicts.
@@ -151,7 +168,7 @@ def usual_event(payload: bytes) -> UsualEvent | None:
         except UnicodeDecodeError:
             return None
     try:
-        event = _decode_usual(payload)
+        event = _decode_chunk(payload)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     return event if event.choices and event.usage is None else None

@@ -59,7 +59,7 @@ from cocoon_platform.proxy.asgi import (
 )
 from cocoon_platform.proxy.assemble import Assembler, collect
 from cocoon_platform.proxy.attempts import combined_usage
-from cocoon_platform.proxy.events import DONE
+from cocoon_platform.proxy.events import DONE, Chunk
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.proxy.relay import openai_frame, relay
 from cocoon_platform.proxy.request import (
@@ -501,8 +501,8 @@ class InferenceHandler:
                     # Text is held back while a call is required, so a retry can replace the answer.
                     translator = StreamTranslator(request.tools, hold_text=request.attempts > 1)
 
-                    def tool_frame(payloads: list[bytes]) -> bytes:
-                        out = translator.translate(payloads)
+                    def tool_frame(payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
+                        out = translator.translate(payloads)  # new payloads: the dialect decodes them
                         return frame(out) if out else b""
 
                     await relay(response, send, outcome, started, watch_client, tool_frame)

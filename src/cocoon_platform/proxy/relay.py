@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from cocoon_platform.errors import UpstreamError
 from cocoon_platform.proxy.asgi import Send
-from cocoon_platform.proxy.events import DONE, EventSplitter, usual_event
+from cocoon_platform.proxy.events import DONE, Chunk, EventSplitter, usual_event
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
+
+
+class Frame(Protocol):
+    """Turns the payloads of one read into the bytes the client gets; `chunks` are the payloads
+    as the relay decoded them (None where it did not, or when the payloads are not the relay's)."""
+
+    def __call__(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes: ...
 
 
 async def relay(
@@ -26,33 +33,35 @@ async def relay(
     outcome: Outcome,
     started: float,
     watch_client: Callable[[], None],
-    frame: Callable[[list[bytes]], bytes],
+    frame: Frame,
 ) -> None:
     """Forward upstream events until the answer ends; keep the usage for settlement. The
     caller's deadline raises through. `watch_client` is called before the relay first waits
     for the network, so a client that leaves meanwhile is noticed. `frame` turns the payloads
-    of one read into the bytes the client gets (SSE in the caller's dialect)."""
+    of one read, with the chunks decoded from them, into the bytes the client gets (SSE in the
+    caller's dialect)."""
     splitter = EventSplitter()
     try:
         while True:
             if not response.buffered:
                 watch_client()
             data = await response.next_piece()
-            if out := read_events(splitter.feed(data) if data else splitter.finish(), outcome, started):
-                await send({"type": "http.response.body", "body": frame(out), "more_body": True})
+            out, chunks = read_events(splitter.feed(data) if data else splitter.finish(), outcome, started)
+            if out:
+                await send({"type": "http.response.body", "body": frame(out, chunks), "more_body": True})
             if not data:
                 break
     except ConnectionBroken:
         outcome.error = UpstreamError(502, "The COCOON network dropped the stream.", "stream_cut")
 
 
-def openai_frame(outcome: Outcome, answer_id: str) -> Callable[[list[bytes]], bytes]:
+def openai_frame(outcome: Outcome, answer_id: str) -> Frame:
     """Frames a read's events as SSE, with the answer's id for the upstream's chunk id: one
     C-level replace per read (the upstream's id is random, and a quote inside text is escaped,
     so nothing else matches)."""
     ours = b'"id":"' + answer_id.encode() + b'"'
 
-    def frame(payloads: list[bytes]) -> bytes:
+    def frame(payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
         body = b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n"
         if outcome.stream_id is not None:
             body = body.replace(b'"id":"' + outcome.stream_id.encode() + b'"', ours)
@@ -61,13 +70,15 @@ def openai_frame(outcome: Outcome, answer_id: str) -> Callable[[list[bytes]], by
     return frame
 
 
-def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> list[bytes]:
-    """Count what the events of one read deliver; return the payloads to forward, in order.
+def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> tuple[list[bytes], list[Chunk | None]]:
+    """Count what the events of one read deliver; return the payloads to forward, in order, and
+    beside each the chunk decoded from it (None for an event the general path read).
 
     The usual event (one line, choices with text, no usage) is read by the typed fast path
     and counted here in one loop, as `count_delivered` counts (inline: this runs for every
     event); any other goes through `inspect_document`. `[DONE]` is not forwarded."""
-    out = []
+    out: list[bytes] = []
+    chunks: list[Chunk | None] = []
     completion = reasoning = size = 0
     for payload in payloads:
         if payload == DONE:
@@ -75,8 +86,9 @@ def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> list
             continue
         event = usual_event(payload) if b"\n" not in payload else None
         if event is None:
-            if (chunk := inspect_document(payload, outcome, started)) is not None:
-                out.append(chunk)
+            if (forwarded := inspect_document(payload, outcome, started)) is not None:
+                out.append(forwarded)
+                chunks.append(None)
             continue
         if outcome.first_token_seconds is None:
             first_event(outcome, started, event.id)
@@ -96,11 +108,12 @@ def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> list
                 completion += 1
                 size += len(text)
         out.append(payload)
+        chunks.append(event)
     if completion:
         outcome.delivered_completion += completion
         outcome.delivered_reasoning += reasoning
         outcome.delivered_bytes += size
-    return out
+    return out, chunks
 
 
 def inspect_document(payload: bytes, outcome: Outcome, started: float) -> bytes | None:
