@@ -198,6 +198,47 @@ def test_anthropic_errors_keep_their_meaning_in_anthropics_shape(platform: Serve
     assert rows == [(0,)]
 
 
+def test_every_messages_path_answers_in_anthropics_shape(platform: Server, database_url: str) -> None:
+    """Anthropic's SDK reads only its own error shape, so every path under /v1/messages answers in
+    it: the ones the platform does not serve (message batches) with a 404 that says what was asked."""
+    key = new_account(platform, database_url, TON)
+    with pytest.raises(anthropic.NotFoundError) as batches:
+        anthropic_client(platform, key).messages.batches.list()
+    assert batches.value.body == {
+        "type": "error",
+        "error": {
+            "type": "not_found_error",
+            "message": "No endpoint GET /v1/messages/batches on this platform (its API: /openapi.json)",
+        },
+    }
+    assert "No endpoint GET /v1/messages/batches" in str(batches.value)  # what the SDK prints
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    for method, path in (("POST", "/v1/messages/batches"), ("GET", "/v1/messages/msg_1"), ("POST", "/v1/messages/")):
+        unknown = httpx.request(method, platform.url + path, headers=headers, json={}, timeout=10)
+        assert unknown.status_code == 404, (method, path)
+        assert unknown.json()["type"] == "error" and unknown.json()["error"]["type"] == "not_found_error"
+        assert f"{method} {path}" in unknown.json()["error"]["message"]
+    for path in ("/v1/messages", "/v1/messages/count_tokens"):
+        for method in ("GET", "PUT", "DELETE"):
+            wrong = httpx.request(method, platform.url + path, headers=headers, timeout=10)
+            assert (wrong.status_code, wrong.headers["allow"]) == (405, "POST"), (method, path)
+            assert wrong.json() == {
+                "type": "error",
+                "error": {
+                    "type": "invalid_request_error",
+                    "message": f"{method} is not allowed on {path}: send a POST.",
+                },
+            }
+    with pytest.raises(anthropic.AuthenticationError) as counted:
+        anthropic_client(platform, "ck_nope").messages.count_tokens(
+            model=QWEN, messages=[{"role": "user", "content": "x"}]
+        )
+    assert counted.value.body["error"]["type"] == "authentication_error"  # type: ignore[index]
+    elsewhere = httpx.get(platform.url + "/v1/nothing", headers=headers, timeout=10)  # OpenAI's shape stays
+    assert (elsewhere.status_code, elsewhere.json()["error"]["type"]) == (404, "invalid_request_error")
+    assert "No endpoint GET /v1/nothing" in elsewhere.json()["error"]["message"]
+
+
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 
 

@@ -29,7 +29,7 @@ def app(tmp_path: Path) -> Iterator[tuple[TestClient, SimpleNamespace]]:
     upgrade_head(settings)
     engine = create_engine(settings)
     api = FastAPI()
-    install_handlers(api)
+    install_handlers(api, lambda _: None)  # every error in OpenAI's shape
     api.state.platform = SimpleNamespace(sessionmaker=create_sessionmaker(engine))
 
     @api.post("/write/{code}")

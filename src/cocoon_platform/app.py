@@ -20,6 +20,7 @@ from cocoon_platform.billing.endpoints import router as billing_router
 from cocoon_platform.billing.history import router as history_router
 from cocoon_platform.config import Settings
 from cocoon_platform.dashboard.endpoints import router as dashboard_router
+from cocoon_platform.dialects import Dialect
 from cocoon_platform.dialects.endpoints import router as dialects_router
 from cocoon_platform.dialects.messages import COUNT_TOKENS_PATH
 from cocoon_platform.dialects.messages import PATH as MESSAGES_PATH
@@ -42,8 +43,6 @@ OpenAI-compatible chat and text completions with per-token billing, prepaid in T
 Authenticate with `Authorization: Bearer ck_...` (from `POST /api/register`)."""
 
 INFERENCE_PATHS = frozenset((CHAT_PATH, COMPLETIONS_PATH, *DIALECTS))
-# Errors in a dialect's shape: its own path, and count_tokens under Anthropic's /v1/messages.
-ERROR_DIALECTS = {**DIALECTS, COUNT_TOKENS_PATH: DIALECTS[MESSAGES_PATH]}
 POST_ONLY_PATHS = INFERENCE_PATHS | {COUNT_TOKENS_PATH}
 # Headers a browser's script may read from an answer.
 EXPOSED_HEADERS = [
@@ -53,6 +52,15 @@ EXPOSED_HEADERS = [
     "X-RateLimit-Remaining-Requests",
     "X-RateLimit-Reset-Requests",
 ]
+
+
+def error_dialect(path: str) -> Dialect | None:
+    """The dialect whose shape a path's errors take (None: OpenAI's): an inference path's own, and
+    Anthropic's for every path under /v1/messages (count_tokens, and those the platform does not
+    serve, such as /v1/messages/batches): only Anthropic's SDK calls them, and it reads no other shape."""
+    if path.startswith(MESSAGES_PATH + "/"):
+        return DIALECTS[MESSAGES_PATH]
+    return DIALECTS.get(path)
 
 
 class PlatformApp:
@@ -91,13 +99,13 @@ class PlatformApp:
                         f"{scope['method']} is not allowed on {scope['path']}: send a POST.", headers={"Allow": "POST"}
                     ),
                     request_id,
-                    ERROR_DIALECTS.get(scope["path"]),
+                    error_dialect(scope["path"]),
                 )
                 return
             try:
                 receive = await self._bounded(scope, receive)
             except PayloadTooLarge as exc:
-                await send_error(send, exc, request_id, ERROR_DIALECTS.get(scope["path"]))
+                await send_error(send, exc, request_id, error_dialect(scope["path"]))
                 return
             await self.api(scope, receive, with_common_headers(send, request_id.encode()))
 
@@ -163,7 +171,7 @@ def create_api(settings: Settings) -> FastAPI:
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
     )
-    install_handlers(api)
+    install_handlers(api, error_dialect)
     api.include_router(accounts_router)
     api.include_router(billing_router)
     api.include_router(history_router)

@@ -3,18 +3,24 @@
 Every error the platform returns has OpenAI's shape:
 `{"error": {"message": ..., "type": ..., "param": ..., "code": ...}}`;
 only request-validation failures keep FastAPI's `{"detail": [...]}` shape, as the spec says.
+Under another API's paths (a dialect's: Anthropic's `/v1/messages` and everything below it) an
+error is in that API's shape instead, whichever code raised it: that API's SDK reads no other.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+if TYPE_CHECKING:
+    from cocoon_platform.dialects import Dialect
 
 logger = logging.getLogger(__name__)
 
@@ -256,23 +262,30 @@ def openapi_responses(*errors: PlatformError) -> dict[int | str, dict[str, Any]]
     }
 
 
-def error_response(exc: PlatformError) -> Response:
-    return Response(exc.to_bytes(), status_code=exc.status, media_type="application/json", headers=exc.headers)
+def error_response(exc: PlatformError, dialect: Dialect | None = None) -> Response:
+    """A whole error answer in the platform's error shape (or the dialect's), with the error's own headers."""
+    body = exc.to_bytes() if dialect is None else dialect.error(exc)
+    return Response(body, status_code=exc.status, media_type="application/json", headers=exc.headers)
 
 
-def install_handlers(app: FastAPI) -> None:
-    """Shape every failure FastAPI can see into the platform's error bodies."""
+def install_handlers(app: FastAPI, dialect_of: Callable[[str], Dialect | None]) -> None:
+    """Shape every failure FastAPI can see into the platform's error bodies, in the dialect
+    `dialect_of` gives for the request's path (None: OpenAI's shape). Request-validation
+    failures keep FastAPI's shape: no route under a dialect's paths validates with FastAPI."""
 
     @app.exception_handler(PlatformError)
-    async def _platform(_: Request, exc: PlatformError) -> Response:
-        return error_response(exc)
+    async def _platform(request: Request, exc: PlatformError) -> Response:
+        return error_response(exc, dialect_of(request.url.path))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        dialect = dialect_of(request.url.path)
         if exc.status_code == 404:
-            return error_response(NotFound())
+            # Say what was asked for, as OpenAI's "Invalid URL (GET /v1/x)" does: an SDK prints only this.
+            where = f"{request.method} {request.url.path[:200]}"
+            return error_response(NotFound(f"No endpoint {where} on this platform (its API: /openapi.json)"), dialect)
         if exc.status_code == 405:
-            return error_response(MethodNotAllowed(headers=dict(exc.headers or {})))
+            return error_response(MethodNotAllowed(headers=dict(exc.headers or {})), dialect)
         return JSONResponse(error_body(str(exc.detail), "invalid_request_error", None), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
@@ -284,4 +297,4 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-        return error_response(PlatformError())
+        return error_response(PlatformError(), dialect_of(request.url.path))

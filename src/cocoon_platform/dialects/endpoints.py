@@ -3,7 +3,8 @@
 The count is a bound, never under what the model will be billed for: every byte of the chat
 body the request becomes counts as a token (a byte-level BPE token covers at least one byte),
 with the JSON around each message standing in for the chat template's tokens around it, and a
-margin for the tools' instructions the template adds. Errors are in Anthropic's shape.
+margin for the tools' instructions the template adds. Errors are in Anthropic's shape, as
+under every /v1/messages path (`app.error_dialect`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from fastapi.responses import Response
 from cocoon_platform.accounts.keys import bearer_key_hash
 from cocoon_platform.accounts.service import identify
 from cocoon_platform.deps import StateDep
-from cocoon_platform.dialects.messages import COUNT_TOKENS_PATH, MessagesDialect, MessagesRequest
-from cocoon_platform.errors import InvalidApiKey, PlatformError
+from cocoon_platform.dialects.messages import COUNT_TOKENS_PATH, MessagesRequest
+from cocoon_platform.errors import InvalidApiKey
 from cocoon_platform.proxy.asgi import request_headers
 from cocoon_platform.proxy.request import decode_body
 
@@ -34,21 +35,17 @@ TOOLS_INSTRUCTIONS_BOUND = 1024  # the tools section's fixed wording in Qwen3's 
 )
 async def count_tokens(request: Request, state: StateDep) -> Response:
     """Anthropic's count_tokens: `{"input_tokens": N}`, N never under the real count; free."""
-    dialect = MessagesDialect()
-    try:
-        authorization, _ = request_headers(dict(request.scope))
-        key_hash = bearer_key_hash(authorization)
-        if key_hash is None:
+    authorization, _ = request_headers(dict(request.scope))
+    key_hash = bearer_key_hash(authorization)
+    if key_hash is None:
+        raise InvalidApiKey()
+    async with state.sessionmaker() as session:
+        if await identify(session, key_hash) is None:
             raise InvalidApiKey()
-        async with state.sessionmaker() as session:
-            if await identify(session, key_hash) is None:
-                raise InvalidApiKey()
-        body = decode_body(await request.body())
-        body.setdefault("max_tokens", 1)  # count_tokens takes none
-        chat = MessagesRequest(body).chat
-        tokens = len(orjson.dumps(chat["messages"])) + GENERATION_PROMPT_TOKENS
-        if "tools" in chat:
-            tokens += len(orjson.dumps(chat["tools"])) + TOOLS_INSTRUCTIONS_BOUND
-    except PlatformError as exc:
-        return Response(dialect.error(exc), status_code=exc.status, media_type="application/json")
+    body = decode_body(await request.body())
+    body.setdefault("max_tokens", 1)  # count_tokens takes none
+    chat = MessagesRequest(body).chat
+    tokens = len(orjson.dumps(chat["messages"])) + GENERATION_PROMPT_TOKENS
+    if "tools" in chat:
+        tokens += len(orjson.dumps(chat["tools"])) + TOOLS_INSTRUCTIONS_BOUND
     return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
