@@ -1,7 +1,10 @@
 """The OpenAI edges clients trip on (issue 17): reasons on 422s, one model by id, aliases, the
-answer's id as the request id, x-request-id on every answer, 405 with Allow."""
+answer's id as the request id, x-request-id on every answer, 405 with Allow, a 400 naming a
+`response_format` of the wrong shape."""
 
 from __future__ import annotations
+
+import json
 
 import httpx
 import openai
@@ -93,3 +96,80 @@ def test_every_answer_has_a_request_id_and_wrong_methods_get_405(platform: Serve
             assert wrong.headers["x-request-id"]
         routed = http.delete("/v1/balance")
         assert routed.status_code == 405 and "GET" in routed.headers["allow"]
+
+
+WEATHER = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+BAD_RESPONSE_FORMATS = [
+    "json",
+    {"type": "xml"},
+    {"type": "json_schema"},
+    {"type": "json_schema", "json_schema": {"schema": WEATHER}},
+    {"type": "json_schema", "json_schema": {"name": "the weather", "schema": WEATHER}},
+    {"type": "json_schema", "json_schema": {"name": "w" * 65}},
+    {"type": "json_schema", "json_schema": {"name": "weather", "schema": "object"}},
+    {"type": "json_schema", "json_schema": {"name": "weather", "strict": "yes"}},
+    {"type": "json_schema", "json_schema": {"name": "weather", "schemas": WEATHER}},
+    {"type": "json_object", "json_schema": {"name": "weather"}},
+]
+
+
+def test_a_bad_response_format_is_a_400_naming_it_in_each_dialect(platform: Server, database_url: str) -> None:
+    # Forwarded, the network fails the whole request: the caller would read its own mistake as the network's.
+    key = new_account(platform, database_url, TON)
+    openai_client = client(platform, key)
+    for bad in BAD_RESPONSE_FORMATS:
+        with pytest.raises(openai.BadRequestError) as refused:
+            openai_client.chat.completions.create(
+                model=QWEN, messages=[{"role": "user", "content": "x"}], max_tokens=8, response_format=bad
+            )  # type: ignore[call-overload]
+        error = refused.value.body
+        assert (error["type"], error["param"]) == ("invalid_request_error", "response_format"), (bad, error)  # type: ignore[index]
+        assert "response_format" in error["message"], (bad, error)  # type: ignore[index]
+    for bad_format in (
+        {"type": "xml"},
+        {"type": "json_schema", "schema": WEATHER},
+        {"type": "json_schema", "name": "the weather", "schema": WEATHER},
+        {"type": "json_schema", "name": "weather", "strict": "yes"},
+        {"type": "json_object", "name": "weather"},
+    ):
+        with pytest.raises(openai.BadRequestError) as refused:
+            openai_client.responses.create(model=QWEN, input="x", text={"format": bad_format})  # type: ignore[typeddict-item]
+        error = refused.value.body
+        assert (error["type"], error["param"]) == ("invalid_request_error", "text.format"), (bad_format, error)  # type: ignore[index]
+    anthropic_shape = httpx.post(
+        platform.url + "/v1/messages",
+        headers={"x-api-key": key},
+        timeout=10,
+        json={
+            "model": QWEN,
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "x"}],
+            "response_format": {"type": "xml"},
+        },
+    )
+    assert anthropic_shape.status_code == 400 and anthropic_shape.json()["type"] == "error"
+    assert anthropic_shape.json()["error"]["type"] == "invalid_request_error"
+    assert "'response_format'" in anthropic_shape.json()["error"]["message"]
+    assert db_rows(
+        database_url,
+        "SELECT COUNT(*) FROM usage_records r JOIN api_keys k ON k.id = r.key_id WHERE k.prefix = :p",
+        {"p": key[:9]},
+    ) == [(0,)]
+
+    # Good ones pass and are honoured (the simulator decodes to the schema, as vLLM's guided decoding does).
+    good = {"name": "weather-1", "description": "The weather", "schema": WEATHER, "strict": True}
+    answer = openai_client.chat.completions.create(
+        model=QWEN,
+        messages=[{"role": "user", "content": "Weather in Rome?"}],
+        max_tokens=200,
+        response_format={"type": "json_schema", "json_schema": good},  # type: ignore[typeddict-item]
+    )
+    assert "city" in json.loads(answer.choices[0].message.content or "")
+    response = openai_client.responses.create(
+        model=QWEN, input="Weather in Rome?", max_output_tokens=200, text={"format": {"type": "json_schema", **good}}
+    )  # type: ignore[typeddict-item]
+    assert "city" in json.loads(response.output_text)
+    for plain in ({"type": "text"}, {"type": "json_object"}):
+        openai_client.chat.completions.create(
+            model=QWEN, messages=[{"role": "user", "content": "x"}], max_tokens=40, response_format=plain
+        )  # type: ignore[call-overload]

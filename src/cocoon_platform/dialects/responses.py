@@ -29,7 +29,7 @@ import orjson
 from cocoon_platform.dialects.chat import first_choices, function_of, read_message, read_usage, text_of
 from cocoon_platform.errors import InvalidRequest, PlatformError
 from cocoon_platform.proxy.events import Chunk, Delta
-from cocoon_platform.proxy.request import _int_field
+from cocoon_platform.proxy.request import _int_field, check_json_schema, only_fields
 
 PATH = "/v1/responses"
 MESSAGE_PARTS = frozenset(("input_text", "output_text", "text", "refusal"))
@@ -263,17 +263,19 @@ def _tool_choice(choice: Any) -> Any:
 
 
 def _response_format(form: Any) -> dict[str, Any] | None:
+    """`text.format` as the chat request's `response_format`, checked as OpenAI checks it (the
+    chat check would name `response_format`, which this caller never sent)."""
     if form is None:
         return None
     kind = form.get("type") if isinstance(form, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return {"type": "json_object"}
     if kind == "json_schema":
-        schema = {name: form[name] for name in ("name", "schema", "strict", "description") if name in form}
+        schema = {name: value for name, value in form.items() if name != "type"}
+        check_json_schema(schema, "text.format", "text.format")
         return {"type": "json_schema", "json_schema": schema}
-    raise InvalidRequest("text.format.type must be text, json_object or json_schema", param="text.format")
+    if kind not in ("text", "json_object"):
+        raise InvalidRequest("text.format.type must be text, json_object or json_schema", param="text.format")
+    only_fields(form, ("type",), "text.format")
+    return None if kind == "text" else {"type": "json_object"}
 
 
 def _reasoning_item(suffix: str, text: str) -> dict[str, Any]:

@@ -179,7 +179,12 @@ PATHS = {
                 "max_completion_tokens": {"type": "integer", "minimum": 1},
                 "reasoning_effort": {"type": "string"},
                 "chat_template_kwargs": {"type": "object"},
-                "response_format": {"type": "object", "description": "`text`, `json_object` or `json_schema`."},
+                "response_format": {
+                    "type": "object",
+                    "description": '`{"type": "text"}`, `{"type": "json_object"}` or `{"type": '
+                    '"json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": true}}` '
+                    "(a name of 1-64 letters, digits, _ or -); any other shape is a 400.",
+                },
                 "tools": {
                     "type": "array",
                     "description": "Function tools, written into the prompt in the model's own "

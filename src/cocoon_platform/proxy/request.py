@@ -35,6 +35,15 @@ CLIENT_CONTROL_FIELDS = ("timeout", "enable_debug", "request_guid")
 DEFAULT_REQUEST_TIMEOUT = 120.0  # seconds: the COCOON client's own default
 ROLES = frozenset(("system", "user", "assistant", "developer", "tool"))
 MAX_N = 16
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+# A `json_schema` format's fields and what each holds, and its name's rule, as OpenAI checks them.
+JSON_SCHEMA_FIELDS: dict[str, tuple[type[object], str]] = {
+    "name": (str, "a string"),
+    "description": (str, "a string"),
+    "schema": (dict, "a JSON Schema object"),
+    "strict": (bool, "a boolean"),
+}
+JSON_SCHEMA_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 
 
 class ValidationFailed(PlatformError):
@@ -151,6 +160,51 @@ def _check_messages(messages: Any) -> bool:
     return history
 
 
+def check_response_format(value: Any) -> None:
+    """`response_format` as OpenAI takes it: `{"type": "text"}`, `{"type": "json_object"}`, or
+    `{"type": "json_schema", "json_schema": {...}}` (`check_json_schema`); else a 400 naming it.
+    Forwarded unchecked, a bad one fails the whole request on the network, which the caller
+    would read as the network's failure rather than its own input's."""
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind not in RESPONSE_FORMAT_TYPES:
+        raise InvalidRequest(
+            "'response_format' must be an object whose 'type' is 'text', 'json_object' or 'json_schema'",
+            param="response_format",
+        )
+    if kind == "json_schema":
+        if "json_schema" not in value:
+            raise InvalidRequest(
+                "'response_format.json_schema' is required when the type is 'json_schema'", param="response_format"
+            )
+        check_json_schema(value["json_schema"], "response_format.json_schema", "response_format")
+    only_fields(value, ("type", "json_schema") if kind == "json_schema" else ("type",), "response_format")
+
+
+def check_json_schema(spec: Any, where: str, param: str) -> None:
+    """A `json_schema` response format's object (at `where` in the request; a 400 names `param`):
+    a `name` of 1-64 letters, digits, `_` or `-`, and optionally a `description` string, a
+    `schema` object and a `strict` boolean (null: not set)."""
+    if not isinstance(spec, dict):
+        raise InvalidRequest(f"'{where}' must be an object with a 'name'", param=param)
+    only_fields(spec, JSON_SCHEMA_FIELDS, where, param)
+    for field, (kind, what) in JSON_SCHEMA_FIELDS.items():
+        value = spec.get(field)
+        if value is not None and not isinstance(value, kind):
+            raise InvalidRequest(f"'{where}.{field}' must be {what}", param=param)
+    name = spec.get("name")
+    if not isinstance(name, str) or not JSON_SCHEMA_NAME.fullmatch(name):
+        raise InvalidRequest(f"'{where}.name' is required: 1-64 letters, digits, underscores or dashes", param=param)
+
+
+def only_fields(value: dict[str, Any], fields: Collection[str], where: str, param: str | None = None) -> None:
+    """A 400 naming the first field of the object at `where` that is not one of `fields`."""
+    for field in value:
+        if field not in fields:
+            raise InvalidRequest(
+                f"'{where}.{field}' is not a known field (expected {', '.join(fields)})", param=param or where
+            )
+
+
 def _check_prompt(prompt: Any) -> None:
     if isinstance(prompt, str):
         return
@@ -230,6 +284,8 @@ def prepare_request(
     history = False
     if chat:
         history = _check_messages(body["messages"])
+        if body.get("response_format") is not None:
+            check_response_format(body["response_format"])
     else:
         _check_prompt(body["prompt"])
     stream = body.get("stream", False)
