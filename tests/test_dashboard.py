@@ -475,6 +475,8 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     page.get_by_label("Show the usage of").select_option("")
     expect(page.locator("#usage-table tbody tr")).to_have_count(len(capped_usage))
 
+    expect(page.locator("#threshold-restricted")).to_be_hidden()  # signed in with the unrestricted key
+    expect(page.get_by_label("Warn me when the balance is below (TON)")).to_be_enabled()
     row.get_by_role("button", name="Change key capped").click()
     dialog = page.get_by_role("dialog", name=re.compile("Change key"))
     expect(dialog.get_by_label("Spending limit (TON)")).to_have_value("0.0001")
@@ -498,6 +500,11 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     expect(page.get_by_role("button", name=re.compile("^(Revoke|Change) key"))).to_have_count(0)
     # Its playground offers only the model it may use.
     expect(page.locator("#playground").get_by_label("Model").locator("option")).to_have_text([QWEN])
+    # Nor may it change the account's settings: the threshold shows, with why it can't be changed.
+    expect(page.locator("#threshold-restricted")).to_be_visible()
+    expect(page.locator("#threshold-restricted")).to_contain_text("can't change the account's settings")
+    expect(page.get_by_label("Warn me when the balance is below (TON)")).to_be_disabled()
+    expect(page.locator("#threshold-form").get_by_role("button", name="Save")).to_be_disabled()
 
 
 def wait_for_deposit(server: Server, key: str, status: str) -> str:

@@ -161,6 +161,30 @@ def test_restricted_keys_cannot_manage_keys(server: Server, database_url: str) -
     assert make_key(server, str(plain["api_key"]))["key"]["restricted"] is False  # type: ignore[index]
 
 
+def test_restricted_keys_cannot_change_the_accounts_settings(server: Server, database_url: str) -> None:
+    # Ruling 5's reasoning: a key handed out with less than the account's trust manages nothing of it.
+    owner = new_account(server, database_url, TON)
+    for restriction in (
+        {"credit_limit_ton": "1"},
+        {"models": [QWEN]},
+        {"expires_at": (datetime.now(UTC) + timedelta(days=1)).isoformat()},
+    ):
+        key = str(make_key(server, owner, **restriction)["api_key"])
+        refused = httpx.patch(
+            server.url + "/api/account", headers=auth(key), json={"low_balance_threshold_ton": "5"}, timeout=10
+        )
+        assert refused.status_code == 403, refused.text
+        error = refused.json()["error"]
+        assert (error["type"], error["code"]) == ("permission_error", "account_management_not_allowed")
+        assert "change the account's settings" in error["message"] and "unrestricted key" in error["message"]
+        account = httpx.get(server.url + "/api/account", headers=auth(key), timeout=10)  # reading is allowed
+        assert account.status_code == 200 and account.json()["low_balance_threshold_nanoton"] is None
+    changed = httpx.patch(
+        server.url + "/api/account", headers=auth(owner), json={"low_balance_threshold_ton": "5"}, timeout=10
+    )
+    assert changed.status_code == 200 and changed.json()["low_balance_threshold_nanoton"] == 5 * TON
+
+
 def test_patch_changes_only_what_is_sent_and_null_lifts_a_restriction(server: Server, database_url: str) -> None:
     owner = new_account(server, database_url, TON)
     made = make_key(server, owner, name="a", credit_limit_ton="0.001", models=[QWEN])
@@ -247,10 +271,18 @@ def test_openapi_lists_the_new_codes_beside_the_seeds(server: Server) -> None:
     error = document["components"]["schemas"]["Error"]["properties"]["error"]["properties"]
     codes = error["code"]["enum"]
     assert codes[:4] == ["invalid_api_key", "insufficient_balance", "forbidden", "internal_error"]
-    for code in ("key_limit_reached", "model_not_allowed", "key_expired", "key_management_not_allowed"):
+    for code in (
+        "key_limit_reached",
+        "model_not_allowed",
+        "key_expired",
+        "key_management_not_allowed",
+        "account_management_not_allowed",
+    ):
         assert code in codes
     assert "permission_error" in error["type"]["enum"]
     assert "patch" in document["paths"]["/v1/keys/{key_id}"]
+    refusals = document["paths"]["/api/account"]["patch"]["responses"]["403"]["content"]["application/json"]
+    assert list(refusals["examples"]) == ["account_management_not_allowed"]
 
 
 def test_operators_list_and_change_any_accounts_keys_without_seeing_them(server: Server, database_url: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Header, Request
@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cocoon_platform.accounts.keys import bearer_key_hash
 from cocoon_platform.accounts.refusals import key_expired
 from cocoon_platform.accounts.service import KeyIdentity, identify
-from cocoon_platform.errors import InvalidApiKey, KeyManagementNotAllowed, PlatformError
+from cocoon_platform.errors import AccountManagementNotAllowed, InvalidApiKey, KeyManagementNotAllowed, PlatformError
 from cocoon_platform.state import AppState
 
 # The largest value a database integer column holds: larger ids and positions are refused with
@@ -86,14 +86,24 @@ async def current_key(
 CurrentKey = Annotated[KeyIdentity, Depends(current_key)]
 
 
-async def key_manager(identity: CurrentKey) -> KeyIdentity:
-    """Creating, changing and deleting keys: only for an unrestricted key (ruling 5 of #23)."""
-    if identity.restricted:
-        raise KeyManagementNotAllowed()
-    return identity
+def unrestricted(refusal: type[PlatformError]) -> Callable[[KeyIdentity], Awaitable[KeyIdentity]]:
+    """A dependency: the request's key, refused with `refusal` when it has any restriction (a
+    credit limit, a model allow-list or an expiry). Ruling 5 of #23: such a key was handed out
+    trusted with less than the account, so it manages nothing; else a capped key mints itself an
+    uncapped one, and the cap means nothing."""
+
+    async def dependency(identity: CurrentKey) -> KeyIdentity:
+        if identity.restricted:
+            raise refusal()
+        return identity
+
+    return dependency
 
 
-KeyManager = Annotated[KeyIdentity, Depends(key_manager)]
+# Creating, changing and deleting keys.
+KeyManager = Annotated[KeyIdentity, Depends(unrestricted(KeyManagementNotAllowed))]
+# Changing the account's settings (PATCH /api/account).
+AccountManager = Annotated[KeyIdentity, Depends(unrestricted(AccountManagementNotAllowed))]
 
 
 async def limit_address(request: Request, state: StateDep) -> None:

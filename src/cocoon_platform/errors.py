@@ -120,14 +120,23 @@ class KeyExpired(InvalidApiKey):
     code = "key_expired"
 
 
+# Ruling 5 of #23: a key with restrictions manages nothing, or a capped key could lift its own cap.
+RESTRICTED_KEY = "This key has restrictions (a credit limit, a model allow-list or an expiry), so it cannot"
+UNRESTRICTED_KEY = "Use an unrestricted key, such as the one from registration."
+
+
 class KeyManagementNotAllowed(PlatformError):
     status = 403
     type = "permission_error"
     code = "key_management_not_allowed"
-    message = (
-        "This key has restrictions (a credit limit, a model allow-list or an expiry), so it cannot "
-        "create, change or delete keys. Use an unrestricted key, such as the one from registration."
-    )
+    message = f"{RESTRICTED_KEY} create, change or delete keys. {UNRESTRICTED_KEY}"
+
+
+class AccountManagementNotAllowed(PlatformError):
+    status = 403
+    type = "permission_error"
+    code = "account_management_not_allowed"
+    message = f"{RESTRICTED_KEY} change the account's settings. {UNRESTRICTED_KEY}"
 
 
 class InvalidRequest(PlatformError):

@@ -22,8 +22,8 @@ from sqlalchemy import select
 from cocoon_platform.accounts.service import low_balance
 from cocoon_platform.config import NANOTON_PER_TON, Settings, format_ton, ton_to_nanoton
 from cocoon_platform.db.models import Account, Deposit, PendingDeposit, UsageRecord, utcnow
-from cocoon_platform.deps import BIGINT_MAX, CurrentKey, SessionDep, StateDep
-from cocoon_platform.errors import InvalidApiKey, NotFound, openapi_responses
+from cocoon_platform.deps import BIGINT_MAX, AccountManager, CurrentKey, SessionDep, StateDep
+from cocoon_platform.errors import AccountManagementNotAllowed, InvalidApiKey, NotFound, openapi_responses
 from cocoon_platform.state import AppState
 from cocoon_platform.ton.deposits import DepositStatus
 
@@ -239,12 +239,14 @@ async def get_account(identity: CurrentKey, state: StateDep, session: SessionDep
     response_model=AccountResponse,
     tags=["Billing"],
     summary="Change your account's settings",
-    responses=openapi_responses(InvalidApiKey()),
+    responses=openapi_responses(InvalidApiKey(), AccountManagementNotAllowed()),
 )
 async def change_account(
-    body: AccountSettings, identity: CurrentKey, state: StateDep, session: SessionDep
+    body: AccountSettings, identity: AccountManager, state: StateDep, session: SessionDep
 ) -> AccountResponse:
-    """Set (or, with null, remove) the low-balance threshold that /v1/balance and the dashboard warn below."""
+    """Set (or, with null, remove) the low-balance threshold that /v1/balance and the dashboard warn below.
+    Only with an unrestricted key: a key with a credit limit, a model allow-list or an expiry gets
+    403 `account_management_not_allowed`."""
     account = await session.get(Account, identity.account_id)
     assert account is not None
     if "low_balance_threshold_ton" in body.model_fields_set:

@@ -9,7 +9,7 @@ import { loadModels, loadPricing, loadStats, renderQuickstart } from "./network.
 import { initPlayground, setPlaygroundAllowed, setPlaygroundModels } from "./playground.js";
 import { everyWhileVisible } from "./poll.js";
 import { getKey, setFlash, signOut } from "./session.js";
-import { initThreshold } from "./threshold.js";
+import { initThreshold, setThresholdRestricted } from "./threshold.js";
 import { downloadUsageCsv, loadUsage, setUsageKeys } from "./usage.js";
 
 const BALANCE_EVERY_MS = 10000;
@@ -30,6 +30,7 @@ export function initDashboard() {
   $("usage-key").addEventListener("change", () => loadUsage(true));
   onKeysLoaded(setUsageKeys);
   onKeysLoaded((keys, current) => setPlaygroundAllowed(current ? current.models : null));
+  onKeysLoaded((keys, current) => setThresholdRestricted(Boolean(current && current.restricted)));
   initKeys();
   initPlayground(loadBalance);
   $("deposits-refresh").addEventListener("click", () => loadDeposits(true));

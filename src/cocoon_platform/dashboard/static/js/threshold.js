@@ -1,11 +1,21 @@
 /* The account's low-balance threshold: shown in the balance card, changed with PATCH /api/account
- * (empty: no warning). */
+ * (empty: no warning), which only an unrestricted key may do (a restricted key gets 403
+ * account_management_not_allowed: the page says so and offers no way to). */
 
 import { api, report } from "./api.js";
-import { $, announce, showMessage } from "./dom.js";
+import { $, announce, show, showMessage } from "./dom.js";
 import { isTonAmount, tonFieldValue } from "./format.js";
 
 let edited = false;
+let restrictedSession = false;
+
+/* Whether the session's key is restricted: then the threshold is shown but cannot be changed. */
+export function setThresholdRestricted(restricted) {
+  restrictedSession = restricted;
+  show("threshold-restricted", restricted);
+  $("threshold-ton").disabled = restricted;
+  $("threshold-save").disabled = restricted;
+}
 
 /* The stored threshold in the field, unless the person is changing it. */
 export function showThreshold(nanoton) {
@@ -36,6 +46,6 @@ export function initThreshold(onSaved) {
     } catch (error) {
       report("threshold-error")(error);
     }
-    button.disabled = false;
+    button.disabled = restrictedSession;
   });
 }
