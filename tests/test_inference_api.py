@@ -310,6 +310,34 @@ def test_openai_exception_classes(platform: Server, database_url: str) -> None:
             422,
             {"detail": [{"loc": ["body", "prompt"], "msg": "Input should be a valid string", "type": "string_type"}]},
         ),
+        (
+            "/v1/chat/completions",
+            {"model": QWEN, "messages": [{"role": "robot", "content": "x"}]},
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "messages", 0, "role"],
+                        "msg": "Input should be 'system', 'developer', 'user', 'assistant' or 'tool'",
+                        "type": "enum",
+                    }
+                ]
+            },
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": QWEN, "messages": [{"role": "user", "content": "x"}], "temperature": -1},
+            422,
+            {
+                "detail": [
+                    {
+                        "loc": ["body", "temperature"],
+                        "msg": "Input should be between 0 and 2",
+                        "type": "greater_than_equal",
+                    }
+                ]
+            },
+        ),
     ],
 )
 def test_request_validation_bodies(
@@ -323,7 +351,8 @@ def test_request_validation_bodies(
         error = document.pop("error")
         failure = expected["detail"][0]  # type: ignore[index]
         assert error["type"] == "invalid_request_error" and error["code"] == "validation_error"
-        assert error["param"] == ".".join(str(part) for part in failure["loc"][1:])
+        path = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in failure["loc"][1:])
+        assert error["param"] == path.lstrip(".")  # messages[0].role
         assert error["param"] in error["message"] and failure["type"] in error["message"]
     assert document == expected
     assert balance(platform, key) == TON
@@ -334,6 +363,7 @@ def test_malformed_json_and_refused_fields(platform: Server, database_url: str) 
     headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
     bad = httpx.post(platform.url + "/v1/chat/completions", content=b"{not json", headers=headers, timeout=10)
     assert bad.status_code == 422 and bad.json()["detail"][0]["type"] == "json_invalid"
+    assert bad.json()["error"]["message"] == "Invalid request body: JSON decode error (json_invalid)"
     for field in ("tools", "tool_choice"):  # tools are taken (tests/test_tools_*), when well formed
         response = httpx.post(
             platform.url + "/v1/chat/completions",
@@ -353,6 +383,26 @@ def test_malformed_json_and_refused_fields(platform: Server, database_url: str) 
         assert response.json()["error"]["param"] == field
         assert response.json()["error"]["code"] == "unsupported_parameter"
         assert "not supported by the COCOON network" in response.json()["error"]["message"]
+    unknown = httpx.post(
+        platform.url + "/v1/chat/completions",
+        headers=headers,
+        timeout=10,
+        json={"model": QWEN, "messages": [{"role": "user", "content": "x"}], "audio": {"a": 1}},
+    )
+    assert unknown.json()["error"]["message"] == (
+        "'audio' is not supported by the COCOON network (its field check refuses any field it does not list); "
+        "remove it from the request"
+    )
+    unknown_in_message = httpx.post(
+        platform.url + "/v1/chat/completions",
+        headers=headers,
+        timeout=10,
+        json={"model": QWEN, "messages": [{"role": "user", "content": "x", "weight": 1}]},
+    )
+    assert unknown_in_message.json()["error"]["message"] == (
+        "'messages[0].weight' is not supported by the COCOON network (a user message may carry only content, "
+        "name, role); remove it from the request"
+    )
     image = httpx.post(
         platform.url + "/v1/chat/completions",
         headers=headers,

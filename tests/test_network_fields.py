@@ -113,6 +113,7 @@ def test_result_bearing_and_unknown_fields_are_a_400_naming_the_field(fields: di
         chat(**fields)
     assert refused.value.param == param and refused.value.status == 400
     assert refused.value.code == "unsupported_parameter" and param in refused.value.message
+    assert refused.value.message.count("COCOON network") == 1, refused.value.message  # says why, not the same twice
 
 
 def test_operators_extra_fields_pass_as_sent() -> None:

@@ -62,7 +62,7 @@ def validation_body(detail: list[dict[str, Any]]) -> dict[str, Any]:
     failure's field and rule, which the SDKs print (they print nothing of `detail`)."""
     first: dict[str, Any] = detail[0] if detail else {"loc": [], "msg": "Invalid request body", "type": "value_error"}
     param = field_path(first["loc"])
-    where = f"'{param}'" if param else "the request body"
+    where = f"'{param}'" if param else "request body"
     message = f"Invalid {where}: {first['msg']} ({first['type']})"
     if len(detail) > 1:
         message += f", and {len(detail) - 1} more (see detail)"

@@ -99,14 +99,17 @@ MESSAGE_FIELDS = {
     "assistant": frozenset(("role", "content", "name", "refusal")),
 }
 DROPPED_MESSAGE_FIELDS = frozenset(("reasoning_content", "reasoning"))
+# Why a field is refused, read after "'<field>' is not supported by the COCOON network": in general,
+# and for the fields with a reason of their own.
+UNLISTED = "its field check refuses any field it does not list"
 _WHY = {
-    "logprobs": "log probabilities are not returned by the COCOON network",
-    "top_logprobs": "log probabilities are not returned by the COCOON network",
-    "tools": "the COCOON network runs no tools",
-    "tool_choice": "the COCOON network runs no tools",
-    "functions": "the COCOON network runs no tools",
-    "function_call": "the COCOON network runs no tools",
-    "tool_calls": "the COCOON network runs no tools",
+    "logprobs": "it returns no log probabilities",
+    "top_logprobs": "it returns no log probabilities",
+    "tools": "it runs no tools",
+    "tool_choice": "it runs no tools",
+    "functions": "it runs no tools",
+    "function_call": "it runs no tools",
+    "tool_calls": "it runs no tools",
 }
 
 
@@ -124,7 +127,7 @@ def network_body(body: dict[str, Any], chat: bool, extra_fields: Collection[str]
         if name == "top_logprobs" and body[name] == 0 and not body.get("logprobs"):
             del body[name]
             continue
-        raise UnsupportedParameter(name, _WHY.get(name, "the COCOON network does not accept it"))
+        raise UnsupportedParameter(name, _WHY.get(name, UNLISTED))
     stop = body.get("stop")
     if isinstance(stop, str):
         body["stop"] = [stop]
@@ -145,7 +148,7 @@ def _check_keys(body: dict[str, Any], name: str, allowed: frozenset[str]) -> Non
     if isinstance(value, dict):
         for key in value:
             if key not in allowed:
-                raise UnsupportedParameter(f"{name}.{key}", "the COCOON network does not accept it")
+                raise UnsupportedParameter(f"{name}.{key}", UNLISTED)
 
 
 def _network_message(message: dict[str, Any], index: int, extra_fields: Collection[str]) -> dict[str, Any]:
@@ -155,7 +158,7 @@ def _network_message(message: dict[str, Any], index: int, extra_fields: Collecti
         role = "system"
     allowed = MESSAGE_FIELDS.get(role)
     if allowed is None:
-        raise UnsupportedParameter(f"messages[{index}].role", f"role '{role}' is not supported by the COCOON network")
+        raise UnsupportedParameter(f"messages[{index}].role", f"a '{role}' message needs a model that can call tools")
     out = {}
     for name, value in message.items():
         if name in allowed or name in extra_fields:
@@ -164,7 +167,8 @@ def _network_message(message: dict[str, Any], index: int, extra_fields: Collecti
             continue
         else:
             raise UnsupportedParameter(
-                f"messages[{index}].{name}", _WHY.get(name, f"a {role} message cannot carry it on the COCOON network")
+                f"messages[{index}].{name}",
+                _WHY.get(name, f"a {role} message may carry only {', '.join(sorted(allowed))}"),
             )
     out["role"] = role
     content = out.get("content")

@@ -141,7 +141,9 @@ def _check_messages(messages: Any) -> bool:
             raise ValidationFailed(["messages", index, "role"], "Input should be a valid string", "string_type")
         if role not in ROLES:
             raise ValidationFailed(
-                ["messages", index, "role"], "Input should be 'system', 'user' or 'assistant'", "enum"
+                ["messages", index, "role"],
+                "Input should be 'system', 'developer', 'user', 'assistant' or 'tool'",
+                "enum",
             )
         if role == "tool" or "tool_calls" in message:
             history = True
@@ -298,7 +300,8 @@ def prepare_request(
         if isinstance(temperature, bool) or not isinstance(temperature, int | float):
             raise ValidationFailed(["temperature"], "Input should be a valid number", "float_type")
         if not 0 <= temperature <= 2:
-            raise ValidationFailed(["temperature"], "Input should be between 0 and 2", "less_than_equal")
+            rule = "greater_than_equal" if temperature < 0 else "less_than_equal"
+            raise ValidationFailed(["temperature"], "Input should be between 0 and 2", rule)
     stream_options = body.get("stream_options")
     if stream_options is not None and not isinstance(stream_options, dict):
         raise ValidationFailed(["stream_options"], "Input should be a valid dictionary", "dict_type")
