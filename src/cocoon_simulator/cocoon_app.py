@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LAST_REQUESTS = 50
+REMEMBERED_BODIES = 1024  # request bodies counted for [[sim:fault_attempt=N]]
 WALLET_ADDRESS = "UQAR0S80abJTQA-vSKzZeYQavnNfM_VUUpEHTeRhLmyuvSW1"  # a valid, unowned address
 PROXY_ADDRESS = "127.0.0.1:8888"
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
@@ -141,6 +143,25 @@ class DisconnectWatch:
         self._task.cancel()
 
 
+class Arrivals:
+    """How many times each request body has arrived (the last `REMEMBERED_BODIES` bodies, by
+    checksum), so a fault can strike one attempt of a request its client sends again."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self) -> None:
+        self._counts: dict[int, int] = {}
+
+    def count(self, body: bytes) -> int:
+        """This body's arrivals so far, this one included."""
+        key = zlib.crc32(body)
+        arrivals = self._counts.pop(key, 0) + 1
+        self._counts[key] = arrivals  # last in the dict: the most recent
+        if len(self._counts) > REMEMBERED_BODIES:
+            del self._counts[next(iter(self._counts))]
+        return arrivals
+
+
 @dataclass
 class Stats:
     """Counters for /_sim/stats; in-flight counts live in the app and survive a reset."""
@@ -214,6 +235,7 @@ class SimulatorApp:
         self._options = options
         self._models = _served_models(options)
         self._cache = PrefixCache(options.prompt_cache_entries)
+        self._arrivals = Arrivals()
         self._routes: dict[str, dict[str, ASGIApp]] = {
             "/v1/chat/completions": {"POST": self._chat},
             "/v1/completions": {"POST": self._completions},
@@ -268,7 +290,7 @@ class SimulatorApp:
             check_fields(request, chat, self._options.client_build)
             budget = timeout_seconds(request) * NETWORK_SHARE
             job = read_job(body, request, chat, self._models)
-            fault = self._pick_fault(scope, job)
+            fault = self._pick_fault(scope, job, body)
         except RequestError as err:
             stats.errors += 1
             await respond(send, err.status, err.body, err.content_type)
@@ -292,9 +314,13 @@ class SimulatorApp:
         finally:
             in_flight[model] -= 1
 
-    def _pick_fault(self, scope: Scope, job: Job) -> str | None:
-        """Header X-Sim-Fault beats a [[sim:fault=...]] marker beats the process-wide fault."""
+    def _pick_fault(self, scope: Scope, job: Job, body: bytes) -> str | None:
+        """Header X-Sim-Fault beats a [[sim:fault=...]] marker beats the process-wide fault. With
+        [[sim:fault_attempt=N]] the fault strikes only the Nth arrival of this same body (a
+        client's retry sends the same body again): the others are answered whole."""
         chosen = job.marker_fault
+        if job.fault_attempt is not None and self._arrivals.count(body) != job.fault_attempt:
+            chosen = "none"
         for name, value in scope["headers"]:
             if name == b"x-sim-fault":
                 chosen = value.decode("latin-1").strip()
@@ -317,7 +343,7 @@ class SimulatorApp:
         network's share of the request's timeout (`budget`, seconds) runs out first."""
         options = self._options
         delay = options.ttft_ms + options.tpt_ms * (answer.completion_tokens - 1)
-        if delay / 1000 > budget:
+        if fault == "stall" or delay / 1000 > budget:  # a stalled worker runs out of time too
             await asyncio.sleep(budget)
             self._stats.errors += 1
             timed_out = fault_error("timeout", answer.model)
@@ -337,12 +363,14 @@ class SimulatorApp:
         self._stats.completed += 1
 
     async def _stream(self, answer: Answer, fault: str | None, budget: float, receive: Receive, send: Send) -> None:
-        """One chunk per token, then usage and [DONE]; "cut" stops half way, "bare_json" unframes.
-        When the network's share of the timeout (`budget`, seconds) runs out, the client answers
-        504 if nothing was sent yet, else just ends the stream (no usage, no [DONE])."""
+        """One chunk per token, then usage and [DONE]; "cut" stops half way and drops the
+        connection, "stall" stops half way and sends nothing more (a worker that stopped
+        mid-answer), "bare_json" unframes. When the network's share of the timeout (`budget`,
+        seconds) runs out, the client answers 504 if nothing was sent yet, else just ends the
+        stream (no usage, no [DONE])."""
         bare = fault == "bare_json"
         events = token_events(answer, bare)
-        if fault == "cut":
+        if fault in ("cut", "stall"):
             events = events[: max(2, len(events) // 2)]
         self._stats.streams_started += 1
         options = self._options
@@ -350,6 +378,7 @@ class SimulatorApp:
         deadline = asyncio.get_running_loop().time() + budget
         try:
             sent = 0
+            stalled = False
             if options.ttft_ms / 1000 > budget:
                 if not await watch.pause(budget):
                     self._stats.errors += 1
@@ -359,12 +388,16 @@ class SimulatorApp:
             if not await watch.pause(options.ttft_ms / 1000):
                 await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
                 sent = await _send_events(events, options.tpt_ms / 1000, watch, send, deadline)
+                if fault == "stall" and sent == len(events):
+                    # Nothing more arrives: the client's timeout ends it as any answer out of time.
+                    await watch.pause(deadline - asyncio.get_running_loop().time())
+                    stalled = True
             stats = self._stats  # looked up after the waits: a reset may have replaced it
             if watch.gone:
                 stats.streams_disconnected += 1
                 stats.tokens_sent_on_disconnected += sent
                 return
-            if sent < len(events):
+            if sent < len(events) or stalled:
                 stats.errors += 1
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
@@ -477,6 +510,7 @@ class SimulatorApp:
         """Forget counters and cached prompts (requests still running keep counting in-flight)."""
         self._stats = Stats()
         self._cache = PrefixCache(self._options.prompt_cache_entries)
+        self._arrivals = Arrivals()
         await respond(send, 200, b'{"ok":true}')
 
 

@@ -167,6 +167,7 @@ class Job:
     cost_off: bool  # [[sim:cost=0]]
     request: dict[str, Any] | None = None  # a chat request whose answer is planned (cocoon_script)
     calls: int | None = None  # [[sim:calls=N]]
+    fault_attempt: int | None = None  # [[sim:fault_attempt=N]]: the fault strikes this arrival only
 
 
 def decode_request(body: bytes) -> dict[str, Any]:
@@ -214,18 +215,22 @@ def _thinking(request: dict[str, Any]) -> bool:
     return not (isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False)
 
 
-def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, bool, int | None]:
-    """(tokens, fault, cost_off, calls) from [[sim:...]] markers; tokens and calls only from the
-    last user text."""
+def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, bool, int | None, int | None]:
+    """(tokens, fault, cost_off, calls, fault_attempt) from [[sim:...]] markers; tokens and calls
+    only from the last user text."""
     if MARKER_PREFIX not in body:  # markers are never JSON-escaped, so the raw body tells
-        return None, None, False, None
+        return None, None, False, None, None
     markers = find_markers(prompt.texts)
-    unknown = set(markers) - {"tokens", "fault", "cost", "calls"}
+    unknown = set(markers) - {"tokens", "fault", "cost", "calls", "fault_attempt"}
     if unknown:
         raise error_json(400, f"unknown sim marker {sorted(unknown)[0]}")
     fault = markers.get("fault")
     if fault is not None and fault != "none" and fault not in FAULT_MODES:
         raise error_json(400, f"unknown sim fault {fault}")
+    attempt_text = markers.get("fault_attempt")
+    if attempt_text is not None and not (attempt_text.isdigit() and int(attempt_text) >= 1):
+        raise error_json(400, f"bad sim fault_attempt {attempt_text}")
+    attempt = int(attempt_text) if attempt_text is not None else None
     tokens_text = find_markers([prompt.last_user]).get("tokens")
     if tokens_text is not None and not tokens_text.isdigit():
         raise error_json(400, f"bad sim tokens {tokens_text}")
@@ -234,7 +239,7 @@ def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, 
     if calls_text is not None and not calls_text.isdigit():
         raise error_json(400, f"bad sim calls {calls_text}")
     calls = int(calls_text) if calls_text is not None else None
-    return tokens, fault, markers.get("cost") == "0", calls
+    return tokens, fault, markers.get("cost") == "0", calls, attempt
 
 
 def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str, ServedModel]) -> Job:
@@ -251,7 +256,7 @@ def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str,
     stream = request.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise error_json(400, "field stream must be a boolean")
-    tokens, fault, cost_off, calls = _read_markers(body, prompt)
+    tokens, fault, cost_off, calls, fault_attempt = _read_markers(body, prompt)
     thinking = chat and model.reasoning and _thinking(request)
     return Job(
         chat,
@@ -266,6 +271,7 @@ def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str,
         cost_off,
         request if chat and scripted(request) else None,
         calls,
+        fault_attempt,
     )
 
 

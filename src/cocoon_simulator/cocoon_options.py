@@ -13,6 +13,7 @@ FAULT_MODES: tuple[str, ...] = (
     "wallet_low",
     "hang",
     "cut",
+    "stall",
     "bare_json",
     "html_error",
 )

@@ -592,6 +592,33 @@ def test_cut_non_stream(client: httpx.Client) -> None:
     assert stats(client)["in_flight"] == 0
 
 
+def test_stall_stops_half_way_until_the_timeout_ends_the_stream(client: httpx.Client) -> None:
+    """A worker that stops mid-answer: half the tokens, then nothing, until the client's timeout
+    ends the stream as it ends any answer out of time (no usage, no [DONE])."""
+    started = time.monotonic()
+    body = chat_body("[[sim:tokens=20]] [[sim:fault=stall]]", timeout=0.5)
+    events, done = stream(client, CHAT, body)
+    assert 0.4 < time.monotonic() - started < 3
+    assert len(events) == 10 and all(e["choices"] for e in events) and not done
+    started = time.monotonic()
+    assert post(client, CHAT, body).status_code == 504  # a non-streamed answer: the client's 504
+    assert 0.4 < time.monotonic() - started < 3
+    assert stats(client)["faults"] == {"stall": 2}
+
+
+def test_a_fault_can_strike_one_attempt_of_a_request_sent_again(client: httpx.Client) -> None:
+    body = chat_body("[[sim:tokens=20]] [[sim:fault=cut]] [[sim:fault_attempt=2]]", stream=True)
+    first, done = stream(client, CHAT, body)
+    assert done and first[-1]["usage"]["completion_tokens"] == 20
+    with client.stream("POST", CHAT, json=body) as response, pytest.raises(httpx.RemoteProtocolError):
+        for _ in response.iter_lines():
+            pass
+    assert stream(client, CHAT, body)[1]  # the third arrival is answered whole again
+    assert stream(client, CHAT, {**body, "max_tokens": 50})[1]  # another body: its own count
+    assert stats(client)["faults"] == {"cut": 1}
+    assert post(client, CHAT, chat_body("[[sim:fault_attempt=0]] x")).status_code == 400
+
+
 def test_bare_json_stream(client: httpx.Client) -> None:
     with client.stream("POST", CHAT, json=chat_body("[[sim:tokens=6]][[sim:fault=bare_json]]", stream=True)) as r:
         lines = [line for line in r.iter_lines() if line]
