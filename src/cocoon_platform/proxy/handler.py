@@ -94,6 +94,43 @@ def new_request_id(prefix: str = "req_") -> str:
     return f"{prefix}{time.time_ns() // 1_000_000 & 0xFFFFFFFFFFF:011x}{random.getrandbits(80):020x}"
 
 
+class ClientWatch:
+    """Notices the caller leaving while its answer is read from the network, and then drops the
+    upstream answer at once: the network stops generating, and the relay or assembly reading it
+    ends with it. `start` is the relay's `watch_client`, called once it first has to wait for the
+    network: an answer that arrives in one go is written out before a departure could be noticed
+    anyway, so most requests never start the task."""
+
+    __slots__ = ("_receive", "_task", "_response", "left")
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task: asyncio.Task[None] | None = None
+        self._response: UpstreamResponse | None = None
+        self.left = False  # the caller went away; its answer was dropped
+
+    def follow(self, response: UpstreamResponse) -> None:
+        """The answer now being read (a retry's replaces the first): dropped at once if the caller
+        has already left."""
+        self._response = response
+        if self.left:
+            response.close()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(wait_disconnect(self._receive))
+            self._task.add_done_callback(self._caller_left)
+
+    def _caller_left(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and self._response is not None:
+            self.left = True
+            self._response.close()
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
 class InferenceHandler:
     """ASGI callable for POST /v1/chat/completions and /v1/completions."""
 
@@ -351,25 +388,14 @@ class InferenceHandler:
         started = time.perf_counter()
         assembler = Assembler(request.endpoint)
         response: UpstreamResponse | None = None
-        watcher: asyncio.Task[None] | None = None
+        watch = ClientWatch(receive)
         outcome.usage, outcome.upstream_done = None, False
-
-        def client_left(task: asyncio.Task[None]) -> None:
-            if not task.cancelled() and response is not None:
-                outcome.client_left = True
-                response.close()  # stop the network at once: the relay ends with it
-
-        def watch_client() -> None:
-            nonlocal watcher
-            if watcher is None:
-                watcher = asyncio.create_task(wait_disconnect(receive))
-                watcher.add_done_callback(client_left)
-
         try:
             async with asyncio.timeout(timeout):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
                 outcome.answering = True
-                await collect(response, assembler, outcome, started, watch_client)
+                watch.follow(response)
+                await collect(response, assembler, outcome, started, watch.start)
         except TimeoutError:
             if response is None:
                 raise UpstreamError(504, "The COCOON network did not answer in time.", "timeout") from None
@@ -377,8 +403,9 @@ class InferenceHandler:
                 504, "The COCOON network stopped answering mid-answer; what it generated is billed.", "timeout"
             ) from None
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            watch.stop()
+            if watch.left:
+                outcome.client_left = True
             if response is not None:
                 response.close()
         if outcome.error is not None:
@@ -470,33 +497,18 @@ class InferenceHandler:
     ) -> None:
         started = time.perf_counter()
         response: UpstreamResponse | None = None
-        disconnected = False
         translation = None if request.translated is None else request.translated.stream(request_id, request.model)
-        watcher: asyncio.Task[None] | None = None
-
-        def client_left(task: asyncio.Task[None]) -> None:
-            nonlocal disconnected
-            if not task.cancelled() and response is not None:
-                disconnected = True
-                response.close()  # stop the upstream at once: the relay ends with it
-
-        def watch_client() -> None:
-            # Started only once the relay has to wait for the network: a stream that arrives in
-            # one go is written out before a departure could be noticed anyway.
-            nonlocal watcher
-            if watcher is None:
-                watcher = asyncio.create_task(wait_disconnect(receive))
-                watcher.add_done_callback(client_left)
-
+        watch = ClientWatch(receive)
         try:
             # One deadline for the whole stream: the hold expires after the reservation TTL, so no
             # stream may outlive it, however slowly the upstream answers or the client reads.
             async with asyncio.timeout(self.deadline):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+                watch.follow(response)
                 await start_sse(send, request_id)
                 frame = openai_frame(outcome, request_id) if translation is None else translation.frame
                 if request.tools is None:
-                    await relay(response, send, outcome, started, watch_client, frame)
+                    await relay(response, send, outcome, started, watch.start, frame)
                 else:
                     # Text is held back while a call is required, so a retry can replace the answer.
                     translator = StreamTranslator(request.tools, hold_text=request.attempts > 1)
@@ -505,8 +517,8 @@ class InferenceHandler:
                         out = translator.translate(payloads)  # new payloads: the dialect decodes them
                         return frame(out) if out else b""
 
-                    await relay(response, send, outcome, started, watch_client, tool_frame)
-                    if translator.waiting and outcome.error is None and not disconnected:
+                    await relay(response, send, outcome, started, watch.start, tool_frame)
+                    if translator.waiting and outcome.error is None and not watch.left:
                         # The model made no call though one was required: once more, both billed.
                         first_usage, outcome.usage, outcome.upstream_done = outcome.usage, None, False
                         response.close()
@@ -515,10 +527,11 @@ class InferenceHandler:
                         except PlatformError:
                             outcome.usage = first_usage  # the first answer stands
                         else:
+                            watch.follow(response)
                             translator = StreamTranslator(request.tools, envelope=translator.envelope)
-                            await relay(response, send, outcome, started, watch_client, tool_frame)
+                            await relay(response, send, outcome, started, watch.start, tool_frame)
                             outcome.usage = combined_usage(first_usage, outcome.usage)
-                    if (rest := translator.finish()) and not disconnected:
+                    if (rest := translator.finish()) and not watch.left:
                         await send({"type": "http.response.body", "body": frame(rest), "more_body": True})
         except TimeoutError:
             if response is not None:
@@ -528,8 +541,7 @@ class InferenceHandler:
         except PlatformError as exc:
             outcome.error = exc  # from _open: nothing was sent yet
         finally:
-            if watcher is not None:
-                watcher.cancel()
+            watch.stop()
             if response is not None:
                 response.close()
             outcome.upstream_seconds = time.perf_counter() - started
@@ -546,10 +558,10 @@ class InferenceHandler:
             )
         if outcome.error is not None:
             outcome.status, outcome.http_status = UsageStatus.UPSTREAM_CUT, outcome.error.status
-        if disconnected:
+        if watch.left:
             outcome.status, outcome.http_status, outcome.error = UsageStatus.CLIENT_DISCONNECTED, 499, None
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
-        if disconnected:
+        if watch.left:
             return
         if outcome.error is not None:
             last = sse(outcome.error.to_bytes()) if translation is None else translation.fail(outcome.error)
