@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
 
+from cocoon_platform.billing.cost import Attempt, Bill, Delivered, UsageStatus, bill
 from cocoon_platform.billing.prices import NetworkPrices, Pricer, TokenCounts, network_cost
 
 MAINNET = NetworkPrices(
@@ -39,7 +41,8 @@ MAINNET = NetworkPrices(
 )
 def test_charge_table(tokens: TokenCounts, coefficient: int, network: int, charge: int) -> None:
     assert network_cost(MAINNET, tokens, coefficient) == network
-    assert Pricer(Decimal("1.5"), coefficient).charge(MAINNET, tokens, None) == charge
+    pricer = Pricer(Decimal("1.5"), coefficient)
+    assert pricer.marked_up(pricer.cost(MAINNET, tokens, None)) == charge
 
 
 @pytest.mark.parametrize(
@@ -53,9 +56,10 @@ def test_markup_rounds_up_once(markup: str, network: int, charge: int) -> None:
 def test_reported_total_cost_wins_only_when_positive() -> None:
     pricer = Pricer(Decimal("1.5"), 1000)
     tokens = TokenCounts(prompt=12, completion=45)
-    assert pricer.charge(MAINNET, tokens, 1001) == 1502
-    assert pricer.charge(MAINNET, tokens, 0) == 11160
-    assert pricer.charge(MAINNET, tokens, None) == 11160
+    assert pricer.cost(MAINNET, tokens, 1001) == 1001
+    assert pricer.marked_up(pricer.cost(MAINNET, tokens, 1001)) == 1502
+    assert pricer.cost(MAINNET, tokens, 0) == pricer.cost(MAINNET, tokens, None) == 7440
+    assert pricer.marked_up(7440) == 11160
 
 
 def test_worst_case_and_largest_max_tokens_agree() -> None:
@@ -71,3 +75,34 @@ def test_worst_case_and_largest_max_tokens_agree() -> None:
         odd_pricer = Pricer(Decimal("1.37"), coefficient)
         fits = odd_pricer.largest_max_tokens(odd, 321, 9_999_999)
         assert odd_pricer.worst_case(odd, 321, fits) <= 9_999_999 < odd_pricer.worst_case(odd, 321, fits + 1)
+
+
+def test_both_attempts_of_a_retried_request_are_billed_each_by_the_rules() -> None:
+    """A second attempt adds what it generated to the first's bill however either ended; an
+    attempt that never reported its prompt is billed the other's count; the network costs are
+    added (each reported, or worked out from its tokens) and marked up once."""
+    pricer = Pricer(Decimal("1.5"), 1000)
+    reported = {"prompt_tokens": 10, "completion_tokens": 4, "total_cost": 1000}
+    four, three = Delivered(4, 0, 20), Delivered(3, 0, 12)
+
+    def never() -> int:
+        raise AssertionError("a reported prompt is not estimated")
+
+    def charge(usage: dict[str, object] | None, earlier: Attempt, estimate: Callable[[], int] = never) -> Bill:
+        status = UsageStatus.OK if usage else UsageStatus.UPSTREAM_CUT
+        return bill(pricer, MAINNET, status, usage, three, estimate, earlier)
+
+    # Exact first (1000) + the cut second: 10 prompt (the first's) + 3 completion = (10 + 24) * 20.
+    assert charge(None, Attempt(reported, four)) == Bill(TokenCounts(20, 7), 2520, True)
+    # The first without a cost of its own: (10 + 32) * 20 = 840, + 680.
+    assert charge(None, Attempt({**reported, "total_cost": 0}, four)) == Bill(TokenCounts(20, 7), 2280, True)
+    # The second reported, the first never did: its prompt is the second's count.
+    second = {"prompt_tokens": 10, "completion_tokens": 3, "total_cost": 500}
+    assert charge(second, Attempt(None, four)) == Bill(TokenCounts(20, 7), 2010, True)  # 840 + 500
+    # Both whole: their reports added; neither reported: the prompt estimated, for each.
+    assert charge(second, Attempt(reported, four)) == Bill(TokenCounts(20, 7), 2250, False)
+    assert charge(None, Attempt(None, four), lambda: 7) == Bill(TokenCounts(14, 7), 2100, True)
+    # Without an earlier attempt nothing changes: one attempt, one bill.
+    assert bill(pricer, MAINNET, UsageStatus.UPSTREAM_CUT, None, three, lambda: 10) == Bill(
+        TokenCounts(10, 3), 1020, True
+    )

@@ -8,6 +8,7 @@ in the last user message makes it call N tools (0: none), otherwise its choice i
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -209,6 +210,95 @@ def test_required_call_retried_once_and_both_attempts_billed(
     )
     assert rows == [(usage.prompt_tokens, cost)]
     assert not ledger_consistent(database_url)
+
+
+def settled_record(server: Server, database_url: str, key: str) -> tuple[object, ...]:
+    """The usage record of the one request made with a fresh account's key, once it is written
+    (a request its caller left settles after the caller is gone)."""
+    deadline = time.monotonic() + 10
+    records: list[dict[str, Any]] = []
+    while not records and time.monotonic() < deadline:
+        records = httpx.get(server.url + "/v1/usage", headers={"Authorization": f"Bearer {key}"}, timeout=10).json()[
+            "data"
+        ]
+        time.sleep(0.1)
+    assert len(records) == 1, records
+    return db_rows(
+        database_url,
+        "SELECT status, http_status, prompt_tokens, completion_tokens, cost_nanoton, estimated "
+        "FROM usage_records WHERE request_id = :r",
+        {"r": records[0]["request_id"]},
+    )[0]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    ("ending", "recorded"),
+    [
+        # The network drops the connection half way through the second answer.
+        ("cut", {False: ("upstream_cut", 200), True: ("upstream_cut", 502)}),
+        # It stops sending half way: the platform's idle timeout (3 s here) gives up on it.
+        ("stall", {False: ("upstream_cut", 200), True: ("upstream_cut", 504)}),
+        # The caller gives up (1 s without a byte) while the second answer is stalled.
+        ("left", {False: ("client_disconnected", 499), True: ("client_disconnected", 499)}),
+    ],
+)
+def test_a_retry_that_breaks_off_is_billed_with_the_first_attempt(
+    platform: Server,
+    database_url: str,
+    simulator: Simulator,
+    stream: bool,
+    ending: str,
+    recorded: dict[bool, tuple[str, int]],
+) -> None:
+    """Both attempts of a required call are billed however the second ends (ruling 1 of #23): the
+    first's exact usage plus what the second generated, estimated from what arrived (its prompt
+    is the first's, reported). A non-streamed caller gets the whole first answer; a streamed one
+    has seen part of the second, then the error."""
+    key = new_account(platform, database_url, TON)
+    fault = "cut" if ending == "cut" else "stall"
+    question = f"No call, {key[-8:]}. [[sim:calls=0]] [[sim:tokens=40]] [[sim:fault={fault}]] [[sim:fault_attempt=2]]"
+    body = {
+        "model": QWEN,
+        "messages": [{"role": "user", "content": question}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "max_tokens": 300,
+        "stream": stream,
+    }
+    url, headers = platform.url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}
+    answer = b""
+    if ending == "left":
+        with pytest.raises(httpx.ReadTimeout), httpx.stream("POST", url, headers=headers, json=body, timeout=1) as r:
+            r.read()
+    else:
+        with httpx.stream("POST", url, headers=headers, json=body, timeout=30) as r:
+            assert r.status_code == 200
+            answer = r.read()
+    status, http_status, prompt, completion, cost, estimated = settled_record(platform, database_url, key)
+    attempts = forwarded_with(simulator, key[-8:])
+    assert len(attempts) == 2 and attempts[0]["messages"] == attempts[1]["messages"]
+    # The network's own answer to the same prompt: what the first attempt generated.
+    limits = {name: attempts[0][name] for name in ("max_tokens", "max_completion_tokens") if attempts[0][name]}
+    whole = httpx.post(
+        simulator.url + "/v1/chat/completions",
+        json={"model": QWEN, "messages": attempts[0]["messages"], **limits},
+        timeout=30,
+    ).json()["usage"]
+    assert (status, http_status) == recorded[stream] and estimated
+    assert prompt == 2 * whole["prompt_tokens"]
+    assert whole["completion_tokens"] < int(completion) < 2 * whole["completion_tokens"]  # type: ignore[call-overload]
+    assert int(cost) > 0 and balance(platform, key) == TON - int(cost)  # type: ignore[call-overload]
+    assert not ledger_consistent(database_url)
+    if ending != "left" and not stream:
+        document = json.loads(answer)  # the first answer, whole, with what both attempts cost
+        message = document["choices"][0]["message"]
+        assert message["content"] and not message.get("tool_calls")
+        usage = document["usage"]
+        assert (usage["prompt_tokens"], usage["completion_tokens"], usage["cost_nanoton"]) == (prompt, completion, cost)
+    elif ending != "left":
+        events = [e[6:] for e in answer.decode().split("\n\n") if e.startswith("data: ")]
+        assert any('"delta"' in e for e in events) and '"error"' in events[-1] and "[DONE]" not in events
 
 
 class Weather(BaseModel):

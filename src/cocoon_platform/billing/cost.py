@@ -6,6 +6,12 @@ Every endpoint that bills asks `bill()` once the request has ended. The rules, i
   that were relayed; its reported `total_cost`, when positive, is the network's cost.
 - Otherwise (never reported, unusable, or fewer tokens than were relayed) the request is billed
   for what was delivered, estimated, and the prompt from its text when the upstream never said.
+- A request sent twice (a required tool call not made: one retry, `proxy/attempts.py`) is billed
+  for both attempts once the network took the second, each by the rules above: a second attempt
+  cut, timed out or left by its caller adds what it generated to the first's bill, and neither
+  is lost to the other's failure. An attempt that never reported its prompt's tokens is billed
+  the other's count (both sent the same prompt; uncached, the dearer way). Their network costs
+  are added, each the network's own or worked out from its tokens, as the network bills each.
 The charge is the network cost with the markup, rounded up once (`Pricer`).
 """
 
@@ -106,6 +112,15 @@ class Delivered:
 
 
 @dataclass(frozen=True, slots=True)
+class Attempt:
+    """The first attempt of a request sent twice: its usage object as the network reported it
+    (None: never) and what it delivered."""
+
+    usage: dict[str, Any] | None
+    delivered: Delivered
+
+
+@dataclass(frozen=True, slots=True)
 class Bill:
     tokens: TokenCounts
     charge: int  # nanoTON, marked up
@@ -119,15 +134,45 @@ def bill(
     usage: dict[str, Any] | None,
     delivered: Delivered,
     estimate_prompt: Callable[[], int],
+    earlier: Attempt | None = None,
 ) -> Bill:
-    """The charge of one ended request (see the module's rules). `estimate_prompt` is called only
-    when the upstream never reported the prompt's tokens."""
+    """The charge of one ended request (see the module's rules): `usage` and `delivered` are its
+    last attempt's, `earlier` its first when it was sent twice. `estimate_prompt` is called only
+    when no attempt reported the prompt's tokens."""
     if status is UsageStatus.UPSTREAM_ERROR:
         return Bill(TokenCounts(0, 0), 0, False)
-    reported = usage_tokens(usage) if usage is not None else None
+    if earlier is None:
+        tokens, cost, estimated = _attempt(pricer, prices, usage, delivered, estimate_prompt)
+        return Bill(tokens, pricer.marked_up(cost), estimated)
+    known = usage_tokens(earlier.usage) or usage_tokens(usage)
+
+    def prompt() -> int:
+        return known.prompt if known is not None else estimate_prompt()
+
+    first, first_cost, first_estimated = _attempt(pricer, prices, earlier.usage, earlier.delivered, prompt)
+    last, last_cost, last_estimated = _attempt(pricer, prices, usage, delivered, prompt)
+    tokens = TokenCounts(  # each within what the record holds, as one attempt's counts are
+        prompt=min(first.prompt + last.prompt, MAX_TOKEN_COUNT),
+        completion=min(first.completion + last.completion, MAX_TOKEN_COUNT),
+        cached=min(first.cached + last.cached, MAX_TOKEN_COUNT),
+        reasoning=min(first.reasoning + last.reasoning, MAX_TOKEN_COUNT),
+    )
+    return Bill(tokens, pricer.marked_up(first_cost + last_cost), first_estimated or last_estimated)
+
+
+def _attempt(
+    pricer: Pricer,
+    prices: NetworkPrices,
+    usage: dict[str, Any] | None,
+    delivered: Delivered,
+    estimate_prompt: Callable[[], int],
+) -> tuple[TokenCounts, int, bool]:
+    """One attempt's tokens, its network cost (nanoTON, before the markup), and whether they are
+    the platform's estimate."""
+    reported = usage_tokens(usage)
     if reported is not None and reported.completion >= delivered.completion:
         # Reported usage is the truth, even when the stream broke after reporting it.
-        return Bill(reported, pricer.charge(prices, reported, reported_cost(usage or {})), False)
+        return reported, pricer.cost(prices, reported, reported_cost(usage or {})), False
     completion = delivered_tokens(delivered.completion, delivered.size)
     tokens = TokenCounts(
         prompt=reported.prompt if reported else estimate_prompt(),
@@ -135,4 +180,4 @@ def bill(
         cached=reported.cached if reported else 0,
         reasoning=min(delivered.reasoning, completion),
     )
-    return Bill(tokens, pricer.charge(prices, tokens, None), True)
+    return tokens, pricer.cost(prices, tokens, None), True

@@ -64,7 +64,10 @@ class GenerationResponse(BaseModel):
     total_tokens: int
     cost_nanoton: int
     cost_ton: float
-    estimated: bool = Field(description="True when token counts were estimated (the upstream never reported them).")
+    estimated: bool = Field(
+        description="True when token counts were estimated, all or in part (the upstream never reported them, "
+        "or not for every attempt of a retried request)."
+    )
     duration_ms: int
     created_at: datetime
     key_id: int = Field(description="The key the request was made with (see GET /v1/keys).")

@@ -67,11 +67,12 @@ class Pricer:
         scaled = network_nanoton * self.markup.numerator
         return -(-scaled // self.markup.denominator)
 
-    def charge(self, prices: NetworkPrices, tokens: TokenCounts, reported_total_cost: int | None) -> int:
-        """The charge of a finished request: the upstream's reported cost when positive."""
+    def cost(self, prices: NetworkPrices, tokens: TokenCounts, reported_total_cost: int | None) -> int:
+        """The network's cost of one request it answered, before the markup: its reported cost
+        when positive, else worked out from the tokens."""
         if reported_total_cost is not None and reported_total_cost > 0:
-            return self.marked_up(reported_total_cost)
-        return self.marked_up(network_cost(prices, tokens, self.coefficient))
+            return reported_total_cost
+        return network_cost(prices, tokens, self.coefficient)
 
     def per_token_ceilings(self, prices: NetworkPrices) -> tuple[Fraction, Fraction]:
         """Highest marked-up price of one prompt token and of one completion token."""

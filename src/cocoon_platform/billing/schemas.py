@@ -70,7 +70,10 @@ class UsageItem(BaseModel):
         description="ok, client_disconnected, upstream_cut, upstream_error, aborted or orphaned "
         "(the platform failed mid-request; not billed)."
     )
-    estimated: bool = Field(description="True when token counts were estimated (the upstream never reported them).")
+    estimated: bool = Field(
+        description="True when token counts were estimated, all or in part (the upstream never reported them, "
+        "or not for every attempt of a retried request)."
+    )
     duration_ms: int
     key_id: int | None = Field(default=None, description="The key the request was made with.")
 

@@ -58,7 +58,7 @@ from cocoon_platform.proxy.asgi import (
     with_headers,
 )
 from cocoon_platform.proxy.assemble import Assembler, collect
-from cocoon_platform.proxy.attempts import combined_usage
+from cocoon_platform.proxy.attempts import answer_usage
 from cocoon_platform.proxy.events import DONE, Chunk
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.proxy.relay import openai_frame, relay
@@ -379,20 +379,23 @@ class InferenceHandler:
         return response
 
     async def _fetch(
-        self, request: InferenceRequest, timeout: float, outcome: Outcome, receive: Receive
+        self, request: InferenceRequest, timeout: float, outcome: Outcome, receive: Receive, retry: bool = False
     ) -> dict[str, Any]:
         """One non-streamed answer, read from the network's stream and assembled (`assemble.py`),
         so that what the network generated is counted in `outcome` whatever ends the request.
         Raises UpstreamError; `outcome.answering` says whether the network had begun answering
-        (then what it generated is billed), `outcome.client_left` whether the caller went away."""
+        (then what it generated is billed), `outcome.client_left` whether the caller went away.
+        A `retry` (the second attempt) sets the first attempt's report aside once the network
+        takes it (`Outcome.second_attempt`): both are billed."""
         started = time.perf_counter()
         assembler = Assembler(request.endpoint)
         response: UpstreamResponse | None = None
         watch = ClientWatch(receive)
-        outcome.usage, outcome.upstream_done = None, False
         try:
             async with asyncio.timeout(timeout):
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+                if retry:
+                    outcome.second_attempt()
                 outcome.answering = True
                 watch.follow(response)
                 await collect(response, assembler, outcome, started, watch.start)
@@ -445,11 +448,15 @@ class InferenceHandler:
             return
         if request.tools is not None:
             document = await self._read_tool_calls(request, document, outcome, started, receive)
-        usage = document.get("usage")
-        if not isinstance(usage, dict):
-            usage = document["usage"] = {}
-        outcome.usage = usage
+            if outcome.status is UsageStatus.CLIENT_DISCONNECTED:
+                outcome.http_status = 499
+                await self._settle(request, reservation, prices, request_id, outcome, started)
+                return
         charge = await self._settle(request, reservation, prices, request_id, outcome, started)
+        usage = answer_usage(outcome)
+        if usage is None:
+            usage = {}
+        document["usage"] = usage
         usage["cost_nanoton"] = charge
         usage["cost_ton"] = charge / 1_000_000_000
         document["id"] = request_id
@@ -467,22 +474,30 @@ class InferenceHandler:
     ) -> dict[str, Any]:
         """The answer with its tool calls read (tools/answer.py). When a call was required and the
         model made none, it is asked once more within the request's deadline; both attempts are
-        billed (the reservation covered both). If the second attempt fails, the first stands."""
+        billed (the reservation covered both), each for what the network generated (`bill`).
+
+        If the second attempt fails, the first answer stands: it is whole and paid for, the second
+        is not. Never taken by the network (refused, unreachable, no time left), the second costs
+        nothing. Begun and broken off (cut, timed out), what it generated is billed with the first
+        (its usage if the network sent it, else estimated from what arrived), and the record says
+        `upstream_cut` with the 200 the caller got. Left by the caller: the same bill, recorded
+        `client_disconnected` (499), and nothing is sent."""
         assert request.tools is not None
         if read_choices(document, request.tools) or request.attempts < 2:
             return document
         try:
-            second = await self._fetch(request, self.deadline - (time.perf_counter() - started), outcome, receive)
-        except PlatformError:
+            second = await self._fetch(
+                request, self.deadline - (time.perf_counter() - started), outcome, receive, retry=True
+            )
+        except PlatformError as exc:
+            if outcome.earlier is not None:  # the network took it: what it generated is billed
+                left = outcome.client_left
+                outcome.status = UsageStatus.CLIENT_DISCONNECTED if left else UsageStatus.UPSTREAM_CUT
+                outcome.error = None if left else exc
             return document
         finally:
             outcome.upstream_seconds = time.perf_counter() - started
         read_choices(second, request.tools)
-        usage = combined_usage(document.get("usage"), second.get("usage"))
-        if usage is None:
-            second.pop("usage", None)
-        else:
-            second["usage"] = usage
         return second
 
     async def _stream(
@@ -519,18 +534,18 @@ class InferenceHandler:
 
                     await relay(response, send, outcome, started, watch.start, tool_frame)
                     if translator.waiting and outcome.error is None and not watch.left:
-                        # The model made no call though one was required: once more, both billed.
-                        first_usage, outcome.usage, outcome.upstream_done = outcome.usage, None, False
+                        # The model made no call though one was required: once more, both billed,
+                        # the second for what it generated however it ends (`attempts.py`).
                         response.close()
                         try:
                             response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
                         except PlatformError:
-                            outcome.usage = first_usage  # the first answer stands
+                            pass  # never taken, it costs nothing: the first answer stands
                         else:
+                            outcome.second_attempt()
                             watch.follow(response)
                             translator = StreamTranslator(request.tools, envelope=translator.envelope)
                             await relay(response, send, outcome, started, watch.start, tool_frame)
-                            outcome.usage = combined_usage(first_usage, outcome.usage)
                     if (rest := translator.finish()) and not watch.left:
                         await send({"type": "http.response.body", "body": frame(rest), "more_body": True})
         except TimeoutError:
@@ -567,7 +582,7 @@ class InferenceHandler:
             last = sse(outcome.error.to_bytes()) if translation is None else translation.fail(outcome.error)
             await send({"type": "http.response.body", "body": last, "more_body": False})
             return
-        usage = dict(outcome.usage or {})
+        usage = dict(answer_usage(outcome) or {})
         usage["cost_nanoton"] = charge
         usage["cost_ton"] = charge / 1_000_000_000
         if translation is not None:
@@ -603,7 +618,13 @@ class InferenceHandler:
         """Charge what the outcome says, record usage, release the hold; returns the charge."""
         state = self.state
         charged = bill(
-            state.pricer, prices, outcome.status, outcome.usage, outcome.delivered(), request.estimate_prompt_tokens
+            state.pricer,
+            prices,
+            outcome.status,
+            outcome.usage,
+            outcome.delivered(),
+            request.estimate_prompt_tokens,
+            outcome.earlier,
         )
         tokens = charged.tokens
         outcome.estimated = charged.estimated

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from cocoon_platform.billing.cost import Delivered, UsageStatus
+from cocoon_platform.billing.cost import Attempt, Delivered, UsageStatus
 from cocoon_platform.billing.prices import TokenCounts
 from cocoon_platform.errors import PlatformError
 
@@ -34,6 +34,14 @@ class Outcome:
     upstream_done: bool = False  # the stream's `[DONE]` arrived
     answering: bool = False  # the network began answering (its answer's head arrived)
     client_left: bool = False  # the caller went away before its answer was whole
+    earlier: Attempt | None = None  # the first attempt, once the network took a second (a retry)
 
     def delivered(self) -> Delivered:
         return Delivered(self.delivered_completion, self.delivered_reasoning, self.delivered_bytes)
+
+    def second_attempt(self) -> None:
+        """The network took a second attempt (`proxy/attempts.py`): the first's usage and what it
+        delivered are set aside, to be billed with the second's, which are counted from here."""
+        self.earlier = Attempt(self.usage, self.delivered())
+        self.usage, self.upstream_done = None, False
+        self.delivered_completion = self.delivered_reasoning = self.delivered_bytes = 0
