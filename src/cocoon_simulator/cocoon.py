@@ -4,7 +4,8 @@ Public API: SimulatorOptions, ModelSpec, build_app, serve, add_arguments, option
 Requests can steer it with markers in their prompt text: [[sim:tokens=N]] (answer length,
 last user message), [[sim:calls=N]] (tool calls when tools are offered, last user message),
 [[sim:fault=<mode>|none]] (with [[sim:fault_attempt=N]]: only on the Nth arrival of the same
-request body, e.g. a retry) and [[sim:cost=0]]; or with header X-Sim-Fault. Chat requests with
+request body, e.g. a retry), [[sim:cost=0]] and [[sim:overcount=N]] (the usage reports N times
+the completion and its cost); or with header X-Sim-Fault. Chat requests with
 `n`, `stop`, `response_format` or tools in the system prompt get answers planned as vLLM serving
 Qwen3 gives them (cocoon_script.py).
 """

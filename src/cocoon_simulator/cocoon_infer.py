@@ -168,6 +168,7 @@ class Job:
     request: dict[str, Any] | None = None  # a chat request whose answer is planned (cocoon_script)
     calls: int | None = None  # [[sim:calls=N]]
     fault_attempt: int | None = None  # [[sim:fault_attempt=N]]: the fault strikes this arrival only
+    overcount: int = 1  # [[sim:overcount=N]]
 
 
 def decode_request(body: bytes) -> dict[str, Any]:
@@ -215,13 +216,13 @@ def _thinking(request: dict[str, Any]) -> bool:
     return not (isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False)
 
 
-def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, bool, int | None, int | None]:
-    """(tokens, fault, cost_off, calls, fault_attempt) from [[sim:...]] markers; tokens and calls
-    only from the last user text."""
+def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, bool, int | None, int | None, int]:
+    """(tokens, fault, cost_off, calls, fault_attempt, overcount) from [[sim:...]] markers; tokens
+    and calls only from the last user text."""
     if MARKER_PREFIX not in body:  # markers are never JSON-escaped, so the raw body tells
-        return None, None, False, None, None
+        return None, None, False, None, None, 1
     markers = find_markers(prompt.texts)
-    unknown = set(markers) - {"tokens", "fault", "cost", "calls", "fault_attempt"}
+    unknown = set(markers) - {"tokens", "fault", "cost", "calls", "fault_attempt", "overcount"}
     if unknown:
         raise error_json(400, f"unknown sim marker {sorted(unknown)[0]}")
     fault = markers.get("fault")
@@ -239,7 +240,10 @@ def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, 
     if calls_text is not None and not calls_text.isdigit():
         raise error_json(400, f"bad sim calls {calls_text}")
     calls = int(calls_text) if calls_text is not None else None
-    return tokens, fault, markers.get("cost") == "0", calls, attempt
+    overcount_text = markers.get("overcount", "1")
+    if not (overcount_text.isdigit() and int(overcount_text) >= 1):
+        raise error_json(400, f"bad sim overcount {overcount_text}")
+    return tokens, fault, markers.get("cost") == "0", calls, attempt, int(overcount_text)
 
 
 def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str, ServedModel]) -> Job:
@@ -256,7 +260,7 @@ def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str,
     stream = request.get("stream")
     if stream is not None and not isinstance(stream, bool):
         raise error_json(400, "field stream must be a boolean")
-    tokens, fault, cost_off, calls, fault_attempt = _read_markers(body, prompt)
+    tokens, fault, cost_off, calls, fault_attempt, overcount = _read_markers(body, prompt)
     thinking = chat and model.reasoning and _thinking(request)
     return Job(
         chat,
@@ -272,6 +276,7 @@ def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str,
         request if chat and scripted(request) else None,
         calls,
         fault_attempt,
+        overcount,
     )
 
 
@@ -293,6 +298,9 @@ class Answer:
     prompt_cost: int
     completion_cost: int
     choices: list[ChoiceScript] | None = None  # a planned answer's choices (else one word stream)
+    # The usage reports this many times the completion it generated, and its cost (a miscounting
+    # or hostile network): [[sim:overcount=N]].
+    overcount: int = 1
 
 
 def _adjusted(tokens: int, coefficient: int, multiplier: int) -> int:
@@ -356,21 +364,24 @@ def plan_answer(job: Job, seen_tokens: int, options: SimulatorOptions, answer_id
         prompt_cost=prompt_cost,
         completion_cost=completion_cost,
         choices=choices,
+        overcount=job.overcount,
     )
 
 
 def usage(answer: Answer) -> dict[str, Any]:
     """The usage object, with both places reasoning tokens are reported and the cost fields."""
+    completion, reasoning = answer.completion_tokens * answer.overcount, answer.reasoning_tokens * answer.overcount
+    completion_cost = answer.completion_cost * answer.overcount
     return {
         "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        "completion_tokens": completion,
+        "total_tokens": answer.prompt_tokens + completion,
         "prompt_tokens_details": {"cached_tokens": answer.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": answer.reasoning_tokens},
-        "reasoning_tokens": answer.reasoning_tokens,
+        "completion_tokens_details": {"reasoning_tokens": reasoning},
+        "reasoning_tokens": reasoning,
         "prompt_total_cost": answer.prompt_cost,
-        "completion_total_cost": answer.completion_cost,
-        "total_cost": answer.prompt_cost + answer.completion_cost,
+        "completion_total_cost": completion_cost,
+        "total_cost": answer.prompt_cost + completion_cost,
     }
 
 
