@@ -74,7 +74,7 @@ class Steady:
         settles = [
             Settlement(r, 123_456, r.hold_id, MODEL, "chat", 40, 0, 20, 5, "ok", 200, False, 3) for r in self.pending
         ]
-        self.pending = [r for r in self.store._apply(reserves, settles) if r is not None]
+        self.pending = [r for r in self.store._apply(reserves, settles)[0] if r is not None]
 
 
 def frames_by_owner(store: SqliteBillingStore, path: str, steady: Steady, steps: int) -> dict[str, float]:

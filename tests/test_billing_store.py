@@ -31,7 +31,9 @@ class MemoryStore(BillingStore):
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, Duplicate)
 
-    async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
+    async def _commit(
+        self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]
+    ) -> tuple[list[Reservation | None], list[int]]:
         if self.busy_times:
             self.busy_times -= 1
             raise Busy()
@@ -43,7 +45,7 @@ class MemoryStore(BillingStore):
         self.batches.append(len(settles) + len(reserves))
         for s in settles:
             self.applied[s.request_id] = s.charge
-        return [Reservation(p[4], 1, 1, p[1]) for p in reserves]
+        return [Reservation(p[4], 1, 1, p[1]) for p in reserves], [s.charge for s in settles]
 
 
 def settlement(request_id: str, charge: int = 5) -> Settlement:

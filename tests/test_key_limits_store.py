@@ -7,15 +7,18 @@ from __future__ import annotations
 import asyncio
 import time
 
+from sqlalchemy import select
 from support import db_rows, ledger_consistent, run_cli
 from test_billing_store_db import funds, migrated, new_key, settlement, with_store
 
 from cocoon_platform.accounts.keys import hash_api_key
 from cocoon_platform.accounts.limits import period_starts
+from cocoon_platform.accounts.service import change_key
 from cocoon_platform.billing.store import BillingStore, Reservation
 from cocoon_platform.billing.sweeper import sweep_expired
 from cocoon_platform.config import Settings
-from cocoon_platform.db.engine import create_engine
+from cocoon_platform.db.engine import create_engine, create_sessionmaker
+from cocoon_platform.db.models import ApiKey
 from cocoon_platform.proxy.handler import new_request_id
 
 __all__ = ["migrated"]  # the fixture, imported for pytest
@@ -76,7 +79,6 @@ def test_thirty_concurrent_requests_never_take_a_nearly_spent_key_past_its_limit
             held = await reserve(store, key, 100)
             if held is None:
                 return 0
-            assert held.key_counted
             await asyncio.sleep(0.01)  # in flight while the others reserve
             await store.settle(settlement(held, 100))
             return 1
@@ -136,7 +138,7 @@ def test_unlimited_keys_keep_no_counters(migrated: str) -> None:
 
     async def scenario(store: BillingStore) -> None:
         held = await reserve(store, key, 1_000)
-        assert held is not None and not held.key_counted
+        assert held is not None
         await store.settle(settlement(held, 300))
 
     with_store(migrated, scenario)
@@ -240,3 +242,149 @@ def test_reconcile_checks_what_keys_hold_against_their_open_holds(migrated: str)
         assert result.returncode != 0 and f"{line} 5 != sum of its open holds 0" in result.stdout
     finally:
         db_rows(migrated, "UPDATE api_keys SET limit_reserved_nanoton = 0 WHERE id = :id", {"id": key_id})
+
+
+def set_limit(database_url: str, key: str, limit: int | None) -> None:
+    """Change a key's credit limit as PATCH /v1/keys/{id} and `admin keys set` do."""
+
+    async def change() -> None:
+        engine = create_engine(Settings(database_url=database_url))
+        try:
+            async with create_sessionmaker(engine)() as session:
+                api_key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(key)))
+                assert api_key is not None
+                await change_key(session, api_key, {"credit_limit_nanoton": limit})
+                await session.commit()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(change())
+
+
+def charged_to(database_url: str, key: str) -> int:
+    """What the key's requests were charged, from their usage records."""
+    return int(
+        db_rows(  # type: ignore[call-overload]
+            database_url,
+            "SELECT COALESCE(SUM(u.cost_nanoton), 0) FROM usage_records u JOIN api_keys k ON k.id = u.key_id "
+            "WHERE k.key_hash = :h",
+            {"h": hash_api_key(key)},
+        )[0][0]
+    )
+
+
+async def settle_granted(store: BillingStore, reservation: Reservation | None) -> None:
+    """Release a reservation a test expected to be refused (other tests count open holds)."""
+    if reservation is not None:
+        await store.settle(settlement(reservation, 0))
+
+
+def test_a_limit_set_while_requests_are_in_flight_counts_them(migrated: str) -> None:
+    """Two requests hold 4,000 each on an unlimited key; a limit of 5,000 is set meanwhile: they
+    are held against it at once, and their charges count when they settle, within the limit."""
+    key, account = new_key(migrated, nanoton=TON)
+
+    async def scenario(store: BillingStore) -> list[object]:
+        first, second = await reserve(store, key, 4_000), await reserve(store, key, 4_000)
+        assert first is not None and second is not None
+        await asyncio.to_thread(set_limit, migrated, key, 5_000)
+        seen: list[object] = [await asyncio.to_thread(key_counters, migrated, key)]
+        refused = await reserve(store, key, 1)
+        await settle_granted(store, refused)
+        seen.append(refused)
+        seen.append(await store.settle(settlement(first, 3_000)))
+        seen.append(await asyncio.to_thread(key_counters, migrated, key))
+        seen.append(await store.settle(settlement(second, 3_000)))  # 2,000 left under the limit
+        after = await reserve(store, key, 1)
+        await settle_granted(store, after)
+        seen.append(after)
+        return seen
+
+    in_flight, refused, first, after_first, second, after = with_store(migrated, scenario)
+    assert in_flight == (0, 8_000)
+    assert refused is None
+    assert (first, after_first) == (3_000, (3_000, 4_000))
+    assert second == 2_000
+    assert after is None
+    assert key_counters(migrated, key) == (5_000, 0) and charged_to(migrated, key) == 5_000
+    assert funds(migrated, account) == (TON - 5_000, 0)
+    assert ledger_consistent(migrated) == []
+
+
+def test_a_limit_lifted_and_set_again_in_flight_keeps_the_counters_exact(migrated: str) -> None:
+    key, account = new_key(migrated, nanoton=TON)
+    limit_key(migrated, key, limit=10_000)
+
+    async def scenario(store: BillingStore) -> list[tuple[int, int]]:
+        counted = await reserve(store, key, 4_000)
+        assert counted is not None
+        await asyncio.to_thread(set_limit, migrated, key, None)
+        lifted = await asyncio.to_thread(key_counters, migrated, key)
+        uncounted = await reserve(store, key, 4_000)
+        assert uncounted is not None
+        await asyncio.to_thread(set_limit, migrated, key, 20_000)
+        again = await asyncio.to_thread(key_counters, migrated, key)
+        await store.settle(settlement(counted, 1_000))
+        await store.settle(settlement(uncounted, 2_000))
+        return [lifted, again]
+
+    lifted, again = with_store(migrated, scenario)
+    assert lifted == (0, 0)  # an unlimited key keeps no counters
+    assert again == (0, 8_000)
+    assert key_counters(migrated, key) == (3_000, 0) and charged_to(migrated, key) == 3_000
+    assert funds(migrated, account) == (TON - 3_000, 0)
+
+
+def test_a_limit_lowered_below_what_is_in_flight_is_never_exceeded(migrated: str) -> None:
+    key, account = new_key(migrated, nanoton=TON)
+    limit_key(migrated, key, limit=10_000)
+
+    async def scenario(store: BillingStore) -> list[int]:
+        first, second = await reserve(store, key, 4_000), await reserve(store, key, 4_000)
+        assert first is not None and second is not None
+        await asyncio.to_thread(set_limit, migrated, key, 3_000)
+        return [await store.settle(settlement(first, 2_000)), await store.settle(settlement(second, 2_000))]
+
+    assert with_store(migrated, scenario) == [2_000, 1_000]
+    assert key_counters(migrated, key) == (3_000, 0) and charged_to(migrated, key) == 3_000
+    assert funds(migrated, account) == (TON - 3_000, 0)
+    assert ledger_consistent(migrated) == []
+
+
+def test_limits_set_and_lifted_while_requests_race_keep_the_counters_exact(migrated: str) -> None:
+    """Requests reserve and settle without pause while the key's limit is set and lifted: at every
+    moment what the key holds is the sum of its counted holds, and every hold counts exactly when
+    the key has a limit; at the end the key's spending is what its usage records say."""
+    key, _ = new_key(migrated, nanoton=TON)
+    check = (
+        "SELECT k.limit_reserved_nanoton, "
+        "(SELECT COALESCE(SUM(amount_nanoton), 0) FROM holds WHERE key_id = k.id AND key_counted), "
+        "(SELECT COUNT(*) FROM holds WHERE key_id = k.id "
+        " AND key_counted != (k.credit_limit_nanoton IS NOT NULL)) "
+        "FROM api_keys k WHERE k.key_hash = :h"
+    )
+
+    async def scenario(store: BillingStore) -> list[tuple[object, ...]]:
+        done = asyncio.Event()
+
+        async def requests() -> None:
+            while not done.is_set():
+                held = await reserve(store, key, 1_000)
+                assert held is not None
+                await asyncio.sleep(0.001)
+                await store.settle(settlement(held, 10))
+
+        running = [asyncio.create_task(requests()) for _ in range(8)]
+        seen = []
+        for limit in (TON, None, TON, None, TON):
+            await asyncio.to_thread(set_limit, migrated, key, limit)
+            await asyncio.sleep(0.05)
+            seen += await asyncio.to_thread(db_rows, migrated, check, {"h": hash_api_key(key)})
+        done.set()
+        await asyncio.gather(*running)
+        return seen
+
+    seen = with_store(migrated, scenario)
+    assert all(held == counted and wrong == 0 for held, counted, wrong in seen), seen
+    assert key_counters(migrated, key) == (charged_to(migrated, key), 0)
+    assert charged_to(migrated, key) > 0

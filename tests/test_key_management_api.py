@@ -4,13 +4,16 @@ limit, a model allow-list and an expiry; what each refusal says; who may manage 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import httpx
 import openai
 import pytest
 from conftest import ServerFactory
-from support import Server, Simulator, db_rows, ledger_consistent, new_account, run_cli
+from support import Server, Simulator, db_rows, ledger_consistent, new_account, run_cli, start_simulator
 
 QWEN = "Qwen/Qwen3-32B"
 TON = 1_000_000_000
@@ -263,6 +266,77 @@ def test_thirty_concurrent_requests_on_a_nearly_spent_key_stay_within_its_limit(
     spent = keys_of(server, owner)[key_id]
     assert spent["held_nanoton"] == 0
     assert 15_000_000 < int(spent["spent_nanoton"]) <= 20_000_000  # type: ignore[call-overload]
+    assert not ledger_consistent(database_url)
+
+
+@pytest.fixture(scope="module")
+def slow_server(server_factory: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A platform whose network answers at 20 tokens a second, for requests that stay in flight."""
+    slow = start_simulator(tmp_path_factory.mktemp("slow-keys"), "--tpt-ms", "50")
+    yield server_factory(upstream_url=slow.url)
+    slow.stop()
+
+
+def test_a_limit_set_while_streams_are_in_flight_counts_them(slow_server: Server, database_url: str) -> None:
+    """Two slow streams on an unlimited key; meanwhile a limit is set below what they hold, above
+    one of them: they are held against it at once (a third request is refused), their charges
+    count when they end, and the key's spending is then what its usage says."""
+    server = slow_server
+    owner = new_account(server, database_url, TON)
+    made = make_key(server, owner, name="worker")
+    key, key_id = str(made["api_key"]), int(made["key"]["id"])  # type: ignore[index]
+    body = {
+        "model": QWEN,
+        "max_tokens": 2000,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "[[sim:tokens=100]] go on"}],
+    }
+
+    async def run() -> tuple[list[int], dict[str, object], int]:
+        started = [asyncio.Event(), asyncio.Event()]
+        async with httpx.AsyncClient(base_url=server.url, headers=auth(key), timeout=60) as aclient:
+
+            async def stream(started: asyncio.Event) -> int:
+                async with aclient.stream("POST", "/v1/chat/completions", json=body) as answer:
+                    assert answer.status_code == 200
+                    chunks = []
+                    async for line in answer.aiter_lines():
+                        if line.startswith("data: {"):
+                            started.set()
+                            chunks.append(json.loads(line[6:]))
+                return int(chunks[-1]["usage"]["cost_nanoton"])
+
+            streams = [asyncio.create_task(stream(event)) for event in started]
+            await asyncio.wait_for(asyncio.gather(*(event.wait() for event in started)), 30)
+            (held,), *_ = await asyncio.to_thread(
+                db_rows,
+                database_url,
+                "SELECT amount_nanoton FROM holds WHERE account_id = (SELECT account_id FROM api_keys WHERE id = :k)",
+                {"k": key_id},
+            )
+            limit = int(held) * 3 // 2  # type: ignore[call-overload]  # one stream's hold fits, two don't
+            changed = await asyncio.to_thread(
+                httpx.patch,
+                server.url + f"/v1/keys/{key_id}",
+                headers=auth(owner),
+                json={"credit_limit_ton": str(Decimal(limit) / TON)},
+                timeout=10,
+            )
+            assert changed.status_code == 200, changed.text
+            in_flight = (await asyncio.to_thread(keys_of, server, owner))[key_id]
+            refused = await asyncio.to_thread(chat, server, key, QWEN, 2000)
+            assert refused.status_code == 402, refused.text
+            assert refused.json()["error"]["code"] == "key_limit_reached"
+            return await asyncio.gather(*streams), in_flight, 2 * int(held)  # type: ignore[call-overload]
+
+    costs, in_flight, holds = asyncio.run(run())
+    assert (in_flight["held_nanoton"], in_flight["spent_nanoton"]) == (holds, 0)
+    after = keys_of(server, owner)[key_id]
+    assert (after["held_nanoton"], after["spent_nanoton"]) == (0, sum(costs))
+    charged = db_rows(database_url, "SELECT SUM(cost_nanoton) FROM usage_records WHERE key_id = :k", {"k": key_id})
+    assert charged == [(sum(costs),)]
+    assert chat(server, key, max_tokens=2000).status_code == 200  # one request's hold fits again
     assert not ledger_consistent(database_url)
 
 

@@ -154,3 +154,30 @@ def test_the_models_ledger_index_has_the_migrations_predicate() -> None:
             .rstrip()
             .endswith("ledger_entries (account_id, id) WHERE kind <> 'usage'")
         )
+
+
+def test_counted_holds_migration_keeps_open_holds_both_ways(empty_database: str) -> None:
+    """0008: a hold that named a key counted against its limit; one that named none did not."""
+    _migrate(empty_database, "up", "0007")
+    db_rows(
+        empty_database,
+        "INSERT INTO accounts (id, deposit_code, balance_nanoton, reserved_nanoton, created_at) "
+        "VALUES (1, 'ABCD1234', 100, 100, CURRENT_TIMESTAMP)",
+    )
+    db_rows(
+        empty_database,
+        "INSERT INTO holds (id, account_id, amount_nanoton, expires_at, key_id) "
+        "VALUES ('req_counted', 1, 40, 1900000000, 7), ('req_free', 1, 60, 1900000000, NULL)",
+    )
+    _migrate(empty_database, "up", "0008")
+    assert db_rows(empty_database, "SELECT id, key_id, key_counted FROM holds ORDER BY id") == [
+        ("req_counted", 7, True),
+        ("req_free", None, False),
+    ]
+    _migrate(empty_database, "down", "0007")
+    assert db_rows(empty_database, "SELECT id, key_id, amount_nanoton FROM holds ORDER BY id") == [
+        ("req_counted", 7, 40),
+        ("req_free", None, 60),
+    ]
+    _migrate(empty_database, "up", "head")
+    assert _schema_differences(empty_database) == []

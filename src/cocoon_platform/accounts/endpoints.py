@@ -191,7 +191,7 @@ async def change_key(
 ) -> KeyInfo:
     """Change one of your keys' name, credit limit, reset period, allow-list or expiry: only the
     fields sent change, and null removes a restriction. A new limit counts what the key already
-    spent in the period."""
+    spent in the period and what its requests in flight hold (their charges count when they end)."""
     key = await service.live_key(session, identity.account_id, key_id)
     if key is None:
         raise NotFound(f"No key {key_id} on this account")

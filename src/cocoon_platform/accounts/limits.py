@@ -2,9 +2,11 @@
 
 Rules:
 - A limit counts the key's charges in its current period (UTC: a day from midnight, a week
-  from Monday, a month from the 1st; or never reset) plus what its requests in flight hold;
-  a request is refused when its worst case would take that past the limit. The check rides
-  the reservation (billing/store), so it holds under concurrency exactly as the balance does.
+  from Monday, a month from the 1st; or never reset) plus what its requests in flight hold,
+  those already in flight when the limit is set included (billing/key_limits.py); a request is
+  refused when its worst case would take that past the limit. The check rides the reservation
+  (billing/store), so it holds under concurrency exactly as the balance does, and a settlement
+  never takes the key past it (billing/store/records.py, cap_charges).
 - A key with any restriction cannot create, change or delete keys (ruling 5 of #23), or a
   capped key could mint an uncapped one.
 - The allow-list is stored as "\\n<id>\\n<id>\\n" and a model is allowed when "\\n<model>\\n" occurs

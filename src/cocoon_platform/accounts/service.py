@@ -19,6 +19,7 @@ from cocoon_platform.accounts.keys import (
     normalise_deposit_code,
 )
 from cocoon_platform.accounts.limits import is_restricted, period_start
+from cocoon_platform.billing.key_limits import set_credit_limit
 from cocoon_platform.db.models import Account, ApiKey, UsageRecord
 
 
@@ -160,18 +161,6 @@ async def revoke_key(session: AsyncSession, account_id: int, key_id: int) -> boo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def _charged_since(session: AsyncSession, key: ApiKey, start: int) -> int:
-    """What the key's requests were charged from unix second `start` on, from its usage records."""
-    charged = await session.scalar(
-        select(func.coalesce(func.sum(UsageRecord.cost_nanoton), 0)).where(
-            UsageRecord.account_id == key.account_id,
-            UsageRecord.key_id == key.id,
-            UsageRecord.created_at >= start * 1000,
-        )
-    )
-    return int(charged or 0)
-
-
 async def keys_spending(session: AsyncSession, keys: list[ApiKey], now: float) -> dict[int, KeySpending]:
     """Each key's spending in its current period, by key id: a limited key's own counters; for the
     others, their charges from usage records (an unlimited key keeps no counters, so the hot path
@@ -216,16 +205,17 @@ async def live_key(session: AsyncSession, account_id: int, key_id: int) -> ApiKe
 async def change_key(session: AsyncSession, key: ApiKey, changes: dict[str, Any]) -> ApiKey:
     """Apply `changes` (name and KeySettings fields; None clears a restriction) to a live key.
 
-    When the key's limit or its period changes, the spending of the new period is counted again
-    from the usage records, so a new limit applies to what the key already spent. (A request in
-    flight while a limit is first set is not counted against it: it reserved without one.)
+    A limit or period that changes is set by the billing package (billing/key_limits.py): the
+    limit counts what the key already spent in the period and what its requests in flight hold.
     """
     values = dict(changes)
-    limit = values.get("credit_limit_nanoton", key.credit_limit_nanoton)
-    reset = values.get("limit_reset", key.limit_reset)
-    if limit is not None and ("credit_limit_nanoton" in values or "limit_reset" in values):
-        start = period_start(reset, time.time())
-        values.update(limit_spent_nanoton=await _charged_since(session, key, start), limit_period_start=start)
+    if "credit_limit_nanoton" in values or "limit_reset" in values:
+        await set_credit_limit(
+            session,
+            key,
+            values.pop("credit_limit_nanoton", key.credit_limit_nanoton),
+            values.pop("limit_reset", key.limit_reset),
+        )
     if values:
         await session.execute(update(ApiKey).where(ApiKey.id == key.id).values(values))
     await session.refresh(key)

@@ -29,34 +29,38 @@ async def sweep_expired(engine: AsyncEngine, limit: int = 500) -> int:
     arriving after all is still recorded (and charged) under its own id."""
     async with engine.begin() as conn:
         expired = (
-            (
-                await conn.execute(
-                    select(holds.c.id)
-                    .where(holds.c.expires_at < int(time.time()))
-                    .order_by(holds.c.account_id)
-                    .limit(limit)
-                )
+            await conn.execute(
+                select(holds.c.id, holds.c.account_id)
+                .where(holds.c.expires_at < int(time.time()))
+                .order_by(holds.c.account_id)
+                .limit(limit)
             )
-            .scalars()
-            .all()
-        )
+        ).all()
         if not expired:
             return 0
+        # The accounts first, in id order, as reservations, settlements and limit changes lock them
+        # (billing/key_limits.py): then the holds, then the keys.
+        await conn.execute(
+            select(accounts.c.id)
+            .where(accounts.c.id.in_({account_id for _, account_id in expired}))
+            .order_by(accounts.c.id)
+            .with_for_update()
+        )
         # DELETE ... RETURNING only yields holds no settlement took first.
         rows = (
             await conn.execute(
                 delete(holds)
-                .where(holds.c.id.in_(expired))
-                .returning(holds.c.id, holds.c.account_id, holds.c.amount_nanoton, holds.c.key_id)
+                .where(holds.c.id.in_([hold_id for hold_id, _ in expired]))
+                .returning(holds.c.id, holds.c.account_id, holds.c.amount_nanoton, holds.c.key_id, holds.c.key_counted)
             )
         ).all()
         if not rows:
             return 0
         per_account: dict[int, int] = {}
         per_key: dict[int, int] = {}
-        for _, account_id, amount, key_id in rows:
+        for _, account_id, amount, key_id, key_counted in rows:
             per_account[account_id] = per_account.get(account_id, 0) + amount
-            if key_id is not None:  # the hold counted against its key's credit limit
+            if key_counted:  # the hold counted against its key's credit limit
                 per_key[key_id] = per_key.get(key_id, 0) + amount
         for account_id, amount in sorted(per_account.items()):
             await conn.execute(
@@ -92,11 +96,11 @@ async def sweep_expired(engine: AsyncEngine, limit: int = 500) -> int:
                     "created_at": now_ms,
                     "reserved_nanoton": amount,
                 }
-                for hold_id, account_id, amount, key_id in rows
+                for hold_id, account_id, amount, key_id, _ in rows
             ],
         )
     metrics.ORPHANED_HOLDS.inc(len(rows))
-    metrics.ORPHANED_NANOTON.inc(sum(amount for _, _, amount, _ in rows))
+    metrics.ORPHANED_NANOTON.inc(sum(amount for _, _, amount, _, _ in rows))
     return len(rows)
 
 

@@ -109,15 +109,22 @@ def _add_balance_command(
 
 async def _reconcile() -> int:
     from cocoon_platform.db.engine import database
-    from cocoon_platform.ops.reconcile import find_discrepancies, orphaned_holds
+    from cocoon_platform.ops.reconcile import capped_charges, find_discrepancies, orphaned_holds
 
     async with database(load_settings()) as db:
         problems = await find_discrepancies(db.engine)
         orphaned, unbilled = await orphaned_holds(db.engine)
+        capped, uncharged = await capped_charges(db.engine)
     if orphaned:
         print(
             f"{orphaned} orphaned hold{'s' if orphaned != 1 else ''} (requests cut by the platform's own "
             f"crashes, released at 0): up to {format_ton(unbilled, 9)} TON unbilled"
+        )
+    if capped:
+        print(
+            f"{capped} capped charge{'s' if capped != 1 else ''} (the network reported more than the hold's "
+            f"worst case; an account without the overdraft or a key's limit could not pay it all): "
+            f"{format_ton(uncharged, 9)} TON unbilled"
         )
     for line in problems:
         print(line)

@@ -16,6 +16,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -146,8 +147,11 @@ class Hold(Base):
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id"))
     amount_nanoton: Mapped[int] = mapped_column(BigInteger)
     expires_at: Mapped[int] = mapped_column(BigInteger)  # unix seconds
-    # The key whose credit limit this hold counts against; None when the key had no limit.
+    # The key whose request made the hold (None only on holds older than migration 0008), and
+    # whether the hold counts against that key's credit limit (is in its limit_reserved_nanoton):
+    # while the key has a limit, every hold of the key does (billing/key_limits.py).
     key_id: Mapped[int | None] = mapped_column(BigInteger)
+    key_counted: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class UsageRecord(Base):
@@ -171,6 +175,10 @@ class UsageRecord(Base):
     created_at: Mapped[int] = mapped_column(BigInteger)  # unix milliseconds, set by the app
     # What an `orphaned` hold reserved (released at 0 by the sweeper); null on other records.
     reserved_nanoton: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # What the settlement left uncharged, the operator's loss: charging the request's whole cost
+    # would have taken an account without the overdraft under 0 or a key past its credit limit
+    # (billing/store/records.py, `cap_charges`). Null when the whole cost was charged.
+    capped_nanoton: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
     __table_args__ = (Index("ix_usage_records_account_id_id", "account_id", "id"),)
 

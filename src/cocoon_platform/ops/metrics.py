@@ -73,6 +73,12 @@ ORPHANED_HOLDS = Counter(
 ORPHANED_NANOTON = Counter(
     "cocoon_orphaned_nanoton_total", "nanoTON those holds reserved: the most the crashes may have cost, unbilled"
 )
+CAPPED_CHARGES = Counter(
+    "cocoon_capped_charges_total",
+    "Settlements charged less than the request cost: the network reported more than its hold's worst case, "
+    "and charging it all would have taken an account without the overdraft under 0 or a key past its limit",
+)
+CAPPED_NANOTON = Counter("cocoon_capped_nanoton_total", "nanoTON those settlements left uncharged: the operator's loss")
 LOOP_RESTARTS = Counter(
     "cocoon_background_loop_restarts_total", "Background loops restarted after dying, by loop", ["loop"]
 )

@@ -615,7 +615,8 @@ class InferenceHandler:
         outcome: Outcome,
         started: float,
     ) -> int:
-        """Charge what the outcome says, record usage, release the hold; returns the charge."""
+        """Charge what the outcome says, record usage, release the hold; returns what was charged
+        (the bill, or less where the store had to cap it: billing/store/records.py, cap_charges)."""
         state = self.state
         charged = bill(
             state.pricer,
@@ -643,9 +644,9 @@ class InferenceHandler:
             estimated=charged.estimated,
             duration_ms=int((time.perf_counter() - started) * 1000),
         )
-        await state.billing.settle(settlement)
-        outcome.settled, outcome.tokens, outcome.charge = True, tokens, charged.charge
-        return charged.charge
+        charge = await state.billing.settle(settlement)
+        outcome.settled, outcome.tokens, outcome.charge = True, tokens, charge
+        return charge
 
 
 _ID_PREFIX = {"chat": "chatcmpl-", "completions": "cmpl-"}

@@ -17,6 +17,7 @@ from typing import Any
 
 from cocoon_platform.accounts.limits import model_needle
 from cocoon_platform.billing.store.records import AccountFunds, Reservation, Settlement
+from cocoon_platform.ops import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class _ReserveOp:
 @dataclass(slots=True)
 class _SettleOp:
     settlement: Settlement
-    future: asyncio.Future[None]
+    future: asyncio.Future[int]
 
 
 class Busy(Exception):
@@ -98,15 +99,17 @@ class BillingStore(ABC):
         self._reserve_wakeup.set()
         return await future
 
-    async def settle(self, settlement: Settlement) -> None:
-        """Charge, record usage and release the hold; returns once committed.
+    async def settle(self, settlement: Settlement) -> int:
+        """Charge, record usage and release the hold; returns, once committed, what was charged:
+        the settlement's charge, or less where charging it all would break a promise (an account
+        without the overdraft under 0, a key past its limit: records.py, cap_charges).
 
         Applying the same request twice is harmless: its usage reference is unique, so the
-        second attempt rolls back and counts as done."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        second attempt rolls back and counts as done (and returns the charge as asked)."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._settles.append(_SettleOp(settlement, future))
         self._settle_wakeup.set()
-        await future
+        return await future
 
     @abstractmethod
     async def funds(self, key_hash: bytes) -> AccountFunds | None:
@@ -114,9 +117,11 @@ class BillingStore(ABC):
         None for a key that is unknown or revoked."""
 
     @abstractmethod
-    async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
-        """Apply one batch in one transaction; results of the reservations in order.
-        Raises Busy for failures worth retrying."""
+    async def _commit(
+        self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]
+    ) -> tuple[list[Reservation | None], list[int]]:
+        """Apply one batch in one transaction; the reservations' results and what each settlement
+        charged, in order. Raises Busy for failures worth retrying."""
 
     @abstractmethod
     def _is_duplicate(self, exc: BaseException) -> bool:
@@ -205,7 +210,7 @@ class BillingStore(ABC):
         pause = 0.0005
         while True:
             try:
-                results = await self._commit([op.params for op in reserves], [op.settlement for op in settles])
+                results, charged = await self._commit([op.params for op in reserves], [op.settlement for op in settles])
                 break
             except Busy as exc:
                 if time.monotonic() > deadline:
@@ -224,7 +229,7 @@ class BillingStore(ABC):
                     return
                 if settles and self._is_duplicate(exc):
                     logger.info("settlement of %s was already applied", settles[0].settlement.request_id)
-                    results = []
+                    results, charged = [], [settles[0].settlement.charge]
                     break
                 logger.exception("billing operation failed")
                 _fail(ops, exc)
@@ -232,9 +237,17 @@ class BillingStore(ABC):
         for op, result in zip(reserves, results, strict=True):
             if not op.future.done():
                 op.future.set_result(result)
-        for sop in settles:
+        for sop, charge in zip(settles, charged, strict=True):
+            count_capped(sop.settlement, charge)
             if not sop.future.done():
-                sop.future.set_result(None)
+                sop.future.set_result(charge)
+
+
+def count_capped(settlement: Settlement, charged: int) -> None:
+    """Count a charge the store capped (the operator's loss) in the `cocoon_capped_*` metrics."""
+    if charged < settlement.charge:
+        metrics.CAPPED_CHARGES.inc()
+        metrics.CAPPED_NANOTON.inc(settlement.charge - charged)
 
 
 def _fail(ops: Sequence[_ReserveOp | _SettleOp], exc: BaseException) -> None:

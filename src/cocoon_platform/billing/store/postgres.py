@@ -1,5 +1,5 @@
 """The PostgreSQL store: asyncpg, one connection per committer lane; a reservation batch is one
-call of the function in migrations 0003/0004, a settlement batch one statement."""
+call of the function in migrations 0003/0004/0006/0008, a settlement batch one statement."""
 
 from __future__ import annotations
 
@@ -26,70 +26,117 @@ logger = logging.getLogger(__name__)
 
 # A lost connection is retried at this pace, not a lock's: each retry opens a new connection.
 RECONNECT_PAUSE_SECONDS = 0.1
-# See migrations 0003 and 0006: one call reserves a batch, in account order, checking each key's
+# See migrations 0003, 0006 and 0008: one call reserves a batch, in account order, checking each key's
 # expiry, allow-list and credit limit too; returns the granted ones.
 POSTGRES_RESERVE_BATCH = (
-    "SELECT granted, granted_account, granted_key, key_counted "
+    "SELECT granted, granted_account, granted_key "
     "FROM cocoon_reserve_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
 )
-# A whole batch of settlements in one statement (one round trip): release the holds, move the
-# balances and the limited keys' counters, post the charges and record usage. Data-modifying CTEs
-# all run to completion. $1: hold ids; $2: the ledger's timestamp; $3..$17: the usage columns, in
-# USAGE_COLUMNS order; $18: whether each charge counts against its key's limit; $19..$21: the
-# current day, week and month's starts (a charge in a new period starts the period's count).
+# The start of a key's current limit period, from its row ($20..$22: the current day, week and month's starts).
+_KEY_PERIOD = """(CASE api_keys.limit_reset WHEN 'daily' THEN $20::bigint WHEN 'weekly' THEN $21::bigint
+                  WHEN 'monthly' THEN $22::bigint ELSE 0 END)"""
+# A whole batch of settlements in one statement (one round trip): lock the accounts, release the
+# holds, cap the charges (records.py, cap_charges: the same rule, as window sums over the batch
+# in its order), move the balances and the counted keys' counters, post the charges and record
+# usage; returns the requests whose charge was capped, and by how much. Data-modifying CTEs all
+# run to completion. $1: hold ids; $2: the ledger's timestamp; $3..$17: the usage columns in
+# USAGE_COLUMNS order, the cost as billed ($12), without capped_nanoton; $18, $19: each
+# reservation's overdraft minimum credits and overdraft; $20..$22: the current day, week and
+# month's starts (a charge in a new period starts the period's count).
 POSTGRES_SETTLE = f"""
 WITH settled AS (
-    SELECT * FROM unnest($1::varchar[], $4::bigint[], $12::bigint[], $3::varchar[], $5::bigint[], $18::bool[])
-        AS s(hold_id, account_id, charge, request_id, key_id, key_counted)
+    SELECT * FROM unnest($3::varchar[], $4::bigint[], $5::bigint[], $6::varchar[], $7::varchar[], $8::int[], $9::int[],
+                         $10::int[], $11::int[], $12::bigint[], $13::varchar[], $14::int[], $15::bool[], $16::int[],
+                         $17::bigint[], $1::varchar[], $18::bigint[], $19::bigint[])
+        WITH ORDINALITY AS s(request_id, account_id, key_id, model, endpoint, prompt_tokens, cached_tokens,
+                             completion_tokens, reasoning_tokens, charge, status, http_status, estimated,
+                             duration_ms, created_at, hold_id, min_credits, overdraft, n)
 ),
-released AS (
-    DELETE FROM holds USING settled WHERE holds.id = settled.hold_id
-    RETURNING holds.account_id, holds.amount_nanoton, holds.key_id
+locked AS (  -- accounts first, in id order, as reservations, limit changes and the sweeper lock them
+    SELECT id, balance_nanoton, credited_nanoton FROM accounts
+     WHERE id IN (SELECT account_id FROM settled) ORDER BY id FOR UPDATE
+),
+released AS (  -- after the accounts are locked (the one-time count)
+    DELETE FROM holds USING settled WHERE holds.id = settled.hold_id AND (SELECT count(*) FROM locked) >= 0
+    RETURNING holds.id, holds.account_id, holds.amount_nanoton, holds.key_id, holds.key_counted
+),
+limits AS (  -- the keys a charge may count against: a counted hold's, or the key of a hold the sweeper took
+    SELECT id, credit_limit_nanoton,
+           CASE WHEN limit_period_start < {_KEY_PERIOD} THEN 0 ELSE limit_spent_nanoton END AS spent
+      FROM api_keys
+     WHERE id IN (SELECT key_id FROM released WHERE key_counted
+                  UNION SELECT key_id FROM settled WHERE hold_id NOT IN (SELECT id FROM released))
+     ORDER BY id FOR UPDATE
+),
+counted AS (
+    SELECT settled.*, limits.credit_limit_nanoton AS key_limit, limits.spent AS key_spent,
+           coalesce(released.key_counted, limits.credit_limit_nanoton IS NOT NULL, false) AS key_counted
+      FROM settled
+      LEFT JOIN released ON released.id = settled.hold_id
+      LEFT JOIN limits ON limits.id = settled.key_id
+),
+within_key AS (  -- each charge within what its key's limit has left, charges taken in batch order
+    SELECT counted.*,
+           CASE WHEN key_counted AND key_limit IS NOT NULL AND charge > 0 THEN least(charge, greatest(
+               greatest(key_limit - key_spent, 0)
+               - ((sum(charge) OVER (PARTITION BY key_id, key_counted ORDER BY n))::bigint - charge), 0))
+           ELSE charge END AS key_charge
+      FROM counted
+),
+capped AS (  -- then within the balance and the overdraft the account has earned
+    SELECT within_key.*,
+           CASE WHEN key_charge > 0 THEN least(key_charge, greatest(
+               greatest(locked.balance_nanoton
+                        + CASE WHEN locked.credited_nanoton >= min_credits THEN overdraft ELSE 0 END, 0)
+               - ((sum(key_charge) OVER (PARTITION BY account_id ORDER BY n))::bigint - key_charge), 0))
+           ELSE key_charge END AS charged
+      FROM within_key JOIN locked ON locked.id = within_key.account_id
 ),
 moves AS (
     SELECT account_id, sum(charge) AS charge, sum(released) AS released FROM (
-        SELECT account_id, charge, 0::bigint AS released FROM settled
+        SELECT account_id, charged AS charge, 0::bigint AS released FROM capped
         UNION ALL SELECT account_id, 0::bigint, amount_nanoton FROM released
     ) AS m GROUP BY account_id
-),
-locked AS (  -- in id order, as reservation batches lock them: no deadlock between the two
-    SELECT id FROM accounts WHERE id IN (SELECT account_id FROM settled) ORDER BY id FOR UPDATE
 ),
 moved AS (
     UPDATE accounts SET balance_nanoton = balance_nanoton - moves.charge,
                         reserved_nanoton = reserved_nanoton - moves.released
-      FROM moves JOIN locked ON locked.id = moves.account_id
+      FROM moves
      WHERE accounts.id = moves.account_id AND (moves.charge <> 0 OR moves.released <> 0)
     RETURNING 1
 ),
 key_moves AS (
     SELECT key_id, sum(charge) AS charge, sum(released) AS released FROM (
-        SELECT key_id, charge, 0::bigint AS released FROM settled WHERE key_counted
-        UNION ALL SELECT key_id, 0::bigint, amount_nanoton FROM released WHERE key_id IS NOT NULL
+        SELECT key_id, charged AS charge, 0::bigint AS released FROM capped WHERE key_counted
+        UNION ALL SELECT key_id, 0::bigint, amount_nanoton FROM released WHERE key_counted
     ) AS k GROUP BY key_id
 ),
 keys_moved AS (  -- keys after their accounts (the one-time count below), as reservations lock them
     UPDATE api_keys SET
-        limit_spent_nanoton = key_moves.charge + CASE WHEN api_keys.limit_period_start < (CASE api_keys.limit_reset
-            WHEN 'daily' THEN $19::bigint WHEN 'weekly' THEN $20::bigint WHEN 'monthly' THEN $21::bigint ELSE 0 END)
-            THEN 0 ELSE api_keys.limit_spent_nanoton END,
-        limit_period_start = greatest(api_keys.limit_period_start, CASE api_keys.limit_reset
-            WHEN 'daily' THEN $19::bigint WHEN 'weekly' THEN $20::bigint WHEN 'monthly' THEN $21::bigint ELSE 0 END),
+        limit_spent_nanoton = key_moves.charge
+            + CASE WHEN api_keys.limit_period_start < {_KEY_PERIOD} THEN 0 ELSE api_keys.limit_spent_nanoton END,
+        limit_period_start = greatest(api_keys.limit_period_start, {_KEY_PERIOD}),
         limit_reserved_nanoton = api_keys.limit_reserved_nanoton - key_moves.released
       FROM key_moves
-     WHERE api_keys.id = key_moves.key_id AND (SELECT count(*) FROM moved) >= 0
+     WHERE api_keys.id = key_moves.key_id AND (key_moves.charge <> 0 OR key_moves.released <> 0)
+       AND (SELECT count(*) FROM moved) >= 0
     RETURNING 1
 ),
 posted AS (
     INSERT INTO ledger_entries ({LEDGER_COLUMNS})
-    SELECT account_id, '{EntryKind.USAGE.value}', -charge, 'usage:' || request_id, NULL, $2::timestamptz
-      FROM settled WHERE charge <> 0
+    SELECT account_id, '{EntryKind.USAGE.value}', -charged, 'usage:' || request_id, NULL, $2::timestamptz
+      FROM capped WHERE charged <> 0 ORDER BY n
     RETURNING 1
+),
+recorded AS (
+    INSERT INTO usage_records ({USAGE_COLUMNS})
+    SELECT request_id, account_id, key_id, model, endpoint, prompt_tokens, cached_tokens, completion_tokens,
+           reasoning_tokens, charged, status, http_status, estimated, duration_ms, created_at,
+           nullif(charge - charged, 0)
+      FROM capped ORDER BY n
+    RETURNING request_id, capped_nanoton
 )
-INSERT INTO usage_records ({USAGE_COLUMNS})
-SELECT * FROM unnest($3::varchar[], $4::bigint[], $5::bigint[], $6::varchar[], $7::varchar[], $8::int[], $9::int[],
-                     $10::int[], $11::int[], $12::bigint[], $13::varchar[], $14::int[], $15::bool[], $16::int[],
-                     $17::bigint[])"""
+SELECT request_id, capped_nanoton FROM recorded WHERE capped_nanoton IS NOT NULL"""
 POSTGRES_FUNDS = f"""
 SELECT {FUNDS_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id
  WHERE k.key_hash = $1 AND k.revoked_at IS NULL"""
@@ -194,7 +241,9 @@ class PostgresBillingStore(BillingStore):
 
         return isinstance(exc, asyncpg.UniqueViolationError)
 
-    async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
+    async def _commit(
+        self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]
+    ) -> tuple[list[Reservation | None], list[int]]:
         import asyncpg
 
         # Each lane brings one kind: a retried batch must never apply reservations twice.
@@ -207,27 +256,32 @@ class PostgresBillingStore(BillingStore):
                 conn = await self._connection(lane, pool)
                 now = time.time()
                 rows = await conn.fetch(POSTGRES_RESERVE_BATCH, *columns, int(now), *period_starts(now))
-                granted = {row[0]: (row[1], row[2], row[3]) for row in rows}
-                results: list[Any] = []
-                for position, (_, amount, _, _, hold_id, *_) in enumerate(reserves, start=1):
+                granted = {row[0]: (row[1], row[2]) for row in rows}
+                results: list[Reservation | None] = []
+                for position, (_, amount, _, overdraft, hold_id, _, _, min_credits) in enumerate(reserves, start=1):
                     grant = granted.get(position)
-                    results.append(Reservation(hold_id, grant[0], grant[1], amount, grant[2]) if grant else None)
-                return results
-            if settles:
-                now = time.time()
-                created_ms = int(now * 1000)
-                usage = list(zip(*(s.usage_row(created_ms) for s in settles), strict=True))
-                # The settlement pool commits synchronously: a charge is durable before its answer.
-                conn = await self._connection(lane, self._settle_pool)
-                await conn.execute(
+                    results.append(
+                        Reservation(hold_id, grant[0], grant[1], amount, overdraft, min_credits) if grant else None
+                    )
+                return results, []
+            now = time.time()
+            created_ms = int(now * 1000)
+            # As billed, without capped_nanoton: the statement caps the cost and fills it in.
+            usage = list(zip(*(s.usage_row(created_ms, s.charge)[:-1] for s in settles), strict=True))
+            # The settlement pool commits synchronously: a charge is durable before its answer.
+            conn = await self._connection(lane, self._settle_pool)
+            capped = dict(
+                await conn.fetch(
                     POSTGRES_SETTLE,
                     [s.reservation.hold_id for s in settles],
                     datetime.now(UTC),
                     *usage,
-                    [s.reservation.key_counted for s in settles],
+                    [s.reservation.overdraft_min_credits for s in settles],
+                    [s.reservation.overdraft for s in settles],
                     *period_starts(now),
                 )
-            return []
+            )
+            return [], [s.charge - capped.get(s.request_id, 0) for s in settles]
         except asyncpg.PostgresError as exc:
             sqlstate = getattr(exc, "sqlstate", None) or ""
             if sqlstate in RETRYABLE_SQLSTATES:

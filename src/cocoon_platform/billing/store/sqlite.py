@@ -15,12 +15,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from cocoon_platform.accounts.limits import model_needle, period_starts
-from cocoon_platform.billing.store.batching import BillingStore, Busy
+from cocoon_platform.billing.store.batching import BillingStore, Busy, count_capped
 from cocoon_platform.billing.store.records import (
     FUNDS_COLUMNS,
     LEDGER_COLUMNS,
     USAGE_COLUMNS,
     AccountFunds,
+    KeyLimit,
+    Released,
     Reservation,
     Settlement,
     settlement_rows,
@@ -65,12 +67,30 @@ UPDATE api_keys SET limit_spent_nanoton = CASE WHEN limit_period_start < {_KEY_P
  WHERE id = ?1 AND credit_limit_nanoton IS NOT NULL
    AND CASE WHEN limit_period_start < {_KEY_PERIOD} THEN 0 ELSE limit_spent_nanoton END
        + limit_reserved_nanoton + ?2 <= credit_limit_nanoton"""
-SQLITE_HOLD = "INSERT INTO holds (id, account_id, amount_nanoton, expires_at, key_id) VALUES (?, ?, ?, ?, ?)"
+SQLITE_HOLD = (
+    "INSERT INTO holds (id, account_id, amount_nanoton, expires_at, key_id, key_counted) VALUES (?, ?, ?, ?, ?, ?)"
+)
+# Release the holds; with each, its account's funds, which a settlement's charge is capped against
+# (records.py, cap_charges): read in the same statement, one step less per batch.
+SQLITE_RELEASE = """
+DELETE FROM holds WHERE id IN ({marks})
+RETURNING id, amount_nanoton, key_id, key_counted, account_id,
+          (SELECT balance_nanoton FROM accounts WHERE accounts.id = holds.account_id),
+          (SELECT credited_nanoton FROM accounts WHERE accounts.id = holds.account_id)"""
+# The same for a charged account none of whose holds the batch found (the sweeper released them
+# first), and the counted keys' limits and spending in the current period (?1..?3: the day, week
+# and month's starts).
+SQLITE_CHARGED_ACCOUNTS = "SELECT id, balance_nanoton, credited_nanoton FROM accounts WHERE id IN ({marks})"
+SQLITE_KEY_LIMITS = """
+SELECT id, credit_limit_nanoton,
+       CASE WHEN limit_period_start < (CASE limit_reset WHEN 'daily' THEN ?1 WHEN 'weekly' THEN ?2
+                                       WHEN 'monthly' THEN ?3 ELSE 0 END) THEN 0 ELSE limit_spent_nanoton END
+  FROM api_keys WHERE id IN ({marks})"""
 SQLITE_MOVE = (
     "UPDATE accounts SET balance_nanoton = balance_nanoton - ?, reserved_nanoton = reserved_nanoton - ? WHERE id = ?"
 )
 SQLITE_LEDGER = f"INSERT INTO ledger_entries ({LEDGER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
-SQLITE_USAGE = f"INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({', '.join('?' * 15)})"
+SQLITE_USAGE = f"INSERT INTO usage_records ({USAGE_COLUMNS}) VALUES ({', '.join('?' * 16)})"
 # A charge and a release on a limited key; a charge in a new period starts the period's count.
 SQLITE_MOVE_KEY = """
 UPDATE api_keys SET limit_spent_nanoton = ?1 + CASE WHEN limit_period_start < (CASE limit_reset
@@ -214,7 +234,7 @@ class SqliteBillingStore(BillingStore):
                         )
                     ],
                     [],
-                )[0]
+                )[0][0]
             except Busy:
                 pass  # queue it: the committer retries
             else:
@@ -235,19 +255,21 @@ class SqliteBillingStore(BillingStore):
             self._in_flight += 1
         return reservation
 
-    async def settle(self, settlement: Settlement) -> None:
+    async def settle(self, settlement: Settlement) -> int:
         self._in_flight = max(0, self._in_flight - 1)
         if self._alone():
             try:
-                self._apply([], [settlement])
-                return
+                (charged,) = self._apply([], [settlement])[1]
             except Busy:
                 pass
             except sqlite3.IntegrityError as exc:
                 if self._is_duplicate(exc):
-                    return  # applied before
+                    return settlement.charge  # applied before
                 raise
-        await super().settle(settlement)
+            else:
+                count_capped(settlement, charged)
+                return charged
+        return await super().settle(settlement)
 
     def _alone(self) -> bool:
         """Whether to commit in the caller, skipping the committer's hops: when no other request
@@ -255,7 +277,9 @@ class SqliteBillingStore(BillingStore):
         transaction can't be interrupted half-way)."""
         return self._in_flight == 0 and not (self._reserves or self._settles) and self._writable.is_set()
 
-    async def _commit(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
+    async def _commit(
+        self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]
+    ) -> tuple[list[Reservation | None], list[int]]:
         await self._writable.wait()
         return self._apply(reserves, settles)
 
@@ -286,10 +310,12 @@ class SqliteBillingStore(BillingStore):
         if limited and not db.execute(SQLITE_RESERVE_KEY, (key_id, amount, *starts)).rowcount:
             db.execute(SQLITE_UNRESERVE, (account_id, amount))
             return None
-        db.execute(SQLITE_HOLD, (hold_id, account_id, amount, expires_at, key_id if limited else None))
-        return Reservation(hold_id, account_id, key_id, amount, limited)
+        db.execute(SQLITE_HOLD, (hold_id, account_id, amount, expires_at, key_id, limited))
+        return Reservation(hold_id, account_id, key_id, amount, overdraft, min_credits)
 
-    def _apply(self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]) -> list[Any]:
+    def _apply(
+        self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]
+    ) -> tuple[list[Reservation | None], list[int]]:
         db = self._connection()
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -317,25 +343,57 @@ class SqliteBillingStore(BillingStore):
                         starts,
                     )
                 )
-            if settles:
-                rows = settlement_rows(settles, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
-                marks = ", ".join("?" * len(rows.hold_ids))
-                released = {
-                    hold_id: (amount, key_id)
-                    for hold_id, amount, key_id in db.execute(
-                        f"DELETE FROM holds WHERE id IN ({marks}) RETURNING id, amount_nanoton, key_id", rows.hold_ids
-                    ).fetchall()
-                }
-                db.executemany(SQLITE_MOVE, rows.account_moves(released))
-                key_moves = rows.key_moves(released)
-                if key_moves:
-                    db.executemany(SQLITE_MOVE_KEY, [(*move, *starts) for move in key_moves])
-                db.executemany(SQLITE_LEDGER, rows.ledger)
-                db.executemany(SQLITE_USAGE, rows.usage)
+            charged = self._settle_all(db, settles, starts) if settles else []
             db.execute("COMMIT")
-            return results
+            return results, charged
         except BaseException as exc:
             db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.OperationalError) and _sqlite_busy(exc):
                 raise Busy() from exc
             raise
+
+    @staticmethod
+    def _settle_all(db: sqlite3.Connection, settles: Sequence[Settlement], starts: tuple[int, int, int]) -> list[int]:
+        """A batch of settlements, inside the batch's transaction; what each charged."""
+        hold_ids = [s.reservation.hold_id for s in settles]
+        released: dict[str, Released] = {}
+        accounts: dict[int, tuple[int, int]] = {}
+        counted_keys: set[int] = set()  # the keys a charge may count against
+        for hold_id, amount, key_id, counted, account_id, balance, credited in db.execute(
+            SQLITE_RELEASE.format(marks=", ".join("?" * len(hold_ids))), hold_ids
+        ).fetchall():
+            released[hold_id] = Released(amount, key_id, bool(counted))
+            accounts[account_id] = (balance, credited)
+            if counted:
+                counted_keys.add(key_id)
+        unread: set[int] = set()
+        for settlement in settles:
+            reservation = settlement.reservation
+            if reservation.hold_id not in released:  # the sweeper released it first
+                counted_keys.add(reservation.key_id)  # if the key has a limit now
+                if settlement.charge > 0 and reservation.account_id not in accounts:
+                    unread.add(reservation.account_id)
+        if unread:
+            accounts.update(
+                (account_id, (balance, credited))
+                for account_id, balance, credited in db.execute(
+                    SQLITE_CHARGED_ACCOUNTS.format(marks=", ".join("?" * len(unread))), sorted(unread)
+                )
+            )
+        keys: dict[int, KeyLimit] = {}
+        if counted_keys:
+            keys = {
+                key_id: KeyLimit(limit, spent)
+                for key_id, limit, spent in db.execute(
+                    SQLITE_KEY_LIMITS.format(marks=", ".join(f"?{n}" for n in range(4, 4 + len(counted_keys)))),
+                    (*starts, *sorted(counted_keys)),
+                )
+            }
+        rows = settlement_rows(settles, released, accounts, keys, datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f"))
+        db.executemany(SQLITE_MOVE, rows.account_moves())
+        key_moves = rows.key_moves()
+        if key_moves:
+            db.executemany(SQLITE_MOVE_KEY, [(*move, *starts) for move in key_moves])
+        db.executemany(SQLITE_LEDGER, rows.ledger)
+        db.executemany(SQLITE_USAGE, rows.usage)
+        return rows.charged
