@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from cocoon_platform.dialects import DialectStream
 from cocoon_platform.dialects.messages import MessagesDialect
 from cocoon_platform.dialects.responses import ResponsesDialect
-from cocoon_platform.errors import UpstreamError
+from cocoon_platform.errors import InvalidRequest, UpstreamError
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.proxy.relay import read_events
 from cocoon_platform.proxy.request import ValidationFailed
@@ -388,3 +388,14 @@ def test_a_bad_max_output_tokens_is_named_as_the_caller_sent_it() -> None:
             assert refused.body()["error"]["param"] == "max_output_tokens", refused.body()
         else:
             raise AssertionError(f"max_output_tokens={value!r} was taken")
+
+
+def test_an_input_role_that_is_not_a_string_is_a_400() -> None:
+    # Seen: a list or an object as the role raised TypeError (unhashable) in the role check: a 500.
+    for role in (["user"], {"user": 1}, 1, None):
+        try:
+            ResponsesDialect().translate({"model": "m", "input": [{"type": "message", "role": role, "content": "hi"}]})
+        except InvalidRequest as refused:
+            assert (refused.status, refused.param) == (400, "input"), refused.body()
+        else:
+            raise AssertionError(f"role={role!r} was taken")

@@ -206,7 +206,7 @@ def _messages(instructions: Any, items: Any) -> list[dict[str, Any]]:
         kind = item.get("type", "message")
         if kind == "message":
             role = item.get("role")
-            if role not in ROLES:
+            if not isinstance(role, str) or role not in ROLES:  # a list or an object is no role (nor hashable)
                 raise InvalidRequest(f"{where}.role must be one of user, assistant, system, developer", param="input")
             messages.append({"role": role, "content": text_of(item.get("content"), f"{where}.content", MESSAGE_PARTS)})
         elif kind == "function_call":
