@@ -132,6 +132,16 @@ def test_an_expired_key_gets_401_key_expired_everywhere(server: Server, database
         error = response.json()["error"]
         assert error["code"] == "key_expired" and error["type"] == "invalid_auth"
         assert "expires_at" in error["message"]
+    counted = httpx.post(  # Anthropic's count_tokens, in its own error shape
+        server.url + "/v1/messages/count_tokens",
+        headers={"x-api-key": key},
+        json={"model": QWEN, "messages": [{"role": "user", "content": "hi"}]},
+        timeout=10,
+    )
+    assert counted.status_code == 401, counted.text
+    assert (
+        counted.json()["error"]["type"] == "authentication_error" and counted.json()["error"]["code"] == "key_expired"
+    )
     # An unknown key keeps the seed's answer exactly (ruling 3).
     unknown = httpx.get(server.url + "/v1/balance", headers=auth("ck_" + "x" * 43), timeout=10)
     assert unknown.json() == {

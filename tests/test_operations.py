@@ -173,8 +173,14 @@ def test_failed_authentications_are_throttled_per_address(
     server = server_factory(upstream_url=simulator.url, auth_failures_per_minute="5")
     key = new_account(server, database_url, TON)
     bad = {"Authorization": "Bearer ck_" + "x" * 40}
-    statuses = [chat(server, f"ck_{i:040d}").status_code for i in range(3)]
+    counted = {"model": QWEN, "messages": [{"role": "user", "content": "hi"}]}  # Anthropic's count_tokens
+
+    def count_tokens(key: str) -> httpx.Response:
+        return httpx.post(server.url + "/v1/messages/count_tokens", headers={"x-api-key": key}, json=counted)
+
+    statuses = [chat(server, f"ck_{i:040d}").status_code for i in range(2)]
     statuses += [
+        count_tokens("ck_" + "z" * 40).status_code,
         httpx.get(server.url + "/v1/balance", headers=bad).status_code,
         httpx.post(server.url + "/api/login", json={"api_key": "ck_" + "y" * 40}).status_code,
         httpx.post(server.url + "/v1/keys", headers=bad).status_code,
@@ -185,6 +191,7 @@ def test_failed_authentications_are_throttled_per_address(
         chat(server, key),
         httpx.get(server.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}),
         httpx.post(server.url + "/api/login", json={"api_key": key}),
+        count_tokens(key),
     ):
         assert refused.status_code == 429 and refused.json()["error"]["code"] == "rate_limit_exceeded", refused.text
         assert 1 <= int(refused.headers["retry-after"]) <= 12

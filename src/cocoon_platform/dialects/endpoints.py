@@ -4,7 +4,9 @@ The count is a bound, never under what the model will be billed for: every byte 
 body the request becomes counts as a token (a byte-level BPE token covers at least one byte),
 with the JSON around each message standing in for the chat template's tokens around it, and a
 margin for the tools' instructions the template adds. Errors are in Anthropic's shape, as
-under every /v1/messages path (`app.error_dialect`).
+under every /v1/messages path (`app.error_dialect`). The key is checked as at every other door
+(`deps.authenticate`): an expired key is refused, and failures count toward the per-address
+throttle, which refuses a blocked address before any database work.
 """
 
 from __future__ import annotations
@@ -13,11 +15,8 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from cocoon_platform.accounts.keys import bearer_key_hash
-from cocoon_platform.accounts.service import identify
-from cocoon_platform.deps import StateDep
+from cocoon_platform.deps import StateDep, authenticate
 from cocoon_platform.dialects.messages import COUNT_TOKENS_PATH, MessagesRequest
-from cocoon_platform.errors import InvalidApiKey
 from cocoon_platform.proxy.asgi import request_headers
 from cocoon_platform.proxy.request import decode_body
 
@@ -35,13 +34,9 @@ TOOLS_INSTRUCTIONS_BOUND = 1024  # the tools section's fixed wording in Qwen3's 
 )
 async def count_tokens(request: Request, state: StateDep) -> Response:
     """Anthropic's count_tokens: `{"input_tokens": N}`, N never under the real count; free."""
-    authorization, _ = request_headers(dict(request.scope))
-    key_hash = bearer_key_hash(authorization)
-    if key_hash is None:
-        raise InvalidApiKey()
+    authorization, _ = request_headers(dict(request.scope))  # `x-api-key` too, as Anthropic's SDK sends it
     async with state.sessionmaker() as session:
-        if await identify(session, key_hash) is None:
-            raise InvalidApiKey()
+        await authenticate(state, request, session, authorization)  # throttled, expiry checked, as every door
     body = decode_body(await request.body())
     body.setdefault("max_tokens", 1)  # count_tokens takes none
     chat = MessagesRequest(body).chat
