@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import openai
 import pytest
+from conftest import ServerFactory
 from pydantic import BaseModel
-from support import Server, Simulator, db_rows, ledger_consistent, new_account
+from support import Server, Simulator, db_rows, ledger_consistent, new_account, start_simulator
 
 from cocoon_simulator.cocoon_infer import chat_prompt
 
@@ -299,6 +301,54 @@ def test_a_retry_that_breaks_off_is_billed_with_the_first_attempt(
     elif ending != "left":
         events = [e[6:] for e in answer.decode().split("\n\n") if e.startswith("data: ")]
         assert any('"delta"' in e for e in events) and '"error"' in events[-1] and "[DONE]" not in events
+
+
+@pytest.fixture(scope="module")
+def slow_heads(server_factory: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A platform whose deadline (3 s: a 2 s timeout sent, the 1 s margin) ends while a retry
+    waits for the head of its answer: the network takes 1.7 s to answer's first byte."""
+    sim = start_simulator(tmp_path_factory.mktemp("slow-heads"), "--ttft-ms", "1700")
+    try:
+        yield server_factory(upstream_url=sim.url, upstream_request_timeout="2", upstream_deadline_margin="1")
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_retry_with_no_time_left_leaves_the_first_answer_standing(
+    slow_heads: Server, database_url: str, stream: bool
+) -> None:
+    """The request's deadline ends before the network took the retry: it costs nothing, and the
+    first answer stands (it is whole and paid for) whether the caller streams or not. Seen: a
+    streamed caller got only a 504 error event, its first answer held back, and paid for it."""
+    key = new_account(slow_heads, database_url, TON)
+    raw = client(slow_heads, key).chat.completions.with_raw_response.create(
+        model=QWEN,
+        messages=[{"role": "user", "content": f"No call, {key[-8:]}. [[sim:calls=0]]"}],
+        tools=[WEATHER],
+        tool_choice="required",
+        max_tokens=100,
+        stream=stream,  # type: ignore[list-item]
+        **({"stream_options": {"include_usage": True}} if stream else {}),
+    )
+    if stream:
+        chunks = list(raw.parse())
+        usage = chunks[-1].usage
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    else:
+        completion = raw.parse()
+        usage = completion.usage
+        text = completion.choices[0].message.content or ""
+    assert text and "<tool_call>" not in text and usage is not None  # the first answer, whole
+    cost = (usage.model_extra or {})["cost_nanoton"]
+    rows = db_rows(
+        database_url,
+        "SELECT status, http_status, completion_tokens, estimated, cost_nanoton FROM usage_records "
+        "WHERE request_id = :r",
+        {"r": raw.headers["x-request-id"]},
+    )
+    assert rows == [("ok", 200, usage.completion_tokens, False, cost)]  # the first attempt's exact usage
+    assert balance(slow_heads, key) == TON - cost and not ledger_consistent(database_url)
 
 
 class Weather(BaseModel):

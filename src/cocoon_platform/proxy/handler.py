@@ -514,6 +514,7 @@ class InferenceHandler:
         response: UpstreamResponse | None = None
         translation = None if request.translated is None else request.translated.stream(request_id, request.model)
         watch = ClientWatch(receive)
+        held: StreamTranslator | None = None  # the first answer's text, while a retry waits to be taken
         try:
             # One deadline for the whole stream: the hold expires after the reservation TTL, so no
             # stream may outlive it, however slowly the upstream answers or the client reads.
@@ -537,11 +538,16 @@ class InferenceHandler:
                         # The model made no call though one was required: once more, both billed,
                         # the second for what it generated however it ends (`attempts.py`).
                         response.close()
+                        held = translator
                         try:
-                            response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
+                            retried: UpstreamResponse | None = await self._open(
+                                request, _UPSTREAM_PATH[request.endpoint]
+                            )
                         except PlatformError:
-                            pass  # never taken, it costs nothing: the first answer stands
-                        else:
+                            retried = None  # never taken, it costs nothing: the first answer stands
+                        held = None
+                        if retried is not None:
+                            response = retried
                             outcome.second_attempt()
                             watch.follow(response)
                             translator = StreamTranslator(request.tools, envelope=translator.envelope)
@@ -549,7 +555,9 @@ class InferenceHandler:
                     if (rest := translator.finish()) and not watch.left:
                         await send({"type": "http.response.body", "body": frame(rest), "more_body": True})
         except TimeoutError:
-            if response is not None:
+            if held is not None:
+                pass  # the deadline came before the network took the retry: as if refused, the first answer stands
+            elif response is not None:
                 outcome.error = UpstreamError(504, "The COCOON network stopped answering mid-stream.", "timeout")
             else:
                 outcome.error = UpstreamError(504, "The COCOON network did not answer in time.", "timeout")
@@ -560,6 +568,8 @@ class InferenceHandler:
             if response is not None:
                 response.close()
             outcome.upstream_seconds = time.perf_counter() - started
+        if held is not None and (rest := held.finish()) and not watch.left:
+            await send({"type": "http.response.body", "body": frame(rest), "more_body": True})
         if response is None:
             assert outcome.error is not None
             outcome.status, outcome.http_status = UsageStatus.UPSTREAM_ERROR, outcome.error.status
