@@ -152,6 +152,30 @@ def test_anthropic_messages_create_stream_and_count_tokens(platform: Server, dat
     assert not ledger_consistent(database_url)
 
 
+def test_a_stop_sequence_that_ends_the_answer_is_named_whole_or_streamed(platform: Server, database_url: str) -> None:
+    """The network says which stop string ended an answer (vLLM's `stop_reason`, on the choice's
+    last chunk): Anthropic's SDK sees `stop_reason` "stop_sequence" and the sequence, whole or
+    streamed; an answer that ended by itself is "end_turn", with no sequence."""
+    key = new_account(platform, database_url, TON)
+    client = anthropic_client(platform, key)
+    question = [{"role": "user", "content": f"Count, {key[-8:]}. [[sim:tokens=40]]"}]
+    whole = client.messages.create(model=QWEN, max_tokens=100, messages=question, stop_sequences=["never-said"])
+    assert (whole.stop_reason, whole.stop_sequence) == ("end_turn", None)
+    text = whole.content[0].text  # type: ignore[union-attr]
+    stop = " ".join(text.split()[3:5])
+    stops = ["never-said", stop]
+    stopped = client.messages.create(model=QWEN, max_tokens=100, messages=question, stop_sequences=stops)
+    assert stopped.content[0].text == text[: text.index(stop)]  # type: ignore[union-attr]
+    assert (stopped.stop_reason, stopped.stop_sequence) == ("stop_sequence", stop)
+    with client.messages.stream(model=QWEN, max_tokens=100, messages=question, stop_sequences=stops) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    delta = next(event for event in events if event.type == "message_delta")
+    assert (delta.delta.stop_reason, delta.delta.stop_sequence) == ("stop_sequence", stop)  # type: ignore[union-attr]
+    assert final.content[0].text == text[: text.index(stop)]  # type: ignore[union-attr]
+    assert (final.stop_reason, final.stop_sequence) == ("stop_sequence", stop)
+
+
 def test_anthropic_errors_keep_their_meaning_in_anthropics_shape(platform: Server, database_url: str) -> None:
     messages = [{"role": "user", "content": "hi"}]
     with pytest.raises(anthropic.AuthenticationError) as auth:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import openai
@@ -452,6 +453,32 @@ def test_forwarded_fields_max_tokens_cap_default_and_coefficient(
         model=QWEN, messages=[{"role": "user", "content": "mct"}], max_completion_tokens=33
     )
     assert simulator.stats()["last_requests"][-1]["max_tokens"] == 33  # type: ignore[index]
+
+
+def test_the_networks_stop_reason_reaches_the_caller_unchanged(platform: Server, database_url: str) -> None:
+    """vLLM names the stop string that ended a choice in its `stop_reason` (null when it ended by
+    itself), on the choice's last chunk only: a whole answer and a stream pass it on as sent."""
+    key = new_account(platform, database_url, TON)
+    openai_client = client(platform, key)
+    question = f"Count, {key[-8:]}. [[sim:tokens=40]]"
+
+    def ask(**extra: Any) -> Any:
+        return openai_client.chat.completions.create(
+            model=QWEN, messages=[{"role": "user", "content": question}], max_tokens=100, **extra
+        )
+
+    whole = ask().choices[0]
+    assert whole.finish_reason == "stop" and (whole.model_extra or {})["stop_reason"] is None
+    text = whole.message.content or ""
+    stop = " ".join(text.split()[3:5])
+    stopped = ask(stop=["never-said", stop]).choices[0]
+    assert stopped.message.content == text[: text.index(stop)] and stopped.finish_reason == "stop"
+    assert (stopped.model_extra or {})["stop_reason"] == stop
+    choices = [chunk.choices[0] for chunk in ask(stop=["never-said", stop], stream=True) if chunk.choices]
+    assert "".join(c.delta.content or "" for c in choices) == text[: text.index(stop)]
+    assert [c.finish_reason for c in choices][-1] == "stop"
+    assert ["stop_reason" in (c.model_extra or {}) for c in choices] == [False] * (len(choices) - 1) + [True]
+    assert (choices[-1].model_extra or {})["stop_reason"] == stop
 
 
 def test_worst_case_that_does_not_fit_is_402_with_advice(

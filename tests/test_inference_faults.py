@@ -237,7 +237,7 @@ def test_non_streamed_answer_has_the_networks_own_fields(
         json={"model": QWEN, "max_tokens": 20, "prompt": "[[sim:tokens=5]] t"},
     ).json()
     assert text["object"] == "text_completion" and len(text["choices"][0]["text"]) > 0
-    assert list(text["choices"][0]) == ["index", "text", "logprobs", "finish_reason"]
+    assert list(text["choices"][0]) == ["index", "text", "logprobs", "finish_reason", "stop_reason"]
 
 
 def test_non_streamed_answer_slower_than_the_idle_timeout_completes(

@@ -405,6 +405,7 @@ def response_body(answer: Answer) -> bytes:
         kind = "text_completion"
     choice["logprobs"] = None
     choice["finish_reason"] = answer.finish_reason
+    choice["stop_reason"] = None  # the word stream ends by itself or at the limit (see token_events)
     return orjson.dumps(
         {
             "id": answer.id,
@@ -435,6 +436,7 @@ def _planned_body(answer: Answer, choices: list[ChoiceScript]) -> bytes:
                     },
                     "logprobs": None,
                     "finish_reason": choice.finish_reason,
+                    "stop_reason": choice.stop_reason,
                 }
                 for index, choice in enumerate(choices)
             ],
@@ -444,7 +446,8 @@ def _planned_body(answer: Answer, choices: list[ChoiceScript]) -> bytes:
 
 
 def _planned_events(answer: Answer, choices: list[ChoiceScript], bare: bool) -> list[bytes]:
-    """One chunk per token of each choice in turn (a role chunk first, the finish last)."""
+    """One chunk per token of each choice in turn (a role chunk first, the finish last, which
+    alone carries the choice's `stop_reason`: vLLM sets it only there, and leaves unset fields out)."""
     start, end = (b"", b"\n") if bare else (b"data: ", b"\n\n")
     head = {"id": answer.id, "object": "chat.completion.chunk", "created": answer.created, "model": answer.model}
     events = []
@@ -453,14 +456,18 @@ def _planned_events(answer: Answer, choices: list[ChoiceScript], bare: bool) -> 
         deltas.extend({"reasoning_content": token} for token in choice.reasoning)
         deltas.extend({"content": token} for token in choice.content)
         for position, delta in enumerate(deltas):
-            finish = choice.finish_reason if position == len(deltas) - 1 else None
-            chunk = {**head, "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-            events.append(start + orjson.dumps(chunk) + end)
+            chunk_choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+            if position == len(deltas) - 1:
+                chunk_choice["finish_reason"] = choice.finish_reason
+                chunk_choice["stop_reason"] = choice.stop_reason
+            events.append(start + orjson.dumps({**head, "choices": [chunk_choice]}) + end)
     return events
 
 
 def token_events(answer: Answer, bare: bool) -> list[bytes]:
-    """One framed chunk per completion token; SSE `data: ...\\n\\n` or bare JSON lines."""
+    """One framed chunk per completion token; SSE `data: ...\\n\\n` or bare JSON lines. A chat
+    answer's last chunk carries `stop_reason`, a completion's every chunk, as vLLM sets it; here
+    always null (a chat request with `stop` is planned by cocoon_script; completions ignore it)."""
     if answer.choices is not None:
         return _planned_events(answer, answer.choices, bare)
     start, end = (b"", b"\n") if bare else (b"data: ", b"\n\n")
@@ -480,8 +487,11 @@ def token_events(answer: Answer, bare: bool) -> list[bytes]:
         )
     )
     close = b"}" if answer.chat else b""
-    middle = close + b',"logprobs":null,"finish_reason":null}]}' + end
-    last = close + b',"logprobs":null,"finish_reason":"' + answer.finish_reason.encode() + b'"}]}' + end
+    stop_field = b"" if answer.chat else b',"stop_reason":null'
+    middle = close + b',"logprobs":null,"finish_reason":null' + stop_field + b"}]}" + end
+    last = (
+        close + b',"logprobs":null,"finish_reason":"' + answer.finish_reason.encode() + b'","stop_reason":null}]}' + end
+    )
     count, reasoning, offset, words = answer.completion_tokens, answer.reasoning_tokens, answer.offset, answer.words
     events: list[bytes] = []
     for i in range(count):

@@ -6,7 +6,10 @@ Plain requests keep the fast word stream of `cocoon_infer`; a chat request with 
 
 - `response_format` `json_object`: a JSON object; `json_schema`: JSON that satisfies the schema
   (vLLM's guided decoding), made by `instance_of`.
-- `stop`: the text ends before the first stop string (not included), finish_reason `stop`.
+- `stop`: vLLM's rule: after each token, the stop strings are looked for, in the request's order,
+  where that token's text could complete one; the first found ends the text before it (the stop
+  string not included), with finish_reason `stop` and the string as the choice's `stop_reason`
+  (None when the answer ended by itself or at the token limit).
 - Tools (Qwen3's Hermes format, as its chat template writes them into the system message):
   the answer is text and/or `<tool_call>\\n{"name": …, "arguments": {…}}\\n</tool_call>` blocks
   whose arguments satisfy the tool's schema. Deterministic per prompt: after a tool response the
@@ -44,6 +47,7 @@ class ChoiceScript:
     reasoning: list[str]
     content: list[str]
     finish_reason: str
+    stop_reason: str | None = None  # the stop string that ended it
 
 
 def scripted(request: dict[str, Any]) -> bool:
@@ -205,12 +209,20 @@ def _tool_content(
     return tokens
 
 
-def _apply_stop(tokens: list[str], stops: list[str]) -> tuple[list[str], bool]:
-    """Tokens up to the first stop string (excluded); True when one was found."""
-    text = "".join(tokens)
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
-    if cut < 0:
-        return tokens, False
+def _apply_stop(tokens: list[str], stops: list[str]) -> tuple[list[str], str | None]:
+    """Tokens up to the stop string that ended them (excluded), and that string (None: none did).
+    As vLLM checks: after each token, each stop string in order, where the token could end it."""
+    text = ""
+    for token in tokens:
+        text += token
+        for stop in stops:
+            if stop and (cut := text.find(stop, max(0, len(text) - len(token) - len(stop)))) >= 0:
+                return _cut_tokens(tokens, cut), stop
+    return tokens, None
+
+
+def _cut_tokens(tokens: list[str], cut: int) -> list[str]:
+    """The tokens' first `cut` characters, as tokens (the last one shortened)."""
     kept: list[str] = []
     used = 0
     for token in tokens:
@@ -220,7 +232,7 @@ def _apply_stop(tokens: list[str], stops: list[str]) -> tuple[list[str], bool]:
             break
         kept.append(token)
         used += len(token)
-    return kept, True
+    return kept
 
 
 def plan_choices(
@@ -266,11 +278,11 @@ def plan_choices(
                 reasoning = []
         else:
             content = word_tokens(words, start + thought, length)
-        finish = "stop"
+        finish, stopped_by = "stop", None
         if stops:
-            content, _stopped = _apply_stop(content, stops)
+            content, stopped_by = _apply_stop(content, stops)
         room = limit - len(reasoning)
         if room < len(content) or len(reasoning) >= limit:
-            reasoning, content, finish = reasoning[:limit], content[: max(room, 0)], "length"
-        choices.append(ChoiceScript(reasoning, content, finish))
+            reasoning, content, finish, stopped_by = reasoning[:limit], content[: max(room, 0)], "length", None
+        choices.append(ChoiceScript(reasoning, content, finish, stopped_by))
     return choices

@@ -209,7 +209,7 @@ def test_chat_non_stream(client: httpx.Client) -> None:
     assert data["model"] == QWEN
     assert data["id"].startswith("chatcmpl-")
     choice = data["choices"][0]
-    assert choice["finish_reason"] == "stop"
+    assert choice["finish_reason"] == "stop" and "stop_reason" in choice and choice["stop_reason"] is None
     assert choice["message"]["role"] == "assistant"
     assert len(choice["message"]["reasoning_content"].split()) == 3
     assert len(choice["message"]["content"].split()) == 9
@@ -300,6 +300,9 @@ def test_chat_stream(client: httpx.Client) -> None:
     assert deltas[0]["role"] == "assistant"
     assert [("reasoning_content" in d, "content" in d) for d in deltas] == [(True, False)] * 2 + [(False, True)] * 6
     assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * 7 + ["stop"]
+    # vLLM leaves unset fields out of a chunk: only the choice's last one says its stop_reason.
+    assert ["stop_reason" in c["choices"][0] for c in chunks] == [False] * 7 + [True]
+    assert chunks[-1]["choices"][0]["stop_reason"] is None
     assert final["choices"] == []
     assert final["usage"]["completion_tokens"] == 8
     assert final["usage"]["reasoning_tokens"] == 2
@@ -329,9 +332,12 @@ def test_completions_translation(client: httpx.Client) -> None:
     assert text and all("\u4e00" <= ch <= "\u9fff" for ch in text)
     assert data["usage"]["prompt_tokens"] == tokens(prompt)
     assert data["usage"]["reasoning_tokens"] == 0
+    assert data["choices"][0]["stop_reason"] is None
     events, done = stream(client, COMPLETIONS, body)
     assert done
     assert "".join(e["choices"][0]["text"] for e in events[:-1]) == text
+    # A completion chunk says its stop_reason on every chunk (vLLM sets it on each).
+    assert all("stop_reason" in e["choices"][0] and e["choices"][0]["stop_reason"] is None for e in events[:-1])
     assert events[-1]["usage"]["completion_tokens"] == data["usage"]["completion_tokens"] == len(events) - 1
 
 
@@ -769,9 +775,22 @@ def test_n_choices_stop_and_token_limit(client: httpx.Client) -> None:
     stop = " ".join(text.split()[3:5])
     stopped = post(client, "/v1/chat/completions", chat_body("stop me [[sim:tokens=40]]", stop=["zzz", stop])).json()
     assert stopped["choices"][0]["message"]["content"] == text[: text.index(stop)]
-    assert stopped["choices"][0]["finish_reason"] == "stop"
+    assert (stopped["choices"][0]["finish_reason"], stopped["choices"][0]["stop_reason"]) == ("stop", stop)
+    chunks, done = stream(client, CHAT, chat_body("stop me [[sim:tokens=40]]", stop=["zzz", stop]))
+    assert (
+        done and "".join(c["choices"][0]["delta"].get("content", "") for c in chunks[:-1]) == text[: text.index(stop)]
+    )
+    assert ["stop_reason" in c["choices"][0] for c in chunks[:-1]] == [False] * (len(chunks) - 2) + [True]
+    assert (chunks[-2]["choices"][0]["finish_reason"], chunks[-2]["choices"][0]["stop_reason"]) == ("stop", stop)
+    # vLLM's order: the stop string the text completes first ends it, however early another begins.
+    word = text.split()[4]
+    early = post(client, CHAT, chat_body("stop me [[sim:tokens=40]]", stop=[" ".join(text.split()[3:6]), word]))
+    assert early.json()["choices"][0]["message"]["content"] == text[: text.index(word)]
+    assert early.json()["choices"][0]["stop_reason"] == word
+    unstopped = post(client, CHAT, chat_body("stop me [[sim:tokens=40]]", stop=["zzz"])).json()["choices"][0]
+    assert (unstopped["finish_reason"], unstopped["stop_reason"]) == ("stop", None)
     short = post(client, "/v1/chat/completions", chat_body("stop me [[sim:tokens=40]]", stop=["zzz"], max_tokens=5))
-    assert short.json()["choices"][0]["finish_reason"] == "length"
+    assert short.json()["choices"][0]["finish_reason"] == "length" and short.json()["choices"][0]["stop_reason"] is None
     assert short.json()["usage"]["completion_tokens"] == 5
 
 
