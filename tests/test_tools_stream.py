@@ -35,15 +35,16 @@ def offer(**choice: Any) -> ToolOffer:
     return read
 
 
-def upstream(text: str, size: int, finish: str = "stop") -> list[bytes]:
-    """The answer as vLLM streams it: a role chunk, `size`-character content chunks, a finish."""
+def upstream(text: str, size: int, finish: str = "stop", **ending: Any) -> list[bytes]:
+    """The answer as vLLM streams it: a role chunk, `size`-character content chunks, a finish
+    (with the `ending` fields, such as `stop_reason`)."""
     head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "Qwen/Qwen3-32B"}
     chunks = [{**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}]
     for start in range(0, len(text), size):
         chunks.append(
             {**head, "choices": [{"index": 0, "delta": {"content": text[start : start + size]}, "finish_reason": None}]}
         )
-    chunks.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    chunks.append({**head, "choices": [{"index": 0, "delta": {}, "finish_reason": finish, **ending}]})
     return [orjson.dumps(c) for c in chunks]
 
 
@@ -70,6 +71,23 @@ def test_calls_reach_the_sdk_accumulator(size: int) -> None:
     assert choice.message.tool_calls[0].id.startswith("call_")
     reasoning = "".join(orjson.loads(p)["choices"][0]["delta"].get("reasoning_content") or "" for p in out)
     assert reasoning == "I should call."
+
+
+@pytest.mark.parametrize("hold_text", [False, True])
+def test_the_networks_stop_reason_stays_on_the_finishing_chunk(hold_text: bool) -> None:
+    """vLLM's `stop_reason` (the stop string or token that ended the choice, or null) reaches the
+    caller as the network sent it, on the chunk that finishes the choice, whether the choice made
+    a call or its text was held back; where the network sent none, none is added."""
+    for text, reason in (("Just words, no call.", "stop"), (ANSWER, "tool_calls")):
+        for stop_reason in ("END", None, 151643):
+            translator = StreamTranslator(offer(), hold_text=hold_text)
+            out = translator.translate(upstream(text, 5, stop_reason=stop_reason)) + translator.finish()
+            choices = [orjson.loads(payload)["choices"][0] for payload in out]
+            assert [c.get("stop_reason", "unset") for c in choices] == ["unset"] * (len(choices) - 1) + [stop_reason]
+            assert choices[-1]["finish_reason"] == reason
+        translator = StreamTranslator(offer(), hold_text=hold_text)
+        out = translator.translate(upstream(text, 5)) + translator.finish()
+        assert not any("stop_reason" in orjson.loads(payload)["choices"][0] for payload in out)
 
 
 def test_only_calls_leave_no_content() -> None:

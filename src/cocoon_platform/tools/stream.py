@@ -5,7 +5,8 @@ Per choice, the answer's text goes through an `AnswerScanner`: text and reasonin
 `<tool_call>` block is held until it closes, then leaves as one `tool_calls` delta carrying
 `index`, `id`, `type`, `name` and the whole `arguments` (what the OpenAI SDKs' accumulators
 expect); a block that fails its checks leaves as text. When the upstream ends a choice, what
-is left is released and the choice's `finish_reason` is `tool_calls` if it made a call.
+is left is released and the choice's `finish_reason` is `tool_calls` if it made a call; the
+network's `stop_reason`, when its finishing chunk had one, goes with it as it was sent.
 
 With `hold_text` (tool_choice `required` or named, first attempt), text is held back until the
 choice makes a call: if none does, the caller may try again without the client having seen
@@ -30,7 +31,7 @@ class _Choice:
     def __init__(self) -> None:
         self.scanner = AnswerScanner()
         self.calls = 0
-        self.held: list[tuple[dict[str, Any], str | None]] = []  # (delta, finish_reason) not yet sent
+        self.held: list[tuple[dict[str, Any], dict[str, Any] | None]] = []  # (delta, ending) not yet sent
         self.space = ""  # whitespace-only text not yet sent: dropped if a call follows
 
 
@@ -102,8 +103,10 @@ class StreamTranslator:
         if finish is not None:
             self._pieces(index, state, state.scanner.finish(), out)
             self._space(index, state, out)
-            reason = "tool_calls" if state.calls else finish
-            self._text(index, state, {}, reason, out)
+            ending = {"finish_reason": "tool_calls" if state.calls else finish}
+            if "stop_reason" in choice:
+                ending["stop_reason"] = choice["stop_reason"]
+            self._text(index, state, {}, ending, out)
 
     def _pieces(self, index: int, state: _Choice, pieces: list[tuple[int, str, bool]], out: list[bytes]) -> None:
         for kind, text, closed in pieces:
@@ -138,18 +141,25 @@ class StreamTranslator:
             self._text(index, state, {"content": state.space}, None, out)
         state.space = ""
 
-    def _text(self, index: int, state: _Choice, delta: dict[str, Any], finish: str | None, out: list[bytes]) -> None:
+    def _text(
+        self, index: int, state: _Choice, delta: dict[str, Any], ending: dict[str, Any] | None, out: list[bytes]
+    ) -> None:
         if self.hold_text and not state.calls:
-            state.held.append((delta, finish))
+            state.held.append((delta, ending))
         else:
-            self._emit(index, delta, finish, out)
+            self._emit(index, delta, ending, out)
 
     def _release(self, index: int, state: _Choice, out: list[bytes]) -> None:
-        for delta, finish in state.held:
-            self._emit(index, delta, finish, out)
+        for delta, ending in state.held:
+            self._emit(index, delta, ending, out)
         state.held.clear()
 
-    def _emit(self, index: int, delta: dict[str, Any], finish: str | None, out: list[bytes]) -> None:
+    def _emit(self, index: int, delta: dict[str, Any], ending: dict[str, Any] | None, out: list[bytes]) -> None:
+        """One chunk of one choice; `ending` (its `finish_reason`, and `stop_reason` when the
+        network sent one) on the chunk that finishes it."""
         chunk = dict(self.envelope or {})
-        chunk["choices"] = [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]
+        choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+        if ending is not None:
+            choice.update(ending)
+        chunk["choices"] = [choice]
         out.append(orjson.dumps(chunk))
