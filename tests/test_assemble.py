@@ -26,9 +26,21 @@ USAGE = {
 }
 
 
-def chunk(delta: dict[str, Any], index: int = 0, finish: str | None = None, **extra: Any) -> bytes:
-    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}
+def chunk(
+    delta: dict[str, Any], index: int = 0, finish: str | None = None, ending: dict[str, Any] | None = None, **extra: Any
+) -> bytes:
+    """A chat chunk; `ending` adds fields to its choice (vLLM's `stop_reason` on a finishing one)."""
+    choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish, **(ending or {})}
     return orjson.dumps({**HEAD, "choices": [choice], **extra})
+
+
+def ended_by(stop_reason: Any) -> list[bytes]:
+    """The usual answer whose finishing chunk says its `stop_reason`, as vLLM's does."""
+    return [
+        *USUAL[:4],
+        chunk({"content": ", world"}, finish="stop", ending={"stop_reason": stop_reason}),
+        *USUAL[5:],
+    ]
 
 
 USUAL = [
@@ -43,6 +55,19 @@ USUAL = [
 
 STREAMS: dict[str, list[bytes]] = {
     "usual": USUAL,
+    "stop_reason null": ended_by(None),
+    "stop_reason a stop string": ended_by("END"),
+    "stop_reason a stop token": ended_by(151643),
+    "stop_reason on each choice's finish": [
+        chunk({"role": "assistant", "content": ""}, index=1),
+        chunk({"content": "b1"}, index=1),
+        chunk({"role": "assistant", "content": ""}),
+        chunk({"content": "a1"}),
+        chunk({"content": "b2"}, index=1, finish="length", ending={"stop_reason": None}),
+        chunk({}, finish="stop", ending={"stop_reason": "\n\n"}),
+        orjson.dumps({**HEAD, "choices": [], "usage": USAGE}),
+        DONE,
+    ],
     "two choices, interleaved": [
         chunk({"role": "assistant", "content": ""}, index=1),
         chunk({"content": "b1"}, index=1),
@@ -146,7 +171,8 @@ def test_the_usual_answer_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_a_read_the_fast_path_cannot_take_goes_to_the_general_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A tool call in the read: the fast path declines it, and nothing of it is lost."""
+    """A tool call in the read: the fast path declines it, and nothing of it is lost. The usual
+    reads, a finishing chunk's stop_reason included, stay on the fast path."""
     calls: list[int] = []
     original = Assembler._add
 
@@ -160,6 +186,16 @@ def test_a_read_the_fast_path_cannot_take_goes_to_the_general_path(monkeypatch: 
     assert document["choices"][0]["message"]["tool_calls"] == [
         {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
     ]
-    calls.clear()
-    assemble_stream([USUAL], False, monkeypatch)
-    assert not calls, "the usual read stays on the fast path"
+    for name in ("usual", "stop_reason null", "stop_reason a stop string", "stop_reason on each choice's finish"):
+        calls.clear()
+        assemble_stream([STREAMS[name]], False, monkeypatch)
+        assert not calls, f"the usual read stays on the fast path: {name}"
+
+
+@pytest.mark.parametrize("stop_reason", [None, "END", 151643])
+def test_the_networks_stop_reason_is_the_choices(stop_reason: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The document says a choice's stop_reason as the network did, null included; a stream that
+    never said one leaves it out (test_the_usual_answer_in_full)."""
+    document = assemble_stream([ended_by(stop_reason)], False, monkeypatch)[0]
+    choice = document["choices"][0]
+    assert (choice["finish_reason"], choice["stop_reason"]) == ("stop", stop_reason)

@@ -13,11 +13,11 @@ own non-streamed answer:
   choice's own fields (`logprobs`, `finish_reason`, ...) as the last chunk that set them said;
 - a completion choice: `index`, `text`, then its own fields.
 
-The usual chunk (the fields vLLM sends, text in the delta, no tool calls) is decoded by msgspec
-into typed objects and merged in a short loop; a read holding anything else, down to one unknown
-field, goes through the general path, which keeps every field. Both build the same document
-(`tests/test_assemble.py` holds them to it): the general path alone cost a plain request about
-as much CPU as the rest of its relay.
+The usual chunk (the fields vLLM sends, text in the delta, no tool calls; `stop_reason` on a
+choice's finishing chunk) is decoded by msgspec into typed objects and merged in a short loop; a
+read holding anything else, down to one unknown field, goes through the general path, which keeps
+every field. Both build the same document (`tests/test_assemble.py` holds them to it): the
+general path alone cost a plain request about as much CPU as the rest of its relay.
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ class _UsualChoice(msgspec.Struct, forbid_unknown_fields=True):
     delta: _UsualDelta
     logprobs: None = None
     finish_reason: str | None = None
+    # vLLM's, on a choice's finishing chunk only: the stop string or token id that ended it, or
+    # null. UNSET where a chunk has none, so that the document has it only if the network said it.
+    stop_reason: str | int | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class _UsualChunk(msgspec.Struct, forbid_unknown_fields=True):
@@ -175,6 +178,9 @@ class Assembler:
                     fields["logprobs"] = None
                 if raw.finish_reason is not None or "finish_reason" not in fields:
                     fields["finish_reason"] = raw.finish_reason
+                stop = raw.stop_reason
+                if stop is not msgspec.UNSET and (stop is not None or "stop_reason" not in fields):
+                    fields["stop_reason"] = stop
                 thought = delta.reasoning_content or delta.reasoning
                 if thought:
                     reasoning += 1
