@@ -12,11 +12,9 @@ from typing import Any
 import msgspec
 
 from cocoon_platform.errors import InvalidRequest
-from cocoon_platform.proxy.events import Chunk, ChunkChoice
+from cocoon_platform.proxy.events import DECODE_ERRORS, Chunk, ChunkChoice, decode_chunk
 
-_decode_one = msgspec.json.Decoder(Chunk).decode
 _decode_many = msgspec.json.Decoder(list[Chunk]).decode
-_DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def first_choices(payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> list[ChunkChoice]:
@@ -30,19 +28,19 @@ def first_choices(payloads: list[bytes], chunks: list[Chunk | None] | None = Non
         for payload, chunk in zip(payloads, chunks, strict=True):
             if chunk is None:
                 try:
-                    chunk = _decode_one(payload)
-                except _DECODE_ERRORS:
+                    chunk = decode_chunk(payload)
+                except DECODE_ERRORS:
                     continue
             decoded.append(chunk)
         return [choice for chunk in decoded for choice in chunk.choices if choice.index == 0]
     try:
         decoded = _decode_many(b"[" + b",".join(payloads) + b"]")
-    except _DECODE_ERRORS:
+    except DECODE_ERRORS:
         decoded = []
         for payload in payloads:
             try:
-                decoded.append(_decode_one(payload))
-            except _DECODE_ERRORS:
+                decoded.append(decode_chunk(payload))
+            except DECODE_ERRORS:
                 continue
     return [choice for chunk in decoded for choice in chunk.choices if choice.index == 0]
 

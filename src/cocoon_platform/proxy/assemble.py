@@ -29,7 +29,7 @@ import msgspec
 import orjson
 
 from cocoon_platform.errors import UpstreamError
-from cocoon_platform.proxy.events import DONE, EventSplitter
+from cocoon_platform.proxy.events import DECODE_ERRORS, DONE, EventSplitter
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.proxy.relay import count_delivered, first_event
 from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
@@ -66,7 +66,6 @@ class _UsualChunk(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _decode_usual = msgspec.json.Decoder(list[_UsualChunk]).decode
-_USUAL_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 class _Choice:
@@ -120,7 +119,7 @@ class Assembler:
         if self.endpoint == "chat":
             try:
                 usual = _decode_usual(joined)
-            except _USUAL_ERRORS:
+            except DECODE_ERRORS:
                 pass
             else:
                 self._add_usual(usual, outcome, started)

@@ -151,7 +151,9 @@ class Chunk(msgspec.Struct):
     usage: Any = None
 
 
-_decode_chunk = msgspec.json.Decoder(Chunk).decode
+decode_chunk = msgspec.json.Decoder(Chunk).decode  # the relay's, and the dialects' for what it did not decode
+# What msgspec raises on a payload it cannot take: not JSON or not the type, invalid UTF-8, too deep.
+DECODE_ERRORS = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def usual_event(payload: bytes) -> Chunk | None:
@@ -168,7 +170,7 @@ def usual_event(payload: bytes) -> Chunk | None:
         except UnicodeDecodeError:
             return None
     try:
-        event = _decode_chunk(payload)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        event = decode_chunk(payload)
+    except DECODE_ERRORS:
         return None
     return event if event.choices and event.usage is None else None
