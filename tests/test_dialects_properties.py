@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from unittest import mock
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cocoon_platform.dialects import DialectStream
+from cocoon_platform.dialects import DialectStream, chat
 from cocoon_platform.dialects.messages import MessagesDialect
 from cocoon_platform.dialects.responses import ResponsesDialect
 from cocoon_platform.errors import InvalidRequest, UpstreamError
@@ -257,12 +258,29 @@ def expected_calls(answer: dict[str, Any]) -> list[tuple[str, Any]]:
     return [(call["name"], json.loads("".join(call["pieces"]))) for call in answer["calls"]]
 
 
+def decoded_again(payload: bytes) -> Any:
+    raise AssertionError("the dialect decoded a chunk the relay had decoded")
+
+
 def framed(stream: DialectStream, chunks: list[bytes], cuts: list[int], via_relay: bool) -> bytes:
     """The stream's events for `chunks` read in pieces: each read as the relay hands it over
-    (payloads with the chunks it decoded), or as payloads alone, which the dialect decodes."""
+    (payloads with the chunks it decoded), or as payloads alone, which the dialect decodes.
+
+    Every chunk here is a usual one: via the relay, each must come with its decoded chunk, and the
+    dialect must read those (its own decoders are turned off meanwhile), or the answer it builds
+    would not show that the relay's chunks are used at all."""
     if not via_relay:
         return b"".join(stream.frame(read) for read in reads(chunks, cuts))
-    return b"".join(stream.frame(*read_events(read, Outcome(), 0.0)) for read in reads(chunks, cuts))
+    out = []
+    with (
+        mock.patch.object(chat, "decode_chunk", decoded_again),
+        mock.patch.object(chat, "_decode_many", decoded_again),
+    ):
+        for read in reads(chunks, cuts):
+            payloads, decoded = read_events(read, Outcome(), 0.0)
+            assert payloads == read and None not in decoded, "the relay hands over every chunk decoded"
+            out.append(stream.frame(payloads, decoded))
+    return b"".join(out)
 
 
 @settings(max_examples=200, deadline=None)
