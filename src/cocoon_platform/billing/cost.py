@@ -3,8 +3,8 @@
 Every endpoint that bills asks `bill()` once the request has ended. The rules, in order:
 - A request the network never took (`upstream_error`: refused, unreachable) costs nothing.
 - The upstream's reported usage is the truth when it counts at least the completion tokens
-  that were relayed; its reported `total_cost`, when positive, is the network's cost.
-- Otherwise (never reported, unusable, or fewer tokens than were relayed) the request is billed
+  that were delivered (`Delivered`); its reported `total_cost`, when positive, is the network's cost.
+- Otherwise (never reported, unusable, or fewer tokens than were delivered) the request is billed
   for what was delivered, estimated, and the prompt from its text when the upstream never said.
 - A request sent twice (a required tool call not made: one retry, `proxy/attempts.py`) is billed
   for both attempts once the network took the second, each by the rules above: a second attempt
@@ -104,7 +104,9 @@ def reported_cost(usage: dict[str, Any]) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """What was relayed to the caller: completion chunks, those that were reasoning, their text's size."""
+    """What the network sent of one attempt's answer, counted as it arrived (relayed to the caller,
+    held back while a tool call is awaited, or assembled into a whole answer): its text chunks,
+    those that were reasoning, and their text's size."""
 
     completion: int = 0
     reasoning: int = 0

@@ -132,7 +132,9 @@ class ClientWatch:
 
 
 class InferenceHandler:
-    """ASGI callable for POST /v1/chat/completions and /v1/completions."""
+    """ASGI callable for every metered inference path: POST /v1/chat/completions and
+    /v1/completions, and the dialects' /v1/responses and /v1/messages (`DIALECTS`), which are
+    translated to chat and served on the same path."""
 
     def __init__(self, state: AppState) -> None:
         self.state = state

@@ -18,11 +18,15 @@ class Outcome:
     status: UsageStatus = UsageStatus.OK
     settled: bool = False
     http_status: int = 200
-    usage: dict[str, Any] | None = None  # the upstream's usage object, when it sent one
+    usage: dict[str, Any] | None = None  # the network's usage object for the last attempt, if it sent one
     estimated: bool = False
-    delivered_completion: int = 0  # content chunks relayed to the client
+    # The text chunks (reasoning among them) the network sent in the last attempt, counted as they
+    # arrived, whether relayed to the caller, held back while a tool call is awaited, or assembled
+    # into a whole answer. A first attempt's, and its usage, are set aside in `earlier` once the
+    # network takes a second (`second_attempt`).
+    delivered_completion: int = 0
     delivered_reasoning: int = 0
-    delivered_bytes: int = 0  # of that content, for when a chunk carries several tokens
+    delivered_bytes: int = 0  # of that text, for when a chunk carries several tokens
     error: PlatformError | None = None
     account_id: int | None = None
     key_id: int | None = None
