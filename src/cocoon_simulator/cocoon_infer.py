@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,7 @@ DEFAULT_MAX_COEFFICIENT = 4000
 ERROR_FAULTS: frozenset[str] = frozenset({"no_proxy", "no_workers", "timeout", "wallet_low", "html_error"})
 _MESSAGE_OVERHEAD = 4  # chat tokens per message besides its content
 _PROMPT_OVERHEAD = 3  # chat tokens for the assistant turn header
+_MARKER_COUNT = re.compile(r"[0-9]{1,9}")  # a numeric [[sim:...=N]] marker's value
 _HTML_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -216,6 +218,17 @@ def _thinking(request: dict[str, Any]) -> bool:
     return not (isinstance(kwargs, dict) and kwargs.get("enable_thinking") is False)
 
 
+def _marker_count(text: str | None, name: str, least: int) -> int | None:
+    """A numeric marker's value (None: absent); a 400 unless it is 1-9 ASCII digits, at least
+    `least`. Not str.isdigit: it takes a superscript two, which int() then refuses (a 500), and
+    other scripts' digits, which int() reads; and int() refuses over 4300 digits."""
+    if text is None:
+        return None
+    if not _MARKER_COUNT.fullmatch(text) or int(text) < least:
+        raise error_json(400, f"bad sim {name} {text}")
+    return int(text)
+
+
 def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, bool, int | None, int | None, int]:
     """(tokens, fault, cost_off, calls, fault_attempt, overcount) from [[sim:...]] markers; tokens
     and calls only from the last user text."""
@@ -228,22 +241,14 @@ def _read_markers(body: bytes, prompt: Prompt) -> tuple[int | None, str | None, 
     fault = markers.get("fault")
     if fault is not None and fault != "none" and fault not in FAULT_MODES:
         raise error_json(400, f"unknown sim fault {fault}")
-    attempt_text = markers.get("fault_attempt")
-    if attempt_text is not None and not (attempt_text.isdigit() and int(attempt_text) >= 1):
-        raise error_json(400, f"bad sim fault_attempt {attempt_text}")
-    attempt = int(attempt_text) if attempt_text is not None else None
-    tokens_text = find_markers([prompt.last_user]).get("tokens")
-    if tokens_text is not None and not tokens_text.isdigit():
-        raise error_json(400, f"bad sim tokens {tokens_text}")
-    tokens = max(1, int(tokens_text)) if tokens_text is not None else None  # answers are never empty
-    calls_text = find_markers([prompt.last_user]).get("calls")
-    if calls_text is not None and not calls_text.isdigit():
-        raise error_json(400, f"bad sim calls {calls_text}")
-    calls = int(calls_text) if calls_text is not None else None
-    overcount_text = markers.get("overcount", "1")
-    if not (overcount_text.isdigit() and int(overcount_text) >= 1):
-        raise error_json(400, f"bad sim overcount {overcount_text}")
-    return tokens, fault, markers.get("cost") == "0", calls, attempt, int(overcount_text)
+    attempt = _marker_count(markers.get("fault_attempt"), "fault_attempt", 1)
+    last_user = find_markers([prompt.last_user])
+    tokens = _marker_count(last_user.get("tokens"), "tokens", 0)
+    if tokens is not None:
+        tokens = max(1, tokens)  # answers are never empty
+    calls = _marker_count(last_user.get("calls"), "calls", 0)
+    overcount = _marker_count(markers.get("overcount"), "overcount", 1)
+    return tokens, fault, markers.get("cost") == "0", calls, attempt, 1 if overcount is None else overcount
 
 
 def read_job(body: bytes, request: dict[str, Any], chat: bool, models: dict[str, ServedModel]) -> Job:

@@ -625,6 +625,15 @@ def test_a_fault_can_strike_one_attempt_of_a_request_sent_again(client: httpx.Cl
     assert post(client, CHAT, chat_body("[[sim:fault_attempt=0]] x")).status_code == 400
 
 
+@pytest.mark.parametrize("name", ["tokens", "calls", "fault_attempt", "overcount"])
+@pytest.mark.parametrize("value", ["\u00b2", "\u0661", "9" * 5000, "1.5"])
+def test_a_numeric_marker_takes_ascii_digits_only(client: httpx.Client, name: str, value: str) -> None:
+    """A superscript two passed str.isdigit and crashed the simulator in int() (a 500), as did a
+    number past int()'s 4300 digits; an Arabic-Indic one was read as 1. Each is a 400 now."""
+    response = post(client, CHAT, chat_body(f"x [[sim:{name}={value}]]"))
+    assert response.status_code == 400 and response.json()["error"] == f"bad sim {name} {value}"
+
+
 def test_bare_json_stream(client: httpx.Client) -> None:
     with client.stream("POST", CHAT, json=chat_body("[[sim:tokens=6]][[sim:fault=bare_json]]", stream=True)) as r:
         lines = [line for line in r.iter_lines() if line]
