@@ -305,8 +305,8 @@ def test_a_retry_that_breaks_off_is_billed_with_the_first_attempt(
 
 @pytest.fixture(scope="module")
 def slow_heads(server_factory: ServerFactory, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A platform whose deadline (3 s: a 2 s timeout sent, the 1 s margin) ends while a retry
-    waits for the head of its answer: the network takes 1.7 s to answer's first byte."""
+    """A platform with a 3 s deadline (a 2 s timeout sent, the 1 s margin) before a network that
+    takes 1.7 s to an answer's first byte: a retry is left about 0.3 s, too little for its head."""
     sim = start_simulator(tmp_path_factory.mktemp("slow-heads"), "--ttft-ms", "1700")
     try:
         yield server_factory(upstream_url=sim.url, upstream_request_timeout="2", upstream_deadline_margin="1")
@@ -315,16 +315,24 @@ def slow_heads(server_factory: ServerFactory, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize(
+    "never_taken",
+    [
+        "",  # the network's own timeout (the time the retry was given) ends it first: a 504
+        "[[sim:fault=hang]] [[sim:fault_attempt=2]]",  # a network that hangs: the request's deadline ends it
+    ],
+)
 def test_a_retry_with_no_time_left_leaves_the_first_answer_standing(
-    slow_heads: Server, database_url: str, stream: bool
+    slow_heads: Server, database_url: str, stream: bool, never_taken: str
 ) -> None:
-    """The request's deadline ends before the network took the retry: it costs nothing, and the
-    first answer stands (it is whole and paid for) whether the caller streams or not. Seen: a
-    streamed caller got only a 504 error event, its first answer held back, and paid for it."""
+    """The network never takes the retry, out of time before its answer's head: it costs
+    nothing, and the first answer stands (it is whole and paid for) whether the caller streams or
+    not. Seen: a streamed caller got only a 504 error event, its first answer held back, and paid
+    for it."""
     key = new_account(slow_heads, database_url, TON)
     raw = client(slow_heads, key).chat.completions.with_raw_response.create(
         model=QWEN,
-        messages=[{"role": "user", "content": f"No call, {key[-8:]}. [[sim:calls=0]]"}],
+        messages=[{"role": "user", "content": f"No call, {key[-8:]}. [[sim:calls=0]] {never_taken}"}],
         tools=[WEATHER],
         tool_choice="required",
         max_tokens=100,
@@ -349,6 +357,60 @@ def test_a_retry_with_no_time_left_leaves_the_first_answer_standing(
     )
     assert rows == [("ok", 200, usage.completion_tokens, False, cost)]  # the first attempt's exact usage
     assert balance(slow_heads, key) == TON - cost and not ledger_consistent(database_url)
+
+
+@pytest.fixture(scope="module")
+def paced(
+    server_factory: ServerFactory, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Server, Simulator]]:
+    """A platform with a 5 s deadline (a 4 s timeout sent, the 1 s margin) before a network that
+    sends ten tokens a second: a first answer of 20 tokens takes over 2 s of the deadline."""
+    sim = start_simulator(tmp_path_factory.mktemp("paced"), "--ttft-ms", "100", "--tpt-ms", "100")
+    try:
+        yield server_factory(upstream_url=sim.url, upstream_request_timeout="4", upstream_deadline_margin="1"), sim
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_retry_is_sent_the_time_left_so_the_network_ends_it_first(
+    paced: tuple[Server, Simulator], database_url: str, stream: bool
+) -> None:
+    """Ruling 1 of #23: the network always ends first, and says what it generated. A retry's
+    `timeout` is what is left of the request's deadline less the margin the first request keeps,
+    so a second answer that stalls is ended by the network, not cut by the platform's deadline.
+    Seen: the retry was sent the whole 4 s with 3 s of the deadline left, and the platform cut
+    it (a 504 to a streamed caller)."""
+    platform, sim = paced
+    key = new_account(platform, database_url, TON)
+    cut_by_the_platform = sim.stats()["streams_disconnected"]
+    question = f"No call, {key[-8:]}. [[sim:calls=0]] [[sim:tokens=20]] [[sim:fault=stall]] [[sim:fault_attempt=2]]"
+    body = {
+        "model": QWEN,
+        "messages": [{"role": "user", "content": question}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "max_tokens": 300,
+        "stream": stream,
+    }
+    url, headers = platform.url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}
+    with httpx.stream("POST", url, headers=headers, json=body, timeout=30) as r:
+        assert r.status_code == 200
+        answer = r.read()
+    status, http_status, _, _, cost, estimated = settled_record(platform, database_url, key)
+    first, second = (attempt["timeout"] for attempt in forwarded_with(sim, key[-8:]))
+    assert first == 4 and 0 < second <= 5 - 1 - 2.0  # the first answer took over 2 s
+    assert sim.stats()["streams_disconnected"] == cut_by_the_platform  # the network ended the retry
+    # Billed for what the retry generated too; a streamed caller is told the network ended its
+    # stream early (502), not that time ran out (504); a non-streamed one has the first answer.
+    assert (status, http_status) == ("upstream_cut", 502 if stream else 200) and estimated
+    assert int(cost) > 0 and balance(platform, key) == TON - int(cost)  # type: ignore[call-overload]
+    if stream:
+        events = [e[6:] for e in answer.decode().split("\n\n") if e.startswith("data: ")]
+        assert "ended the stream early" in events[-1]
+    else:
+        message = json.loads(answer)["choices"][0]["message"]
+        assert message["content"] and not message.get("tool_calls")
 
 
 class Weather(BaseModel):

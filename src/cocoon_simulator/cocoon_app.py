@@ -48,7 +48,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LAST_REQUESTS = 50
-REMEMBERED_BODIES = 1024  # request bodies counted for [[sim:fault_attempt=N]]
+REMEMBERED_REQUESTS = 1024  # requests counted for [[sim:fault_attempt=N]]
 WALLET_ADDRESS = "UQAR0S80abJTQA-vSKzZeYQavnNfM_VUUpEHTeRhLmyuvSW1"  # a valid, unowned address
 PROXY_ADDRESS = "127.0.0.1:8888"
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
@@ -144,20 +144,23 @@ class DisconnectWatch:
 
 
 class Arrivals:
-    """How many times each request body has arrived (the last `REMEMBERED_BODIES` bodies, by
-    checksum), so a fault can strike one attempt of a request its client sends again."""
+    """How many times each request has arrived (the last `REMEMBERED_REQUESTS`, by checksum), so a
+    fault can strike one attempt of a request its client sends again. A request is its body but
+    its `timeout`: a client sends a retry with the time it has left."""
 
     __slots__ = ("_counts",)
 
     def __init__(self) -> None:
         self._counts: dict[int, int] = {}
 
-    def count(self, body: bytes) -> int:
-        """This body's arrivals so far, this one included."""
-        key = zlib.crc32(body)
+    def count(self, request: dict[str, Any]) -> int:
+        """This request's arrivals so far, this one included."""
+        key = zlib.crc32(
+            orjson.dumps({k: v for k, v in request.items() if k != "timeout"}, option=orjson.OPT_SORT_KEYS)
+        )
         arrivals = self._counts.pop(key, 0) + 1
         self._counts[key] = arrivals  # last in the dict: the most recent
-        if len(self._counts) > REMEMBERED_BODIES:
+        if len(self._counts) > REMEMBERED_REQUESTS:
             del self._counts[next(iter(self._counts))]
         return arrivals
 
@@ -290,7 +293,7 @@ class SimulatorApp:
             check_fields(request, chat, self._options.client_build)
             budget = timeout_seconds(request) * NETWORK_SHARE
             job = read_job(body, request, chat, self._models)
-            fault = self._pick_fault(scope, job, body)
+            fault = self._pick_fault(scope, job, request)
         except RequestError as err:
             stats.errors += 1
             await respond(send, err.status, err.body, err.content_type)
@@ -314,12 +317,12 @@ class SimulatorApp:
         finally:
             in_flight[model] -= 1
 
-    def _pick_fault(self, scope: Scope, job: Job, body: bytes) -> str | None:
+    def _pick_fault(self, scope: Scope, job: Job, request: dict[str, Any]) -> str | None:
         """Header X-Sim-Fault beats a [[sim:fault=...]] marker beats the process-wide fault. With
-        [[sim:fault_attempt=N]] the fault strikes only the Nth arrival of this same body (a
-        client's retry sends the same body again): the others are answered whole."""
+        [[sim:fault_attempt=N]] the fault strikes only the Nth arrival of this same request (a
+        client's retry sends it again, `Arrivals`): the others are answered whole."""
         chosen = job.marker_fault
-        if job.fault_attempt is not None and self._arrivals.count(body) != job.fault_attempt:
+        if job.fault_attempt is not None and self._arrivals.count(request) != job.fault_attempt:
             chosen = "none"
         for name, value in scope["headers"]:
             if name == b"x-sim-fault":

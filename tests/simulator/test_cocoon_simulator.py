@@ -613,10 +613,14 @@ def test_stall_stops_half_way_until_the_timeout_ends_the_stream(client: httpx.Cl
 
 
 def test_a_fault_can_strike_one_attempt_of_a_request_sent_again(client: httpx.Client) -> None:
-    body = chat_body("[[sim:tokens=20]] [[sim:fault=cut]] [[sim:fault_attempt=2]]", stream=True)
+    body = chat_body("[[sim:tokens=20]] [[sim:fault=cut]] [[sim:fault_attempt=2]]", stream=True, timeout=60)
     first, done = stream(client, CHAT, body)
     assert done and first[-1]["usage"]["completion_tokens"] == 20
-    with client.stream("POST", CHAT, json=body) as response, pytest.raises(httpx.RemoteProtocolError):
+    # Sent again with less time (as a client retries with the time it has left): the same request.
+    with (
+        client.stream("POST", CHAT, json={**body, "timeout": 30}) as response,
+        pytest.raises(httpx.RemoteProtocolError),
+    ):
         for _ in response.iter_lines():
             pass
     assert stream(client, CHAT, body)[1]  # the third arrival is answered whole again

@@ -142,6 +142,7 @@ class InferenceHandler:
         # The network's own deadline (the `timeout` sent with the request) comes first, by a margin;
         # and a request never outlives its hold, so the sweeper never releases a live one.
         self.deadline = settings.upstream_deadline
+        self.margin = settings.upstream_deadline - settings.upstream_timeout_sent  # a retry keeps it too
         tokenizer.warm()  # exact estimates for cut answers, loaded off the event loop
         self.schemas = SchemaCache()  # tools' compiled JSON Schemas, shared by requests
 
@@ -358,10 +359,20 @@ class InferenceHandler:
 
     # --- forwarding -----------------------------------------------------------------------
 
-    async def _open(self, request: InferenceRequest, path: str) -> UpstreamResponse:
+    def _retry_timeout(self, started: float) -> float | None:
+        """The `timeout` a retry is sent with: what is left of the request's deadline (counted from
+        `started`) less the margin the first request keeps, so that the network still ends first
+        and says what it generated (ruling 1 of #23); None when nothing would be left."""
+        left = self.deadline - (time.perf_counter() - started) - self.margin
+        return left if left > 0 else None
+
+    async def _open(self, request: InferenceRequest, path: str, timeout: float | None = None) -> UpstreamResponse:
+        """The network's answer to `request`, its head read; sent with the request's own `timeout`
+        unless another (a retry's) is given."""
         state = self.state
+        payload = request.payload if timeout is None else {**request.payload, "timeout": timeout}
         try:
-            response = await state.pool.post(path, orjson.dumps(request.payload))
+            response = await state.pool.post(path, orjson.dumps(payload))
         except NoUpstream:
             raise UpstreamError(
                 503, "The COCOON network is unavailable right now. Try again shortly.", "unreachable"
@@ -381,22 +392,28 @@ class InferenceHandler:
         return response
 
     async def _fetch(
-        self, request: InferenceRequest, timeout: float, outcome: Outcome, receive: Receive, retry: bool = False
+        self,
+        request: InferenceRequest,
+        timeout: float,
+        outcome: Outcome,
+        receive: Receive,
+        retry_timeout: float | None = None,
     ) -> dict[str, Any]:
         """One non-streamed answer, read from the network's stream and assembled (`assemble.py`),
         so that what the network generated is counted in `outcome` whatever ends the request.
         Raises UpstreamError; `outcome.answering` says whether the network had begun answering
         (then what it generated is billed), `outcome.client_left` whether the caller went away.
-        A `retry` (the second attempt) sets the first attempt's report aside once the network
-        takes it (`Outcome.second_attempt`): both are billed."""
+        A retry (the second attempt, sent with `retry_timeout` as its `timeout`) sets the first
+        attempt's report aside once the network takes it (`Outcome.second_attempt`): both are
+        billed."""
         started = time.perf_counter()
         assembler = Assembler(request.endpoint)
         response: UpstreamResponse | None = None
         watch = ClientWatch(receive)
         try:
             async with asyncio.timeout(timeout):
-                response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
-                if retry:
+                response = await self._open(request, _UPSTREAM_PATH[request.endpoint], retry_timeout)
+                if retry_timeout is not None:
                     outcome.second_attempt()
                 outcome.answering = True
                 watch.follow(response)
@@ -475,8 +492,9 @@ class InferenceHandler:
         receive: Receive,
     ) -> dict[str, Any]:
         """The answer with its tool calls read (tools/answer.py). When a call was required and the
-        model made none, it is asked once more within the request's deadline; both attempts are
-        billed (the reservation covered both), each for what the network generated (`bill`).
+        model made none, it is asked once more within the request's deadline, with a `timeout` that
+        keeps the network's end before it (`_retry_timeout`); both attempts are billed (the
+        reservation covered both), each for what the network generated (`bill`).
 
         If the second attempt fails, the first answer stands: it is whole and paid for, the second
         is not. Never taken by the network (refused, unreachable, no time left), the second costs
@@ -487,10 +505,11 @@ class InferenceHandler:
         assert request.tools is not None
         if read_choices(document, request.tools) or request.attempts < 2:
             return document
+        sent = self._retry_timeout(started)
+        if sent is None:  # no time left for the network to answer before the deadline: never sent
+            return document
         try:
-            second = await self._fetch(
-                request, self.deadline - (time.perf_counter() - started), outcome, receive, retry=True
-            )
+            second = await self._fetch(request, self.deadline - (time.perf_counter() - started), outcome, receive, sent)
         except PlatformError as exc:
             if outcome.earlier is not None:  # the network took it: what it generated is billed
                 left = outcome.client_left
@@ -537,16 +556,19 @@ class InferenceHandler:
 
                     await relay(response, send, outcome, started, watch.start, tool_frame)
                     if translator.waiting and outcome.error is None and not watch.left:
-                        # The model made no call though one was required: once more, both billed,
-                        # the second for what it generated however it ends (`attempts.py`).
+                        # The model made no call though one was required: once more, in the time
+                        # left (`_retry_timeout`), both billed, the second for what it generated
+                        # however it ends (`attempts.py`).
                         response.close()
                         held = translator
-                        try:
-                            retried: UpstreamResponse | None = await self._open(
-                                request, _UPSTREAM_PATH[request.endpoint]
-                            )
-                        except PlatformError:
-                            retried = None  # never taken, it costs nothing: the first answer stands
+                        # Never sent (no time left) or never taken, it costs nothing: the first answer stands.
+                        retried: UpstreamResponse | None = None
+                        sent = self._retry_timeout(started)
+                        if sent is not None:
+                            try:
+                                retried = await self._open(request, _UPSTREAM_PATH[request.endpoint], sent)
+                            except PlatformError:
+                                pass
                         held = None
                         if retried is not None:
                             response = retried
