@@ -214,6 +214,18 @@ def test_required_call_retried_once_and_both_attempts_billed(
     assert not ledger_consistent(database_url)
 
 
+def required_call(question: str, stream: bool) -> dict[str, Any]:
+    """A request that must call the weather tool, asking `question` (with its simulator markers)."""
+    return {
+        "model": QWEN,
+        "messages": [{"role": "user", "content": question}],
+        "tools": [WEATHER],
+        "tool_choice": "required",
+        "max_tokens": 300,
+        "stream": stream,
+    }
+
+
 def settled_record(server: Server, database_url: str, key: str) -> tuple[object, ...]:
     """The usage record of the one request made with a fresh account's key, once it is written
     (a request its caller left settles after the caller is gone)."""
@@ -260,14 +272,7 @@ def test_a_retry_that_breaks_off_is_billed_with_the_first_attempt(
     key = new_account(platform, database_url, TON)
     fault = "cut" if ending == "cut" else "stall"
     question = f"No call, {key[-8:]}. [[sim:calls=0]] [[sim:tokens=40]] [[sim:fault={fault}]] [[sim:fault_attempt=2]]"
-    body = {
-        "model": QWEN,
-        "messages": [{"role": "user", "content": question}],
-        "tools": [WEATHER],
-        "tool_choice": "required",
-        "max_tokens": 300,
-        "stream": stream,
-    }
+    body = required_call(question, stream)
     url, headers = platform.url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}
     answer = b""
     if ending == "left":
@@ -385,14 +390,7 @@ def test_a_retry_is_sent_the_time_left_so_the_network_ends_it_first(
     key = new_account(platform, database_url, TON)
     cut_by_the_platform = sim.stats()["streams_disconnected"]
     question = f"No call, {key[-8:]}. [[sim:calls=0]] [[sim:tokens=20]] [[sim:fault=stall]] [[sim:fault_attempt=2]]"
-    body = {
-        "model": QWEN,
-        "messages": [{"role": "user", "content": question}],
-        "tools": [WEATHER],
-        "tool_choice": "required",
-        "max_tokens": 300,
-        "stream": stream,
-    }
+    body = required_call(question, stream)
     url, headers = platform.url + "/v1/chat/completions", {"Authorization": f"Bearer {key}"}
     with httpx.stream("POST", url, headers=headers, json=body, timeout=30) as r:
         assert r.status_code == 200
