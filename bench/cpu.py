@@ -65,6 +65,13 @@ SCENARIOS: dict[str, tuple[str, bytes]] = {
         "/v1/chat/completions",
         f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"stream":true,"messages":[{SYSTEM},{USER}]}}'.encode(),
     ),
+    # The chat request answered with as many tokens (38) as `tools5`'s call answer: the reference
+    # that generates the same amount, so the ratio measures what the tools themselves cost.
+    "chat38": (
+        "/v1/chat/completions",
+        f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"messages":[{SYSTEM},'
+        f"{USER.replace('[[sim:tokens=20]]', '[[sim:tokens=38]]')}]}}".encode(),
+    ),
     # The chat request with five tools, answered with a call (read, checked and returned as tool_calls).
     "tools5": (
         "/v1/chat/completions",
