@@ -20,28 +20,24 @@ _decode_many = msgspec.json.Decoder(list[Chunk]).decode
 def first_choices(payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> list[ChunkChoice]:
     """The first choice of each chunk (a dialect answers with one choice). `chunks` are the
     payloads as the relay decoded them (None where it did not): only the others are decoded
-    here. Without them, the chunks of one read are decoded in one call, as one JSON array; when
-    one of them does not decode, each is decoded alone and that one skipped, as the relay skips
-    it."""
-    if chunks is not None:
-        decoded = []
-        for payload, chunk in zip(payloads, chunks, strict=True):
-            if chunk is None:
-                try:
-                    chunk = decode_chunk(payload)
-                except DECODE_ERRORS:
-                    continue
-            decoded.append(chunk)
-        return [choice for chunk in decoded for choice in chunk.choices if choice.index == 0]
-    try:
-        decoded = _decode_many(b"[" + b",".join(payloads) + b"]")
-    except DECODE_ERRORS:
-        decoded = []
-        for payload in payloads:
+    here, each alone, and one that does not decode is skipped, as the relay skips it. Without
+    them, the chunks of one read are decoded in one call, as one JSON array, and each alone only
+    when that fails."""
+    if chunks is None:
+        try:
+            decoded = _decode_many(b"[" + b",".join(payloads) + b"]")
+        except DECODE_ERRORS:
+            chunks = [None] * len(payloads)
+        else:
+            return [choice for chunk in decoded for choice in chunk.choices if choice.index == 0]
+    decoded = []
+    for payload, chunk in zip(payloads, chunks, strict=True):
+        if chunk is None:
             try:
-                decoded.append(decode_chunk(payload))
+                chunk = decode_chunk(payload)
             except DECODE_ERRORS:
                 continue
+        decoded.append(chunk)
     return [choice for chunk in decoded for choice in chunk.choices if choice.index == 0]
 
 
