@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lock lint test serve demo bench bench-peers bench-streams bench-cpu clean
+.PHONY: install lock lint test serve demo bench bench-peers bench-streams bench-cpu bench-instructions clean
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,11 @@ bench-streams: install
 BASE ?= main
 bench-cpu: install
 	$(BIN)/python bench/cpu.py --base $(BASE) $(SCENARIOS)
+
+# The same comparison in instructions per request (callgrind, in process): what a noisy host's
+# CPU times cannot tell (bench/instructions.py).
+bench-instructions: install
+	$(BIN)/python bench/instructions.py --base $(BASE) $(SCENARIOS)
 
 clean:
 	rm -rf $(VENV) data bench/results bench/.peers .pytest_cache
