@@ -124,6 +124,7 @@ def test_a_request_is_found_by_the_id_in_its_answer_and_only_by_its_owner(server
     assert found["prompt_tokens"] == body["usage"]["prompt_tokens"]
     assert found["completion_tokens"] == body["usage"]["completion_tokens"]
     assert found["duration_ms"] >= 0 and found["http_status"] == 200
+    assert found["capped_nanoton"] == 0  # charged whole (tests/test_settlement_caps.py: a capped one)
     stranger = new_account(server, database_url)
     refused = get(server, stranger, "/v1/generation", id=body["id"])
     assert refused.status_code == 404 and refused.json()["error"]["type"] == "invalid_request_error"
@@ -158,6 +159,9 @@ def test_usage_narrows_by_key_and_model_and_exports_csv(server: Server, database
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert [r["request_id"] for r in rows] == [r["request_id"] for r in everything["data"][:2]]
     assert int(rows[0]["cost_nanoton"]) == everything["data"][0]["cost_nanoton"]
+    # Charged whole, so nothing uncharged (tests/test_settlement_caps.py: a capped one).
+    assert [r["capped_nanoton"] for r in rows] == ["0", "0"]
+    assert [r["capped_nanoton"] for r in everything["data"]] == [0, 0, 0]
     assert get(server, key, "/v1/usage", limit=500).status_code == 400
     assert get(server, key, "/v1/usage", format="xml").status_code == 422
 

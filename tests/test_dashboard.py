@@ -507,6 +507,31 @@ def test_capped_key_reaches_its_limit_and_cannot_manage_keys(tab: Tab, platform:
     expect(page.locator("#threshold-form").get_by_role("button", name="Save")).to_be_disabled()
 
 
+def test_a_capped_charge_shows_what_was_left_uncharged(tab: Tab, platform: Server, database_url: str) -> None:
+    """The network reports far more than the request's worst case; the account, below the
+    overdraft's minimum, pays its whole balance, and its usage row says what was not charged."""
+    key = off_loop(new_account, platform, database_url, TON // 50)
+    answer = httpx.post(
+        platform.url + "/v1/chat/completions",
+        headers=bearer(key),
+        timeout=30,
+        json={
+            "model": QWEN,
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "[[sim:tokens=40]] [[sim:overcount=100000]] count"}],
+        },
+    )
+    assert answer.status_code == 200, answer.text
+    request_id = answer.headers["x-request-id"]
+    wait_for_api(platform, key, 0, request_id)
+    (record,) = httpx.get(platform.url + "/v1/usage", headers=bearer(key), timeout=10).json()["data"]
+    assert record["cost_nanoton"] == TON // 50 and record["capped_nanoton"] > 0
+    page = sign_in(tab, key)
+    cost = page.locator(f'#usage-table tr[data-request-id="{request_id}"] td.cost')
+    expect(cost).to_have_text(f"{ton_text(TON // 50)}+{ton_text(record['capped_nanoton'])} uncharged")
+    expect(cost.locator("span")).to_have_attribute("title", re.compile(f"^{record['capped_nanoton']:,} nanoTON not"))
+
+
 def wait_for_deposit(server: Server, key: str, status: str) -> str:
     """Until /v1/deposits lists one deposit with this status; its transaction hash."""
     deadline = time.monotonic() + 15

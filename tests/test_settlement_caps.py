@@ -7,6 +7,8 @@ and the rest is the operator's loss, recorded on the usage record and reported."
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import json
 
 import httpx
@@ -181,11 +183,24 @@ def answer_usage(platform: Server, key: str, stream: bool) -> dict[str, int]:
     return chunks[-1]["usage"]  # type: ignore[no-any-return]
 
 
+def shown_capped(platform: Server, key: str) -> tuple[int, int, int, int]:
+    """The account's latest request as the user sees it: its cost, and its uncharged rest in
+    /v1/usage, in its CSV export and in /v1/generation."""
+    headers = {"Authorization": f"Bearer {key}"}
+    latest = httpx.get(platform.url + "/v1/usage", headers=headers, params={"limit": 1}, timeout=10).json()["data"][0]
+    exported = httpx.get(platform.url + "/v1/usage", headers=headers, params={"limit": 1, "format": "csv"}, timeout=10)
+    (row,) = csv.DictReader(io.StringIO(exported.text))
+    assert row["request_id"] == latest["request_id"]
+    found = httpx.get(platform.url + "/v1/generation", headers=headers, params={"id": latest["request_id"]}, timeout=10)
+    return latest["cost_nanoton"], latest["capped_nanoton"], int(row["capped_nanoton"]), found.json()["capped_nanoton"]
+
+
 def test_an_upstream_reporting_far_more_than_max_tokens_gets_no_more_than_the_balance(
     platform: Server, database_url: str
 ) -> None:
     """Through the platform, streamed and not: the answer says what was charged, the usage the
-    tokens the network reported, and /metrics counts the capped charges."""
+    tokens the network reported, /v1/usage (JSON and CSV) and /v1/generation the uncharged rest,
+    and /metrics counts the capped charges."""
     for stream in (False, True):
         key = new_account(platform, database_url, TON // 50)  # 0.02 TON: far below the overdraft's minimum
         usage = answer_usage(platform, key, stream)
@@ -198,6 +213,11 @@ def test_an_upstream_reporting_far_more_than_max_tokens_gets_no_more_than_the_ba
             {"h": hash_api_key(key)},
         )
         assert (balance, cost) == (0, TON // 50) and int(capped) > 0  # type: ignore[call-overload]
+        assert shown_capped(platform, key) == (cost, capped, capped, capped)
+    published = httpx.get(platform.url + "/openapi.json", timeout=10).json()["components"]["schemas"]
+    for schema in (published["UsageItem"], published["GenerationResponse"]):
+        assert schema["properties"]["capped_nanoton"]["type"] == "integer"
+        assert "capped_nanoton" not in schema["required"]  # an added field: optional
     scrape = httpx.get(platform.url + "/metrics", timeout=10).text
     counted = next(line for line in scrape.splitlines() if line.startswith("cocoon_capped_charges_total "))
     assert float(counted.split()[1]) >= 2

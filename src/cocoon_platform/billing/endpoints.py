@@ -180,6 +180,7 @@ async def usage_history(
             estimated=r.estimated,
             duration_ms=r.duration_ms,
             key_id=r.key_id,
+            capped_nanoton=r.capped_nanoton or 0,
         )
         for r in page
     ]

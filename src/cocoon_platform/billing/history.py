@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
 from cocoon_platform.accounts.service import low_balance
+from cocoon_platform.billing.schemas import CAPPED_DESCRIPTION
 from cocoon_platform.config import NANOTON_PER_TON, Settings, format_ton, ton_to_nanoton
 from cocoon_platform.db.models import Account, Deposit, PendingDeposit, UsageRecord, utcnow
 from cocoon_platform.deps import BIGINT_MAX, AccountManager, CurrentKey, SessionDep, StateDep
@@ -71,6 +72,7 @@ class GenerationResponse(BaseModel):
     duration_ms: int
     created_at: datetime
     key_id: int = Field(description="The key the request was made with (see GET /v1/keys).")
+    capped_nanoton: int = Field(default=0, description=CAPPED_DESCRIPTION)
 
 
 def explorer_url(settings: Settings, tx_hash: str) -> str:
@@ -166,6 +168,7 @@ async def generation(
         duration_ms=record.duration_ms,
         created_at=datetime.fromtimestamp(record.created_at / 1000, UTC),
         key_id=record.key_id,
+        capped_nanoton=record.capped_nanoton or 0,
     )
 
 

@@ -6,6 +6,14 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
+# The usage record's uncharged rest, as /v1/usage and /v1/generation describe it (docs/money.md: Cap).
+CAPPED_DESCRIPTION = (
+    "What the request cost beyond what was charged, in nanoton: the network reported more than the "
+    "request's worst case and charging it all would have taken the balance below what the account "
+    "allows (0, or the overdraft) or the key past its credit limit; that rest is never charged. "
+    "0 when the whole cost was charged."
+)
+
 
 class BalanceResponse(BaseModel):
     balance_ton: float = Field(description="Balance in TON (1 TON = 1e9 nanoton).")
@@ -76,6 +84,7 @@ class UsageItem(BaseModel):
     )
     duration_ms: int
     key_id: int | None = Field(default=None, description="The key the request was made with.")
+    capped_nanoton: int = Field(default=0, description=CAPPED_DESCRIPTION)
 
 
 class DailyTotal(BaseModel):

@@ -73,8 +73,13 @@ export async function loadUsage(reset) {
 
 function usageRow(row) {
   const status = el("span", { className: "status", dataset: { status: row.status } }, row.status);
+  // A capped charge: the rest of the request's cost was never charged (the API's capped_nanoton).
+  const capped = Number(row.capped_nanoton) > 0
+    ? el("span", { className: "muted small block", title: formatInt(row.capped_nanoton)
+      + " nanoTON not charged: the whole cost would have gone past your balance or the key's limit" },
+      "+" + formatTon(row.capped_nanoton) + " uncharged") : null;
   const cost = el("td", { className: "num cost", title: formatInt(row.cost_nanoton) + " nanoTON" },
-    formatTon(row.cost_nanoton));
+    formatTon(row.cost_nanoton), capped);
   return el("tr", { dataset: { requestId: row.request_id } },
     el("td", { className: "nowrap" }, timeNode(row.created_at, true)),
     el("td", null, el("code", { className: "block" }, row.model),
