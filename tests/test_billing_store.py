@@ -31,6 +31,9 @@ class MemoryStore(BillingStore):
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, Duplicate)
 
+    async def _recorded_cost(self, request_id: str) -> int | None:
+        return self.applied.get(request_id)
+
     async def _commit(
         self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]
     ) -> tuple[list[Reservation | None], list[int]]:
@@ -95,18 +98,19 @@ def test_a_cancelled_caller_still_gets_its_settlement_applied() -> None:
 
 
 def test_a_repeated_settlement_counts_as_done_and_busy_is_retried() -> None:
-    async def scenario() -> MemoryStore:
+    async def scenario() -> tuple[MemoryStore, list[int]]:
         store = MemoryStore()
         stop, task = await running(store)
-        await store.settle(settlement("x", 7))
+        first = await store.settle(settlement("x", 7))
         store.busy_times = 3
-        await asyncio.gather(store.settle(settlement("x", 9)), store.settle(settlement("y")))
+        again, other = await asyncio.gather(store.settle(settlement("x", 9)), store.settle(settlement("y")))
         stop.set()
         await task
-        return store
+        return store, [first, again, other]
 
-    store = asyncio.run(scenario())
+    store, charged = asyncio.run(scenario())
     assert store.applied == {"x": 7, "y": 5}
+    assert charged == [7, 7, 5]  # the repeat reports what was charged, not what it asked
 
 
 def test_work_queued_at_shutdown_is_drained() -> None:

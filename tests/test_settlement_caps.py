@@ -10,8 +10,11 @@ import asyncio
 import csv
 import io
 import json
+from typing import Any
 
 import httpx
+import pytest
+from prometheus_client import REGISTRY
 from support import Server, db_rows, ledger_consistent, new_account, run_cli
 from test_billing_store_db import funds, migrated, new_key, settlement, with_store
 from test_key_limits_store import key_counters, limit_key, reserve
@@ -145,6 +148,72 @@ def test_a_late_settlement_of_a_swept_hold_is_capped_by_its_key_limit(migrated: 
     assert key_counters(migrated, key) == (10_000, 0)
     assert funds(migrated, account) == (TON - 10_000, 0)
     assert ledger_consistent(migrated) == []
+
+
+def test_a_capped_settlement_applied_twice_reports_the_capped_charge(migrated: str) -> None:
+    """The repeat rolls back and reports what the first application charged, not the bill."""
+    key, account = new_key(migrated, nanoton=10_000)
+
+    async def scenario(store: BillingStore) -> tuple[int, int]:
+        held = await reserve(store, key, 4_000, min_credits=TON)
+        assert held is not None
+        capped = settlement(held, 25_000)
+        return await store.settle(capped), await store.settle(capped)
+
+    assert with_store(migrated, scenario) == (10_000, 10_000)
+    assert funds(migrated, account) == (0, 0)
+    assert usage_entries(migrated, account) == [-10_000]
+    assert ledger_consistent(migrated) == []
+
+
+def test_a_capped_settlement_whose_reply_was_lost_reports_the_capped_charge(migrated: str, backend: str) -> None:
+    """PostgreSQL: the settlement commits and the connection drops before its reply. The batch is
+    retried, meets the usage record it wrote, and reports (and counts, once) the capped charge."""
+    if backend != "postgresql":
+        pytest.skip("only a PostgreSQL reply can be lost after its commit")
+    key, account = new_key(migrated, nanoton=10_000)
+    counted_before = capped_counted()
+
+    async def scenario(store: BillingStore) -> int:
+        held = await reserve(store, key, 4_000, min_credits=TON)
+        assert held is not None
+        lose_first_settlement_reply(store)
+        return await store.settle(settlement(held, 25_000))
+
+    assert with_store(migrated, scenario) == 10_000
+    assert capped_counted() == (counted_before[0] + 1, counted_before[1] + 15_000)
+    assert funds(migrated, account) == (0, 0)
+    assert usage_entries(migrated, account) == [-10_000]
+    assert ledger_consistent(migrated) == []
+
+
+def capped_counted() -> tuple[float, float]:
+    """This process's cocoon_capped_charges_total and cocoon_capped_nanoton_total."""
+    return (
+        REGISTRY.get_sample_value("cocoon_capped_charges_total") or 0.0,
+        REGISTRY.get_sample_value("cocoon_capped_nanoton_total") or 0.0,
+    )
+
+
+def lose_first_settlement_reply(store: BillingStore) -> None:
+    """The settlement lane's next statement runs and commits, then its connection 'drops'."""
+    taken = store._connection  # type: ignore[attr-defined]
+    lost: list[bool] = []
+
+    async def connection(lane: str, pool: Any) -> Any:
+        held = await taken(lane, pool)
+        if lane != "settle" or lost:
+            return held
+
+        class ReplyLost:
+            async def fetch(self, *args: Any) -> Any:
+                await held.fetch(*args)
+                lost.append(True)
+                raise ConnectionResetError("the reply was lost")
+
+        return ReplyLost()
+
+    store._connection = connection  # type: ignore[attr-defined]
 
 
 def test_reconcile_reports_what_caps_left_unbilled(migrated: str) -> None:

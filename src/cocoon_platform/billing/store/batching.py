@@ -105,7 +105,8 @@ class BillingStore(ABC):
         without the overdraft under 0, a key past its limit: records.py, cap_charges).
 
         Applying the same request twice is harmless: its usage reference is unique, so the
-        second attempt rolls back and counts as done (and returns the charge as asked)."""
+        second attempt rolls back, counts as done and returns what the first one charged (see
+        _charged_before)."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._settles.append(_SettleOp(settlement, future))
         self._settle_wakeup.set()
@@ -126,6 +127,23 @@ class BillingStore(ABC):
     @abstractmethod
     def _is_duplicate(self, exc: BaseException) -> bool:
         """Whether a failure is a unique-key violation (the operation was applied before)."""
+
+    @abstractmethod
+    async def _recorded_cost(self, request_id: str) -> int | None:
+        """The cost on a request's usage record (what its settlement charged); None without one."""
+
+    async def _charged_before(self, settlement: Settlement) -> int:
+        """What a settlement applied before charged: its usage record's cost, which is less than
+        the charge asked for where the store capped it. A retry after a lost reply (PostgreSQL)
+        so reports the charge that was made, in the answer's cost and the capped metrics. Should
+        even that read fail, the charge asked for: the settlement stands either way, and its
+        caller must not fail on a report."""
+        try:
+            recorded = await self._recorded_cost(settlement.request_id)
+        except Exception:
+            logger.warning("could not read what settlement %s charged", settlement.request_id, exc_info=True)
+            recorded = None
+        return settlement.charge if recorded is None else recorded
 
     async def close(self) -> None:
         return None
@@ -229,7 +247,10 @@ class BillingStore(ABC):
                     return
                 if settles and self._is_duplicate(exc):
                     logger.info("settlement of %s was already applied", settles[0].settlement.request_id)
-                    results, charged = [], [settles[0].settlement.charge]
+                    # Counted as capped below, if it was: in the platform, where each request
+                    # settles once, a duplicate is a batch retried after its reply was lost
+                    # (PostgreSQL), whose first application was never counted.
+                    results, charged = [], [await self._charged_before(settles[0].settlement)]
                     break
                 logger.exception("billing operation failed")
                 _fail(ops, exc)

@@ -137,6 +137,7 @@ recorded AS (
     RETURNING request_id, capped_nanoton
 )
 SELECT request_id, capped_nanoton FROM recorded WHERE capped_nanoton IS NOT NULL"""
+POSTGRES_RECORDED_COST = "SELECT cost_nanoton FROM usage_records WHERE request_id = $1"
 POSTGRES_FUNDS = f"""
 SELECT {FUNDS_COLUMNS} FROM api_keys k JOIN accounts a ON a.id = k.account_id
  WHERE k.key_hash = $1 AND k.revoked_at IS NULL"""
@@ -240,6 +241,11 @@ class PostgresBillingStore(BillingStore):
         import asyncpg
 
         return isinstance(exc, asyncpg.UniqueViolationError)
+
+    async def _recorded_cost(self, request_id: str) -> int | None:
+        # On the reservation pool, as funds: the settlement lane's one connection is the caller's.
+        cost = await (await self._get_pool()).fetchval(POSTGRES_RECORDED_COST, request_id)
+        return None if cost is None else int(cost)
 
     async def _commit(
         self, reserves: Sequence[tuple[Any, ...]], settles: Sequence[Settlement]

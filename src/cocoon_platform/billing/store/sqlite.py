@@ -100,6 +100,7 @@ UPDATE api_keys SET limit_spent_nanoton = ?1 + CASE WHEN limit_period_start < (C
                         WHEN 'daily' THEN ?4 WHEN 'weekly' THEN ?5 WHEN 'monthly' THEN ?6 ELSE 0 END),
                     limit_reserved_nanoton = limit_reserved_nanoton - ?2
  WHERE id = ?3"""
+SQLITE_RECORDED_COST = "SELECT cost_nanoton FROM usage_records WHERE request_id = ?"
 SQLITE_FUNDS = f"""
 SELECT {FUNDS_COLUMNS.replace("$", "?")} FROM api_keys k JOIN accounts a ON a.id = k.account_id
  WHERE k.key_hash = ?1 AND k.revoked_at IS NULL"""
@@ -206,6 +207,10 @@ class SqliteBillingStore(BillingStore):
     def _is_duplicate(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)
 
+    async def _recorded_cost(self, request_id: str) -> int | None:
+        row = self._connection().execute(SQLITE_RECORDED_COST, (request_id,)).fetchone()
+        return None if row is None else int(row[0])
+
     async def reserve(
         self,
         key_hash: bytes,
@@ -264,7 +269,7 @@ class SqliteBillingStore(BillingStore):
                 pass
             except sqlite3.IntegrityError as exc:
                 if self._is_duplicate(exc):
-                    return settlement.charge  # applied before
+                    return await self._charged_before(settlement)  # applied (and counted) before
                 raise
             else:
                 count_capped(settlement, charged)
