@@ -1,6 +1,6 @@
 """The OpenAI edges clients trip on (issue 17): reasons on 422s, one model by id, aliases, the
 answer's id as the request id, x-request-id on every answer, 405 with Allow, a 400 naming a
-`response_format` of the wrong shape."""
+`response_format` of the wrong shape or with a schema that is not JSON Schema."""
 
 from __future__ import annotations
 
@@ -173,3 +173,37 @@ def test_a_bad_response_format_is_a_400_naming_it_in_each_dialect(platform: Serv
         openai_client.chat.completions.create(
             model=QWEN, messages=[{"role": "user", "content": "x"}], max_tokens=40, response_format=plain
         )  # type: ignore[call-overload]
+
+
+def test_a_schema_that_is_not_json_schema_is_a_400_naming_it_in_each_dialect(
+    platform: Server, database_url: str
+) -> None:
+    """An object, but not a valid JSON Schema: forwarded, the network's 400 would name no field."""
+    key = new_account(platform, database_url, TON)
+    openai_client = client(platform, key)
+    bad = {"type": "object", "properties": {"city": {"type": "text"}}, "required": ["city"]}
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client.chat.completions.create(
+            model=QWEN,
+            messages=[{"role": "user", "content": "x"}],
+            max_tokens=8,
+            response_format={"type": "json_schema", "json_schema": {"name": "weather", "schema": bad}},
+        )  # type: ignore[call-overload]
+    error = refused.value.body
+    assert (error["type"], error["param"]) == ("invalid_request_error", "response_format.json_schema.schema")  # type: ignore[index]
+    assert error["message"] == (  # type: ignore[index]
+        "'response_format.json_schema.schema' is not a valid JSON Schema: "
+        "'text' is not valid under any of the given schemas (at /properties/city/type)"
+    )
+    with pytest.raises(openai.BadRequestError) as refused:
+        openai_client.responses.create(
+            model=QWEN, input="x", text={"format": {"type": "json_schema", "name": "weather", "schema": bad}}
+        )  # type: ignore[typeddict-item]
+    error = refused.value.body
+    assert (error["type"], error["param"]) == ("invalid_request_error", "text.format.schema")  # type: ignore[index]
+    assert error["message"].startswith("'text.format.schema' is not a valid JSON Schema: 'text' ")  # type: ignore[index]
+    assert db_rows(
+        database_url,
+        "SELECT COUNT(*) FROM usage_records r JOIN api_keys k ON k.id = r.key_id WHERE k.prefix = :p",
+        {"p": key[:9]},
+    ) == [(0,)]

@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 import time
+import uuid
+from typing import Any
 
 import orjson
 import pytest
 
 from cocoon_platform.billing.cost import MAX_TOKEN_COUNT, delivered_tokens, usage_tokens
 from cocoon_platform.errors import InvalidRequest
+from cocoon_platform.proxy import request as request_module
 from cocoon_platform.proxy.events import DONE, EventSplitter, usual_event
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.proxy.relay import inspect_document, read_events
-from cocoon_platform.proxy.request import CHAT_PATH, COMPLETIONS_PATH, ValidationFailed, parse_request
+from cocoon_platform.proxy.request import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    RESPONSE_SCHEMA_KEPT_BYTES,
+    ValidationFailed,
+    parse_request,
+)
 
 LIMITS = {"max_tokens_cap": 128000, "default_max_tokens": 4096, "max_coefficient": 1000}
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "x"}]}
@@ -65,6 +74,68 @@ def test_client_control_fields_are_not_forwarded_and_ours_are() -> None:
     assert request.payload["max_coefficient"] == 1000 and request.payload["max_tokens"] == 128000
     assert request.payload["timeout"] == 120.0  # the platform's setting, never the caller's
     assert parse_request(CHAT_PATH, chat(), **LIMITS, request_timeout=30.0).payload["timeout"] == 30.0
+
+
+def test_a_response_schema_is_checked_once_per_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Checking a schema costs a millisecond or more: the same JSON is checked once, its verdict
+    kept, good or bad; a schema too large to keep is checked for each request."""
+    checked: list[object] = []
+    check = request_module._schema_problem
+
+    def counted(schema: dict[str, Any]) -> str | None:
+        checked.append(schema)
+        return check(schema)
+
+    monkeypatch.setattr(request_module, "_schema_problem", counted)
+
+    def with_schema(schema: dict[str, Any]) -> bytes:
+        return chat(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}})
+
+    unique = uuid.uuid4().hex
+    for _ in range(3):
+        parse_request(CHAT_PATH, with_schema({"type": "object", "description": unique}), **LIMITS)
+    assert len(checked) == 1
+    messages = set()
+    for _ in range(2):
+        with pytest.raises(InvalidRequest) as refused:
+            parse_request(CHAT_PATH, with_schema({"type": "objet", "description": unique}), **LIMITS)
+        assert refused.value.param == "response_format.json_schema.schema"
+        messages.add(str(refused.value))
+    assert len(checked) == 2 and messages == {
+        "'response_format.json_schema.schema' is not a valid JSON Schema: "
+        "'objet' is not valid under any of the given schemas (at /type)"
+    }
+    large = {"type": "object", "description": unique * (RESPONSE_SCHEMA_KEPT_BYTES // len(unique))}
+    for _ in range(2):
+        parse_request(CHAT_PATH, with_schema(large), **LIMITS)
+    assert len(checked) == 4
+
+
+def nested(levels: int) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+NESTED_DEEPLY = nested(120)  # within what a body may nest (orjson: 254), beyond what can be checked
+
+
+@pytest.mark.parametrize(
+    ("schema", "rule"),
+    [
+        ({"type": "object", "required": "city"}, "'city' is not of type 'array' (at /required)"),
+        ({"properties": {"a/b": {"minimum": "3"}}}, "'3' is not of type 'number' (at /properties/a~1b/minimum)"),
+        ({"$schema": ["draft"]}, "'$schema' must be a string"),
+        ({"pattern": "("}, "'(' is not a 'regex' (at /pattern)"),
+        (NESTED_DEEPLY, "nested too deeply to be checked"),
+    ],
+)
+def test_an_invalid_response_schema_is_a_400_naming_the_rule(schema: dict[str, Any], rule: str) -> None:
+    body = chat(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}})
+    with pytest.raises(InvalidRequest) as refused:
+        parse_request(CHAT_PATH, body, **LIMITS)
+    assert refused.value.param == "response_format.json_schema.schema" and rule in str(refused.value)
 
 
 def test_unsupported_fields_are_400() -> None:

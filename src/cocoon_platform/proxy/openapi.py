@@ -183,7 +183,8 @@ PATHS = {
                     "type": "object",
                     "description": '`{"type": "text"}`, `{"type": "json_object"}` or `{"type": '
                     '"json_schema", "json_schema": {"name": ..., "schema": {...}, "strict": true}}` '
-                    "(a name of 1-64 letters, digits, _ or -); any other shape is a 400.",
+                    "(a name of 1-64 letters, digits, _ or -, a schema that is a valid JSON Schema); "
+                    "any other shape is a 400 naming the field.",
                 },
                 "tools": {
                     "type": "array",

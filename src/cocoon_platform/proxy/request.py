@@ -2,6 +2,13 @@
 
 Failures use the spec's shapes: a missing `model`/`messages`/`prompt` is a 400 in the
 OpenAI error shape; a wrong type is a 422 in FastAPI's `detail` shape.
+
+A `json_schema` response format's `schema` must be a valid JSON Schema, as a tool's `parameters`
+must (tools/offer.py): forwarded, a bad one fails on the network, whose 400 names no field. Checking
+a schema against its metaschema takes about a millisecond for a small one and tens for a larger one
+(measured), and clients send the same schema on every request: results are kept by the schema's
+JSON (`_kept_schema_problem`, at most RESPONSE_SCHEMAS_KEPT of at most RESPONSE_SCHEMA_KEPT_BYTES
+each, so 4 MiB; a larger schema is checked for its request alone).
 """
 
 from __future__ import annotations
@@ -9,9 +16,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import orjson
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from jsonschema.validators import validator_for
 
 from cocoon_platform.billing import tokenizer
 from cocoon_platform.billing.cost import chat_prompt_tokens, prompt_token_bound
@@ -44,6 +55,8 @@ JSON_SCHEMA_FIELDS: dict[str, tuple[type[object], str]] = {
     "strict": (bool, "a boolean"),
 }
 JSON_SCHEMA_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+RESPONSE_SCHEMAS_KEPT = 64
+RESPONSE_SCHEMA_KEPT_BYTES = 64 << 10
 
 
 class ValidationFailed(PlatformError):
@@ -185,7 +198,8 @@ def check_response_format(value: Any) -> None:
 def check_json_schema(spec: Any, where: str, param: str) -> None:
     """A `json_schema` response format's object (at `where` in the request; a 400 names `param`):
     a `name` of 1-64 letters, digits, `_` or `-`, and optionally a `description` string, a
-    `schema` object and a `strict` boolean (null: not set)."""
+    `schema` object and a `strict` boolean (null: not set). A `schema` that is not a valid JSON
+    Schema is a 400 naming `<where>.schema` itself, and the rule it breaks."""
     if not isinstance(spec, dict):
         raise InvalidRequest(f"'{where}' must be an object with a 'name'", param=param)
     only_fields(spec, JSON_SCHEMA_FIELDS, where, param)
@@ -196,6 +210,39 @@ def check_json_schema(spec: Any, where: str, param: str) -> None:
     name = spec.get("name")
     if not isinstance(name, str) or not JSON_SCHEMA_NAME.fullmatch(name):
         raise InvalidRequest(f"'{where}.name' is required: 1-64 letters, digits, underscores or dashes", param=param)
+    schema = spec.get("schema")
+    if schema is not None:
+        try:
+            key = orjson.dumps(schema)
+        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: checked, not kept
+            problem = _schema_problem(schema)
+        else:
+            problem = _kept_schema_problem(key) if len(key) <= RESPONSE_SCHEMA_KEPT_BYTES else _schema_problem(schema)
+        if problem is not None:
+            raise InvalidRequest(f"'{where}.schema' is not a valid JSON Schema: {problem}", param=f"{where}.schema")
+
+
+def _schema_problem(schema: dict[str, Any]) -> str | None:
+    """The rule a schema breaks, and where in it (its metaschema's: the `$schema` draft it names,
+    else 2020-12, as tools/offer.py checks tools' parameters); None when it is valid."""
+    declared = schema.get("$schema")
+    if declared is not None and not isinstance(declared, str):
+        return "'$schema' must be a string (the URI of a JSON Schema draft)"
+    cls = validator_for(schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        at = "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in exc.path)  # a JSON Pointer
+        return f"{exc.message} (at {at})" if at else exc.message
+    except RecursionError:  # the checker recurses per level: about 100 levels of properties
+        return "it is nested too deeply to be checked"
+    return None
+
+
+@lru_cache(maxsize=RESPONSE_SCHEMAS_KEPT)
+def _kept_schema_problem(key: bytes) -> str | None:
+    """`_schema_problem` of the schema whose JSON is `key`, kept (see the module's docstring)."""
+    return _schema_problem(orjson.loads(key))
 
 
 def only_fields(value: dict[str, Any], fields: Collection[str], where: str, param: str | None = None) -> None:
