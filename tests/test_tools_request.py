@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from cocoon_platform.errors import UnsupportedParameter
-from cocoon_platform.proxy.request import InferenceRequest, parse_request
+from cocoon_platform.errors import PlatformError, UnsupportedParameter
+from cocoon_platform.proxy.request import InferenceRequest, decode_chat_body, parse_request
 from cocoon_platform.tools.hermes import tools_text
 from cocoon_platform.tools.offer import SchemaCache
 from cocoon_platform.upstream.catalog import ModelCatalog
@@ -24,16 +24,70 @@ TOOL = {
 }
 
 
-def parse(body: dict[str, Any]) -> InferenceRequest:
+def parse(body: dict[str, Any] | bytes, schemas: SchemaCache | None = None) -> InferenceRequest:
     return parse_request(
         "/v1/chat/completions",
-        orjson.dumps(body),
+        body if isinstance(body, bytes) else orjson.dumps(body),
         max_tokens_cap=1000,
         default_max_tokens=100,
         max_coefficient=1000,
         tool_format_of=CATALOG.tool_format,
-        schemas=SchemaCache(),
+        schemas=SchemaCache() if schemas is None else schemas,
     )
+
+
+def outcome(body: bytes, schemas: SchemaCache) -> tuple[str, Any]:
+    """What parse_request makes of a body: the forwarded payload and the offer, or the error."""
+    try:
+        request = parse(body, schemas)
+    except PlatformError as error:
+        return "error", (type(error), error.status, str(error), getattr(error, "param", None))
+    offered = None if request.tools is None else (request.tools.tool_set.lines, request.tools.choice)
+    return "request", (request.payload, offered, request.added_prompt_bytes, request.attempts)
+
+
+TOOLS_JSON = orjson.dumps([TOOL])
+SAME_TOOLS = [
+    # Each body sends the tools as TOOLS_JSON: once the list is compiled, it is not decoded again.
+    b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"user","content":"q"}]}',
+    b'{"tools" : %s , "tool_choice":"required","model":"Qwen/Qwen3-32B","messages":[{"role":"user","content":"q"}]}',
+    b'{"model":"Qwen/Qwen3-32B","tools":%s,"tool_choice":{"type":"function","function":{"name":"nope"}},'
+    b'"messages":[{"role":"user","content":"q"}]}',
+    b'{"model":"ByteDance-Seed/Seed-X-PPO-7B","tools":%s,"messages":[{"role":"user","content":"q"}]}',
+    b'{"model":"Qwen/Qwen3-32B","tools":%s,"max_tokens":123456789012345678901234567890,'
+    b'"messages":[{"role":"user","content":"q"}]}',
+    b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"user","content":"q"}],"n":"x"}',
+    b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"user","content":"q"}],"tools":null}',
+    b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"user","content":"\xff"}]}',
+    b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"user","content":"q"}]',
+    b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"tool","content":"r"}]}',
+]
+
+
+@pytest.mark.parametrize("template", SAME_TOOLS)
+def test_a_tool_list_compiled_before_gives_what_a_fresh_one_gives(template: bytes) -> None:
+    """A body whose tools were compiled before (the list not decoded again) is read exactly as
+    the same body by a process that never saw them: the same payload and offer, or the same error."""
+    body = template % TOOLS_JSON
+    warm = SchemaCache()
+    parse({"model": "Qwen/Qwen3-32B", "tools": [TOOL], "messages": [{"role": "user", "content": "q"}]}, warm)
+    assert warm.known(TOOLS_JSON) is not None
+    assert outcome(body, warm) == outcome(body, SchemaCache())
+
+
+def test_a_known_list_stands_in_for_its_json() -> None:
+    schemas = SchemaCache()
+    body = SAME_TOOLS[0] % TOOLS_JSON
+    _, tools_json = decode_chat_body(body, schemas)
+    assert tools_json == TOOLS_JSON and schemas.known(TOOLS_JSON) is None
+    first = parse(body, schemas)
+    read, _ = decode_chat_body(body, schemas)
+    assert read["tools"] is schemas.known(TOOLS_JSON) is not None
+    second = parse(body, schemas)
+    assert second.tools is not None and first.tools is not None
+    assert second.tools.tool_set is first.tools.tool_set
+    spaced = body.replace(b'"tools":', b'"tools": ')  # other bytes around the same list: still known
+    assert decode_chat_body(spaced, schemas)[0]["tools"] is first.tools.tool_set
 
 
 def test_forwarded_body_carries_no_tool_fields_and_reserves_the_tools_text() -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -275,6 +276,40 @@ def decode_body(raw: bytes) -> dict[str, Any]:
     return body
 
 
+_decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+
+
+def decode_chat_body(raw: bytes, schemas: SchemaCache | None) -> tuple[dict[str, Any], bytes | None]:
+    """`decode_body` for a chat body, and its `tools` list's JSON as sent (None without one).
+
+    Agents send the same tools on every turn, and decoding them (then encoding them again for the
+    cache key) costs more than the rest of the body. So the body's fields are first split as raw
+    JSON (msgspec, no objects made); when `schemas` has compiled a list sent as the same bytes,
+    that ToolSet stands in the body for `tools`, which is never decoded, and the other fields are
+    decoded one by one with orjson. Otherwise, and whenever a field does not decode, the whole
+    body goes through `decode_body`, so every error and every value is what it always was (those
+    bytes decoded once before, with orjson, in the body the set was compiled from)."""
+    if schemas is None or b'"tools"' not in raw:
+        return decode_body(raw), None
+    try:
+        fields = _decode_fields(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return decode_body(raw), None
+    tools = fields.get("tools")
+    if tools is None:
+        return decode_body(raw), None
+    tools_json = bytes(tools)
+    known = schemas.known(tools_json)
+    if known is None:
+        return decode_body(raw), tools_json
+    try:
+        body = {name: orjson.loads(memoryview(value)) for name, value in fields.items() if name != "tools"}
+    except orjson.JSONDecodeError:
+        return decode_body(raw), tools_json
+    body["tools"] = known
+    return body, tools_json
+
+
 def parse_request(
     path: str,
     raw: bytes,
@@ -290,9 +325,11 @@ def parse_request(
     """Validate a body and prepare what is forwarded upstream (only what the network takes:
     `network_fields.network_body`, with the operator's `extra_fields`). With `tool_format_of`
     (model -> the catalog's tool format), tools and tool history are rendered for the model."""
+    chat = path == CHAT_PATH
+    body, tools_json = decode_chat_body(raw, schemas) if chat else (decode_body(raw), None)
     return prepare_request(
-        decode_body(raw),
-        path == CHAT_PATH,
+        body,
+        chat,
         max_tokens_cap=max_tokens_cap,
         default_max_tokens=default_max_tokens,
         max_coefficient=max_coefficient,
@@ -300,6 +337,7 @@ def parse_request(
         tool_format_of=tool_format_of,
         schemas=schemas,
         request_timeout=request_timeout,
+        tools_json=tools_json,
     )
 
 
@@ -314,9 +352,11 @@ def prepare_request(
     tool_format_of: Callable[[str], str | None] | None = None,
     schemas: SchemaCache | None = None,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    tools_json: bytes | None = None,
 ) -> InferenceRequest:
     """Check a decoded chat or completions body and prepare it for forwarding; the dialects call
-    this with the chat body they translated, so every way in meets the same checks, tools and filter."""
+    this with the chat body they translated, so every way in meets the same checks, tools and filter.
+    `tools_json` is the `tools` list's JSON as sent, when known (`decode_chat_body`)."""
     required = "messages" if chat else "prompt"
     model = body.get("model")
     if model is None or body.get(required) is None:
@@ -377,7 +417,9 @@ def prepare_request(
     body["stream_options"] = {**(stream_options or {}), "include_usage": True} if stream else {"include_usage": True}
     tools, added = (None, 0)
     if chat and tool_format_of is not None:
-        tools, added = apply_tools(body, tool_format_of, schemas if schemas is not None else SchemaCache(), history)
+        tools, added = apply_tools(
+            body, tool_format_of, schemas if schemas is not None else SchemaCache(), history, tools_json
+        )
     network_body(body, chat, extra_fields)
     return InferenceRequest(
         endpoint="chat" if chat else "completions",

@@ -11,7 +11,9 @@ Rules (OpenAI's, so clients see what they expect):
 
 Rendering tools and compiling their schemas costs far more than using them, and agents send the
 same tools on every turn: whole tool lists are cached, checked and compiled, by their JSON (a
-`SchemaCache` per process, bounded), so a request pays one encoding and one look-up.
+`SchemaCache` per process, bounded), so a request pays one look-up. The key is the list's JSON
+as the request sent it, when the body's reader kept it (`proxy.request.decode_chat_body`, which
+then does not decode a list it finds here at all), else orjson's encoding of the list.
 """
 
 from __future__ import annotations
@@ -84,21 +86,30 @@ class ToolOffer:
 
 
 class SchemaCache:
-    """Tool lists, checked and compiled, keyed by their JSON; the oldest dropped first. The key
-    is orjson's encoding (a microsecond for five tools), where rendering them with `json.dumps`
-    and compiling their schemas takes tens of microseconds to milliseconds. Bounded by the
-    keys' total size (a tool list may be megabytes), so memory stays bounded whatever is sent."""
+    """Tool lists, checked and compiled, keyed by their JSON; the oldest dropped first. A look-up
+    costs a dictionary access (or orjson's encoding of the list, a microsecond for five tools,
+    when its JSON as sent is not known), where rendering them with `json.dumps` and compiling
+    their schemas takes tens of microseconds to milliseconds. Bounded by the keys' total size
+    (a tool list may be megabytes), so memory stays bounded whatever is sent."""
 
     def __init__(self, budget_bytes: int = 4 << 20) -> None:
         self._budget = budget_bytes
         self._size = 0
         self._sets: dict[bytes, ToolSet] = {}
 
-    def tool_set(self, tools: list[Any]) -> ToolSet:
-        try:
-            key = orjson.dumps(tools)
-        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: compiled, not kept
-            return _compile_tools(tools)
+    def known(self, tools_json: bytes) -> ToolSet | None:
+        """The set compiled from a list sent as exactly these JSON bytes, if one is kept."""
+        return self._sets.get(tools_json)
+
+    def tool_set(self, tools: list[Any], tools_json: bytes | None = None) -> ToolSet:
+        """`tools` checked and compiled; `tools_json` is the list's JSON as sent, when known."""
+        if tools_json is not None:
+            key = tools_json
+        else:
+            try:
+                key = orjson.dumps(tools)
+            except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: compiled, not kept
+                return _compile_tools(tools)
         cached = self._sets.get(key)
         if cached is not None:
             return cached
@@ -155,21 +166,22 @@ def tojson(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def read_tool_offer(body: dict[str, Any], schemas: SchemaCache) -> ToolOffer | None:
+def read_tool_offer(body: dict[str, Any], schemas: SchemaCache, tools_json: bytes | None = None) -> ToolOffer | None:
     """Take `tools`, `tool_choice` (and, with tools, `parallel_tool_calls`) out of a chat body;
-    None when it offers no tools. Raises InvalidRequest for anything malformed."""
+    None when it offers no tools. `tools` is a list, or the ToolSet already compiled from its
+    JSON (`tools_json`, the list as sent, when known). Raises InvalidRequest for anything malformed."""
     tools_value = body.pop("tools", None)
     choice_value = body.pop("tool_choice", None)
     if tools_value is None or tools_value == []:
         if choice_value is None or choice_value in (NONE, AUTO):
             return None
         raise InvalidRequest("tool_choice needs tools: the request offers none", param="tool_choice")
-    if not isinstance(tools_value, list):
+    if not isinstance(tools_value, list | ToolSet):
         raise InvalidRequest("tools must be an array of function tools", param="tools")
     parallel = body.pop("parallel_tool_calls", None)
     if parallel is not None and not isinstance(parallel, bool):
         raise InvalidRequest("parallel_tool_calls must be a boolean", param="parallel_tool_calls")
-    tool_set = schemas.tool_set(tools_value)
+    tool_set = tools_value if isinstance(tools_value, ToolSet) else schemas.tool_set(tools_value, tools_json)
     choice, named = _choice(choice_value, tool_set.by_name)
     return ToolOffer(tool_set, choice, parallel is not False, named)
 

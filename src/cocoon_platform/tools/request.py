@@ -22,11 +22,16 @@ HISTORY_ITEM_BYTES = 64
 
 
 def apply_tools(
-    body: dict[str, Any], tool_format_of: Callable[[str], str | None], schemas: SchemaCache, history: bool | None = None
+    body: dict[str, Any],
+    tool_format_of: Callable[[str], str | None],
+    schemas: SchemaCache,
+    history: bool | None = None,
+    tools_json: bytes | None = None,
 ) -> tuple[ToolOffer | None, int]:
     """Rewrite a chat body (model and messages already checked) for the network; `tool_format_of`
     gives a model's tool format (the catalog's); `history` says whether the messages carry tool
-    calls or results, when the caller already knows. Returns the offer to read the answer against
+    calls or results, when the caller already knows; `tools_json` is the `tools` list's JSON as
+    sent, when known (`read_tool_offer`). Returns the offer to read the answer against
     (None when no tools are offered, or `tool_choice` is `none`) and the prompt bytes added."""
     messages = body["messages"]
     if history is None:
@@ -39,7 +44,7 @@ def apply_tools(
         body.pop("tools", None)
         body.pop("tool_choice", None)
         return None, 0
-    offer = read_tool_offer(body, schemas)
+    offer = read_tool_offer(body, schemas, tools_json)
     body["messages"] = render_messages(messages, offer)
     added = tools_text_bytes(offer) if offer is not None else 0
     if history:
