@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cocoon_platform.tools.answer import (
     CALL,
     REASONING,
     TEXT,
     AnswerScanner,
+    _usual_pieces,
     check_call,
     read_answer,
     read_message,
@@ -91,6 +95,57 @@ def test_every_split_reads_as_the_whole(answer: str) -> None:
     for cut in range(len(answer) + 1):
         assert scan_in_pieces(answer, [cut]) == whole, cut
     assert scan_in_pieces(answer, list(range(1, len(answer)))) == whole  # one character at a time
+
+
+# Fragments an answer is made of: tags whole and cut, newlines and spaces, text, and call bodies
+# whole, cut, invalid, or holding a closing tag inside a string.
+FRAGMENTS = st.sampled_from(
+    [
+        "<think>",
+        "</think>",
+        "<tool_call>",
+        "</tool_call>",
+        "<thi",
+        "</tool_",
+        "<",
+        "\n",
+        "\n\n",
+        " ",
+        "words",
+        "ünï",
+        '{"name": "now"}',
+        '{"name": "note", "arguments": {"text": "a </tool_call> b"}}',
+        '{"name": "get_weather", "arguments": {"city": "Oslo", "days": 2}}',
+        '{"name": "note", "arguments": {"text": "cut',
+        '{"name": "now",}',
+        '"\\"',
+    ]
+)
+
+
+ANSWER_TEXTS = st.builds(
+    lambda head, parts: head + "".join(parts),
+    st.sampled_from(["", "<think>", "\n<think>\n", " <think>"]),  # mostly reasoning first, as Qwen3 answers
+    st.lists(FRAGMENTS, max_size=12),
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(ANSWER_TEXTS)
+def test_the_usual_shape_is_split_as_the_scanner_splits_it(answer: str) -> None:
+    usual = _usual_pieces(answer)
+    if usual is None:
+        return
+    assert [(kind, piece, closed) for kind, piece, closed, _ in usual] == scan_in_pieces(answer, [])
+    for kind, piece, _, value in usual:
+        assert value == (orjson.loads(piece) if kind == CALL else None)
+
+
+@pytest.mark.parametrize("answer", [ANSWERS[0], ANSWERS[3], ANSWERS[8], ANSWERS[2]])
+def test_usual_answers_take_the_short_way(answer: str) -> None:
+    assert _usual_pieces(answer) is not None
+    assert _usual_pieces(ANSWERS[1]) is None  # a closing tag inside a string: the scanner reads it
+    assert _usual_pieces(ANSWERS[5]) is None  # a block cut short
 
 
 def test_scanner_pieces() -> None:

@@ -9,6 +9,10 @@ arguments may itself hold `</tool_call>`. So:
   `<think>` block is reasoning; a `<tool_call>` block ends at the first `</tool_call>` outside a
   JSON string; text that may be the start of a tag is held back until the next chunk decides.
   A block still open when the answer ends (cut by `max_tokens`) is read as it stands.
+  A whole answer of the usual shape (a closed `<think>` block, blocks whose first `</tool_call>`
+  ends complete JSON) is split by `_usual_pieces` with a few `find`s into the same pieces, each
+  call parsed once; anything else goes through the scanner (a differential test holds the two
+  to the same pieces).
 - `check_call` parses a block leniently (code fences, trailing commas, arguments sent as a
   JSON string), then checks it against the offer: the name must be offered (and allowed by
   `tool_choice`), the arguments must satisfy the tool's JSON Schema.
@@ -207,6 +211,43 @@ class AnswerScanner:
         return False
 
 
+def _usual_pieces(text: str) -> list[tuple[int, str, bool, Any]] | None:
+    """The scanner's pieces of a whole answer, each call with its parsed JSON, when the answer has
+    the usual shape; None otherwise (no `</think>`, a block cut short, a block whose first
+    `</tool_call>` does not end complete JSON)."""
+    pieces: list[tuple[int, str, bool, Any]] = []
+    head = text.lstrip()
+    if head.startswith(THINK_OPEN):
+        inner = head[len(THINK_OPEN) :].lstrip("\n")
+        end = inner.find(THINK_CLOSE)
+        if end < 0:
+            return None
+        reasoning = inner[:end].rstrip("\n")
+        if reasoning:
+            pieces.append((REASONING, reasoning, True, None))
+        rest = inner[end + len(THINK_CLOSE) :].lstrip("\n")
+    else:
+        rest = text
+    while True:
+        start = rest.find(CALL_OPEN)
+        if start < 0:
+            if rest:
+                pieces.append((TEXT, rest, True, None))
+            return pieces
+        if start:
+            pieces.append((TEXT, rest[:start], True, None))
+        rest = rest[start + len(CALL_OPEN) :]
+        end = rest.find(CALL_CLOSE)
+        if end < 0:
+            return None
+        try:
+            value = orjson.loads(rest[:end])
+        except orjson.JSONDecodeError:
+            return None
+        pieces.append((CALL, rest[:end], True, value))
+        rest = rest[end + len(CALL_CLOSE) :]
+
+
 def block_text(raw: str, closed: bool) -> str:
     """A block that failed its checks, as the model wrote it."""
     return CALL_OPEN + raw + (CALL_CLOSE if closed else "")
@@ -237,10 +278,15 @@ def _loads(text: str) -> Any:
     return None
 
 
-def check_call(raw: str, offer: ToolOffer) -> dict[str, Any] | None:
-    """An OpenAI tool call for a block's inside, or None when it is not a valid call to an
-    offered tool (unparseable, unknown or disallowed name, arguments against the schema)."""
-    value = _loads(raw)
+_UNREAD = object()  # a block's JSON not parsed yet
+
+
+def check_call(raw: str, offer: ToolOffer, value: Any = _UNREAD) -> dict[str, Any] | None:
+    """An OpenAI tool call for a block's inside (`value`: its JSON, when already parsed), or None
+    when it is not a valid call to an offered tool (unparseable, unknown or disallowed name,
+    arguments against the schema)."""
+    if value is _UNREAD:
+        value = _loads(raw)
     if not isinstance(value, dict):
         return None
     name = value.get("name")
@@ -282,19 +328,22 @@ def read_answer(text: str, offer: ToolOffer) -> ReadAnswer:
     """A whole answer's text: reasoning, content, and its valid tool calls."""
     if CALL_OPEN not in text and THINK_OPEN not in text:
         return ReadAnswer(text, None)  # nothing to take out
-    scanner = AnswerScanner()
-    pieces = scanner.feed(text)
-    pieces.extend(scanner.finish())
+    pieces = _usual_pieces(text)
+    if pieces is None:
+        scanner = AnswerScanner()
+        scanned = scanner.feed(text)
+        scanned.extend(scanner.finish())
+        pieces = [(kind, piece, closed, _UNREAD) for kind, piece, closed in scanned]
     reasoning: list[str] = []
     texts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for kind, piece, closed in pieces:
+    for kind, piece, closed, value in pieces:
         if kind == REASONING:
             reasoning.append(piece)
         elif kind == TEXT:
             texts.append(piece)
         else:
-            call = check_call(piece, offer)
+            call = check_call(piece, offer, value)
             if call is None:
                 texts.append(block_text(piece, closed))
             elif offer.parallel or not calls:
