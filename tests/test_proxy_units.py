@@ -80,13 +80,13 @@ def test_a_response_schema_is_checked_once_per_json(monkeypatch: pytest.MonkeyPa
     """Checking a schema costs a millisecond or more: the same JSON is checked once, its verdict
     kept, good or bad; a schema too large to keep is checked for each request."""
     checked: list[object] = []
-    check = request_module._schema_problem
+    check = request_module.schema_problem
 
     def counted(schema: dict[str, Any]) -> str | None:
         checked.append(schema)
         return check(schema)
 
-    monkeypatch.setattr(request_module, "_schema_problem", counted)
+    monkeypatch.setattr(request_module, "schema_problem", counted)
 
     def with_schema(schema: dict[str, Any]) -> bytes:
         return chat(response_format={"type": "json_schema", "json_schema": {"name": "s", "schema": schema}})

@@ -454,4 +454,16 @@ def test_refused_shapes_get_clear_errors(platform: Server, database_url: str) ->
             tools=[{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}],
         )
     assert "not a valid JSON Schema" in bad_schema.value.body["message"]  # type: ignore[index]
+    deep: dict[str, Any] = {"type": "object"}
+    for _ in range(150):
+        deep = {"type": "object", "properties": {"a": deep}}
+    for parameters, rule in (({"$schema": []}, "'$schema' must be a string"), (deep, "nested too deeply")):
+        with pytest.raises(openai.BadRequestError) as unusable:  # once a 500: jsonschema raised, unchecked
+            openai_client.chat.completions.create(
+                model=QWEN,
+                messages=[{"role": "user", "content": "x"}],
+                tools=[{"type": "function", "function": {"name": "f", "parameters": parameters}}],
+            )
+        assert unusable.value.body["param"] == "tools[0].function.parameters"  # type: ignore[index]
+        assert rule in unusable.value.body["message"]  # type: ignore[index]
     assert balance(platform, key) == TON

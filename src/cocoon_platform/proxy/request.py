@@ -21,9 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from jsonschema.validators import validator_for
 
 from cocoon_platform.billing import tokenizer
 from cocoon_platform.billing.cost import chat_prompt_tokens, prompt_token_bound
@@ -31,6 +28,7 @@ from cocoon_platform.errors import InvalidRequest, PlatformError, validation_bod
 from cocoon_platform.proxy.network_fields import network_body
 from cocoon_platform.tools.offer import SchemaCache, ToolOffer
 from cocoon_platform.tools.request import apply_tools
+from cocoon_platform.tools.schema import schema_problem
 
 if TYPE_CHECKING:
     from cocoon_platform.dialects import Dialect, Translated
@@ -216,34 +214,17 @@ def check_json_schema(spec: Any, where: str, param: str) -> None:
         try:
             key = orjson.dumps(schema)
         except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: checked, not kept
-            problem = _schema_problem(schema)
+            problem = schema_problem(schema)
         else:
-            problem = _kept_schema_problem(key) if len(key) <= RESPONSE_SCHEMA_KEPT_BYTES else _schema_problem(schema)
+            problem = _kept_schema_problem(key) if len(key) <= RESPONSE_SCHEMA_KEPT_BYTES else schema_problem(schema)
         if problem is not None:
             raise InvalidRequest(f"'{where}.schema' is not a valid JSON Schema: {problem}", param=f"{where}.schema")
 
 
-def _schema_problem(schema: dict[str, Any]) -> str | None:
-    """The rule a schema breaks, and where in it (its metaschema's: the `$schema` draft it names,
-    else 2020-12, as tools/offer.py checks tools' parameters); None when it is valid."""
-    declared = schema.get("$schema")
-    if declared is not None and not isinstance(declared, str):
-        return "'$schema' must be a string (the URI of a JSON Schema draft)"
-    cls = validator_for(schema, default=Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except SchemaError as exc:
-        at = "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in exc.path)  # a JSON Pointer
-        return f"{exc.message} (at {at})" if at else exc.message
-    except RecursionError:  # the checker recurses per level: about 100 levels of properties
-        return "it is nested too deeply to be checked"
-    return None
-
-
 @lru_cache(maxsize=RESPONSE_SCHEMAS_KEPT)
 def _kept_schema_problem(key: bytes) -> str | None:
-    """`_schema_problem` of the schema whose JSON is `key`, kept (see the module's docstring)."""
-    return _schema_problem(orjson.loads(key))
+    """`schema_problem` of the schema whose JSON is `key`, kept (see the module's docstring)."""
+    return schema_problem(orjson.loads(key))
 
 
 def only_fields(value: dict[str, Any], fields: Collection[str], where: str, param: str | None = None) -> None:

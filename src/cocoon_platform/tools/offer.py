@@ -24,12 +24,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
-from jsonschema.validators import validator_for
 
 from cocoon_platform.errors import InvalidRequest
-from cocoon_platform.tools.schema import Check, compile_check
+from cocoon_platform.tools.schema import Check, compile_check, schema_problem, validator
 
 AUTO = "auto"
 NONE = "none"
@@ -152,12 +149,10 @@ def _compile(schema: Any, index: int) -> Check | None:
     param = f"tools[{index}].function.parameters"
     if not isinstance(schema, dict):
         raise InvalidRequest(f"{param} must be a JSON Schema object", param=param)
-    cls = validator_for(schema, default=Draft202012Validator)
-    try:
-        cls.check_schema(schema)
-    except SchemaError as exc:
-        raise InvalidRequest(f"{param} is not a valid JSON Schema: {exc.message}", param=param) from None
-    return compile_check(schema, cls(schema))
+    problem = schema_problem(schema)
+    if problem is not None:
+        raise InvalidRequest(f"{param} is not a valid JSON Schema: {problem}", param=param)
+    return compile_check(schema, validator(schema))
 
 
 def tojson(value: Any) -> str:

@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
 
 Check = Callable[[Any], bool]
 
@@ -58,6 +61,28 @@ _TYPES: dict[str, Check] = {
     "number": _is_number,
     "integer": lambda v: (isinstance(v, int) and not isinstance(v, bool)) or (isinstance(v, float) and v.is_integer()),
 }
+
+
+def schema_problem(schema: dict[str, Any]) -> str | None:
+    """The rule a schema breaks, and where in it (its metaschema's: the `$schema` draft it names,
+    else 2020-12); None when it is valid. Tools' parameters and response formats are checked by it."""
+    declared = schema.get("$schema")
+    if declared is not None and not isinstance(declared, str):
+        return "'$schema' must be a string (the URI of a JSON Schema draft)"
+    cls = validator_for(schema, default=Draft202012Validator)
+    try:
+        cls.check_schema(schema)
+    except SchemaError as exc:
+        at = "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in exc.path)  # a JSON Pointer
+        return f"{exc.message} (at {at})" if at else exc.message
+    except RecursionError:  # the checker recurses per level: about 100 levels of properties
+        return "it is nested too deeply to be checked"
+    return None
+
+
+def validator(schema: dict[str, Any]) -> Validator:
+    """jsonschema's validator for a schema `schema_problem` found valid."""
+    return validator_for(schema, default=Draft202012Validator)(schema)
 
 
 class _Unsupported(Exception):
