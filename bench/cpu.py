@@ -72,6 +72,12 @@ SCENARIOS: dict[str, tuple[str, bytes]] = {
         f'{{"model":"Qwen/Qwen3-32B","max_tokens":64,"messages":[{SYSTEM},'
         f"{USER.replace('[[sim:tokens=20]]', '[[sim:tokens=38]]')}]}}".encode(),
     ),
+    # The chat request answered with 200 tokens, as real answers run: what each token costs.
+    "chat200": (
+        "/v1/chat/completions",
+        f'{{"model":"Qwen/Qwen3-32B","max_tokens":256,"messages":[{SYSTEM},'
+        f"{USER.replace('[[sim:tokens=20]]', '[[sim:tokens=200]]')}]}}".encode(),
+    ),
     # The chat request with five tools, answered with a call (read, checked and returned as tool_calls).
     "tools5": (
         "/v1/chat/completions",
