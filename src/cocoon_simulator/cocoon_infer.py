@@ -452,20 +452,42 @@ def _planned_body(answer: Answer, choices: list[ChoiceScript]) -> bytes:
 
 def _planned_events(answer: Answer, choices: list[ChoiceScript], bare: bool) -> list[bytes]:
     """One chunk per token of each choice in turn (a role chunk first, the finish last, which
-    alone carries the choice's `stop_reason`: vLLM sets it only there, and leaves unset fields out)."""
+    alone carries the choice's `stop_reason`: vLLM sets it only there, and leaves unset fields out).
+    Written from byte templates, as orjson would write each chunk's object (a test holds them to
+    it): encoding every chunk whole made the simulator, not the platform, the measure of a
+    benchmark's planned answers."""
     start, end = (b"", b"\n") if bare else (b"data: ", b"\n\n")
-    head = {"id": answer.id, "object": "chat.completion.chunk", "created": answer.created, "model": answer.model}
+    head = b"".join(
+        (
+            start,
+            b'{"id":',
+            orjson.dumps(answer.id),
+            b',"object":"chat.completion.chunk","created":',
+            str(answer.created).encode(),
+            b',"model":',
+            orjson.dumps(answer.model),
+            b',"choices":[{"index":',
+        )
+    )
+    middle = b'},"logprobs":null,"finish_reason":null}]}' + end
     events = []
     for index, choice in enumerate(choices):
-        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
-        deltas.extend({"reasoning_content": token} for token in choice.reasoning)
-        deltas.extend({"content": token} for token in choice.content)
-        for position, delta in enumerate(deltas):
-            chunk_choice = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
-            if position == len(deltas) - 1:
-                chunk_choice["finish_reason"] = choice.finish_reason
-                chunk_choice["stop_reason"] = choice.stop_reason
-            events.append(start + orjson.dumps({**head, "choices": [chunk_choice]}) + end)
+        opening = head + str(index).encode() + b',"delta":{'
+        deltas = [b'"role":"assistant","content":""']
+        deltas.extend(b'"reasoning_content":' + orjson.dumps(token) for token in choice.reasoning)
+        deltas.extend(b'"content":' + orjson.dumps(token) for token in choice.content)
+        last = b"".join(
+            (
+                b'},"logprobs":null,"finish_reason":',
+                orjson.dumps(choice.finish_reason),
+                b',"stop_reason":',
+                orjson.dumps(choice.stop_reason),
+                b"}]}",
+                end,
+            )
+        )
+        events.extend(opening + delta + middle for delta in deltas[:-1])
+        events.append(opening + deltas[-1] + last)
     return events
 
 

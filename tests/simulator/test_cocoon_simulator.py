@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from cocoon_simulator.cocoon import ModelSpec, add_arguments, options_from_args
@@ -887,3 +888,35 @@ def test_tools_and_tool_history_are_refused(client: httpx.Client) -> None:
     assert post(client, "/v1/chat/completions", tool_role).status_code == 400
     calls = {"model": QWEN, "messages": [{"role": "assistant", "content": "", "tool_calls": []}]}
     assert post(client, "/v1/chat/completions", calls).status_code == 400
+
+
+@pytest.mark.parametrize("bare", [False, True])
+def test_planned_chunks_are_what_orjson_writes(bare: bool) -> None:
+    """The planned answer's chunks, written from templates, are byte for byte orjson's encoding
+    of each chunk object as vLLM shapes it (one key per delta, the finish alone with stop_reason)."""
+    from cocoon_simulator.cocoon_infer import Answer, _planned_events
+    from cocoon_simulator.cocoon_script import ChoiceScript
+    from cocoon_simulator.cocoon_text import ENGLISH_WORDS
+
+    choices = [
+        ChoiceScript(["Think", ' "q" \\ ', "数"], ["<tool_call>", '\n{"a": 1}', "\n</tool_call>"], "stop"),
+        ChoiceScript([], ["Hello", "\u2028 end"], "stop", stop_reason="END"),
+        ChoiceScript([], [], "length"),
+    ]
+    answer = Answer(
+        'chatcmpl-"x"', 1700000000, True, "Qwen/Qwen3-32B", ENGLISH_WORDS, 0, 1, 0, 9, 3, "stop", 0, 0, choices
+    )
+    start, end = (b"", b"\n") if bare else (b"data: ", b"\n\n")
+    head = {"id": answer.id, "object": "chat.completion.chunk", "created": answer.created, "model": answer.model}
+    expected = []
+    for index, choice in enumerate(choices):
+        deltas: list[dict[str, Any]] = [{"role": "assistant", "content": ""}]
+        deltas.extend({"reasoning_content": token} for token in choice.reasoning)
+        deltas.extend({"content": token} for token in choice.content)
+        for position, delta in enumerate(deltas):
+            chunk_choice: dict[str, Any] = {"index": index, "delta": delta, "logprobs": None, "finish_reason": None}
+            if position == len(deltas) - 1:
+                chunk_choice["finish_reason"] = choice.finish_reason
+                chunk_choice["stop_reason"] = choice.stop_reason
+            expected.append(start + orjson.dumps({**head, "choices": [chunk_choice]}) + end)
+    assert _planned_events(answer, choices, bare) == expected
