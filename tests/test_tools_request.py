@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cocoon_platform.errors import PlatformError, UnsupportedParameter
 from cocoon_platform.proxy.request import InferenceRequest, decode_chat_body, parse_request
@@ -41,9 +44,9 @@ def outcome(body: bytes, schemas: SchemaCache) -> tuple[str, Any]:
     try:
         request = parse(body, schemas)
     except PlatformError as error:
-        return "error", (type(error), error.status, str(error), getattr(error, "param", None))
+        return "error", (type(error), error.status, error.body())
     offered = None if request.tools is None else (request.tools.tool_set.lines, request.tools.choice)
-    return "request", (request.payload, offered, request.added_prompt_bytes, request.attempts)
+    return "request", (orjson.dumps(request.payload), offered, request.added_prompt_bytes, request.attempts)
 
 
 TOOLS_JSON = orjson.dumps([TOOL])
@@ -61,6 +64,19 @@ SAME_TOOLS = [
     b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"user","content":"\xff"}]}',
     b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"user","content":"q"}]',
     b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"tool","content":"r"}]}',
+    # A key sent twice: its last value counts, but an earlier one that is not JSON fails the body.
+    b'{"model":"Qwen/Qwen3-32B","tools":[{"type":"function","function":{"name":"x","parameters":{"maximum":1e400}}}],'
+    b'"tools":%s,"messages":[{"role":"user","content":"q"}]}',
+    b'{"model":"Qwen/Qwen3-32B","messages":"\xff","tools":%s,"messages":[{"role":"user","content":"q"}]}',
+    b'{"model":"Qwen/Qwen3-32B","tools":null,"tools":%s,"messages":[{"role":"user","content":"q"}]}',
+    # The same list elsewhere in the body too: it is not taken for the field.
+    b'{"model":"Qwen/Qwen3-32B","response_format":{"type":"json_schema","json_schema":{"name":"x",'
+    b'"schema":{"default":%s}}},"tools":%s,"messages":[{"role":"user","content":"q"}]}',
+    # Nested deeper than orjson reads (and than msgspec can recurse): a 422, never a RecursionError.
+    b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"user","content":"q"}],"m":'
+    + b"[" * 1100
+    + b"]" * 1100
+    + b"}",
 ]
 
 
@@ -68,11 +84,73 @@ SAME_TOOLS = [
 def test_a_tool_list_compiled_before_gives_what_a_fresh_one_gives(template: bytes) -> None:
     """A body whose tools were compiled before (the list not decoded again) is read exactly as
     the same body by a process that never saw them: the same payload and offer, or the same error."""
-    body = template % TOOLS_JSON
+    body = template.replace(b"%s", TOOLS_JSON)
     warm = SchemaCache()
     parse({"model": "Qwen/Qwen3-32B", "tools": [TOOL], "messages": [{"role": "user", "content": "q"}]}, warm)
     assert warm.known(TOOLS_JSON) is not None
     assert outcome(body, warm) == outcome(body, SchemaCache())
+
+
+# Pieces of chat bodies: tool lists spelt in several ways (valid, refused, not lists, one with an
+# integer beyond 64 bits, one with a number orjson cannot read), other fields' values (valid,
+# refused, not JSON to orjson, nested deeper than it reads), `tools` keys of other spellings.
+BIG = {"type": "function", "function": {"name": "big", "parameters": {"maximum": 123456789012345678901234567890}}}
+TOOL_LISTS = [
+    TOOLS_JSON,
+    json.dumps([TOOL, BIG]).encode(),
+    b"[ " + orjson.dumps(TOOL) + b" ]",
+    b'[{"type":"function","function":{"name":"a"},"function":{"name":"b"}}]',
+    b'[{"type":"function","function":{"name":"tools","parameters":{"properties":{"tools":{"type":"string"}}}}}]',
+    b'[{"type":"function","function":{"name":"a"}},{"type":"function","function":{"name":"a"}}]',
+    b'[{"type":"function","function":{"name":"x","parameters":{"type":12}}}]',
+    b'[{"type":"function","function":{"name":"x","parameters":{"maximum":1e400}}}]',
+    b'[{"type":"function","function":{"name":"x\xff"}}]',
+    b"null",
+    b"[]",
+    b"{}",
+    b"[1]",
+]
+FIELDS: dict[bytes, list[bytes]] = {
+    b'"model"': [b'"Qwen/Qwen3-32B"', b'"ByteDance-Seed/Seed-X-PPO-7B"', b"1"],
+    b'"messages"': [
+        b'[{"role":"user","content":"q"}]',
+        b'[{"role":"user","content":"q","tools":%s}]',
+        b'[{"role":"tool","content":"r","tool_call_id":"c"}]',
+        b'[{"role":"user","content":"\xff"}]',
+        b'[{"role":"user","content":"\\ud800"}]',
+        b"[]",
+        b"[" * 1100 + b"]" * 1100,
+    ],
+    b'"tools"': TOOL_LISTS,
+    b'"tool\\u0073"': TOOL_LISTS,
+    b'"tools_x"': TOOL_LISTS,
+    b'"tool_choice"': [b'"auto"', b'"none"', b'"required"', b'{"type":"function","function":{"name":"lookup"}}'],
+    b'"parallel_tool_calls"': [b"false", b'"x"'],
+    b'"max_tokens"': [b"10", b"123456789012345678901234567890", b"1e400", b"1.5"],
+    b'"response_format"': [
+        b'{"type":"text"}',
+        b'{"type":"json_schema","json_schema":{"name":"x","schema":{"default":%s}}}',
+    ],
+    b'"user"': [b'"u"', b'{"tools":%s}'],
+}
+SPACES = st.sampled_from([b"", b" ", b"\n", b"\r\n\t"])
+
+
+@st.composite
+def chat_bodies(draw: st.DrawFn) -> bytes:
+    """A chat body's bytes, as clients and attackers write them: fields in any order, keys sent
+    twice, the same tool list elsewhere in the body, whitespace anywhere, sometimes cut or followed."""
+    keys = draw(st.lists(st.sampled_from(sorted(FIELDS)), max_size=4))
+    keys += [key for key in (b'"model"', b'"messages"', b'"tools"') if draw(st.integers(0, 4))]  # mostly there
+    fields = []
+    for key in draw(st.permutations(keys)):
+        values = FIELDS[key]
+        value = draw(st.sampled_from(values)) if draw(st.booleans()) else values[0]  # mostly valid
+        if b"%s" in value:
+            value = value % draw(st.sampled_from(TOOL_LISTS))
+        fields.append(draw(SPACES) + key + draw(SPACES) + b":" + draw(SPACES) + value + draw(SPACES))
+    end = draw(st.sampled_from([b" ", b"x", b"}"])) if draw(st.integers(0, 4)) == 0 else b""
+    return draw(SPACES) + b"{" + b",".join(fields) + b"}" + end
 
 
 def test_a_known_list_stands_in_for_its_json() -> None:
@@ -88,6 +166,22 @@ def test_a_known_list_stands_in_for_its_json() -> None:
     assert second.tools.tool_set is first.tools.tool_set
     spaced = body.replace(b'"tools":', b'"tools": ')  # other bytes around the same list: still known
     assert decode_chat_body(spaced, schemas)[0]["tools"] is first.tools.tool_set
+
+
+@settings(max_examples=500, deadline=None)
+@given(chat_bodies())
+def test_any_body_reads_the_same_with_its_tools_compiled_before(body: bytes) -> None:
+    """A warm cache (every list compiled before, and this body read once) reads any body as a
+    cold one does; and each kept set is the one its key's JSON compiles to."""
+    cold = outcome(body, SchemaCache())
+    warm = SchemaCache()
+    for tools_json in TOOL_LISTS:
+        outcome(b'{"model":"Qwen/Qwen3-32B","messages":[{"role":"user","content":"q"}],"tools":%s}' % tools_json, warm)
+    outcome(body, warm)
+    assert outcome(body, warm) == cold
+    for tools_json in TOOL_LISTS:
+        kept = warm.known(tools_json)
+        assert kept is None or kept.lines == SchemaCache().tool_set(orjson.loads(tools_json)).lines
 
 
 def test_forwarded_body_carries_no_tool_fields_and_reserves_the_tools_text() -> None:
