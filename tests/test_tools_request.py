@@ -254,3 +254,46 @@ def test_models_without_a_tool_format_keep_the_clear_400() -> None:
                 "messages": [{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "c", "content": "r"}],
             }
         )
+
+
+def nested_schema(levels: int) -> bytes:
+    schema = b'{"type": "string"}'
+    for _ in range(levels):
+        schema = b'{"type": "object", "properties": {"a": ' + schema + b"}}"
+    return schema
+
+
+DEEP = b"[" * 1015 + b"]" * 1015  # within what orjson reads (1,024 levels), beyond what json.dumps writes
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "rule"),
+    [
+        (
+            b'{"model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "q"}],'
+            b'"tools": [{"type": "function", "function": {"name": "f", "description": %s}}]}' % DEEP,
+            "tools[0]",
+            "tools[0] is nested too deeply",
+        ),
+        (
+            b'{"model": "Qwen/Qwen3-32B", "messages": [{"role": "user", "content": "q"}],'
+            b'"tools": [{"type": "function", "function": {"name": "f", "parameters": %s}}]}' % nested_schema(500),
+            "tools[0].function.parameters",
+            "it is nested too deeply to be checked",
+        ),
+        (
+            b'{"model": "Qwen/Qwen3-32B", "tools": [{"type": "function", "function": {"name": "f"}}], "messages": ['
+            b'{"role": "user", "content": "q"}, {"role": "assistant", "content": null, "tool_calls": [{"id": "c",'
+            b'"type": "function", "function": {"name": "f", "arguments": %s}}]},'
+            b'{"role": "tool", "tool_call_id": "c", "content": "r"}]}' % DEEP,
+            "messages[1].tool_calls",
+            "messages[1].tool_calls is nested too deeply",
+        ),
+    ],
+)
+def test_tools_nested_deeper_than_json_dumps_writes_are_a_400(body: bytes, param: str, rule: str) -> None:
+    """The chat template's JSON of a tool or of a call in the history is written by `json.dumps`,
+    which recurses per level: a RecursionError there was a 500."""
+    with pytest.raises(PlatformError) as refused:
+        parse(body)
+    assert refused.value.status == 400 and refused.value.param == param and rule in str(refused.value)

@@ -133,7 +133,7 @@ def _assistant(message: dict[str, Any], index: int) -> dict[str, Any]:
             )
         arguments = function.get("arguments")
         if not isinstance(arguments, str):
-            arguments = tojson(arguments)
+            arguments = tojson(arguments, f"messages[{index}].tool_calls")
         if position or content:
             parts.append("\n")
         parts.append('<tool_call>\n{"name": "' + name + '", "arguments": ' + arguments + "}\n</tool_call>")

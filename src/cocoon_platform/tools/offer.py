@@ -137,7 +137,8 @@ def _compile_tools(tools: list[Any]) -> ToolSet:
             )
         if name in compiled:
             raise InvalidRequest(f"tools[{index}]: a second function named {name!r}", param=f"tools[{index}]")
-        compiled[name] = OfferedTool(name, definition, tojson(definition), _compile(function.get("parameters"), index))
+        check = _compile(function.get("parameters"), index)  # first: it names what is wrong in a schema
+        compiled[name] = OfferedTool(name, definition, tojson(definition, f"tools[{index}]"), check)
     ordered = tuple(compiled.values())
     lines = "".join("\n" + tool.rendered for tool in ordered)
     return ToolSet(ordered, compiled, lines, len(lines.encode()))
@@ -155,10 +156,14 @@ def _compile(schema: Any, index: int) -> Check | None:
     return compile_check(schema, validator(schema))
 
 
-def tojson(value: Any) -> str:
+def tojson(value: Any, param: str) -> str:
     """The chat template's `tojson` (transformers'): `json.dumps` with its default separators,
-    non-ASCII kept, keys in the order given."""
-    return json.dumps(value, ensure_ascii=False)
+    non-ASCII kept, keys in the order given. `value` is part of the request, at `param`: one nested
+    deeper than `json.dumps` recurses (orjson reads a body up to 1,024 levels deep) is a 400."""
+    try:
+        return json.dumps(value, ensure_ascii=False)
+    except RecursionError:
+        raise InvalidRequest(f"{param} is nested too deeply", param=param) from None
 
 
 def read_tool_offer(body: dict[str, Any], schemas: SchemaCache, tools_json: bytes | None = None) -> ToolOffer | None:
