@@ -207,3 +207,34 @@ def test_a_schema_that_is_not_json_schema_is_a_400_naming_it_in_each_dialect(
         "SELECT COUNT(*) FROM usage_records r JOIN api_keys k ON k.id = r.key_id WHERE k.prefix = :p",
         {"p": key[:9]},
     ) == [(0,)]
+
+
+def test_a_value_nested_deeper_than_can_be_forwarded_is_a_400_and_costs_nothing(
+    platform: Server, database_url: str
+) -> None:
+    """orjson reads a body 1,024 levels deep but writes 254: such a value was read, held for,
+    then failed to be written when forwarded, a 500 billed as an aborted request."""
+    key = new_account(platform, database_url, TON)
+    deep = b"[" * 300 + b"]" * 300
+    for field, value in (
+        ("top_p", deep),
+        ("response_format", b'{"type": "json_schema", "json_schema": {"name": "s", "schema": {"default": %s}}}' % deep),
+    ):
+        for stream in (b"false", b"true"):
+            answer = httpx.post(
+                platform.url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
+                content=b'{"model": "%s", "messages": [{"role": "user", "content": "x"}], "max_tokens": 8, '
+                b'"stream": %s, "%s": %s}' % (QWEN.encode(), stream, field.encode(), value),
+                timeout=30,
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["param"] == field
+            assert answer.json()["error"]["message"] == f"'{field}' is nested too deeply to be forwarded"
+    balance = httpx.get(platform.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    assert balance.json()["balance_nanoton"] == TON
+    assert db_rows(
+        database_url,
+        "SELECT COUNT(*) FROM usage_records r JOIN api_keys k ON k.id = r.key_id WHERE k.prefix = :p",
+        {"p": key[:9]},
+    ) == [(0,)]

@@ -138,6 +138,29 @@ def test_an_invalid_response_schema_is_a_400_naming_the_rule(schema: dict[str, A
     assert refused.value.param == "response_format.json_schema.schema" and rule in str(refused.value)
 
 
+def test_the_payload_is_forwarded_as_its_json_and_renamed_in_step() -> None:
+    request = parse_request(CHAT_PATH, chat(top_p=0.5), **LIMITS)
+    assert request.payload_json == orjson.dumps(request.payload)
+    request.set_model("m-canonical")
+    assert orjson.loads(request.payload_json) == {**request.payload, "model": "m-canonical"}
+
+
+def nested_in(field: str, levels: int) -> bytes:
+    return b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "%s": %s}' % (
+        field.encode(),
+        b"[" * levels + b"]" * levels,
+    )
+
+
+def test_a_value_nested_deeper_than_orjson_writes_is_a_400_naming_it() -> None:
+    """orjson reads 1,024 levels and writes 254, the payload's own among them."""
+    parse_request(CHAT_PATH, nested_in("top_p", 253), **LIMITS)
+    for field in ("top_p", "verbosity", "reasoning_effort"):
+        with pytest.raises(InvalidRequest) as refused:
+            parse_request(CHAT_PATH, nested_in(field, 254), **LIMITS)
+        assert refused.value.param == field and str(refused.value) == f"'{field}' is nested too deeply to be forwarded"
+
+
 def test_unsupported_fields_are_400() -> None:
     with pytest.raises(InvalidRequest):
         parse_request(CHAT_PATH, chat(functions=[{"name": "f"}]), **LIMITS)

@@ -370,9 +370,9 @@ class InferenceHandler:
         """The network's answer to `request`, its head read; sent with the request's own `timeout`
         unless another (a retry's) is given."""
         state = self.state
-        payload = request.payload if timeout is None else {**request.payload, "timeout": timeout}
+        sent = request.payload_json if timeout is None else orjson.dumps({**request.payload, "timeout": timeout})
         try:
-            response = await state.pool.post(path, orjson.dumps(payload))
+            response = await state.pool.post(path, sent)
         except NoUpstream:
             raise UpstreamError(
                 503, "The COCOON network is unavailable right now. Try again shortly.", "unreachable"

@@ -82,6 +82,7 @@ class InferenceRequest:
     max_tokens: int
     choices: int
     payload: dict[str, Any]  # the body to forward, already adjusted
+    payload_json: bytes  # the payload's JSON, as forwarded (`forwarded_json`); kept in step by set_model
     tools: ToolOffer | None = None  # the tools the answer is read against (tools/)
     added_prompt_bytes: int = 0  # prompt text the platform added (rendered tools), for the reservation
     attempts: int = 1  # 2 when tool_choice requires a call: one retry if the model made none
@@ -100,6 +101,7 @@ class InferenceRequest:
         """Name the model as the network does (an alias resolved)."""
         if model != self.model:
             self.model = self.payload["model"] = model
+            self.payload_json = orjson.dumps(self.payload)
 
     def estimate_prompt_tokens(self) -> int:
         """The prompt's tokens for when the upstream never reported them: counted exactly with
@@ -213,7 +215,7 @@ def check_json_schema(spec: Any, where: str, param: str) -> None:
     if schema is not None:
         try:
             key = orjson.dumps(schema)
-        except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: checked, not kept
+        except orjson.JSONEncodeError:  # nested deeper than orjson writes: checked, then refused (forwarded_json)
             problem = schema_problem(schema)
         else:
             problem = _kept_schema_problem(key) if len(key) <= RESPONSE_SCHEMA_KEPT_BYTES else schema_problem(schema)
@@ -295,6 +297,22 @@ def decode_chat_body(raw: bytes, schemas: SchemaCache | None) -> tuple[dict[str,
     body = decode_body(raw[:at] + b"0" + raw[at + len(tools_json) :])
     body["tools"] = known
     return body, tools_json
+
+
+def forwarded_json(payload: dict[str, Any]) -> bytes:
+    """The JSON a payload is forwarded as. orjson reads a body nested up to 1,024 levels deep but
+    writes at most 254, so a value the body nests deeper (in `top_p`, a response format's schema,
+    ...) cannot be forwarded: a 400 naming its field, before anything is held. Written when the
+    request was forwarded, it was a 500, billed as an aborted request."""
+    try:
+        return orjson.dumps(payload)
+    except orjson.JSONEncodeError:
+        for name, value in payload.items():
+            try:
+                orjson.dumps({name: value})
+            except orjson.JSONEncodeError:
+                raise InvalidRequest(f"'{name}' is nested too deeply to be forwarded", param=name) from None
+        raise
 
 
 def parse_request(
@@ -416,6 +434,7 @@ def prepare_request(
         max_tokens=max_tokens,
         choices=choices,
         payload=body,
+        payload_json=forwarded_json(body),
         tools=tools,
         added_prompt_bytes=added,
         attempts=2 if tools is not None and tools.must_call else 1,

@@ -105,7 +105,7 @@ class SchemaCache:
         else:
             try:
                 key = orjson.dumps(tools)
-            except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits: compiled, not kept
+            except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper): compiled, not kept
                 return _compile_tools(tools)
         cached = self._sets.get(key)
         if cached is not None:
