@@ -270,3 +270,14 @@ def test_a_schema_that_cannot_be_applied_leaves_the_call_as_text() -> None:
     text = '<tool_call>\n{"name": "f", "arguments": {"a": 1}}\n</tool_call>'
     read = read_answer(text, broken)
     assert read.tool_calls == [] and read.content == text
+
+
+@pytest.mark.parametrize("levels", [1020, 1100])
+def test_a_call_nested_deeper_than_json_can_take_stays_text(levels: int) -> None:
+    """1,020 levels: orjson reads them, but neither it nor json.dumps writes them back; 1,100:
+    orjson refuses them, and json's decoder recurses past its limit. Either raised RecursionError
+    out of reading the answer, whole or streamed (check_call reads both)."""
+    text = '<tool_call>{"name": "now", "arguments": {"x": ' + "[" * levels + "]" * levels + "}}</tool_call>"
+    answer = read_answer(text, offer())
+    assert (answer.content, answer.tool_calls) == (text, [])
+    assert check_call(text[len("<tool_call>") : -len("</tool_call>")], offer()) is None

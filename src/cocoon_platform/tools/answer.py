@@ -271,7 +271,7 @@ def _loads(text: str) -> Any:
     for candidate in (text, _TRAILING_COMMA.sub(r"\1", text)):
         try:
             value, end = json.JSONDecoder().raw_decode(candidate)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than orjson reads
             continue
         if not candidate[end:].strip():
             return value
@@ -284,7 +284,7 @@ _UNREAD = object()  # a block's JSON not parsed yet
 def check_call(raw: str, offer: ToolOffer, value: Any = _UNREAD) -> dict[str, Any] | None:
     """An OpenAI tool call for a block's inside (`value`: its JSON, when already parsed), or None
     when it is not a valid call to an offered tool (unparseable, unknown or disallowed name,
-    arguments against the schema)."""
+    arguments against the schema, or nested too deeply to be written back)."""
     if value is _UNREAD:
         value = _loads(raw)
     if not isinstance(value, dict):
@@ -310,8 +310,11 @@ def check_call(raw: str, offer: ToolOffer, value: Any = _UNREAD) -> dict[str, An
             return None  # the call cannot be checked: it stays text
     try:
         encoded = orjson.dumps(arguments).decode()
-    except orjson.JSONEncodeError:  # an integer beyond 64 bits
-        encoded = json.dumps(arguments, ensure_ascii=False)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits, or nested deeper than orjson writes
+        try:
+            encoded = json.dumps(arguments, ensure_ascii=False)
+        except RecursionError:  # deeper than json.dumps writes too: the call stays text
+            return None
     return {"id": new_call_id(), "type": "function", "function": {"name": name, "arguments": encoded}}
 
 
