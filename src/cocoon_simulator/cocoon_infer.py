@@ -470,7 +470,7 @@ def _planned_events(answer: Answer, choices: list[ChoiceScript], bare: bool) -> 
         )
     )
     middle = b'},"logprobs":null,"finish_reason":null}]}' + end
-    events = []
+    events: list[bytes] = []
     for index, choice in enumerate(choices):
         opening = head + str(index).encode() + b',"delta":{'
         deltas = [b'"role":"assistant","content":""']
