@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import anthropic
 import httpx
@@ -220,6 +221,32 @@ def test_anthropic_errors_keep_their_meaning_in_anthropics_shape(platform: Serve
         {"p": rich[:9]},
     )
     assert rows == [(0,)]
+
+
+def test_values_too_deep_to_forward_are_a_400_in_anthropics_shape(platform: Server, database_url: str) -> None:
+    """orjson reads 1,024 levels but writes 254: a tool_use input or a tool schema nested deeper
+    cannot be forwarded or counted. A 400 naming it, nothing held or billed (once a 500)."""
+    deep: dict[str, Any] = {}
+    for _ in range(300):
+        deep = {"a": deep}
+    key = new_account(platform, database_url, TON)
+    client = anthropic_client(platform, key)
+    history: Any = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "f", "input": deep}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]},
+    ]
+    tool: Any = {"name": "f", "input_schema": {"type": "object", "properties": {"a": deep}}}
+    with pytest.raises(anthropic.BadRequestError) as replayed:
+        client.messages.create(model=QWEN, max_tokens=8, messages=history, tools=[tool])
+    assert replayed.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+    assert "messages[1].content[0].input' is nested too deeply" in replayed.value.body["error"]["message"]  # type: ignore[index]
+    for messages, tools in ((history, [tool]), ([{"role": "user", "content": "hi"}], [tool])):
+        with pytest.raises(anthropic.BadRequestError) as counted:
+            client.messages.count_tokens(model=QWEN, messages=messages, tools=tools)
+        assert counted.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+        assert "nested too deeply" in counted.value.body["error"]["message"]  # type: ignore[index]
+    assert balance(platform, key) == TON
 
 
 def test_every_messages_path_answers_in_anthropics_shape(platform: Server, database_url: str) -> None:

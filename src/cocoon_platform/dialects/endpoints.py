@@ -18,7 +18,7 @@ from fastapi.responses import Response
 from cocoon_platform.deps import StateDep, authenticate
 from cocoon_platform.dialects.messages import COUNT_TOKENS_PATH, MessagesRequest
 from cocoon_platform.proxy.asgi import request_headers
-from cocoon_platform.proxy.request import decode_body
+from cocoon_platform.proxy.request import decode_body, forwarded_json
 
 router = APIRouter()
 
@@ -40,7 +40,11 @@ async def count_tokens(request: Request, state: StateDep) -> Response:
     body = decode_body(await request.body())
     body.setdefault("max_tokens", 1)  # count_tokens takes none
     chat = MessagesRequest(body).chat
-    tokens = len(orjson.dumps(chat["messages"])) + GENERATION_PROMPT_TOKENS
-    if "tools" in chat:
-        tokens += len(orjson.dumps(chat["tools"])) + TOOLS_INSTRUCTIONS_BOUND
+    try:
+        tokens = len(orjson.dumps(chat["messages"])) + GENERATION_PROMPT_TOKENS
+        if "tools" in chat:
+            tokens += len(orjson.dumps(chat["tools"])) + TOOLS_INSTRUCTIONS_BOUND
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes, as /v1/messages refuses it
+        forwarded_json(chat)  # raises the 400 naming the field
+        raise
     return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")

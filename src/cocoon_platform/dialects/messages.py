@@ -213,14 +213,17 @@ def _messages(messages: Any) -> list[dict[str, Any]]:
             if kind == "text" and isinstance(block.get("text"), str):
                 texts.append(block["text"])
             elif kind == "tool_use" and role == "assistant":
+                try:
+                    arguments = orjson.dumps(block.get("input") or {}).decode()
+                except orjson.JSONEncodeError:  # nested deeper than orjson writes (254 levels)
+                    raise InvalidRequest(
+                        f"'{block_where}.input' is nested too deeply", param=f"{block_where}.input"
+                    ) from None
                 calls.append(
                     {
                         "id": block.get("id"),
                         "type": "function",
-                        "function": {
-                            "name": block.get("name"),
-                            "arguments": orjson.dumps(block.get("input") or {}).decode(),
-                        },
+                        "function": {"name": block.get("name"), "arguments": arguments},
                     }
                 )
             elif kind == "tool_result" and role == "user":
