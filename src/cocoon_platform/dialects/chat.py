@@ -7,7 +7,7 @@ handed to the dialect with the payloads: this runs for every chunk of every dial
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -17,19 +17,28 @@ from cocoon_platform.proxy.events import DECODE_ERRORS, Chunk, ChunkChoice, deco
 _decode_many = msgspec.json.Decoder(list[Chunk]).decode
 
 
-def first_choices(payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> list[ChunkChoice]:
-    """The first choice of each chunk (a dialect answers with one choice). `chunks` are the
-    payloads as the relay decoded them (None where it did not): only the others are decoded
-    here, each alone, and one that does not decode is skipped, as the relay skips it. Without
-    them, the chunks of one read are decoded in one call, as one JSON array, and each alone only
-    when that fails."""
+def decoded_chunks(payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> list[Chunk]:
+    """The chunks of one read. `chunks` are the payloads as the relay decoded them (None where it
+    did not): only the others are decoded here, each alone, and one that does not decode is
+    skipped, as the relay skips it. Without them, the chunks of one read are decoded in one call,
+    as one JSON array, and each alone only when that fails."""
     if chunks is None:
         try:
-            decoded = _decode_many(b"[" + b",".join(payloads) + b"]")
+            return _decode_many(b"[" + b",".join(payloads) + b"]")
         except DECODE_ERRORS:
-            chunks = [None] * len(payloads)
-        else:
-            return [choice for chunk in decoded for choice in chunk.choices if choice.index == 0]
+            return _decode_each(payloads, [None] * len(payloads))
+    if None in chunks:
+        return _decode_each(payloads, chunks)
+    return cast("list[Chunk]", chunks)  # the usual read: the relay decoded every chunk
+
+
+def first_choices(payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> list[ChunkChoice]:
+    """The first choice of each chunk of one read (a dialect answers with one choice)."""
+    return [choice for chunk in decoded_chunks(payloads, chunks) for choice in chunk.choices if choice.index == 0]
+
+
+def _decode_each(payloads: list[bytes], chunks: list[Chunk | None]) -> list[Chunk]:
+    """Each payload's chunk: the relay's, or decoded here; one that does not decode is skipped."""
     decoded = []
     for payload, chunk in zip(payloads, chunks, strict=True):
         if chunk is None:
@@ -38,12 +47,13 @@ def first_choices(payloads: list[bytes], chunks: list[Chunk | None] | None = Non
             except DECODE_ERRORS:
                 continue
         decoded.append(chunk)
-    return [choice for chunk in decoded for choice in chunk.choices if choice.index == 0]
+    return decoded
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Usage:
-    """A chat usage object's counts, and the cost the platform charged."""
+    """A chat usage object's counts, and the cost the platform charged. (Not frozen: a frozen
+    dataclass is made four times as slowly, and one is made for every dialect answer.)"""
 
     prompt: int
     cached: int
@@ -54,7 +64,7 @@ class Usage:
 
 
 def _count(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if type(value) is int and value >= 0 else 0  # exactly int: a bool is no count
 
 
 def read_usage(usage: Any) -> Usage:
