@@ -17,18 +17,26 @@ items; `usage` has the Responses counts and the cost fields chat answers carry. 
 the typed event sequence, every event numbered (`sequence_number`), ending with
 `response.completed` (`response.incomplete` when `max_output_tokens` cut it, `response.failed`
 when the network did), with no `[DONE]`.
+
+A stream's events are written from bytes templates that orjson makes at import from the same
+dicts a whole answer is made of (see `_JSON`): an event is then one `%` of a few values, not a
+dict encoded whole, and the texts of one read are encoded in one call. This runs for every
+Responses stream, whose fixed events (the response object three times, each item's opening and
+closing events) weigh as much as its deltas in a short answer. `tests/test_responses_stream.py`
+holds the bytes to those of every event's dict encoded whole.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from cocoon_platform.dialects.chat import first_choices, function_of, read_message, read_usage, text_of
+from cocoon_platform.dialects.chat import decoded_chunks, function_of, read_message, read_usage, text_of
 from cocoon_platform.errors import InvalidRequest, PlatformError
-from cocoon_platform.proxy.events import Chunk, Delta
+from cocoon_platform.proxy.events import Chunk, ChunkChoice, Delta
 from cocoon_platform.proxy.request import _int_field, check_json_schema, only_fields
 
 PATH = "/v1/responses"
@@ -58,20 +66,6 @@ READ_FIELDS = frozenset(
         "background",
         "stream_options",
     )
-)
-# Echoed in the response object as the request set them.
-ECHOED = (
-    "instructions",
-    "max_output_tokens",
-    "temperature",
-    "top_p",
-    "tool_choice",
-    "tools",
-    "parallel_tool_calls",
-    "metadata",
-    "text",
-    "reasoning",
-    "user",
 )
 
 
@@ -133,54 +127,83 @@ class ResponsesRequest:
         suffix = answer_id.removeprefix("resp_")
         output: list[dict[str, Any]] = []
         if message.reasoning:
-            output.append(_reasoning_item(suffix, message.reasoning))
+            output.append(_reasoning_item(f"rs_{suffix}", [_summary_part(message.reasoning)]))
         if message.text or not message.tool_calls:
-            output.append(_message_item(suffix, message.text))
+            output.append(_message_item(f"msg_{suffix}", "completed", [_output_text_part(message.text)]))
         for index, call in enumerate(message.tool_calls):
             name, arguments = function_of(call)
             call_id = call.get("id")
             output.append(
                 _call_item(
-                    suffix, index, call_id if isinstance(call_id, str) else f"call_{suffix}_{index}", name, arguments
+                    f"fc_{suffix}_{index}",
+                    call_id if isinstance(call_id, str) else f"call_{suffix}_{index}",
+                    name,
+                    arguments,
+                    "completed",
                 )
             )
-        response = self._response(
+        status, incomplete_details, usage = _ending(message.finish_reason, document.get("usage"))
+        return _response(
             answer_id,
-            str(document.get("model") or self.body["model"]),
             int(document.get("created") or time.time()),
+            status,
+            None,
+            incomplete_details,
+            str(document.get("model") or self.body["model"]),
             output,
+            usage,
+            self.settings(),
         )
-        _finish(response, message.finish_reason, document.get("usage"))
-        return response
 
     def stream(self, answer_id: str, model: str) -> ResponsesStream:
         return ResponsesStream(self, answer_id, model)
 
-    def _response(self, answer_id: str, model: str, created: int, output: list[dict[str, Any]]) -> dict[str, Any]:
+    def settings(self) -> dict[str, Any]:
+        """The request's settings as a response object echoes them: as it set them, or their defaults."""
         body = self.body
-        response: dict[str, Any] = {
-            "id": answer_id,
-            "object": "response",
-            "created_at": created,
-            "status": "in_progress",
-            "background": False,
-            "error": None,
-            "incomplete_details": None,
-            "model": model,
-            "output": output,
-            "previous_response_id": None,
-            "store": False,
-            "truncation": "disabled",
-            "usage": None,
+        return {
+            "instructions": body.get("instructions"),
+            "max_output_tokens": body.get("max_output_tokens"),
+            "temperature": body.get("temperature"),
+            "top_p": body.get("top_p"),
+            "tool_choice": body.get("tool_choice") or "auto",
+            "tools": body.get("tools") or [],
+            "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
+            "metadata": body.get("metadata") or {},
+            "text": body.get("text") or {"format": {"type": "text"}},
+            "reasoning": body.get("reasoning"),
+            "user": body.get("user"),
         }
-        for name in ECHOED:
-            response[name] = body.get(name)
-        response["tools"] = body.get("tools") or []
-        response["tool_choice"] = body.get("tool_choice") or "auto"
-        response["parallel_tool_calls"] = body.get("parallel_tool_calls", True) is not False
-        response["metadata"] = body.get("metadata") or {}
-        response["text"] = body.get("text") or {"format": {"type": "text"}}
-        return response
+
+
+def _response(
+    answer_id: Any,
+    created: Any,
+    status: Any,
+    error: Any,
+    incomplete_details: Any,
+    model: Any,
+    output: Any,
+    usage: Any,
+    settings: dict[str, Any],
+) -> dict[str, Any]:
+    """A response object, whole answers' and (with markers for its values) a stream's template's."""
+    return {
+        "id": answer_id,
+        "object": "response",
+        "created_at": created,
+        "status": status,
+        "background": False,
+        "error": error,
+        "incomplete_details": incomplete_details,
+        "model": model,
+        "output": output,
+        "previous_response_id": None,
+        "store": False,
+        "truncation": "disabled",
+        "usage": usage,
+        **settings,
+    }
 
 
 def _list(value: Any, name: str) -> list[Any]:
@@ -278,27 +301,28 @@ def _response_format(form: Any) -> dict[str, Any] | None:
     return None if kind == "text" else {"type": "json_object"}
 
 
-def _reasoning_item(suffix: str, text: str) -> dict[str, Any]:
-    return {"type": "reasoning", "id": f"rs_{suffix}", "summary": [{"type": "summary_text", "text": text}]}
+# The output items and their parts, whole answers' and (with markers for their values) a stream's
+# templates'.
+def _reasoning_item(item_id: Any, summary: list[Any]) -> dict[str, Any]:
+    return {"type": "reasoning", "id": item_id, "summary": summary}
 
 
-def _message_item(suffix: str, text: str, status: str = "completed") -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]
-    return {
-        "type": "message",
-        "id": f"msg_{suffix}",
-        "status": status,
-        "role": "assistant",
-        "content": content if status == "completed" else [],
-    }
+def _summary_part(text: Any) -> dict[str, Any]:
+    return {"type": "summary_text", "text": text}
 
 
-def _call_item(
-    suffix: str, index: int, call_id: str, name: str, arguments: str, status: str = "completed"
-) -> dict[str, Any]:
+def _message_item(item_id: Any, status: str, content: list[Any]) -> dict[str, Any]:
+    return {"type": "message", "id": item_id, "status": status, "role": "assistant", "content": content}
+
+
+def _output_text_part(text: Any) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def _call_item(item_id: Any, call_id: Any, name: Any, arguments: Any, status: str) -> dict[str, Any]:
     return {
         "type": "function_call",
-        "id": f"fc_{suffix}_{index}",
+        "id": item_id,
         "call_id": call_id,
         "name": name,
         "arguments": arguments,
@@ -319,58 +343,275 @@ def _usage(chat_usage: Any) -> dict[str, Any]:
     }
 
 
-def _finish(response: dict[str, Any], finish_reason: str | None, chat_usage: Any) -> None:
-    """Status, the reason an answer is incomplete, and usage, from the chat answer's end."""
+def _ending(finish_reason: str | None, chat_usage: Any) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
+    """The response's status, the reason it is incomplete, and its usage, from the chat answer's end."""
     if finish_reason == "length":
-        response["status"] = "incomplete"
-        response["incomplete_details"] = {"reason": "max_output_tokens"}
-    else:
-        response["status"] = "completed"
-    response["usage"] = _usage(chat_usage)
+        return "incomplete", {"reason": "max_output_tokens"}, _usage(chat_usage)
+    return "completed", None, _usage(chat_usage)
+
+
+# A stream's events are written from bytes templates, made at import by orjson from the same
+# dicts a whole answer is made of, with a marker where a value goes: orjson writes a Fragment as
+# it is and escapes every control character inside strings, so a marker's byte occurs in its
+# output only where it was put. A template is filled with `%`, its slots in the order they
+# appear, and holds no `%` of its own (`_slots` checks).
+_JSON = orjson.Fragment(b"\x00")  # JSON bytes: `%b`
+_INT = orjson.Fragment(b"\x01")  # an integer: `%d`
+_LATER_INT = orjson.Fragment(b"\x02")  # an integer, a slot of the template the first fill makes
+_CUT = b"\x03"  # where a template is cut in two
+
+
+def _slots(encoded: bytes) -> bytes:
+    """orjson's output as a template: each marker replaced by its slot."""
+    if b"%" in encoded:
+        raise ValueError(f"a template holds a '%' of its own: {encoded!r}")
+    return encoded.replace(b"\x00", b"%b").replace(b"\x01", b"%d").replace(b"\x02", b"%%d")
+
+
+def _template(value: Any) -> bytes:
+    return _slots(orjson.dumps(value))
+
+
+def _events(*events: tuple[str, dict[str, Any]]) -> bytes:
+    """SSE events as one template: each `event: <type>` with the event (`type` first) as data."""
+    return b"".join(
+        b"event: %b\ndata: %b\n\n" % (kind.encode(), _template({"type": kind, **fields})) for kind, fields in events
+    )
+
+
+def _cut_event(kind: str, fields: dict[str, Any]) -> tuple[bytes, bytes]:
+    """An event's template (as `_events` makes it) in two, cut where `fields` hold _CUT."""
+    head, tail = orjson.dumps({"type": kind, **fields}).split(_CUT)
+    return b"event: %b\ndata: %b" % (kind.encode(), _slots(head)), _slots(tail) + b"\n\n"
+
+
+def _item_added(item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    return "response.output_item.added", {"sequence_number": _INT, "output_index": _INT, "item": item}
+
+
+# The response object without its settings (slots: id, created_at, status, error,
+# incomplete_details, model, output, usage), which a stream appends (`ResponsesStream.settings`).
+_RESPONSE = _template(_response(_JSON, _INT, _JSON, _JSON, _JSON, _JSON, _JSON, _JSON, {})).removesuffix(b"}")
+# Slots: the in-progress response, twice (the sequence numbers are always these).
+_STARTED = _events(
+    ("response.created", {"sequence_number": 0, "response": _JSON}),
+    ("response.in_progress", {"sequence_number": 1, "response": _JSON}),
+)
+# Slots: the sequence number, the response.
+_ENDED = {
+    status: _events((f"response.{status}", {"sequence_number": _INT, "response": _JSON}))
+    for status in ("completed", "incomplete", "failed")
+}
+# Slots: the sequence number, the index, the item.
+_ITEM_DONE = ("response.output_item.done", {"sequence_number": _INT, "output_index": _INT, "item": _JSON})
+
+
+@dataclass(frozen=True, slots=True)
+class _TextItem:
+    """A kind of item that holds one text (reasoning's summary, the message's output text): its
+    templates, all filled alike (`ResponsesStream._open`, `_write_deltas`, `_close`)."""
+
+    id_start: bytes  # its id's JSON up to the answer id's suffix
+    opened: bytes  # slots: sequence number, index, id; + 1, id, index
+    delta: tuple[bytes, bytes]  # a delta event before its text (id, index; then its sequence number), and after
+    item: bytes  # id, text
+    closed: bytes  # sequence number, id, index, text; + 1, id, index, text; + 2, index, item
+
+
+_REASONING = _TextItem(
+    id_start=b'"rs_',
+    opened=_events(
+        _item_added(_reasoning_item(_JSON, [])),
+        (
+            "response.reasoning_summary_part.added",
+            {
+                "sequence_number": _INT,
+                "item_id": _JSON,
+                "output_index": _INT,
+                "summary_index": 0,
+                "part": _summary_part(""),
+            },
+        ),
+    ),
+    delta=_cut_event(
+        "response.reasoning_summary_text.delta",
+        {
+            "item_id": _JSON,
+            "output_index": _INT,
+            "summary_index": 0,
+            "sequence_number": _LATER_INT,
+            "delta": orjson.Fragment(_CUT),
+        },
+    ),
+    item=_template(_reasoning_item(_JSON, [_summary_part(_JSON)])),
+    closed=_events(
+        (
+            "response.reasoning_summary_text.done",
+            {"sequence_number": _INT, "item_id": _JSON, "output_index": _INT, "summary_index": 0, "text": _JSON},
+        ),
+        (
+            "response.reasoning_summary_part.done",
+            {
+                "sequence_number": _INT,
+                "item_id": _JSON,
+                "output_index": _INT,
+                "summary_index": 0,
+                "part": _summary_part(_JSON),
+            },
+        ),
+        _ITEM_DONE,
+    ),
+)
+_MESSAGE = _TextItem(
+    id_start=b'"msg_',
+    opened=_events(
+        _item_added(_message_item(_JSON, "in_progress", [])),
+        (
+            "response.content_part.added",
+            {
+                "sequence_number": _INT,
+                "item_id": _JSON,
+                "output_index": _INT,
+                "content_index": 0,
+                "part": _output_text_part(""),
+            },
+        ),
+    ),
+    delta=_cut_event(
+        "response.output_text.delta",
+        {
+            "item_id": _JSON,
+            "output_index": _INT,
+            "content_index": 0,
+            "sequence_number": _LATER_INT,
+            "delta": orjson.Fragment(_CUT),
+            "logprobs": [],
+        },
+    ),
+    item=_template(_message_item(_JSON, "completed", [_output_text_part(_JSON)])),
+    closed=_events(
+        (
+            "response.output_text.done",
+            {
+                "sequence_number": _INT,
+                "item_id": _JSON,
+                "output_index": _INT,
+                "content_index": 0,
+                "text": _JSON,
+                "logprobs": [],
+            },
+        ),
+        (
+            "response.content_part.done",
+            {
+                "sequence_number": _INT,
+                "item_id": _JSON,
+                "output_index": _INT,
+                "content_index": 0,
+                "part": _output_text_part(_JSON),
+            },
+        ),
+        _ITEM_DONE,
+    ),
+)
+# A function call's. Slots of `_CALL_OPENED`: sequence number, index, id, call id, name;
+# `_CALL_DELTA`: sequence number, id, index, arguments; `_CALL_ITEM`: id, call id, name,
+# arguments; `_CALL_CLOSED`: sequence number, id, index, name, arguments; + 1, index, item.
+_CALL_OPENED = _events(_item_added(_call_item(_JSON, _JSON, _JSON, "", "in_progress")))
+_CALL_DELTA = _events(
+    (
+        "response.function_call_arguments.delta",
+        {"sequence_number": _INT, "item_id": _JSON, "output_index": _INT, "delta": _JSON},
+    )
+)
+_CALL_ITEM = _template(_call_item(_JSON, _JSON, _JSON, _JSON, "completed"))
+_CALL_CLOSED = _events(
+    (
+        "response.function_call_arguments.done",
+        {"sequence_number": _INT, "item_id": _JSON, "output_index": _INT, "name": _JSON, "arguments": _JSON},
+    ),
+    _ITEM_DONE,
+)
+# orjson's indented array of a read's texts holds each text's JSON on a line of its own (a line
+# break inside a text is escaped), between these.
+_TEXTS_START, _TEXTS_BETWEEN, _TEXTS_END = b"[\n  ", b",\n  ", b"\n]"
 
 
 class ResponsesStream:
     """The typed event sequence for one streamed answer. Items open as their kind of text
-    arrives (reasoning, then the message, then function calls) and close when the next opens."""
+    arrives (reasoning, then the message, then function calls) and close when the next opens.
+
+    Every event is written from its template (above); the response object's settings are
+    encoded once per stream, each text once (a closed item's text fills its three closing events
+    and the final response). The texts of one read are held and their delta events written
+    together: the texts encoded in one call, the events made by one `%`."""
+
+    __slots__ = (
+        "answer_id",
+        "created",
+        "model",
+        "settings",
+        "suffix",
+        "sequence",
+        "started",
+        "output",
+        "answered",
+        "open",
+        "item_id",
+        "text",
+        "held",
+        "delta_head",
+        "delta_event",
+        "call",
+        "calls",
+        "finish_reason",
+    )
 
     def __init__(self, request: ResponsesRequest, answer_id: str, model: str) -> None:
-        self.request = request
-        self.answer_id = answer_id
-        self.suffix = answer_id.removeprefix("resp_")
-        self.response = request._response(answer_id, model, int(time.time()), [])
+        self.answer_id = orjson.dumps(answer_id)
+        self.created = int(time.time())
+        self.model = orjson.dumps(model)
+        self.settings = b"," + orjson.dumps(request.settings())[1:]  # each response object's last members
+        self.suffix = orjson.dumps(answer_id.removeprefix("resp_"))[1:-1]  # of the items' ids, as JSON
         self.sequence = 0
         self.started = False
-        self.output: list[dict[str, Any]] = []  # items done
-        self.kind: str | None = None  # of the open item: "reasoning", "message" or "call"
-        self.text: list[str] = []  # of the open item
-        self.call: dict[str, Any] | None = None  # the open function_call item
+        self.output: list[bytes] = []  # the items done, as JSON
+        self.answered = False  # a message or a function call was opened
+        self.open: _TextItem | None = None  # the open text item's kind
+        self.item_id = b""  # the open item's id, as JSON
+        self.text: list[str] = []  # of the open item, its delta events written
+        self.held: list[str] = []  # of the open text item, its delta events not written yet
+        # The open text item's delta event before its text, a template of its sequence number; and
+        # the whole event, a template of its sequence number and text's JSON.
+        self.delta_head = b""
+        self.delta_event = b""
+        self.call: tuple[bytes, bytes] | None = None  # the open function call's call id and name, as JSON
         self.calls = 0
         self.finish_reason: str | None = None
-        self.delta_event = b""  # the open text item's delta event: a template (see _open)
 
-    def _event(self, kind: str, fields: dict[str, Any]) -> bytes:
-        self.sequence += 1
-        return b"".join(
-            (
-                b"event: ",
-                kind.encode(),
-                b"\ndata: ",
-                orjson.dumps({"type": kind, "sequence_number": self.sequence - 1, **fields}),
-                b"\n\n",
-            )
-        )
+    def _response_json(
+        self, status: bytes, error: bytes, incomplete_details: bytes, output: bytes, usage: bytes
+    ) -> bytes:
+        response = (self.answer_id, self.created, status, error, incomplete_details, self.model, output, usage)
+        return _RESPONSE % response + self.settings
 
     def _start(self) -> list[bytes]:
         self.started = True
-        snapshot = dict(self.response)
-        return [
-            self._event("response.created", {"response": snapshot}),
-            self._event("response.in_progress", {"response": snapshot}),
-        ]
+        self.sequence = 2
+        snapshot = self._response_json(b'"in_progress"', b"null", b"null", b"[]", b"null")
+        return [_STARTED % (snapshot, snapshot)]
 
     def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
         out = [] if self.started else self._start()
-        for choice in first_choices(payloads, chunks):
+        held = self.held
+        for chunk in decoded_chunks(payloads, chunks):
+            try:
+                (choice,) = chunk.choices  # the usual chunk's one choice: no loop over them
+            except ValueError:
+                self._choices(chunk.choices, out)  # none, or several (n > 1)
+                continue
+            if choice.index:
+                continue  # a dialect answers with the first choice
             if choice.finish_reason is not None:
                 self.finish_reason = choice.finish_reason
             delta = choice.delta
@@ -379,176 +620,145 @@ class ResponsesStream:
             thought = delta.reasoning_content or delta.reasoning
             text = delta.content
             if delta.tool_calls is None and not (thought and text):
-                # The usual chunk, one piece of text: inline, from the open item's template.
+                # The usual delta, one piece of text: held for the open item's delta events.
                 if thought:
-                    text, kind = thought, "reasoning"
+                    text, kind = thought, _REASONING
                 elif text:
-                    kind = "message"
+                    kind = _MESSAGE
                 else:
                     continue
-                if kind != self.kind:
+                if kind is not self.open:
                     self._close(out)
                     self._open(kind, out)
-                self.text.append(text)
-                out.append(self.delta_event % (self.sequence, orjson.dumps(text)))
-                self.sequence += 1
+                held.append(text)
             else:
-                self._choice(delta, out)
+                self._delta(delta, out)
+        if held:
+            self._write_deltas(out)
         return b"".join(out)
 
-    def _choice(self, delta: Delta, out: list[bytes]) -> None:
+    def _choices(self, choices: list[ChunkChoice], out: list[bytes]) -> None:
+        """The choices of a chunk that has not exactly one: the first's, if it is there."""
+        for choice in choices:
+            if not choice.index:
+                if choice.finish_reason is not None:
+                    self.finish_reason = choice.finish_reason
+                if choice.delta is not None:
+                    self._delta(choice.delta, out)
+
+    def _delta(self, delta: Delta, out: list[bytes]) -> None:
+        """Any delta: its reasoning, its text, its tool calls, in this order."""
         thought = delta.reasoning_content or delta.reasoning
         if thought:
-            self._text("reasoning", thought, out)
+            self._text(_REASONING, thought, out)
         if delta.content:
-            self._text("message", delta.content, out)
+            self._text(_MESSAGE, delta.content, out)
         for call in delta.tool_calls or ():
             function = call.function
             if call.id is not None or self.call is None:
                 self._close(out)
                 self._open_call(call.id, function.name if function else None, out)
             if function is not None and function.arguments:
-                assert self.call is not None
                 self.text.append(function.arguments)
-                out.append(
-                    self._event(
-                        "response.function_call_arguments.delta",
-                        {"item_id": self.call["id"], "output_index": len(self.output), "delta": function.arguments},
-                    )
-                )
+                arguments = orjson.dumps(function.arguments)
+                out.append(_CALL_DELTA % (self.sequence, self.item_id, len(self.output), arguments))
+                self.sequence += 1
 
-    def _text(self, kind: str, text: str, out: list[bytes]) -> None:
-        if self.kind != kind:
+    def _text(self, kind: _TextItem, text: str, out: list[bytes]) -> None:
+        if kind is not self.open:
             self._close(out)
             self._open(kind, out)
-        self.text.append(text)
-        out.append(self.delta_event % (self.sequence, orjson.dumps(text)))
-        self.sequence += 1
+        self.held.append(text)
 
-    def _open(self, kind: str, out: list[bytes]) -> None:
-        self.kind = kind
-        index = len(self.output)
-        if kind == "reasoning":
-            item: dict[str, Any] = {"type": "reasoning", "id": f"rs_{self.suffix}", "summary": []}
-            part: dict[str, Any] = {"type": "summary_text", "text": ""}
-            out.append(self._event("response.output_item.added", {"output_index": index, "item": item}))
-            out.append(
-                self._event(
-                    "response.reasoning_summary_part.added",
-                    {"item_id": item["id"], "output_index": index, "summary_index": 0, "part": part},
-                )
-            )
-            event = "response.reasoning_summary_text.delta"
-            position = b',"summary_index":0'
+    def _write_deltas(self, out: list[bytes]) -> None:
+        """The delta events of the held texts. A stream read at the model's pace brings one text
+        a read, written from the item's delta template. Several texts get one template (each
+        text's JSON between the delta event's head and tail), filled with their sequence numbers,
+        and their JSON from one call: that costs more for one text, less from two."""
+        held = self.held
+        sequence = self.sequence
+        if len(held) == 1:
+            out.append(self.delta_event % (sequence, orjson.dumps(held[0])))
         else:
-            item = _message_item(self.suffix, "", "in_progress")
-            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
-            out.append(self._event("response.output_item.added", {"output_index": index, "item": item}))
-            out.append(
-                self._event(
-                    "response.content_part.added",
-                    {"item_id": item["id"], "output_index": index, "content_index": 0, "part": part},
-                )
-            )
-            event = "response.output_text.delta"
-            position = b',"content_index":0'
-        # The hot event, one per token: a template of its sequence number and text.
-        self.delta_event = b"".join(
-            (
-                b"event: ",
-                event.encode(),
-                b'\ndata: {"type":"',
-                event.encode(),
-                b'","item_id":"',
-                item["id"].encode().replace(b"%", b"%%"),
-                b'","output_index":',
-                str(index).encode(),
-                position,
-                b',"sequence_number":%d,"delta":%b',
-                b',"logprobs":[]}\n\n' if kind == "message" else b"}\n\n",
-            )
-        )
+            assert self.open is not None
+            head, tail = self.delta_head, self.open.delta[1]
+            texts = orjson.dumps(held, option=orjson.OPT_INDENT_2)[len(_TEXTS_START) : -len(_TEXTS_END)]
+            events = head + texts.replace(b"%", b"%%").replace(_TEXTS_BETWEEN, tail + head) + tail
+            out.append(events % tuple(range(sequence, sequence + len(held))))
+        self.sequence = sequence + len(held)
+        self.text += held
+        held.clear()
+
+    def _open(self, kind: _TextItem, out: list[bytes]) -> None:
+        self.open = kind
+        if kind is _MESSAGE:
+            self.answered = True
+        item_id = self.item_id = kind.id_start + self.suffix + b'"'
+        index, sequence = len(self.output), self.sequence
+        out.append(kind.opened % (sequence, index, item_id, sequence + 1, item_id, index))
+        self.sequence = sequence + 2
+        head, tail = kind.delta
+        self.delta_head = head % (item_id.replace(b"%", b"%%"), index)
+        self.delta_event = self.delta_head + b"%b" + tail
 
     def _open_call(self, call_id: str | None, name: str | None, out: list[bytes]) -> None:
         index = self.calls
         self.calls += 1
-        self.kind = "call"
-        self.call = _call_item(
-            self.suffix, index, call_id or f"call_{self.suffix}_{index}", name or "", "", "in_progress"
-        )
-        out.append(self._event("response.output_item.added", {"output_index": len(self.output), "item": self.call}))
+        self.answered = True
+        self.item_id = b'"fc_%b_%d"' % (self.suffix, index)
+        call_id_json = orjson.dumps(call_id) if call_id else b'"call_%b_%d"' % (self.suffix, index)
+        self.call = (call_id_json, orjson.dumps(name or ""))
+        out.append(_CALL_OPENED % (self.sequence, len(self.output), self.item_id, *self.call))
+        self.sequence += 1
 
     def _close(self, out: list[bytes]) -> None:
-        """Close the open item, if any: its `.done` events."""
-        kind, text = self.kind, "".join(self.text)
-        index = len(self.output)
-        if kind == "reasoning":
-            item = _reasoning_item(self.suffix, text)
-            part = item["summary"][0]
+        """Close the open item, if any: its held deltas, then its `.done` events."""
+        kind, item_id, index = self.open, self.item_id, len(self.output)
+        if kind is not None:
+            if self.held:
+                self._write_deltas(out)
+            sequence = self.sequence
+            text = orjson.dumps("".join(self.text))
+            item = kind.item % (item_id, text)
             out.append(
-                self._event(
-                    "response.reasoning_summary_text.done",
-                    {"item_id": item["id"], "output_index": index, "summary_index": 0, "text": text},
-                )
+                kind.closed
+                % (sequence, item_id, index, text, sequence + 1, item_id, index, text, sequence + 2, index, item)
             )
-            out.append(
-                self._event(
-                    "response.reasoning_summary_part.done",
-                    {"item_id": item["id"], "output_index": index, "summary_index": 0, "part": part},
-                )
-            )
-        elif kind == "message":
-            item = _message_item(self.suffix, text)
-            part = item["content"][0]
-            out.append(
-                self._event(
-                    "response.output_text.done",
-                    {"item_id": item["id"], "output_index": index, "content_index": 0, "text": text, "logprobs": []},
-                )
-            )
-            out.append(
-                self._event(
-                    "response.content_part.done",
-                    {"item_id": item["id"], "output_index": index, "content_index": 0, "part": part},
-                )
-            )
-        elif kind == "call":
-            assert self.call is not None
-            item = {**self.call, "arguments": text, "status": "completed"}
-            out.append(
-                self._event(
-                    "response.function_call_arguments.done",
-                    {"item_id": item["id"], "output_index": index, "name": item["name"], "arguments": text},
-                )
-            )
+            self.sequence = sequence + 3
+            self.open = None
+        elif self.call is not None:
+            sequence = self.sequence
+            call_id, name = self.call
+            arguments = orjson.dumps("".join(self.text))
+            item = _CALL_ITEM % (item_id, call_id, name, arguments)
+            out.append(_CALL_CLOSED % (sequence, item_id, index, name, arguments, sequence + 1, index, item))
+            self.sequence = sequence + 2
             self.call = None
         else:
             return
-        out.append(self._event("response.output_item.done", {"output_index": index, "item": item}))
         self.output.append(item)
-        self.kind = None
         self.text = []
 
     def finish(self, usage: dict[str, Any]) -> bytes:
         out = [] if self.started else self._start()
-        if self.kind not in ("message", "call") and all(item["type"] == "reasoning" for item in self.output):
+        if not self.answered:
             self._close(out)
-            self._open("message", out)  # an answer always has its message or a call, as a whole one
+            self._open(_MESSAGE, out)  # an answer always has its message or a call, as a whole one
         self._close(out)
-        response = {**self.response, "output": self.output}
-        _finish(response, self.finish_reason, usage)
-        kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
-        out.append(self._event(kind, {"response": response}))
+        status, incomplete_details, answer_usage = _ending(self.finish_reason, usage)
+        output = b"[" + b",".join(self.output) + b"]"
+        response = self._response_json(
+            orjson.dumps(status), b"null", orjson.dumps(incomplete_details), output, orjson.dumps(answer_usage)
+        )
+        out.append(_ENDED[status] % (self.sequence, response))
+        self.sequence += 1
         return b"".join(out)
 
     def fail(self, error: PlatformError) -> bytes:
         out = [] if self.started else self._start()
         self._close(out)
-        response = {
-            **self.response,
-            "output": self.output,
-            "status": "failed",
-            "error": {"code": "server_error", "message": error.message},
-        }
-        out.append(self._event("response.failed", {"response": response}))
+        problem = orjson.dumps({"code": "server_error", "message": error.message})
+        response = self._response_json(b'"failed"', problem, b"null", b"[" + b",".join(self.output) + b"]", b"null")
+        out.append(_ENDED["failed"] % (self.sequence, response))
+        self.sequence += 1
         return b"".join(out)
