@@ -231,6 +231,19 @@ def test_a_value_nested_deeper_than_can_be_forwarded_is_a_400_and_costs_nothing(
             assert answer.status_code == 400, answer.text
             assert answer.json()["error"]["param"] == field
             assert answer.json()["error"]["message"] == f"'{field}' is nested too deeply to be forwarded"
+    # The Responses API echoes settings it never forwards: too deep to echo is refused the same way.
+    for field in ("metadata", "reasoning", "user"):
+        for stream in (b"false", b"true"):
+            answer = httpx.post(
+                platform.url + "/v1/responses",
+                headers={"Authorization": f"Bearer {key}", "content-type": "application/json"},
+                content=b'{"model": "%s", "input": "x", "max_output_tokens": 8, "stream": %s, "%s": {"a": %s}}'
+                % (QWEN.encode(), stream, field.encode(), deep),
+                timeout=30,
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"]["param"] == field
+            assert answer.json()["error"]["message"] == f"'{field}' is nested too deeply to be echoed"
     balance = httpx.get(platform.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}, timeout=10)
     assert balance.json()["balance_nanoton"] == TON
     assert db_rows(

@@ -121,6 +121,22 @@ class ResponsesRequest:
         if isinstance(reasoning, dict) and reasoning.get("effort") in ("none", "minimal"):
             chat["chat_template_kwargs"] = {"enable_thinking": False}
         self.chat = chat
+        self.settings_json = self._settings_json()
+
+    def _settings_json(self) -> bytes:
+        """`settings` as JSON, written once: every response object ends with it. A setting nested
+        deeper than orjson writes (254 levels; `metadata`, `reasoning` and `user` are echoed but
+        never forwarded) is a 400 naming it, before anything is held, not a failed answer."""
+        settings = self.settings()
+        try:
+            return orjson.dumps(settings)
+        except orjson.JSONEncodeError:
+            for name, value in settings.items():
+                try:
+                    orjson.dumps(value)
+                except orjson.JSONEncodeError:
+                    raise InvalidRequest(f"'{name}' is nested too deeply to be echoed", param=name) from None
+            raise
 
     def answer(self, document: dict[str, Any], answer_id: str) -> dict[str, Any]:
         message = read_message(document)
@@ -571,7 +587,7 @@ class ResponsesStream:
         self.answer_id = orjson.dumps(answer_id)
         self.created = int(time.time())
         self.model = orjson.dumps(model)
-        self.settings = b"," + orjson.dumps(request.settings())[1:]  # each response object's last members
+        self.settings = b"," + request.settings_json[1:]  # each response object's last members
         self.suffix = orjson.dumps(answer_id.removeprefix("resp_"))[1:-1]  # of the items' ids, as JSON
         self.sequence = 0
         self.started = False
