@@ -147,6 +147,12 @@ def checkout(revision: str, workdir: Path) -> Path:
     return path
 
 
+def remove_checkout(source: Path) -> None:
+    """Remove a worktree `checkout` made (never the working tree itself)."""
+    if source != ROOT:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source)], capture_output=True)
+
+
 def fund_all(database: Path, nanoton: int) -> None:
     """Enough balance that no request of the run is refused (the bench measures serving, not deposits)."""
     with sqlite3.connect(database) as db:
@@ -252,10 +258,7 @@ def main() -> int:
         simulator.terminate()
         simulator.wait(30)
         for source in sources.values():
-            if source != ROOT:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source)], capture_output=True
-                )
+            remove_checkout(source)
     report = {
         "command": " ".join(["python", "bench/cpu.py", *sys.argv[1:]]),
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

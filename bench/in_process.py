@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -136,9 +137,9 @@ async def compare(
     )
 
 
-async def measure(
-    database_url: str, requests: int, concurrency: int, rounds: int = 0, names: tuple[str, ...] = ()
-) -> None:
+async def start_platform(database_url: str) -> tuple[Client, list[str], Callable[[], Awaitable[None]]]:
+    """The application, its lifespan started, with ACCOUNTS funded accounts: a client, their keys,
+    and the coroutine function that stops it."""
     from cocoon_platform.app import create_app
 
     app = create_app()
@@ -156,6 +157,18 @@ async def measure(
         keys.append(orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))["api_key"])
     for key in keys:
         await asyncio.to_thread(fund, database_url, key, 10_000 * 10**9)
+
+    async def stop() -> None:
+        await lifespan(app, False, queue, done)
+        await running
+
+    return client, keys, stop
+
+
+async def measure(
+    database_url: str, requests: int, concurrency: int, rounds: int = 0, names: tuple[str, ...] = ()
+) -> None:
+    client, keys, stop = await start_platform(database_url)
     if rounds:
         await compare(client, keys, requests, concurrency, rounds, list(names))
     for label, body in () if rounds else (("chat", BODY), ("stream 20 chunks", STREAM_BODY)):
@@ -168,8 +181,7 @@ async def measure(
             f"per request",
             flush=True,
         )
-    await lifespan(app, False, queue, done)
-    await running
+    await stop()
 
 
 def main() -> None:

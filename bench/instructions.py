@@ -21,20 +21,18 @@ compared with the first (`--scenario` order), revisions head against base.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from cpu import SCENARIOS, checkout  # noqa: E402
+from cpu import SCENARIOS, checkout, remove_checkout  # noqa: E402
 from run import platform_env  # noqa: E402
 from support import base_env, free_port, wait_http  # noqa: E402
 
@@ -44,35 +42,16 @@ _COLLECTED = re.compile(rb"Collected : (\d+)")
 
 async def _child(database_url: str, scenario: str, requests: int) -> None:
     """Inside valgrind: start the platform, warm it up, count `requests` requests of `scenario`."""
-    import orjson
-    from in_process import ACCOUNTS, Client, drive, lifespan
-    from support import fund
+    from in_process import drive, start_platform
 
-    from cocoon_platform.app import create_app
-
-    app = create_app()
-    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    done: asyncio.Queue[Any] = asyncio.Queue()
-    state: dict[str, Any] = {}
-    running = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": state}, queue.get, done.put)
-    )
-    await lifespan(app, True, queue, done)
-    client = Client(app, state)
-    keys = []
-    for _ in range(ACCOUNTS):
-        sent = await client.call("/api/register", b"", [])
-        keys.append(orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))["api_key"])
-    for key in keys:
-        await asyncio.to_thread(fund, database_url, key, 10_000 * 10**9)
+    client, keys, stop = await start_platform(database_url)
     path, body = SCENARIOS[scenario]
     await drive(client, keys, body, WARM_UP, 16, path)
     toggle = ["callgrind_control", "--instr"]
     subprocess.run([*toggle, "on", str(os.getpid())], check=True, capture_output=True)
     await drive(client, keys, body, requests, 16, path)
     subprocess.run([*toggle, "off", str(os.getpid())], check=True, capture_output=True)
-    await lifespan(app, False, queue, done)
-    await running
+    await stop()
 
 
 def count(source: Path, scenario: str, requests: int, simulator: str, workdir: Path) -> int:
@@ -152,10 +131,7 @@ def main() -> int:
         simulator.terminate()
         simulator.wait(30)
         for source in sources.values():
-            if source != ROOT:
-                subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(source)], capture_output=True
-                )
+            remove_checkout(source)
     print("\n| scenario | " + " | ".join(f"{rev} instructions/request" for rev in revisions) + " | ratios |")
     print("|---|" + "---|" * len(revisions) + "---|")
     first = scenarios[0]
