@@ -49,6 +49,7 @@ def outcome(body: bytes, schemas: SchemaCache) -> tuple[str, Any]:
     return "request", (orjson.dumps(request.payload), offered, request.added_prompt_bytes, request.attempts)
 
 
+NO_PARAMS_TOOL = {"type": "function", "function": {"name": "now"}}
 TOOLS_JSON = orjson.dumps([TOOL])
 SAME_TOOLS = [
     # Each body sends the tools as TOOLS_JSON: once the list is compiled, it is not decoded again.
@@ -166,6 +167,47 @@ def test_a_known_list_stands_in_for_its_json() -> None:
     assert second.tools.tool_set is first.tools.tool_set
     spaced = body.replace(b'"tools":', b'"tools": ')  # other bytes around the same list: still known
     assert decode_chat_body(spaced, schemas)[0]["tools"] is first.tools.tool_set
+
+
+def test_kept_lists_are_found_by_their_first_bytes_a_few_to_a_head() -> None:
+    """`known_at` finds a kept list where a body holds it; lists beginning alike share a head, at
+    most HEAD_KEYS of them (the oldest dropped, from the cache too); a list shorter than a head is
+    kept but only found by its whole JSON, and a body holding it is still read exactly."""
+    schemas = SchemaCache()
+    lists = [
+        orjson.dumps(
+            [
+                dict(TOOL, function=dict(TOOL["function"], description="x" * 80)),
+                dict(NO_PARAMS_TOOL, function={"name": f"n{i}"}),
+            ]
+        )
+        for i in range(SchemaCache.HEAD_KEYS + 2)
+    ]
+    assert len({tools_json[: SchemaCache.HEAD] for tools_json in lists}) == 1
+    for tools_json in lists:
+        schemas.tool_set(orjson.loads(tools_json), tools_json)
+    dropped, kept = lists[:2], lists[2:]
+    for tools_json in dropped:
+        assert schemas.known(tools_json) is None and schemas.known_at(b"x" + tools_json, 1) is None
+    for tools_json in kept:
+        found = schemas.known_at(b'{"tools":' + tools_json + b"}", 9)
+        assert found is not None and found[0] == tools_json and found[1] is schemas.known(tools_json)
+        assert schemas.known_at(b'{"tools":' + tools_json + b"}", 8) is None
+    short = b'[{"function":{"name":"a"}}]'
+    schemas.tool_set(orjson.loads(short), short)
+    assert schemas.known(short) is not None and schemas.known_at(short, 0) is None
+    body = b'{"model":"Qwen/Qwen3-32B","tools":%s,"messages":[{"role":"user","content":"q"}]}' % short
+    assert outcome(body, schemas) == outcome(body, SchemaCache())
+
+
+def test_lists_dropped_for_space_leave_their_heads() -> None:
+    """Dropping the oldest lists for the size budget drops them from the head index too."""
+    lists = [orjson.dumps([dict(NO_PARAMS_TOOL, function={"name": f"tool_{i:02}_" + "y" * 60})]) for i in range(20)]
+    schemas = SchemaCache(budget_bytes=len(lists[0]) * 8)
+    for tools_json in lists:
+        schemas.tool_set(orjson.loads(tools_json), tools_json)
+    assert [schemas.known_at(t, 0) is not None for t in lists] == [False] * 12 + [True] * 8
+    assert [schemas.known(t) is not None for t in lists] == [False] * 12 + [True] * 8
 
 
 @settings(max_examples=500, deadline=None)

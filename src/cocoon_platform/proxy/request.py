@@ -14,6 +14,7 @@ each, so 4 MiB; a larger schema is checked for its request alone).
 from __future__ import annotations
 
 import re
+import secrets
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from functools import lru_cache
@@ -260,43 +261,49 @@ def decode_body(raw: bytes) -> dict[str, Any]:
 
 
 _decode_fields = msgspec.json.Decoder(dict[str, msgspec.Raw]).decode
+# Where a `tools` key's list may begin: a `"tools"` key (no JSON string holds an unescaped quote,
+# so these bytes are a key, at some depth), its colon, and the list's bracket.
+_TOOLS_KEY = re.compile(rb'"tools"[ \t\n\r]*:[ \t\n\r]*\[')
+# What stands in a body for a kept tool list while the rest is decoded: a string no body holds
+# but by chance (one in 2^64), made anew by each process.
+_TOOLS_MARK = "\x00tools " + secrets.token_hex(8)
+_TOOLS_MARK_JSON = orjson.dumps(_TOOLS_MARK)
 
 
 def decode_chat_body(raw: bytes, schemas: SchemaCache | None) -> tuple[dict[str, Any], bytes | None]:
     """`decode_body` for a chat body, and its `tools` list's JSON as sent (None without one).
 
     Agents send the same tools on every turn, and decoding them (then encoding them again for the
-    cache key) costs more than the rest of the body. So msgspec first finds the `tools` field's
-    JSON (the body's fields split as raw JSON, no objects made). When `schemas` has compiled a
-    list sent as the same bytes, those bytes are replaced by `0`, the rest is decoded whole with
-    orjson, and that ToolSet stands in the body for `tools`, which is never decoded. Replacing one
-    valid JSON value by another changes nothing else, so every value and every error is what
-    `decode_body` gives: a key sent twice keeps its last value, and an earlier value orjson cannot
-    read still fails the body (decoding msgspec's fields one by one would never see it). The
-    field's bytes are found by their first ones, which must occur once in the body: else another
-    copy of the list (maybe overlapping it) could be taken for the field. Otherwise, the whole body
-    goes through `decode_body`."""
+    cache key) costs more than the rest of the body. So the first list under a `"tools"` key is
+    looked for among the lists `schemas` has compiled (`known_at`, by its first bytes, then
+    whole). When one is there, its bytes are replaced by a marker string, the rest is decoded with
+    orjson, and if the marker is what the body's own `tools` field then holds, that ToolSet stands
+    in for it: the list is never decoded. That is exact. The marker can only be the top-level
+    field's value if the list was (it occurs nowhere else), and a complete JSON value replaced by
+    another at a value's place leaves everything around it read as before: a key sent twice keeps
+    its last value, and an earlier value orjson cannot read still fails the body. Otherwise (no
+    list, one not kept, one elsewhere in the body) the body is decoded whole, and msgspec finds the
+    field's JSON (its fields split as raw JSON, no objects made) to key the cache with."""
     if schemas is None or b'"tools"' not in raw:
         return decode_body(raw), None
+    key = _TOOLS_KEY.search(raw)
+    if key is not None:
+        start = key.end() - 1
+        found = schemas.known_at(raw, start)
+        if found is not None:
+            tools_json, tool_set = found
+            body = decode_body(raw[:start] + _TOOLS_MARK_JSON + raw[start + len(tools_json) :])
+            if body.get("tools") == _TOOLS_MARK:
+                body["tools"] = tool_set
+                return body, tools_json
+    body = decode_body(raw)
+    if not isinstance(body.get("tools"), list):
+        return body, None
     try:
         tools = _decode_fields(raw).get("tools")
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # msgspec recurses per level
-        return decode_body(raw), None
-    if tools is None:
-        return decode_body(raw), None
-    tools_json = bytes(tools)
-    known = schemas.known(tools_json)
-    if known is None:
-        return decode_body(raw), tools_json
-    # Its head only: for tools5's 1 kB list, searching twice for all of it cost 27k instructions,
-    # a sixth of parse_request.
-    head = tools_json[:64]
-    at = raw.find(head)
-    if raw.find(head, at + 1) >= 0:
-        return decode_body(raw), tools_json
-    body = decode_body(raw[:at] + b"0" + raw[at + len(tools_json) :])
-    body["tools"] = known
-    return body, tools_json
+        return body, None
+    return body, None if tools is None else bytes(tools)
 
 
 def forwarded_json(payload: dict[str, Any]) -> bytes:

@@ -36,35 +36,36 @@ TOOLS_TAIL = (
 REQUIRED_INSTRUCTION = "You must call at least one of these functions now: answer with <tool_call></tool_call> blocks."
 NAMED_INSTRUCTION = 'You must call the function "{name}" now: answer with a <tool_call></tool_call> block for it.'
 SINGLE_INSTRUCTION = "Call at most one function in your answer."
-_FRAME_BYTES = len(TOOLS_HEAD) + len(TOOLS_TAIL)  # ASCII
 
 
 def tools_text(offer: ToolOffer) -> str:
     """The system text that offers the tools (empty when none are offered)."""
-    if not offer.offered:
-        return ""
-    parts = [TOOLS_HEAD, offer.tool_set.lines, TOOLS_TAIL]
-    if offer.choice == REQUIRED:
-        parts.append("\n\n" + REQUIRED_INSTRUCTION)
-    elif offer.choice == NAMED:
-        parts.append("\n\n" + NAMED_INSTRUCTION.format(name=offer.named))
-    if not offer.parallel:
-        parts.append("\n\n" + SINGLE_INSTRUCTION)
-    return "".join(parts)
+    return _offer_text(offer)[0]
 
 
 def tools_text_bytes(offer: ToolOffer) -> int:
-    """The UTF-8 size of `tools_text(offer)`, without building it."""
+    """The UTF-8 size of `tools_text(offer)`."""
+    return _offer_text(offer)[1]
+
+
+def _offer_text(offer: ToolOffer) -> tuple[str, int]:
+    """`tools_text` and its UTF-8 size, made once per set and way of offering it (`ToolSet.texts`)."""
     if not offer.offered:
-        return 0
-    size = _FRAME_BYTES + offer.tool_set.lines_bytes
-    if offer.choice == REQUIRED:
-        size += 2 + len(REQUIRED_INSTRUCTION)
-    elif offer.choice == NAMED:
-        size += 2 + len(NAMED_INSTRUCTION.format(name=offer.named).encode())
-    if not offer.parallel:
-        size += 2 + len(SINGLE_INSTRUCTION)
-    return size
+        return "", 0
+    texts = offer.tool_set.texts
+    way = (offer.choice, offer.named, offer.parallel)
+    made = texts.get(way)
+    if made is None:
+        parts = [TOOLS_HEAD, offer.tool_set.lines, TOOLS_TAIL]
+        if offer.choice == REQUIRED:
+            parts.append("\n\n" + REQUIRED_INSTRUCTION)
+        elif offer.choice == NAMED:
+            parts.append("\n\n" + NAMED_INSTRUCTION.format(name=offer.named))
+        if not offer.parallel:
+            parts.append("\n\n" + SINGLE_INSTRUCTION)
+        text = "".join(parts)
+        made = texts[way] = (text, len(text.encode()))
+    return made
 
 
 def has_tool_history(messages: list[dict[str, Any]]) -> bool:
@@ -72,10 +73,27 @@ def has_tool_history(messages: list[dict[str, Any]]) -> bool:
     return any(message["role"] == "tool" or message.get("tool_calls") for message in messages)
 
 
-def render_messages(messages: list[dict[str, Any]], offer: ToolOffer | None) -> list[dict[str, Any]]:
+def render_messages(
+    messages: list[dict[str, Any]], offer: ToolOffer | None, history: bool = True
+) -> list[dict[str, Any]]:
     """`messages` (roles already checked) as the network takes them, with the offer's tools in the
-    system message and the tool history as plain text. Raises InvalidRequest for a malformed
-    tool call or tool message."""
+    system message and the tool history as plain text; `history` False says they hold none (no
+    tool calls or results: `has_tool_history`), and they are not looked through. Raises
+    InvalidRequest for a malformed tool call or tool message."""
+    out = _history_as_text(messages) if history else list(messages)
+    text = tools_text(offer) if offer is not None else ""
+    if text:
+        first = out[0]
+        if first["role"] in ("system", "developer"):
+            out[0] = {**first, "role": "system", "content": _text(first.get("content"), 0) + "\n\n" + text}
+        else:
+            out.insert(0, {"role": "system", "content": text})
+    return out
+
+
+def _history_as_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`messages` with each assistant's tool calls in its content and each run of tool results as
+    one user message."""
     out: list[dict[str, Any]] = []
     run: list[str] = []  # the tool responses of the current run of tool messages
     for index, message in enumerate(messages):
@@ -92,13 +110,6 @@ def render_messages(messages: list[dict[str, Any]], offer: ToolOffer | None) -> 
             out.append(message)
     if run:
         out.append({"role": "user", "content": "\n".join(run)})
-    text = tools_text(offer) if offer is not None else ""
-    if text:
-        first = out[0]
-        if first["role"] in ("system", "developer"):
-            out[0] = {**first, "role": "system", "content": _text(first.get("content"), 0) + "\n\n" + text}
-        else:
-            out.insert(0, {"role": "system", "content": text})
     return out
 
 

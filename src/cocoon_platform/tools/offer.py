@@ -13,14 +13,16 @@ Rendering tools and compiling their schemas costs far more than using them, and 
 same tools on every turn: whole tool lists are cached, checked and compiled, by their JSON (a
 `SchemaCache` per process, bounded), so a request pays one look-up. The key is the list's JSON
 as the request sent it, when the body's reader kept it (`proxy.request.decode_chat_body`, which
-then does not decode a list it finds here at all), else orjson's encoding of the list.
+finds a kept list in the body by its first bytes, `known_at`, and then does not decode it at
+all), else orjson's encoding of the list. Each set also keeps the texts offering it, once made
+(`texts`, filled by tools/hermes.py): the same tools are offered the same way turn after turn.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -49,7 +51,9 @@ class ToolSet:
     tools: tuple[OfferedTool, ...]
     by_name: dict[str, OfferedTool]
     lines: str  # each tool's rendered JSON on a line of its own, each line after a "\n"
-    lines_bytes: int  # their UTF-8 size
+    # The system text offering the set, and its UTF-8 size, by (choice, named, parallel): made by
+    # tools/hermes.py on first use. Bounded: 3 choices and one per tool name, times 2.
+    texts: dict[tuple[str, str | None, bool], tuple[str, int]] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,16 +91,32 @@ class SchemaCache:
     costs a dictionary access (or orjson's encoding of the list, a microsecond for five tools,
     when its JSON as sent is not known), where rendering them with `json.dumps` and compiling
     their schemas takes tens of microseconds to milliseconds. Bounded by the keys' total size
-    (a tool list may be megabytes), so memory stays bounded whatever is sent."""
+    (a tool list may be megabytes), so memory stays bounded whatever is sent.
+
+    Keys of at least HEAD bytes are also indexed by their first HEAD bytes, so that a body's
+    reader can tell a kept list at a place in the body without knowing where it ends
+    (`known_at`). At most HEAD_KEYS keys share a head (the oldest of them dropped), so that
+    a look-up compares a few keys at most, however many lists begin alike."""
+
+    HEAD = 64
+    HEAD_KEYS = 8
 
     def __init__(self, budget_bytes: int = 4 << 20) -> None:
         self._budget = budget_bytes
         self._size = 0
         self._sets: dict[bytes, ToolSet] = {}
+        self._heads: dict[bytes, list[bytes]] = {}
 
     def known(self, tools_json: bytes) -> ToolSet | None:
         """The set compiled from a list sent as exactly these JSON bytes, if one is kept."""
         return self._sets.get(tools_json)
+
+    def known_at(self, raw: bytes, start: int) -> tuple[bytes, ToolSet] | None:
+        """A kept list whose JSON `raw` holds from `start` (the key, and its set), if any."""
+        for key in self._heads.get(raw[start : start + self.HEAD], ()):
+            if raw.startswith(key, start):
+                return key, self._sets[key]
+        return None
 
     def tool_set(self, tools: list[Any], tools_json: bytes | None = None) -> ToolSet:
         """`tools` checked and compiled; `tools_json` is the list's JSON as sent, when known."""
@@ -107,18 +127,30 @@ class SchemaCache:
                 key = orjson.dumps(tools)
             except orjson.JSONEncodeError:  # nested deeper than orjson writes (it reads deeper): compiled, not kept
                 return _compile_tools(tools)
-        cached = self._sets.get(key)
+        cached = self.known(key)
         if cached is not None:
             return cached
         compiled = _compile_tools(tools)
         if len(key) <= self._budget // 8:  # a huge list is compiled for its request alone
             while self._sets and self._size + len(key) > self._budget:
-                oldest = next(iter(self._sets))
-                del self._sets[oldest]
-                self._size -= len(oldest)
+                self._drop(next(iter(self._sets)))
+            if len(key) >= self.HEAD:
+                alike = self._heads.setdefault(key[: self.HEAD], [])
+                if len(alike) >= self.HEAD_KEYS:
+                    self._drop(alike[0])
+                alike.append(key)
             self._sets[key] = compiled
             self._size += len(key)
         return compiled
+
+    def _drop(self, key: bytes) -> None:
+        del self._sets[key]
+        self._size -= len(key)
+        if len(key) >= self.HEAD:
+            alike = self._heads[key[: self.HEAD]]
+            alike.remove(key)
+            if not alike:
+                del self._heads[key[: self.HEAD]]
 
 
 def _compile_tools(tools: list[Any]) -> ToolSet:
@@ -141,7 +173,7 @@ def _compile_tools(tools: list[Any]) -> ToolSet:
         compiled[name] = OfferedTool(name, definition, tojson(definition, f"tools[{index}]"), check)
     ordered = tuple(compiled.values())
     lines = "".join("\n" + tool.rendered for tool in ordered)
-    return ToolSet(ordered, compiled, lines, len(lines.encode()))
+    return ToolSet(ordered, compiled, lines)
 
 
 def _compile(schema: Any, index: int) -> Check | None:
@@ -172,16 +204,20 @@ def read_tool_offer(body: dict[str, Any], schemas: SchemaCache, tools_json: byte
     JSON (`tools_json`, the list as sent, when known). Raises InvalidRequest for anything malformed."""
     tools_value = body.pop("tools", None)
     choice_value = body.pop("tool_choice", None)
-    if tools_value is None or tools_value == []:
+    if isinstance(tools_value, ToolSet):
+        pass
+    elif tools_value is None or tools_value == []:
         if choice_value is None or choice_value in (NONE, AUTO):
             return None
         raise InvalidRequest("tool_choice needs tools: the request offers none", param="tool_choice")
-    if not isinstance(tools_value, list | ToolSet):
+    elif not isinstance(tools_value, list):
         raise InvalidRequest("tools must be an array of function tools", param="tools")
     parallel = body.pop("parallel_tool_calls", None)
     if parallel is not None and not isinstance(parallel, bool):
         raise InvalidRequest("parallel_tool_calls must be a boolean", param="parallel_tool_calls")
     tool_set = tools_value if isinstance(tools_value, ToolSet) else schemas.tool_set(tools_value, tools_json)
+    if choice_value is None:
+        return ToolOffer(tool_set, AUTO, parallel is not False)
     choice, named = _choice(choice_value, tool_set.by_name)
     return ToolOffer(tool_set, choice, parallel is not False, named)
 

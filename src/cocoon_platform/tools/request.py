@@ -45,7 +45,7 @@ def apply_tools(
         body.pop("tool_choice", None)
         return None, 0
     offer = read_tool_offer(body, schemas, tools_json)
-    body["messages"] = render_messages(messages, offer)
+    body["messages"] = render_messages(messages, offer, history)
     added = tools_text_bytes(offer) if offer is not None else 0
     if history:
         added += sum(HISTORY_ITEM_BYTES * (len(m.get("tool_calls") or ()) + (m["role"] == "tool")) for m in messages)
