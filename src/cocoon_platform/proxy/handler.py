@@ -465,8 +465,10 @@ class InferenceHandler:
             await self._settle(request, reservation, prices, request_id, outcome, started)
             await send_error(send, exc, request_id, request.dialect)
             return
-        if request.tools is not None:
-            document = await self._read_tool_calls(request, document, outcome, started, receive)
+        # The answer's tool calls read (tools/answer.py); a required call the model did not make
+        # is asked for once more.
+        if request.tools is not None and not read_choices(document, request.tools) and request.attempts > 1:
+            document = await self._retry_for_call(request, document, outcome, started, receive)
             if outcome.status is UsageStatus.CLIENT_DISCONNECTED:
                 outcome.http_status = 499
                 await self._settle(request, reservation, prices, request_id, outcome, started)
@@ -483,7 +485,7 @@ class InferenceHandler:
             document = request.translated.answer(document, request_id)
         await send_json(send, document, request_id)
 
-    async def _read_tool_calls(
+    async def _retry_for_call(
         self,
         request: InferenceRequest,
         document: dict[str, Any],
@@ -491,10 +493,10 @@ class InferenceHandler:
         started: float,
         receive: Receive,
     ) -> dict[str, Any]:
-        """The answer with its tool calls read (tools/answer.py). When a call was required and the
-        model made none, it is asked once more within the request's deadline, with a `timeout` that
-        keeps the network's end before it (`_retry_timeout`); both attempts are billed (the
-        reservation covered both), each for what the network generated (`bill`).
+        """The answer to keep when a call was required and the model (its answer read) made none:
+        it is asked once more within the request's deadline, with a `timeout` that keeps the
+        network's end before it (`_retry_timeout`); both attempts are billed (the reservation
+        covered both), each for what the network generated (`bill`).
 
         If the second attempt fails, the first answer stands: it is whole and paid for, the second
         is not. Never taken by the network (refused, unreachable, no time left), the second costs
@@ -503,8 +505,6 @@ class InferenceHandler:
         `upstream_cut` with the 200 the caller got. Left by the caller: the same bill, recorded
         `client_disconnected` (499), and nothing is sent."""
         assert request.tools is not None
-        if read_choices(document, request.tools) or request.attempts < 2:
-            return document
         sent = self._retry_timeout(started)
         if sent is None:  # no time left for the network to answer before the deadline: never sent
             return document
