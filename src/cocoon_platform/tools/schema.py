@@ -135,16 +135,25 @@ def _compile(schema: Any, validated: frozenset[str]) -> Check:
     return every
 
 
+# The Python type each JSON Schema type's values are read as, for types with one such type (and
+# no other: bool is not taken for int, nor int for float, by `type(v) is`).
+_EXACT_TYPES: dict[str, type] = {"string": str, "integer": int, "boolean": bool, "object": dict, "array": list}
+
+
 def _object(schema: dict[str, Any], validated: frozenset[str]) -> Check:
     """The usual tool schema, an object of typed properties, as one loop (the generic closures
-    cost several function calls a keyword)."""
+    cost several function calls a keyword). A property whose schema is a type alone (annotations
+    aside) is accepted by one `type(v) is` test when its value has that exact type; any other
+    value goes through its compiled check, which rejects it or accepts it as jsonschema does."""
     try:
-        properties = {name: _compile(sub, validated) for name, sub in (schema.get("properties") or {}).items()}
+        subschemas = schema.get("properties") or {}
+        properties = {name: _compile(sub, validated) for name, sub in subschemas.items()}
         required = tuple(schema.get("required") or ())
         extra_schema = schema.get("additionalProperties", True)
     except AttributeError:
         raise _Unsupported from None
     extra = None if extra_schema is True else _compile(extra_schema, validated)
+    exact = {name: _exact_type(sub, validated) for name, sub in subschemas.items()}
 
     def check(value: Any) -> bool:
         if not isinstance(value, dict):
@@ -153,12 +162,24 @@ def _object(schema: dict[str, Any], validated: frozenset[str]) -> Check:
             if name not in value:
                 return False
         for name, item in value.items():
+            if type(item) is exact.get(name):
+                continue
             test = properties.get(name, extra)
             if test is not None and not test(item):
                 return False
         return True
 
     return check
+
+
+def _exact_type(schema: Any, validated: frozenset[str]) -> type | None:
+    """The one Python type whose values satisfy `schema` outright, when it says nothing but a type
+    that has one (`_EXACT_TYPES`); else None (no value's type is None's)."""
+    if not isinstance(schema, dict) or not isinstance(schema.get("type"), str):
+        return None
+    if any(keyword != "type" and keyword in validated and keyword not in _ANNOTATIONS for keyword in schema):
+        return None
+    return _EXACT_TYPES.get(schema["type"])
 
 
 def _ALWAYS(value: Any) -> bool:
