@@ -22,6 +22,7 @@ from cocoon_platform.tools.hermes import (
     SINGLE_INSTRUCTION,
     has_tool_history,
     render_messages,
+    tools_text,
 )
 from cocoon_platform.tools.offer import NAMED, REQUIRED, SchemaCache, read_tool_offer
 from cocoon_platform.upstream.catalog import HERMES, CatalogError, ModelCatalog
@@ -76,7 +77,7 @@ def forwarded(
     if tools is not None:
         body["tools"] = tools
     offer = read_tool_offer(body, SchemaCache())
-    return render_messages(messages, offer)
+    return render_messages(messages, tools_text(offer))
 
 
 def same_prompt(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> None:
@@ -284,9 +285,9 @@ def test_malformed_offers_are_refused(body: dict[str, Any], param: str) -> None:
 
 def test_malformed_history_is_refused() -> None:
     with pytest.raises(InvalidRequest):
-        render_messages([{"role": "assistant", "content": "", "tool_calls": {"x": 1}}], None)
+        render_messages([{"role": "assistant", "content": "", "tool_calls": {"x": 1}}], "")
     with pytest.raises(InvalidRequest):
-        render_messages([{"role": "assistant", "content": "", "tool_calls": [{"function": {"arguments": "{}"}}]}], None)
+        render_messages([{"role": "assistant", "content": "", "tool_calls": [{"function": {"arguments": "{}"}}]}], "")
 
 
 def test_catalog_tool_formats(tmp_path: Path) -> None:

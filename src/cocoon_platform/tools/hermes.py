@@ -38,19 +38,14 @@ NAMED_INSTRUCTION = 'You must call the function "{name}" now: answer with a <too
 SINGLE_INSTRUCTION = "Call at most one function in your answer."
 
 
-def tools_text(offer: ToolOffer) -> str:
+def tools_text(offer: ToolOffer | None) -> str:
     """The system text that offers the tools (empty when none are offered)."""
-    return _offer_text(offer)[0]
+    return offer_text(offer)[0]
 
 
-def tools_text_bytes(offer: ToolOffer) -> int:
-    """The UTF-8 size of `tools_text(offer)`."""
-    return _offer_text(offer)[1]
-
-
-def _offer_text(offer: ToolOffer) -> tuple[str, int]:
+def offer_text(offer: ToolOffer | None) -> tuple[str, int]:
     """`tools_text` and its UTF-8 size, made once per set and way of offering it (`ToolSet.texts`)."""
-    if not offer.offered:
+    if offer is None or not offer.offered:
         return "", 0
     texts = offer.tool_set.texts
     way = (offer.choice, offer.named, offer.parallel)
@@ -73,15 +68,12 @@ def has_tool_history(messages: list[dict[str, Any]]) -> bool:
     return any(message["role"] == "tool" or message.get("tool_calls") for message in messages)
 
 
-def render_messages(
-    messages: list[dict[str, Any]], offer: ToolOffer | None, history: bool = True
-) -> list[dict[str, Any]]:
-    """`messages` (roles already checked) as the network takes them, with the offer's tools in the
-    system message and the tool history as plain text; `history` False says they hold none (no
-    tool calls or results: `has_tool_history`), and they are not looked through. Raises
-    InvalidRequest for a malformed tool call or tool message."""
+def render_messages(messages: list[dict[str, Any]], text: str, history: bool = True) -> list[dict[str, Any]]:
+    """`messages` (roles already checked) as the network takes them, with `text` (`tools_text`:
+    the tools offered, if any) in the system message and the tool history as plain text;
+    `history` False says they hold none (no tool calls or results: `has_tool_history`), and they
+    are not looked through. Raises InvalidRequest for a malformed tool call or tool message."""
     out = _history_as_text(messages) if history else list(messages)
-    text = tools_text(offer) if offer is not None else ""
     if text:
         first = out[0]
         if first["role"] in ("system", "developer"):

