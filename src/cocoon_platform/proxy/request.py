@@ -284,18 +284,19 @@ def decode_chat_body(raw: bytes, schemas: SchemaCache | None) -> tuple[dict[str,
     its last value, and an earlier value orjson cannot read still fails the body. Otherwise (no
     list, one not kept, one elsewhere in the body) the body is decoded whole, and msgspec finds the
     field's JSON (its fields split as raw JSON, no objects made) to key the cache with."""
-    if schemas is None or b'"tools"' not in raw:
+    if schemas is None:
         return decode_body(raw), None
     key = _TOOLS_KEY.search(raw)
-    if key is not None:
-        start = key.end() - 1
-        found = schemas.known_at(raw, start)
-        if found is not None:
-            tools_json, tool_set = found
-            body = decode_body(raw[:start] + _TOOLS_MARK_JSON + raw[start + len(tools_json) :])
-            if body.get("tools") == _TOOLS_MARK:
-                body["tools"] = tool_set
-                return body, tools_json
+    if key is None:
+        return decode_body(raw), None  # no list under a `tools` key anywhere: none at the top
+    start = key.end() - 1
+    found = schemas.known_at(raw, start)
+    if found is not None:
+        tools_json, tool_set = found
+        body = decode_body(raw[:start] + _TOOLS_MARK_JSON + raw[start + len(tools_json) :])
+        if body.get("tools") == _TOOLS_MARK:
+            body["tools"] = tool_set
+            return body, tools_json
     body = decode_body(raw)
     if not isinstance(body.get("tools"), list):
         return body, None

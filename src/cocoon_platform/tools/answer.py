@@ -10,7 +10,7 @@ arguments may itself hold `</tool_call>`. So:
   JSON string; text that may be the start of a tag is held back until the next chunk decides.
   A block still open when the answer ends (cut by `max_tokens`) is read as it stands.
   A whole answer of the usual shape (a closed `<think>` block, blocks whose first `</tool_call>`
-  ends complete JSON) is split by `_usual_pieces` with a few `find`s into the same pieces, each
+  ends complete JSON) is split by `_usual_pieces` with a few `partition`s into the same pieces, each
   call parsed once; anything else goes through the scanner (a differential test holds the two
   to the same pieces).
 - `check_call` parses a block leniently (code fences, trailing commas, arguments sent as a
