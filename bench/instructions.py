@@ -47,11 +47,25 @@ async def _child(database_url: str, scenario: str, requests: int) -> None:
     client, keys, stop = await start_platform(database_url)
     path, body = SCENARIOS[scenario]
     await drive(client, keys, body, WARM_UP, 16, path)
-    toggle = ["callgrind_control", "--instr"]
-    subprocess.run([*toggle, "on", str(os.getpid())], check=True, capture_output=True)
+    _toggle("on")
     await drive(client, keys, body, requests, 16, path)
-    subprocess.run([*toggle, "off", str(os.getpid())], check=True, capture_output=True)
+    _toggle("off")
     await stop()
+
+
+def _toggle(state: str) -> None:
+    """Switch counting on or off with `callgrind_control`, waiting for it by polling. Callgrind
+    reads such commands while this process runs code: blocked in a wait for the command, with no
+    other thread running, it never read it (seen here: a run hung for ten minutes)."""
+    control = subprocess.Popen(
+        ["callgrind_control", "--instr", state, str(os.getpid())],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    while control.poll() is None:
+        pass
+    if control.returncode:
+        raise SystemExit(f"callgrind_control --instr {state} failed")
 
 
 def count(source: Path, scenario: str, requests: int, simulator: str, workdir: Path) -> int:
