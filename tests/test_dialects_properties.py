@@ -417,3 +417,51 @@ def test_an_input_role_that_is_not_a_string_is_a_400() -> None:
             assert (refused.status, refused.param) == (400, "input"), refused.body()
         else:
             raise AssertionError(f"role={role!r} was taken")
+
+
+def counted(value: Any) -> int:
+    """A usage count as the dialects have always read it: exactly an int (a bool is none), >= 0."""
+    return value if type(value) is int and value >= 0 else 0
+
+
+COUNTS = st.one_of(st.integers(-3, 2**70), st.booleans(), st.floats(allow_nan=False), st.text(max_size=2), st.none())
+DETAILS = st.one_of(st.dictionaries(st.sampled_from(["cached_tokens", "reasoning_tokens"]), COUNTS), COUNTS)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "prompt_tokens": COUNTS,
+                "completion_tokens": COUNTS,
+                "reasoning_tokens": COUNTS,
+                "cost_nanoton": COUNTS,
+                "prompt_tokens_details": DETAILS,
+                "completion_tokens_details": DETAILS,
+            },
+        ),
+        COUNTS,
+        st.lists(st.integers(), max_size=2),
+    )
+)
+def test_a_usage_object_is_read_count_by_count(usage: Any) -> None:
+    """`usage_numbers` checks each count inline: any object, any count of any type, reads as each
+    count checked alone (`counted`) would read it."""
+    as_dict = usage if isinstance(usage, dict) else {}
+    prompt_details = as_dict.get("prompt_tokens_details")
+    completion_details = as_dict.get("completion_tokens_details")
+    cost = counted(as_dict.get("cost_nanoton"))
+    expected = (
+        counted(as_dict.get("prompt_tokens")),
+        counted(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0,
+        counted(as_dict.get("completion_tokens")),
+        counted(completion_details.get("reasoning_tokens"))
+        if isinstance(completion_details, dict)
+        else counted(as_dict.get("reasoning_tokens")),
+        cost,
+        cost / 1_000_000_000,
+    )
+    assert chat.usage_numbers(usage) == expected
+    assert chat.read_usage(usage) == chat.Usage(*expected)

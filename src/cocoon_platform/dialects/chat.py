@@ -63,29 +63,31 @@ class Usage:
     cost_ton: float
 
 
-def _count(value: Any) -> int:
-    return value if type(value) is int and value >= 0 else 0  # exactly int: a bool is no count
-
-
-def read_usage(usage: Any) -> Usage:
-    usage = usage if isinstance(usage, dict) else {}
-    prompt_details = usage.get("prompt_tokens_details")
-    completion_details = usage.get("completion_tokens_details")
-    cached = _count(prompt_details.get("cached_tokens")) if isinstance(prompt_details, dict) else 0
-    reasoning = (
-        _count(completion_details.get("reasoning_tokens"))
-        if isinstance(completion_details, dict)
-        else _count(usage.get("reasoning_tokens"))
-    )
-    cost = _count(usage.get("cost_nanoton"))
-    return Usage(
-        _count(usage.get("prompt_tokens")),
-        cached,
-        _count(usage.get("completion_tokens")),
-        reasoning,
+def usage_numbers(usage: Any) -> tuple[int, int, int, int, int, float]:
+    """A chat usage object's counts and the cost the platform charged, as `Usage` holds them (in
+    its order). A count that is not an int of at least 0 (a bool is none) counts 0. The streams'
+    last events are written from these, without a `Usage`."""
+    if not isinstance(usage, dict):
+        usage = {}
+    prompt, completion, cost = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("cost_nanoton")
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else usage.get("reasoning_tokens")
+    # Each count checked inline (a call each would cost as much as the rest): exactly an int, >= 0.
+    cost = cost if type(cost) is int and cost >= 0 else 0
+    return (
+        prompt if type(prompt) is int and prompt >= 0 else 0,
+        cached if type(cached) is int and cached >= 0 else 0,
+        completion if type(completion) is int and completion >= 0 else 0,
+        reasoning if type(reasoning) is int and reasoning >= 0 else 0,
         cost,
         cost / 1_000_000_000,
     )
+
+
+def read_usage(usage: Any) -> Usage:
+    return Usage(*usage_numbers(usage))
 
 
 @dataclass(slots=True)
