@@ -67,6 +67,28 @@ READ_FIELDS = frozenset(
         "stream_options",
     )
 )
+# Of those, the refused fields, and two groups translated only when a field of the group is sent:
+# the usual request sends none of them, and each field looked up costs on every request.
+REFUSED_FIELDS = frozenset(("previous_response_id", "conversation", "background"))
+SAMPLING_FIELDS = frozenset(("temperature", "top_p", "parallel_tool_calls"))
+SHAPING_FIELDS = frozenset(("tools", "tool_choice", "text", "reasoning"))
+# The settings a response object echoes (`_settings`), in their order, with their defaults;
+# those of DEFAULTED_FIELDS stand for any false value too. Shared by every answer, they are never
+# changed, only encoded.
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "instructions": None,
+    "max_output_tokens": None,
+    "temperature": None,
+    "top_p": None,
+    "tool_choice": "auto",
+    "tools": [],
+    "parallel_tool_calls": True,
+    "metadata": {},
+    "text": {"format": {"type": "text"}},
+    "reasoning": None,
+    "user": None,
+}
+DEFAULTED_FIELDS = frozenset(("tool_choice", "tools", "metadata", "text"))
 
 
 class ResponsesDialect:
@@ -84,59 +106,35 @@ class ResponsesRequest:
     """One Responses request and the chat body it becomes."""
 
     def __init__(self, body: dict[str, Any]) -> None:
-        for name in ("previous_response_id", "conversation"):
-            if body.get(name) is not None:
-                raise InvalidRequest(
-                    f"'{name}' is not supported: the platform keeps no conversation (store is always false). "
-                    "Send the whole conversation in 'input' on every request.",
-                    param=name,
-                )
-        if body.get("background"):
-            raise InvalidRequest("'background' is not supported: answers are not stored.", param="background")
+        if not REFUSED_FIELDS.isdisjoint(body):
+            _refuse(body)
         if "input" not in body or "model" not in body:
             raise InvalidRequest("model and input are required")
         self.body = body
-        chat: dict[str, Any] = {name: value for name, value in body.items() if name not in READ_FIELDS}
+        # The usual body holds only fields read here: nothing goes to the chat body as it is.
+        chat: dict[str, Any] = (
+            {}
+            if body.keys() <= READ_FIELDS
+            else {name: value for name, value in body.items() if name not in READ_FIELDS}
+        )
         chat["model"] = body["model"]
         chat["messages"] = _messages(body.get("instructions"), body["input"])
         if body.get("stream") is not None:
             chat["stream"] = body["stream"]
-        for name in ("temperature", "top_p", "parallel_tool_calls"):
-            if body.get(name) is not None:
-                chat[name] = body[name]
-        if body.get("max_output_tokens") is not None:
-            # Checked here, under the caller's name for it (the chat check would name max_tokens).
-            chat["max_tokens"] = _int_field(body, "max_output_tokens", 1)
-        if body.get("tools"):
-            chat["tools"] = [_tool(tool, index) for index, tool in enumerate(_list(body["tools"], "tools"))]
-        if body.get("tool_choice") is not None:
-            chat["tool_choice"] = _tool_choice(body["tool_choice"])
-        text = body.get("text")
-        if text is not None:
-            if not isinstance(text, dict):
-                raise InvalidRequest("'text' must be an object", param="text")
-            if (response_format := _response_format(text.get("format"))) is not None:
-                chat["response_format"] = response_format
-        reasoning = body.get("reasoning")
-        if isinstance(reasoning, dict) and reasoning.get("effort") in ("none", "minimal"):
-            chat["chat_template_kwargs"] = {"enable_thinking": False}
+        if not SAMPLING_FIELDS.isdisjoint(body):
+            for name in ("temperature", "top_p", "parallel_tool_calls"):
+                if body.get(name) is not None:
+                    chat[name] = body[name]
+        limit = body.get("max_output_tokens")
+        if limit is not None:
+            # Checked here, under the caller's name for it (the chat check would name max_tokens);
+            # the usual value, a positive int, needs no call.
+            chat["max_tokens"] = limit if type(limit) is int and limit > 0 else _int_field(body, "max_output_tokens", 1)
+        if not SHAPING_FIELDS.isdisjoint(body):
+            _shaping(body, chat)
         self.chat = chat
-        self.settings_json = self._settings_json()
-
-    def _settings_json(self) -> bytes:
-        """`settings` as JSON, written once: every response object ends with it. A setting nested
-        deeper than orjson writes (254 levels; `metadata`, `reasoning` and `user` are echoed but
-        never forwarded) is a 400 naming it, before anything is held, not a failed answer."""
-        settings = self.settings()
-        try:
-            return orjson.dumps(settings)
-        except orjson.JSONEncodeError:
-            for name, value in settings.items():
-                try:
-                    orjson.dumps(value)
-                except orjson.JSONEncodeError:
-                    raise InvalidRequest(f"'{name}' is nested too deeply to be echoed", param=name) from None
-            raise
+        self.settings = _settings(body)  # echoed by every response object
+        self.settings_json = _settings_json(self.settings)
 
     def answer(self, document: dict[str, Any], answer_id: str) -> dict[str, Any]:
         message = read_message(document)
@@ -168,28 +166,43 @@ class ResponsesRequest:
             str(document.get("model") or self.body["model"]),
             output,
             usage,
-            self.settings(),
+            self.settings,
         )
 
     def stream(self, answer_id: str, model: str) -> ResponsesStream:
         return ResponsesStream(self, answer_id, model)
 
-    def settings(self) -> dict[str, Any]:
-        """The request's settings as a response object echoes them: as it set them, or their defaults."""
-        body = self.body
-        return {
-            "instructions": body.get("instructions"),
-            "max_output_tokens": body.get("max_output_tokens"),
-            "temperature": body.get("temperature"),
-            "top_p": body.get("top_p"),
-            "tool_choice": body.get("tool_choice") or "auto",
-            "tools": body.get("tools") or [],
-            "parallel_tool_calls": body.get("parallel_tool_calls", True) is not False,
-            "metadata": body.get("metadata") or {},
-            "text": body.get("text") or {"format": {"type": "text"}},
-            "reasoning": body.get("reasoning"),
-            "user": body.get("user"),
-        }
+
+def _settings(body: dict[str, Any]) -> dict[str, Any]:
+    """The request's settings as a response object echoes them: as it set them, or their defaults
+    (`DEFAULT_SETTINGS`). Only the fields sent are looked at (most requests send a handful)."""
+    settings = DEFAULT_SETTINGS.copy()
+    for name in body:
+        if name in DEFAULT_SETTINGS:
+            value = body[name]
+            if name in DEFAULTED_FIELDS:
+                if value:
+                    settings[name] = value
+            elif name == "parallel_tool_calls":
+                settings[name] = value is not False
+            else:
+                settings[name] = value
+    return settings
+
+
+def _settings_json(settings: dict[str, Any]) -> bytes:
+    """`settings` as JSON, written once: every response object of a stream ends with them. A
+    setting nested deeper than orjson writes (254 levels; `metadata`, `reasoning` and `user` are
+    echoed but never forwarded) is a 400 naming it, before anything is held, not a failed answer."""
+    try:
+        return orjson.dumps(settings)
+    except orjson.JSONEncodeError:
+        for name, value in settings.items():
+            try:
+                orjson.dumps(value)
+            except orjson.JSONEncodeError:
+                raise InvalidRequest(f"'{name}' is nested too deeply to be echoed", param=name) from None
+        raise
 
 
 def _response(
@@ -220,6 +233,36 @@ def _response(
         "usage": usage,
         **settings,
     }
+
+
+def _refuse(body: dict[str, Any]) -> None:
+    """Refuse what asks the platform to keep or look up an answer."""
+    for name in ("previous_response_id", "conversation"):
+        if body.get(name) is not None:
+            raise InvalidRequest(
+                f"'{name}' is not supported: the platform keeps no conversation (store is always false). "
+                "Send the whole conversation in 'input' on every request.",
+                param=name,
+            )
+    if body.get("background"):
+        raise InvalidRequest("'background' is not supported: answers are not stored.", param="background")
+
+
+def _shaping(body: dict[str, Any], chat: dict[str, Any]) -> None:
+    """The chat fields for `tools`, `tool_choice`, `text` and `reasoning`, in this order."""
+    if body.get("tools"):
+        chat["tools"] = [_tool(tool, index) for index, tool in enumerate(_list(body["tools"], "tools"))]
+    if body.get("tool_choice") is not None:
+        chat["tool_choice"] = _tool_choice(body["tool_choice"])
+    text = body.get("text")
+    if text is not None:
+        if not isinstance(text, dict):
+            raise InvalidRequest("'text' must be an object", param="text")
+        if (response_format := _response_format(text.get("format"))) is not None:
+            chat["response_format"] = response_format
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict) and reasoning.get("effort") in ("none", "minimal"):
+        chat["chat_template_kwargs"] = {"enable_thinking": False}
 
 
 def _list(value: Any, name: str) -> list[Any]:
