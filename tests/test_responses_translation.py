@@ -7,7 +7,7 @@ same error.
 
 `generic_translation` shares with the module the helpers that translate one field (`_messages`,
 `_tool`, `_tool_choice`, `_response_format`), the field check (`_int_field`) and the settings'
-encoding (`_settings_json`): what is compared is which fields are looked at, and when."""
+encoding (`_settings_end`): what is compared is which fields are looked at, and when."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from cocoon_platform.dialects.responses import (
     ResponsesDialect,
     _messages,
     _response_format,
-    _settings_json,
+    _settings_end,
     _tool,
     _tool_choice,
 )
@@ -82,7 +82,7 @@ def generic_translation(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str,
         "reasoning": body.get("reasoning"),
         "user": body.get("user"),
     }
-    _settings_json(echoed)  # refuses what orjson cannot write, as the module does
+    _settings_end(echoed)  # refuses what orjson cannot write, as the module does
     return chat, echoed
 
 
@@ -138,7 +138,7 @@ def outcome(translate: Any, body: dict[str, Any]) -> Any:
 
 def templated(body: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     request = ResponsesDialect().translate(body)
-    assert request.settings_json == orjson.dumps(request.settings)
+    assert request.settings_end == orjson.dumps(request.settings)[1:]
     return request.chat, request.settings
 
 
@@ -166,8 +166,8 @@ def test_the_usual_request_and_one_with_every_setting() -> None:
     }
     for body in (usual, full):
         assert outcome(templated, dict(body)) == outcome(generic_translation, dict(body))
-    assert _settings_json(ResponsesDialect().translate(dict(usual)).settings) == (
-        b'{"instructions":"Be brief.","max_output_tokens":64,"temperature":null,"top_p":null,'
+    assert _settings_end(ResponsesDialect().translate(dict(usual)).settings) == (
+        b'"instructions":"Be brief.","max_output_tokens":64,"temperature":null,"top_p":null,'
         b'"tool_choice":"auto","tools":[],"parallel_tool_calls":true,"metadata":{},'
         b'"text":{"format":{"type":"text"}},"reasoning":null,"user":null}'
     )

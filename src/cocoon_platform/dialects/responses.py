@@ -22,7 +22,11 @@ A stream's events are written from bytes templates that orjson makes at import f
 dicts a whole answer is made of (see `_JSON`): an event is then one `%` of a few values, not a
 dict encoded whole, and the texts of one read are encoded in one call. This runs for every
 Responses stream, whose fixed events (the response object three times, each item's opening and
-closing events) weigh as much as its deltas in a short answer. `tests/test_responses_stream.py`
+closing events) weigh as much as its deltas in a short answer; so the values that do not change
+in a stream are in its templates or written once: the settings that close every response object
+(encoded once per request), the items' ids (the answer id's suffix is their templates' slot),
+and the first two events (one response object written once, between constant bytes). The last
+event's usage numbers come from one orjson call, without a dict. `tests/test_responses_stream.py`
 holds the bytes to those of every event's dict encoded whole.
 """
 
@@ -34,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from cocoon_platform.dialects.chat import decoded_chunks, function_of, read_message, read_usage, text_of
+from cocoon_platform.dialects.chat import decoded_chunks, function_of, read_message, text_of, usage_numbers
 from cocoon_platform.errors import InvalidRequest, PlatformError
 from cocoon_platform.proxy.events import Chunk, ChunkChoice, Delta
 from cocoon_platform.proxy.request import _int_field, check_json_schema, only_fields
@@ -134,7 +138,7 @@ class ResponsesRequest:
             _shaping(body, chat)
         self.chat = chat
         self.settings = _settings(body)  # echoed by every response object
-        self.settings_json = _settings_json(self.settings)
+        self.settings_end = _settings_end(self.settings)
 
     def answer(self, document: dict[str, Any], answer_id: str) -> dict[str, Any]:
         message = read_message(document)
@@ -156,16 +160,16 @@ class ResponsesRequest:
                     "completed",
                 )
             )
-        status, incomplete_details, usage = _ending(message.finish_reason, document.get("usage"))
+        status = _status(message.finish_reason)
         return _response(
             answer_id,
             int(document.get("created") or time.time()),
             status,
             None,
-            incomplete_details,
+            INCOMPLETE_DETAILS[status],
             str(document.get("model") or self.body["model"]),
             output,
-            usage,
+            _usage(*_numbers(document.get("usage"))),
             self.settings,
         )
 
@@ -190,12 +194,13 @@ def _settings(body: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def _settings_json(settings: dict[str, Any]) -> bytes:
-    """`settings` as JSON, written once: every response object of a stream ends with them. A
-    setting nested deeper than orjson writes (254 levels; `metadata`, `reasoning` and `user` are
-    echoed but never forwarded) is a 400 naming it, before anything is held, not a failed answer."""
+def _settings_end(settings: dict[str, Any]) -> bytes:
+    """`settings` as the last members of a response object's JSON (and its closing brace),
+    written once: every response object of a stream ends with them. A setting nested deeper than
+    orjson writes (254 levels; `metadata`, `reasoning` and `user` are echoed but never forwarded)
+    is a 400 naming it, before anything is held, not a failed answer."""
     try:
-        return orjson.dumps(settings)
+        return orjson.dumps(settings)[1:]
     except orjson.JSONEncodeError:
         for name, value in settings.items():
             try:
@@ -389,24 +394,33 @@ def _call_item(item_id: Any, call_id: Any, name: Any, arguments: Any, status: st
     }
 
 
-def _usage(chat_usage: Any) -> dict[str, Any]:
-    usage = read_usage(chat_usage)
+def _usage(
+    input_tokens: Any, cached: Any, output_tokens: Any, reasoning: Any, total: Any, cost_nanoton: Any, cost_ton: Any
+) -> dict[str, Any]:
+    """A usage object, whole answers' and (with markers for its numbers) a stream's template's."""
     return {
-        "input_tokens": usage.prompt,
-        "input_tokens_details": {"cached_tokens": usage.cached},
-        "output_tokens": usage.completion,
-        "output_tokens_details": {"reasoning_tokens": usage.reasoning},
-        "total_tokens": usage.prompt + usage.completion,
-        "cost_nanoton": usage.cost_nanoton,
-        "cost_ton": usage.cost_ton,
+        "input_tokens": input_tokens,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": output_tokens,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": total,
+        "cost_nanoton": cost_nanoton,
+        "cost_ton": cost_ton,
     }
 
 
-def _ending(finish_reason: str | None, chat_usage: Any) -> tuple[str, dict[str, Any] | None, dict[str, Any]]:
-    """The response's status, the reason it is incomplete, and its usage, from the chat answer's end."""
-    if finish_reason == "length":
-        return "incomplete", {"reason": "max_output_tokens"}, _usage(chat_usage)
-    return "completed", None, _usage(chat_usage)
+def _numbers(chat_usage: Any) -> tuple[int, int, int, int, int, int, float]:
+    """The usage object's numbers (`_usage`'s arguments) for a chat answer's usage."""
+    prompt, cached, completion, reasoning, cost_nanoton, cost_ton = usage_numbers(chat_usage)
+    return prompt, cached, completion, reasoning, prompt + completion, cost_nanoton, cost_ton
+
+
+def _status(finish_reason: str | None) -> str:
+    """A finished answer's status: incomplete when `max_output_tokens` cut it."""
+    return "incomplete" if finish_reason == "length" else "completed"
+
+
+INCOMPLETE_DETAILS = {"completed": None, "incomplete": {"reason": "max_output_tokens"}}  # by status
 
 
 # A stream's events are written from bytes templates, made at import by orjson from the same
@@ -416,15 +430,16 @@ def _ending(finish_reason: str | None, chat_usage: Any) -> tuple[str, dict[str, 
 # appear, and holds no `%` of its own (`_slots` checks).
 _JSON = orjson.Fragment(b"\x00")  # JSON bytes: `%b`
 _INT = orjson.Fragment(b"\x01")  # an integer: `%d`
-_LATER_INT = orjson.Fragment(b"\x02")  # an integer, a slot of the template the first fill makes
-_CUT = b"\x03"  # where a template is cut in two
+# An integer, and JSON bytes: slots of the template the first fill makes.
+_LATER_INT = orjson.Fragment(b"\x02")
+_LATER_JSON = orjson.Fragment(b"\x03")
 
 
 def _slots(encoded: bytes) -> bytes:
     """orjson's output as a template: each marker replaced by its slot."""
     if b"%" in encoded:
         raise ValueError(f"a template holds a '%' of its own: {encoded!r}")
-    return encoded.replace(b"\x00", b"%b").replace(b"\x01", b"%d").replace(b"\x02", b"%%d")
+    return encoded.replace(b"\x00", b"%b").replace(b"\x01", b"%d").replace(b"\x02", b"%%d").replace(b"\x03", b"%%b")
 
 
 def _template(value: Any) -> bytes:
@@ -438,29 +453,50 @@ def _events(*events: tuple[str, dict[str, Any]]) -> bytes:
     )
 
 
-def _cut_event(kind: str, fields: dict[str, Any]) -> tuple[bytes, bytes]:
-    """An event's template (as `_events` makes it) in two, cut where `fields` hold _CUT."""
-    head, tail = orjson.dumps({"type": kind, **fields}).split(_CUT)
-    return b"event: %b\ndata: %b" % (kind.encode(), _slots(head)), _slots(tail) + b"\n\n"
+def _delta_event(kind: str, fields: dict[str, Any]) -> tuple[bytes, bytes]:
+    """A delta event's template, and its bytes after its text (`fields` hold _LATER_JSON)."""
+    template = _events((kind, fields))
+    return template, template.rpartition(b"%%b")[2]
 
 
 def _item_added(item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     return "response.output_item.added", {"sequence_number": _INT, "output_index": _INT, "item": item}
 
 
-# The response object without its settings (slots: id, created_at, status, error,
-# incomplete_details, model, output, usage), which a stream appends (`ResponsesStream.settings`).
-_RESPONSE = _template(_response(_JSON, _INT, _JSON, _JSON, _JSON, _JSON, _JSON, _JSON, {})).removesuffix(b"}")
-# Slots: the in-progress response, twice (the sequence numbers are always these).
+def _marked_response(status: str, error: Any, incomplete_details: Any, output: Any, usage: Any) -> orjson.Fragment:
+    """A response object with markers for its id, created_at and model, and for its settings last
+    (`ResponsesStream.settings`: they close the object), as a part of an event's template."""
+    encoded = orjson.dumps(_response(_JSON, _INT, status, error, incomplete_details, _JSON, output, usage, {}))
+    return orjson.Fragment(encoded.removesuffix(b"}") + b",\x00")
+
+
+# The first two events, each with the in-progress response: the bytes before, between and after
+# the two (the sequence numbers are always these), and the response (slots: id, created_at,
+# model, settings).
 _STARTED = _events(
     ("response.created", {"sequence_number": 0, "response": _JSON}),
     ("response.in_progress", {"sequence_number": 1, "response": _JSON}),
-)
-# Slots: the sequence number, the response.
+).split(b"%b")
+_IN_PROGRESS = _template(_marked_response("in_progress", None, None, [], None))
+# The last event, by status. Slots of the finished ones: the sequence number, id, created_at,
+# model, the items (JSON, comma-separated), the usage's numbers (`_numbers`, JSON), settings; of
+# the failed one: the sequence number, id, created_at, error, model, the items, settings.
+_ITEMS = orjson.Fragment(b"[\x00]")
 _ENDED = {
-    status: _events((f"response.{status}", {"sequence_number": _INT, "response": _JSON}))
-    for status in ("completed", "incomplete", "failed")
+    status: _events(
+        (
+            f"response.{status}",
+            {
+                "sequence_number": _INT,
+                "response": _marked_response(status, None, INCOMPLETE_DETAILS[status], _ITEMS, _usage(*(_JSON,) * 7)),
+            },
+        )
+    )
+    for status in ("completed", "incomplete")
 }
+_FAILED = _events(
+    ("response.failed", {"sequence_number": _INT, "response": _marked_response("failed", _JSON, None, _ITEMS, None)})
+)
 # Slots: the sequence number, the index, the item.
 _ITEM_DONE = ("response.output_item.done", {"sequence_number": _INT, "output_index": _INT, "item": _JSON})
 
@@ -470,49 +506,53 @@ class _TextItem:
     """A kind of item that holds one text (reasoning's summary, the message's output text): its
     templates, all filled alike (`ResponsesStream._open`, `_write_deltas`, `_close`)."""
 
-    id_start: bytes  # its id's JSON up to the answer id's suffix
-    opened: bytes  # slots: sequence number, index, id; + 1, id, index
-    delta: tuple[bytes, bytes]  # a delta event before its text (id, index; then its sequence number), and after
-    item: bytes  # id, text
-    closed: bytes  # sequence number, id, index, text; + 1, id, index, text; + 2, index, item
+    # Their slots (`suffix`: of the item's id, the answer id's suffix):
+    opened: bytes  # sequence number, index, suffix; + 1, suffix, index
+    # A delta event (suffix, index; then its sequence number, its text's JSON), and its bytes
+    # after its text.
+    delta: tuple[bytes, bytes]
+    item: bytes  # suffix, text
+    closed: bytes  # sequence number, suffix, index, text; + 1, suffix, index, text; + 2, index, item
 
 
+# The text items' ids, in their templates: the answer id's suffix is their slot.
+_RS_ID = orjson.Fragment(b'"rs_\x00"')
+_MSG_ID = orjson.Fragment(b'"msg_\x00"')
 _REASONING = _TextItem(
-    id_start=b'"rs_',
     opened=_events(
-        _item_added(_reasoning_item(_JSON, [])),
+        _item_added(_reasoning_item(_RS_ID, [])),
         (
             "response.reasoning_summary_part.added",
             {
                 "sequence_number": _INT,
-                "item_id": _JSON,
+                "item_id": _RS_ID,
                 "output_index": _INT,
                 "summary_index": 0,
                 "part": _summary_part(""),
             },
         ),
     ),
-    delta=_cut_event(
+    delta=_delta_event(
         "response.reasoning_summary_text.delta",
         {
-            "item_id": _JSON,
+            "item_id": _RS_ID,
             "output_index": _INT,
             "summary_index": 0,
             "sequence_number": _LATER_INT,
-            "delta": orjson.Fragment(_CUT),
+            "delta": _LATER_JSON,
         },
     ),
-    item=_template(_reasoning_item(_JSON, [_summary_part(_JSON)])),
+    item=_template(_reasoning_item(_RS_ID, [_summary_part(_JSON)])),
     closed=_events(
         (
             "response.reasoning_summary_text.done",
-            {"sequence_number": _INT, "item_id": _JSON, "output_index": _INT, "summary_index": 0, "text": _JSON},
+            {"sequence_number": _INT, "item_id": _RS_ID, "output_index": _INT, "summary_index": 0, "text": _JSON},
         ),
         (
             "response.reasoning_summary_part.done",
             {
                 "sequence_number": _INT,
-                "item_id": _JSON,
+                "item_id": _RS_ID,
                 "output_index": _INT,
                 "summary_index": 0,
                 "part": _summary_part(_JSON),
@@ -522,38 +562,37 @@ _REASONING = _TextItem(
     ),
 )
 _MESSAGE = _TextItem(
-    id_start=b'"msg_',
     opened=_events(
-        _item_added(_message_item(_JSON, "in_progress", [])),
+        _item_added(_message_item(_MSG_ID, "in_progress", [])),
         (
             "response.content_part.added",
             {
                 "sequence_number": _INT,
-                "item_id": _JSON,
+                "item_id": _MSG_ID,
                 "output_index": _INT,
                 "content_index": 0,
                 "part": _output_text_part(""),
             },
         ),
     ),
-    delta=_cut_event(
+    delta=_delta_event(
         "response.output_text.delta",
         {
-            "item_id": _JSON,
+            "item_id": _MSG_ID,
             "output_index": _INT,
             "content_index": 0,
             "sequence_number": _LATER_INT,
-            "delta": orjson.Fragment(_CUT),
+            "delta": _LATER_JSON,
             "logprobs": [],
         },
     ),
-    item=_template(_message_item(_JSON, "completed", [_output_text_part(_JSON)])),
+    item=_template(_message_item(_MSG_ID, "completed", [_output_text_part(_JSON)])),
     closed=_events(
         (
             "response.output_text.done",
             {
                 "sequence_number": _INT,
-                "item_id": _JSON,
+                "item_id": _MSG_ID,
                 "output_index": _INT,
                 "content_index": 0,
                 "text": _JSON,
@@ -564,7 +603,7 @@ _MESSAGE = _TextItem(
             "response.content_part.done",
             {
                 "sequence_number": _INT,
-                "item_id": _JSON,
+                "item_id": _MSG_ID,
                 "output_index": _INT,
                 "content_index": 0,
                 "part": _output_text_part(_JSON),
@@ -601,7 +640,7 @@ class ResponsesStream:
     arrives (reasoning, then the message, then function calls) and close when the next opens.
 
     Every event is written from its template (above); the response object's settings are
-    encoded once per stream, each text once (a closed item's text fills its three closing events
+    encoded once per request, each text once (a closed item's text fills its three closing events
     and the final response). The texts of one read are held and their delta events written
     together: the texts encoded in one call, the events made by one `%`."""
 
@@ -612,57 +651,50 @@ class ResponsesStream:
         "settings",
         "suffix",
         "sequence",
-        "started",
         "output",
         "answered",
         "open",
         "item_id",
         "text",
         "held",
-        "delta_head",
         "delta_event",
         "call",
         "calls",
         "finish_reason",
     )
+    # Set when an item opens: a function call's id, as JSON; a text item's delta event, a template
+    # of its sequence number and text's JSON.
+    item_id: bytes
+    delta_event: bytes
 
     def __init__(self, request: ResponsesRequest, answer_id: str, model: str) -> None:
-        self.answer_id = orjson.dumps(answer_id)
+        self.answer_id = answer_json = orjson.dumps(answer_id)
         self.created = int(time.time())
         self.model = orjson.dumps(model)
-        self.settings = b"," + request.settings_json[1:]  # each response object's last members
-        self.suffix = orjson.dumps(answer_id.removeprefix("resp_"))[1:-1]  # of the items' ids, as JSON
-        self.sequence = 0
-        self.started = False
+        self.settings = request.settings_end  # each response object's last members
+        # Of the items' ids, as JSON: the answer id's without its prefix (JSON escapes characters
+        # one by one).
+        self.suffix = answer_json[6:-1] if answer_id.startswith("resp_") else answer_json[1:-1]
+        self.sequence = 0  # of the next event; 0 until the first two are written
         self.output: list[bytes] = []  # the items done, as JSON
         self.answered = False  # a message or a function call was opened
         self.open: _TextItem | None = None  # the open text item's kind
-        self.item_id = b""  # the open item's id, as JSON
         self.text: list[str] = []  # of the open item, its delta events written
         self.held: list[str] = []  # of the open text item, its delta events not written yet
-        # The open text item's delta event before its text, a template of its sequence number; and
-        # the whole event, a template of its sequence number and text's JSON.
-        self.delta_head = b""
-        self.delta_event = b""
         self.call: tuple[bytes, bytes] | None = None  # the open function call's call id and name, as JSON
         self.calls = 0
         self.finish_reason: str | None = None
 
-    def _response_json(
-        self, status: bytes, error: bytes, incomplete_details: bytes, output: bytes, usage: bytes
-    ) -> bytes:
-        response = (self.answer_id, self.created, status, error, incomplete_details, self.model, output, usage)
-        return _RESPONSE % response + self.settings
-
     def _start(self) -> list[bytes]:
-        self.started = True
         self.sequence = 2
-        snapshot = self._response_json(b'"in_progress"', b"null", b"null", b"[]", b"null")
-        return [_STARTED % (snapshot, snapshot)]
+        response = _IN_PROGRESS % (self.answer_id, self.created, self.model, self.settings)
+        before, between, after = _STARTED
+        return [before, response, between, response, after]
 
     def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
-        out = [] if self.started else self._start()
+        out = self._start() if not self.sequence else []
         held = self.held
+        hold = held.append
         for chunk in decoded_chunks(payloads, chunks):
             try:
                 (choice,) = chunk.choices  # the usual chunk's one choice: no loop over them
@@ -674,24 +706,26 @@ class ResponsesStream:
             if choice.finish_reason is not None:
                 self.finish_reason = choice.finish_reason
             delta = choice.delta
-            if delta is None:
+            if delta is None or delta.tool_calls is not None:
+                if delta is not None:
+                    self._delta(delta, out)
                 continue
-            thought = delta.reasoning_content or delta.reasoning
+            # The usual delta, one piece of text: held for the open item's delta events.
             text = delta.content
-            if delta.tool_calls is None and not (thought and text):
-                # The usual delta, one piece of text: held for the open item's delta events.
-                if thought:
-                    text, kind = thought, _REASONING
-                elif text:
-                    kind = _MESSAGE
-                else:
+            if text:
+                if delta.reasoning_content or delta.reasoning:
+                    self._delta(delta, out)  # both
                     continue
-                if kind is not self.open:
-                    self._close(out)
-                    self._open(kind, out)
-                held.append(text)
+                kind = _MESSAGE
             else:
-                self._delta(delta, out)
+                text = delta.reasoning_content or delta.reasoning
+                if not text:
+                    continue
+                kind = _REASONING
+            if kind is not self.open:
+                self._close(out)
+                self._open(kind, out)
+            hold(text)
         if held:
             self._write_deltas(out)
         return b"".join(out)
@@ -740,7 +774,8 @@ class ResponsesStream:
             out.append(self.delta_event % (sequence, orjson.dumps(held[0])))
         else:
             assert self.open is not None
-            head, tail = self.delta_head, self.open.delta[1]
+            tail = self.open.delta[1]
+            head = self.delta_event[: -len(tail) - 2]  # before the text's slot
             texts = orjson.dumps(held, option=orjson.OPT_INDENT_2)[len(_TEXTS_START) : -len(_TEXTS_END)]
             events = head + texts.replace(b"%", b"%%").replace(_TEXTS_BETWEEN, tail + head) + tail
             out.append(events % tuple(range(sequence, sequence + len(held))))
@@ -752,13 +787,10 @@ class ResponsesStream:
         self.open = kind
         if kind is _MESSAGE:
             self.answered = True
-        item_id = self.item_id = kind.id_start + self.suffix + b'"'
-        index, sequence = len(self.output), self.sequence
-        out.append(kind.opened % (sequence, index, item_id, sequence + 1, item_id, index))
+        suffix, index, sequence = self.suffix, len(self.output), self.sequence
+        out.append(kind.opened % (sequence, index, suffix, sequence + 1, suffix, index))
         self.sequence = sequence + 2
-        head, tail = kind.delta
-        self.delta_head = head % (item_id.replace(b"%", b"%%"), index)
-        self.delta_event = self.delta_head + b"%b" + tail
+        self.delta_event = kind.delta[0] % (suffix.replace(b"%", b"%%"), index)
 
     def _open_call(self, call_id: str | None, name: str | None, out: list[bytes]) -> None:
         index = self.calls
@@ -772,21 +804,21 @@ class ResponsesStream:
 
     def _close(self, out: list[bytes]) -> None:
         """Close the open item, if any: its held deltas, then its `.done` events."""
-        kind, item_id, index = self.open, self.item_id, len(self.output)
+        kind = self.open
         if kind is not None:
             if self.held:
                 self._write_deltas(out)
-            sequence = self.sequence
+            suffix, index, sequence = self.suffix, len(self.output), self.sequence
             text = orjson.dumps("".join(self.text))
-            item = kind.item % (item_id, text)
+            item = kind.item % (suffix, text)
             out.append(
                 kind.closed
-                % (sequence, item_id, index, text, sequence + 1, item_id, index, text, sequence + 2, index, item)
+                % (sequence, suffix, index, text, sequence + 1, suffix, index, text, sequence + 2, index, item)
             )
             self.sequence = sequence + 3
             self.open = None
         elif self.call is not None:
-            sequence = self.sequence
+            item_id, index, sequence = self.item_id, len(self.output), self.sequence
             call_id, name = self.call
             arguments = orjson.dumps("".join(self.text))
             item = _CALL_ITEM % (item_id, call_id, name, arguments)
@@ -799,25 +831,25 @@ class ResponsesStream:
         self.text = []
 
     def finish(self, usage: dict[str, Any]) -> bytes:
-        out = [] if self.started else self._start()
+        out = self._start() if not self.sequence else []
         if not self.answered:
             self._close(out)
             self._open(_MESSAGE, out)  # an answer always has its message or a call, as a whole one
         self._close(out)
-        status, incomplete_details, answer_usage = _ending(self.finish_reason, usage)
-        output = b"[" + b",".join(self.output) + b"]"
-        response = self._response_json(
-            orjson.dumps(status), b"null", orjson.dumps(incomplete_details), output, orjson.dumps(answer_usage)
+        # The usage's numbers written by orjson in one call (its digits, its refusals), each put in
+        # its place in the template.
+        numbers = orjson.dumps(_numbers(usage))[1:-1].split(b",")
+        ended = _ENDED[_status(self.finish_reason)]
+        out.append(
+            ended
+            % (self.sequence, self.answer_id, self.created, self.model, b",".join(self.output), *numbers, self.settings)
         )
-        out.append(_ENDED[status] % (self.sequence, response))
-        self.sequence += 1
         return b"".join(out)
 
     def fail(self, error: PlatformError) -> bytes:
-        out = [] if self.started else self._start()
+        out = self._start() if not self.sequence else []
         self._close(out)
         problem = orjson.dumps({"code": "server_error", "message": error.message})
-        response = self._response_json(b'"failed"', problem, b"null", b"[" + b",".join(self.output) + b"]", b"null")
-        out.append(_ENDED["failed"] % (self.sequence, response))
-        self.sequence += 1
+        items = b",".join(self.output)
+        out.append(_FAILED % (self.sequence, self.answer_id, self.created, problem, self.model, items, self.settings))
         return b"".join(out)
