@@ -104,7 +104,7 @@ class GenericStream:
             self._event("response.in_progress", {"response": snapshot}),
         ]
 
-    def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> bytes:
+    def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None) -> bytes:
         out = [] if self.started else self._start()
         for chunk in decoded_chunks(payloads, chunks):
             for choice in chunk.choices:

@@ -24,7 +24,7 @@ from cocoon_platform.proxy.events import Chunk
 class DialectStream(Protocol):
     """One streamed answer's translation, fed the relay's chat chunks as they arrive."""
 
-    def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
+    def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
         """The dialect's events for the chat chunk payloads of one read (may be empty); `chunks`
         are the payloads as the relay decoded them, None where it did not."""
         ...

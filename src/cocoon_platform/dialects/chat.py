@@ -17,36 +17,31 @@ from cocoon_platform.proxy.events import DECODE_ERRORS, Chunk, ChunkChoice, deco
 _decode_many = msgspec.json.Decoder(list[Chunk]).decode
 
 
-def decoded_chunks(payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> list[Chunk]:
-    """The chunks of one read. `chunks` are the payloads as the relay decoded them (None where it
-    did not): only the others are decoded here, each alone, and one that does not decode is
-    skipped, as the relay skips it. Without them, the chunks of one read are decoded in one call,
-    as one JSON array, and each alone only when that fails."""
-    if chunks is None:
-        try:
-            return _decode_many(b"[" + b",".join(payloads) + b"]")
-        except DECODE_ERRORS:
-            return _decode_each(payloads, [None] * len(payloads))
-    if None in chunks:
-        return _decode_each(payloads, chunks)
-    return chunks  # type: ignore[return-value]  # the usual read: the relay decoded every chunk (`cast` is a call)
+def decoded_chunks(payloads: list[bytes], chunks: list[Chunk] | None = None) -> list[Chunk]:
+    """The chunks of one read: the relay's, when it decoded them all (the usual read). Else the
+    chunks of the read are decoded here in one call, as one JSON array, and each alone only when
+    that fails; one that does not decode is skipped, as the relay skips it."""
+    if chunks is not None:
+        return chunks
+    try:
+        return _decode_many(b"[" + b",".join(payloads) + b"]")
+    except DECODE_ERRORS:
+        return _decode_each(payloads)
 
 
-def first_choices(payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> list[ChunkChoice]:
+def first_choices(payloads: list[bytes], chunks: list[Chunk] | None = None) -> list[ChunkChoice]:
     """The first choice of each chunk of one read (a dialect answers with one choice)."""
     return [choice for chunk in decoded_chunks(payloads, chunks) for choice in chunk.choices if choice.index == 0]
 
 
-def _decode_each(payloads: list[bytes], chunks: list[Chunk | None]) -> list[Chunk]:
-    """Each payload's chunk: the relay's, or decoded here; one that does not decode is skipped."""
+def _decode_each(payloads: list[bytes]) -> list[Chunk]:
+    """Each payload's chunk; one that does not decode is skipped."""
     decoded = []
-    for payload, chunk in zip(payloads, chunks, strict=True):
-        if chunk is None:
-            try:
-                chunk = decode_chunk(payload)
-            except DECODE_ERRORS:
-                continue
-        decoded.append(chunk)
+    for payload in payloads:
+        try:
+            decoded.append(decode_chunk(payload))
+        except DECODE_ERRORS:
+            continue
     return decoded
 
 

@@ -351,7 +351,7 @@ class MessagesStream:
         }
         return [_event("message_start", {"message": message})]
 
-    def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
+    def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
         out = [] if self.started else self._start()
         for choice in first_choices(payloads, chunks):
             if choice.finish_reason is not None:

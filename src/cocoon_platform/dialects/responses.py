@@ -691,7 +691,7 @@ class ResponsesStream:
         before, between, after = _STARTED
         return [before, response, between, response, after]
 
-    def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
+    def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
         out = self._start() if not self.sequence else []
         held = self.held
         hold = held.append

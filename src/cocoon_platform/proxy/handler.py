@@ -550,7 +550,7 @@ class InferenceHandler:
                     # Text is held back while a call is required, so a retry can replace the answer.
                     translator = StreamTranslator(request.tools, hold_text=request.attempts > 1)
 
-                    def tool_frame(payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
+                    def tool_frame(payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
                         out = translator.translate(payloads)  # new payloads: the dialect decodes them
                         return frame(out) if out else b""
 

@@ -22,9 +22,10 @@ from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 
 class Frame(Protocol):
     """Turns the payloads of one read into the bytes the client gets; `chunks` are the payloads
-    as the relay decoded them (None where it did not, or when the payloads are not the relay's)."""
+    as the relay decoded them, one for each (None when it did not decode them all, or when the
+    payloads are not the relay's)."""
 
-    def __call__(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes: ...
+    def __call__(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes: ...
 
 
 async def relay(
@@ -61,7 +62,7 @@ def openai_frame(outcome: Outcome, answer_id: str) -> Frame:
     so nothing else matches)."""
     ours = b'"id":"' + answer_id.encode() + b'"'
 
-    def frame(payloads: list[bytes], chunks: list[Chunk | None] | None = None, /) -> bytes:
+    def frame(payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
         body = b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n"
         if outcome.stream_id is not None:
             body = body.replace(b'"id":"' + outcome.stream_id.encode() + b'"', ours)
@@ -70,15 +71,18 @@ def openai_frame(outcome: Outcome, answer_id: str) -> Frame:
     return frame
 
 
-def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> tuple[list[bytes], list[Chunk | None]]:
+def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> tuple[list[bytes], list[Chunk] | None]:
     """Count what the events of one read deliver; return the payloads to forward, in order, and
-    beside each the chunk decoded from it (None for an event the general path read).
+    the chunks decoded from them, one for each; None instead when the general path read one of
+    them (rare: the dialects then decode the read themselves, and the usual read needs no check
+    for a missing chunk, which would cost a comparison per chunk).
 
     The usual event (one line, choices with text, no usage) is read by the typed fast path
     and counted here in one loop, as `count_delivered` counts (inline: this runs for every
     event); any other goes through `inspect_document`. `[DONE]` is not forwarded."""
     out: list[bytes] = []
-    chunks: list[Chunk | None] = []
+    chunks: list[Chunk] = []
+    whole = True  # every payload forwarded has its chunk
     completion = reasoning = size = 0
     for payload in payloads:
         if payload == DONE:
@@ -88,7 +92,7 @@ def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> tupl
         if event is None:
             if (forwarded := inspect_document(payload, outcome, started)) is not None:
                 out.append(forwarded)
-                chunks.append(None)
+                whole = False
             continue
         if outcome.first_token_seconds is None:
             first_event(outcome, started, event.id)
@@ -113,7 +117,7 @@ def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> tupl
         outcome.delivered_completion += completion
         outcome.delivered_reasoning += reasoning
         outcome.delivered_bytes += size
-    return out, chunks
+    return out, chunks if whole else None
 
 
 def inspect_document(payload: bytes, outcome: Outcome, started: float) -> bytes | None:
