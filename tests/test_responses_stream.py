@@ -378,3 +378,31 @@ def test_the_benchmark_answer_is_written_as_before() -> None:
             read = read_events(chunks[start : start + size], Outcome(), 0.0)
             assert templated.frame(*read) == generic.frame(*read)
         assert templated.finish(usage) == generic.finish(usage)
+
+
+def test_a_stream_numbered_past_the_digits_held_is_written_as_before() -> None:
+    """Sequence numbers are written from a table of digits that a long stream grows: an answer of
+    thousands of events (texts a read and many at once, then calls, each kind of event past the
+    table's end) is written as the generic encoding writes it."""
+    texts = [{"reasoning_content": f"r{i}"} for i in range(3000)] + [{"content": f"w{i}%"} for i in range(3000)]
+    calls = [
+        {"tool_calls": [{"index": i, "id": f"call_{i}", "function": {"name": "f", "arguments": "{}"}}]}
+        for i in range(2000)
+    ]
+    chunks = [
+        orjson.dumps({"id": "x", "choices": [{"index": 0, "delta": piece, "finish_reason": None}]})
+        for piece in texts + calls
+    ]
+    usage = {"prompt_tokens": 3, "completion_tokens": 8000, "cost_nanoton": 1}
+    with mock.patch("time.time", return_value=1_767_225_600.0):
+        templated = ResponsesDialect().translate({"model": "m", "input": "hi"}).stream("resp_1", "m")
+        generic = GenericStream({"model": "m", "input": "hi"}, "resp_1", "m")
+    start = 0
+    for size in (1, 700, 1, 2500, 3, 4000, 1):
+        read = read_events(chunks[start : start + size], Outcome(), 0.0)
+        assert templated.frame(*read) == generic.frame(*read)
+        start += size
+    assert start < len(chunks)
+    read = read_events(chunks[start:], Outcome(), 0.0)
+    assert templated.frame(*read) == generic.frame(*read)
+    assert templated.finish(usage) == generic.finish(usage)
