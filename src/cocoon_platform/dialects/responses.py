@@ -76,6 +76,9 @@ READ_FIELDS = frozenset(
 REFUSED_FIELDS = frozenset(("previous_response_id", "conversation", "background"))
 SAMPLING_FIELDS = frozenset(("temperature", "top_p", "parallel_tool_calls"))
 SHAPING_FIELDS = frozenset(("tools", "tool_choice", "text", "reasoning"))
+# The usual request's fields: all read here, none of the groups above. One subset test takes such
+# a body past each group's look, and its settings are the defaults but for two (`_USUAL_SETTINGS`).
+USUAL_FIELDS = READ_FIELDS - REFUSED_FIELDS - SAMPLING_FIELDS - SHAPING_FIELDS
 # The settings a response object echoes (`_settings`), in their order, with their defaults;
 # those of DEFAULTED_FIELDS stand for any false value too. Shared by every answer, they are never
 # changed, only encoded.
@@ -110,7 +113,8 @@ class ResponsesRequest:
     """One Responses request and the chat body it becomes."""
 
     def __init__(self, body: dict[str, Any]) -> None:
-        if not REFUSED_FIELDS.isdisjoint(body):
+        usual = USUAL_FIELDS.issuperset(body)
+        if not usual and not REFUSED_FIELDS.isdisjoint(body):
             _refuse(body)
         if "input" not in body or "model" not in body:
             raise InvalidRequest("model and input are required")
@@ -118,14 +122,14 @@ class ResponsesRequest:
         # The usual body holds only fields read here: nothing goes to the chat body as it is.
         chat: dict[str, Any] = (
             {}
-            if body.keys() <= READ_FIELDS
+            if usual or READ_FIELDS.issuperset(body)
             else {name: value for name, value in body.items() if name not in READ_FIELDS}
         )
         chat["model"] = body["model"]
         chat["messages"] = _messages(body.get("instructions"), body["input"])
         if body.get("stream") is not None:
             chat["stream"] = body["stream"]
-        if not SAMPLING_FIELDS.isdisjoint(body):
+        if not usual and not SAMPLING_FIELDS.isdisjoint(body):
             for name in ("temperature", "top_p", "parallel_tool_calls"):
                 if body.get(name) is not None:
                     chat[name] = body[name]
@@ -134,11 +138,16 @@ class ResponsesRequest:
             # Checked here, under the caller's name for it (the chat check would name max_tokens);
             # the usual value, a positive int, needs no call.
             chat["max_tokens"] = limit if type(limit) is int and limit > 0 else _int_field(body, "max_output_tokens", 1)
-        if not SHAPING_FIELDS.isdisjoint(body):
+        if not usual and not SHAPING_FIELDS.isdisjoint(body):
             _shaping(body, chat)
         self.chat = chat
-        self.settings = _settings(body)  # echoed by every response object
-        self.settings_end = _settings_end(self.settings)
+        # The settings every response object ends with, as JSON.
+        self.settings_end = _usual_settings_end(body) if usual else _settings_end(self.settings)
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The settings a whole answer echoes (`settings_end` holds them as a stream writes them)."""
+        return _settings(self.body)
 
     def answer(self, document: dict[str, Any], answer_id: str) -> dict[str, Any]:
         message = read_message(document)
@@ -192,6 +201,15 @@ def _settings(body: dict[str, Any]) -> dict[str, Any]:
             else:
                 settings[name] = value
     return settings
+
+
+def _usual_settings_end(body: dict[str, Any]) -> bytes:
+    """`_settings_end` of a usual request's settings (`USUAL_FIELDS`), from their template: its
+    two settings are checked by now (an int too large for JSON goes the general way, refused)."""
+    try:
+        return _USUAL_SETTINGS % (orjson.dumps(body.get("instructions")), orjson.dumps(body.get("max_output_tokens")))
+    except orjson.JSONEncodeError:
+        return _settings_end(_settings(body))
 
 
 def _settings_end(settings: dict[str, Any]) -> bytes:
@@ -491,6 +509,9 @@ _STARTED = _events(
     ("response.created", {"sequence_number": 0, "response": _JSON}),
     ("response.in_progress", {"sequence_number": 1, "response": _JSON}),
 ).split(b"%b")
+# A usual request's settings, as `_settings_end` writes them (slots: instructions,
+# max_output_tokens).
+_USUAL_SETTINGS = _slots(orjson.dumps({**DEFAULT_SETTINGS, "instructions": _JSON, "max_output_tokens": _JSON})[1:])
 _IN_PROGRESS = _template(_marked_response("in_progress", None, None, [], None))
 # The last event, by status. Slots of the finished ones: the sequence number, id, created_at,
 # model, the items (JSON, comma-separated), the usage's numbers (`_numbers`, JSON), settings; of
@@ -709,7 +730,7 @@ class ResponsesStream:
         out = self._start() if not self.sequence else []
         held = self.held
         hold = held.append
-        for chunk in decoded_chunks(payloads, chunks):
+        for chunk in chunks if chunks is not None else decoded_chunks(payloads):
             try:
                 (choice,) = chunk.choices  # the usual chunk's one choice: no loop over them
             except ValueError:
@@ -878,7 +899,10 @@ class ResponsesStream:
         self._close(out)
         # The usage's numbers written by orjson in one call (its digits, its refusals), each put in
         # its place in the template.
-        numbers = orjson.dumps(_numbers(usage))[1:-1].split(b",")
+        prompt, cached, completion, reasoning, cost_nanoton, cost_ton = usage_numbers(usage)
+        numbers = orjson.dumps((prompt, cached, completion, reasoning, prompt + completion, cost_nanoton, cost_ton))[
+            1:-1
+        ].split(b",")
         ended = _ENDED[_status(self.finish_reason)]
         out.append(
             ended
