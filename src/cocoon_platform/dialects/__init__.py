@@ -9,6 +9,7 @@ same handler (`proxy.handler`), under the dialect's own endpoint name and id pre
 - `responses.py`: OpenAI's Responses API (`POST /v1/responses`).
 - `messages.py`: Anthropic's Messages API (`POST /v1/messages`, `/v1/messages/count_tokens`).
 - `chat.py`: what both read from chat answers and chunks.
+- `templates.py`: the bytes templates both write their stream events from.
 
 The platform keeps no conversation: every request carries its whole input.
 """

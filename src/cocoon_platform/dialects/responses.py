@@ -19,7 +19,7 @@ the typed event sequence, every event numbered (`sequence_number`), ending with
 when the network did), with no `[DONE]`.
 
 A stream's events are written from bytes templates that orjson makes at import from the same
-dicts a whole answer is made of (see `_JSON`): an event is then one `%` of a few values, not a
+dicts a whole answer is made of (`templates.py`): an event is then one `%` of a few values, not a
 dict encoded whole, and the texts of one read are encoded in one call. This runs for every
 Responses stream, whose fixed events (the response object three times, each item's opening and
 closing events) weigh as much as its deltas in a short answer; so the values that do not change
@@ -39,6 +39,20 @@ from typing import Any
 import orjson
 
 from cocoon_platform.dialects.chat import decoded_chunks, function_of, read_message, text_of, usage_numbers
+from cocoon_platform.dialects.templates import (
+    _DIGITS,
+    _INT,
+    _JSON,
+    _LATER_INT,
+    _LATER_JSON,
+    _TEXTS_BETWEEN,
+    _TEXTS_END,
+    _TEXTS_START,
+    _digits,
+    _events,
+    _slots,
+    _template,
+)
 from cocoon_platform.errors import InvalidRequest, PlatformError
 from cocoon_platform.proxy.events import Chunk, ChunkChoice, Delta
 from cocoon_platform.proxy.request import _int_field, check_json_schema, only_fields
@@ -441,50 +455,6 @@ def _status(finish_reason: str | None) -> str:
 INCOMPLETE_DETAILS = {"completed": None, "incomplete": {"reason": "max_output_tokens"}}  # by status
 
 
-# A stream's events are written from bytes templates, made at import by orjson from the same
-# dicts a whole answer is made of, with a marker where a value goes: orjson writes a Fragment as
-# it is and escapes every control character inside strings, so a marker's byte occurs in its
-# output only where it was put. A template is filled with `%`, its slots in the order they
-# appear, and holds no `%` of its own (`_slots` checks).
-# An integer's slot is filled with its digits as bytes (`_DIGITS`), not by `%d`: `%b` of ready
-# bytes costs half as much, and a stream fills some 60 integers.
-_JSON = orjson.Fragment(b"\x00")  # JSON bytes: `%b`
-_INT = orjson.Fragment(b"\x01")  # an integer, its digits: `%b`
-# An integer, and JSON bytes: slots of the template the first fill makes.
-_LATER_INT = orjson.Fragment(b"\x02")
-_LATER_JSON = orjson.Fragment(b"\x03")
-
-
-def _slots(encoded: bytes) -> bytes:
-    """orjson's output as a template: each marker replaced by its slot."""
-    if b"%" in encoded:
-        raise ValueError(f"a template holds a '%' of its own: {encoded!r}")
-    return encoded.replace(b"\x00", b"%b").replace(b"\x01", b"%b").replace(b"\x02", b"%%b").replace(b"\x03", b"%%b")
-
-
-# The digits of 0, 1, 2, ... for the integer slots, shared by every stream and only ever
-# appended to: a stream that numbers past them grows them first (`_digits`).
-_DIGITS: list[bytes] = [b"%d" % number for number in range(4096)]
-
-
-def _digits(last: int) -> list[bytes]:
-    """`_DIGITS`, grown if needed to hold the digits of `last`."""
-    if last >= len(_DIGITS):
-        _DIGITS.extend(b"%d" % number for number in range(len(_DIGITS), 2 * last))
-    return _DIGITS
-
-
-def _template(value: Any) -> bytes:
-    return _slots(orjson.dumps(value))
-
-
-def _events(*events: tuple[str, dict[str, Any]]) -> bytes:
-    """SSE events as one template: each `event: <type>` with the event (`type` first) as data."""
-    return b"".join(
-        b"event: %b\ndata: %b\n\n" % (kind.encode(), _template({"type": kind, **fields})) for kind, fields in events
-    )
-
-
 def _delta_event(kind: str, fields: dict[str, Any]) -> tuple[bytes, bytes]:
     """A delta event's template, and its bytes after its text (`fields` hold _LATER_JSON)."""
     template = _events((kind, fields))
@@ -665,9 +635,6 @@ _CALL_CLOSED = _events(
     ),
     _ITEM_DONE,
 )
-# orjson's indented array of a read's texts holds each text's JSON on a line of its own (a line
-# break inside a text is escaped), between these.
-_TEXTS_START, _TEXTS_BETWEEN, _TEXTS_END = b"[\n  ", b",\n  ", b"\n]"
 
 
 class ResponsesStream:
