@@ -294,3 +294,32 @@ def test_the_benchmark_answer_is_written_as_the_generic_encoding_does() -> None:
     error = UpstreamError(502, "The COCOON network dropped the stream.", "stream_cut")
     assert request.stream("msg_1", "m").fail(error) == GenericStream([], "msg_1", "m").fail(error)
     assert request.stream("msg_1", "m").finish(usage) == GenericStream([], "msg_1", "m").finish(usage)
+
+
+def test_an_answer_of_many_blocks_is_written_as_the_generic_encoding_does() -> None:
+    """Blocks beyond the first indices, whose events are not made at import: a text and a tool
+    call in every chunk, each its own block."""
+    chunks = [
+        orjson.dumps(
+            {
+                "id": "x",
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "content": f"t{i}%",
+                            "tool_calls": [{"index": i, "id": f"c{i}", "function": {"name": "f", "arguments": "{}"}}],
+                        },
+                    }
+                ],
+            }
+        )
+        for i in range(24)
+    ]
+    request = MessagesDialect().translate({"model": "m", "max_tokens": 5, "messages": []})
+    for size in (1, 24):
+        ours, generic = request.stream("msg_1", "m"), GenericStream([], "msg_1", "m")
+        for start in range(0, len(chunks), size):
+            read = read_events(chunks[start : start + size], Outcome(), 0.0)
+            assert ours.frame(*read) == generic.frame(*read)
+        assert ours.finish({}) == generic.finish({})

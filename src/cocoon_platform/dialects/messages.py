@@ -15,17 +15,34 @@ Answer: a `message` with content blocks (`thinking` when the model reasoned, `te
 `cache_read_input_tokens`, `output_tokens`) with the platform's cost. A stream is Anthropic's
 event sequence (`message_start`, `content_block_*`, `message_delta`, `message_stop`), and a
 failure mid-stream is an `error` event. Every error is in Anthropic's shape, with its status.
+
+A stream's events are written from bytes templates made at import from the same dicts a whole
+answer is made of (`templates.py`): every event is one `%` of a few values or constant bytes,
+not a dict encoded whole. Delta events carry no sequence number, so the texts of one read for
+the open block are written together with no `%` at all: their JSON from one orjson call, the
+separators between them replaced by the bytes between two events' texts. This runs for every
+chunk of every Messages stream, which must cost little more than the chat stream it translates.
+`tests/test_messages_stream.py` holds the bytes to those of every event's dict encoded whole.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from cocoon_platform.dialects.chat import first_choices, function_of, read_message, read_usage
+from cocoon_platform.dialects.chat import decoded_chunks, function_of, read_message, usage_numbers
+from cocoon_platform.dialects.templates import (
+    _DECIMAL,
+    _JSON,
+    _LATER_JSON,
+    _TEXTS,
+    _TEXTS_BETWEEN,
+    _events,
+)
 from cocoon_platform.errors import InvalidRequest, PlatformError
-from cocoon_platform.proxy.events import Chunk, Delta
+from cocoon_platform.proxy.events import Chunk, ChunkChoice, Delta
 
 PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
@@ -131,31 +148,19 @@ class MessagesRequest:
         message = read_message(document)
         content: list[dict[str, Any]] = []
         if message.reasoning:
-            content.append({"type": "thinking", "thinking": message.reasoning, "signature": ""})
+            content.append(_thinking_block(message.reasoning))
         if message.text or not message.tool_calls:
-            content.append({"type": "text", "text": message.text})
+            content.append(_text_block(message.text))
         for index, call in enumerate(message.tool_calls):
             name, arguments = function_of(call)
             call_id = call.get("id")
-            content.append(
-                {
-                    "type": "tool_use",
-                    "id": call_id if isinstance(call_id, str) else f"toolu_{answer_id[4:]}_{index}",
-                    "name": name,
-                    "input": _input(arguments),
-                }
-            )
+            block_id = call_id if isinstance(call_id, str) else f"toolu_{answer_id[4:]}_{index}"
+            content.append(_tool_use_block(block_id, name, _input(arguments)))
         stop_reason, stop_sequence = self._stop(message.finish_reason, message.stop_reason)
-        return {
-            "id": answer_id,
-            "type": "message",
-            "role": "assistant",
-            "model": str(document.get("model") or self.body["model"]),
-            "content": content,
-            "stop_reason": stop_reason,
-            "stop_sequence": stop_sequence,
-            "usage": _usage(document.get("usage")),
-        }
+        model = str(document.get("model") or self.body["model"])
+        prompt, cached, output_tokens, _, cost_nanoton, cost_ton = usage_numbers(document.get("usage"))
+        usage = _usage(prompt - cached, cached, output_tokens, cost_nanoton, cost_ton)
+        return _message(answer_id, model, content, stop_reason, stop_sequence, usage)
 
     def _stop(self, finish_reason: str | None, stop_reason: Any) -> tuple[str, str | None]:
         if finish_reason == "stop" and isinstance(stop_reason, str) and stop_reason in self.stop_sequences:
@@ -289,36 +294,132 @@ def _input(arguments: str) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-def _usage(chat_usage: Any) -> dict[str, Any]:
-    usage = read_usage(chat_usage)
+# A message, its content blocks and its usage: whole answers' and (with markers for their values)
+# a stream's templates'.
+def _message(
+    answer_id: Any, model: Any, content: list[Any], stop_reason: Any, stop_sequence: Any, usage: dict[str, Any]
+) -> dict[str, Any]:
     return {
-        "input_tokens": usage.prompt - usage.cached,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": usage.cached,
-        "output_tokens": usage.completion,
-        "cost_nanoton": usage.cost_nanoton,
-        "cost_ton": usage.cost_ton,
+        "id": answer_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": stop_sequence,
+        "usage": usage,
     }
 
 
-def _event(kind: str, fields: dict[str, Any]) -> bytes:
-    return b"".join((b"event: ", kind.encode(), b"\ndata: ", orjson.dumps({"type": kind, **fields}), b"\n\n"))
+def _thinking_block(thinking: Any) -> dict[str, Any]:
+    return {"type": "thinking", "thinking": thinking, "signature": ""}
 
 
-_BLOCKS: dict[str, dict[str, Any]] = {
-    "thinking": {"type": "thinking", "thinking": "", "signature": ""},
-    "text": {"type": "text", "text": ""},
+def _text_block(text: Any) -> dict[str, Any]:
+    return {"type": "text", "text": text}
+
+
+def _tool_use_block(block_id: Any, name: Any, arguments: Any) -> dict[str, Any]:
+    return {"type": "tool_use", "id": block_id, "name": name, "input": arguments}
+
+
+def _usage(input_tokens: Any, cache_read: Any, output_tokens: Any, cost_nanoton: Any, cost_ton: Any) -> dict[str, Any]:
+    """`input_tokens` counts the prompt's tokens without the cache reads."""
+    return {
+        "input_tokens": input_tokens,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cache_read,
+        "output_tokens": output_tokens,
+        "cost_nanoton": cost_nanoton,
+        "cost_ton": cost_ton,
+    }
+
+
+# The stream's events. `_STARTED`: the bytes around the answer id and the model (JSON). `_ENDED`,
+# the last two events, one for each stop reason; slots: the stop sequence (JSON), the usage's
+# numbers (`_usage`'s: its ints, then its float as JSON). `_FAILED`'s slot: the error (JSON).
+_STARTED = _events(
+    (
+        "message_start",
+        {
+            "message": _message(
+                _JSON,
+                _JSON,
+                [],
+                None,
+                None,
+                {"input_tokens": 0, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0, "output_tokens": 0},
+            )
+        },
+    )
+).split(b"%b")
+_ENDED = {
+    reason: _events(
+        (
+            "message_delta",
+            {"delta": {"stop_reason": reason, "stop_sequence": _JSON}, "usage": _usage(*(_DECIMAL,) * 4, _JSON)},
+        ),
+        ("message_stop", {}),
+    )
+    for reason in {*STOP_REASONS.values(), "stop_sequence"}
 }
-_DELTA_KEYS = {
-    "thinking": (b"thinking_delta", b"thinking"),
-    "text": (b"text_delta", b"text"),
-    "tool_use": (b"input_json_delta", b"partial_json"),
-}
+_FAILED = _events(("error", {"error": _JSON}))
+# The events that name a block's index are written for the first indices at import (a `%` costs
+# as much as a Python call): an answer seldom has more blocks. Beyond, they are filled.
+_INDEXED = 16
+_STOPPED = _events(("content_block_stop", {"index": _DECIMAL}))  # slot: the index
+_STOPPED_AT = tuple(_STOPPED % index for index in range(_INDEXED))
+_DELTA_END = b"}}\n\n"  # every delta event's bytes after its text's JSON
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """A kind of content block: its opening event, and its delta events' bytes before their
+    text's JSON, each a template of the index and made for the first indices (a tool_use's
+    opening event is then a template of its id and name, JSON)."""
+
+    opened: bytes
+    delta: bytes
+    opened_at: tuple[bytes, ...]
+    delta_at: tuple[bytes, ...]
+
+
+def _block(block: dict[str, Any], delta_type: str, key: str) -> _Block:
+    opened = _events(("content_block_start", {"index": _DECIMAL, "content_block": block}))
+    delta = _events(("content_block_delta", {"index": _DECIMAL, "delta": {"type": delta_type, key: _JSON}}))
+    head, _, end = delta.rpartition(b"%b")
+    if end != _DELTA_END:
+        raise ValueError(f"a delta event does not end with its text: {delta!r}")
+    indices = range(_INDEXED)
+    return _Block(opened, head, tuple(opened % i for i in indices), tuple(head % i for i in indices))
+
+
+_THINKING = _block(_thinking_block(""), "thinking_delta", "thinking")
+_TEXT = _block(_text_block(""), "text_delta", "text")
+_TOOL_USE = _block(_tool_use_block(_LATER_JSON, _LATER_JSON, {}), "input_json_delta", "partial_json")
 
 
 class MessagesStream:
     """Anthropic's event sequence for one streamed answer: a content block opens as its kind of
-    text arrives (thinking, text, tool_use) and closes when the next opens."""
+    text arrives (thinking, text, tool_use) and closes when the next opens.
+
+    The texts of one read for the open block are held, and their delta events written together
+    at the end of the read, or when the block closes (`_write`)."""
+
+    __slots__ = (
+        "request",
+        "answer_id",
+        "model",
+        "started",
+        "index",
+        "kind",
+        "answered",
+        "finish_reason",
+        "stop_reason",
+        "held",
+        "delta_head",
+    )
+    delta_head: bytes  # set when a block opens: its delta events' bytes before their text
 
     def __init__(self, request: MessagesRequest, answer_id: str, model: str) -> None:
         self.request = request
@@ -326,125 +427,141 @@ class MessagesStream:
         self.model = model
         self.started = False
         self.index = -1  # of the open block
-        self.kind: str | None = None
+        self.kind: _Block | None = None  # of the open block
         self.answered = False  # a text or tool_use block was opened
         self.finish_reason: str | None = None
         self.stop_reason: Any = None
-        self.delta_event = b""  # the open block's delta event: a template (see _open)
+        self.held: list[str] = []  # of the open block, the texts whose delta events are not written yet
 
     def _start(self) -> list[bytes]:
         self.started = True
-        message: dict[str, Any] = {
-            "id": self.answer_id,
-            "type": "message",
-            "role": "assistant",
-            "model": self.model,
-            "content": [],
-            "stop_reason": None,
-            "stop_sequence": None,
-            "usage": {
-                "input_tokens": 0,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-                "output_tokens": 0,
-            },
-        }
-        return [_event("message_start", {"message": message})]
+        before, between, after = _STARTED
+        return [before, orjson.dumps(self.answer_id), between, orjson.dumps(self.model), after]
 
     def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
         out = [] if self.started else self._start()
-        for choice in first_choices(payloads, chunks):
+        held = self.held
+        hold = held.append
+        for chunk in decoded_chunks(payloads, chunks):
+            try:
+                (choice,) = chunk.choices  # the usual chunk's one choice: no loop over them
+            except ValueError:
+                self._choices(chunk.choices, out)  # none, or several (n > 1)
+                continue
+            if choice.index:
+                continue  # a dialect answers with the first choice
             if choice.finish_reason is not None:
                 self.finish_reason, self.stop_reason = choice.finish_reason, choice.stop_reason
             delta = choice.delta
-            if delta is None:
+            if delta is None or delta.tool_calls is not None:
+                if delta is not None:
+                    self._delta(delta, out)
                 continue
-            thought = delta.reasoning_content or delta.reasoning
+            # The usual delta, one piece of text: held for the open block's delta events.
             text = delta.content
-            if delta.tool_calls is None and not (thought and text):
-                # The usual chunk, one piece of text: inline, from the open block's template.
-                if thought:
-                    text, kind = thought, "thinking"
-                elif text:
-                    kind = "text"
-                else:
+            if text:
+                if delta.reasoning_content or delta.reasoning:
+                    self._delta(delta, out)  # both
                     continue
-                if kind != self.kind:
-                    self._open(kind, out, _BLOCKS[kind])
-                out.append(self.delta_event % orjson.dumps(text))
+                kind = _TEXT
             else:
-                self._choice(delta, out)
+                text = delta.reasoning_content or delta.reasoning
+                if not text:
+                    continue
+                kind = _THINKING
+            if kind is not self.kind:
+                self._open(kind, out)
+            hold(text)
+        if held:
+            self._write(out)
         return b"".join(out)
 
-    def _choice(self, delta: Delta, out: list[bytes]) -> None:
+    def _choices(self, choices: list[ChunkChoice], out: list[bytes]) -> None:
+        """The choices of a chunk that has not exactly one: the first's, if it is there."""
+        for choice in choices:
+            if not choice.index:
+                if choice.finish_reason is not None:
+                    self.finish_reason, self.stop_reason = choice.finish_reason, choice.stop_reason
+                if choice.delta is not None:
+                    self._delta(choice.delta, out)
+
+    def _delta(self, delta: Delta, out: list[bytes]) -> None:
+        """Any delta: its reasoning, its text, its tool calls, in this order."""
         thought = delta.reasoning_content or delta.reasoning
         if thought:
-            self._delta("thinking", thought, out)
+            self._text(_THINKING, thought, out)
         if delta.content:
-            self._delta("text", delta.content, out)
+            self._text(_TEXT, delta.content, out)
         for call in delta.tool_calls or ():
             function = call.function
-            if call.id is not None or self.kind != "tool_use":
-                self._open(
-                    "tool_use",
-                    out,
-                    {
-                        "type": "tool_use",
-                        "id": call.id or f"toolu_{self.answer_id[4:]}",
-                        "name": (function.name if function else None) or "",
-                        "input": {},
-                    },
-                )
+            if call.id is not None or self.kind is not _TOOL_USE:
+                block_id = orjson.dumps(call.id or f"toolu_{self.answer_id[4:]}")
+                self._open(_TOOL_USE, out, block_id, orjson.dumps((function.name if function else None) or ""))
             if function is not None and function.arguments:
-                self._delta("tool_use", function.arguments, out)
+                self.held.append(function.arguments)
 
-    def _delta(self, kind: str, text: str, out: list[bytes]) -> None:
-        if self.kind != kind:
-            self._open(kind, out, _BLOCKS[kind])
-        out.append(self.delta_event % orjson.dumps(text))
+    def _text(self, kind: _Block, text: str, out: list[bytes]) -> None:
+        if kind is not self.kind:
+            self._open(kind, out)
+        self.held.append(text)
 
-    def _open(self, kind: str, out: list[bytes], block: dict[str, Any]) -> None:
+    def _write(self, out: list[bytes]) -> None:
+        """The delta events of the held texts. A stream read at the model's pace brings one text
+        a read, between its event's head and end. Several are encoded in one call, and the
+        separators between their JSON replaced by the bytes between two events' texts."""
+        held = self.held
+        head = self.delta_head
+        if len(held) == 1:
+            out += (head, orjson.dumps(held[0]), _DELTA_END)
+        else:
+            texts = orjson.dumps(held, option=orjson.OPT_INDENT_2)[_TEXTS]
+            out += (head, texts.replace(_TEXTS_BETWEEN, _DELTA_END + head), _DELTA_END)
+        held.clear()
+
+    def _open(self, kind: _Block, out: list[bytes], *block: bytes) -> None:
+        """Open a block of `kind` (`block`: a tool_use's id and name, JSON), closing the open one."""
         self._close(out)
-        self.index += 1
+        self.index = index = self.index + 1
         self.kind = kind
-        self.answered = self.answered or kind != "thinking"
-        out.append(_event("content_block_start", {"index": self.index, "content_block": block}))
-        delta_type, key = _DELTA_KEYS[kind]
-        # The hot event, one per token: a template of its text.
-        self.delta_event = b"".join(
-            (
-                b'event: content_block_delta\ndata: {"type":"content_block_delta","index":',
-                str(self.index).encode(),
-                b',"delta":{"type":"',
-                delta_type,
-                b'","',
-                key,
-                b'":%b}}\n\n',
-            )
-        )
+        if kind is not _THINKING:
+            self.answered = True
+        if index < _INDEXED:
+            opened, self.delta_head = kind.opened_at[index], kind.delta_at[index]
+        else:
+            opened, self.delta_head = kind.opened % index, kind.delta % index
+        out.append(opened % block if block else opened)
 
     def _close(self, out: list[bytes]) -> None:
+        """Close the open block, if any: its held deltas, then its stop event."""
         if self.kind is not None:
-            out.append(_event("content_block_stop", {"index": self.index}))
+            if self.held:
+                self._write(out)
+            index = self.index
+            out.append(_STOPPED_AT[index] if index < _INDEXED else _STOPPED % index)
             self.kind = None
 
     def finish(self, usage: dict[str, Any]) -> bytes:
         out = [] if self.started else self._start()
         if not self.answered:
-            self._open("text", out, {"type": "text", "text": ""})  # a text or tool_use block, as a whole answer
+            self._open(_TEXT, out)  # a text or tool_use block, as a whole answer has
         self._close(out)
         stop_reason, stop_sequence = self.request._stop(self.finish_reason, self.stop_reason)
+        prompt, cached, output_tokens, _, cost_nanoton, cost_ton = usage_numbers(usage)
         out.append(
-            _event(
-                "message_delta",
-                {"delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence}, "usage": _usage(usage)},
+            _ENDED[stop_reason]
+            % (
+                b"null" if stop_sequence is None else orjson.dumps(stop_sequence),
+                prompt - cached,
+                cached,
+                output_tokens,
+                cost_nanoton,
+                orjson.dumps(cost_ton),  # as orjson writes a float (Python's `%r` does not)
             )
         )
-        out.append(_event("message_stop", {}))
         return b"".join(out)
 
     def fail(self, error: PlatformError) -> bytes:
         out = [] if self.started else self._start()
         self._close(out)
-        out.append(_event("error", error_body(error)))
+        out.append(_FAILED % orjson.dumps(error_body(error)["error"]))
         return b"".join(out)

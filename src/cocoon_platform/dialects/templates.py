@@ -24,13 +24,21 @@ _INT = orjson.Fragment(b"\x01")  # an integer, its digits: `%b`
 # An integer, and JSON bytes: slots of the template the first fill makes.
 _LATER_INT = orjson.Fragment(b"\x02")
 _LATER_JSON = orjson.Fragment(b"\x03")
+# An integer filled by `%d`: one whose digits no table holds (a usage's counts), or one filled once.
+_DECIMAL = orjson.Fragment(b"\x04")
 
 
 def _slots(encoded: bytes) -> bytes:
     """orjson's output as a template: each marker replaced by its slot."""
     if b"%" in encoded:
         raise ValueError(f"a template holds a '%' of its own: {encoded!r}")
-    return encoded.replace(b"\x00", b"%b").replace(b"\x01", b"%b").replace(b"\x02", b"%%b").replace(b"\x03", b"%%b")
+    return (
+        encoded.replace(b"\x00", b"%b")
+        .replace(b"\x01", b"%b")
+        .replace(b"\x02", b"%%b")
+        .replace(b"\x03", b"%%b")
+        .replace(b"\x04", b"%d")
+    )
 
 
 # The digits of 0, 1, 2, ... for the integer slots, shared by every stream and only ever
@@ -57,3 +65,4 @@ def _events(*events: tuple[str, dict[str, Any]]) -> bytes:
 
 
 _TEXTS_START, _TEXTS_BETWEEN, _TEXTS_END = b"[\n  ", b",\n  ", b"\n]"
+_TEXTS = slice(len(_TEXTS_START), -len(_TEXTS_END))  # of that array, its texts and separators
