@@ -1,6 +1,7 @@
 """The platform's CPU time per request, before and after a change: the gate every change is judged by.
 
     python bench/cpu.py --base REV [--head REV] [--rounds 5] [--requests 4000] [--scenario chat ...]
+                        [--interleave-scenarios] [--rate N]
 
 On a shared host requests/s moves 15-30% between runs of the same code, so throughput cannot tell
 a 5% change. The server process's own user+system CPU (from /proc) over a fixed load, divided by
@@ -12,6 +13,15 @@ on both; the report gives each revision's median and the ratio B/A. Throughput i
 ungated.
 
 The platform runs on core 0; the simulator (zero latency) and the load generator on core 1.
+
+Closed-loop c16 runs each scenario as fast as the slowest process allows, and that need not be
+the platform: on this host the load generator and simulator core limits streams (the platform's
+core is about 60% busy), and bigger answers (a Responses stream writes twice a chat stream's
+bytes) cost the load generator more, so such scenarios run at a lower rate. A server's CPU per
+request depends on its load (commits batched, fewer wake-ups when busy), so comparing two
+scenarios run at different rates mixes the load's effect with their own cost. `--rate N` paces
+every run at N requests a second (bench/driver.py), below what any compared scenario reaches, so
+that they are compared at one load.
 """
 
 from __future__ import annotations
@@ -159,7 +169,15 @@ def fund_all(database: Path, nanoton: int) -> None:
         db.execute("UPDATE accounts SET balance_nanoton = balance_nanoton + ?", (nanoton,))
 
 
-def measure(revision: str, source: Path, scenario: str, simulator: str, requests: int, workdir: Path) -> Round:
+def measure(
+    revision: str,
+    source: Path,
+    scenario: str,
+    simulator: str,
+    requests: int,
+    workdir: Path,
+    rate: float | None = None,
+) -> Round:
     path, body = SCENARIOS[scenario]
     port = free_port()
     database = workdir / f"cpu-{revision.replace('/', '_')}-{time.monotonic_ns()}.db"
@@ -192,13 +210,13 @@ def measure(revision: str, source: Path, scenario: str, simulator: str, requests
             keys = [client.post("/api/register").json()["api_key"] for _ in range(ACCOUNTS)]
         fund_all(database, 10_000 * 10**9)
         wire = [http_request("127.0.0.1", path, body, {"Authorization": f"Bearer {k}"}) for k in keys]
-        asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, 1.0))  # warm-up: imports, caches, pools
+        asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, 1.0, rate=rate))  # warm-up: imports, caches, pools
         # The driver runs for a time, not a count: size the time from a short probe of the rate.
-        probe = asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, 1.0))
+        probe = asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, 1.0, rate=rate))
         seconds = max(2.0, requests / max(probe.rate, 1.0))
         before = process_cpu_seconds(server.pid)
         began = time.perf_counter()
-        result = asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, seconds))
+        result = asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, seconds, rate=rate))
         wall = time.perf_counter() - began
         cpu = process_cpu_seconds(server.pid) - before
         if result.failures or probe.failures:
@@ -225,6 +243,7 @@ def main() -> int:
         action="store_true",
         help="alternate scenarios within each round too (to compare scenarios, e.g. tools5/chat)",
     )
+    parser.add_argument("--rate", type=float, help="pace every run at this many requests a second (one load for all)")
     args = parser.parse_args()
     scenarios = args.scenario or ["chat", "stream"]
     os.sched_setaffinity(0, {int(LOAD_CORE)})  # the load generator (this process) stays off the platform's core
@@ -247,7 +266,9 @@ def main() -> int:
             order = [(s, i) for s in scenarios for i in range(args.rounds)]
         for scenario, index in order:
             for rev in (args.base, args.head) if index % 2 == 0 else (args.head, args.base):
-                done = measure(rev, sources[rev], scenario, f"http://127.0.0.1:{sim_port}", args.requests, workdir)
+                done = measure(
+                    rev, sources[rev], scenario, f"http://127.0.0.1:{sim_port}", args.requests, workdir, args.rate
+                )
                 rounds.append(done)
                 print(
                     f"  {scenario:<10} {rev:<12} {done.cpu_us_per_request:8.1f} us CPU/request  "

@@ -4,6 +4,13 @@ Raw protocol code instead of an HTTP client library: on one core a client librar
 well below what it must measure (aiohttp tops out near 5,000 requests/s here).
 It frames answers by content-length or chunked encoding, records each answer's latency and,
 for streams, the time to the first `data:` event.
+
+With a `rate`, requests are paced: the connections still keep at most one request each in
+flight, but no request starts before its turn in an even schedule of `rate` a second. Two
+scenarios compared at one rate load the server alike; without it each runs as fast as the
+slowest process allows, which need not be the server (the driver shares a core with the
+simulator, and bigger answers cost it more), and a server's CPU per request depends on its load
+(batched commits, fewer wake-ups when busy).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ class Tally:
     first_bytes: list[float] = field(default_factory=list)
     answers: int = 0
     failures: int = 0
+    interval: float = 0.0  # seconds between request starts when paced (0: not paced)
+    next_start: float = 0.0  # the paced schedule's next turn, by time.perf_counter()
 
 
 class _Connection(asyncio.Protocol):
@@ -92,6 +101,15 @@ class _Connection(asyncio.Protocol):
             else:
                 tally.failures += 1
         if tally.running:
+            if tally.interval:
+                turn = max(tally.next_start, now)
+                tally.next_start = turn + tally.interval
+                asyncio.get_running_loop().call_later(turn - now, self._send_if_running)
+            else:
+                self._send()
+
+    def _send_if_running(self) -> None:
+        if self._tally.running and self._transport is not None and not self._transport.is_closing():
             self._send()
 
 
@@ -111,12 +129,18 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 
 async def drive(
-    host: str, port: int, requests: list[bytes], connections: int, seconds: float, warmup: float = 1.0
+    host: str,
+    port: int,
+    requests: list[bytes],
+    connections: int,
+    seconds: float,
+    warmup: float = 1.0,
+    rate: float | None = None,
 ) -> Result:
-    """Keep `connections` requests in flight for `seconds` (after a warm-up); each connection
-    cycles through `requests` from its own offset."""
+    """Keep `connections` requests in flight for `seconds` (after a warm-up), or with a `rate`
+    at most that many a second; each connection cycles through `requests` from its own offset."""
     loop = asyncio.get_running_loop()
-    tally = Tally()
+    tally = Tally(interval=1.0 / rate if rate else 0.0, next_start=time.perf_counter())
     transports = [
         (await loop.create_connection(lambda i=i: _Connection(requests, i, tally), host, port))[0]  # type: ignore[misc]
         for i in range(connections)
