@@ -34,12 +34,12 @@ import orjson
 
 from cocoon_platform.dialects.chat import decoded_chunks, function_of, read_message, usage_numbers
 from cocoon_platform.dialects.templates import (
-    _DECIMAL,
-    _JSON,
-    _LATER_JSON,
-    _TEXTS,
-    _TEXTS_BETWEEN,
-    _events,
+    DECIMAL_SLOT,
+    JSON_SLOT,
+    LATER_JSON_SLOT,
+    TEXTS,
+    TEXTS_BETWEEN,
+    event_templates,
 )
 from cocoon_platform.errors import InvalidRequest, PlatformError
 from cocoon_platform.proxy.events import Chunk, ChunkChoice, Delta
@@ -338,13 +338,13 @@ def _usage(input_tokens: Any, cache_read: Any, output_tokens: Any, cost_nanoton:
 # The stream's events. `_STARTED`: the bytes around the answer id and the model (JSON). `_ENDED`,
 # the last two events, one for each stop reason; slots: the stop sequence (JSON), the usage's
 # numbers (`_usage`'s: its ints, then its float as JSON). `_FAILED`'s slot: the error (JSON).
-_STARTED = _events(
+_STARTED = event_templates(
     (
         "message_start",
         {
             "message": _message(
-                _JSON,
-                _JSON,
+                JSON_SLOT,
+                JSON_SLOT,
                 [],
                 None,
                 None,
@@ -354,20 +354,23 @@ _STARTED = _events(
     )
 ).split(b"%b")
 _ENDED = {
-    reason: _events(
+    reason: event_templates(
         (
             "message_delta",
-            {"delta": {"stop_reason": reason, "stop_sequence": _JSON}, "usage": _usage(*(_DECIMAL,) * 4, _JSON)},
+            {
+                "delta": {"stop_reason": reason, "stop_sequence": JSON_SLOT},
+                "usage": _usage(*(DECIMAL_SLOT,) * 4, JSON_SLOT),
+            },
         ),
         ("message_stop", {}),
     )
     for reason in {*STOP_REASONS.values(), "stop_sequence"}
 }
-_FAILED = _events(("error", {"error": _JSON}))
+_FAILED = event_templates(("error", {"error": JSON_SLOT}))
 # The events that name a block's index are written for the first indices at import (a `%` costs
 # as much as a Python call): an answer seldom has more blocks. Beyond, they are filled.
 _INDEXED = 16
-_STOPPED = _events(("content_block_stop", {"index": _DECIMAL}))  # slot: the index
+_STOPPED = event_templates(("content_block_stop", {"index": DECIMAL_SLOT}))  # slot: the index
 _STOPPED_AT = tuple(_STOPPED % index for index in range(_INDEXED))
 _DELTA_END = b"}}\n\n"  # every delta event's bytes after its text's JSON
 
@@ -385,8 +388,10 @@ class _Block:
 
 
 def _block(block: dict[str, Any], delta_type: str, key: str) -> _Block:
-    opened = _events(("content_block_start", {"index": _DECIMAL, "content_block": block}))
-    delta = _events(("content_block_delta", {"index": _DECIMAL, "delta": {"type": delta_type, key: _JSON}}))
+    opened = event_templates(("content_block_start", {"index": DECIMAL_SLOT, "content_block": block}))
+    delta = event_templates(
+        ("content_block_delta", {"index": DECIMAL_SLOT, "delta": {"type": delta_type, key: JSON_SLOT}})
+    )
     head, _, end = delta.rpartition(b"%b")
     if end != _DELTA_END:
         raise ValueError(f"a delta event does not end with its text: {delta!r}")
@@ -396,7 +401,7 @@ def _block(block: dict[str, Any], delta_type: str, key: str) -> _Block:
 
 _THINKING = _block(_thinking_block(""), "thinking_delta", "thinking")
 _TEXT = _block(_text_block(""), "text_delta", "text")
-_TOOL_USE = _block(_tool_use_block(_LATER_JSON, _LATER_JSON, {}), "input_json_delta", "partial_json")
+_TOOL_USE = _block(_tool_use_block(LATER_JSON_SLOT, LATER_JSON_SLOT, {}), "input_json_delta", "partial_json")
 
 
 class MessagesStream:
@@ -514,8 +519,8 @@ class MessagesStream:
         if len(held) == 1:
             out += (head, orjson.dumps(held[0]), _DELTA_END)
         else:
-            texts = orjson.dumps(held, option=orjson.OPT_INDENT_2)[_TEXTS]
-            out += (head, texts.replace(_TEXTS_BETWEEN, _DELTA_END + head), _DELTA_END)
+            texts = orjson.dumps(held, option=orjson.OPT_INDENT_2)[TEXTS]
+            out += (head, texts.replace(TEXTS_BETWEEN, _DELTA_END + head), _DELTA_END)
         held.clear()
 
     def _open(self, kind: _Block, out: list[bytes], *block: bytes) -> None:

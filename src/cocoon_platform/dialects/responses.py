@@ -40,18 +40,18 @@ import orjson
 
 from cocoon_platform.dialects.chat import decoded_chunks, function_of, read_message, text_of, usage_numbers
 from cocoon_platform.dialects.templates import (
-    _DIGITS,
-    _INT,
-    _JSON,
-    _LATER_INT,
-    _LATER_JSON,
-    _TEXTS_BETWEEN,
-    _TEXTS_END,
-    _TEXTS_START,
-    _digits,
-    _events,
-    _slots,
-    _template,
+    DIGITS,
+    INT_SLOT,
+    JSON_SLOT,
+    LATER_INT_SLOT,
+    LATER_JSON_SLOT,
+    TEXTS_BETWEEN,
+    TEXTS_END,
+    TEXTS_START,
+    digits_through,
+    encoded_template,
+    event_templates,
+    with_slots,
 )
 from cocoon_platform.errors import InvalidRequest, PlatformError
 from cocoon_platform.proxy.events import Chunk, ChunkChoice, Delta
@@ -456,54 +456,63 @@ INCOMPLETE_DETAILS = {"completed": None, "incomplete": {"reason": "max_output_to
 
 
 def _delta_event(kind: str, fields: dict[str, Any]) -> tuple[bytes, bytes]:
-    """A delta event's template, and its bytes after its text (`fields` hold _LATER_JSON)."""
-    template = _events((kind, fields))
+    """A delta event's template, and its bytes after its text (`fields` hold LATER_JSON_SLOT)."""
+    template = event_templates((kind, fields))
     return template, template.rpartition(b"%%b")[2]
 
 
 def _item_added(item: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    return "response.output_item.added", {"sequence_number": _INT, "output_index": _INT, "item": item}
+    return "response.output_item.added", {"sequence_number": INT_SLOT, "output_index": INT_SLOT, "item": item}
 
 
 def _marked_response(status: str, error: Any, incomplete_details: Any, output: Any, usage: Any) -> orjson.Fragment:
     """A response object with markers for its id, created_at and model, and for its settings last
     (`ResponsesStream.settings`: they close the object), as a part of an event's template."""
-    encoded = orjson.dumps(_response(_JSON, _INT, status, error, incomplete_details, _JSON, output, usage, {}))
+    encoded = orjson.dumps(
+        _response(JSON_SLOT, INT_SLOT, status, error, incomplete_details, JSON_SLOT, output, usage, {})
+    )
     return orjson.Fragment(encoded.removesuffix(b"}") + b",\x00")
 
 
 # The first two events, each with the in-progress response: the bytes before, between and after
 # the two (the sequence numbers are always these), and the response (slots: id, created_at,
 # model, settings).
-_STARTED = _events(
-    ("response.created", {"sequence_number": 0, "response": _JSON}),
-    ("response.in_progress", {"sequence_number": 1, "response": _JSON}),
+_STARTED = event_templates(
+    ("response.created", {"sequence_number": 0, "response": JSON_SLOT}),
+    ("response.in_progress", {"sequence_number": 1, "response": JSON_SLOT}),
 ).split(b"%b")
 # A usual request's settings, as `_settings_end` writes them (slots: instructions,
 # max_output_tokens).
-_USUAL_SETTINGS = _slots(orjson.dumps({**DEFAULT_SETTINGS, "instructions": _JSON, "max_output_tokens": _JSON})[1:])
-_IN_PROGRESS = _template(_marked_response("in_progress", None, None, [], None))
+_USUAL_SETTINGS = with_slots(
+    orjson.dumps({**DEFAULT_SETTINGS, "instructions": JSON_SLOT, "max_output_tokens": JSON_SLOT})[1:]
+)
+_IN_PROGRESS = encoded_template(_marked_response("in_progress", None, None, [], None))
 # The last event, by status. Slots of the finished ones: the sequence number, id, created_at,
 # model, the items (JSON, comma-separated), the usage's numbers (`_numbers`, JSON), settings; of
 # the failed one: the sequence number, id, created_at, error, model, the items, settings.
 _ITEMS = orjson.Fragment(b"[\x00]")
 _ENDED = {
-    status: _events(
+    status: event_templates(
         (
             f"response.{status}",
             {
-                "sequence_number": _INT,
-                "response": _marked_response(status, None, INCOMPLETE_DETAILS[status], _ITEMS, _usage(*(_JSON,) * 7)),
+                "sequence_number": INT_SLOT,
+                "response": _marked_response(
+                    status, None, INCOMPLETE_DETAILS[status], _ITEMS, _usage(*(JSON_SLOT,) * 7)
+                ),
             },
         )
     )
     for status in ("completed", "incomplete")
 }
-_FAILED = _events(
-    ("response.failed", {"sequence_number": _INT, "response": _marked_response("failed", _JSON, None, _ITEMS, None)})
+_FAILED = event_templates(
+    (
+        "response.failed",
+        {"sequence_number": INT_SLOT, "response": _marked_response("failed", JSON_SLOT, None, _ITEMS, None)},
+    )
 )
 # Slots: the sequence number, the index, the item.
-_ITEM_DONE = ("response.output_item.done", {"sequence_number": _INT, "output_index": _INT, "item": _JSON})
+_ITEM_DONE = ("response.output_item.done", {"sequence_number": INT_SLOT, "output_index": INT_SLOT, "item": JSON_SLOT})
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,14 +533,14 @@ class _TextItem:
 _RS_ID = orjson.Fragment(b'"rs_\x00"')
 _MSG_ID = orjson.Fragment(b'"msg_\x00"')
 _REASONING = _TextItem(
-    opened=_events(
+    opened=event_templates(
         _item_added(_reasoning_item(_RS_ID, [])),
         (
             "response.reasoning_summary_part.added",
             {
-                "sequence_number": _INT,
+                "sequence_number": INT_SLOT,
                 "item_id": _RS_ID,
-                "output_index": _INT,
+                "output_index": INT_SLOT,
                 "summary_index": 0,
                 "part": _summary_part(""),
             },
@@ -541,40 +550,46 @@ _REASONING = _TextItem(
         "response.reasoning_summary_text.delta",
         {
             "item_id": _RS_ID,
-            "output_index": _INT,
+            "output_index": INT_SLOT,
             "summary_index": 0,
-            "sequence_number": _LATER_INT,
-            "delta": _LATER_JSON,
+            "sequence_number": LATER_INT_SLOT,
+            "delta": LATER_JSON_SLOT,
         },
     ),
-    item=_template(_reasoning_item(_RS_ID, [_summary_part(_JSON)])),
-    closed=_events(
+    item=encoded_template(_reasoning_item(_RS_ID, [_summary_part(JSON_SLOT)])),
+    closed=event_templates(
         (
             "response.reasoning_summary_text.done",
-            {"sequence_number": _INT, "item_id": _RS_ID, "output_index": _INT, "summary_index": 0, "text": _JSON},
+            {
+                "sequence_number": INT_SLOT,
+                "item_id": _RS_ID,
+                "output_index": INT_SLOT,
+                "summary_index": 0,
+                "text": JSON_SLOT,
+            },
         ),
         (
             "response.reasoning_summary_part.done",
             {
-                "sequence_number": _INT,
+                "sequence_number": INT_SLOT,
                 "item_id": _RS_ID,
-                "output_index": _INT,
+                "output_index": INT_SLOT,
                 "summary_index": 0,
-                "part": _summary_part(_JSON),
+                "part": _summary_part(JSON_SLOT),
             },
         ),
         _ITEM_DONE,
     ),
 )
 _MESSAGE = _TextItem(
-    opened=_events(
+    opened=event_templates(
         _item_added(_message_item(_MSG_ID, "in_progress", [])),
         (
             "response.content_part.added",
             {
-                "sequence_number": _INT,
+                "sequence_number": INT_SLOT,
                 "item_id": _MSG_ID,
-                "output_index": _INT,
+                "output_index": INT_SLOT,
                 "content_index": 0,
                 "part": _output_text_part(""),
             },
@@ -584,34 +599,34 @@ _MESSAGE = _TextItem(
         "response.output_text.delta",
         {
             "item_id": _MSG_ID,
-            "output_index": _INT,
+            "output_index": INT_SLOT,
             "content_index": 0,
-            "sequence_number": _LATER_INT,
-            "delta": _LATER_JSON,
+            "sequence_number": LATER_INT_SLOT,
+            "delta": LATER_JSON_SLOT,
             "logprobs": [],
         },
     ),
-    item=_template(_message_item(_MSG_ID, "completed", [_output_text_part(_JSON)])),
-    closed=_events(
+    item=encoded_template(_message_item(_MSG_ID, "completed", [_output_text_part(JSON_SLOT)])),
+    closed=event_templates(
         (
             "response.output_text.done",
             {
-                "sequence_number": _INT,
+                "sequence_number": INT_SLOT,
                 "item_id": _MSG_ID,
-                "output_index": _INT,
+                "output_index": INT_SLOT,
                 "content_index": 0,
-                "text": _JSON,
+                "text": JSON_SLOT,
                 "logprobs": [],
             },
         ),
         (
             "response.content_part.done",
             {
-                "sequence_number": _INT,
+                "sequence_number": INT_SLOT,
                 "item_id": _MSG_ID,
-                "output_index": _INT,
+                "output_index": INT_SLOT,
                 "content_index": 0,
-                "part": _output_text_part(_JSON),
+                "part": _output_text_part(JSON_SLOT),
             },
         ),
         _ITEM_DONE,
@@ -620,18 +635,24 @@ _MESSAGE = _TextItem(
 # A function call's. Slots of `_CALL_OPENED`: sequence number, index, id, call id, name;
 # `_CALL_DELTA`: sequence number, id, index, arguments; `_CALL_ITEM`: id, call id, name,
 # arguments; `_CALL_CLOSED`: sequence number, id, index, name, arguments; + 1, index, item.
-_CALL_OPENED = _events(_item_added(_call_item(_JSON, _JSON, _JSON, "", "in_progress")))
-_CALL_DELTA = _events(
+_CALL_OPENED = event_templates(_item_added(_call_item(JSON_SLOT, JSON_SLOT, JSON_SLOT, "", "in_progress")))
+_CALL_DELTA = event_templates(
     (
         "response.function_call_arguments.delta",
-        {"sequence_number": _INT, "item_id": _JSON, "output_index": _INT, "delta": _JSON},
+        {"sequence_number": INT_SLOT, "item_id": JSON_SLOT, "output_index": INT_SLOT, "delta": JSON_SLOT},
     )
 )
-_CALL_ITEM = _template(_call_item(_JSON, _JSON, _JSON, _JSON, "completed"))
-_CALL_CLOSED = _events(
+_CALL_ITEM = encoded_template(_call_item(JSON_SLOT, JSON_SLOT, JSON_SLOT, JSON_SLOT, "completed"))
+_CALL_CLOSED = event_templates(
     (
         "response.function_call_arguments.done",
-        {"sequence_number": _INT, "item_id": _JSON, "output_index": _INT, "name": _JSON, "arguments": _JSON},
+        {
+            "sequence_number": INT_SLOT,
+            "item_id": JSON_SLOT,
+            "output_index": INT_SLOT,
+            "name": JSON_SLOT,
+            "arguments": JSON_SLOT,
+        },
     ),
     _ITEM_DONE,
 )
@@ -757,7 +778,7 @@ class ResponsesStream:
                 self.text.append(function.arguments)
                 arguments = orjson.dumps(function.arguments)
                 sequence = self.sequence
-                digits = _DIGITS if sequence < len(_DIGITS) else _digits(sequence)
+                digits = DIGITS if sequence < len(DIGITS) else digits_through(sequence)
                 out.append(_CALL_DELTA % (digits[sequence], self.item_id, digits[len(self.output)], arguments))
                 self.sequence = sequence + 1
 
@@ -775,15 +796,15 @@ class ResponsesStream:
         held = self.held
         sequence = self.sequence
         end = sequence + len(held)
-        digits = _DIGITS if end < len(_DIGITS) else _digits(end)
+        digits = DIGITS if end < len(DIGITS) else digits_through(end)
         if end == sequence + 1:
             out.append(self.delta_event % (digits[sequence], orjson.dumps(held[0])))
         else:
             assert self.open is not None
             tail = self.open.delta[1]
             head = self.delta_event[: -len(tail) - 2]  # before the text's slot
-            texts = orjson.dumps(held, option=orjson.OPT_INDENT_2)[len(_TEXTS_START) : -len(_TEXTS_END)]
-            events = head + texts.replace(b"%", b"%%").replace(_TEXTS_BETWEEN, tail + head) + tail
+            texts = orjson.dumps(held, option=orjson.OPT_INDENT_2)[len(TEXTS_START) : -len(TEXTS_END)]
+            events = head + texts.replace(b"%", b"%%").replace(TEXTS_BETWEEN, tail + head) + tail
             out.append(events % tuple(digits[sequence:end]))
         self.sequence = end
         self.text += held
@@ -794,7 +815,7 @@ class ResponsesStream:
         if kind is _MESSAGE:
             self.answered = True
         suffix, sequence = self.suffix, self.sequence
-        digits = _DIGITS if sequence + 1 < len(_DIGITS) else _digits(sequence + 1)
+        digits = DIGITS if sequence + 1 < len(DIGITS) else digits_through(sequence + 1)
         index = digits[len(self.output)]
         out.append(kind.opened % (digits[sequence], index, suffix, digits[sequence + 1], suffix, index))
         self.sequence = sequence + 2
@@ -808,7 +829,7 @@ class ResponsesStream:
         call_id_json = orjson.dumps(call_id) if call_id else b'"call_%b_%d"' % (self.suffix, index)
         self.call = (call_id_json, orjson.dumps(name or ""))
         sequence = self.sequence
-        digits = _DIGITS if sequence < len(_DIGITS) else _digits(sequence)
+        digits = DIGITS if sequence < len(DIGITS) else digits_through(sequence)
         out.append(_CALL_OPENED % (digits[sequence], digits[len(self.output)], self.item_id, *self.call))
         self.sequence = sequence + 1
 
@@ -819,7 +840,7 @@ class ResponsesStream:
             if self.held:
                 self._write_deltas(out)
             suffix, sequence = self.suffix, self.sequence
-            digits = _DIGITS if sequence + 2 < len(_DIGITS) else _digits(sequence + 2)
+            digits = DIGITS if sequence + 2 < len(DIGITS) else digits_through(sequence + 2)
             index = digits[len(self.output)]
             text = orjson.dumps("".join(self.text))
             item = kind.item % (suffix, text)
@@ -843,7 +864,7 @@ class ResponsesStream:
             self.open = None
         elif self.call is not None:
             item_id, sequence = self.item_id, self.sequence
-            digits = _DIGITS if sequence + 1 < len(_DIGITS) else _digits(sequence + 1)
+            digits = DIGITS if sequence + 1 < len(DIGITS) else digits_through(sequence + 1)
             index = digits[len(self.output)]
             call_id, name = self.call
             arguments = orjson.dumps("".join(self.text))

@@ -2,7 +2,7 @@
 
 The texts of one read are encoded in one call: orjson's indented array of them holds each
 text's JSON on a line of its own (a line break inside a text is escaped), between
-`_TEXTS_START`, `_TEXTS_BETWEEN` and `_TEXTS_END`, so replacing the separators with the bytes
+`TEXTS_START`, `TEXTS_BETWEEN` and `TEXTS_END`, so replacing the separators with the bytes
 that close one event and open the next writes all their events at once.
 """
 
@@ -16,19 +16,19 @@ import orjson
 # dicts a whole answer is made of, with a marker where a value goes: orjson writes a Fragment as
 # it is and escapes every control character inside strings, so a marker's byte occurs in its
 # output only where it was put. A template is filled with `%`, its slots in the order they
-# appear, and holds no `%` of its own (`_slots` checks).
-# An integer's slot is filled with its digits as bytes (`_DIGITS`), not by `%d`: `%b` of ready
+# appear, and holds no `%` of its own (`with_slots` checks).
+# An integer's slot is filled with its digits as bytes (`DIGITS`), not by `%d`: `%b` of ready
 # bytes costs half as much, and a stream fills some 60 integers.
-_JSON = orjson.Fragment(b"\x00")  # JSON bytes: `%b`
-_INT = orjson.Fragment(b"\x01")  # an integer, its digits: `%b`
+JSON_SLOT = orjson.Fragment(b"\x00")  # JSON bytes: `%b`
+INT_SLOT = orjson.Fragment(b"\x01")  # an integer, its digits: `%b`
 # An integer, and JSON bytes: slots of the template the first fill makes.
-_LATER_INT = orjson.Fragment(b"\x02")
-_LATER_JSON = orjson.Fragment(b"\x03")
+LATER_INT_SLOT = orjson.Fragment(b"\x02")
+LATER_JSON_SLOT = orjson.Fragment(b"\x03")
 # An integer filled by `%d`: one whose digits no table holds (a usage's counts), or one filled once.
-_DECIMAL = orjson.Fragment(b"\x04")
+DECIMAL_SLOT = orjson.Fragment(b"\x04")
 
 
-def _slots(encoded: bytes) -> bytes:
+def with_slots(encoded: bytes) -> bytes:
     """orjson's output as a template: each marker replaced by its slot."""
     if b"%" in encoded:
         raise ValueError(f"a template holds a '%' of its own: {encoded!r}")
@@ -42,27 +42,28 @@ def _slots(encoded: bytes) -> bytes:
 
 
 # The digits of 0, 1, 2, ... for the integer slots, shared by every stream and only ever
-# appended to: a stream that numbers past them grows them first (`_digits`).
-_DIGITS: list[bytes] = [b"%d" % number for number in range(4096)]
+# appended to: a stream that numbers past them grows them first (`digits_through`).
+DIGITS: list[bytes] = [b"%d" % number for number in range(4096)]
 
 
-def _digits(last: int) -> list[bytes]:
-    """`_DIGITS`, grown if needed to hold the digits of `last`."""
-    if last >= len(_DIGITS):
-        _DIGITS.extend(b"%d" % number for number in range(len(_DIGITS), 2 * last))
-    return _DIGITS
+def digits_through(last: int) -> list[bytes]:
+    """`DIGITS`, grown if needed to hold the digits of `last`."""
+    if last >= len(DIGITS):
+        DIGITS.extend(b"%d" % number for number in range(len(DIGITS), 2 * last))
+    return DIGITS
 
 
-def _template(value: Any) -> bytes:
-    return _slots(orjson.dumps(value))
+def encoded_template(value: Any) -> bytes:
+    return with_slots(orjson.dumps(value))
 
 
-def _events(*events: tuple[str, dict[str, Any]]) -> bytes:
+def event_templates(*events: tuple[str, dict[str, Any]]) -> bytes:
     """SSE events as one template: each `event: <type>` with the event (`type` first) as data."""
     return b"".join(
-        b"event: %b\ndata: %b\n\n" % (kind.encode(), _template({"type": kind, **fields})) for kind, fields in events
+        b"event: %b\ndata: %b\n\n" % (kind.encode(), encoded_template({"type": kind, **fields}))
+        for kind, fields in events
     )
 
 
-_TEXTS_START, _TEXTS_BETWEEN, _TEXTS_END = b"[\n  ", b",\n  ", b"\n]"
-_TEXTS = slice(len(_TEXTS_START), -len(_TEXTS_END))  # of that array, its texts and separators
+TEXTS_START, TEXTS_BETWEEN, TEXTS_END = b"[\n  ", b",\n  ", b"\n]"
+TEXTS = slice(len(TEXTS_START), -len(TEXTS_END))  # of that array, its texts and separators
