@@ -464,4 +464,3 @@ def test_a_usage_object_is_read_count_by_count(usage: Any) -> None:
         cost / 1_000_000_000,
     )
     assert chat.usage_numbers(usage) == expected
-    assert chat.read_usage(usage) == chat.Usage(*expected)

@@ -4,7 +4,7 @@ ended in any way, from any request, must give the same bytes: the same events, f
 and order.
 
 `GenericStream` is that straightforward translation, kept here as the reference; it shares
-nothing with the module but `read_usage` (what a usage object counts is not what this
+nothing with the module but `usage_numbers` (what a usage object counts is not what this
 compares)."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cocoon_platform.dialects.chat import decoded_chunks, read_usage
+from cocoon_platform.dialects.chat import decoded_chunks, usage_numbers
 from cocoon_platform.dialects.messages import MessagesDialect
 from cocoon_platform.errors import InvalidRequest, PlatformError, UpstreamError
 from cocoon_platform.proxy.events import Chunk, Delta
@@ -130,14 +130,14 @@ class GenericStream:
             and self.stop_reason in self.stop_sequences
         ):
             reason, sequence = "stop_sequence", self.stop_reason
-        usage = read_usage(chat_usage)
+        prompt, cached, completion, _, cost_nanoton, cost_ton = usage_numbers(chat_usage)
         numbers = {
-            "input_tokens": usage.prompt - usage.cached,
+            "input_tokens": prompt - cached,
             "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": usage.cached,
-            "output_tokens": usage.completion,
-            "cost_nanoton": usage.cost_nanoton,
-            "cost_ton": usage.cost_ton,
+            "cache_read_input_tokens": cached,
+            "output_tokens": completion,
+            "cost_nanoton": cost_nanoton,
+            "cost_ton": cost_ton,
         }
         out.append(
             event("message_delta", {"delta": {"stop_reason": reason, "stop_sequence": sequence}, "usage": numbers})

@@ -4,7 +4,7 @@ did before it had templates. Any chat stream, read in any pieces, ended in any w
 request, must give the same bytes: the same events, fields, values and order.
 
 `GenericStream` is that earlier translation, kept here as the reference; it shares nothing with
-the module but `read_usage` (what a usage object counts is not what this compares)."""
+the module but `usage_numbers` (what a usage object counts is not what this compares)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cocoon_platform.dialects.chat import decoded_chunks, read_usage
+from cocoon_platform.dialects.chat import decoded_chunks, usage_numbers
 from cocoon_platform.dialects.responses import ResponsesDialect
 from cocoon_platform.errors import PlatformError, UpstreamError
 from cocoon_platform.proxy.events import Chunk, Delta
@@ -209,7 +209,7 @@ class GenericStream:
             self._close(out)
             self._open("message", out)
         self._close(out)
-        usage = read_usage(chat_usage)
+        prompt, cached, completion, reasoning, cost_nanoton, cost_ton = usage_numbers(chat_usage)
         response = {**self.response, "output": self.output}
         if self.finish_reason == "length":
             response["status"] = "incomplete"
@@ -217,13 +217,13 @@ class GenericStream:
         else:
             response["status"] = "completed"
         response["usage"] = {
-            "input_tokens": usage.prompt,
-            "input_tokens_details": {"cached_tokens": usage.cached},
-            "output_tokens": usage.completion,
-            "output_tokens_details": {"reasoning_tokens": usage.reasoning},
-            "total_tokens": usage.prompt + usage.completion,
-            "cost_nanoton": usage.cost_nanoton,
-            "cost_ton": usage.cost_ton,
+            "input_tokens": prompt,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": completion,
+            "output_tokens_details": {"reasoning_tokens": reasoning},
+            "total_tokens": prompt + completion,
+            "cost_nanoton": cost_nanoton,
+            "cost_ton": cost_ton,
         }
         kind = "response.incomplete" if response["status"] == "incomplete" else "response.completed"
         out.append(self._event(kind, {"response": response}))

@@ -27,7 +27,8 @@ class DialectStream(Protocol):
 
     def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
         """The dialect's events for the chat chunk payloads of one read (may be empty); `chunks`
-        are the payloads as the relay decoded them, None where it did not."""
+        are the payloads as the relay decoded them, one for each (None when it did not decode
+        them all)."""
         ...
 
     def finish(self, usage: dict[str, Any]) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from cocoon_platform.errors import InvalidRequest
-from cocoon_platform.proxy.events import DECODE_ERRORS, Chunk, ChunkChoice, decode_chunk
+from cocoon_platform.proxy.events import DECODE_ERRORS, Chunk, decode_chunk
 
 _decode_many = msgspec.json.Decoder(list[Chunk]).decode
 
@@ -29,11 +29,6 @@ def decoded_chunks(payloads: list[bytes], chunks: list[Chunk] | None = None) -> 
         return _decode_each(payloads)
 
 
-def first_choices(payloads: list[bytes], chunks: list[Chunk] | None = None) -> list[ChunkChoice]:
-    """The first choice of each chunk of one read (a dialect answers with one choice)."""
-    return [choice for chunk in decoded_chunks(payloads, chunks) for choice in chunk.choices if choice.index == 0]
-
-
 def _decode_each(payloads: list[bytes]) -> list[Chunk]:
     """Each payload's chunk; one that does not decode is skipped."""
     decoded = []
@@ -45,23 +40,10 @@ def _decode_each(payloads: list[bytes]) -> list[Chunk]:
     return decoded
 
 
-@dataclass(slots=True)
-class Usage:
-    """A chat usage object's counts, and the cost the platform charged. (Not frozen: a frozen
-    dataclass is made four times as slowly, and one is made for every dialect answer.)"""
-
-    prompt: int
-    cached: int
-    completion: int
-    reasoning: int
-    cost_nanoton: int
-    cost_ton: float
-
-
 def usage_numbers(usage: Any) -> tuple[int, int, int, int, int, float]:
-    """A chat usage object's counts and the cost the platform charged, as `Usage` holds them (in
-    its order). A count that is not an int of at least 0 (a bool is none) counts 0. The streams'
-    last events are written from these, without a `Usage`."""
+    """A chat usage object's counts and the cost the platform charged: prompt, cached, completion
+    and reasoning tokens, the cost in nanoTON and in TON. A count that is not an int of at least 0
+    (a bool is none) counts 0."""
     if not isinstance(usage, dict):
         usage = {}
     prompt, completion, cost = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("cost_nanoton")
@@ -79,10 +61,6 @@ def usage_numbers(usage: Any) -> tuple[int, int, int, int, int, float]:
         cost,
         cost / 1_000_000_000,
     )
-
-
-def read_usage(usage: Any) -> Usage:
-    return Usage(*usage_numbers(usage))
 
 
 @dataclass(slots=True)

@@ -45,9 +45,8 @@ from cocoon_platform.dialects.templates import (
     JSON_SLOT,
     LATER_INT_SLOT,
     LATER_JSON_SLOT,
+    TEXTS,
     TEXTS_BETWEEN,
-    TEXTS_END,
-    TEXTS_START,
     digits_through,
     encoded_template,
     event_templates,
@@ -718,7 +717,7 @@ class ResponsesStream:
         out = self._start() if not self.sequence else []
         held = self.held
         hold = held.append
-        for chunk in chunks if chunks is not None else decoded_chunks(payloads):
+        for chunk in decoded_chunks(payloads, chunks):
             try:
                 (choice,) = chunk.choices  # the usual chunk's one choice: no loop over them
             except ValueError:
@@ -803,7 +802,7 @@ class ResponsesStream:
             assert self.open is not None
             tail = self.open.delta[1]
             head = self.delta_event[: -len(tail) - 2]  # before the text's slot
-            texts = orjson.dumps(held, option=orjson.OPT_INDENT_2)[len(TEXTS_START) : -len(TEXTS_END)]
+            texts = orjson.dumps(held, option=orjson.OPT_INDENT_2)[TEXTS]
             events = head + texts.replace(b"%", b"%%").replace(TEXTS_BETWEEN, tail + head) + tail
             out.append(events % tuple(digits[sequence:end]))
         self.sequence = end
@@ -887,10 +886,7 @@ class ResponsesStream:
         self._close(out)
         # The usage's numbers written by orjson in one call (its digits, its refusals), each put in
         # its place in the template.
-        prompt, cached, completion, reasoning, cost_nanoton, cost_ton = usage_numbers(usage)
-        numbers = orjson.dumps((prompt, cached, completion, reasoning, prompt + completion, cost_nanoton, cost_ton))[
-            1:-1
-        ].split(b",")
+        numbers = orjson.dumps(_numbers(usage))[1:-1].split(b",")
         ended = _ENDED[_status(self.finish_reason)]
         out.append(
             ended
