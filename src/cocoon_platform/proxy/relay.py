@@ -15,7 +15,7 @@ import orjson
 
 from cocoon_platform.errors import UpstreamError
 from cocoon_platform.proxy.asgi import Send
-from cocoon_platform.proxy.events import DONE, Chunk, EventSplitter, usual_event
+from cocoon_platform.proxy.events import DONE, LF, Chunk, EventSplitter, usual_event
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 
@@ -88,7 +88,7 @@ def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> tupl
         if payload == DONE:
             outcome.upstream_done = True
             continue
-        event = usual_event(payload) if b"\n" not in payload else None
+        event = usual_event(payload) if LF not in payload else None
         if event is None:
             if (forwarded := inspect_document(payload, outcome, started)) is not None:
                 out.append(forwarded)
@@ -151,7 +151,7 @@ def inspect_document(payload: bytes, outcome: Outcome, started: float) -> bytes 
         del chunk["usage"]
         return orjson.dumps(chunk)
     # A payload spread over several lines would break the client's SSE parser: re-encode it.
-    return orjson.dumps(chunk) if b"\n" in payload else payload
+    return orjson.dumps(chunk) if LF in payload else payload
 
 
 def first_event(outcome: Outcome, started: float, stream_id: Any) -> None:
