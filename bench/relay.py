@@ -15,10 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 from cocoon_platform.proxy.outcome import Outcome
-from cocoon_platform.proxy.relay import openai_frame, relay
+from cocoon_platform.proxy.relay import framed_events, openai_frame, relay
 from cocoon_simulator.cocoon_infer import Answer, final_events, token_events
 from cocoon_simulator.cocoon_text import ENGLISH_WORDS
 
@@ -67,14 +68,8 @@ async def measure(body: bytes, rounds: int) -> float:
     started = time.perf_counter()
     for _ in range(rounds):
         outcome = Outcome()
-        await relay(
-            BufferedResponse(body),
-            send,
-            outcome,
-            time.perf_counter(),
-            watch_client,
-            openai_frame(outcome, "chatcmpl-bench"),
-        )  # type: ignore[arg-type]
+        read = partial(framed_events, openai_frame(outcome, "chatcmpl-bench"), outcome, time.perf_counter())
+        await relay(BufferedResponse(body), send, outcome, watch_client, read)  # type: ignore[arg-type]
         assert outcome.usage is not None and outcome.error is None
     elapsed = time.perf_counter() - started
     assert written > 0

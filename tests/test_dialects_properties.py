@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cocoon_platform.dialects import DialectStream, chat
+from cocoon_platform.dialects.chat import frame_chunks
 from cocoon_platform.dialects.messages import MessagesDialect
 from cocoon_platform.dialects.responses import ResponsesDialect
 from cocoon_platform.errors import InvalidRequest, UpstreamError
 from cocoon_platform.proxy.outcome import Outcome
-from cocoon_platform.proxy.relay import read_events
+from cocoon_platform.proxy.relay import read_events, read_texts
 from cocoon_platform.proxy.request import ValidationFailed
 
 TEXT = st.text(min_size=1, max_size=30)
@@ -263,24 +264,37 @@ def decoded_again(payload: bytes) -> Any:
 
 
 def framed(stream: DialectStream, chunks: list[bytes], cuts: list[int], via_relay: bool) -> bytes:
-    """The stream's events for `chunks` read in pieces: each read as the relay hands it over
-    (payloads with the chunks it decoded), or as payloads alone, which the dialect decodes.
+    """The stream's events for `chunks` read in pieces: each read as the relay reads it (counted
+    and fed to the stream in one loop), or as payloads the tool support rewrote, which the
+    dialect decodes.
 
-    Every chunk here is a usual one: via the relay, each must come with its decoded chunk, and the
-    dialect must read those (its own decoders are turned off meanwhile), or the answer it builds
-    would not show that the relay's chunks are used at all."""
+    Every chunk here is a usual one: via the relay, the dialect must take the relay's decoded
+    chunks (its own decoders are turned off meanwhile), or the answer it builds would not show
+    that they are used at all; and the relay counts what it delivers as for chat."""
     if not via_relay:
-        return b"".join(stream.frame(read) for read in reads(chunks, cuts))
+        return b"".join(frame_chunks(stream, read) for read in reads(chunks, cuts))
     out = []
     with (
         mock.patch.object(chat, "decode_chunk", decoded_again),
         mock.patch.object(chat, "_decode_many", decoded_again),
     ):
         for read in reads(chunks, cuts):
-            payloads, decoded = read_events(read, Outcome(), 0.0)
-            assert payloads == read and decoded is not None, "the relay hands over every chunk decoded"
-            out.append(stream.frame(payloads, decoded))
+            fed, counted = Outcome(), Outcome()
+            out.append(read_texts(stream, fed, 0.0, read))
+            read_events(read, counted, 0.0)
+            assert delivered(fed) == delivered(counted), "the dialect's read counts as chat's does"
     return b"".join(out)
+
+
+def delivered(outcome: Outcome) -> tuple[Any, ...]:
+    return (
+        outcome.delivered_completion,
+        outcome.delivered_reasoning,
+        outcome.delivered_bytes,
+        outcome.stream_id,
+        outcome.usage,
+        outcome.upstream_done,
+    )
 
 
 @settings(max_examples=200, deadline=None)
@@ -373,10 +387,10 @@ def test_a_cut_stream_ends_with_the_failure_event(answer: dict[str, Any], cut: i
     error = UpstreamError(502, "The COCOON network dropped the stream.", "stream_cut")
     chunks = chat_chunks(answer)[:cut]
     responses = ResponsesDialect().translate({"model": "m", "input": "hi"}).stream("resp_abc", "m")
-    last = events(responses.frame(chunks) + responses.fail(error))[-1]
+    last = events(frame_chunks(responses, chunks) + responses.fail(error))[-1]
     assert last[0] == "response.failed" and last[1]["response"]["error"]["message"] == error.message
     messages = MessagesDialect().translate({"model": "m", "max_tokens": 5, "messages": []}).stream("msg_abc", "m")
-    streamed = events(messages.frame(chunks) + messages.fail(error))
+    streamed = events(frame_chunks(messages, chunks) + messages.fail(error))
     assert streamed[-1] == ("error", {"type": "error", "error": {"type": "api_error", "message": error.message}})
     assert "message_stop" not in [name for name, _ in streamed]
 

@@ -16,12 +16,12 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cocoon_platform.dialects.chat import decoded_chunks, usage_numbers
+from cocoon_platform.dialects.chat import decoded_chunks, frame_chunks, usage_numbers
 from cocoon_platform.dialects.messages import MessagesDialect
 from cocoon_platform.errors import InvalidRequest, PlatformError, UpstreamError
-from cocoon_platform.proxy.events import Chunk, Delta
+from cocoon_platform.proxy.events import Delta
 from cocoon_platform.proxy.outcome import Outcome
-from cocoon_platform.proxy.relay import read_events
+from cocoon_platform.proxy.relay import read_events, read_texts
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use"}
 ERROR_TYPES = {400: "invalid_request_error", 500: "api_error", 502: "api_error", 503: "overloaded_error"}
@@ -64,9 +64,9 @@ class GenericStream:
         }
         return [event("message_start", {"message": message})]
 
-    def frame(self, payloads: list[bytes], chunks: list[Chunk | None] | None = None) -> bytes:
+    def frame(self, payloads: list[bytes]) -> bytes:
         out = [] if self.started else self._start()
-        for chunk in decoded_chunks(payloads, chunks):
+        for chunk in decoded_chunks(payloads):
             for choice in chunk.choices:
                 if choice.index != 0:
                     continue
@@ -268,9 +268,8 @@ def test_the_stream_writes_the_bytes_the_generic_encoding_does(
     generic = GenericStream(stop_sequences, answer_id, model)
     ours, theirs = [], []
     for read in reads(chunks, cuts):
-        decoded = read_events(read, Outcome(), 0.0) if via_relay else (read, None)
-        ours.append(ours_stream.frame(*decoded))
-        theirs.append(generic.frame(*decoded))
+        ours.append(read_texts(ours_stream, Outcome(), 0.0, read) if via_relay else frame_chunks(ours_stream, read))
+        theirs.append(generic.frame(read_events(read, Outcome(), 0.0) if via_relay else read))
     ours.append(ours_stream.finish(usage) if usage is not None else ours_stream.fail(error))
     theirs.append(generic.finish(usage) if usage is not None else generic.fail(error))
     assert ours == theirs, (b"".join(ours).decode(), b"".join(theirs).decode())
@@ -288,8 +287,8 @@ def test_the_benchmark_answer_is_written_as_the_generic_encoding_does() -> None:
     for size in (1, 3, 20):
         ours, generic = request.stream("msg_1", "m"), GenericStream([], "msg_1", "m")
         for start in range(0, len(chunks), size):
-            read = read_events(chunks[start : start + size], Outcome(), 0.0)
-            assert ours.frame(*read) == generic.frame(*read)
+            read = chunks[start : start + size]
+            assert read_texts(ours, Outcome(), 0.0, read) == generic.frame(read_events(read, Outcome(), 0.0))
         assert ours.finish(usage) == generic.finish(usage)
     error = UpstreamError(502, "The COCOON network dropped the stream.", "stream_cut")
     assert request.stream("msg_1", "m").fail(error) == GenericStream([], "msg_1", "m").fail(error)
@@ -320,6 +319,6 @@ def test_an_answer_of_many_blocks_is_written_as_the_generic_encoding_does() -> N
     for size in (1, 24):
         ours, generic = request.stream("msg_1", "m"), GenericStream([], "msg_1", "m")
         for start in range(0, len(chunks), size):
-            read = read_events(chunks[start : start + size], Outcome(), 0.0)
-            assert ours.frame(*read) == generic.frame(*read)
+            read = chunks[start : start + size]
+            assert read_texts(ours, Outcome(), 0.0, read) == generic.frame(read_events(read, Outcome(), 0.0))
         assert ours.finish({}) == generic.finish({})

@@ -10,11 +10,13 @@ import orjson
 import pytest
 
 from cocoon_platform.billing.cost import MAX_TOKEN_COUNT, delivered_tokens, usage_tokens
+from cocoon_platform.dialects.messages import MessagesDialect
+from cocoon_platform.dialects.responses import ResponsesDialect
 from cocoon_platform.errors import InvalidRequest
 from cocoon_platform.proxy import request as request_module
 from cocoon_platform.proxy.events import DONE, EventSplitter, usual_event
 from cocoon_platform.proxy.outcome import Outcome
-from cocoon_platform.proxy.relay import inspect_document, read_events
+from cocoon_platform.proxy.relay import inspect_document, read_events, read_texts
 from cocoon_platform.proxy.request import (
     CHAT_PATH,
     COMPLETIONS_PATH,
@@ -263,12 +265,9 @@ def test_the_usual_event_reader_agrees_with_the_general_one(payload: bytes) -> N
         fast, general = Outcome(), Outcome()
         if not first:
             fast.first_token_seconds = general.first_token_seconds = 0.5
-        forwarded, chunks = read_events([payload], fast, time.perf_counter())
+        forwarded = read_events([payload], fast, time.perf_counter())
         expected = inspect_document(payload, general, time.perf_counter())
         assert forwarded == ([] if expected is None else [expected])
-        # The chunks beside the payloads: the typed path's; none when the general path forwarded one.
-        usual = usual_event(payload) if b"\n" not in payload else None
-        assert chunks == ([usual] if usual is not None else ([] if expected is None else None))
         assert read(fast) == read(general)
 
 
@@ -277,8 +276,7 @@ def test_one_read_of_many_events_is_read_as_each_alone() -> None:
     those of the general path applied to each event in turn, `[DONE]` anywhere included."""
     events = [*USUAL_AND_ODD_EVENTS[:9], DONE, *USUAL_AND_ODD_EVENTS[9:]]
     together, alone = Outcome(), Outcome()
-    forwarded, chunks = read_events(events, together, time.perf_counter())
-    assert chunks is None  # some were read by the general path
+    forwarded = read_events(events, together, time.perf_counter())
     expected = [
         chunk
         for event in events
@@ -286,6 +284,22 @@ def test_one_read_of_many_events_is_read_as_each_alone() -> None:
     ]
     assert forwarded == expected and len(forwarded) > 10
     assert read(together) == read(alone) and together.upstream_done
+
+
+def test_a_dialects_read_counts_as_chats() -> None:
+    """`read_texts` counts the events it feeds a dialect's stream as `read_events` counts them,
+    each event in a read of its own and all in one read, `[DONE]` anywhere included."""
+    events = [*USUAL_AND_ODD_EVENTS[:9], DONE, *USUAL_AND_ODD_EVENTS[9:]]
+    for dialect in (ResponsesDialect(), MessagesDialect()):
+        for reads in ([[event] for event in events], [events]):
+            fed, counted = Outcome(), Outcome()
+            stream = dialect.translate({"model": "m", "input": "hi", "max_tokens": 5, "messages": []}).stream(
+                "x_1", "m"
+            )
+            for payloads in reads:
+                read_texts(stream, fed, time.perf_counter(), payloads)
+                read_events(payloads, counted, time.perf_counter())
+            assert read(fed) == read(counted) and fed.upstream_done
 
 
 def test_a_number_out_of_orjsons_range_in_an_unread_field_keeps_the_event() -> None:
@@ -296,7 +310,7 @@ def test_a_number_out_of_orjsons_range_in_an_unread_field_keeps_the_event() -> N
         b'{"choices":[{"delta":{"content":"a"}}],"x":' + b"9" * 400 + b"}",
     ):
         outcome = Outcome()
-        assert read_events([payload], outcome, time.perf_counter())[0] == [payload]
+        assert read_events([payload], outcome, time.perf_counter()) == [payload]
         assert (outcome.delivered_completion, outcome.delivered_bytes) == (1, 1)
         assert inspect_document(payload, Outcome(), time.perf_counter()) is None
 

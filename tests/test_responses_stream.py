@@ -17,12 +17,12 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cocoon_platform.dialects.chat import decoded_chunks, usage_numbers
+from cocoon_platform.dialects.chat import decoded_chunks, frame_chunks, usage_numbers
 from cocoon_platform.dialects.responses import ResponsesDialect
 from cocoon_platform.errors import PlatformError, UpstreamError
-from cocoon_platform.proxy.events import Chunk, Delta
+from cocoon_platform.proxy.events import Delta
 from cocoon_platform.proxy.outcome import Outcome
-from cocoon_platform.proxy.relay import read_events
+from cocoon_platform.proxy.relay import read_events, read_texts
 
 ECHOED = (
     "instructions",
@@ -104,9 +104,9 @@ class GenericStream:
             self._event("response.in_progress", {"response": snapshot}),
         ]
 
-    def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None) -> bytes:
+    def frame(self, payloads: list[bytes]) -> bytes:
         out = [] if self.started else self._start()
-        for chunk in decoded_chunks(payloads, chunks):
+        for chunk in decoded_chunks(payloads):
             for choice in chunk.choices:
                 if choice.index != 0:
                     continue
@@ -354,9 +354,8 @@ def test_the_templates_write_the_bytes_the_generic_encoding_does(
         generic = GenericStream(body, answer_id, model)
     ours, theirs = [], []
     for read in reads(chunks, cuts):
-        decoded = read_events(read, Outcome(), 0.0) if via_relay else (read, None)
-        ours.append(templated.frame(*decoded))
-        theirs.append(generic.frame(*decoded))
+        ours.append(read_texts(templated, Outcome(), 0.0, read) if via_relay else frame_chunks(templated, read))
+        theirs.append(generic.frame(read_events(read, Outcome(), 0.0) if via_relay else read))
     error = UpstreamError(502, 'The COCOON network dropped the "stream" at 100%.', "stream_cut")
     ours.append(templated.finish(usage) if usage is not None else templated.fail(error))
     theirs.append(generic.finish(usage) if usage is not None else generic.fail(error))
@@ -375,8 +374,8 @@ def test_the_benchmark_answer_is_written_as_before() -> None:
             templated = ResponsesDialect().translate({"model": "m", "input": "hi"}).stream("resp_1", "m")
             generic = GenericStream({"model": "m", "input": "hi"}, "resp_1", "m")
         for start in range(0, len(chunks), size):
-            read = read_events(chunks[start : start + size], Outcome(), 0.0)
-            assert templated.frame(*read) == generic.frame(*read)
+            read = chunks[start : start + size]
+            assert read_texts(templated, Outcome(), 0.0, read) == generic.frame(read_events(read, Outcome(), 0.0))
         assert templated.finish(usage) == generic.finish(usage)
 
 
@@ -399,10 +398,10 @@ def test_a_stream_numbered_past_the_digits_held_is_written_as_before() -> None:
         generic = GenericStream({"model": "m", "input": "hi"}, "resp_1", "m")
     start = 0
     for size in (1, 700, 1, 2500, 3, 4000, 1):
-        read = read_events(chunks[start : start + size], Outcome(), 0.0)
-        assert templated.frame(*read) == generic.frame(*read)
+        read = chunks[start : start + size]
+        assert read_texts(templated, Outcome(), 0.0, read) == generic.frame(read_events(read, Outcome(), 0.0))
         start += size
     assert start < len(chunks)
-    read = read_events(chunks[start:], Outcome(), 0.0)
-    assert templated.frame(*read) == generic.frame(*read)
+    read = chunks[start:]
+    assert read_texts(templated, Outcome(), 0.0, read) == generic.frame(read_events(read, Outcome(), 0.0))
     assert templated.finish(usage) == generic.finish(usage)

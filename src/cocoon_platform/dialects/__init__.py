@@ -19,17 +19,12 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from cocoon_platform.errors import PlatformError
-from cocoon_platform.proxy.events import Chunk
+from cocoon_platform.proxy.relay import TextStream
 
 
-class DialectStream(Protocol):
-    """One streamed answer's translation, fed the relay's chat chunks as they arrive."""
-
-    def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
-        """The dialect's events for the chat chunk payloads of one read (may be empty); `chunks`
-        are the payloads as the relay decoded them, one for each (None when it did not decode
-        them all)."""
-        ...
+class DialectStream(TextStream, Protocol):
+    """One streamed answer's translation, fed the relay's chat chunks as they arrive
+    (`proxy.relay.read_texts`; `chat.frame_chunks` for chunks the tool support rewrote)."""
 
     def finish(self, usage: dict[str, Any]) -> bytes:
         """The closing events, with the usage and its cost."""

@@ -1,7 +1,8 @@
 """What the dialects read from chat answers and chat stream chunks.
 
-Stream chunks are the relay's typed objects (`proxy/events.py`), decoded once per chunk and
-handed to the dialect with the payloads: this runs for every chunk of every dialect stream.
+Stream chunks are the relay's typed objects (`proxy/events.py`): the relay reads them and feeds
+their text to the dialect's stream in one loop (`proxy.relay.read_texts`); `frame_chunks` takes
+the chunks the tool support rewrites.
 """
 
 from __future__ import annotations
@@ -13,16 +14,26 @@ import msgspec
 
 from cocoon_platform.errors import InvalidRequest
 from cocoon_platform.proxy.events import DECODE_ERRORS, Chunk, decode_chunk
+from cocoon_platform.proxy.relay import TextStream
 
 _decode_many = msgspec.json.Decoder(list[Chunk]).decode
 
 
-def decoded_chunks(payloads: list[bytes], chunks: list[Chunk] | None = None) -> list[Chunk]:
-    """The chunks of one read: the relay's, when it decoded them all (the usual read). Else the
-    chunks of the read are decoded here in one call, as one JSON array, and each alone only when
+def frame_chunks(stream: TextStream, payloads: list[bytes]) -> bytes:
+    """A dialect stream's events for chunk payloads that are not the relay's (the tool support's
+    rewritten answer): each chunk decoded and taken as any chunk is (`TextStream.choices`); the
+    relay's own go through `proxy.relay.read_texts`."""
+    out = stream.begin()
+    for chunk in decoded_chunks(payloads):
+        stream.choices(chunk.choices, out)
+    if stream.held:
+        stream.write_held(out)
+    return b"".join(out)
+
+
+def decoded_chunks(payloads: list[bytes]) -> list[Chunk]:
+    """The chunks of one read, decoded in one call, as one JSON array, and each alone only when
     that fails; one that does not decode is skipped, as the relay skips it."""
-    if chunks is not None:
-        return chunks
     try:
         return _decode_many(b"[" + b",".join(payloads) + b"]")
     except DECODE_ERRORS:

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from cocoon_platform.dialects.chat import decoded_chunks, function_of, read_message, usage_numbers
+from cocoon_platform.dialects.chat import function_of, read_message, usage_numbers
 from cocoon_platform.dialects.templates import (
     DECIMAL_SLOT,
     JSON_SLOT,
@@ -42,7 +42,7 @@ from cocoon_platform.dialects.templates import (
     event_templates,
 )
 from cocoon_platform.errors import InvalidRequest, PlatformError
-from cocoon_platform.proxy.events import Chunk, ChunkChoice, Delta
+from cocoon_platform.proxy.events import ChunkChoice, Delta
 
 PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
@@ -409,7 +409,7 @@ class MessagesStream:
     text arrives (thinking, text, tool_use) and closes when the next opens.
 
     The texts of one read for the open block are held, and their delta events written together
-    at the end of the read, or when the block closes (`_write`)."""
+    at the end of the read, or when the block closes (`write_held`)."""
 
     __slots__ = (
         "request",
@@ -417,7 +417,7 @@ class MessagesStream:
         "model",
         "started",
         "index",
-        "kind",
+        "open",
         "answered",
         "finish_reason",
         "stop_reason",
@@ -425,6 +425,9 @@ class MessagesStream:
         "delta_head",
     )
     delta_head: bytes  # set when a block opens: its delta events' bytes before their text
+    # The kinds of block reasoning and answer text go in (`proxy.relay.read_texts`).
+    thinking = _THINKING
+    answering = _TEXT
 
     def __init__(self, request: MessagesRequest, answer_id: str, model: str) -> None:
         self.request = request
@@ -432,7 +435,7 @@ class MessagesStream:
         self.model = model
         self.started = False
         self.index = -1  # of the open block
-        self.kind: _Block | None = None  # of the open block
+        self.open: _Block | None = None  # of the open block
         self.answered = False  # a text or tool_use block was opened
         self.finish_reason: str | None = None
         self.stop_reason: Any = None
@@ -443,46 +446,14 @@ class MessagesStream:
         before, between, after = _STARTED
         return [before, orjson.dumps(self.answer_id), between, orjson.dumps(self.model), after]
 
-    def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
-        out = [] if self.started else self._start()
-        held = self.held
-        hold = held.append
-        for chunk in decoded_chunks(payloads, chunks):
-            try:
-                (choice,) = chunk.choices  # the usual chunk's one choice: no loop over them
-            except ValueError:
-                self._choices(chunk.choices, out)  # none, or several (n > 1)
-                continue
-            if choice.index:
-                continue  # a dialect answers with the first choice
-            if choice.finish_reason is not None:
-                self.finish_reason, self.stop_reason = choice.finish_reason, choice.stop_reason
-            delta = choice.delta
-            if delta is None or delta.tool_calls is not None:
-                if delta is not None:
-                    self._delta(delta, out)
-                continue
-            # The usual delta, one piece of text: held for the open block's delta events.
-            text = delta.content
-            if text:
-                if delta.reasoning_content or delta.reasoning:
-                    self._delta(delta, out)  # both
-                    continue
-                kind = _TEXT
-            else:
-                text = delta.reasoning_content or delta.reasoning
-                if not text:
-                    continue
-                kind = _THINKING
-            if kind is not self.kind:
-                self._open(kind, out)
-            hold(text)
-        if held:
-            self._write(out)
-        return b"".join(out)
+    def begin(self) -> list[bytes]:
+        return [] if self.started else self._start()
 
-    def _choices(self, choices: list[ChunkChoice], out: list[bytes]) -> None:
-        """The choices of a chunk that has not exactly one: the first's, if it is there."""
+    def switch(self, kind: _Block, out: list[bytes]) -> None:
+        self._open(kind, out)
+
+    def choices(self, choices: list[ChunkChoice], out: list[bytes]) -> None:
+        """Any chunk's choices: the first's ending and delta, if it is there."""
         for choice in choices:
             if not choice.index:
                 if choice.finish_reason is not None:
@@ -499,18 +470,18 @@ class MessagesStream:
             self._text(_TEXT, delta.content, out)
         for call in delta.tool_calls or ():
             function = call.function
-            if call.id is not None or self.kind is not _TOOL_USE:
+            if call.id is not None or self.open is not _TOOL_USE:
                 block_id = orjson.dumps(call.id or f"toolu_{self.answer_id[4:]}")
                 self._open(_TOOL_USE, out, block_id, orjson.dumps((function.name if function else None) or ""))
             if function is not None and function.arguments:
                 self.held.append(function.arguments)
 
     def _text(self, kind: _Block, text: str, out: list[bytes]) -> None:
-        if kind is not self.kind:
+        if kind is not self.open:
             self._open(kind, out)
         self.held.append(text)
 
-    def _write(self, out: list[bytes]) -> None:
+    def write_held(self, out: list[bytes]) -> None:
         """The delta events of the held texts. A stream read at the model's pace brings one text
         a read, between its event's head and end. Several are encoded in one call, and the
         separators between their JSON replaced by the bytes between two events' texts."""
@@ -527,7 +498,7 @@ class MessagesStream:
         """Open a block of `kind` (`block`: a tool_use's id and name, JSON), closing the open one."""
         self._close(out)
         self.index = index = self.index + 1
-        self.kind = kind
+        self.open = kind
         if kind is not _THINKING:
             self.answered = True
         if index < _INDEXED:
@@ -538,12 +509,12 @@ class MessagesStream:
 
     def _close(self, out: list[bytes]) -> None:
         """Close the open block, if any: its held deltas, then its stop event."""
-        if self.kind is not None:
+        if self.open is not None:
             if self.held:
-                self._write(out)
+                self.write_held(out)
             index = self.index
             out.append(_STOPPED_AT[index] if index < _INDEXED else _STOPPED % index)
-            self.kind = None
+            self.open = None
 
     def finish(self, usage: dict[str, Any]) -> bytes:
         out = [] if self.started else self._start()

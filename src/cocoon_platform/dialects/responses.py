@@ -38,7 +38,7 @@ from typing import Any
 
 import orjson
 
-from cocoon_platform.dialects.chat import decoded_chunks, function_of, read_message, text_of, usage_numbers
+from cocoon_platform.dialects.chat import function_of, read_message, text_of, usage_numbers
 from cocoon_platform.dialects.templates import (
     DIGITS,
     INT_SLOT,
@@ -53,7 +53,7 @@ from cocoon_platform.dialects.templates import (
     with_slots,
 )
 from cocoon_platform.errors import InvalidRequest, PlatformError
-from cocoon_platform.proxy.events import Chunk, ChunkChoice, Delta
+from cocoon_platform.proxy.events import ChunkChoice, Delta
 from cocoon_platform.proxy.request import _int_field, check_json_schema, only_fields
 
 PATH = "/v1/responses"
@@ -517,7 +517,7 @@ _ITEM_DONE = ("response.output_item.done", {"sequence_number": INT_SLOT, "output
 @dataclass(frozen=True, slots=True)
 class _TextItem:
     """A kind of item that holds one text (reasoning's summary, the message's output text): its
-    templates, all filled alike (`ResponsesStream._open`, `_write_deltas`, `_close`)."""
+    templates, all filled alike (`ResponsesStream._open`, `write_held`, `_close`)."""
 
     # Their slots (`suffix`: of the item's id, the answer id's suffix):
     opened: bytes  # sequence number, index, suffix; + 1, suffix, index
@@ -688,6 +688,9 @@ class ResponsesStream:
     # of its sequence number and text's JSON.
     item_id: bytes
     delta_event: bytes
+    # The kinds of item reasoning and answer text go in (`proxy.relay.read_texts`).
+    thinking = _REASONING
+    answering = _MESSAGE
 
     def __init__(self, request: ResponsesRequest, answer_id: str, model: str) -> None:
         self.answer_id = answer_json = orjson.dumps(answer_id)
@@ -713,47 +716,15 @@ class ResponsesStream:
         before, between, after = _STARTED
         return [before, response, between, response, after]
 
-    def frame(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
-        out = self._start() if not self.sequence else []
-        held = self.held
-        hold = held.append
-        for chunk in decoded_chunks(payloads, chunks):
-            try:
-                (choice,) = chunk.choices  # the usual chunk's one choice: no loop over them
-            except ValueError:
-                self._choices(chunk.choices, out)  # none, or several (n > 1)
-                continue
-            if choice.index:
-                continue  # a dialect answers with the first choice
-            if choice.finish_reason is not None:
-                self.finish_reason = choice.finish_reason
-            delta = choice.delta
-            if delta is None or delta.tool_calls is not None:
-                if delta is not None:
-                    self._delta(delta, out)
-                continue
-            # The usual delta, one piece of text: held for the open item's delta events.
-            text = delta.content
-            if text:
-                if delta.reasoning_content or delta.reasoning:
-                    self._delta(delta, out)  # both
-                    continue
-                kind = _MESSAGE
-            else:
-                text = delta.reasoning_content or delta.reasoning
-                if not text:
-                    continue
-                kind = _REASONING
-            if kind is not self.open:
-                self._close(out)
-                self._open(kind, out)
-            hold(text)
-        if held:
-            self._write_deltas(out)
-        return b"".join(out)
+    def begin(self) -> list[bytes]:
+        return self._start() if not self.sequence else []
 
-    def _choices(self, choices: list[ChunkChoice], out: list[bytes]) -> None:
-        """The choices of a chunk that has not exactly one: the first's, if it is there."""
+    def switch(self, kind: _TextItem, out: list[bytes]) -> None:
+        self._close(out)
+        self._open(kind, out)
+
+    def choices(self, choices: list[ChunkChoice], out: list[bytes]) -> None:
+        """Any chunk's choices: the first's ending and delta, if it is there."""
         for choice in choices:
             if not choice.index:
                 if choice.finish_reason is not None:
@@ -783,11 +754,10 @@ class ResponsesStream:
 
     def _text(self, kind: _TextItem, text: str, out: list[bytes]) -> None:
         if kind is not self.open:
-            self._close(out)
-            self._open(kind, out)
+            self.switch(kind, out)
         self.held.append(text)
 
-    def _write_deltas(self, out: list[bytes]) -> None:
+    def write_held(self, out: list[bytes]) -> None:
         """The delta events of the held texts. A stream read at the model's pace brings one text
         a read, written from the item's delta template. Several texts get one template (each
         text's JSON between the delta event's head and tail), filled with their sequence numbers,
@@ -837,7 +807,7 @@ class ResponsesStream:
         kind = self.open
         if kind is not None:
             if self.held:
-                self._write_deltas(out)
+                self.write_held(out)
             suffix, sequence = self.suffix, self.sequence
             digits = DIGITS if sequence + 2 < len(DIGITS) else digits_through(sequence + 2)
             index = digits[len(self.output)]

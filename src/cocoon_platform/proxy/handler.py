@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import time
+from functools import partial
 from typing import Any
 
 import orjson
@@ -29,6 +30,7 @@ from cocoon_platform.billing.prices import NetworkPrices
 from cocoon_platform.billing.store import Reservation, Settlement
 from cocoon_platform.config import format_ton
 from cocoon_platform.dialects import Dialect
+from cocoon_platform.dialects.chat import frame_chunks
 from cocoon_platform.dialects.messages import PATH as MESSAGES_PATH
 from cocoon_platform.dialects.messages import MessagesDialect
 from cocoon_platform.dialects.responses import PATH as RESPONSES_PATH
@@ -59,9 +61,9 @@ from cocoon_platform.proxy.asgi import (
 )
 from cocoon_platform.proxy.assemble import Assembler, collect
 from cocoon_platform.proxy.attempts import answer_usage
-from cocoon_platform.proxy.events import DONE, Chunk
+from cocoon_platform.proxy.events import DONE
 from cocoon_platform.proxy.outcome import Outcome
-from cocoon_platform.proxy.relay import openai_frame, relay
+from cocoon_platform.proxy.relay import Frame, framed_events, openai_frame, read_texts, relay
 from cocoon_platform.proxy.request import (
     CHAT_PATH,
     InferenceRequest,
@@ -543,18 +545,27 @@ class InferenceHandler:
                 response = await self._open(request, _UPSTREAM_PATH[request.endpoint])
                 watch.follow(response)
                 await start_sse(send, request_id)
-                frame = openai_frame(outcome, request_id) if translation is None else translation.frame
+                # The payloads of one read as the client's bytes: chat's SSE, or the dialect's events.
+                frame: Frame = (
+                    openai_frame(outcome, request_id) if translation is None else partial(frame_chunks, translation)
+                )
                 if request.tools is None:
-                    await relay(response, send, outcome, started, watch.start, frame)
+                    read = (
+                        partial(framed_events, frame, outcome, started)
+                        if translation is None
+                        else partial(read_texts, translation, outcome, started)  # counted and translated in one loop
+                    )
+                    await relay(response, send, outcome, watch.start, read)
                 else:
                     # Text is held back while a call is required, so a retry can replace the answer.
                     translator = StreamTranslator(request.tools, hold_text=request.attempts > 1)
 
-                    def tool_frame(payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
+                    def tool_frame(payloads: list[bytes]) -> bytes:
                         out = translator.translate(payloads)  # new payloads: the dialect decodes them
                         return frame(out) if out else b""
 
-                    await relay(response, send, outcome, started, watch.start, tool_frame)
+                    read = partial(framed_events, tool_frame, outcome, started)
+                    await relay(response, send, outcome, watch.start, read)
                     if translator.waiting and outcome.error is None and not watch.left:
                         # The model made no call though one was required: once more, in the time
                         # left (`_retry_timeout`), both billed, the second for what it generated
@@ -575,7 +586,7 @@ class InferenceHandler:
                             outcome.second_attempt()
                             watch.follow(response)
                             translator = StreamTranslator(request.tools, envelope=translator.envelope)
-                            await relay(response, send, outcome, started, watch.start, tool_frame)
+                            await relay(response, send, outcome, watch.start, read)
                     if (rest := translator.finish()) and not watch.left:
                         await send({"type": "http.response.body", "body": frame(rest), "more_body": True})
         except TimeoutError:

@@ -3,6 +3,11 @@
 Events that arrived in one read leave in one write: no event waits for another. The usage
 chunk and `[DONE]` are held back: the handler sends them once the stream is settled, the usage
 with its cost. A broken connection ends the relay with `outcome.error` set.
+
+A read's events are counted and framed in one of two ways: chat's (`read_events`, then a
+`Frame` of the payloads it forwards) or a dialect's (`read_texts`), which counts them as
+`read_events` does and, in the same loop over the chunks, hands their text to the dialect's
+stream: one walk over each chunk instead of two, for every chunk of every dialect stream.
 """
 
 from __future__ import annotations
@@ -15,41 +20,62 @@ import orjson
 
 from cocoon_platform.errors import UpstreamError
 from cocoon_platform.proxy.asgi import Send
-from cocoon_platform.proxy.events import DONE, LF, Chunk, EventSplitter, usual_event
+from cocoon_platform.proxy.events import DECODE_ERRORS, DONE, LF, ChunkChoice, EventSplitter, decode_chunk, usual_event
 from cocoon_platform.proxy.outcome import Outcome
 from cocoon_platform.upstream.http import ConnectionBroken, UpstreamResponse
 
+Frame = Callable[[list[bytes]], bytes]  # the payloads of one read as the bytes the client gets
 
-class Frame(Protocol):
-    """Turns the payloads of one read into the bytes the client gets; `chunks` are the payloads
-    as the relay decoded them, one for each (None when it did not decode them all, or when the
-    payloads are not the relay's)."""
 
-    def __call__(self, payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes: ...
+class TextStream(Protocol):
+    """A dialect's stream as `read_texts` feeds it. Its blocks of text (the model's reasoning, its
+    answer) open as their kind of text arrives; the texts of the open block are held, and their
+    delta events written together (`write_held`) at the end of the read or when the block closes."""
+
+    thinking: Any  # the kind of block reasoning text goes in
+    answering: Any  # the kind of block answer text goes in
+    open: Any  # the open block's kind (None when none is)
+    held: list[str]  # the open block's texts whose delta events are not written yet
+
+    def begin(self) -> list[bytes]:
+        """The stream's first events if they are not written yet, else nothing (a new list)."""
+        ...
+
+    def switch(self, kind: Any, out: list[bytes]) -> None:
+        """Close the open block (its held texts written) and open one of `kind`."""
+        ...
+
+    def choices(self, choices: list[ChunkChoice], out: list[bytes]) -> None:
+        """Any chunk's choices (the dialect answers with the first): its ending, reasoning, text
+        and tool calls."""
+        ...
+
+    def write_held(self, out: list[bytes]) -> None:
+        """The delta events of the held texts."""
+        ...
 
 
 async def relay(
     response: UpstreamResponse,
     send: Send,
     outcome: Outcome,
-    started: float,
     watch_client: Callable[[], None],
-    frame: Frame,
+    read: Frame,
 ) -> None:
-    """Forward upstream events until the answer ends; keep the usage for settlement. The
-    caller's deadline raises through. `watch_client` is called before the relay first waits
-    for the network, so a client that leaves meanwhile is noticed. `frame` turns the payloads
-    of one read, with the chunks decoded from them, into the bytes the client gets (SSE in the
-    caller's dialect)."""
+    """Forward upstream events until the answer ends; `read` counts the events of one read (the
+    usage kept for settlement) and frames them as the bytes the client gets (SSE in the caller's
+    dialect): `framed_events` or `read_texts`. The caller's deadline raises through.
+    `watch_client` is called before the relay first waits for the network, so a client that
+    leaves meanwhile is noticed."""
     splitter = EventSplitter()
     try:
         while True:
             if not response.buffered:
                 watch_client()
             data = await response.next_piece()
-            out, chunks = read_events(splitter.feed(data) if data else splitter.finish(), outcome, started)
-            if out:
-                await send({"type": "http.response.body", "body": frame(out, chunks), "more_body": True})
+            body = read(splitter.feed(data) if data else splitter.finish())
+            if body:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
             if not data:
                 break
     except ConnectionBroken:
@@ -62,7 +88,7 @@ def openai_frame(outcome: Outcome, answer_id: str) -> Frame:
     so nothing else matches)."""
     ours = b'"id":"' + answer_id.encode() + b'"'
 
-    def frame(payloads: list[bytes], chunks: list[Chunk] | None = None, /) -> bytes:
+    def frame(payloads: list[bytes]) -> bytes:
         body = b"data: " + b"\n\ndata: ".join(payloads) + b"\n\n"
         if outcome.stream_id is not None:
             body = body.replace(b'"id":"' + outcome.stream_id.encode() + b'"', ours)
@@ -71,18 +97,19 @@ def openai_frame(outcome: Outcome, answer_id: str) -> Frame:
     return frame
 
 
-def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> tuple[list[bytes], list[Chunk] | None]:
-    """Count what the events of one read deliver; return the payloads to forward, in order, and
-    the chunks decoded from them, one for each; None instead when the general path read one of
-    them (rare: the dialects then decode the read themselves, and the usual read needs no check
-    for a missing chunk, which would cost a comparison per chunk).
+def framed_events(frame: Frame, outcome: Outcome, started: float, payloads: list[bytes]) -> bytes:
+    """The events of one read counted (`read_events`) and those forwarded framed by `frame`."""
+    forwarded = read_events(payloads, outcome, started)
+    return frame(forwarded) if forwarded else b""
+
+
+def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> list[bytes]:
+    """Count what the events of one read deliver; return the payloads to forward, in order.
 
     The usual event (one line, choices with text, no usage) is read by the typed fast path
     and counted here in one loop, as `count_delivered` counts (inline: this runs for every
     event); any other goes through `inspect_document`. `[DONE]` is not forwarded."""
     out: list[bytes] = []
-    chunks: list[Chunk] = []
-    whole = True  # every payload forwarded has its chunk
     completion = reasoning = size = 0
     for payload in payloads:
         if payload == DONE:
@@ -92,7 +119,6 @@ def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> tupl
         if event is None:
             if (forwarded := inspect_document(payload, outcome, started)) is not None:
                 out.append(forwarded)
-                whole = False
             continue
         if outcome.first_token_seconds is None:
             first_event(outcome, started, event.id)
@@ -112,12 +138,89 @@ def read_events(payloads: list[bytes], outcome: Outcome, started: float) -> tupl
                 completion += 1
                 size += len(text)
         out.append(payload)
-        chunks.append(event)
     if completion:
         outcome.delivered_completion += completion
         outcome.delivered_reasoning += reasoning
         outcome.delivered_bytes += size
-    return out, chunks if whole else None
+    return out
+
+
+def read_texts(stream: TextStream, outcome: Outcome, started: float, payloads: list[bytes]) -> bytes:
+    """`read_events` and a dialect's framing in one loop: the events of one read counted as
+    `read_events` counts them, and fed to `stream`, whose events for them are returned.
+
+    The usual chunk (one choice, the first, not the last, one piece of reasoning or of answer
+    text) costs a few steps: its text is held for the open block's delta events, a block of its
+    kind opened first if need be. Any other chunk goes to `stream.choices`, and an event the typed
+    path does not read goes through `inspect_document` as in `read_events`."""
+    if not payloads:
+        return b""
+    out = stream.begin()
+    held = stream.held
+    hold = held.append
+    thinking, answering = stream.thinking, stream.answering
+    completion = reasoning = size = 0
+    for payload in payloads:
+        if payload == DONE:
+            outcome.upstream_done = True
+            continue
+        event = usual_event(payload) if LF not in payload else None
+        if event is None:
+            if (forwarded := inspect_document(payload, outcome, started)) is not None:
+                try:
+                    stream.choices(decode_chunk(forwarded).choices, out)
+                except DECODE_ERRORS:
+                    pass  # what the relay forwards is JSON, but not always a chunk's
+            continue
+        if outcome.first_token_seconds is None:
+            first_event(outcome, started, event.id)
+        try:
+            (choice,) = event.choices  # the usual chunk's one choice: no loop over them
+        except ValueError:
+            count_choices(event.choices, outcome)  # several (n > 1)
+            stream.choices(event.choices, out)
+            continue
+        delta = choice.delta
+        if delta is None or choice.index or choice.finish_reason is not None or delta.tool_calls is not None:
+            count_choices(event.choices, outcome)
+            stream.choices(event.choices, out)
+            continue
+        text = delta.content
+        thought = delta.reasoning_content or delta.reasoning
+        if thought:
+            reasoning += 1
+            completion += 1
+            size += len(thought)
+            if text:  # both in one delta: the stream takes them in its order
+                stream.choices(event.choices, out)
+                continue
+            kind, text = thinking, thought
+        elif text:
+            completion += 1
+            size += len(text)
+            kind = answering
+        else:
+            continue
+        if kind is not stream.open:
+            stream.switch(kind, out)
+        hold(text)
+    if completion:
+        outcome.delivered_completion += completion
+        outcome.delivered_reasoning += reasoning
+        outcome.delivered_bytes += size
+    if held:
+        stream.write_held(out)
+    return b"".join(out)
+
+
+def count_choices(choices: list[ChunkChoice], outcome: Outcome) -> None:
+    """What a chunk's choices deliver, as `read_events` counts it."""
+    for choice in choices:
+        delta = choice.delta
+        if delta is None:
+            count_delivered(outcome, None, choice.text)
+        else:
+            count_delivered(outcome, delta.reasoning_content or delta.reasoning, delta.content)
 
 
 def inspect_document(payload: bytes, outcome: Outcome, started: float) -> bytes | None:
