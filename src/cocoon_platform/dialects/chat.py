@@ -23,7 +23,7 @@ def frame_chunks(stream: TextStream, payloads: list[bytes]) -> bytes:
     """A dialect stream's events for chunk payloads that are not the relay's (the tool support's
     rewritten answer): each chunk decoded and taken as any chunk is (`TextStream.choices`); the
     relay's own go through `proxy.relay.read_texts`."""
-    out = stream.begin()
+    out = [] if stream.started else stream.begin()
     for chunk in decoded_chunks(payloads):
         stream.choices(chunk.choices, out)
     if stream.held:

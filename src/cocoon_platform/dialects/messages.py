@@ -441,16 +441,11 @@ class MessagesStream:
         self.stop_reason: Any = None
         self.held: list[str] = []  # of the open block, the texts whose delta events are not written yet
 
-    def _start(self) -> list[bytes]:
+    def begin(self) -> list[bytes]:
+        """The first event (called once: `started` says when)."""
         self.started = True
         before, between, after = _STARTED
         return [before, orjson.dumps(self.answer_id), between, orjson.dumps(self.model), after]
-
-    def begin(self) -> list[bytes]:
-        return [] if self.started else self._start()
-
-    def switch(self, kind: _Block, out: list[bytes]) -> None:
-        self._open(kind, out)
 
     def choices(self, choices: list[ChunkChoice], out: list[bytes]) -> None:
         """Any chunk's choices: the first's ending and delta, if it is there."""
@@ -495,8 +490,10 @@ class MessagesStream:
         held.clear()
 
     def _open(self, kind: _Block, out: list[bytes], *block: bytes) -> None:
-        """Open a block of `kind` (`block`: a tool_use's id and name, JSON), closing the open one."""
-        self._close(out)
+        """Open a block of `kind` (`block`: a tool_use's id and name, JSON), closing the open one
+        (if any: a call costs more than the check)."""
+        if self.open is not None:
+            self._close(out)
         self.index = index = self.index + 1
         self.open = kind
         if kind is not _THINKING:
@@ -506,6 +503,8 @@ class MessagesStream:
         else:
             opened, self.delta_head = kind.opened % index, kind.delta % index
         out.append(opened % block if block else opened)
+
+    switch = _open  # `TextStream.switch`
 
     def _close(self, out: list[bytes]) -> None:
         """Close the open block, if any: its held deltas, then its stop event."""
@@ -517,7 +516,7 @@ class MessagesStream:
             self.open = None
 
     def finish(self, usage: dict[str, Any]) -> bytes:
-        out = [] if self.started else self._start()
+        out = [] if self.started else self.begin()
         if not self.answered:
             self._open(_TEXT, out)  # a text or tool_use block, as a whole answer has
         self._close(out)
@@ -537,7 +536,7 @@ class MessagesStream:
         return b"".join(out)
 
     def fail(self, error: PlatformError) -> bytes:
-        out = [] if self.started else self._start()
+        out = [] if self.started else self.begin()
         self._close(out)
         out.append(_FAILED % orjson.dumps(error_body(error)["error"]))
         return b"".join(out)

@@ -490,8 +490,8 @@ _IN_PROGRESS = encoded_template(_marked_response("in_progress", None, None, [], 
 # model, the items (JSON, comma-separated), the usage's numbers (`_numbers`, JSON), settings; of
 # the failed one: the sequence number, id, created_at, error, model, the items, settings.
 _ITEMS = orjson.Fragment(b"[\x00]")
-_ENDED = {
-    status: event_templates(
+_ENDED_COMPLETED, _ENDED_INCOMPLETE = (
+    event_templates(
         (
             f"response.{status}",
             {
@@ -503,7 +503,7 @@ _ENDED = {
         )
     )
     for status in ("completed", "incomplete")
-}
+)
 _FAILED = event_templates(
     (
         "response.failed",
@@ -672,6 +672,7 @@ class ResponsesStream:
         "model",
         "settings",
         "suffix",
+        "started",
         "sequence",
         "output",
         "answered",
@@ -700,7 +701,8 @@ class ResponsesStream:
         # Of the items' ids, as JSON: the answer id's without its prefix (JSON escapes characters
         # one by one).
         self.suffix = answer_json[6:-1] if answer_id.startswith("resp_") else answer_json[1:-1]
-        self.sequence = 0  # of the next event; 0 until the first two are written
+        self.started = False  # the first two events are written
+        self.sequence = 0  # of the next event
         self.output: list[bytes] = []  # the items done, as JSON
         self.answered = False  # a message or a function call was opened
         self.open: _TextItem | None = None  # the open text item's kind
@@ -710,18 +712,13 @@ class ResponsesStream:
         self.calls = 0
         self.finish_reason: str | None = None
 
-    def _start(self) -> list[bytes]:
+    def begin(self) -> list[bytes]:
+        """The first two events (called once: `started` says when)."""
+        self.started = True
         self.sequence = 2
         response = _IN_PROGRESS % (self.answer_id, self.created, self.model, self.settings)
         before, between, after = _STARTED
         return [before, response, between, response, after]
-
-    def begin(self) -> list[bytes]:
-        return self._start() if not self.sequence else []
-
-    def switch(self, kind: _TextItem, out: list[bytes]) -> None:
-        self._close(out)
-        self._open(kind, out)
 
     def choices(self, choices: list[ChunkChoice], out: list[bytes]) -> None:
         """Any chunk's choices: the first's ending and delta, if it is there."""
@@ -754,7 +751,7 @@ class ResponsesStream:
 
     def _text(self, kind: _TextItem, text: str, out: list[bytes]) -> None:
         if kind is not self.open:
-            self.switch(kind, out)
+            self._open(kind, out)
         self.held.append(text)
 
     def write_held(self, out: list[bytes]) -> None:
@@ -780,6 +777,9 @@ class ResponsesStream:
         held.clear()
 
     def _open(self, kind: _TextItem, out: list[bytes]) -> None:
+        """Open an item of `kind`, closing the open one (if any: a call costs ~900 instructions)."""
+        if self.open is not None or self.call is not None:
+            self._close(out)
         self.open = kind
         if kind is _MESSAGE:
             self.answered = True
@@ -789,6 +789,8 @@ class ResponsesStream:
         out.append(kind.opened % (digits[sequence], index, suffix, digits[sequence + 1], suffix, index))
         self.sequence = sequence + 2
         self.delta_event = kind.delta[0] % (suffix.replace(b"%", b"%%"), index)
+
+    switch = _open  # `TextStream.switch`: one call, not two
 
     def _open_call(self, call_id: str | None, name: str | None, out: list[bytes]) -> None:
         index = self.calls
@@ -849,15 +851,15 @@ class ResponsesStream:
         self.text = []
 
     def finish(self, usage: dict[str, Any]) -> bytes:
-        out = self._start() if not self.sequence else []
+        out = [] if self.started else self.begin()
         if not self.answered:
-            self._close(out)
             self._open(_MESSAGE, out)  # an answer always has its message or a call, as a whole one
         self._close(out)
-        # The usage's numbers written by orjson in one call (its digits, its refusals), each put in
-        # its place in the template.
-        numbers = orjson.dumps(_numbers(usage))[1:-1].split(b",")
-        ended = _ENDED[_status(self.finish_reason)]
+        # The usage's numbers (`_numbers`, inline: this runs for every stream) written by orjson in
+        # one call (its digits, its refusals), each put in its place in the template.
+        prompt, cached, completion, reasoning, cost_nanoton, cost_ton = usage_numbers(usage)
+        numbers = orjson.dumps((prompt, cached, completion, reasoning, prompt + completion, cost_nanoton, cost_ton))
+        ended = _ENDED_INCOMPLETE if self.finish_reason == "length" else _ENDED_COMPLETED  # as `_status` says
         out.append(
             ended
             % (
@@ -866,14 +868,14 @@ class ResponsesStream:
                 self.created,
                 self.model,
                 b",".join(self.output),
-                *numbers,
+                *numbers[1:-1].split(b","),
                 self.settings,
             )
         )
         return b"".join(out)
 
     def fail(self, error: PlatformError) -> bytes:
-        out = self._start() if not self.sequence else []
+        out = [] if self.started else self.begin()
         self._close(out)
         problem = orjson.dumps({"code": "server_error", "message": error.message})
         items = b",".join(self.output)

@@ -36,9 +36,10 @@ class TextStream(Protocol):
     answering: Any  # the kind of block answer text goes in
     open: Any  # the open block's kind (None when none is)
     held: list[str]  # the open block's texts whose delta events are not written yet
+    started: bool  # its first events are written
 
     def begin(self) -> list[bytes]:
-        """The stream's first events if they are not written yet, else nothing (a new list)."""
+        """The stream's first events (a new list), called once, before any other."""
         ...
 
     def switch(self, kind: Any, out: list[bytes]) -> None:
@@ -155,7 +156,7 @@ def read_texts(stream: TextStream, outcome: Outcome, started: float, payloads: l
     path does not read goes through `inspect_document` as in `read_events`."""
     if not payloads:
         return b""
-    out = stream.begin()
+    out = [] if stream.started else stream.begin()  # checked here: a call costs more than the check
     held = stream.held
     hold = held.append
     thinking, answering = stream.thinking, stream.answering
