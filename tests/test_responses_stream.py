@@ -379,6 +379,23 @@ def test_the_benchmark_answer_is_written_as_before() -> None:
         assert templated.finish(usage) == generic.finish(usage)
 
 
+def test_usage_counts_past_64_bits_are_written_as_json() -> None:
+    """The last event's counts are written by `%d`: a count orjson could not write (the network's
+    usage is not ours to trust) still ends the stream in valid JSON, as the network said it."""
+    stream = ResponsesDialect().translate({"model": "m", "input": "hi"}).stream("resp_1", "m")
+    usage = {"prompt_tokens": 2**70, "completion_tokens": 3, "cost_nanoton": 5, "cost_ton": 5e-9}
+    ended = stream.finish(usage).rpartition(b"data: ")[2]
+    assert json.loads(ended)["response"]["usage"] == {
+        "input_tokens": 2**70,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 3,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 2**70 + 3,
+        "cost_nanoton": 5,
+        "cost_ton": 5e-9,
+    }
+
+
 def test_a_stream_numbered_past_the_digits_held_is_written_as_before() -> None:
     """Sequence numbers are written from a table of digits that a long stream grows: an answer of
     thousands of events (texts a read and many at once, then calls, each kind of event past the

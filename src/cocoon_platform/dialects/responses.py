@@ -40,6 +40,7 @@ import orjson
 
 from cocoon_platform.dialects.chat import function_of, read_message, text_of, usage_numbers
 from cocoon_platform.dialects.templates import (
+    DECIMAL_SLOT,
     DIGITS,
     INT_SLOT,
     JSON_SLOT,
@@ -487,8 +488,9 @@ _USUAL_SETTINGS = with_slots(
 )
 _IN_PROGRESS = encoded_template(_marked_response("in_progress", None, None, [], None))
 # The last event, by status. Slots of the finished ones: the sequence number, id, created_at,
-# model, the items (JSON, comma-separated), the usage's numbers (`_numbers`, JSON), settings; of
-# the failed one: the sequence number, id, created_at, error, model, the items, settings.
+# model, the items (JSON, comma-separated), the usage's numbers (`_numbers`: six ints by `%d`,
+# the cost in TON as JSON), settings; of the failed one: the sequence number, id, created_at,
+# error, model, the items, settings.
 _ITEMS = orjson.Fragment(b"[\x00]")
 _ENDED_COMPLETED, _ENDED_INCOMPLETE = (
     event_templates(
@@ -497,7 +499,7 @@ _ENDED_COMPLETED, _ENDED_INCOMPLETE = (
             {
                 "sequence_number": INT_SLOT,
                 "response": _marked_response(
-                    status, None, INCOMPLETE_DETAILS[status], _ITEMS, _usage(*(JSON_SLOT,) * 7)
+                    status, None, INCOMPLETE_DETAILS[status], _ITEMS, _usage(*(DECIMAL_SLOT,) * 6, JSON_SLOT)
                 ),
             },
         )
@@ -855,10 +857,9 @@ class ResponsesStream:
         if not self.answered:
             self._open(_MESSAGE, out)  # an answer always has its message or a call, as a whole one
         self._close(out)
-        # The usage's numbers (`_numbers`, inline: this runs for every stream) written by orjson in
-        # one call (its digits, its refusals), each put in its place in the template.
+        # The usage's numbers (`_numbers`, inline: this runs for every stream): its counts are ints
+        # (`usage_numbers`), written by `%d` as JSON writes them, its cost in TON as orjson writes a float.
         prompt, cached, completion, reasoning, cost_nanoton, cost_ton = usage_numbers(usage)
-        numbers = orjson.dumps((prompt, cached, completion, reasoning, prompt + completion, cost_nanoton, cost_ton))
         ended = _ENDED_INCOMPLETE if self.finish_reason == "length" else _ENDED_COMPLETED  # as `_status` says
         out.append(
             ended
@@ -868,7 +869,13 @@ class ResponsesStream:
                 self.created,
                 self.model,
                 b",".join(self.output),
-                *numbers[1:-1].split(b","),
+                prompt,
+                cached,
+                completion,
+                reasoning,
+                prompt + completion,
+                cost_nanoton,
+                orjson.dumps(cost_ton),
                 self.settings,
             )
         )
