@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -300,6 +301,20 @@ def test_a_dialects_read_counts_as_chats() -> None:
                 read_texts(stream, fed, time.perf_counter(), payloads)
                 read_events(payloads, counted, time.perf_counter())
             assert read(fed) == read(counted) and fed.upstream_done
+
+
+def test_a_dialects_read_counts_what_arrived_even_if_its_stream_raises() -> None:
+    """What a read delivered is counted before the stream frames it, as `read_events` counts it
+    before anything is framed: a stream that fails mid-read does not take the count with it."""
+    stream = ResponsesDialect().translate({"model": "m", "input": "hi"}).stream("resp_1", "m")
+    thought = orjson.dumps({"choices": [{"index": 0, "delta": {"reasoning_content": "think"}}]})
+    outcome = Outcome()
+    with (
+        mock.patch.object(type(stream), "switch", side_effect=RuntimeError("a broken stream")),
+        pytest.raises(RuntimeError),
+    ):
+        read_texts(stream, outcome, time.perf_counter(), [thought])
+    assert (outcome.delivered_completion, outcome.delivered_reasoning, outcome.delivered_bytes) == (1, 1, 5)
 
 
 def test_a_number_out_of_orjsons_range_in_an_unread_field_keeps_the_event() -> None:

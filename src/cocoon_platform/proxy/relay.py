@@ -161,54 +161,58 @@ def read_texts(stream: TextStream, outcome: Outcome, started: float, payloads: l
     hold = held.append
     thinking, answering = stream.thinking, stream.answering
     completion = reasoning = size = 0
-    for payload in payloads:
-        if payload == DONE:
-            outcome.upstream_done = True
-            continue
-        event = usual_event(payload) if LF not in payload else None
-        if event is None:
-            if (forwarded := inspect_document(payload, outcome, started)) is not None:
-                try:
-                    stream.choices(decode_chunk(forwarded).choices, out)
-                except DECODE_ERRORS:
-                    pass  # what the relay forwards is JSON, but not always a chunk's
-            continue
-        if outcome.first_token_seconds is None:
-            first_event(outcome, started, event.id)
-        try:
-            (choice,) = event.choices  # the usual chunk's one choice: no loop over them
-        except ValueError:
-            count_choices(event.choices, outcome)  # several (n > 1)
-            stream.choices(event.choices, out)
-            continue
-        delta = choice.delta
-        if delta is None or choice.index or choice.finish_reason is not None or delta.tool_calls is not None:
-            count_choices(event.choices, outcome)
-            stream.choices(event.choices, out)
-            continue
-        text = delta.content
-        thought = delta.reasoning_content or delta.reasoning
-        if thought:
-            reasoning += 1
-            completion += 1
-            size += len(thought)
-            if text:  # both in one delta: the stream takes them in its order
+    try:
+        for payload in payloads:
+            if payload == DONE:
+                outcome.upstream_done = True
+                continue
+            event = usual_event(payload) if LF not in payload else None
+            if event is None:
+                if (forwarded := inspect_document(payload, outcome, started)) is not None:
+                    try:
+                        stream.choices(decode_chunk(forwarded).choices, out)
+                    except DECODE_ERRORS:
+                        pass  # what the relay forwards is JSON, but not always a chunk's
+                continue
+            if outcome.first_token_seconds is None:
+                first_event(outcome, started, event.id)
+            try:
+                (choice,) = event.choices  # the usual chunk's one choice: no loop over them
+            except ValueError:
+                count_choices(event.choices, outcome)  # several (n > 1)
                 stream.choices(event.choices, out)
                 continue
-            kind, text = thinking, thought
-        elif text:
-            completion += 1
-            size += len(text)
-            kind = answering
-        else:
-            continue
-        if kind is not stream.open:
-            stream.switch(kind, out)
-        hold(text)
-    if completion:
-        outcome.delivered_completion += completion
-        outcome.delivered_reasoning += reasoning
-        outcome.delivered_bytes += size
+            delta = choice.delta
+            if delta is None or choice.index or choice.finish_reason is not None or delta.tool_calls is not None:
+                count_choices(event.choices, outcome)
+                stream.choices(event.choices, out)
+                continue
+            text = delta.content
+            thought = delta.reasoning_content or delta.reasoning
+            if thought:
+                reasoning += 1
+                completion += 1
+                size += len(thought)
+                if text:  # both in one delta: the stream takes them in its order
+                    stream.choices(event.choices, out)
+                    continue
+                kind, text = thinking, thought
+            elif text:
+                completion += 1
+                size += len(text)
+                kind = answering
+            else:
+                continue
+            if kind is not stream.open:
+                stream.switch(kind, out)
+            hold(text)
+    finally:
+        # Counted even if the stream raised: what was delivered is billed as in `read_events`,
+        # which counts before anything is framed.
+        if completion:
+            outcome.delivered_completion += completion
+            outcome.delivered_reasoning += reasoning
+            outcome.delivered_bytes += size
     if held:
         stream.write_held(out)
     return b"".join(out)
