@@ -26,7 +26,8 @@ closing events) weigh as much as its deltas in a short answer; so the values tha
 in a stream are in its templates or written once: the settings that close every response object
 (encoded once per request), the items' ids (the answer id's suffix is their templates' slot),
 and the first two events (one response object written once, between constant bytes). The last
-event's usage numbers come from one orjson call, without a dict. `tests/test_responses_stream.py`
+event's usage counts are written by `%d`, without a dict. The relay feeds the stream its chunks'
+text in the loop that counts them (`proxy.relay.read_texts`). `tests/test_responses_stream.py`
 holds the bytes to those of every event's dict encoded whole.
 """
 
