@@ -564,7 +564,9 @@ def test_deposit_through_the_simulator_raises_the_balance(
             page = sign_in(tab, key)
             expect(page.locator("#balance-ton")).to_have_text("0")
             expect(page.locator("#deposits-empty")).to_be_visible()
-            code = page.locator("#deposit-memo").inner_text()
+            # The code the user copies: the page fills it in after it loads, so wait for the real one.
+            code = httpx.get(server.url + "/v1/deposit", headers=bearer(key), timeout=10).json()["memo"]
+            expect(page.locator("#deposit-memo")).to_have_text(code)
             # Seen on the chain but not final: listed as pending, not in the balance yet.
             sent = run_cli(
                 ["simulate", "deposit", "--code", code, "--amount-ton", "1.25", "--url", sim.url, "--pending"],
