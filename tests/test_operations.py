@@ -18,6 +18,7 @@ from support import (
     Server,
     Simulator,
     db_rows,
+    fresh_database,
     ledger_consistent,
     new_account,
     run_cli,
@@ -290,53 +291,63 @@ def test_sigterm_lets_streams_finish_and_settle(
 
 
 def test_kill_9_mid_stream_is_swept_and_reconcile_is_clean(
-    server_factory: ServerFactory, slow_simulator: Simulator, database_url: str, tmp_path: Path
+    backend: str, slow_simulator: Simulator, tmp_path: Path
 ) -> None:
     settings = {"upstream_url": slow_simulator.url, "reservation_ttl_seconds": "3", "sweep_interval_seconds": "0.5"}
-    victim = start_server(tmp_path, database_url, {f"COCOON_{k.upper()}": v for k, v in settings.items()})
-    try:
-        key = new_account(victim, database_url, TON)
-        with httpx.stream(
-            "POST",
-            victim.url + "/v1/chat/completions",
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=30,
-            json={
-                "model": QWEN,
-                "stream": True,
-                "max_tokens": 50,
-                "messages": [{"role": "user", "content": "[[sim:tokens=50]] go"}],
-            },
-        ) as r:
-            request_id = r.headers["x-request-id"]
-            for line in r.iter_lines():
-                if line.startswith("data: {"):
-                    victim.kill()
-                    break
-    finally:
-        victim.kill()
-    assert db_rows(database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id}), "the hold was left open"
-    survivor = server_factory(**settings)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and db_rows(
-        database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id}
-    ):
-        time.sleep(0.2)
-    assert not db_rows(database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id})
-    balance = httpx.get(survivor.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}).json()
-    assert (balance["balance_nanoton"], balance["reserved_nanoton"]) == (TON, 0)
-    reconcile = run_cli(["admin", "reconcile"], database_url)
-    assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
-    # The operator's loss, not the user's, and reported (ruling 1 of #23).
-    [(status, cost, reserved)] = db_rows(
-        database_url,
-        "SELECT status, cost_nanoton, reserved_nanoton FROM usage_records WHERE request_id = :r",
-        {"r": "orphan_" + request_id.split("-", 1)[1]},
-    )
-    assert (status, cost) == ("orphaned", 0) and int(reserved) > 0  # type: ignore[call-overload]
-    assert "orphaned hold" in reconcile.stdout and "TON unbilled" in reconcile.stdout
-    scrape = httpx.get(survivor.url + "/metrics").text
-    assert "cocoon_orphaned_holds_total 1.0" in scrape and f"cocoon_orphaned_nanoton_total {float(reserved)}" in scrape
+    env = {f"COCOON_{k.upper()}": v for k, v in settings.items()}
+    # A database of its own: any other server on a shared one could sweep the hold first,
+    # and its metrics, not the survivor's, would count it.
+    with fresh_database(backend, tmp_path) as database_url:
+        victim = start_server(tmp_path, database_url, env)
+        try:
+            key = new_account(victim, database_url, TON)
+            with httpx.stream(
+                "POST",
+                victim.url + "/v1/chat/completions",
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=30,
+                json={
+                    "model": QWEN,
+                    "stream": True,
+                    "max_tokens": 50,
+                    "messages": [{"role": "user", "content": "[[sim:tokens=50]] go"}],
+                },
+            ) as r:
+                request_id = r.headers["x-request-id"]
+                for line in r.iter_lines():
+                    if line.startswith("data: {"):
+                        victim.kill()
+                        break
+        finally:
+            victim.kill()
+        assert db_rows(database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id}), "the hold was left open"
+        survivor = start_server(tmp_path, database_url, env)
+        try:
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and db_rows(
+                database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id}
+            ):
+                time.sleep(0.2)
+            assert not db_rows(database_url, "SELECT id FROM holds WHERE id = :r", {"r": request_id})
+            balance = httpx.get(survivor.url + "/v1/balance", headers={"Authorization": f"Bearer {key}"}).json()
+            assert (balance["balance_nanoton"], balance["reserved_nanoton"]) == (TON, 0)
+            reconcile = run_cli(["admin", "reconcile"], database_url)
+            assert reconcile.returncode == 0, reconcile.stdout + reconcile.stderr
+            # The operator's loss, not the user's, and reported (ruling 1 of #23).
+            [(status, cost, reserved)] = db_rows(
+                database_url,
+                "SELECT status, cost_nanoton, reserved_nanoton FROM usage_records WHERE request_id = :r",
+                {"r": "orphan_" + request_id.split("-", 1)[1]},
+            )
+            assert (status, cost) == ("orphaned", 0) and int(reserved) > 0  # type: ignore[call-overload]
+            assert "orphaned hold" in reconcile.stdout and "TON unbilled" in reconcile.stdout
+            scrape = httpx.get(survivor.url + "/metrics").text
+            assert (
+                "cocoon_orphaned_holds_total 1.0" in scrape
+                and f"cocoon_orphaned_nanoton_total {float(reserved)}" in scrape
+            )
+        finally:
+            survivor.stop()
 
 
 def test_reconcile_reports_discrepancies(database_url: str, server_factory: ServerFactory) -> None:
