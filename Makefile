@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lock lint test serve demo bench bench-peers bench-streams bench-cpu bench-instructions clean
+.PHONY: install lock lint test serve demo bench bench-peers bench-streams bench-cpu bench-compare bench-instructions clean
 
 install: $(VENV)/.installed
 
@@ -66,6 +66,13 @@ bench-streams: install
 BASE ?= main
 bench-cpu: install
 	$(BIN)/python bench/cpu.py --base $(BASE) $(SCENARIOS)
+
+# What one scenario costs against another, through the server: COMPARE's scenarios in
+# alternating bursts on one platform, each burst set against the first scenario's beside it
+# (bench/cpu.py --compare; e.g. COMPARE=stream,responses_stream,messages_stream).
+COMPARE ?= stream,responses_stream,messages_stream
+bench-compare: install
+	$(BIN)/python bench/cpu.py --compare $(COMPARE)
 
 # The same comparison in instructions per request (callgrind, in process): what a noisy host's
 # CPU times cannot tell (bench/instructions.py).

@@ -2,6 +2,7 @@
 
     python bench/cpu.py --base REV [--head REV] [--rounds 5] [--requests 4000] [--scenario chat ...]
                         [--interleave-scenarios] [--rate N]
+    python bench/cpu.py --compare stream,responses_stream [--head REV] [--bursts 40] [--seconds 1.5]
 
 On a shared host requests/s moves 15-30% between runs of the same code, so throughput cannot tell
 a 5% change. The server process's own user+system CPU (from /proc) over a fixed load, divided by
@@ -22,6 +23,13 @@ request depends on its load (commits batched, fewer wake-ups when busy), so comp
 scenarios run at different rates mixes the load's effect with their own cost. `--rate N` paces
 every run at N requests a second (bench/driver.py), below what any compared scenario reaches, so
 that they are compared at one load.
+
+`--compare` asks what one scenario costs against another (a dialect's stream against chat's),
+where fresh platforms per run add their own spread (each process's start, memory layout and
+hash seed) to the host's. One platform serves all the scenarios in short bursts, alternating
+(A B C C B A ...), and each burst's CPU per request is set against the first scenario's burst
+beside it: the host's slow seconds fall on both sides of a pair, and the median of the pairs'
+ratios is the answer (their quartiles beside it say how far to trust it).
 """
 
 from __future__ import annotations
@@ -36,6 +44,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,16 +179,10 @@ def fund_all(database: Path, nanoton: int) -> None:
         db.execute("UPDATE accounts SET balance_nanoton = balance_nanoton + ?", (nanoton,))
 
 
-def measure(
-    revision: str,
-    source: Path,
-    scenario: str,
-    simulator: str,
-    requests: int,
-    workdir: Path,
-    rate: float | None = None,
-) -> Round:
-    path, body = SCENARIOS[scenario]
+@contextmanager
+def platform(revision: str, source: Path, simulator: str, workdir: Path) -> Iterator[tuple[int, int, list[str]]]:
+    """A fresh platform from `source` on the platform's core, on a fresh SQLite database, with
+    funded accounts: its pid, its port and the accounts' keys."""
     port = free_port()
     database = workdir / f"cpu-{revision.replace('/', '_')}-{time.monotonic_ns()}.db"
     env = base_env(
@@ -209,28 +213,191 @@ def measure(
         with httpx.Client(base_url=url, timeout=30) as client:
             keys = [client.post("/api/register").json()["api_key"] for _ in range(ACCOUNTS)]
         fund_all(database, 10_000 * 10**9)
-        wire = [http_request("127.0.0.1", path, body, {"Authorization": f"Bearer {k}"}) for k in keys]
-        asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, 1.0, rate=rate))  # warm-up: imports, caches, pools
-        # The driver runs for a time, not a count: size the time from a short probe of the rate.
-        probe = asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, 1.0, rate=rate))
-        seconds = max(2.0, requests / max(probe.rate, 1.0))
-        before = process_cpu_seconds(server.pid)
-        began = time.perf_counter()
-        result = asyncio.run(drive("127.0.0.1", port, wire, CONNECTIONS, seconds, rate=rate))
-        wall = time.perf_counter() - began
-        cpu = process_cpu_seconds(server.pid) - before
-        if result.failures or probe.failures:
-            raise SystemExit(f"{revision} {scenario}: {result.failures} failed answers; see {log.name}")
-        return Round(revision, scenario, result.answers, result.failures, cpu, wall)
+        yield server.pid, port, keys
     finally:
         server.terminate()
         server.wait(30)
         log.close()
 
 
+def wire(scenario: str, keys: list[str]) -> list[bytes]:
+    """The scenario's request as each account sends it."""
+    path, body = SCENARIOS[scenario]
+    return [http_request("127.0.0.1", path, body, {"Authorization": f"Bearer {k}"}) for k in keys]
+
+
+def timed(
+    revision: str, scenario: str, pid: int, port: int, load: list[bytes], seconds: float, rate: float | None
+) -> Round:
+    """One run of `seconds` at c16 (no warm-up of its own: the CPU read spans only the answers counted)."""
+    before = process_cpu_seconds(pid)
+    began = time.perf_counter()
+    result = asyncio.run(drive("127.0.0.1", port, load, CONNECTIONS, seconds, warmup=0.0, rate=rate))
+    wall = time.perf_counter() - began
+    cpu = process_cpu_seconds(pid) - before
+    if result.failures:
+        raise SystemExit(f"{revision} {scenario}: {result.failures} failed answers; see the platform's log")
+    return Round(revision, scenario, result.answers, result.failures, cpu, wall)
+
+
+def measure(
+    revision: str,
+    source: Path,
+    scenario: str,
+    simulator: str,
+    requests: int,
+    workdir: Path,
+    rate: float | None = None,
+) -> Round:
+    """One run on a fresh platform: warmed up, then about `requests` answers."""
+    with platform(revision, source, simulator, workdir) as (pid, port, keys):
+        load = wire(scenario, keys)
+        asyncio.run(drive("127.0.0.1", port, load, CONNECTIONS, 1.0, rate=rate))  # warm-up: imports, caches, pools
+        # The driver runs for a time, not a count: size the time from a short probe of the rate.
+        probe = asyncio.run(drive("127.0.0.1", port, load, CONNECTIONS, 1.0, rate=rate))
+        if probe.failures:
+            raise SystemExit(f"{revision} {scenario}: {probe.failures} failed answers; see the platform's log")
+        return timed(revision, scenario, pid, port, load, max(2.0, requests / max(probe.rate, 1.0)), rate)
+
+
+def compare(
+    revision: str,
+    source: Path,
+    scenarios: list[str],
+    simulator: str,
+    workdir: Path,
+    bursts: int,
+    seconds: float,
+    rate: float | None,
+) -> dict[str, list[Round]]:
+    """`bursts` runs of each scenario on one platform, alternating (A B C C B A ...)."""
+    runs: dict[str, list[Round]] = {scenario: [] for scenario in scenarios}
+    with platform(revision, source, simulator, workdir) as (pid, port, keys):
+        loads = {scenario: wire(scenario, keys) for scenario in scenarios}
+        for scenario in scenarios:  # warm-up: imports, caches, pools
+            asyncio.run(drive("127.0.0.1", port, loads[scenario], CONNECTIONS, 1.0, rate=rate))
+        for index in range(bursts):
+            for scenario in scenarios if index % 2 == 0 else scenarios[::-1]:
+                done = timed(revision, scenario, pid, port, loads[scenario], seconds, rate)
+                runs[scenario].append(done)
+                print(
+                    f"  {scenario:<18} {done.cpu_us_per_request:8.1f} us CPU/request  {done.rate:8.0f} req/s",
+                    flush=True,
+                )
+    return runs
+
+
+def report_comparison(revision: str, runs: dict[str, list[Round]]) -> dict[str, object]:
+    """Each scenario's medians, and the median and quartiles of its bursts' ratios to the first's."""
+    scenarios = list(runs)
+    first = runs[scenarios[0]]
+    report: dict[str, object] = {}
+    print(f"\n| scenario at {revision} | us/req | req/s | ratio to {scenarios[0]}: median of pairs | quartiles |")
+    print("|---|---|---|---|---|")
+    for scenario in scenarios:
+        cpu = statistics.median(r.cpu_us_per_request for r in runs[scenario])
+        rate = statistics.median(r.rate for r in runs[scenario])
+        pairs = [r.cpu_us_per_request / f.cpu_us_per_request for r, f in zip(runs[scenario], first, strict=True)]
+        low, middle, high = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else (pairs[0],) * 3
+        report[scenario] = {"us": cpu, "rate": rate, "ratio": middle, "quartiles": [low, high], "pairs": pairs}
+        ratio = "-" if scenario == scenarios[0] else f"**{middle:.3f}**"
+        spread = "-" if scenario == scenarios[0] else f"{low:.3f}-{high:.3f}"
+        print(f"| {scenario} | {cpu:.1f} | {rate:,.0f} | {ratio} | {spread} |")
+    return report
+
+
+@contextmanager
+def simulator(workdir: Path) -> Iterator[str]:
+    """The COCOON-client simulator on the load generator's core; its URL."""
+    port = free_port()
+    log = (workdir / "simulator.log").open("wb")
+    process = subprocess.Popen(
+        ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "cocoon_simulator", "--port", str(port)],
+        env=base_env(),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v1/models", proc=process)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(30)
+        log.close()
+
+
+def before_and_after(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """Each scenario on fresh platforms of both revisions, alternating; their medians."""
+    scenarios = args.scenario or ["chat", "stream"]
+    sources = {rev: checkout(rev, workdir) for rev in (args.base, args.head)}
+    rounds: list[Round] = []
+    try:
+        with simulator(workdir) as url:
+            if args.interleave_scenarios:
+                order = [(s, i) for i in range(args.rounds) for s in (scenarios if i % 2 == 0 else scenarios[::-1])]
+            else:
+                order = [(s, i) for s in scenarios for i in range(args.rounds)]
+            for scenario, index in order:
+                for rev in (args.base, args.head) if index % 2 == 0 else (args.head, args.base):
+                    done = measure(rev, sources[rev], scenario, url, args.requests, workdir, args.rate)
+                    rounds.append(done)
+                    print(
+                        f"  {scenario:<10} {rev:<12} {done.cpu_us_per_request:8.1f} us CPU/request  "
+                        f"{done.rate:8.0f} req/s  ({done.answers} answers)",
+                        flush=True,
+                    )
+    finally:
+        for source in sources.values():
+            remove_checkout(source)
+    report: dict[str, dict[str, float]] = {}
+    print(f"\n| scenario | {args.base} us/req | {args.head} us/req | ratio | {args.base} req/s | {args.head} req/s |")
+    print("|---|---|---|---|---|---|")
+    for scenario in scenarios:
+
+        def median(rev: str, attribute: str, scenario: str = scenario) -> float:
+            return statistics.median(
+                getattr(r, attribute) for r in rounds if r.revision == rev and r.scenario == scenario
+            )
+
+        base, head = median(args.base, "cpu_us_per_request"), median(args.head, "cpu_us_per_request")
+        base_rate, head_rate = median(args.base, "rate"), median(args.head, "rate")
+        report[scenario] = {
+            "base_us": base,
+            "head_us": head,
+            "ratio": head / base,
+            "base_rate": base_rate,
+            "head_rate": head_rate,
+        }
+        print(f"| {scenario} | {base:.1f} | {head:.1f} | {head / base:.3f} | {base_rate:,.0f} | {head_rate:,.0f} |")
+    if args.interleave_scenarios and len(scenarios) > 1:
+        first = report[scenarios[0]]["head_us"]
+        for scenario in scenarios[1:]:
+            ratio = report[scenario]["head_us"] / first
+            report[scenario]["head_vs_" + scenarios[0]] = ratio
+            print(f"{args.head}: {scenario} / {scenarios[0]} CPU per request = {ratio:.3f}")
+    return dict(report)
+
+
+def one_platform(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
+    """The `--compare` scenarios in bursts on one platform of `--head`; each against the first."""
+    scenarios = args.compare.split(",")
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        raise SystemExit(f"--compare: no scenario {', '.join(unknown)}; there are {', '.join(sorted(SCENARIOS))}")
+    if len(scenarios) < 2:
+        raise SystemExit("--compare takes two or more scenarios: the first is what the others are set against")
+    source = checkout(args.head, workdir)
+    try:
+        with simulator(workdir) as url:
+            runs = compare(args.head, source, scenarios, url, workdir, args.bursts, args.seconds, args.rate)
+    finally:
+        remove_checkout(source)
+    return report_comparison(args.head, runs)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--base", required=True, help="the revision before (git rev, or WORKTREE)")
+    parser.add_argument("--base", help="the revision before (git rev, or WORKTREE)")
     parser.add_argument("--head", default="WORKTREE", help="the revision after (default: this working tree)")
     parser.add_argument(
         "--scenario", action="append", choices=sorted(SCENARIOS), help="repeatable; default chat and stream"
@@ -244,72 +411,23 @@ def main() -> int:
         help="alternate scenarios within each round too (to compare scenarios, e.g. tools5/chat)",
     )
     parser.add_argument("--rate", type=float, help="pace every run at this many requests a second (one load for all)")
+    parser.add_argument(
+        "--compare", help="scenarios, comma-separated: each against the first, on one platform of --head"
+    )
+    parser.add_argument("--bursts", type=int, default=40, help="with --compare: runs of each scenario")
+    parser.add_argument("--seconds", type=float, default=1.5, help="with --compare: the length of a run")
     args = parser.parse_args()
-    scenarios = args.scenario or ["chat", "stream"]
+    if (args.base is None) == (args.compare is None):
+        parser.error("give --base REV (a change, before and after) or --compare A,B,... (scenarios, on one platform)")
     os.sched_setaffinity(0, {int(LOAD_CORE)})  # the load generator (this process) stays off the platform's core
     workdir = Path(tempfile.mkdtemp(prefix="cocoon-cpu-"))
-    sources = {rev: checkout(rev, workdir) for rev in (args.base, args.head)}
-    sim_port = free_port()
-    sim_log = (workdir / "simulator.log").open("wb")
-    simulator = subprocess.Popen(
-        ["taskset", "-c", LOAD_CORE, sys.executable, "-m", "cocoon_simulator", "--port", str(sim_port)],
-        env=base_env(),
-        stdout=sim_log,
-        stderr=subprocess.STDOUT,
-    )
-    rounds: list[Round] = []
-    try:
-        wait_http(f"http://127.0.0.1:{sim_port}/v1/models", proc=simulator)
-        if args.interleave_scenarios:
-            order = [(s, i) for i in range(args.rounds) for s in (scenarios if i % 2 == 0 else scenarios[::-1])]
-        else:
-            order = [(s, i) for s in scenarios for i in range(args.rounds)]
-        for scenario, index in order:
-            for rev in (args.base, args.head) if index % 2 == 0 else (args.head, args.base):
-                done = measure(
-                    rev, sources[rev], scenario, f"http://127.0.0.1:{sim_port}", args.requests, workdir, args.rate
-                )
-                rounds.append(done)
-                print(
-                    f"  {scenario:<10} {rev:<12} {done.cpu_us_per_request:8.1f} us CPU/request  "
-                    f"{done.rate:8.0f} req/s  ({done.answers} answers)",
-                    flush=True,
-                )
-    finally:
-        simulator.terminate()
-        simulator.wait(30)
-        for source in sources.values():
-            remove_checkout(source)
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    scenarios = before_and_after(args, workdir) if args.compare is None else one_platform(args, workdir)
     report = {
         "command": " ".join(["python", "bench/cpu.py", *sys.argv[1:]]),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "scenarios": {},
+        "started": started,
+        "scenarios": scenarios,
     }
-    print(f"\n| scenario | {args.base} us/req | {args.head} us/req | ratio | {args.base} req/s | {args.head} req/s |")
-    print("|---|---|---|---|---|---|")
-    for scenario in scenarios:
-
-        def median(rev: str, attribute: str, scenario: str = scenario) -> float:
-            return statistics.median(
-                getattr(r, attribute) for r in rounds if r.revision == rev and r.scenario == scenario
-            )
-
-        base, head = median(args.base, "cpu_us_per_request"), median(args.head, "cpu_us_per_request")
-        base_rate, head_rate = median(args.base, "rate"), median(args.head, "rate")
-        report["scenarios"][scenario] = {
-            "base_us": base,
-            "head_us": head,
-            "ratio": head / base,
-            "base_rate": base_rate,
-            "head_rate": head_rate,
-        }
-        print(f"| {scenario} | {base:.1f} | {head:.1f} | {head / base:.3f} | {base_rate:,.0f} | {head_rate:,.0f} |")
-    if args.interleave_scenarios and len(scenarios) > 1:
-        first = report["scenarios"][scenarios[0]]["head_us"]
-        for scenario in scenarios[1:]:
-            ratio = report["scenarios"][scenario]["head_us"] / first
-            report["scenarios"][scenario]["head_vs_" + scenarios[0]] = ratio
-            print(f"{args.head}: {scenario} / {scenarios[0]} CPU per request = {ratio:.3f}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"cpu-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(report, indent=2))
