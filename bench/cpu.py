@@ -24,12 +24,12 @@ scenarios run at different rates mixes the load's effect with their own cost. `-
 every run at N requests a second (bench/driver.py), below what any compared scenario reaches, so
 that they are compared at one load.
 
-`--compare` asks what one scenario costs against another (a dialect's stream against chat's),
-where fresh platforms per run add their own spread (each process's start, memory layout and
-hash seed) to the host's. One platform serves all the scenarios in short bursts, alternating
-(A B C C B A ...), and each burst's CPU per request is set against the first scenario's burst
-beside it: the host's slow seconds fall on both sides of a pair, and the median of the pairs'
-ratios is the answer (their quartiles beside it say how far to trust it).
+`--compare` asks what one scenario costs against another (a dialect's stream against chat's).
+Runs on fresh platforms a minute apart meet the host at different speeds; here one platform
+serves all the scenarios in short bursts, alternating (A B C C B A ...), and each burst's CPU per
+request is set against the first scenario's burst beside it, seconds apart, so that a slow
+stretch of the host falls on both sides of a pair. The median of the pairs' ratios is the answer
+(their quartiles beside it say how far to trust it).
 """
 
 from __future__ import annotations
