@@ -26,10 +26,11 @@ that they are compared at one load.
 
 `--compare` asks what one scenario costs against another (a dialect's stream against chat's).
 Runs on fresh platforms a minute apart meet the host at different speeds; here one platform
-serves all the scenarios in short bursts, alternating (A B C C B A ...), and each burst's CPU per
-request is set against the first scenario's burst beside it, seconds apart, so that a slow
-stretch of the host falls on both sides of a pair. The median of the pairs' ratios is the answer
-(their quartiles beside it say how far to trust it).
+serves all the scenarios in short bursts, a round of one each at a time (in an order rotated
+from round to round), and each burst's CPU per request is set against the first scenario's burst
+of its round, seconds apart, so that a slow stretch of the host falls on both sides of a pair.
+The median of the pairs' ratios is the answer, with its 95% interval (the sign test's: no
+assumption about how the ratios spread) and the pairs' quartiles beside it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sqlite3
 import statistics
@@ -61,6 +63,7 @@ from support import base_env, free_port, wait_http  # noqa: E402
 PLATFORM_CORE, LOAD_CORE = "0", "1"
 ACCOUNTS = 16
 CONNECTIONS = 16
+SETTLE_SECONDS = 0.2  # before a run: the run before it ends on the server
 SYSTEM = '{"role":"system","content":"You are a helpful assistant."}'
 USER = '{"role":"user","content":"[[sim:tokens=20]] Write a haiku about the sea."}'
 
@@ -179,10 +182,20 @@ def fund_all(database: Path, nanoton: int) -> None:
         db.execute("UPDATE accounts SET balance_nanoton = balance_nanoton + ?", (nanoton,))
 
 
+@dataclass
+class Platform:
+    """A running platform: its process, port, funded accounts' keys and log file."""
+
+    pid: int
+    port: int
+    keys: list[str]
+    log: Path
+
+
 @contextmanager
-def platform(revision: str, source: Path, simulator: str, workdir: Path) -> Iterator[tuple[int, int, list[str]]]:
+def platform(revision: str, source: Path, simulator: str, workdir: Path) -> Iterator[Platform]:
     """A fresh platform from `source` on the platform's core, on a fresh SQLite database, with
-    funded accounts: its pid, its port and the accounts' keys."""
+    funded accounts."""
     port = free_port()
     database = workdir / f"cpu-{revision.replace('/', '_')}-{time.monotonic_ns()}.db"
     env = base_env(
@@ -205,7 +218,8 @@ def platform(revision: str, source: Path, simulator: str, workdir: Path) -> Iter
         "import sys; from cocoon_platform.cli import main; sys.exit(main())",
         "serve",
     ]
-    log = (workdir / f"platform-{port}.log").open("wb")
+    log_path = workdir / f"platform-{port}.log"
+    log = log_path.open("wb")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -213,10 +227,14 @@ def platform(revision: str, source: Path, simulator: str, workdir: Path) -> Iter
         with httpx.Client(base_url=url, timeout=30) as client:
             keys = [client.post("/api/register").json()["api_key"] for _ in range(ACCOUNTS)]
         fund_all(database, 10_000 * 10**9)
-        yield server.pid, port, keys
+        yield Platform(server.pid, port, keys, log_path)
     finally:
         server.terminate()
-        server.wait(30)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait(5)
         log.close()
 
 
@@ -227,16 +245,22 @@ def wire(scenario: str, keys: list[str]) -> list[bytes]:
 
 
 def timed(
-    revision: str, scenario: str, pid: int, port: int, load: list[bytes], seconds: float, rate: float | None
+    revision: str, scenario: str, server: Platform, load: list[bytes], seconds: float, rate: float | None
 ) -> Round:
-    """One run of `seconds` at c16 (no warm-up of its own: the CPU read spans only the answers counted)."""
-    before = process_cpu_seconds(pid)
+    """One run of `seconds` at c16. It has no warm-up of its own, so the CPU read spans only the
+    answers counted; a pause first lets the server finish the run before (the requests cut at
+    its end), whose work is no one's answer."""
+    time.sleep(SETTLE_SECONDS)
+    before = process_cpu_seconds(server.pid)
     began = time.perf_counter()
-    result = asyncio.run(drive("127.0.0.1", port, load, CONNECTIONS, seconds, warmup=0.0, rate=rate))
+    result = asyncio.run(drive("127.0.0.1", server.port, load, CONNECTIONS, seconds, warmup=0.0, rate=rate))
     wall = time.perf_counter() - began
-    cpu = process_cpu_seconds(pid) - before
-    if result.failures:
-        raise SystemExit(f"{revision} {scenario}: {result.failures} failed answers; see the platform's log")
+    cpu = process_cpu_seconds(server.pid) - before
+    if result.failures or not result.answers or cpu <= 0:
+        raise SystemExit(
+            f"{revision} {scenario}: {result.answers} answers, {result.failures} failed, {cpu:.2f} s of CPU; "
+            f"see {server.log}"
+        )
     return Round(revision, scenario, result.answers, result.failures, cpu, wall)
 
 
@@ -250,14 +274,18 @@ def measure(
     rate: float | None = None,
 ) -> Round:
     """One run on a fresh platform: warmed up, then about `requests` answers."""
-    with platform(revision, source, simulator, workdir) as (pid, port, keys):
-        load = wire(scenario, keys)
-        asyncio.run(drive("127.0.0.1", port, load, CONNECTIONS, 1.0, rate=rate))  # warm-up: imports, caches, pools
+    with platform(revision, source, simulator, workdir) as server:
+        load = wire(scenario, server.keys)
+        asyncio.run(
+            drive("127.0.0.1", server.port, load, CONNECTIONS, 1.0, rate=rate)
+        )  # warm-up: imports, caches, pools
         # The driver runs for a time, not a count: size the time from a short probe of the rate.
-        probe = asyncio.run(drive("127.0.0.1", port, load, CONNECTIONS, 1.0, rate=rate))
-        if probe.failures:
-            raise SystemExit(f"{revision} {scenario}: {probe.failures} failed answers; see the platform's log")
-        return timed(revision, scenario, pid, port, load, max(2.0, requests / max(probe.rate, 1.0)), rate)
+        probe = asyncio.run(drive("127.0.0.1", server.port, load, CONNECTIONS, 1.0, rate=rate))
+        if probe.failures or not probe.answers:
+            raise SystemExit(
+                f"{revision} {scenario}: {probe.failures} of {probe.answers} answers failed; see {server.log}"
+            )
+        return timed(revision, scenario, server, load, max(2.0, requests / probe.rate), rate)
 
 
 def compare(
@@ -270,15 +298,18 @@ def compare(
     seconds: float,
     rate: float | None,
 ) -> dict[str, list[Round]]:
-    """`bursts` runs of each scenario on one platform, alternating (A B C C B A ...)."""
+    """`bursts` runs of each scenario on one platform. Each round runs every scenario once, in an
+    order rotated from round to round (A B C, B C A, C A B, ...), so that each takes each place
+    and follows each other as often."""
     runs: dict[str, list[Round]] = {scenario: [] for scenario in scenarios}
-    with platform(revision, source, simulator, workdir) as (pid, port, keys):
-        loads = {scenario: wire(scenario, keys) for scenario in scenarios}
+    with platform(revision, source, simulator, workdir) as server:
+        loads = {scenario: wire(scenario, server.keys) for scenario in scenarios}
         for scenario in scenarios:  # warm-up: imports, caches, pools
-            asyncio.run(drive("127.0.0.1", port, loads[scenario], CONNECTIONS, 1.0, rate=rate))
+            asyncio.run(drive("127.0.0.1", server.port, loads[scenario], CONNECTIONS, 1.0, rate=rate))
         for index in range(bursts):
-            for scenario in scenarios if index % 2 == 0 else scenarios[::-1]:
-                done = timed(revision, scenario, pid, port, loads[scenario], seconds, rate)
+            turn = index % len(scenarios)
+            for scenario in scenarios[turn:] + scenarios[:turn]:
+                done = timed(revision, scenario, server, loads[scenario], seconds, rate)
                 runs[scenario].append(done)
                 print(
                     f"  {scenario:<18} {done.cpu_us_per_request:8.1f} us CPU/request  {done.rate:8.0f} req/s",
@@ -287,22 +318,50 @@ def compare(
     return runs
 
 
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of what `values` sample (the sign test's):
+    the k-th smallest and k-th largest, k the most that leaves both tails within 1 - confidence."""
+    ordered = sorted(values)
+    count, tail, k = len(ordered), 0.0, 0
+    while k < count // 2 and tail + math.comb(count, k) / 2**count <= (1 - confidence) / 2:
+        tail += math.comb(count, k) / 2**count
+        k += 1
+    return (ordered[k - 1], ordered[count - k]) if k else (ordered[0], ordered[-1])
+
+
 def report_comparison(revision: str, runs: dict[str, list[Round]]) -> dict[str, object]:
-    """Each scenario's medians, and the median and quartiles of its bursts' ratios to the first's."""
+    """Each scenario's medians, and the median of its bursts' ratios to the first scenario's, with
+    that median's 95% interval and the pairs' quartiles."""
     scenarios = list(runs)
     first = runs[scenarios[0]]
     report: dict[str, object] = {}
-    print(f"\n| scenario at {revision} | us/req | req/s | ratio to {scenarios[0]}: median of pairs | quartiles |")
-    print("|---|---|---|---|---|")
+    print(
+        f"\n| scenario at {revision} | us/req | req/s | ratio to {scenarios[0]}: median of pairs "
+        "| its 95% interval | the pairs' quartiles |"
+    )
+    print("|---|---|---|---|---|---|")
     for scenario in scenarios:
         cpu = statistics.median(r.cpu_us_per_request for r in runs[scenario])
         rate = statistics.median(r.rate for r in runs[scenario])
         pairs = [r.cpu_us_per_request / f.cpu_us_per_request for r, f in zip(runs[scenario], first, strict=True)]
-        low, middle, high = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else (pairs[0],) * 3
-        report[scenario] = {"us": cpu, "rate": rate, "ratio": middle, "quartiles": [low, high], "pairs": pairs}
-        ratio = "-" if scenario == scenarios[0] else f"**{middle:.3f}**"
-        spread = "-" if scenario == scenarios[0] else f"{low:.3f}-{high:.3f}"
-        print(f"| {scenario} | {cpu:.1f} | {rate:,.0f} | {ratio} | {spread} |")
+        middle = statistics.median(pairs)
+        interval = median_interval(pairs)
+        low, _, high = statistics.quantiles(pairs, n=4, method="inclusive")
+        report[scenario] = {
+            "us": cpu,
+            "rate": rate,
+            "ratio": middle,
+            "interval": list(interval),
+            "quartiles": [low, high],
+            "pairs": pairs,
+        }
+        if scenario == scenarios[0]:
+            print(f"| {scenario} | {cpu:.1f} | {rate:,.0f} | - | - | - |")
+        else:
+            print(
+                f"| {scenario} | {cpu:.1f} | {rate:,.0f} | **{middle:.3f}** | {interval[0]:.3f}-{interval[1]:.3f} "
+                f"| {low:.3f}-{high:.3f} |"
+            )
     return report
 
 
@@ -380,12 +439,14 @@ def before_and_after(args: argparse.Namespace, workdir: Path) -> dict[str, objec
 
 def one_platform(args: argparse.Namespace, workdir: Path) -> dict[str, object]:
     """The `--compare` scenarios in bursts on one platform of `--head`; each against the first."""
-    scenarios = args.compare.split(",")
+    scenarios = [name.strip() for name in args.compare.split(",") if name.strip()]
     unknown = sorted(set(scenarios) - set(SCENARIOS))
     if unknown:
         raise SystemExit(f"--compare: no scenario {', '.join(unknown)}; there are {', '.join(sorted(SCENARIOS))}")
-    if len(scenarios) < 2:
-        raise SystemExit("--compare takes two or more scenarios: the first is what the others are set against")
+    if len(set(scenarios)) != len(scenarios) or len(scenarios) < 2:
+        raise SystemExit(
+            "--compare takes two or more different scenarios: the first is what the others are set against"
+        )
     source = checkout(args.head, workdir)
     try:
         with simulator(workdir) as url:
@@ -417,6 +478,8 @@ def main() -> int:
     parser.add_argument("--bursts", type=int, default=40, help="with --compare: runs of each scenario")
     parser.add_argument("--seconds", type=float, default=1.5, help="with --compare: the length of a run")
     args = parser.parse_args()
+    if args.bursts < 2 or args.seconds <= 0:
+        parser.error("--bursts takes 2 or more, --seconds more than 0")
     if (args.base is None) == (args.compare is None):
         parser.error("give --base REV (a change, before and after) or --compare A,B,... (scenarios, on one platform)")
     os.sched_setaffinity(0, {int(LOAD_CORE)})  # the load generator (this process) stays off the platform's core
