@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 import uuid
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import httpx
@@ -36,6 +37,22 @@ def chat(server: Server, key: str, content: str = "hi", **fields: object) -> htt
         headers={"Authorization": f"Bearer {key}"},
         timeout=30,
         json={"model": QWEN, "max_tokens": 30, "messages": [{"role": "user", "content": content}], **fields},
+    )
+
+
+def chat_stream(server: Server, key: str, tokens: int) -> AbstractContextManager[httpx.Response]:
+    """A streamed chat request the simulator answers with `tokens` tokens (at most 50)."""
+    return httpx.stream(
+        "POST",
+        server.url + "/v1/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+        json={
+            "model": QWEN,
+            "stream": True,
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": f"[[sim:tokens={tokens}]] go"}],
+        },
     )
 
 
@@ -258,18 +275,7 @@ def test_sigterm_lets_streams_finish_and_settle(
     key = new_account(server, database_url, TON)
     chunks = 0
     body = ""
-    with httpx.stream(
-        "POST",
-        server.url + "/v1/chat/completions",
-        headers={"Authorization": f"Bearer {key}"},
-        timeout=30,
-        json={
-            "model": QWEN,
-            "stream": True,
-            "max_tokens": 50,
-            "messages": [{"role": "user", "content": "[[sim:tokens=30]] go"}],
-        },
-    ) as r:
+    with chat_stream(server, key, 30) as r:
         request_id = r.headers["x-request-id"]
         for line in r.iter_lines():
             body += line + "\n"
@@ -301,18 +307,7 @@ def test_kill_9_mid_stream_is_swept_and_reconcile_is_clean(
         victim = start_server(tmp_path, database_url, env)
         try:
             key = new_account(victim, database_url, TON)
-            with httpx.stream(
-                "POST",
-                victim.url + "/v1/chat/completions",
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=30,
-                json={
-                    "model": QWEN,
-                    "stream": True,
-                    "max_tokens": 50,
-                    "messages": [{"role": "user", "content": "[[sim:tokens=50]] go"}],
-                },
-            ) as r:
+            with chat_stream(victim, key, 50) as r:
                 request_id = r.headers["x-request-id"]
                 for line in r.iter_lines():
                     if line.startswith("data: {"):
