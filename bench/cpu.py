@@ -229,13 +229,18 @@ def platform(revision: str, source: Path, simulator: str, workdir: Path) -> Iter
         fund_all(database, 10_000 * 10**9)
         yield Platform(server.pid, port, keys, log_path)
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait(5)
+        stop(server)
         log.close()
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, and SIGKILL for a process still there 30 s later."""
+    process.terminate()
+    try:
+        process.wait(30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
 
 
 def wire(scenario: str, keys: list[str]) -> list[bytes]:
@@ -380,8 +385,7 @@ def simulator(workdir: Path) -> Iterator[str]:
         wait_http(f"http://127.0.0.1:{port}/v1/models", proc=process)
         yield f"http://127.0.0.1:{port}"
     finally:
-        process.terminate()
-        process.wait(30)
+        stop(process)
         log.close()
 
 
